@@ -1,0 +1,286 @@
+//! The adaptive bitrate ladder: which renditions a source gets, and the
+//! ffmpeg arguments that produce them.
+
+use std::path::Path;
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendition {
+    /// Name used in paths and playlists (`720p`, `audio`).
+    pub name: String,
+    /// What the rendition carries.
+    pub kind: RenditionKind,
+    /// Peak bandwidth in bits per second, as advertised in the master playlist.
+    pub bandwidth_bps: u64,
+    /// RFC 6381 codec string (`avc1.64001f`, `mp4a.40.2`).
+    pub codecs: String,
+}
+
+/// Video with a size, or the audio rendition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenditionKind {
+    /// H.264 video of this height (width follows the source's aspect ratio).
+    Video {
+        /// Output height in pixels.
+        height: u32,
+        /// Target video bitrate in kbit/s.
+        video_bitrate_kbps: u32,
+        /// H.264 level times ten (31 for level 3.1).
+        level: u8,
+    },
+    /// AAC-LC stereo audio.
+    Audio {
+        /// Target audio bitrate in kbit/s.
+        audio_bitrate_kbps: u32,
+    },
+}
+
+/// The standard rungs, highest first: (height, video kbit/s, H.264 level).
+const VIDEO_RUNGS: [(u32, u32, u8); 4] = [
+    (1080, 5000, 41),
+    (720, 2800, 31),
+    (480, 1400, 30),
+    (360, 800, 30),
+];
+
+/// Name of the audio rendition.
+pub const AUDIO_RENDITION: &str = "audio";
+const AUDIO_BITRATE_KBPS: u32 = 128;
+
+/// The ladder for a source of `source_height` pixels: every standard rung at
+/// or below it (never upscaled), plus audio. A source smaller than the lowest
+/// rung gets one rung at its own (even) height.
+pub fn ladder_for_source(source_height: u32) -> Vec<Rendition> {
+    let mut rungs: Vec<Rendition> = VIDEO_RUNGS
+        .iter()
+        .filter(|(height, _, _)| *height <= source_height)
+        .map(|&(height, kbps, level)| video_rendition(height, kbps, level))
+        .collect();
+    if rungs.is_empty() {
+        let height = (source_height.max(2)) & !1;
+        rungs.push(video_rendition(height, 500, 30));
+    }
+    rungs.push(Rendition {
+        name: AUDIO_RENDITION.to_string(),
+        kind: RenditionKind::Audio {
+            audio_bitrate_kbps: AUDIO_BITRATE_KBPS,
+        },
+        bandwidth_bps: u64::from(AUDIO_BITRATE_KBPS) * 1000 * 11 / 10,
+        codecs: "mp4a.40.2".to_string(),
+    });
+    rungs
+}
+
+fn video_rendition(height: u32, video_bitrate_kbps: u32, level: u8) -> Rendition {
+    // Peak: the VBV max rate below plus audio, with a margin for container overhead.
+    let peak_kbps = u64::from(video_bitrate_kbps) * 11 / 10 + u64::from(AUDIO_BITRATE_KBPS);
+    Rendition {
+        name: format!("{height}p"),
+        kind: RenditionKind::Video {
+            height,
+            video_bitrate_kbps,
+            level,
+        },
+        bandwidth_bps: peak_kbps * 1000 * 11 / 10,
+        // High profile (0x64), no constraint flags, then the level in hex.
+        codecs: format!("avc1.6400{level:02x}"),
+    }
+}
+
+/// Settings of one ffmpeg ladder run.
+#[derive(Debug, Clone)]
+pub struct TranscodeSettings {
+    /// Target segment duration in milliseconds; keyframes are forced on it.
+    pub segment_duration_ms: u32,
+    /// x264 preset (`veryfast` by default: the ladder must run in real time).
+    pub x264_preset: String,
+}
+
+impl Default for TranscodeSettings {
+    fn default() -> Self {
+        TranscodeSettings {
+            segment_duration_ms: 2000,
+            x264_preset: "veryfast".to_string(),
+        }
+    }
+}
+
+/// ffmpeg arguments that read FLV on stdin and write one fMP4 HLS output per
+/// rendition under `out_dir/{name}/` (`index.m3u8`, `init.mp4`, `seg_N.m4s`).
+pub fn ffmpeg_args(
+    renditions: &[Rendition],
+    settings: &TranscodeSettings,
+    out_dir: &Path,
+) -> Vec<String> {
+    let seconds = format!(
+        "{}.{:03}",
+        settings.segment_duration_ms / 1000,
+        settings.segment_duration_ms % 1000
+    );
+    let mut args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-fflags",
+        "+genpts",
+        "-f",
+        "flv",
+        "-i",
+        "pipe:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    let videos: Vec<(&Rendition, u32, u32, u8)> = renditions
+        .iter()
+        .filter_map(|r| match r.kind {
+            RenditionKind::Video {
+                height,
+                video_bitrate_kbps,
+                level,
+            } => Some((r, height, video_bitrate_kbps, level)),
+            RenditionKind::Audio { .. } => None,
+        })
+        .collect();
+    if !videos.is_empty() {
+        let mut graph = format!("[0:v]split={}", videos.len());
+        for index in 0..videos.len() {
+            graph.push_str(&format!("[split{index}]"));
+        }
+        for (index, (_, height, _, _)) in videos.iter().enumerate() {
+            graph.push_str(&format!(
+                ";[split{index}]scale=-2:{height}:flags=bicubic,format=yuv420p[out{index}]"
+            ));
+        }
+        args.push("-filter_complex".into());
+        args.push(graph);
+    }
+
+    let hls_output = |args: &mut Vec<String>, name: &str| {
+        let dir = out_dir.join(name);
+        for part in [
+            "-f",
+            "hls",
+            "-hls_time",
+            &seconds,
+            "-hls_list_size",
+            "0",
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_flags",
+            "temp_file+independent_segments",
+            "-hls_fmp4_init_filename",
+            "init.mp4",
+        ] {
+            args.push(part.to_string());
+        }
+        args.push("-hls_segment_filename".into());
+        args.push(dir.join("seg_%d.m4s").to_string_lossy().into_owned());
+        args.push(dir.join("index.m3u8").to_string_lossy().into_owned());
+    };
+
+    for (index, (rendition, _, kbps, level)) in videos.iter().enumerate() {
+        let keyframes = format!("expr:gte(t,n_forced*{seconds})");
+        for part in [
+            "-map".to_string(),
+            format!("[out{index}]"),
+            "-an".into(),
+            "-c:v".into(),
+            "libx264".into(),
+            "-preset".into(),
+            settings.x264_preset.clone(),
+            "-profile:v".into(),
+            "high".into(),
+            "-level:v".into(),
+            format!("{}.{}", level / 10, level % 10),
+            "-b:v".into(),
+            format!("{kbps}k"),
+            "-maxrate:v".into(),
+            format!("{}k", kbps * 11 / 10),
+            "-bufsize:v".into(),
+            format!("{}k", kbps * 2),
+            "-force_key_frames".into(),
+            keyframes,
+            "-sc_threshold".into(),
+            "0".into(),
+        ] {
+            args.push(part);
+        }
+        hls_output(&mut args, &rendition.name);
+    }
+    for rendition in renditions {
+        if let RenditionKind::Audio { audio_bitrate_kbps } = rendition.kind {
+            for part in [
+                "-map".to_string(),
+                "0:a:0".into(),
+                "-vn".into(),
+                "-c:a".into(),
+                "aac".into(),
+                "-b:a".into(),
+                format!("{audio_bitrate_kbps}k"),
+                "-ac".into(),
+                "2".into(),
+                "-ar".into(),
+                "48000".into(),
+            ] {
+                args.push(part);
+            }
+            hls_output(&mut args, &rendition.name);
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(ladder: &[Rendition]) -> Vec<&str> {
+        ladder.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn never_upscales() {
+        assert_eq!(
+            names(&ladder_for_source(720)),
+            ["720p", "480p", "360p", "audio"]
+        );
+        assert_eq!(
+            names(&ladder_for_source(1080)),
+            ["1080p", "720p", "480p", "360p", "audio"]
+        );
+        assert_eq!(
+            names(&ladder_for_source(2160)),
+            ["1080p", "720p", "480p", "360p", "audio"]
+        );
+        assert_eq!(names(&ladder_for_source(719)), ["480p", "360p", "audio"]);
+        assert_eq!(names(&ladder_for_source(241)), ["240p", "audio"]);
+    }
+
+    #[test]
+    fn codec_strings_follow_levels() {
+        let ladder = ladder_for_source(1080);
+        assert_eq!(ladder[0].codecs, "avc1.640029");
+        assert_eq!(ladder[1].codecs, "avc1.64001f");
+        assert_eq!(ladder[4].codecs, "mp4a.40.2");
+    }
+
+    #[test]
+    fn args_have_one_output_per_rendition_with_aligned_keyframes() {
+        let ladder = ladder_for_source(720);
+        let args = ffmpeg_args(&ladder, &TranscodeSettings::default(), Path::new("/w"));
+        let outputs: Vec<&String> = args.iter().filter(|a| a.ends_with("index.m3u8")).collect();
+        assert_eq!(
+            outputs,
+            ["/w/720p/index.m3u8", "/w/480p/index.m3u8", "/w/360p/index.m3u8", "/w/audio/index.m3u8"]
+        );
+        assert_eq!(
+            args.iter()
+                .filter(|a| *a == "expr:gte(t,n_forced*2.000)")
+                .count(),
+            3
+        );
+    }
+}
