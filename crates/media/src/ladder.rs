@@ -274,7 +274,12 @@ mod tests {
         let outputs: Vec<&String> = args.iter().filter(|a| a.ends_with("index.m3u8")).collect();
         assert_eq!(
             outputs,
-            ["/w/720p/index.m3u8", "/w/480p/index.m3u8", "/w/360p/index.m3u8", "/w/audio/index.m3u8"]
+            [
+                "/w/720p/index.m3u8",
+                "/w/480p/index.m3u8",
+                "/w/360p/index.m3u8",
+                "/w/audio/index.m3u8"
+            ]
         );
         assert_eq!(
             args.iter()

@@ -174,7 +174,9 @@ async fn probe_source(
                     TagKind::Script => {}
                 }
                 probe.tags.push(tag);
-                if buffered_bytes > PROBE_BUFFER_MAX_BYTES || probe.tags.len() > PROBE_BUFFER_MAX_TAGS {
+                if buffered_bytes > PROBE_BUFFER_MAX_BYTES
+                    || probe.tags.len() > PROBE_BUFFER_MAX_TAGS
+                {
                     if probe.video_size.is_some() {
                         return Ok(Some(probe));
                     }
@@ -191,7 +193,13 @@ fn source_size(sequence_header: &[u8], metadata: &SourceMetadata) -> Result<(u32
     let from_sps = sequence_header
         .get(5..)
         .and_then(|record| AvcDecoderConfigurationRecord::try_from(record).ok())
-        .and_then(|record| record.sequence_parameter_sets().next()?.ok().map(<[u8]>::to_vec))
+        .and_then(|record| {
+            record
+                .sequence_parameter_sets()
+                .next()?
+                .ok()
+                .map(<[u8]>::to_vec)
+        })
         .and_then(|sps| {
             let nal = RefNal::new(&sps, &[], true);
             SeqParameterSet::from_bits(nal.rbsp_bits()).ok()
@@ -214,7 +222,9 @@ async fn run(
     };
     let (source_width, source_height) = probe.video_size.unwrap_or_default();
     if source_width == 0 || source_height == 0 || source_width > 8192 || source_height > 8192 {
-        return Err(format!("unsupported source size {source_width}x{source_height}"));
+        return Err(format!(
+            "unsupported source size {source_width}x{source_height}"
+        ));
     }
     let mut renditions = ladder::ladder_for_source(source_height);
     if !probe.has_audio {
@@ -278,10 +288,7 @@ async fn run(
 
 const STDERR_TAIL_LINES: usize = 20;
 
-async fn collect_stderr(
-    stderr: tokio::process::ChildStderr,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
+async fn collect_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         debug!(target: "ffmpeg", "{line}");
@@ -326,7 +333,13 @@ impl Supervisor<'_> {
             .stderr_tail
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        tail.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join(" | ")
+        tail.iter()
+            .rev()
+            .take(3)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     async fn drive(
@@ -398,8 +411,14 @@ impl Supervisor<'_> {
         };
         match tokio::time::timeout(self.config.stall_timeout, stdin.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(format!("ffmpeg stopped reading its input ({err}): {}", self.ffmpeg_said())),
-            Err(_) => Err(format!("ffmpeg stalled: input blocked for {} s", self.config.stall_timeout.as_secs())),
+            Ok(Err(err)) => Err(format!(
+                "ffmpeg stopped reading its input ({err}): {}",
+                self.ffmpeg_said()
+            )),
+            Err(_) => Err(format!(
+                "ffmpeg stalled: input blocked for {} s",
+                self.config.stall_timeout.as_secs()
+            )),
         }
     }
 
@@ -420,10 +439,13 @@ impl Supervisor<'_> {
             {
                 let bytes = read_output(&dir, init).await?;
                 output.init_sent = true;
-                send(self.events, PipelineEvent::Init {
-                    rendition: output.name.clone(),
-                    bytes,
-                })
+                send(
+                    self.events,
+                    PipelineEvent::Init {
+                        rendition: output.name.clone(),
+                        bytes,
+                    },
+                )
                 .await?;
             }
             for segment in listed.segments.iter().skip(output.segments_sent) {
@@ -431,12 +453,15 @@ impl Supervisor<'_> {
                 let sequence = output.segments_sent as u64;
                 output.segments_sent += 1;
                 progressed = true;
-                send(self.events, PipelineEvent::Segment {
-                    rendition: output.name.clone(),
-                    sequence,
-                    duration_ms: segment.duration_ms,
-                    bytes,
-                })
+                send(
+                    self.events,
+                    PipelineEvent::Segment {
+                        rendition: output.name.clone(),
+                        sequence,
+                        duration_ms: segment.duration_ms,
+                        bytes,
+                    },
+                )
                 .await?;
                 // Stored by the platform now; the work copy is no longer needed.
                 let _ = tokio::fs::remove_file(dir.join(&segment.uri)).await;

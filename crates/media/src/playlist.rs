@@ -1,8 +1,8 @@
 //! HLS playlists: reading the ones ffmpeg writes, and writing the ones we serve.
 
 use m3u8_rs::{
-    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist,
-    MediaPlaylistType, MediaSegment, Resolution, VariantStream,
+    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
+    MediaSegment, Resolution, VariantStream,
 };
 
 use crate::MediaError;
@@ -52,7 +52,9 @@ pub fn parse_media_playlist(bytes: &[u8]) -> Result<ListedPlaylist, MediaError> 
 fn seconds_to_ms(seconds: f32) -> u32 {
     if seconds.is_finite() && seconds > 0.0 {
         // Durations are media time, never money; a few microseconds of rounding are fine.
-        (f64::from(seconds) * 1000.0).round().min(f64::from(u32::MAX)) as u32
+        (f64::from(seconds) * 1000.0)
+            .round()
+            .min(f64::from(u32::MAX)) as u32
     } else {
         0
     }
@@ -144,7 +146,10 @@ pub struct MasterEntry<'a> {
 
 /// Writes a master playlist: one variant per video rendition, all sharing the
 /// audio rendition as an `EXT-X-MEDIA` group, plus an audio-only variant.
-pub fn render_master_playlist(videos: &[MasterEntry<'_>], audio: Option<&MasterEntry<'_>>) -> String {
+pub fn render_master_playlist(
+    videos: &[MasterEntry<'_>],
+    audio: Option<&MasterEntry<'_>>,
+) -> String {
     const GROUP: &str = "audio";
     let mut master = MasterPlaylist {
         version: Some(7),
@@ -212,8 +217,14 @@ mod tests {
         assert_eq!(
             listed.segments,
             [
-                ListedSegment { uri: "seg_0.m4s".into(), duration_ms: 2000 },
-                ListedSegment { uri: "seg_1.m4s".into(), duration_ms: 2005 },
+                ListedSegment {
+                    uri: "seg_0.m4s".into(),
+                    duration_ms: 2000
+                },
+                ListedSegment {
+                    uri: "seg_1.m4s".into(),
+                    duration_ms: 2005
+                },
             ]
         );
         assert!(listed.ended);

@@ -144,12 +144,16 @@ async fn handle_connection(
         audio_checked: false,
         closing: None,
     };
-    connection.send_results(&mut socket, &mut session, initial).await?;
+    connection
+        .send_results(&mut socket, &mut session, initial)
+        .await?;
     if !leftover.is_empty() {
         let results = session
             .handle_input(&leftover)
             .map_err(|err| format!("rtmp protocol error: {err}"))?;
-        connection.send_results(&mut socket, &mut session, results).await?;
+        connection
+            .send_results(&mut socket, &mut session, results)
+            .await?;
     }
 
     let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
@@ -178,7 +182,10 @@ async fn handle_connection(
                 return Err(reason);
             }
         };
-        if let Err(reason) = connection.send_results(&mut socket, &mut session, results).await {
+        if let Err(reason) = connection
+            .send_results(&mut socket, &mut session, results)
+            .await
+        {
             connection.abort(&reason);
             return Err(reason);
         }
@@ -281,7 +288,10 @@ impl Connection {
         event: ServerSessionEvent,
     ) -> Result<Vec<ServerSessionResult>, CloseReason> {
         match event {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 if app_name.trim_end_matches('/') != RTMP_APP {
                     return Err(format!("unknown app name {app_name:?}"));
                 }
@@ -340,8 +350,9 @@ impl Connection {
                 if !self.video_checked {
                     match flv::classify_video(&data) {
                         VideoTagInfo::Unsupported { codec_id } => {
-                            let reason =
-                                format!("unsupported video codec (FLV codec id {codec_id}); publish H.264");
+                            let reason = format!(
+                                "unsupported video codec (FLV codec id {codec_id}); publish H.264"
+                            );
                             self.abort(&reason);
                             return Err(reason);
                         }
@@ -363,8 +374,9 @@ impl Connection {
                 if !self.audio_checked {
                     match flv::classify_audio(&data) {
                         AudioTagInfo::Unsupported { sound_format } => {
-                            let reason =
-                                format!("unsupported audio codec (FLV sound format {sound_format}); publish AAC");
+                            let reason = format!(
+                                "unsupported audio codec (FLV sound format {sound_format}); publish AAC"
+                            );
                             self.abort(&reason);
                             return Err(reason);
                         }
@@ -406,5 +418,128 @@ impl Connection {
             return Err("the stream's pipeline ended".into());
         }
         Ok(())
+    }
+}
+
+/// Feeds raw client bytes through the handshake and the RTMP session the way
+/// a connection does (accepting the `live` app and any publish), and returns
+/// the media messages a pipeline would receive, or why the connection would
+/// close. No I/O: this is the entry point of the fuzz target and of tests
+/// that throw arbitrary bytes at ingest.
+pub fn replay_client_bytes(bytes: &[u8]) -> Result<Vec<IngestMessage>, String> {
+    let mut handshake = Handshake::new(PeerType::Server);
+    let leftover = match handshake.process_bytes(bytes) {
+        Ok(HandshakeProcessResult::Completed {
+            remaining_bytes, ..
+        }) => remaining_bytes,
+        Ok(HandshakeProcessResult::InProgress { .. }) => return Ok(Vec::new()),
+        Err(err) => return Err(format!("bad handshake: {err}")),
+    };
+    let (mut session, _) =
+        ServerSession::new(ServerSessionConfig::new()).map_err(|err| err.to_string())?;
+    let mut forwarded = Vec::new();
+    let mut publishing = false;
+    let mut pending = std::collections::VecDeque::from(
+        session
+            .handle_input(&leftover)
+            .map_err(|err| format!("rtmp protocol error: {err}"))?,
+    );
+    // Each accepted request yields a bounded number of results; bound the loop anyway.
+    let mut budget = 100_000usize;
+    while let Some(result) = pending.pop_front() {
+        budget = budget.checked_sub(1).ok_or("too many results")?;
+        let ServerSessionResult::RaisedEvent(event) = result else {
+            continue;
+        };
+        match event {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
+                if app_name.trim_end_matches('/') != RTMP_APP {
+                    return Err(format!("unknown app name {app_name:?}"));
+                }
+                pending.extend(
+                    session
+                        .accept_request(request_id)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+                publishing = true;
+                pending.extend(
+                    session
+                        .accept_request(request_id)
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } if publishing => {
+                if let VideoTagInfo::Unsupported { codec_id } = flv::classify_video(&data) {
+                    return Err(format!("unsupported video codec {codec_id}"));
+                }
+                let tag = MediaTag {
+                    kind: TagKind::Video,
+                    timestamp_ms: timestamp.value,
+                    body: data,
+                };
+                flv::encode_tag(&tag).ok_or("oversized tag")?;
+                forwarded.push(IngestMessage::Tag(tag));
+            }
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } if publishing => {
+                if let AudioTagInfo::Unsupported { sound_format } = flv::classify_audio(&data) {
+                    return Err(format!("unsupported audio codec {sound_format}"));
+                }
+                let tag = MediaTag {
+                    kind: TagKind::Audio,
+                    timestamp_ms: timestamp.value,
+                    body: data,
+                };
+                flv::encode_tag(&tag).ok_or("oversized tag")?;
+                forwarded.push(IngestMessage::Tag(tag));
+            }
+            _ => {}
+        }
+    }
+    Ok(forwarded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random byte source (xorshift), so failures reproduce.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        for seed in 0..500u64 {
+            let len = (seed as usize * 37) % 6000;
+            let mut bytes = noise(seed, len);
+            // Half the cases start with a valid C0 + C1 so the session parser is reached.
+            if seed % 2 == 0 && bytes.len() > 1537 {
+                bytes[0] = 3;
+                bytes[5..9].fill(0);
+            }
+            let _ = replay_client_bytes(&bytes);
+        }
+    }
+
+    #[test]
+    fn garbage_handshake_is_refused() {
+        assert!(replay_client_bytes(&[0x47; 3073]).is_err());
     }
 }
