@@ -88,6 +88,9 @@ pub enum PipelineEvent {
         duration_ms: u32,
         /// File bytes.
         bytes: Bytes,
+        /// When ffmpeg listed the segment (its playlist's modification time),
+        /// to measure ingest latency.
+        listed_at: std::time::SystemTime,
     },
     /// The pipeline is over; `error` says why when it did not end normally.
     Finished {
@@ -427,12 +430,17 @@ impl Supervisor<'_> {
         let mut progressed = false;
         for index in 0..self.outputs.len() {
             let dir = self.config.work_dir.join(&self.outputs[index].name);
-            let listed = match tokio::fs::read(dir.join("index.m3u8")).await {
+            let playlist_path = dir.join("index.m3u8");
+            let listed = match tokio::fs::read(&playlist_path).await {
                 Ok(bytes) => playlist::parse_media_playlist(&bytes)
                     .map_err(|err| format!("ffmpeg wrote an unreadable playlist: {err}"))?,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(format!("read playlist: {err}")),
             };
+            let listed_at = tokio::fs::metadata(&playlist_path)
+                .await
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| std::time::SystemTime::now());
             let output = &mut self.outputs[index];
             if !output.init_sent
                 && let Some(init) = &listed.init_uri
@@ -460,6 +468,7 @@ impl Supervisor<'_> {
                         sequence,
                         duration_ms: segment.duration_ms,
                         bytes,
+                        listed_at,
                     },
                 )
                 .await?;

@@ -1,0 +1,235 @@
+//! Blocks on local disk, one file per block: `DIR/blocks/<last two
+//! characters of the CID>/<CID>` (the flatfs layout's spirit). Writes are
+//! atomic (temp file, fsync, rename); reads re-hash every block.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cid::Cid;
+use sha2::{Digest, Sha256};
+
+use crate::CasError;
+use crate::dag::{self, DAG_PB_CODEC, RAW_CODEC, SHA2_256_CODE};
+use crate::pb::{self, UnixFsType};
+
+/// Deepest file DAG we walk (174^8 chunks is far beyond any real file).
+const MAX_DAG_DEPTH: usize = 8;
+
+/// An on-disk blockstore, safe to share between threads.
+#[derive(Debug)]
+pub struct Blockstore {
+    root: PathBuf,
+    temp_counter: AtomicU64,
+}
+
+impl Blockstore {
+    /// Opens the blockstore at `dir`, creating it when missing.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CasError> {
+        let root = dir.as_ref().join("blocks");
+        fs::create_dir_all(&root)?;
+        Ok(Blockstore {
+            root,
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    fn path_of(&self, cid: &Cid) -> PathBuf {
+        let name = cid.to_string();
+        let shard = &name[name.len().saturating_sub(2)..];
+        self.root.join(shard).join(name)
+    }
+
+    /// Whether a block is stored.
+    pub fn has_block(&self, cid: &Cid) -> Result<bool, CasError> {
+        Ok(self.path_of(cid).try_exists()?)
+    }
+
+    /// Stores one block after checking that `data` hashes to `cid`.
+    pub fn put_block(&self, cid: &Cid, data: &[u8]) -> Result<(), CasError> {
+        verify(cid, data)?;
+        self.write_block(cid, data)
+    }
+
+    fn write_block(&self, cid: &Cid, data: &[u8]) -> Result<(), CasError> {
+        let path = self.path_of(cid);
+        if path.try_exists()? {
+            return Ok(());
+        }
+        // `path_of` always has a parent: the shard directory.
+        let dir = path.parent().expect("block paths have a shard directory");
+        fs::create_dir_all(dir)?;
+        let temp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.temp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = fs::File::create(&temp)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            fs::rename(&temp, &path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        Ok(result?)
+    }
+
+    /// Stores every block of a file's DAG and answers its CID. Idempotent.
+    pub fn put_file(&self, bytes: &[u8]) -> Result<Cid, CasError> {
+        let dag = dag::build_file_dag(bytes);
+        for block in &dag.blocks {
+            self.write_block(&block.cid, &block.data)?;
+        }
+        Ok(dag.root)
+    }
+
+    /// One block's bytes, verified against its CID; `None` when not stored.
+    pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, CasError> {
+        match fs::read(self.path_of(cid)) {
+            Ok(data) => {
+                verify(cid, &data)?;
+                Ok(Some(data))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn require_block(&self, cid: &Cid) -> Result<Vec<u8>, CasError> {
+        self.get_block(cid)?.ok_or(CasError::MissingBlock(*cid))
+    }
+
+    /// A whole file, reassembled from its DAG; `None` when its root is not
+    /// stored. A missing or corrupt block below the root is an error.
+    pub fn get_file(&self, cid: &Cid) -> Result<Option<Vec<u8>>, CasError> {
+        let Some(root) = self.get_block(cid)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        self.append_file(cid, root, 0, &mut out)?;
+        Ok(Some(out))
+    }
+
+    fn append_file(
+        &self,
+        cid: &Cid,
+        block: Vec<u8>,
+        depth: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CasError> {
+        match cid.codec() {
+            RAW_CODEC => {
+                out.extend_from_slice(&block);
+                Ok(())
+            }
+            DAG_PB_CODEC => {
+                if depth > MAX_DAG_DEPTH {
+                    return Err(CasError::Malformed("file DAG too deep"));
+                }
+                let node = pb::decode_node(&block)?;
+                let data = pb::decode_unixfs(
+                    node.data
+                        .as_deref()
+                        .ok_or(CasError::Malformed("dag-pb node without UnixFS data"))?,
+                )?;
+                if !matches!(data.kind, UnixFsType::File | UnixFsType::Raw) {
+                    return Err(CasError::NotAFile(*cid));
+                }
+                if depth == 0
+                    && let Some(size) = data.filesize
+                {
+                    out.reserve(usize::try_from(size).unwrap_or(0).min(1 << 30));
+                }
+                if let Some(inline) = &data.data {
+                    out.extend_from_slice(inline);
+                }
+                for link in &node.links {
+                    let child = Cid::try_from(link.hash.as_slice())
+                        .map_err(|_| CasError::Malformed("bad CID in link"))?;
+                    let child_block = self.require_block(&child)?;
+                    self.append_file(&child, child_block, depth + 1, out)?;
+                }
+                Ok(())
+            }
+            _ => Err(CasError::UnsupportedCid(cid.to_string())),
+        }
+    }
+
+    /// A file's size from its root block alone; `None` when not stored.
+    pub fn file_size(&self, cid: &Cid) -> Result<Option<u64>, CasError> {
+        let Some(block) = self.get_block(cid)? else {
+            return Ok(None);
+        };
+        match cid.codec() {
+            RAW_CODEC => Ok(Some(block.len() as u64)),
+            DAG_PB_CODEC => {
+                let node = pb::decode_node(&block)?;
+                let data = pb::decode_unixfs(
+                    node.data
+                        .as_deref()
+                        .ok_or(CasError::Malformed("dag-pb node without UnixFS data"))?,
+                )?;
+                Ok(Some(
+                    data.filesize
+                        .unwrap_or_else(|| data.blocksizes.iter().sum()),
+                ))
+            }
+            _ => Err(CasError::UnsupportedCid(cid.to_string())),
+        }
+    }
+}
+
+/// Checks that `data` hashes to `cid` (sha2-256 only).
+fn verify(cid: &Cid, data: &[u8]) -> Result<(), CasError> {
+    let hash = cid.hash();
+    if hash.code() != SHA2_256_CODE {
+        return Err(CasError::UnsupportedCid(cid.to_string()));
+    }
+    if hash.digest() != &Sha256::digest(data)[..] {
+        return Err(CasError::Corrupt(*cid));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_round_trip_and_corruption_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Blockstore::open(dir.path()).expect("open");
+        let small: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let large: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        for bytes in [&small, &large] {
+            let cid = store.put_file(bytes).expect("put");
+            assert_eq!(cid, dag::file_cid(bytes));
+            assert_eq!(store.put_file(bytes).expect("idempotent"), cid);
+            assert_eq!(store.get_file(&cid).expect("get").as_ref(), Some(bytes));
+            assert_eq!(
+                store.file_size(&cid).expect("size"),
+                Some(bytes.len() as u64)
+            );
+        }
+        let absent = dag::file_cid(b"never stored");
+        assert_eq!(store.get_file(&absent).expect("get"), None);
+
+        // Corrupt a leaf of the large file: reading it is an error naming the block.
+        let dag = dag::build_file_dag(&large);
+        let leaf = &dag.blocks[1];
+        fs::write(store.path_of(&leaf.cid), b"tampered").expect("tamper");
+        assert!(matches!(store.get_file(&dag.root), Err(CasError::Corrupt(c)) if c == leaf.cid));
+        // A missing leaf is an error too, not a short file.
+        fs::remove_file(store.path_of(&leaf.cid)).expect("remove");
+        assert!(
+            matches!(store.get_file(&dag.root), Err(CasError::MissingBlock(c)) if c == leaf.cid)
+        );
+        // put_block refuses bytes that do not match.
+        assert!(store.put_block(&leaf.cid, b"wrong").is_err());
+        store.put_block(&leaf.cid, &leaf.data).expect("repair");
+        assert_eq!(store.get_file(&dag.root).expect("get"), Some(large));
+    }
+}

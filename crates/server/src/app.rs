@@ -1,0 +1,161 @@
+//! Wiring: opens storage, binds the listeners and runs every task of `serve`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use streamweave_cas::Blockstore;
+use streamweave_media::{RtmpLimits, TranscodeSettings, serve_rtmp};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::db::{self, Db};
+use crate::http::{self, AppState};
+use crate::live::LiveHub;
+use crate::media_index::{FileCache, MediaIndex};
+use crate::model::now_ms;
+
+/// Publish requests waiting for an answer.
+const PUBLISH_REQUEST_QUEUE: usize = 64;
+
+/// A running server: its bound addresses and the state handlers share.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub rtmp_addr: SocketAddr,
+    pub state: AppState,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Runs until the HTTP server stops (it stops on Ctrl-C or SIGTERM).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+}
+
+/// Checks that ffmpeg runs, with a message that says how to fix it.
+pub async fn check_ffmpeg(settings: &Settings) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(&settings.ffmpeg)
+        .arg("-version")
+        .output()
+        .await;
+    match output {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => anyhow::bail!(
+            "ffmpeg not found at {:?}: install it (Debian: apt-get install ffmpeg) or pass --ffmpeg PATH",
+            settings.ffmpeg
+        ),
+    }
+}
+
+/// Opens storage, binds both listeners and starts serving.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    check_ffmpeg(&settings).await?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let blockstore = Arc::new(
+        Blockstore::open(settings.data_dir.join("blocks")).context("opening the blockstore")?,
+    );
+    let pool = db::open(&settings.data_dir)
+        .await
+        .context("opening the database")?;
+    let db = Db::new(pool);
+    let interrupted = db.end_interrupted_streams(now_ms()).await?;
+    if interrupted > 0 {
+        info!(
+            interrupted,
+            "marked streams that were live at the last stop as ended"
+        );
+    }
+    // Work files of pipelines that were running when the server stopped are orphans.
+    let work_root = settings.data_dir.join("work");
+    match std::fs::remove_dir_all(&work_root) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).context("clearing the work dir"),
+    }
+    std::fs::create_dir_all(&work_root)?;
+
+    let http_listener = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", settings.http))?;
+    let rtmp_listener = TcpListener::bind(settings.rtmp)
+        .await
+        .with_context(|| format!("binding RTMP on {}", settings.rtmp))?;
+    let http_addr = http_listener.local_addr()?;
+    let rtmp_addr = rtmp_listener.local_addr()?;
+
+    let settings = Arc::new(settings);
+    let index = Arc::new(MediaIndex::new(db.clone()));
+    let cache = Arc::new(FileCache::new(settings.segment_cache_bytes));
+    let hub = Arc::new(LiveHub::new(
+        db.clone(),
+        blockstore.clone(),
+        index.clone(),
+        cache.clone(),
+        settings.ffmpeg.clone(),
+        work_root,
+        TranscodeSettings {
+            segment_duration_ms: settings.segment_duration_ms,
+            x264_preset: settings.x264_preset.clone(),
+        },
+        settings.max_live_streams,
+    ));
+    let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_REQUEST_QUEUE);
+    tokio::spawn(hub.run(publish_rx));
+    tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, RtmpLimits::default()));
+
+    let state = AppState {
+        settings: settings.clone(),
+        db,
+        blockstore,
+        index,
+        cache,
+    };
+    let router = http::router(state.clone());
+    info!(
+        http = %http_addr,
+        rtmp = %rtmp_addr,
+        data_dir = %settings.data_dir.display(),
+        dev = settings.dev,
+        "serving"
+    );
+    let task = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("HTTP server")
+    });
+    Ok(Running {
+        http_addr,
+        rtmp_addr,
+        state,
+        task,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    info!("shutting down");
+}

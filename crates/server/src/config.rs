@@ -1,0 +1,208 @@
+//! Settings of `streamweave serve`: flags win over environment variables
+//! (clap reads both), which win over the config file, which wins over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Flags of `serve` (every one also readable from a `STREAMWEAVE_*` variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file with the same settings (snake_case keys).
+    #[arg(long, env = "STREAMWEAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the database and the blockstore live (created if missing).
+    #[arg(long, env = "STREAMWEAVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP address for the API, playback and the web app.
+    #[arg(long, env = "STREAMWEAVE_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// RTMP ingest address.
+    #[arg(long, env = "STREAMWEAVE_RTMP")]
+    pub rtmp: Option<SocketAddr>,
+    /// Operator token: `Authorization: Bearer TOKEN` acts as admin.
+    #[arg(long, env = "STREAMWEAVE_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Public base URL of the HTTP side, used in links we hand out.
+    #[arg(long, env = "STREAMWEAVE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Public RTMP base URL handed to creators (`rtmp://host:port/live`).
+    #[arg(long, env = "STREAMWEAVE_PUBLIC_RTMP_URL")]
+    pub public_rtmp_url: Option<String>,
+    /// Segment duration in milliseconds.
+    #[arg(long, env = "STREAMWEAVE_SEGMENT_DURATION_MS")]
+    pub segment_duration_ms: Option<u32>,
+    /// Segments listed in a live playlist.
+    #[arg(long, env = "STREAMWEAVE_LIVE_WINDOW_SEGMENTS")]
+    pub live_window_segments: Option<usize>,
+    /// Streams transcoding at once; further publishes are refused.
+    #[arg(long, env = "STREAMWEAVE_MAX_LIVE_STREAMS")]
+    pub max_live_streams: Option<usize>,
+    /// The ffmpeg executable.
+    #[arg(long, env = "STREAMWEAVE_FFMPEG")]
+    pub ffmpeg: Option<PathBuf>,
+    /// x264 preset of the ladder.
+    #[arg(long, env = "STREAMWEAVE_X264_PRESET")]
+    pub x264_preset: Option<String>,
+    /// Bytes of recent segments kept in memory for delivery.
+    #[arg(long, env = "STREAMWEAVE_SEGMENT_CACHE_BYTES")]
+    pub segment_cache_bytes: Option<u64>,
+    /// Development mode: conveniences that must never run in production.
+    #[arg(long, env = "STREAMWEAVE_DEV")]
+    pub dev: bool,
+}
+
+/// The config file: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    rtmp: Option<SocketAddr>,
+    admin_token: Option<String>,
+    public_url: Option<String>,
+    public_rtmp_url: Option<String>,
+    segment_duration_ms: Option<u32>,
+    live_window_segments: Option<usize>,
+    max_live_streams: Option<usize>,
+    ffmpeg: Option<PathBuf>,
+    x264_preset: Option<String>,
+    segment_cache_bytes: Option<u64>,
+    dev: Option<bool>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub rtmp: SocketAddr,
+    pub admin_token: Option<String>,
+    pub public_url: String,
+    pub public_rtmp_url: String,
+    pub segment_duration_ms: u32,
+    pub live_window_segments: usize,
+    pub max_live_streams: usize,
+    pub ffmpeg: PathBuf,
+    pub x264_preset: String,
+    pub segment_cache_bytes: u64,
+    pub dev: bool,
+}
+
+impl Settings {
+    /// Merges flags/env over the config file over defaults, and validates.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let http = args
+            .http
+            .or(file.http)
+            .unwrap_or(([127, 0, 0, 1], 8080).into());
+        let rtmp = args
+            .rtmp
+            .or(file.rtmp)
+            .unwrap_or(([127, 0, 0, 1], 1935).into());
+        let public_url = args
+            .public_url
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{http}"));
+        let public_rtmp_url = args
+            .public_rtmp_url
+            .or(file.public_rtmp_url)
+            .unwrap_or_else(|| format!("rtmp://{rtmp}/{}", streamweave_media::rtmp::RTMP_APP));
+        let segment_duration_ms = args
+            .segment_duration_ms
+            .or(file.segment_duration_ms)
+            .unwrap_or(2000);
+        anyhow::ensure!(
+            (500..=30_000).contains(&segment_duration_ms),
+            "segment duration must be between 500 and 30000 ms, not {segment_duration_ms}"
+        );
+        let live_window_segments = args
+            .live_window_segments
+            .or(file.live_window_segments)
+            .unwrap_or(10);
+        anyhow::ensure!(
+            (3..=1000).contains(&live_window_segments),
+            "live window must hold 3 to 1000 segments"
+        );
+        let admin_token = args.admin_token.or(file.admin_token);
+        if let Some(token) = &admin_token {
+            anyhow::ensure!(
+                token.len() >= 8,
+                "the admin token must be at least 8 characters"
+            );
+        }
+        Ok(Settings {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("streamweave-data")),
+            http,
+            rtmp,
+            admin_token,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            public_rtmp_url: public_rtmp_url.trim_end_matches('/').to_string(),
+            segment_duration_ms,
+            live_window_segments,
+            max_live_streams: args.max_live_streams.or(file.max_live_streams).unwrap_or(8),
+            ffmpeg: args
+                .ffmpeg
+                .or(file.ffmpeg)
+                .unwrap_or_else(|| PathBuf::from("ffmpeg")),
+            x264_preset: args
+                .x264_preset
+                .or(file.x264_preset)
+                .unwrap_or_else(|| "veryfast".into()),
+            segment_cache_bytes: args
+                .segment_cache_bytes
+                .or(file.segment_cache_bytes)
+                .unwrap_or(256 * 1024 * 1024),
+            dev: args.dev || file.dev.unwrap_or(false),
+        })
+    }
+}
+
+fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sw.toml");
+        std::fs::write(
+            &path,
+            "segment_duration_ms = 4000\nlive_window_segments = 5\n",
+        )
+        .expect("write");
+        let settings = Settings::resolve(ServeArgs {
+            config: Some(path.clone()),
+            live_window_segments: Some(7),
+            ..ServeArgs::default()
+        })
+        .expect("valid");
+        assert_eq!(settings.segment_duration_ms, 4000);
+        assert_eq!(settings.live_window_segments, 7);
+        assert_eq!(settings.http.port(), 8080);
+        assert_eq!(settings.public_rtmp_url, "rtmp://127.0.0.1:1935/live");
+
+        std::fs::write(&path, "segment_duraton_ms = 4000\n").expect("write");
+        let err = Settings::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .expect_err("typo is refused");
+        assert!(format!("{err:#}").contains("unknown field"));
+    }
+}

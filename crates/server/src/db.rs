@@ -1,0 +1,288 @@
+//! The embedded database (SQLite, WAL, durable commits) and its queries.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::model::{RenditionRecord, SegmentRecord, StreamRecord, StreamState};
+
+/// Opens (creating if needed) the database under `data_dir` and migrates it.
+pub async fn open(data_dir: &Path) -> anyhow::Result<SqlitePool> {
+    let path = data_dir.join("streamweave.sqlite");
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Database queries about streams and media.
+#[derive(Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(StreamRecord {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        stream_key: row.try_get("stream_key")?,
+        owner: row.try_get("owner")?,
+        state: StreamState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("bad state {state}").into()))?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        started_at_ms: row.try_get("started_at_ms")?,
+        ended_at_ms: row.try_get("ended_at_ms")?,
+        end_error: row.try_get("end_error")?,
+    })
+}
+
+/// The columns `stream_from_row` reads (a macro, so queries stay static strings).
+macro_rules! stream_columns {
+    () => {
+        "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error"
+    };
+}
+
+impl Db {
+    pub fn new(pool: SqlitePool) -> Self {
+        Db { pool }
+    }
+
+    /// Marks streams that were live when the server stopped as ended.
+    pub async fn end_interrupted_streams(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE streams SET state = 'ended', ended_at_ms = ?, \
+             end_error = 'the server stopped while the stream was live' WHERE state = 'live'",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&stream.id)
+        .bind(&stream.title)
+        .bind(&stream.stream_key)
+        .bind(&stream.owner)
+        .bind(stream.state.as_str())
+        .bind(stream.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn stream(&self, id: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
+        sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(stream_from_row)
+        .transpose()
+    }
+
+    pub async fn stream_by_key(&self, key: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
+        sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE stream_key = ?"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(stream_from_row)
+        .transpose()
+    }
+
+    /// Streams, newest first, optionally in one state; at most `limit`.
+    pub async fn streams(
+        &self,
+        state: Option<StreamState>,
+        limit: i64,
+    ) -> Result<Vec<StreamRecord>, sqlx::Error> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE (? IS NULL OR state = ?) ORDER BY created_at_ms DESC, id LIMIT ?"
+        ))
+        .bind(state.map(|s| s.as_str()))
+        .bind(state.map(|s| s.as_str()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stream_from_row).collect()
+    }
+
+    /// Moves an idle stream to live with its ladder, in one transaction.
+    /// Returns `false` when the stream was not idle.
+    pub async fn start_stream(
+        &self,
+        id: &str,
+        now_ms: i64,
+        source: (u32, u32),
+        renditions: &[RenditionRecord],
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE streams SET state = 'live', started_at_ms = ?, source_width = ?, source_height = ? \
+             WHERE id = ? AND state = 'idle'",
+        )
+        .bind(now_ms)
+        .bind(source.0)
+        .bind(source.1)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (position, rendition) in renditions.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO renditions (stream_id, name, position, kind, width, height, bandwidth_bps, codecs) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&rendition.name)
+            .bind(position as i64)
+            .bind(if rendition.height.is_some() { "video" } else { "audio" })
+            .bind(rendition.width)
+            .bind(rendition.height)
+            .bind(rendition.bandwidth_bps as i64)
+            .bind(&rendition.codecs)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn end_stream(
+        &self,
+        id: &str,
+        now_ms: i64,
+        error: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE streams SET state = 'ended', ended_at_ms = ?, end_error = ? WHERE id = ? AND state != 'ended'",
+        )
+        .bind(now_ms)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_init(
+        &self,
+        id: &str,
+        rendition: &str,
+        cid: &str,
+        size: u64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE renditions SET init_cid = ?, init_size = ? WHERE stream_id = ? AND name = ?",
+        )
+        .bind(cid)
+        .bind(size as i64)
+        .bind(id)
+        .bind(rendition)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn insert_segment(
+        &self,
+        id: &str,
+        segment: &SegmentRecord,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO segments (stream_id, rendition, sequence, duration_ms, size, cid, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&segment.rendition)
+        .bind(segment.sequence as i64)
+        .bind(i64::from(segment.duration_ms))
+        .bind(segment.size as i64)
+        .bind(&segment.cid)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The ladder of a stream, in position order.
+    pub async fn renditions(&self, id: &str) -> Result<Vec<RenditionRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT name, width, height, bandwidth_bps, codecs, init_cid, init_size FROM renditions \
+             WHERE stream_id = ? ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RenditionRecord {
+                    name: row.try_get("name")?,
+                    width: row.try_get("width")?,
+                    height: row.try_get("height")?,
+                    bandwidth_bps: row.try_get::<i64, _>("bandwidth_bps")?.max(0) as u64,
+                    codecs: row.try_get("codecs")?,
+                    init_cid: row.try_get("init_cid")?,
+                    init_size: row
+                        .try_get::<Option<i64>, _>("init_size")?
+                        .map(|s| s.max(0) as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// Every segment of a stream, by rendition position then sequence.
+    pub async fn segments(&self, id: &str) -> Result<Vec<SegmentRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT s.rendition, s.sequence, s.duration_ms, s.size, s.cid FROM segments s \
+             JOIN renditions r ON r.stream_id = s.stream_id AND r.name = s.rendition \
+             WHERE s.stream_id = ? ORDER BY r.position, s.sequence",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SegmentRecord {
+                    rendition: row.try_get("rendition")?,
+                    sequence: row.try_get::<i64, _>("sequence")?.max(0) as u64,
+                    duration_ms: row
+                        .try_get::<i64, _>("duration_ms")?
+                        .clamp(0, i64::from(u32::MAX)) as u32,
+                    size: row.try_get::<i64, _>("size")?.max(0) as u64,
+                    cid: row.try_get("cid")?,
+                })
+            })
+            .collect()
+    }
+}

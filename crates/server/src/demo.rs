@@ -1,0 +1,118 @@
+//! `streamweave demo`: the platform on embedded defaults with a live test
+//! stream published through ffmpeg over RTMP.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::process::Command;
+use tracing::{info, warn};
+
+use crate::app;
+use crate::config::{ServeArgs, Settings};
+use crate::model::{StreamRecord, StreamState, now_ms};
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    args.dev = true;
+    if args.data_dir.is_none() {
+        args.data_dir = Some("streamweave-demo".into());
+    }
+    let settings = Settings::resolve(args)?;
+    let ffmpeg = settings.ffmpeg.clone();
+    let running = app::start(settings).await?;
+    let state = running.state.clone();
+
+    let record = StreamRecord {
+        id: random_id(),
+        title: "Demo: test pattern with tone".into(),
+        stream_key: format!("sk_{}", random_id()),
+        owner: None,
+        state: StreamState::Idle,
+        created_at_ms: now_ms(),
+        started_at_ms: None,
+        ended_at_ms: None,
+        end_error: None,
+    };
+    state
+        .db
+        .insert_stream(&record)
+        .await
+        .context("creating the demo stream")?;
+    let publish_url = format!("rtmp://{}/live/{}", running.rtmp_addr, record.stream_key);
+    let mut publisher = Command::new(&ffmpeg)
+        .args(test_pattern_args(&publish_url))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the ffmpeg test publisher")?;
+    info!(http = %running.http_addr, "demo server up");
+    let watch_url = format!("{}/watch/{}", state.settings.public_url, record.id);
+    println!();
+    println!("StreamWeave demo is live. Open: {watch_url}");
+    println!(
+        "(HLS: {}/live/{}/master.m3u8; Ctrl-C stops)",
+        state.settings.public_url, record.id
+    );
+    println!();
+    info!(stream = %record.id, "demo publisher started");
+    tokio::select! {
+        result = running.wait() => result,
+        status = publisher.wait() => {
+            warn!(?status, "the demo publisher stopped");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        }
+    }
+}
+
+/// ffmpeg arguments that publish an endless 720p30 test pattern with a tone.
+pub fn test_pattern_args(publish_url: &str) -> Vec<String> {
+    [
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "60",
+        "-b:v",
+        "2500k",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-f",
+        "flv",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(std::iter::once(publish_url.to_string()))
+    .collect()
+}
+
+fn random_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

@@ -1,0 +1,178 @@
+//! The HTTP side: API, playback and web pages on one axum router.
+
+mod ipfs;
+mod playback;
+pub mod problem;
+mod ranges;
+mod streams;
+mod web;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::get;
+use streamweave_cas::Blockstore;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::media_index::{FileCache, MediaIndex};
+use problem::{ApiError, ProblemKind};
+
+/// Largest JSON body the API reads.
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub blockstore: Arc<Blockstore>,
+    pub index: Arc<MediaIndex>,
+    pub cache: Arc<FileCache>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "StreamWeave API",
+        description = "Live and on-demand video paid by the second. Errors are RFC 9457 problem+json with a stable `type`."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(problem::Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole router, and the OpenAPI document generated from the same routes.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(streams::routes())
+        .merge(playback::routes())
+        .merge(ipfs::routes())
+        .split_for_parts();
+    let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
+    api.route(
+        "/api/openapi.json",
+        get(move || {
+            let body = openapi_json.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    (*body).clone(),
+                )
+            }
+        }),
+    )
+    .merge(web::routes())
+    .fallback(problem::not_found_fallback)
+    .method_not_allowed_fallback(problem::method_not_allowed_fallback)
+    .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}
+
+/// The OpenAPI document, for tools and tests.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, openapi) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .merge(streams::routes())
+        .merge(playback::routes())
+        .merge(ipfs::routes())
+        .split_for_parts();
+    openapi
+}
+
+/// A request made with the operator's token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = state.settings.admin_token.as_deref() else {
+            return Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "no admin token is configured",
+            ));
+        };
+        let presented = bearer_token(parts).ok_or_else(|| {
+            ApiError::new(
+                ProblemKind::Unauthorized,
+                "send Authorization: Bearer TOKEN",
+            )
+        })?;
+        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(
+                ProblemKind::Forbidden,
+                "this token may not do that",
+            ))
+        }
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares secrets without an early exit that would leak the matching prefix length.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(super::constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!super::constant_time_eq(b"secret-token", b"secret-tokeN"));
+        assert!(!super::constant_time_eq(b"secret", b"secret-token"));
+    }
+
+    #[test]
+    fn openapi_lists_the_routes() {
+        let doc = super::openapi_document();
+        for path in [
+            "/api/v1/streams",
+            "/api/v1/streams/{id}",
+            "/api/v1/streams/{id}/segments",
+            "/live/{id}/master.m3u8",
+            "/ipfs/{cid}",
+        ] {
+            assert!(
+                doc.paths.paths.contains_key(path),
+                "{path} missing from OpenAPI"
+            );
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `/live/{id}/...`: a stream's HLS as any player reads it: the master
+//! playlist, per-rendition media playlists, init files and segments.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use streamweave_media::playlist::{self, MasterEntry, MediaPlaylistSpec, PlaylistSegment};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::problem::{ApiError, Problem};
+use super::ranges::{immutable_file, load_file};
+use super::streams::is_stream_id;
+use crate::media_index::{SharedMedia, StreamMedia, read_lock};
+use crate::model::StreamState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(master_playlist))
+        .routes(routes!(rendition_file))
+}
+
+const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+
+fn playlist_response(body: String) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(PLAYLIST_CONTENT_TYPE),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn stream_media(state: &AppState, id: &str) -> Result<SharedMedia, ApiError> {
+    if !is_stream_id(id) {
+        return Err(ApiError::not_found("no such stream"));
+    }
+    state
+        .index
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such stream"))
+}
+
+/// Renders the master playlist of a stream's media.
+pub fn master_for(media: &StreamMedia) -> Result<String, ApiError> {
+    if media.renditions.is_empty() {
+        return Err(ApiError::not_found("the stream has not started yet"));
+    }
+    let entries: Vec<(bool, MasterEntry<'_>)> = media
+        .renditions
+        .iter()
+        .map(|r| {
+            (
+                r.info.height.is_some(),
+                MasterEntry {
+                    name: &r.info.name,
+                    uri: format!("{}/index.m3u8", r.info.name),
+                    bandwidth_bps: r.info.bandwidth_bps,
+                    codecs: &r.info.codecs,
+                    resolution: r.info.width.zip(r.info.height),
+                },
+            )
+        })
+        .collect();
+    let videos: Vec<MasterEntry<'_>> = entries
+        .iter()
+        .filter(|(v, _)| *v)
+        .map(|(_, e)| e.clone())
+        .collect();
+    let audio = entries.iter().find(|(v, _)| !*v).map(|(_, e)| e);
+    Ok(playlist::render_master_playlist(&videos, audio))
+}
+
+/// Master playlist of a stream (free streams; paid ones play through sessions).
+#[utoipa::path(
+    get,
+    path = "/live/{id}/master.m3u8",
+    tag = "playback",
+    params(("id" = String, Path, description = "Stream id")),
+    responses(
+        (status = 200, description = "HLS master playlist", content_type = "application/vnd.apple.mpegurl", body = String),
+        (status = 404, description = "No such stream, or not started", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn master_playlist(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let media = stream_media(&state, &id).await?;
+    let body = master_for(&read_lock!(media))?;
+    Ok(playlist_response(body))
+}
+
+/// A rendition's `index.m3u8`, `init.mp4` or segment `{sequence}.m4s`.
+#[utoipa::path(
+    get,
+    path = "/live/{id}/{rendition}/{file}",
+    tag = "playback",
+    params(
+        ("id" = String, Path, description = "Stream id"),
+        ("rendition" = String, Path, description = "Rendition name, e.g. 720p or audio"),
+        ("file" = String, Path, description = "index.m3u8, init.mp4 or {sequence}.m4s"),
+    ),
+    responses(
+        (status = 200, description = "Playlist or media (segments: immutable, ranges supported)"),
+        (status = 206, description = "Partial content"),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "Unknown stream, rendition or file", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn rendition_file(
+    State(state): State<AppState>,
+    Path((id, rendition, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let media = stream_media(&state, &id).await?;
+    let request = parse_file_name(&file)?;
+    let (cid, content_type) = {
+        let media = read_lock!(media);
+        let Some(found) = media.rendition(&rendition) else {
+            return Err(ApiError::not_found("no such rendition"));
+        };
+        let content_type = if found.info.height.is_some() {
+            "video/mp4"
+        } else {
+            "audio/mp4"
+        };
+        match request {
+            FileRequest::Playlist => {
+                let segments: Vec<PlaylistSegment> = found
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(sequence, s)| PlaylistSegment {
+                        sequence: sequence as u64,
+                        duration_ms: s.duration_ms,
+                        uri: format!("{sequence}.m4s"),
+                    })
+                    .collect();
+                let body = playlist::render_media_playlist(&MediaPlaylistSpec {
+                    init_uri: "init.mp4",
+                    segments: &segments,
+                    segment_duration_ms: state.settings.segment_duration_ms,
+                    ended: media.state == StreamState::Ended,
+                    live_window_segments: state.settings.live_window_segments,
+                });
+                return Ok(playlist_response(body));
+            }
+            FileRequest::Init => (
+                found
+                    .init
+                    .ok_or_else(|| ApiError::not_found("no init file yet"))?,
+                content_type,
+            ),
+            FileRequest::Segment(sequence) => (
+                usize::try_from(sequence)
+                    .ok()
+                    .and_then(|i| found.segments.get(i))
+                    .map(|s| s.cid)
+                    .ok_or_else(|| ApiError::not_found("no such segment"))?,
+                content_type,
+            ),
+        }
+    };
+    let bytes = load_file(&state, cid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("segment bytes missing from the blockstore"))?;
+    Ok(immutable_file(&headers, &cid, content_type, bytes))
+}
+
+enum FileRequest {
+    Playlist,
+    Init,
+    Segment(u64),
+}
+
+fn parse_file_name(file: &str) -> Result<FileRequest, ApiError> {
+    match file {
+        "index.m3u8" => Ok(FileRequest::Playlist),
+        "init.mp4" => Ok(FileRequest::Init),
+        _ => file
+            .strip_suffix(".m4s")
+            .filter(|n| !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse().ok())
+            .map(FileRequest::Segment)
+            .ok_or_else(|| ApiError::not_found("no such file")),
+    }
+}

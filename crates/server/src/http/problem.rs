@@ -1,0 +1,164 @@
+//! RFC 9457 problem details: every error the API answers, with a stable `type`.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A problem+json body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable identifier of the kind of error (`/problems/not-found`).
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// Short summary of the kind.
+    pub title: &'static str,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The kinds of errors, each with its status and stable type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    NotFound,
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RangeNotSatisfiable,
+    Internal,
+}
+
+impl ProblemKind {
+    fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ProblemKind::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ProblemKind::BadRequest => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ProblemKind::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ),
+            ProblemKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            ProblemKind::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ProblemKind::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            ProblemKind::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ProblemKind::RangeNotSatisfiable => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                "Range not satisfiable",
+            ),
+            ProblemKind::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+}
+
+/// An error answered as problem+json.
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ProblemKind,
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            detail: Some(detail.into()),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::NotFound, detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::BadRequest, detail)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        tracing::error!("internal error: {err:#}");
+        ApiError {
+            kind: ProblemKind::Internal,
+            detail: None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        anyhow::Error::from(err).into()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let kind = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ProblemKind::UnsupportedMediaType,
+            _ => ProblemKind::BadRequest,
+        };
+        ApiError::new(kind, rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.kind.parts();
+        let body = Problem {
+            problem_type: format!("/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail,
+        };
+        let mut response = (status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+/// A JSON body whose rejections answer problem+json.
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Answer for routes that do not exist.
+pub async fn not_found_fallback() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// Answer for a known route with the wrong method.
+pub async fn method_not_allowed_fallback() -> ApiError {
+    ApiError::new(
+        ProblemKind::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,247 @@
+//! `/api/v1/streams`: create, list and describe streams; list their segments.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::problem::{ApiError, ApiJson, Problem};
+use super::{Admin, AppState};
+use crate::model::{RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_stream, list_streams))
+        .routes(routes!(get_stream))
+        .routes(routes!(list_segments))
+}
+
+/// Longest stream title, in characters.
+const MAX_TITLE_CHARS: usize = 200;
+
+/// Body of `POST /api/v1/streams`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStream {
+    /// 1 to 200 characters.
+    pub title: String,
+}
+
+/// A stream as anyone may see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamView {
+    pub id: String,
+    pub title: String,
+    pub state: StreamState,
+    /// Master playlist, relative to the server.
+    pub playback_url: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, once live.
+    pub started_at: Option<String>,
+    /// RFC 3339, once ended.
+    pub ended_at: Option<String>,
+    /// Why the stream ended, when it ended abnormally.
+    pub end_error: Option<String>,
+    /// The ladder, once live.
+    pub renditions: Vec<RenditionRecord>,
+}
+
+/// Answer to a stream's creation: its view plus what the creator publishes with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamCreated {
+    #[serde(flatten)]
+    pub stream: StreamView,
+    /// Secret: whoever has it can publish.
+    pub stream_key: String,
+    /// RTMP server URL (OBS "Server"); publish to `{rtmp_url}/{stream_key}`.
+    pub rtmp_url: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn view(stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
+    StreamView {
+        id: stream.id.clone(),
+        title: stream.title.clone(),
+        state: stream.state,
+        playback_url: format!("/live/{}/master.m3u8", stream.id),
+        created_at: rfc3339(stream.created_at_ms),
+        started_at: stream.started_at_ms.map(rfc3339),
+        ended_at: stream.ended_at_ms.map(rfc3339),
+        end_error: stream.end_error.clone(),
+        renditions,
+    }
+}
+
+fn random_token(length: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..length)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Whether `id` has the shape of a stream id (so junk never reaches the database).
+pub fn is_stream_id(id: &str) -> bool {
+    id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Create a stream (operator token).
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams",
+    tag = "streams",
+    request_body = CreateStream,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = StreamCreated),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_stream(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<CreateStream>,
+) -> Result<(StatusCode, Json<StreamCreated>), ApiError> {
+    let title = body.title.trim().to_string();
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "title must have 1 to {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "title must not contain control characters",
+        ));
+    }
+    let record = StreamRecord {
+        id: random_token(12),
+        title,
+        stream_key: format!("sk_{}", random_token(32)),
+        owner: None,
+        state: StreamState::Idle,
+        created_at_ms: now_ms(),
+        started_at_ms: None,
+        ended_at_ms: None,
+        end_error: None,
+    };
+    state.db.insert_stream(&record).await?;
+    tracing::info!(stream = %record.id, "stream created");
+    Ok((
+        StatusCode::CREATED,
+        Json(StreamCreated {
+            stream: view(&record, Vec::new()),
+            stream_key: record.stream_key.clone(),
+            rtmp_url: state.settings.public_rtmp_url.clone(),
+        }),
+    ))
+}
+
+/// Filters of the stream list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListStreamsQuery {
+    /// Only streams in this state.
+    pub state: Option<String>,
+    /// At most this many (1..=200, default 50).
+    pub limit: Option<i64>,
+}
+
+/// List streams, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams",
+    tag = "streams",
+    params(ListStreamsQuery),
+    responses(
+        (status = 200, description = "Streams", body = [StreamView]),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_streams(
+    State(state): State<AppState>,
+    Query(query): Query<ListStreamsQuery>,
+) -> Result<Json<Vec<StreamView>>, ApiError> {
+    let filter = match query.state.as_deref() {
+        None => None,
+        Some(text) => Some(
+            StreamState::parse(text)
+                .ok_or_else(|| ApiError::bad_request("state must be idle, live or ended"))?,
+        ),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 200"));
+    }
+    let streams = state.db.streams(filter, limit).await?;
+    let mut views = Vec::with_capacity(streams.len());
+    for stream in &streams {
+        views.push(view(stream, state.db.renditions(&stream.id).await?));
+    }
+    Ok(Json(views))
+}
+
+/// Describe a stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{id}",
+    tag = "streams",
+    params(("id" = String, Path, description = "Stream id")),
+    responses(
+        (status = 200, description = "The stream", body = StreamView),
+        (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<StreamView>, ApiError> {
+    let stream = find_stream(&state, &id).await?;
+    let renditions = state.db.renditions(&id).await?;
+    Ok(Json(view(&stream, renditions)))
+}
+
+async fn find_stream(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
+    if !is_stream_id(id) {
+        return Err(ApiError::not_found("no such stream"));
+    }
+    state
+        .db
+        .stream(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such stream"))
+}
+
+/// List a stream's stored segments in order (by rendition, then sequence).
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{id}/segments",
+    tag = "streams",
+    params(("id" = String, Path, description = "Stream id")),
+    responses(
+        (status = 200, description = "Segments", body = [SegmentRecord]),
+        (status = 404, description = "No such stream", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_segments(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SegmentRecord>>, ApiError> {
+    find_stream(&state, &id).await?;
+    Ok(Json(state.db.segments(&id).await?))
+}

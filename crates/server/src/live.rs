@@ -1,0 +1,292 @@
+//! Live orchestration: answers publish requests, runs one pipeline per live
+//! stream, and stores what it produces (blockstore, database, media index).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use streamweave_cas::{Blockstore, Cid};
+use streamweave_media::{
+    IngestMessage, PipelineConfig, PipelineEvent, PublishDecision, PublishRequest, Rendition,
+    RenditionKind, TranscodeSettings, run_pipeline,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::db::Db;
+use crate::media_index::{FileCache, MediaIndex};
+use crate::model::{RenditionRecord, SegmentRecord, StreamState, now_ms};
+
+/// Messages buffered between a publisher and its ffmpeg.
+const INGEST_QUEUE_MESSAGES: usize = 512;
+/// Events buffered between a pipeline and storage.
+const PIPELINE_EVENT_QUEUE: usize = 64;
+
+/// Everything live ingest needs.
+pub struct LiveHub {
+    pub db: Db,
+    pub blockstore: Arc<Blockstore>,
+    pub index: Arc<MediaIndex>,
+    pub cache: Arc<FileCache>,
+    pub ffmpeg: PathBuf,
+    pub work_root: PathBuf,
+    pub transcode: TranscodeSettings,
+    pub max_live_streams: usize,
+    /// Streams with a publisher right now (from accept to pipeline end).
+    active: Mutex<HashSet<String>>,
+}
+
+impl LiveHub {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db: Db,
+        blockstore: Arc<Blockstore>,
+        index: Arc<MediaIndex>,
+        cache: Arc<FileCache>,
+        ffmpeg: PathBuf,
+        work_root: PathBuf,
+        transcode: TranscodeSettings,
+        max_live_streams: usize,
+    ) -> Self {
+        LiveHub {
+            db,
+            blockstore,
+            index,
+            cache,
+            ffmpeg,
+            work_root,
+            transcode,
+            max_live_streams,
+            active: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Answers publish requests until the RTMP server stops.
+    pub async fn run(self: Arc<Self>, mut requests: mpsc::Receiver<PublishRequest>) {
+        while let Some(request) = requests.recv().await {
+            let decision = self.clone().decide(&request.stream_key).await;
+            match &decision {
+                PublishDecision::Accept(_) => info!(peer = %request.peer, "publish accepted"),
+                PublishDecision::Refuse(reason) => {
+                    warn!(peer = %request.peer, %reason, "publish refused")
+                }
+            }
+            // The connection may have gone meanwhile; then the pipeline's input just closes.
+            let _ = request.reply.send(decision);
+        }
+    }
+
+    async fn decide(self: Arc<Self>, stream_key: &str) -> PublishDecision {
+        let stream = match self.db.stream_by_key(stream_key).await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return PublishDecision::Refuse("unknown stream key".into()),
+            Err(err) => {
+                error!(%err, "database error on publish");
+                return PublishDecision::Refuse("temporarily unavailable".into());
+            }
+        };
+        match stream.state {
+            StreamState::Idle => {}
+            StreamState::Live => {
+                return PublishDecision::Refuse("the stream is already live".into());
+            }
+            StreamState::Ended => {
+                return PublishDecision::Refuse("the stream has ended; create a new one".into());
+            }
+        }
+        {
+            let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            if active.contains(&stream.id) {
+                return PublishDecision::Refuse("the stream is already live".into());
+            }
+            if active.len() >= self.max_live_streams {
+                return PublishDecision::Refuse("the server is at its live stream limit".into());
+            }
+            active.insert(stream.id.clone());
+        }
+        let (input_tx, input_rx) = mpsc::channel::<IngestMessage>(INGEST_QUEUE_MESSAGES);
+        let (events_tx, events_rx) = mpsc::channel(PIPELINE_EVENT_QUEUE);
+        let config = PipelineConfig::new(
+            self.ffmpeg.clone(),
+            self.work_root.join(&stream.id),
+            self.transcode.clone(),
+        );
+        tokio::spawn(run_pipeline(config, input_rx, events_tx));
+        tokio::spawn(self.clone().store_events(stream.id, events_rx));
+        PublishDecision::Accept(input_tx)
+    }
+
+    /// Stores what a pipeline produces, in order.
+    async fn store_events(
+        self: Arc<Self>,
+        stream_id: String,
+        mut events: mpsc::Receiver<PipelineEvent>,
+    ) {
+        let mut live = false;
+        let mut failure: Option<String> = None;
+        while let Some(event) = events.recv().await {
+            let result = match event {
+                PipelineEvent::Started {
+                    renditions,
+                    source_width,
+                    source_height,
+                } => {
+                    let records = rendition_records(&renditions, source_width, source_height);
+                    match self
+                        .db
+                        .start_stream(
+                            &stream_id,
+                            now_ms(),
+                            (source_width, source_height),
+                            &records,
+                        )
+                        .await
+                    {
+                        Ok(true) => {
+                            live = true;
+                            self.index.set_live(&stream_id, records);
+                            info!(stream = %stream_id, "live");
+                            Ok(())
+                        }
+                        Ok(false) => Err(anyhow::anyhow!("stream was not idle")),
+                        Err(err) => Err(err.into()),
+                    }
+                }
+                PipelineEvent::Init { rendition, bytes } => {
+                    self.store_init(&stream_id, &rendition, bytes).await
+                }
+                PipelineEvent::Segment {
+                    rendition,
+                    sequence,
+                    duration_ms,
+                    bytes,
+                    listed_at,
+                } => {
+                    let stored = self
+                        .store_segment(&stream_id, rendition, sequence, duration_ms, bytes)
+                        .await;
+                    if let Ok(latency) = listed_at.elapsed() {
+                        debug!(
+                            target: "streamweave::ingest_latency",
+                            stream = %stream_id,
+                            sequence,
+                            latency_us = latency.as_micros() as u64,
+                            "segment listed"
+                        );
+                    }
+                    stored
+                }
+                PipelineEvent::Finished { error } => {
+                    if failure.is_none() {
+                        failure = error;
+                    }
+                    break;
+                }
+            };
+            if let Err(err) = result {
+                error!(stream = %stream_id, "storing media failed: {err:#}");
+                failure = Some(format!("storing media failed: {err}"));
+                // Dropping the receiver stops the pipeline, which kills ffmpeg.
+                break;
+            }
+        }
+        drop(events);
+        if live {
+            if let Err(err) = self
+                .db
+                .end_stream(&stream_id, now_ms(), failure.as_deref())
+                .await
+            {
+                error!(stream = %stream_id, %err, "could not mark the stream ended");
+            }
+            self.index.set_ended(&stream_id);
+            match &failure {
+                None => info!(stream = %stream_id, "ended"),
+                Some(cause) => warn!(stream = %stream_id, %cause, "ended with an error"),
+            }
+        } else if let Some(cause) = &failure {
+            warn!(stream = %stream_id, %cause, "publish failed before going live");
+        }
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&stream_id);
+    }
+
+    async fn put_file(&self, bytes: Bytes) -> anyhow::Result<Cid> {
+        let blockstore = self.blockstore.clone();
+        let stored = bytes.clone();
+        let cid = tokio::task::spawn_blocking(move || blockstore.put_file(&stored)).await??;
+        self.cache.insert(cid, bytes);
+        Ok(cid)
+    }
+
+    async fn store_init(
+        &self,
+        stream_id: &str,
+        rendition: &str,
+        bytes: Bytes,
+    ) -> anyhow::Result<()> {
+        let size = bytes.len() as u64;
+        let cid = self.put_file(bytes).await?;
+        self.db
+            .set_init(stream_id, rendition, &cid.to_string(), size)
+            .await?;
+        self.index.set_init(stream_id, rendition, cid, size);
+        Ok(())
+    }
+
+    async fn store_segment(
+        &self,
+        stream_id: &str,
+        rendition: String,
+        sequence: u64,
+        duration_ms: u32,
+        bytes: Bytes,
+    ) -> anyhow::Result<()> {
+        let size = bytes.len() as u64;
+        let cid = self.put_file(bytes).await?;
+        let record = SegmentRecord {
+            rendition,
+            sequence,
+            duration_ms,
+            size,
+            cid: cid.to_string(),
+        };
+        self.db.insert_segment(stream_id, &record, now_ms()).await?;
+        self.index.push_segment(stream_id, &record, cid);
+        Ok(())
+    }
+}
+
+fn rendition_records(
+    renditions: &[Rendition],
+    source_width: u32,
+    source_height: u32,
+) -> Vec<RenditionRecord> {
+    renditions
+        .iter()
+        .map(|rendition| {
+            let (width, height) = match rendition.kind {
+                RenditionKind::Video { height, .. } => {
+                    // Same aspect ratio as the source, rounded to even as ffmpeg's `scale=-2:h` does.
+                    let width = (u64::from(source_width) * u64::from(height)
+                        / u64::from(source_height.max(1))) as u32;
+                    let width = (width + 1) & !1;
+                    (Some(width), Some(height))
+                }
+                RenditionKind::Audio { .. } => (None, None),
+            };
+            RenditionRecord {
+                name: rendition.name.clone(),
+                width,
+                height,
+                bandwidth_bps: rendition.bandwidth_bps,
+                codecs: rendition.codecs.clone(),
+                init_cid: None,
+                init_size: None,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,257 @@
+//! What players read: each stream's ladder and segment list in memory (loaded
+//! from the database on first use, appended to by ingest), and a bounded
+//! cache of recent segment bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use streamweave_cas::Cid;
+
+use crate::db::Db;
+use crate::model::{RenditionRecord, SegmentRecord, StreamState};
+
+/// A segment as players see it.
+#[derive(Debug, Clone)]
+pub struct SegmentEntry {
+    pub duration_ms: u32,
+    pub cid: Cid,
+}
+
+/// One rendition's init file and segments (index = sequence number).
+#[derive(Debug, Clone)]
+pub struct RenditionMedia {
+    pub info: RenditionRecord,
+    pub init: Option<Cid>,
+    pub segments: Vec<SegmentEntry>,
+}
+
+/// A stream's media.
+#[derive(Debug, Clone)]
+pub struct StreamMedia {
+    pub state: StreamState,
+    pub renditions: Vec<RenditionMedia>,
+}
+
+impl StreamMedia {
+    pub fn rendition(&self, name: &str) -> Option<&RenditionMedia> {
+        self.renditions.iter().find(|r| r.info.name == name)
+    }
+
+    fn rendition_mut(&mut self, name: &str) -> Option<&mut RenditionMedia> {
+        self.renditions.iter_mut().find(|r| r.info.name == name)
+    }
+}
+
+/// Shared handle to one stream's media.
+pub type SharedMedia = Arc<RwLock<StreamMedia>>;
+
+/// Streams kept in memory once they are over; live streams always stay.
+const MAX_RESIDENT_ENDED_STREAMS: usize = 512;
+
+/// In-memory index of streams' media.
+pub struct MediaIndex {
+    db: Db,
+    streams: RwLock<HashMap<String, SharedMedia>>,
+}
+
+/// Reads a lock even if a writer panicked: the data is append-only, so a
+/// half-done append is at worst a missing segment.
+macro_rules! read_lock {
+    ($lock:expr) => {
+        $lock
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+}
+macro_rules! write_lock {
+    ($lock:expr) => {
+        $lock
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+}
+pub(crate) use read_lock;
+
+impl MediaIndex {
+    pub fn new(db: Db) -> Self {
+        MediaIndex {
+            db,
+            streams: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The media of a stream, loading it from the database when not resident.
+    pub async fn get(&self, stream_id: &str) -> anyhow::Result<Option<SharedMedia>> {
+        if let Some(media) = read_lock!(self.streams).get(stream_id) {
+            return Ok(Some(media.clone()));
+        }
+        let Some(stream) = self.db.stream(stream_id).await? else {
+            return Ok(None);
+        };
+        let renditions = self.db.renditions(stream_id).await?;
+        let segments = self.db.segments(stream_id).await?;
+        let mut media = StreamMedia {
+            state: stream.state,
+            renditions: renditions
+                .into_iter()
+                .map(|info| {
+                    let init = info.init_cid.as_deref().and_then(|c| c.parse().ok());
+                    RenditionMedia {
+                        info,
+                        init,
+                        segments: Vec::new(),
+                    }
+                })
+                .collect(),
+        };
+        for segment in segments {
+            let Ok(cid) = segment.cid.parse::<Cid>() else {
+                anyhow::bail!(
+                    "segment {} of {stream_id} has an invalid CID",
+                    segment.sequence
+                );
+            };
+            if let Some(rendition) = media.rendition_mut(&segment.rendition) {
+                // Rows come ordered by sequence, so the index is the sequence.
+                if rendition.segments.len() as u64 == segment.sequence {
+                    rendition.segments.push(SegmentEntry {
+                        duration_ms: segment.duration_ms,
+                        cid,
+                    });
+                }
+            }
+        }
+        let mut streams = write_lock!(self.streams);
+        if streams.len() >= MAX_RESIDENT_ENDED_STREAMS {
+            streams.retain(|_, media| read_lock!(media).state == StreamState::Live);
+        }
+        let shared = streams
+            .entry(stream_id.to_string())
+            .or_insert_with(|| Arc::new(RwLock::new(media)))
+            .clone();
+        Ok(Some(shared))
+    }
+
+    /// A stream went live with this ladder.
+    pub fn set_live(&self, stream_id: &str, renditions: Vec<RenditionRecord>) {
+        let media = StreamMedia {
+            state: StreamState::Live,
+            renditions: renditions
+                .into_iter()
+                .map(|info| RenditionMedia {
+                    info,
+                    init: None,
+                    segments: Vec::new(),
+                })
+                .collect(),
+        };
+        write_lock!(self.streams).insert(stream_id.to_string(), Arc::new(RwLock::new(media)));
+    }
+
+    fn with_resident(&self, stream_id: &str, change: impl FnOnce(&mut StreamMedia)) {
+        if let Some(media) = read_lock!(self.streams).get(stream_id) {
+            change(&mut write_lock!(media));
+        }
+    }
+
+    pub fn set_init(&self, stream_id: &str, rendition: &str, cid: Cid, size: u64) {
+        self.with_resident(stream_id, |media| {
+            if let Some(r) = media.rendition_mut(rendition) {
+                r.init = Some(cid);
+                r.info.init_cid = Some(cid.to_string());
+                r.info.init_size = Some(size);
+            }
+        });
+    }
+
+    pub fn push_segment(&self, stream_id: &str, segment: &SegmentRecord, cid: Cid) {
+        self.with_resident(stream_id, |media| {
+            if let Some(r) = media.rendition_mut(&segment.rendition)
+                && r.segments.len() as u64 == segment.sequence
+            {
+                r.segments.push(SegmentEntry {
+                    duration_ms: segment.duration_ms,
+                    cid,
+                });
+            }
+        });
+    }
+
+    pub fn set_ended(&self, stream_id: &str) {
+        self.with_resident(stream_id, |media| media.state = StreamState::Ended);
+    }
+}
+
+/// Recent file bytes by CID, bounded by total size, oldest out first (live
+/// viewers all want the newest segments).
+pub struct FileCache {
+    max_bytes: u64,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    files: HashMap<Cid, Bytes>,
+    order: VecDeque<Cid>,
+    bytes: u64,
+}
+
+impl FileCache {
+    pub fn new(max_bytes: u64) -> Self {
+        FileCache {
+            max_bytes,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    pub fn get(&self, cid: &Cid) -> Option<Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.files.get(cid).cloned()
+    }
+
+    pub fn insert(&self, cid: Cid, bytes: Bytes) {
+        let size = bytes.len() as u64;
+        if size > self.max_bytes / 4 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.files.contains_key(&cid) {
+            return;
+        }
+        while inner.bytes + size > self.max_bytes {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = inner.files.remove(&oldest) {
+                inner.bytes -= evicted.len() as u64;
+            }
+        }
+        inner.bytes += size;
+        inner.order.push_back(cid);
+        inner.files.insert(cid, bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_stays_within_its_bound() {
+        let cache = FileCache::new(1000);
+        let cids: Vec<Cid> = (0..10u8).map(|i| streamweave_cas::file_cid(&[i])).collect();
+        for cid in &cids {
+            cache.insert(*cid, Bytes::from(vec![0u8; 200]));
+        }
+        let resident = cids.iter().filter(|c| cache.get(c).is_some()).count();
+        assert_eq!(resident, 5);
+        assert!(cache.get(&cids[9]).is_some(), "newest stays");
+        assert!(cache.get(&cids[0]).is_none(), "oldest goes");
+        cache.insert(cids[0], Bytes::from(vec![0u8; 600]));
+        assert!(
+            cache.get(&cids[0]).is_none(),
+            "a file over a quarter of the cache is not kept"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Records the server keeps about streams and their media.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Lifecycle of a stream: created, publishing, over (and then VOD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamState {
+    /// Created; nobody has published yet.
+    Idle,
+    /// A publisher is live.
+    Live,
+    /// The broadcast is over; the recording plays as VOD.
+    Ended,
+}
+
+impl StreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamState::Idle => "idle",
+            StreamState::Live => "live",
+            StreamState::Ended => "ended",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<StreamState> {
+        match text {
+            "idle" => Some(StreamState::Idle),
+            "live" => Some(StreamState::Live),
+            "ended" => Some(StreamState::Ended),
+            _ => None,
+        }
+    }
+}
+
+/// A stream row.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    pub id: String,
+    pub title: String,
+    pub stream_key: String,
+    pub owner: Option<String>,
+    pub state: StreamState,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub end_error: Option<String>,
+}
+
+/// One rendition of a stream's ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RenditionRecord {
+    /// `720p`, `480p`, ..., `audio`.
+    pub name: String,
+    /// Video width in pixels (absent for audio).
+    pub width: Option<u32>,
+    /// Video height in pixels (absent for audio).
+    pub height: Option<u32>,
+    /// Peak bandwidth advertised in the master playlist.
+    pub bandwidth_bps: u64,
+    /// RFC 6381 codecs.
+    pub codecs: String,
+    /// CID of the init file, once written.
+    pub init_cid: Option<String>,
+    /// Size of the init file in bytes.
+    pub init_size: Option<u64>,
+}
+
+/// One stored segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SegmentRecord {
+    /// Rendition name.
+    pub rendition: String,
+    /// 0-based media sequence number within the rendition.
+    pub sequence: u64,
+    /// Duration in milliseconds.
+    pub duration_ms: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// CIDv1 of the file, as `ipfs add --cid-version=1` gives it.
+    pub cid: String,
+}
+
+/// Milliseconds since the Unix epoch, for records.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,199 @@
+//! Helpers of the integration tests: a real `streamweave serve` process on
+//! free ports with its own data dir, and ffmpeg publishers.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running server process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub http: String,
+    pub rtmp: String,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Server {
+    /// Starts a server on a fresh data dir.
+    pub async fn start(extra_args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data_dir = temp.path().to_path_buf();
+        let mut server = Server::start_in(&data_dir, extra_args).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on an existing data dir (to test restarts).
+    pub async fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        let http_port = free_port();
+        let rtmp_port = free_port();
+        let http = format!("127.0.0.1:{http_port}");
+        let rtmp = format!("127.0.0.1:{rtmp_port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--http",
+                &http,
+                "--rtmp",
+                &rtmp,
+                "--admin-token",
+                ADMIN_TOKEN,
+            ])
+            .args(extra_args)
+            .env("RUST_LOG", "info,streamweave_media=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start streamweave");
+        let server = Server {
+            child,
+            http: format!("http://{http}"),
+            rtmp: format!("rtmp://{rtmp}"),
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get(server.url("/api/openapi.json")).send().await
+                && response.status().is_success()
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    /// Creates a stream; answers (id, stream_key).
+    pub async fn create_stream(&self, title: &str) -> (String, String) {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/v1/streams"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "title": title }))
+            .send()
+            .await
+            .expect("create stream");
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.expect("json");
+        (
+            body["id"].as_str().expect("id").to_string(),
+            body["stream_key"].as_str().expect("key").to_string(),
+        )
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = reqwest::get(self.url(path)).await.expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
+    /// Waits until the stream reaches `state`.
+    pub async fn wait_for_state(
+        &self,
+        id: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stream = self.get_json(&format!("/api/v1/streams/{id}")).await;
+            if stream["state"] == state {
+                return stream;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stream {id} did not become {state}: {stream}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Checks the process is still running.
+    pub fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().expect("try_wait").is_none(),
+            "the server exited"
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An ffmpeg that publishes `seconds` of a WxH test pattern with a tone.
+pub fn publish(url: &str, size: &str, seconds: u32, video_codec: &[&str]) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(video_codec)
+        .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+/// H.264 as OBS would send it.
+pub const H264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-g",
+    "60",
+    "-pix_fmt",
+    "yuv420p",
+];
+
+/// Waits for a child with a deadline; returns its exit success.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child did not exit in {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,62 @@
+# Shared by the benchmark scripts: build, start a server, publish a test stream.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$CARGO_TARGET_DIR/release/streamweave"
+TOKEN="bench-admin-token"
+WORK="$(mktemp -d /tmp/streamweave-bench.XXXXXX)"
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+need() {
+  local missing=()
+  for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    local packages=("${missing[@]/nginx/nginx-light}")
+    echo "installing: ${packages[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+  fi
+}
+
+build() {
+  "$ROOT/scripts/setup"
+  cargo build --release --locked -p streamweave-server --bin streamweave >&2
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_server LOGFILE [extra args...]: sets HTTP and RTMP.
+start_server() {
+  local log="$1"; shift
+  HTTP="127.0.0.1:$(free_port)"; RTMP="127.0.0.1:$(free_port)"
+  "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" "$@" 2>"$log" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 100); do curl -sf "http://$HTTP/api/openapi.json" >/dev/null && return 0; sleep 0.1; done
+  echo "server did not start; see $log" >&2; exit 1
+}
+
+# create_stream TITLE: sets STREAM_ID and STREAM_KEY.
+create_stream() {
+  local body
+  body=$(curl -sf -X POST "http://$HTTP/api/v1/streams" -H "Authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' -d "{\"title\": \"$1\"}")
+  STREAM_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$body")
+  STREAM_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["stream_key"])' <<<"$body")
+}
+
+# publish SIZE SECONDS: publishes a test pattern in real time and waits for it.
+publish() {
+  ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=size=$1:rate=30" \
+    -f lavfi -i sine=frequency=440:sample_rate=48000 -t "$2" \
+    -c:v libx264 -preset ultrafast -g 60 -pix_fmt yuv420p -c:a aac -f flv "rtmp://$RTMP/live/$STREAM_KEY"
+}
+
+wait_ended() {
+  for _ in $(seq 300); do
+    curl -sf "http://$HTTP/api/v1/streams/$STREAM_ID" | grep -q '"state":"ended"' && return 0
+    sleep 0.2
+  done
+  echo "stream did not end" >&2; exit 1
+}
