@@ -6,7 +6,7 @@ source "$(dirname "$0")/common.sh"
 DURATION="${1:-10}"
 need wrk nginx ffmpeg curl python3
 build
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 start_server "$WORK/server.log"
 create_stream "delivery benchmark"
@@ -15,6 +15,7 @@ wait_ended
 
 # The same files for nginx, on the same disk.
 ROOT_DIR="$WORK/nginx-root"
+chmod 755 "$WORK"   # nginx workers read as their own user
 mkdir -p "$ROOT_DIR/live/$STREAM_ID/720p"
 curl -sf "http://$HTTP/live/$STREAM_ID/720p/index.m3u8" -o "$ROOT_DIR/live/$STREAM_ID/720p/index.m3u8"
 curl -sf "http://$HTTP/live/$STREAM_ID/720p/1.m4s" -o "$ROOT_DIR/live/$STREAM_ID/720p/1.m4s"
@@ -43,7 +44,7 @@ run_wrk() { # URL CONNECTIONS -> "requests/s MB/s"
     /Requests\/sec/ {rps=$2}
     /Transfer\/sec/ {v=$2; if (v ~ /GB/) m=v*1024; else if (v ~ /MB/) m=v+0; else if (v ~ /KB/) m=v/1024; else m=v/1048576; mb=m}
     / 99%/ {p99=$2}
-    /Non-2xx/ {errors=$4}
+    /Non-2xx/ {errors=$NF}
     END {printf "%.0f %.1f %s %s\n", rps, mb, p99, (errors==""?0:errors)}'
 }
 
@@ -57,6 +58,8 @@ for file in "720p/1.m4s" "720p/index.m3u8"; do
     ratio=$(python3 -c "print(f'{$ours_rps/max($nginx_rps,1):.2f}')")
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$file" "$connections" \
       "$ours_rps" "$ours_mb" "$ours_p99" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$ratio"
-    if [ "$ours_err" != "0" ] || [ "$nginx_err" != "0" ]; then echo "non-2xx answers: ours $ours_err, nginx $nginx_err" >&2; fi
+    if [ "$ours_err" != "0" ] || [ "$nginx_err" != "0" ]; then
+      echo "error: non-2xx answers (ours $ours_err, nginx $nginx_err): the comparison is void" >&2; exit 1
+    fi
   done
 done

@@ -1,0 +1,23 @@
+//! StreamWeave's payment core, as `shared/spec/payments.md` defines it:
+//! amounts, EIP-712 vouchers and channel ids, signature recovery, revenue
+//! splits, the channel state machine, the double-entry model and its audit.
+//!
+//! Free of I/O, threads and clocks: time is an argument (`now_ms`), and every
+//! operation returns the transfers a store must persist atomically.
+
+mod amount;
+mod audit;
+mod book;
+mod channel;
+mod crypto;
+mod split;
+
+pub use alloy_primitives::{Address, B256};
+pub use amount::{Amount, AmountError};
+pub use audit::{AuditReport, Balances, audit};
+pub use book::{AccountRef, Transfer, TransferKind};
+pub use channel::{
+    Channel, ChannelError, ChannelState, OpenChannel, VerifiedVoucher, VoucherOutcome,
+};
+pub use crypto::{PaymentDomain, Signature65, SignatureError, SigningKey, personal_sign_digest};
+pub use split::{MAX_RECIPIENTS, PolicyError, Recipient, RevenuePolicy, SplitTotals};
