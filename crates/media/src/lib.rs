@@ -13,7 +13,7 @@ pub mod playlist;
 pub mod rtmp;
 
 pub use ladder::{Rendition, RenditionKind, TranscodeSettings, ladder_for_source};
-pub use pipeline::{PipelineConfig, PipelineEvent, run_pipeline};
+pub use pipeline::{PipelineConfig, PipelineEvent, SegmentOutput, run_pipeline};
 pub use rtmp::{IngestMessage, PublishDecision, PublishRequest, RtmpLimits, serve_rtmp};
 
 /// Errors of this crate's parsers.

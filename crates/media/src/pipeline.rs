@@ -78,25 +78,30 @@ pub enum PipelineEvent {
         /// File bytes.
         bytes: Bytes,
     },
-    /// A finished segment.
-    Segment {
-        /// Rendition name.
-        rendition: String,
-        /// 0-based sequence number within the rendition.
-        sequence: u64,
-        /// Duration from ffmpeg's playlist.
-        duration_ms: u32,
-        /// File bytes.
-        bytes: Bytes,
-        /// When ffmpeg listed the segment (its playlist's modification time),
-        /// to measure ingest latency.
-        listed_at: std::time::SystemTime,
-    },
+    /// Segments that finished since the last event, across renditions (so
+    /// the platform can store them together), in order within each rendition.
+    Segments(Vec<SegmentOutput>),
     /// The pipeline is over; `error` says why when it did not end normally.
     Finished {
         /// The cause of an abnormal end.
         error: Option<String>,
     },
+}
+
+/// A finished segment.
+#[derive(Debug, Clone)]
+pub struct SegmentOutput {
+    /// Rendition name.
+    pub rendition: String,
+    /// 0-based sequence number within the rendition.
+    pub sequence: u64,
+    /// Duration from ffmpeg's playlist.
+    pub duration_ms: u32,
+    /// File bytes.
+    pub bytes: Bytes,
+    /// When ffmpeg listed the segment (its playlist's modification time),
+    /// to measure ingest latency.
+    pub listed_at: std::time::SystemTime,
 }
 
 /// Largest amount of media buffered while waiting for codec headers.
@@ -427,7 +432,8 @@ impl Supervisor<'_> {
 
     /// Reports new init files and segments; `true` when something new was found.
     async fn scan(&mut self) -> Result<bool, String> {
-        let mut progressed = false;
+        let mut batch = Vec::new();
+        let mut done_files = Vec::new();
         for index in 0..self.outputs.len() {
             let dir = self.config.work_dir.join(&self.outputs[index].name);
             let playlist_path = dir.join("index.m3u8");
@@ -460,23 +466,25 @@ impl Supervisor<'_> {
                 let bytes = read_output(&dir, &segment.uri).await?;
                 let sequence = output.segments_sent as u64;
                 output.segments_sent += 1;
-                progressed = true;
-                send(
-                    self.events,
-                    PipelineEvent::Segment {
-                        rendition: output.name.clone(),
-                        sequence,
-                        duration_ms: segment.duration_ms,
-                        bytes,
-                        listed_at,
-                    },
-                )
-                .await?;
-                // Stored by the platform now; the work copy is no longer needed.
-                let _ = tokio::fs::remove_file(dir.join(&segment.uri)).await;
+                batch.push(SegmentOutput {
+                    rendition: output.name.clone(),
+                    sequence,
+                    duration_ms: segment.duration_ms,
+                    bytes,
+                    listed_at,
+                });
+                done_files.push(dir.join(&segment.uri));
             }
         }
-        Ok(progressed)
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        send(self.events, PipelineEvent::Segments(batch)).await?;
+        // Handed to the platform; the work copies are no longer needed.
+        for path in done_files {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        Ok(true)
     }
 }
 

@@ -213,26 +213,30 @@ impl Db {
         Ok(())
     }
 
-    pub async fn insert_segment(
+    /// Inserts segments in one transaction (one durable commit).
+    pub async fn insert_segments(
         &self,
         id: &str,
-        segment: &SegmentRecord,
+        segments: impl Iterator<Item = &SegmentRecord>,
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO segments (stream_id, rendition, sequence, duration_ms, size, cid, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&segment.rendition)
-        .bind(segment.sequence as i64)
-        .bind(i64::from(segment.duration_ms))
-        .bind(segment.size as i64)
-        .bind(&segment.cid)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut tx = self.pool.begin().await?;
+        for segment in segments {
+            sqlx::query(
+                "INSERT OR IGNORE INTO segments (stream_id, rendition, sequence, duration_ms, size, cid, created_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&segment.rendition)
+            .bind(segment.sequence as i64)
+            .bind(i64::from(segment.duration_ms))
+            .bind(segment.size as i64)
+            .bind(&segment.cid)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     /// The ladder of a stream, in position order.

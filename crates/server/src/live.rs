@@ -9,7 +9,7 @@ use bytes::Bytes;
 use streamweave_cas::{Blockstore, Cid};
 use streamweave_media::{
     IngestMessage, PipelineConfig, PipelineEvent, PublishDecision, PublishRequest, Rendition,
-    RenditionKind, TranscodeSettings, run_pipeline,
+    RenditionKind, SegmentOutput, TranscodeSettings, run_pipeline,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -156,27 +156,7 @@ impl LiveHub {
                 PipelineEvent::Init { rendition, bytes } => {
                     self.store_init(&stream_id, &rendition, bytes).await
                 }
-                PipelineEvent::Segment {
-                    rendition,
-                    sequence,
-                    duration_ms,
-                    bytes,
-                    listed_at,
-                } => {
-                    let stored = self
-                        .store_segment(&stream_id, rendition, sequence, duration_ms, bytes)
-                        .await;
-                    if let Ok(latency) = listed_at.elapsed() {
-                        debug!(
-                            target: "streamweave::ingest_latency",
-                            stream = %stream_id,
-                            sequence,
-                            latency_us = latency.as_micros() as u64,
-                            "segment listed"
-                        );
-                    }
-                    stored
-                }
+                PipelineEvent::Segments(segments) => self.store_segments(&stream_id, segments).await,
                 PipelineEvent::Finished { error } => {
                     if failure.is_none() {
                         failure = error;
@@ -237,25 +217,49 @@ impl LiveHub {
         Ok(())
     }
 
-    async fn store_segment(
-        &self,
-        stream_id: &str,
-        rendition: String,
-        sequence: u64,
-        duration_ms: u32,
-        bytes: Bytes,
-    ) -> anyhow::Result<()> {
-        let size = bytes.len() as u64;
-        let cid = self.put_file(bytes).await?;
-        let record = SegmentRecord {
-            rendition,
-            sequence,
-            duration_ms,
-            size,
-            cid: cid.to_string(),
-        };
-        self.db.insert_segment(stream_id, &record, now_ms()).await?;
-        self.index.push_segment(stream_id, &record, cid);
+    /// Stores a batch of segments: blocks written in parallel, one database
+    /// commit for the batch, then listed for players.
+    async fn store_segments(&self, stream_id: &str, segments: Vec<SegmentOutput>) -> anyhow::Result<()> {
+        let mut writes = tokio::task::JoinSet::new();
+        for (index, segment) in segments.iter().enumerate() {
+            let blockstore = self.blockstore.clone();
+            let bytes = segment.bytes.clone();
+            writes.spawn_blocking(move || blockstore.put_file(&bytes).map(|cid| (index, cid)));
+        }
+        let mut cids = vec![None; segments.len()];
+        while let Some(written) = writes.join_next().await {
+            let (index, cid) = written??;
+            cids[index] = Some(cid);
+        }
+        let mut records = Vec::with_capacity(segments.len());
+        for (segment, cid) in segments.iter().zip(&cids) {
+            let cid = cid.ok_or_else(|| anyhow::anyhow!("a segment write did not report"))?;
+            self.cache.insert(cid, segment.bytes.clone());
+            records.push((
+                SegmentRecord {
+                    rendition: segment.rendition.clone(),
+                    sequence: segment.sequence,
+                    duration_ms: segment.duration_ms,
+                    size: segment.bytes.len() as u64,
+                    cid: cid.to_string(),
+                },
+                cid,
+            ));
+        }
+        self.db.insert_segments(stream_id, records.iter().map(|(r, _)| r), now_ms()).await?;
+        for ((record, cid), segment) in records.iter().zip(&segments) {
+            self.index.push_segment(stream_id, record, *cid);
+            if let Ok(latency) = segment.listed_at.elapsed() {
+                debug!(
+                    target: "streamweave::ingest_latency",
+                    stream = %stream_id,
+                    rendition = %record.rendition,
+                    sequence = record.sequence,
+                    latency_us = latency.as_micros() as u64,
+                    "segment listed"
+                );
+            }
+        }
         Ok(())
     }
 }
