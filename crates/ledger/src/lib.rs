@@ -10,6 +10,7 @@ mod audit;
 mod book;
 mod channel;
 mod crypto;
+mod siwe;
 mod split;
 
 pub use alloy_primitives::{Address, B256};
@@ -20,4 +21,5 @@ pub use channel::{
     Channel, ChannelError, ChannelState, OpenChannel, VerifiedVoucher, VoucherOutcome,
 };
 pub use crypto::{PaymentDomain, Signature65, SignatureError, SigningKey, personal_sign_digest};
+pub use siwe::{SiweError, SiweMessage};
 pub use split::{MAX_RECIPIENTS, PolicyError, Recipient, RevenuePolicy, SplitTotals};

@@ -43,6 +43,9 @@ pub struct PipelineConfig {
     /// ffmpeg is considered stalled when it produces no segment for this long
     /// while input keeps arriving.
     pub stall_timeout: Duration,
+    /// Run ffmpeg under `nice -n N`, so delivery and ingest keep the CPU
+    /// they need when transcoding saturates it. `None` runs it as is.
+    pub niceness: Option<u8>,
 }
 
 impl PipelineConfig {
@@ -55,6 +58,7 @@ impl PipelineConfig {
             transcode,
             probe_timeout: Duration::from_secs(10),
             stall_timeout: (segment * 5).max(Duration::from_secs(15)),
+            niceness: None,
         }
     }
 }
@@ -245,7 +249,17 @@ async fn run(
     }
     let args = ladder::ffmpeg_args(&renditions, &config.transcode, &config.work_dir);
     debug!(?args, "starting ffmpeg");
-    let mut child = Command::new(&config.ffmpeg_path)
+    let mut command = match config.niceness {
+        Some(niceness) => {
+            let mut nice = Command::new("nice");
+            nice.arg("-n")
+                .arg(niceness.to_string())
+                .arg(&config.ffmpeg_path);
+            nice
+        }
+        None => Command::new(&config.ffmpeg_path),
+    };
+    let mut child = command
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

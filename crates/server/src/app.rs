@@ -90,7 +90,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let settings = Arc::new(settings);
     let index = Arc::new(MediaIndex::new(db.clone()));
     let cache = Arc::new(FileCache::new(settings.segment_cache_bytes));
-    let hub = Arc::new(LiveHub::new(
+    let mut hub = LiveHub::new(
         db.clone(),
         blockstore.clone(),
         index.clone(),
@@ -102,7 +102,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             x264_preset: settings.x264_preset.clone(),
         },
         settings.max_live_streams,
-    ));
+    );
+    // `nice` is part of every Linux userland; without it ffmpeg runs unreniced.
+    if settings.transcode_niceness > 0
+        && std::process::Command::new("nice")
+            .arg("true")
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        hub.transcode_niceness = Some(settings.transcode_niceness);
+    }
+    let hub = Arc::new(hub);
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_REQUEST_QUEUE);
     tokio::spawn(hub.run(publish_rx));
     tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, RtmpLimits::default()));

@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Bytes of recent segments kept in memory for delivery.
     #[arg(long, env = "STREAMWEAVE_SEGMENT_CACHE_BYTES")]
     pub segment_cache_bytes: Option<u64>,
+    /// `nice` level of ffmpeg (0 to 19; 0 runs it at the server's priority).
+    #[arg(long, env = "STREAMWEAVE_TRANSCODE_NICENESS")]
+    pub transcode_niceness: Option<u8>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -70,6 +73,7 @@ struct FileConfig {
     ffmpeg: Option<PathBuf>,
     x264_preset: Option<String>,
     segment_cache_bytes: Option<u64>,
+    transcode_niceness: Option<u8>,
     dev: Option<bool>,
 }
 
@@ -88,6 +92,7 @@ pub struct Settings {
     pub ffmpeg: PathBuf,
     pub x264_preset: String,
     pub segment_cache_bytes: u64,
+    pub transcode_niceness: u8,
     pub dev: bool,
 }
 
@@ -162,6 +167,11 @@ impl Settings {
                 .segment_cache_bytes
                 .or(file.segment_cache_bytes)
                 .unwrap_or(256 * 1024 * 1024),
+            transcode_niceness: args
+                .transcode_niceness
+                .or(file.transcode_niceness)
+                .unwrap_or(10)
+                .min(19),
             dev: args.dev || file.dev.unwrap_or(false),
         })
     }

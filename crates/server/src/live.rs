@@ -33,6 +33,8 @@ pub struct LiveHub {
     pub work_root: PathBuf,
     pub transcode: TranscodeSettings,
     pub max_live_streams: usize,
+    /// `nice` level of ffmpeg processes.
+    pub transcode_niceness: Option<u8>,
     /// Streams with a publisher right now (from accept to pipeline end).
     active: Mutex<HashSet<String>>,
 }
@@ -58,6 +60,7 @@ impl LiveHub {
             work_root,
             transcode,
             max_live_streams,
+            transcode_niceness: None,
             active: Mutex::new(HashSet::new()),
         }
     }
@@ -107,11 +110,12 @@ impl LiveHub {
         }
         let (input_tx, input_rx) = mpsc::channel::<IngestMessage>(INGEST_QUEUE_MESSAGES);
         let (events_tx, events_rx) = mpsc::channel(PIPELINE_EVENT_QUEUE);
-        let config = PipelineConfig::new(
+        let mut config = PipelineConfig::new(
             self.ffmpeg.clone(),
             self.work_root.join(&stream.id),
             self.transcode.clone(),
         );
+        config.niceness = self.transcode_niceness;
         tokio::spawn(run_pipeline(config, input_rx, events_tx));
         tokio::spawn(self.clone().store_events(stream.id, events_rx));
         PublishDecision::Accept(input_tx)
@@ -156,7 +160,9 @@ impl LiveHub {
                 PipelineEvent::Init { rendition, bytes } => {
                     self.store_init(&stream_id, &rendition, bytes).await
                 }
-                PipelineEvent::Segments(segments) => self.store_segments(&stream_id, segments).await,
+                PipelineEvent::Segments(segments) => {
+                    self.store_segments(&stream_id, segments).await
+                }
                 PipelineEvent::Finished { error } => {
                     if failure.is_none() {
                         failure = error;
@@ -219,7 +225,11 @@ impl LiveHub {
 
     /// Stores a batch of segments: blocks written in parallel, one database
     /// commit for the batch, then listed for players.
-    async fn store_segments(&self, stream_id: &str, segments: Vec<SegmentOutput>) -> anyhow::Result<()> {
+    async fn store_segments(
+        &self,
+        stream_id: &str,
+        segments: Vec<SegmentOutput>,
+    ) -> anyhow::Result<()> {
         let mut writes = tokio::task::JoinSet::new();
         for (index, segment) in segments.iter().enumerate() {
             let blockstore = self.blockstore.clone();
@@ -246,7 +256,9 @@ impl LiveHub {
                 cid,
             ));
         }
-        self.db.insert_segments(stream_id, records.iter().map(|(r, _)| r), now_ms()).await?;
+        self.db
+            .insert_segments(stream_id, records.iter().map(|(r, _)| r), now_ms())
+            .await?;
         for ((record, cid), segment) in records.iter().zip(&segments) {
             self.index.push_segment(stream_id, record, *cid);
             if let Ok(latency) = segment.listed_at.elapsed() {

@@ -27,13 +27,52 @@ pub struct RenditionMedia {
 }
 
 /// A stream's media.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StreamMedia {
     pub state: StreamState,
     pub renditions: Vec<RenditionMedia>,
+    /// Rendered playlists by name, until the media changes.
+    rendered: Mutex<HashMap<String, Bytes>>,
 }
 
 impl StreamMedia {
+    fn new(state: StreamState, renditions: Vec<RenditionMedia>) -> Self {
+        StreamMedia {
+            state,
+            renditions,
+            rendered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A playlist rendered once per change of the media, then served from memory.
+    pub fn playlist<E>(
+        &self,
+        name: &str,
+        render: impl FnOnce(&StreamMedia) -> Result<String, E>,
+    ) -> Result<Bytes, E> {
+        if let Some(bytes) = self
+            .rendered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes = Bytes::from(render(self)?);
+        self.rendered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), bytes.clone());
+        Ok(bytes)
+    }
+
+    fn changed(&mut self) {
+        self.rendered
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub fn rendition(&self, name: &str) -> Option<&RenditionMedia> {
         self.renditions.iter().find(|r| r.info.name == name)
     }
@@ -91,9 +130,9 @@ impl MediaIndex {
         };
         let renditions = self.db.renditions(stream_id).await?;
         let segments = self.db.segments(stream_id).await?;
-        let mut media = StreamMedia {
-            state: stream.state,
-            renditions: renditions
+        let mut media = StreamMedia::new(
+            stream.state,
+            renditions
                 .into_iter()
                 .map(|info| {
                     let init = info.init_cid.as_deref().and_then(|c| c.parse().ok());
@@ -104,7 +143,7 @@ impl MediaIndex {
                     }
                 })
                 .collect(),
-        };
+        );
         for segment in segments {
             let Ok(cid) = segment.cid.parse::<Cid>() else {
                 anyhow::bail!(
@@ -135,9 +174,9 @@ impl MediaIndex {
 
     /// A stream went live with this ladder.
     pub fn set_live(&self, stream_id: &str, renditions: Vec<RenditionRecord>) {
-        let media = StreamMedia {
-            state: StreamState::Live,
-            renditions: renditions
+        let media = StreamMedia::new(
+            StreamState::Live,
+            renditions
                 .into_iter()
                 .map(|info| RenditionMedia {
                     info,
@@ -145,13 +184,15 @@ impl MediaIndex {
                     segments: Vec::new(),
                 })
                 .collect(),
-        };
+        );
         write_lock!(self.streams).insert(stream_id.to_string(), Arc::new(RwLock::new(media)));
     }
 
     fn with_resident(&self, stream_id: &str, change: impl FnOnce(&mut StreamMedia)) {
         if let Some(media) = read_lock!(self.streams).get(stream_id) {
-            change(&mut write_lock!(media));
+            let mut media = write_lock!(media);
+            change(&mut media);
+            media.changed();
         }
     }
 

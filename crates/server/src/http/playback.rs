@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use streamweave_media::playlist::{self, MasterEntry, MediaPlaylistSpec, PlaylistSegment};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,7 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 
-fn playlist_response(body: String) -> Response {
+fn playlist_response(body: Bytes) -> Response {
     (
         [
             (
@@ -94,7 +95,7 @@ async fn master_playlist(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let media = stream_media(&state, &id).await?;
-    let body = master_for(&read_lock!(media))?;
+    let body = read_lock!(media).playlist("master", master_for)?;
     Ok(playlist_response(body))
 }
 
@@ -134,25 +135,11 @@ async fn rendition_file(
         };
         match request {
             FileRequest::Playlist => {
-                let segments: Vec<PlaylistSegment> = found
-                    .segments
-                    .iter()
-                    .enumerate()
-                    .map(|(sequence, s)| PlaylistSegment {
-                        sequence: sequence as u64,
-                        duration_ms: s.duration_ms,
-                        uri: format!("{sequence}.m4s"),
-                    })
-                    .collect();
-                let body = playlist::render_media_playlist(&MediaPlaylistSpec {
-                    init_uri: "init.mp4",
-                    segments: &segments,
-                    segment_duration_ms: state.settings.segment_duration_ms,
-                    ended: media.state == StreamState::Ended,
-                    live_window_segments: state.settings.live_window_segments,
-                });
+                let body =
+                    media.playlist(&rendition, |media| render_media(media, &rendition, &state))?;
                 return Ok(playlist_response(body));
             }
+
             FileRequest::Init => (
                 found
                     .init
@@ -173,6 +160,33 @@ async fn rendition_file(
         .await?
         .ok_or_else(|| ApiError::not_found("segment bytes missing from the blockstore"))?;
     Ok(immutable_file(&headers, &cid, content_type, bytes))
+}
+
+fn render_media(
+    media: &StreamMedia,
+    rendition: &str,
+    state: &AppState,
+) -> Result<String, ApiError> {
+    let found = media
+        .rendition(rendition)
+        .ok_or_else(|| ApiError::not_found("no such rendition"))?;
+    let segments: Vec<PlaylistSegment> = found
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(sequence, s)| PlaylistSegment {
+            sequence: sequence as u64,
+            duration_ms: s.duration_ms,
+            uri: format!("{sequence}.m4s"),
+        })
+        .collect();
+    Ok(playlist::render_media_playlist(&MediaPlaylistSpec {
+        init_uri: "init.mp4",
+        segments: &segments,
+        segment_duration_ms: state.settings.segment_duration_ms,
+        ended: media.state == StreamState::Ended,
+        live_window_segments: state.settings.live_window_segments,
+    }))
 }
 
 enum FileRequest {
