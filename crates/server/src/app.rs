@@ -13,9 +13,12 @@ use tracing::info;
 use crate::config::Settings;
 use crate::db::{self, Db};
 use crate::http::{self, AppState};
+use crate::ledger_db::LedgerDb;
 use crate::live::LiveHub;
 use crate::media_index::{FileCache, MediaIndex};
 use crate::model::now_ms;
+use crate::payments::Payments;
+use streamweave_ledger::PaymentDomain;
 
 /// Publish requests waiting for an answer.
 const PUBLISH_REQUEST_QUEUE: usize = 64;
@@ -61,7 +64,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let pool = db::open(&settings.data_dir)
         .await
         .context("opening the database")?;
-    let db = Db::new(pool);
+    let db = Db::new(pool.clone());
     let interrupted = db.end_interrupted_streams(now_ms()).await?;
     if interrupted > 0 {
         info!(
@@ -117,12 +120,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     tokio::spawn(hub.run(publish_rx));
     tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, RtmpLimits::default()));
 
+    let ledger = LedgerDb::new(pool);
+    let payments = Payments::start(
+        ledger.clone(),
+        PaymentDomain {
+            chain_id: settings.chain_id,
+            escrow: streamweave_ledger::Address::ZERO,
+        },
+        settings.settle_window_s * 1000,
+    )
+    .await
+    .context("starting the payments engine")?;
     let state = AppState {
         settings: settings.clone(),
         db,
         blockstore,
         index,
         cache,
+        ledger,
+        payments,
     };
     let router = http::router(state.clone());
     info!(

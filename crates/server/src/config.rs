@@ -52,6 +52,18 @@ pub struct ServeArgs {
     /// `nice` level of ffmpeg (0 to 19; 0 runs it at the server's priority).
     #[arg(long, env = "STREAMWEAVE_TRANSCODE_NICENESS")]
     pub transcode_niceness: Option<u8>,
+    /// Platform fee in basis points (300 = 3%).
+    #[arg(long, env = "STREAMWEAVE_PLATFORM_FEE_BPS")]
+    pub platform_fee_bps: Option<u16>,
+    /// Settle window of closing channels, in seconds.
+    #[arg(long, env = "STREAMWEAVE_SETTLE_WINDOW_S")]
+    pub settle_window_s: Option<u64>,
+    /// EIP-155 chain id of vouchers (31337 for the embedded ledger).
+    #[arg(long, env = "STREAMWEAVE_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// Admin accounts (comma separated addresses).
+    #[arg(long, env = "STREAMWEAVE_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -74,6 +86,10 @@ struct FileConfig {
     x264_preset: Option<String>,
     segment_cache_bytes: Option<u64>,
     transcode_niceness: Option<u8>,
+    platform_fee_bps: Option<u16>,
+    settle_window_s: Option<u64>,
+    chain_id: Option<u64>,
+    admins: Option<Vec<String>>,
     dev: Option<bool>,
 }
 
@@ -93,6 +109,10 @@ pub struct Settings {
     pub x264_preset: String,
     pub segment_cache_bytes: u64,
     pub transcode_niceness: u8,
+    pub platform_fee_bps: u16,
+    pub settle_window_s: u64,
+    pub chain_id: u64,
+    pub admins: Vec<streamweave_ledger::Address>,
     pub dev: bool,
 }
 
@@ -135,6 +155,27 @@ impl Settings {
             (3..=1000).contains(&live_window_segments),
             "live window must hold 3 to 1000 segments"
         );
+        let platform_fee_bps = args
+            .platform_fee_bps
+            .or(file.platform_fee_bps)
+            .unwrap_or(300);
+        anyhow::ensure!(
+            platform_fee_bps <= 10_000,
+            "the platform fee is at most 10000 bps"
+        );
+        let admin_texts = if args.admins.is_empty() {
+            file.admins.unwrap_or_default()
+        } else {
+            args.admins
+        };
+        let admins = admin_texts
+            .iter()
+            .map(|a| {
+                a.trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("admin {a:?} is not an address"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let admin_token = args.admin_token.or(file.admin_token);
         if let Some(token) = &admin_token {
             anyhow::ensure!(
@@ -172,6 +213,10 @@ impl Settings {
                 .or(file.transcode_niceness)
                 .unwrap_or(10)
                 .min(19),
+            platform_fee_bps,
+            settle_window_s: args.settle_window_s.or(file.settle_window_s).unwrap_or(600),
+            chain_id: args.chain_id.or(file.chain_id).unwrap_or(31337),
+            admins,
             dev: args.dev || file.dev.unwrap_or(false),
         })
     }

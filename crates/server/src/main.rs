@@ -5,9 +5,11 @@ mod config;
 mod db;
 mod demo;
 mod http;
+mod ledger_db;
 mod live;
 mod media_index;
 mod model;
+mod payments;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,6 +30,17 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Re-derive every balance from the transfers and check the invariants;
+    /// exits 1 naming every violation.
+    Audit {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the platform.
     Serve(config::ServeArgs),
@@ -40,6 +53,9 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Ledger tools.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Print, one per line, the ffmpeg arguments of the ladder for a source
     /// (FLV on stdin); the transcode benchmark runs exactly these.
     LadderArgs {
@@ -105,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Ledger(LedgerCommand::Audit { data_dir }) => runtime()?.block_on(audit(data_dir)),
         Command::Serve(args) => runtime()?.block_on(async {
             let settings = config::Settings::resolve(args)?;
             app::start(settings).await?.wait().await
@@ -117,4 +134,40 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+async fn audit(data_dir: PathBuf) -> anyhow::Result<()> {
+    if !data_dir.join("streamweave.sqlite").exists() {
+        anyhow::bail!("no database in {}", data_dir.display());
+    }
+    let pool = db::open(&data_dir).await?;
+    let ledger = ledger_db::LedgerDb::new(pool);
+    let transfers = ledger.all_transfers().await?;
+    let channels = ledger.channels().await?;
+    let mut report = streamweave_ledger::audit(&transfers, &channels);
+    // The cached balances must equal the re-derived ones.
+    let (derived, _) = streamweave_ledger::Balances::from_transfers(&transfers);
+    let derived: std::collections::HashMap<String, i128> =
+        derived.iter().map(|(a, b)| (a.key(), *b)).collect();
+    for (key, stored) in ledger.stored_balances().await? {
+        let expected = derived.get(&key).copied().unwrap_or(0);
+        if stored != expected {
+            report.violations.push(format!(
+                "{key}: stored balance {stored}, transfers give {expected}"
+            ));
+        }
+    }
+    if report.is_clean() {
+        println!(
+            "ledger ok: {} transfers, {} channels, {} accounts; debits = credits",
+            report.transfers, report.channels, report.accounts
+        );
+        Ok(())
+    } else {
+        for violation in &report.violations {
+            println!("violation: {violation}");
+        }
+        eprintln!("error: {} ledger violations", report.violations.len());
+        std::process::exit(1);
+    }
 }

@@ -1,6 +1,9 @@
 //! The HTTP side: API, playback and web pages on one axum router.
 
+mod accounts;
+pub mod auth;
 mod ipfs;
+mod payments;
 mod playback;
 pub mod problem;
 mod ranges;
@@ -11,7 +14,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::routing::get;
 use streamweave_cas::Blockstore;
@@ -22,8 +24,9 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Settings;
 use crate::db::Db;
+use crate::ledger_db::LedgerDb;
 use crate::media_index::{FileCache, MediaIndex};
-use problem::{ApiError, ProblemKind};
+use crate::payments::Payments;
 
 /// Largest JSON body the API reads.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -36,6 +39,8 @@ pub struct AppState {
     pub blockstore: Arc<Blockstore>,
     pub index: Arc<MediaIndex>,
     pub cache: Arc<FileCache>,
+    pub ledger: LedgerDb,
+    pub payments: Payments,
 }
 
 #[derive(OpenApi)]
@@ -67,6 +72,9 @@ pub fn router(state: AppState) -> Router {
         .merge(streams::routes())
         .merge(playback::routes())
         .merge(ipfs::routes())
+        .merge(auth::routes())
+        .merge(payments::routes())
+        .merge(accounts::routes())
         .split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
     api.route(
@@ -95,44 +103,14 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         .merge(streams::routes())
         .merge(playback::routes())
         .merge(ipfs::routes())
+        .merge(auth::routes())
+        .merge(payments::routes())
+        .merge(accounts::routes())
         .split_for_parts();
     openapi
 }
 
-/// A request made with the operator's token.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(expected) = state.settings.admin_token.as_deref() else {
-            return Err(ApiError::new(
-                ProblemKind::Forbidden,
-                "no admin token is configured",
-            ));
-        };
-        let presented = bearer_token(parts).ok_or_else(|| {
-            ApiError::new(
-                ProblemKind::Unauthorized,
-                "send Authorization: Bearer TOKEN",
-            )
-        })?;
-        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::new(
-                ProblemKind::Forbidden,
-                "this token may not do that",
-            ))
-        }
-    }
-}
-
-fn bearer_token(parts: &Parts) -> Option<&str> {
+pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?
@@ -143,7 +121,7 @@ fn bearer_token(parts: &Parts) -> Option<&str> {
 }
 
 /// Compares secrets without an early exit that would leak the matching prefix length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -168,6 +146,9 @@ mod tests {
             "/api/v1/streams/{id}/segments",
             "/live/{id}/master.m3u8",
             "/ipfs/{cid}",
+            "/api/v1/auth/challenge",
+            "/api/v1/channels/{id}/vouchers",
+            "/api/v1/accounts/{address}/transfers",
         ] {
             assert!(
                 doc.paths.paths.contains_key(path),

@@ -34,6 +34,12 @@ pub enum ProblemKind {
     UnsupportedMediaType,
     RangeNotSatisfiable,
     Internal,
+    /// A domain error with its own stable slug.
+    Custom {
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+    },
 }
 
 impl ProblemKind {
@@ -72,6 +78,11 @@ impl ProblemKind {
                 "internal",
                 "Internal error",
             ),
+            ProblemKind::Custom {
+                status,
+                slug,
+                title,
+            } => (status, slug, title),
         }
     }
 }
@@ -97,6 +108,23 @@ impl ApiError {
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(ProblemKind::BadRequest, detail)
+    }
+
+    /// A domain error: `type` is `/problems/{slug}`.
+    pub fn custom(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            ProblemKind::Custom {
+                status,
+                slug,
+                title,
+            },
+            detail,
+        )
     }
 }
 

@@ -9,8 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::AppState;
+use super::auth::Caller;
 use super::problem::{ApiError, ApiJson, Problem};
-use super::{Admin, AppState};
 use crate::model::{RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -98,7 +99,7 @@ pub fn is_stream_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
-/// Create a stream (operator token).
+/// Create a stream; a signed-in account owns what it creates.
 #[utoipa::path(
     post,
     path = "/api/v1/streams",
@@ -114,7 +115,7 @@ pub fn is_stream_id(id: &str) -> bool {
 )]
 async fn create_stream(
     State(state): State<AppState>,
-    _admin: Admin,
+    caller: Caller,
     ApiJson(body): ApiJson<CreateStream>,
 ) -> Result<(StatusCode, Json<StreamCreated>), ApiError> {
     let title = body.title.trim().to_string();
@@ -133,7 +134,7 @@ async fn create_stream(
         id: random_token(12),
         title,
         stream_key: format!("sk_{}", random_token(32)),
-        owner: None,
+        owner: caller.address().map(|a| format!("{a:#x}")),
         state: StreamState::Idle,
         created_at_ms: now_ms(),
         started_at_ms: None,

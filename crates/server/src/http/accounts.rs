@@ -1,0 +1,498 @@
+//! Balances, history, revenue policies, deposits and withdrawals.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use streamweave_ledger::{AccountRef, Address, Amount, ChannelState, Recipient, RevenuePolicy};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::{Caller, parse_address, rfc3339};
+use super::payments::engine_error;
+use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
+use crate::model::now_ms;
+use crate::payments::{Operation, deposit, withdrawal};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(balances))
+        .routes(routes!(transfers))
+        .routes(routes!(set_revenue_policy))
+        .routes(routes!(withdraw))
+        .routes(routes!(faucet))
+        .routes(routes!(admin_deposit))
+        .routes(routes!(admin_withdrawal))
+}
+
+/// Largest single faucet or admin movement, in base units (a typo guard).
+const MAX_SINGLE_MOVEMENT: u128 = 1_000_000_000_000_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalancesView {
+    #[schema(value_type = String)]
+    pub address: Address,
+    /// Spendable.
+    #[schema(value_type = String)]
+    pub available: Amount,
+    /// In open or closing channels this account pays from.
+    #[schema(value_type = String)]
+    pub escrowed: Amount,
+    /// Revenue received (creator, collaborator, pool).
+    #[schema(value_type = String)]
+    pub earned: Amount,
+}
+
+fn owned(caller: &Caller, address: &str) -> Result<Address, ApiError> {
+    let address = parse_address(address)?;
+    if caller.may_act_for(address) {
+        Ok(address)
+    } else {
+        Err(ApiError::new(
+            ProblemKind::Forbidden,
+            "only the owner and admins see this",
+        ))
+    }
+}
+
+fn non_negative(balance: i128) -> Amount {
+    Amount(u128::try_from(balance).unwrap_or(0))
+}
+
+/// An account's balances (owner and admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{address}/balances",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("address" = String, Path, description = "Account address")),
+    responses((status = 200, body = BalancesView), (status = 403, body = Problem, content_type = "application/problem+json"))
+)]
+async fn balances(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(address): Path<String>,
+) -> Result<Json<BalancesView>, ApiError> {
+    let address = owned(&caller, &address)?;
+    let asset = Address::ZERO;
+    let available = state
+        .ledger
+        .balance(&AccountRef::Available {
+            owner: address,
+            asset,
+        })
+        .await?;
+    let earned = state
+        .ledger
+        .balance(&AccountRef::Revenue {
+            owner: address,
+            asset,
+        })
+        .await?;
+    let escrowed = state
+        .payments
+        .channels_of(address)
+        .iter()
+        .filter(|c| c.payer == address && c.state != ChannelState::Closed)
+        .map(|c| c.deposit.0 - c.redeemed.0)
+        .fold(0u128, u128::saturating_add);
+    Ok(Json(BalancesView {
+        address,
+        available: non_negative(available),
+        escrowed: Amount(escrowed),
+        earned: non_negative(earned),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TransfersQuery {
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    /// Page: transfers before this `seq`.
+    pub before: Option<i64>,
+    /// 1..=1000, default 100.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferView {
+    pub seq: i64,
+    pub id: String,
+    pub time: String,
+    pub kind: String,
+    /// `in` or `out` for this account.
+    pub direction: &'static str,
+    #[schema(value_type = String)]
+    pub amount: Amount,
+    #[schema(value_type = String)]
+    pub asset: Address,
+    pub from: String,
+    pub to: String,
+    pub channel: Option<String>,
+}
+
+/// An account's transfers, newest first (owner and admins); `?format=csv` for tax records.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{address}/transfers",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("address" = String, Path, description = "Account address"), TransfersQuery),
+    responses((status = 200, body = [TransferView]), (status = 403, body = Problem, content_type = "application/problem+json"))
+)]
+async fn transfers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(address): Path<String>,
+    Query(query): Query<TransfersQuery>,
+) -> Result<Response, ApiError> {
+    let address = owned(&caller, &address)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let owner_of = |account: &AccountRef| match account {
+        AccountRef::Available { owner, .. } | AccountRef::Revenue { owner, .. } => Some(*owner),
+        _ => None,
+    };
+    let rows = state
+        .ledger
+        .transfers_of(address, query.before, limit)
+        .await?;
+    let views: Vec<TransferView> = rows
+        .into_iter()
+        .map(|row| {
+            let t = row.transfer;
+            TransferView {
+                seq: row.seq,
+                time: rfc3339(row.created_at_ms),
+                kind: serde_json::to_value(t.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                direction: if owner_of(&t.credit) == Some(address) {
+                    "in"
+                } else {
+                    "out"
+                },
+                amount: t.amount,
+                asset: t.asset,
+                from: t.debit.key(),
+                to: t.credit.key(),
+                channel: t.channel.map(|c| format!("{c:#x}")),
+                id: t.id,
+            }
+        })
+        .collect();
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(views).into_response()),
+        Some("csv") => {
+            let mut csv = String::from("seq,time,id,kind,direction,amount,asset,from,to,channel\n");
+            for v in &views {
+                csv.push_str(&format!(
+                    "{},{},{},{},{},{},{:#x},{},{},{}\n",
+                    v.seq,
+                    v.time,
+                    v.id,
+                    v.kind,
+                    v.direction,
+                    v.amount,
+                    v.asset,
+                    v.from,
+                    v.to,
+                    v.channel.as_deref().unwrap_or("")
+                ));
+            }
+            Ok((
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/csv; charset=utf-8"),
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        HeaderValue::from_static("attachment; filename=\"transfers.csv\""),
+                    ),
+                ],
+                csv,
+            )
+                .into_response())
+        }
+        Some(_) => Err(ApiError::bad_request("format must be json or csv")),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientRequest {
+    pub address: String,
+    pub share: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevenuePolicyRequest {
+    pub recipients: Vec<RecipientRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevenuePolicyView {
+    pub platform_fee_bps: u16,
+    #[schema(value_type = Vec<Object>)]
+    pub recipients: Vec<Recipient>,
+}
+
+/// Set how your revenue splits (applies to channels opened afterwards).
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/me/revenue-policy",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = RevenuePolicyRequest,
+    responses((status = 200, body = RevenuePolicyView), (status = 400, body = Problem, content_type = "application/problem+json"))
+)]
+async fn set_revenue_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RevenuePolicyRequest>,
+) -> Result<Json<RevenuePolicyView>, ApiError> {
+    let owner = caller.account()?;
+    let recipients = body
+        .recipients
+        .iter()
+        .map(|r| {
+            Ok(Recipient {
+                address: parse_address(&r.address)?,
+                share: r.share,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let policy = RevenuePolicy {
+        platform_fee_bps: state.settings.platform_fee_bps,
+        recipients,
+    };
+    policy
+        .validate()
+        .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    state.ledger.set_policy(owner, &policy, now_ms()).await?;
+    Ok(Json(RevenuePolicyView {
+        platform_fee_bps: policy.platform_fee_bps,
+        recipients: policy.recipients,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawRequest {
+    pub amount: String,
+    /// `available` (default) or `earned`.
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WithdrawalView {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub amount: Amount,
+    /// `pending` until paid out.
+    pub state: &'static str,
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut rng = rand::rng();
+    let tail: String = (0..20)
+        .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+        .collect();
+    format!("{prefix}:{tail}")
+}
+
+fn movement_amount(text: &str) -> Result<Amount, ApiError> {
+    let amount: Amount = text
+        .parse()
+        .map_err(|err| ApiError::bad_request(format!("amount: {err}")))?;
+    if amount.is_zero() || amount.0 > MAX_SINGLE_MOVEMENT {
+        return Err(ApiError::bad_request(
+            "amount must be positive and at most 10^15",
+        ));
+    }
+    Ok(amount)
+}
+
+/// Withdraw to outside: a pending payout record.
+#[utoipa::path(
+    post,
+    path = "/api/v1/withdrawals",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = WithdrawRequest,
+    responses((status = 201, body = WithdrawalView), (status = 409, body = Problem, content_type = "application/problem+json"))
+)]
+async fn withdraw(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<WithdrawRequest>,
+) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
+    let owner = caller.account()?;
+    let amount = movement_amount(&body.amount)?;
+    let asset = Address::ZERO;
+    let from = match body.from.as_deref() {
+        None | Some("available") => AccountRef::Available { owner, asset },
+        Some("earned") => AccountRef::Revenue { owner, asset },
+        Some(_) => return Err(ApiError::bad_request("from must be available or earned")),
+    };
+    let id = random_id("withdrawal");
+    state
+        .payments
+        .submit(Operation::Transfers(vec![withdrawal(
+            id.clone(),
+            from,
+            asset,
+            amount,
+        )]))
+        .await
+        .map_err(engine_error)?;
+    state
+        .ledger
+        .record_withdrawal(&id, owner, asset, amount.0, now_ms())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WithdrawalView {
+            id,
+            amount,
+            state: "pending",
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MovementRequest {
+    pub address: String,
+    pub amount: String,
+    /// Idempotency key: the same id moves money once.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovementView {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub address: Address,
+    #[schema(value_type = String)]
+    pub amount: Amount,
+}
+
+async fn move_money(
+    state: &AppState,
+    body: MovementRequest,
+    prefix: &str,
+    incoming: bool,
+) -> Result<Json<MovementView>, ApiError> {
+    let address = parse_address(&body.address)?;
+    let amount = movement_amount(&body.amount)?;
+    let id = match body.id {
+        Some(id)
+            if !id.is_empty() && id.len() <= 100 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            format!("{prefix}:{id}")
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "id must be 1 to 100 visible ASCII characters",
+            ));
+        }
+        None => random_id(prefix),
+    };
+    let asset = Address::ZERO;
+    let transfer = if incoming {
+        deposit(id.clone(), address, asset, amount)
+    } else {
+        withdrawal(
+            id.clone(),
+            AccountRef::Available {
+                owner: address,
+                asset,
+            },
+            asset,
+            amount,
+        )
+    };
+    state
+        .payments
+        .submit(Operation::Transfers(vec![transfer]))
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(MovementView {
+        id,
+        address,
+        amount,
+    }))
+}
+
+/// Dev mode only: credit an account from nowhere.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dev/faucet",
+    tag = "accounts",
+    request_body = MovementRequest,
+    responses((status = 200, body = MovementView), (status = 404, description = "Not in dev mode", body = Problem, content_type = "application/problem+json"))
+)]
+async fn faucet(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<MovementRequest>,
+) -> Result<Json<MovementView>, ApiError> {
+    if !state.settings.dev {
+        return Err(ApiError::not_found("the faucet exists only in dev mode"));
+    }
+    move_money(&state, body, "faucet", true).await
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::new(ProblemKind::Forbidden, "admins only"))
+    }
+}
+
+/// Admin: credit a deposit received outside (idempotent by id).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/deposits",
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = MovementRequest,
+    responses((status = 200, body = MovementView), (status = 403, body = Problem, content_type = "application/problem+json"))
+)]
+async fn admin_deposit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<MovementRequest>,
+) -> Result<Json<MovementView>, ApiError> {
+    require_admin(&caller)?;
+    move_money(&state, body, "deposit", true).await
+}
+
+/// Admin: debit a withdrawal paid outside (idempotent by id).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/withdrawals",
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = MovementRequest,
+    responses((status = 200, body = MovementView), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"))
+)]
+async fn admin_withdrawal(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<MovementRequest>,
+) -> Result<Json<MovementView>, ApiError> {
+    require_admin(&caller)?;
+    move_money(&state, body, "admin-withdrawal", false).await
+}

@@ -1,0 +1,317 @@
+//! Sign-In with Ethereum and who a request is: `/api/v1/auth/*` and the
+//! [`Caller`] extractor (the operator token, or a session token from login).
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use streamweave_ledger::{Address, SiweMessage};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
+use super::{AppState, bearer_token, constant_time_eq};
+use crate::model::now_ms;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(challenge))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+}
+
+/// How long a challenge may be signed.
+const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
+/// How long a session token lasts.
+const TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator token, or an admin account.
+    Admin(Option<Address>),
+    /// A signed-in account.
+    User(Address),
+}
+
+impl Caller {
+    /// The account, if the caller is one.
+    pub fn address(&self) -> Option<Address> {
+        match self {
+            Caller::Admin(address) => *address,
+            Caller::User(address) => Some(*address),
+        }
+    }
+
+    /// Whether the caller may act for `address`.
+    pub fn may_act_for(&self, address: Address) -> bool {
+        matches!(self, Caller::Admin(_)) || self.address() == Some(address)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Admin(_))
+    }
+
+    /// The caller's account, or 403 for the bare operator token.
+    pub fn account(&self) -> Result<Address, ApiError> {
+        self.address()
+            .ok_or_else(|| ApiError::new(ProblemKind::Forbidden, "sign in with a wallet for this"))
+    }
+}
+
+fn token_hash(token: &str) -> String {
+    format!("{:x}", Sha256::digest(token.as_bytes()))
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::new(
+                ProblemKind::Unauthorized,
+                "send Authorization: Bearer TOKEN",
+            )
+        })?;
+        if let Some(admin) = state.settings.admin_token.as_deref()
+            && constant_time_eq(token.as_bytes(), admin.as_bytes())
+        {
+            return Ok(Caller::Admin(None));
+        }
+        let address = state
+            .ledger
+            .token_address(&token_hash(token), now_ms())
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ProblemKind::Unauthorized,
+                    "unknown, expired or revoked token",
+                )
+            })?;
+        if state.settings.admins.contains(&address) {
+            Ok(Caller::Admin(Some(address)))
+        } else {
+            Ok(Caller::User(address))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The account that will sign in (0x + 40 hex).
+    #[schema(value_type = String)]
+    pub address: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChallengeResponse {
+    /// The EIP-4361 message to sign with `personal_sign`, exactly as given.
+    pub message: String,
+    pub nonce: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// Parses an address, accepting lower-case or a valid EIP-55 checksum.
+pub fn parse_address(text: &str) -> Result<Address, ApiError> {
+    let hex = text
+        .strip_prefix("0x")
+        .ok_or_else(|| ApiError::bad_request("addresses start with 0x"))?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request("an address is 0x and 40 hex digits"));
+    }
+    let address: Address = text
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid address"))?;
+    let mixed =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed && address.to_checksum(None) != text {
+        return Err(ApiError::bad_request(
+            "address checksum (EIP-55) does not match",
+        ));
+    }
+    Ok(address)
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn site(state: &AppState) -> (String, String) {
+    let uri = state.settings.public_url.clone();
+    let domain = uri
+        .split_once("://")
+        .map_or(uri.as_str(), |(_, rest)| rest)
+        .to_string();
+    (domain, uri)
+}
+
+/// Ask for a sign-in message.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/challenge",
+    tag = "auth",
+    request_body = ChallengeRequest,
+    responses(
+        (status = 200, body = ChallengeResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn challenge(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ChallengeRequest>,
+) -> Result<Json<ChallengeResponse>, ApiError> {
+    let address = parse_address(&body.address)?;
+    let nonce: String = {
+        let mut rng = rand::rng();
+        (0..16)
+            .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+            .collect()
+    };
+    let now = now_ms();
+    let expires_at_ms = now + CHALLENGE_TTL_MS;
+    let (domain, uri) = site(&state);
+    let message = SiweMessage {
+        domain,
+        address,
+        statement: Some("Sign in to StreamWeave.".into()),
+        uri,
+        chain_id: state.payments.domain.chain_id,
+        nonce: nonce.clone(),
+        issued_at_ms: u64::try_from(now).unwrap_or(0),
+        expires_at_ms: Some(u64::try_from(expires_at_ms).unwrap_or(0)),
+    }
+    .to_text();
+    state
+        .ledger
+        .insert_challenge(&nonce, address, &message, expires_at_ms)
+        .await?;
+    Ok(Json(ChallengeResponse {
+        message,
+        nonce,
+        expires_at: rfc3339(expires_at_ms),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub message: String,
+    /// 65-byte `personal_sign` signature, 0x-hex.
+    pub signature: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Send as `Authorization: Bearer TOKEN`.
+    pub token: String,
+    #[schema(value_type = String)]
+    pub address: Address,
+    pub expires_at: String,
+}
+
+/// Sign in with a signed challenge.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, body = LoginResponse),
+        (status = 401, description = "Reused, expired, foreign or tampered message, or a bad signature", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let refuse = |detail: &str| ApiError::new(ProblemKind::Unauthorized, detail.to_string());
+    let parsed = SiweMessage::parse(&body.message).map_err(|err| refuse(&err.to_string()))?;
+    // Single use: the challenge is consumed whatever happens next.
+    let (issued, expires_at_ms) = state
+        .ledger
+        .take_challenge(&parsed.nonce)
+        .await?
+        .ok_or_else(|| refuse("unknown or already used nonce"))?;
+    if issued != body.message {
+        return Err(refuse("the message differs from the one issued"));
+    }
+    let now = now_ms();
+    if now >= expires_at_ms {
+        return Err(refuse("the challenge has expired"));
+    }
+    let signature = alloy_hex(&body.signature).ok_or_else(|| refuse("signature must be 0x-hex"))?;
+    let (domain, _) = site(&state);
+    let message = SiweMessage::verify(
+        &body.message,
+        &signature,
+        &domain,
+        u64::try_from(now).unwrap_or(0),
+    )
+    .map_err(|err| refuse(&err.to_string()))?;
+    let token: String = {
+        let mut rng = rand::rng();
+        (0..43)
+            .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+            .collect()
+    };
+    let expires = now + TOKEN_TTL_MS;
+    state
+        .ledger
+        .insert_token(&token_hash(&token), message.address, expires)
+        .await?;
+    tracing::info!(address = %format!("{:#x}", message.address), "signed in");
+    Ok(Json(LoginResponse {
+        token,
+        address: message.address,
+        expires_at: rfc3339(expires),
+    }))
+}
+
+/// Decodes 0x-hex.
+pub fn alloy_hex(text: &str) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix("0x").unwrap_or(text);
+    if hex.len() > 1024 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect()
+}
+
+/// Revoke the token of this request.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Revoked"), (status = 401, body = Problem, content_type = "application/problem+json"))
+)]
+async fn logout(
+    State(state): State<AppState>,
+    _caller: Caller,
+    parts: axum::http::HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    if let Some(token) = parts
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
+    {
+        state.ledger.revoke_token(&token_hash(token)).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

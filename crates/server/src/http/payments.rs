@@ -1,0 +1,437 @@
+//! `/api/v1/payments/config` and `/api/v1/channels`: escrowed channels and
+//! the vouchers that spend them (shared/spec/payments.md).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use streamweave_ledger::{
+    Address, Amount, B256, Channel, ChannelError, OpenChannel, Recipient, RevenuePolicy,
+};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::{Caller, alloy_hex, parse_address, rfc3339};
+use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
+use crate::model::now_ms;
+use crate::payments::{EngineError, Operation};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(payments_config))
+        .routes(routes!(open_channel))
+        .routes(routes!(get_channel))
+        .routes(routes!(top_up))
+        .routes(routes!(submit_voucher))
+        .routes(routes!(close_channel))
+}
+
+/// The embedded ledger's asset.
+pub const DEFAULT_ASSET_SYMBOL: &str = "USDC";
+pub const DEFAULT_ASSET_DECIMALS: u8 = 6;
+/// Longest channel lifetime a payer may ask for.
+const MAX_CHANNEL_LIFETIME_S: u64 = 30 * 24 * 3600;
+const DEFAULT_CHANNEL_LIFETIME_S: u64 = 24 * 3600;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetView {
+    pub symbol: &'static str,
+    #[schema(value_type = String)]
+    pub token: Address,
+    pub decimals: u8,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Eip712DomainView {
+    pub name: &'static str,
+    pub version: &'static str,
+    #[serde(rename = "chainId")]
+    pub chain_id: u64,
+    #[serde(rename = "verifyingContract")]
+    #[schema(value_type = String)]
+    pub verifying_contract: Address,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentsConfig {
+    pub chain_id: u64,
+    #[schema(value_type = String)]
+    pub escrow: Address,
+    pub eip712_domain: Eip712DomainView,
+    /// `Voucher(bytes32 channelId,uint128 cumulativeAmount)`.
+    pub voucher_type: &'static str,
+    pub assets: Vec<AssetView>,
+    pub platform_fee_bps: u16,
+    pub settle_window_s: u64,
+}
+
+/// What clients need to pay: chain, escrow, EIP-712 domain, assets, fee.
+#[utoipa::path(get, path = "/api/v1/payments/config", tag = "payments", responses((status = 200, body = PaymentsConfig)))]
+async fn payments_config(State(state): State<AppState>) -> Json<PaymentsConfig> {
+    let domain = state.payments.domain;
+    Json(PaymentsConfig {
+        chain_id: domain.chain_id,
+        escrow: domain.escrow,
+        eip712_domain: Eip712DomainView {
+            name: "StreamWeave",
+            version: "1",
+            chain_id: domain.chain_id,
+            verifying_contract: domain.escrow,
+        },
+        voucher_type: "Voucher(bytes32 channelId,uint128 cumulativeAmount)",
+        assets: vec![AssetView {
+            symbol: DEFAULT_ASSET_SYMBOL,
+            token: Address::ZERO,
+            decimals: DEFAULT_ASSET_DECIMALS,
+        }],
+        platform_fee_bps: state.settings.platform_fee_bps,
+        settle_window_s: state.payments.settle_window_ms / 1000,
+    })
+}
+
+/// A channel as its parties see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelView {
+    #[schema(value_type = String)]
+    pub id: B256,
+    #[schema(value_type = String)]
+    pub payer: Address,
+    #[schema(value_type = String)]
+    pub payee: Address,
+    #[schema(value_type = String)]
+    pub token: Address,
+    #[schema(value_type = String)]
+    pub salt: B256,
+    #[schema(value_type = String)]
+    pub signer: Address,
+    #[schema(value_type = String)]
+    pub deposit: Amount,
+    #[schema(value_type = String)]
+    pub redeemed: Amount,
+    /// open | closing | closed
+    pub state: &'static str,
+    pub settle_at: Option<String>,
+    pub expires_at: String,
+    pub platform_fee_bps: u16,
+    #[schema(value_type = Vec<Object>)]
+    pub recipients: Vec<Recipient>,
+}
+
+pub fn channel_view(channel: &Channel) -> ChannelView {
+    let ms = |v: u64| rfc3339(i64::try_from(v).unwrap_or(i64::MAX));
+    ChannelView {
+        id: channel.id,
+        payer: channel.payer,
+        payee: channel.payee,
+        token: channel.token,
+        salt: channel.salt,
+        signer: channel.signer,
+        deposit: channel.deposit,
+        redeemed: channel.redeemed,
+        state: channel.state.name(),
+        settle_at: match channel.state {
+            streamweave_ledger::ChannelState::Closing { settle_at_ms } => Some(ms(settle_at_ms)),
+            _ => None,
+        },
+        expires_at: ms(channel.expires_at_ms),
+        platform_fee_bps: channel.policy.platform_fee_bps,
+        recipients: channel.policy.recipients.clone(),
+    }
+}
+
+/// Maps engine errors to problems with stable types.
+pub fn engine_error(err: EngineError) -> ApiError {
+    match err {
+        EngineError::Channel(err) => channel_error(err),
+        EngineError::UnknownChannel => ApiError::not_found("no such channel"),
+        EngineError::NotParty => ApiError::not_found("no such channel"),
+        EngineError::ChannelExists => ApiError::custom(
+            StatusCode::CONFLICT,
+            "channel-exists",
+            "Channel exists",
+            "a channel with this id exists; use another salt",
+        ),
+        EngineError::Refused(refusal) => ApiError::custom(
+            StatusCode::CONFLICT,
+            "insufficient-balance",
+            "Insufficient balance",
+            refusal.to_string(),
+        ),
+        EngineError::Unavailable => {
+            ApiError::new(ProblemKind::Internal, "the ledger is unavailable")
+        }
+    }
+}
+
+fn channel_error(err: ChannelError) -> ApiError {
+    let status = match err {
+        ChannelError::Signature(_) | ChannelError::WrongSigner => StatusCode::UNPROCESSABLE_ENTITY,
+        ChannelError::NotOpen
+        | ChannelError::Expired
+        | ChannelError::NotIncreasing
+        | ChannelError::ExceedsDeposit => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::custom(status, err.code(), "Payment refused", err.to_string())
+}
+
+fn parse_amount(text: &str, what: &str) -> Result<Amount, ApiError> {
+    text.parse()
+        .map_err(|err| ApiError::bad_request(format!("{what}: {err}")))
+}
+
+fn parse_b256(text: &str, what: &str) -> Result<B256, ApiError> {
+    let bytes = alloy_hex(text).filter(|b| b.len() == 32 && text.starts_with("0x"));
+    bytes
+        .map(|b| B256::from_slice(&b))
+        .ok_or_else(|| ApiError::bad_request(format!("{what} must be 0x and 64 hex digits")))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenChannelRequest {
+    /// The creator paid.
+    pub payee: String,
+    /// Base units, decimal string.
+    pub deposit: String,
+    /// The session key's address that signs vouchers.
+    pub signer: String,
+    /// bytes32 hex; random when absent.
+    pub salt: Option<String>,
+    /// Lifetime in seconds (default 86400, at most 30 days).
+    pub expires_in_s: Option<u64>,
+}
+
+/// Open an escrowed channel from the signed-in payer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels",
+    tag = "payments",
+    security(("bearer" = [])),
+    request_body = OpenChannelRequest,
+    responses(
+        (status = 201, body = ChannelView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Insufficient balance or existing channel", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn open_channel(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<OpenChannelRequest>,
+) -> Result<(StatusCode, Json<ChannelView>), ApiError> {
+    let payer = caller.account()?;
+    let payee = parse_address(&body.payee)?;
+    let signer = parse_address(&body.signer)?;
+    let deposit = parse_amount(&body.deposit, "deposit")?;
+    let salt = match &body.salt {
+        Some(text) => parse_b256(text, "salt")?,
+        None => B256::from(rand::rng().random::<[u8; 32]>()),
+    };
+    let lifetime_s = body.expires_in_s.unwrap_or(DEFAULT_CHANNEL_LIFETIME_S);
+    if lifetime_s == 0 || lifetime_s > MAX_CHANNEL_LIFETIME_S {
+        return Err(ApiError::bad_request(
+            "expires_in_s must be between 1 and 2592000",
+        ));
+    }
+    let policy = state
+        .ledger
+        .policy(payee)
+        .await?
+        .map(|mut p| {
+            p.platform_fee_bps = state.settings.platform_fee_bps;
+            p
+        })
+        .unwrap_or_else(|| RevenuePolicy::sole(payee, state.settings.platform_fee_bps));
+    let now = u64::try_from(now_ms()).unwrap_or(0);
+    let done = state
+        .payments
+        .submit(Operation::Open(OpenChannel {
+            payer,
+            payee,
+            token: Address::ZERO,
+            salt,
+            signer,
+            deposit,
+            expires_at_ms: now + lifetime_s * 1000,
+            policy,
+        }))
+        .await
+        .map_err(engine_error)?;
+    let channel = done
+        .channel
+        .ok_or_else(|| ApiError::new(ProblemKind::Internal, "no channel"))?;
+    Ok((StatusCode::CREATED, Json(channel_view(&channel))))
+}
+
+fn visible_channel(state: &AppState, caller: &Caller, id: &str) -> Result<Channel, ApiError> {
+    let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
+    let channel = state
+        .payments
+        .channel(&id)
+        .ok_or_else(|| ApiError::not_found("no such channel"))?;
+    if caller.may_act_for(channel.payer) || caller.may_act_for(channel.payee) {
+        Ok(channel)
+    } else {
+        Err(ApiError::not_found("no such channel"))
+    }
+}
+
+/// A channel (payer, payee and admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/channels/{id}",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id (bytes32 hex)")),
+    responses((status = 200, body = ChannelView), (status = 404, body = Problem, content_type = "application/problem+json"))
+)]
+async fn get_channel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ChannelView>, ApiError> {
+    Ok(Json(channel_view(&visible_channel(&state, &caller, &id)?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountRequest {
+    /// Base units, decimal string.
+    pub amount: String,
+}
+
+/// Add to a channel's deposit (payer).
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{id}/topup",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = AmountRequest,
+    responses((status = 200, body = ChannelView), (status = 409, body = Problem, content_type = "application/problem+json"))
+)]
+async fn top_up(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AmountRequest>,
+) -> Result<Json<ChannelView>, ApiError> {
+    let channel = visible_channel(&state, &caller, &id)?;
+    let payer = caller.account()?;
+    let amount = parse_amount(&body.amount, "amount")?;
+    let done = state
+        .payments
+        .submit(Operation::TopUp {
+            channel: channel.id,
+            payer,
+            amount,
+        })
+        .await
+        .map_err(engine_error)?;
+    let channel = done
+        .channel
+        .ok_or_else(|| ApiError::new(ProblemKind::Internal, "no channel"))?;
+    Ok(Json(channel_view(&channel)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoucherRequest {
+    /// Cumulative amount, base units, decimal string.
+    pub amount: String,
+    /// 65-byte EIP-712 signature r||s||v, 0x-hex.
+    pub signature: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VoucherAccepted {
+    /// False when this exact voucher had already been accepted.
+    pub new: bool,
+    pub channel: ChannelView,
+}
+
+/// Submit a voucher. Anyone holding one may submit it; the signature decides.
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{id}/vouchers",
+    tag = "payments",
+    params(("id" = String, Path, description = "Channel id")),
+    request_body = VoucherRequest,
+    responses(
+        (status = 200, description = "Accepted and durable", body = VoucherAccepted),
+        (status = 409, description = "Not increasing, above deposit, channel not open or expired", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad or foreign signature", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn submit_voucher(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<VoucherRequest>,
+) -> Result<Json<VoucherAccepted>, ApiError> {
+    let id = parse_b256(&id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
+    let channel = state
+        .payments
+        .channel(&id)
+        .ok_or_else(|| ApiError::not_found("no such channel"))?;
+    let amount = parse_amount(&body.amount, "amount")?;
+    let signature = alloy_hex(&body.signature).ok_or_else(|| {
+        channel_error(ChannelError::Signature(
+            streamweave_ledger::SignatureError::Malformed,
+        ))
+    })?;
+    // Recovery is the expensive part: done here, in parallel, before the engine.
+    let verified = channel
+        .verify_voucher(amount, &signature)
+        .map_err(channel_error)?;
+    let done = state
+        .payments
+        .submit(Operation::Voucher(verified))
+        .await
+        .map_err(engine_error)?;
+    let channel = done
+        .channel
+        .ok_or_else(|| ApiError::new(ProblemKind::Internal, "no channel"))?;
+    Ok(Json(VoucherAccepted {
+        new: done.new,
+        channel: channel_view(&channel),
+    }))
+}
+
+/// Start closing a channel (payer or payee): vouchers are accepted until the
+/// settle window ends, then the rest of the escrow returns to the payer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/channels/{id}/close",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses((status = 200, body = ChannelView), (status = 404, body = Problem, content_type = "application/problem+json"))
+)]
+async fn close_channel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ChannelView>, ApiError> {
+    let channel = visible_channel(&state, &caller, &id)?;
+    let by = if caller.is_admin() && caller.address().is_none() {
+        channel.payer
+    } else {
+        caller.account()?
+    };
+    let done = state
+        .payments
+        .submit(Operation::Close {
+            channel: channel.id,
+            by,
+        })
+        .await
+        .map_err(engine_error)?;
+    let channel = done
+        .channel
+        .ok_or_else(|| ApiError::new(ProblemKind::Internal, "no channel"))?;
+    Ok(Json(channel_view(&channel)))
+}

@@ -1,0 +1,373 @@
+//! The ledger's storage on SQLite: transfers are inserted once (their ids make
+//! retries idempotent), balances move in the same transaction and may never
+//! go below zero (checked here and by the schema), channels are saved whole.
+
+use sqlx::{Row, SqlitePool};
+use streamweave_ledger::{AccountRef, Address, B256, Channel, RevenuePolicy, Transfer};
+
+/// One operation's writes: all of them or none.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerBatch {
+    pub transfers: Vec<Transfer>,
+    pub channels: Vec<Channel>,
+}
+
+/// Why a batch was refused (the rest of a group commit goes on).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("insufficient balance in {0}")]
+    Insufficient(String),
+}
+
+/// A stored transfer with its position and time.
+#[derive(Debug, Clone)]
+pub struct StoredTransfer {
+    pub seq: i64,
+    pub transfer: Transfer,
+    pub created_at_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct LedgerDb {
+    pool: SqlitePool,
+}
+
+fn account_kind(account: &AccountRef) -> (&'static str, Option<String>, String) {
+    match account {
+        AccountRef::Available { owner, asset } => (
+            "available",
+            Some(format!("{owner:#x}")),
+            format!("{asset:#x}"),
+        ),
+        AccountRef::Revenue { owner, asset } => (
+            "revenue",
+            Some(format!("{owner:#x}")),
+            format!("{asset:#x}"),
+        ),
+        AccountRef::Escrow { channel } => ("escrow", None, format!("{channel:#x}")),
+        AccountRef::Clearing { channel } => ("clearing", None, format!("{channel:#x}")),
+        AccountRef::Platform { asset } => ("platform", None, format!("{asset:#x}")),
+        AccountRef::World { asset } => ("world", None, format!("{asset:#x}")),
+    }
+}
+
+fn decode_err(err: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Decode(err.to_string().into())
+}
+
+impl LedgerDb {
+    pub fn new(pool: SqlitePool) -> Self {
+        LedgerDb { pool }
+    }
+
+    /// Commits a group of batches in one transaction (one durable commit).
+    /// Each batch is all-or-nothing: a refused batch is rolled back to its
+    /// savepoint and reported; the others commit.
+    pub async fn commit(
+        &self,
+        batches: &[LedgerBatch],
+        now_ms: i64,
+    ) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            match apply_batch(&mut savepoint, batch, now_ms).await? {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(()));
+                }
+                Err(refusal) => {
+                    savepoint.rollback().await?;
+                    results.push(Err(refusal));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    pub async fn channels(&self) -> Result<Vec<Channel>, sqlx::Error> {
+        let rows = sqlx::query("SELECT body FROM channels ORDER BY created_at_ms, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| serde_json::from_str(row.try_get::<&str, _>("body")?).map_err(decode_err))
+            .collect()
+    }
+
+    /// Every transfer in commit order (for the audit).
+    pub async fn all_transfers(&self) -> Result<Vec<Transfer>, sqlx::Error> {
+        let rows = sqlx::query("SELECT body FROM ledger_transfers ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| serde_json::from_str(row.try_get::<&str, _>("body")?).map_err(decode_err))
+            .collect()
+    }
+
+    /// Cached balances (the audit re-derives and compares them).
+    pub async fn stored_balances(&self) -> Result<Vec<(String, i128)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT key, balance FROM ledger_accounts")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let balance: &str = row.try_get("balance")?;
+                Ok((row.try_get("key")?, balance.parse().map_err(decode_err)?))
+            })
+            .collect()
+    }
+
+    pub async fn balance(&self, account: &AccountRef) -> Result<i128, sqlx::Error> {
+        let row = sqlx::query("SELECT balance FROM ledger_accounts WHERE key = ?")
+            .bind(account.key())
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => row
+                .try_get::<&str, _>("balance")?
+                .parse()
+                .map_err(decode_err),
+            None => Ok(0),
+        }
+    }
+
+    /// Transfers touching an owner's accounts, newest first, before `before_seq`.
+    pub async fn transfers_of(
+        &self,
+        owner: Address,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredTransfer>, sqlx::Error> {
+        let owner = format!("{owner:#x}");
+        let rows = sqlx::query(
+            "SELECT t.seq, t.body, t.created_at_ms FROM ledger_transfers t \
+             WHERE (t.debit IN (SELECT key FROM ledger_accounts WHERE owner = ?1) \
+                OR t.credit IN (SELECT key FROM ledger_accounts WHERE owner = ?1)) \
+               AND t.seq < ?2 ORDER BY t.seq DESC LIMIT ?3",
+        )
+        .bind(owner)
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredTransfer {
+                    seq: row.try_get("seq")?,
+                    transfer: serde_json::from_str(row.try_get::<&str, _>("body")?)
+                        .map_err(decode_err)?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn policy(&self, owner: Address) -> Result<Option<RevenuePolicy>, sqlx::Error> {
+        let row = sqlx::query("SELECT body FROM revenue_policies WHERE owner = ?")
+            .bind(format!("{owner:#x}"))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| serde_json::from_str(row.try_get::<&str, _>("body")?).map_err(decode_err))
+            .transpose()
+    }
+
+    pub async fn set_policy(
+        &self,
+        owner: Address,
+        policy: &RevenuePolicy,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO revenue_policies (owner, body, updated_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (owner) DO UPDATE SET body = excluded.body, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(format!("{owner:#x}"))
+        .bind(serde_json::to_string(policy).map_err(decode_err)?)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_withdrawal(
+        &self,
+        id: &str,
+        owner: Address,
+        asset: Address,
+        amount: u128,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO withdrawals (id, address, asset, amount, state, created_at_ms) VALUES (?, ?, ?, ?, 'pending', ?)",
+        )
+        .bind(id)
+        .bind(format!("{owner:#x}"))
+        .bind(format!("{asset:#x}"))
+        .bind(amount.to_string())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // Sign-in.
+
+    pub async fn insert_challenge(
+        &self,
+        nonce: &str,
+        address: Address,
+        message: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM auth_challenges WHERE expires_at_ms < ?")
+            .bind(expires_at_ms - 24 * 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO auth_challenges (nonce, address, message, expires_at_ms) VALUES (?, ?, ?, ?)")
+            .bind(nonce)
+            .bind(format!("{address:#x}"))
+            .bind(message)
+            .bind(expires_at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Consumes a challenge (single use): its message and expiry.
+    pub async fn take_challenge(&self, nonce: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+        let row = sqlx::query(
+            "DELETE FROM auth_challenges WHERE nonce = ? RETURNING message, expires_at_ms",
+        )
+        .bind(nonce)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get("message")?, row.try_get("expires_at_ms")?)))
+            .transpose()
+    }
+
+    pub async fn insert_token(
+        &self,
+        token_hash: &str,
+        address: Address,
+        expires_at_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO auth_tokens (token_hash, address, expires_at_ms) VALUES (?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(format!("{address:#x}"))
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn token_address(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<Address>, sqlx::Error> {
+        let row = sqlx::query("SELECT address FROM auth_tokens WHERE token_hash = ? AND revoked = 0 AND expires_at_ms > ?")
+            .bind(token_hash)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            row.try_get::<&str, _>("address")?
+                .parse()
+                .map_err(decode_err)
+        })
+        .transpose()
+    }
+
+    pub async fn revoke_token(&self, token_hash: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE auth_tokens SET revoked = 1 WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn apply_batch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    batch: &LedgerBatch,
+    now_ms: i64,
+) -> Result<Result<(), Refusal>, sqlx::Error> {
+    for transfer in &batch.transfers {
+        let exists = sqlx::query("SELECT 1 FROM ledger_transfers WHERE id = ?")
+            .bind(&transfer.id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if exists.is_some() {
+            continue; // a retry: already applied
+        }
+        let amount = i128::try_from(transfer.amount.0).map_err(decode_err)?;
+        for (account, delta) in [(transfer.debit, -amount), (transfer.credit, amount)] {
+            let key = account.key();
+            let current: i128 =
+                match sqlx::query("SELECT balance FROM ledger_accounts WHERE key = ?")
+                    .bind(&key)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                {
+                    Some(row) => row
+                        .try_get::<&str, _>("balance")?
+                        .parse()
+                        .map_err(decode_err)?,
+                    None => 0,
+                };
+            let next = current
+                .checked_add(delta)
+                .ok_or_else(|| decode_err("balance overflow"))?;
+            if next < 0 && !account.may_go_negative() {
+                return Ok(Err(Refusal::Insufficient(key)));
+            }
+            let (kind, owner, asset) = account_kind(&account);
+            sqlx::query(
+                "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET balance = excluded.balance",
+            )
+            .bind(&key)
+            .bind(kind)
+            .bind(owner)
+            .bind(asset)
+            .bind(next.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO ledger_transfers (id, debit, credit, body, asset, amount, kind, channel, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&transfer.id)
+        .bind(transfer.debit.key())
+        .bind(transfer.credit.key())
+        .bind(serde_json::to_string(transfer).map_err(decode_err)?)
+        .bind(format!("{:#x}", transfer.asset))
+        .bind(transfer.amount.to_string())
+        .bind(serde_json::to_value(transfer.kind).map_err(decode_err)?.as_str().unwrap_or_default().to_string())
+        .bind(transfer.channel.map(|c: B256| format!("{c:#x}")))
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for channel in &batch.channels {
+        sqlx::query(
+            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(format!("{:#x}", channel.id))
+        .bind(format!("{:#x}", channel.payer))
+        .bind(format!("{:#x}", channel.payee))
+        .bind(channel.state.name())
+        .bind(serde_json::to_string(channel).map_err(decode_err)?)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Ok(()))
+}

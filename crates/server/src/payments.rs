@@ -1,0 +1,422 @@
+//! The payments engine: the only writer of the ledger. Every state change
+//! (opens, top-ups, vouchers, closes, settlements, deposits, withdrawals)
+//! goes through one task that keeps the channels in memory, applies the pure
+//! core's rules, and group-commits what it can into one durable transaction.
+//! A caller is answered only after its commit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use streamweave_ledger::{
+    AccountRef, Address, Amount, B256, Channel, ChannelError, OpenChannel, PaymentDomain, Transfer,
+    TransferKind, VerifiedVoucher,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info};
+
+use crate::ledger_db::{LedgerBatch, LedgerDb, Refusal};
+use crate::model::now_ms;
+
+/// Commands waiting for the engine; senders wait when it is full.
+pub const ENGINE_QUEUE: usize = 4096;
+/// Most operations in one group commit.
+const MAX_GROUP: usize = 512;
+
+/// What the engine can be asked.
+#[derive(Debug)]
+pub enum Operation {
+    Open(OpenChannel),
+    TopUp {
+        channel: B256,
+        payer: Address,
+        amount: Amount,
+    },
+    Voucher(VerifiedVoucher),
+    Close {
+        channel: B256,
+        by: Address,
+    },
+    /// Moves money with caller-chosen ids (deposits, withdrawals, tips).
+    Transfers(Vec<Transfer>),
+    /// Settles every channel due at the given time.
+    Settle {
+        now_ms: u64,
+    },
+}
+
+impl Operation {
+    /// Operations a balance check can refuse commit alone, so a refusal
+    /// never leaves a later operation of the same group built on it.
+    fn may_be_refused(&self) -> bool {
+        matches!(
+            self,
+            Operation::Open(_) | Operation::TopUp { .. } | Operation::Transfers(_)
+        )
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("no such channel")]
+    UnknownChannel,
+    #[error("not a party to this channel")]
+    NotParty,
+    #[error("channel already exists")]
+    ChannelExists,
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("the ledger is unavailable")]
+    Unavailable,
+}
+
+/// The result of a successful operation.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// The channel after the operation, if one was involved.
+    pub channel: Option<Channel>,
+    /// Whether anything new was recorded (false for idempotent repeats).
+    pub new: bool,
+}
+
+type Reply = oneshot::Sender<Result<Done, EngineError>>;
+
+/// An operation's writes and answer, before the commit.
+type Planned = Result<(LedgerBatch, Done), EngineError>;
+
+struct Request {
+    operation: Operation,
+    reply: Reply,
+}
+
+/// A handle to the engine.
+#[derive(Clone)]
+pub struct Payments {
+    requests: mpsc::Sender<Request>,
+    channels: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
+    pub domain: PaymentDomain,
+    pub settle_window_ms: u64,
+}
+
+impl Payments {
+    /// Loads the channels and starts the engine and the settle timer.
+    pub async fn start(
+        db: LedgerDb,
+        domain: PaymentDomain,
+        settle_window_ms: u64,
+    ) -> anyhow::Result<Payments> {
+        let channels: HashMap<B256, Channel> = db
+            .channels()
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+        let shared = std::sync::Arc::new(std::sync::RwLock::new(channels.clone()));
+        let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
+        tokio::spawn(run_engine(
+            db,
+            channels,
+            shared.clone(),
+            rx,
+            domain,
+            settle_window_ms,
+        ));
+        let payments = Payments {
+            requests: tx,
+            channels: shared,
+            domain,
+            settle_window_ms,
+        };
+        let timer = payments.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now_ms = u64::try_from(now_ms()).unwrap_or(0);
+                if timer.due(now_ms) && timer.submit(Operation::Settle { now_ms }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(payments)
+    }
+
+    fn due(&self, now_ms: u64) -> bool {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        channels
+            .values()
+            .any(|c| c.settles_at_ms().is_some_and(|at| at <= now_ms))
+    }
+
+    /// A channel as last committed.
+    pub fn channel(&self, id: &B256) -> Option<Channel> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Channels a user pays from or is paid by.
+    pub fn channels_of(&self, address: Address) -> Vec<Channel> {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        let mut found: Vec<Channel> = channels
+            .values()
+            .filter(|c| c.payer == address || c.payee == address)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| c.id);
+        found
+    }
+
+    /// Submits an operation and waits for its durable outcome.
+    pub async fn submit(&self, operation: Operation) -> Result<Done, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { operation, reply })
+            .await
+            .map_err(|_| EngineError::Unavailable)?;
+        answer.await.map_err(|_| EngineError::Unavailable)?
+    }
+}
+
+async fn run_engine(
+    db: LedgerDb,
+    mut channels: HashMap<B256, Channel>,
+    shared: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
+    mut requests: mpsc::Receiver<Request>,
+    domain: PaymentDomain,
+    settle_window_ms: u64,
+) {
+    let mut carried: Option<Request> = None;
+    loop {
+        let first = match carried.take() {
+            Some(request) => request,
+            None => match requests.recv().await {
+                Some(request) => request,
+                None => return,
+            },
+        };
+        // Build a group: a refusable operation alone, or a run of the others.
+        let mut group = vec![first];
+        if !group[0].operation.may_be_refused() {
+            while group.len() < MAX_GROUP {
+                match requests.try_recv() {
+                    Ok(next) if next.operation.may_be_refused() => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        // Apply each operation to working copies; collect the batches.
+        let mut working: HashMap<B256, Channel> = HashMap::new();
+        let mut planned: Vec<(Reply, Planned)> = Vec::with_capacity(group.len());
+        for request in group {
+            let outcome = plan(
+                domain,
+                request.operation,
+                &channels,
+                &mut working,
+                now,
+                settle_window_ms,
+            );
+            planned.push((request.reply, outcome));
+        }
+        let batches: Vec<LedgerBatch> = planned
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().ok().map(|(batch, _)| batch.clone()))
+            .collect();
+        let committed = if batches
+            .iter()
+            .all(|b| b.transfers.is_empty() && b.channels.is_empty())
+        {
+            Ok(vec![Ok(()); batches.len()])
+        } else {
+            db.commit(&batches, now_ms()).await
+        };
+        match committed {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for (reply, outcome) in planned {
+                    let answer = match outcome {
+                        Err(err) => Err(err),
+                        Ok((batch, done)) => match results.next() {
+                            Some(Ok(())) => {
+                                for channel in batch.channels {
+                                    channels.insert(channel.id, channel);
+                                }
+                                Ok(done)
+                            }
+                            Some(Err(refusal)) => Err(EngineError::Refused(refusal)),
+                            None => Err(EngineError::Unavailable),
+                        },
+                    };
+                    let _ = reply.send(answer);
+                }
+                *shared.write().unwrap_or_else(|p| p.into_inner()) = channels.clone();
+            }
+            Err(err) => {
+                error!(%err, "ledger commit failed");
+                for (reply, _) in planned {
+                    let _ = reply.send(Err(EngineError::Unavailable));
+                }
+            }
+        }
+    }
+}
+
+fn current<'a>(
+    id: &B256,
+    channels: &'a HashMap<B256, Channel>,
+    working: &'a HashMap<B256, Channel>,
+) -> Option<&'a Channel> {
+    working.get(id).or_else(|| channels.get(id))
+}
+
+fn plan(
+    domain: PaymentDomain,
+    operation: Operation,
+    channels: &HashMap<B256, Channel>,
+    working: &mut HashMap<B256, Channel>,
+    now_ms: u64,
+    settle_window_ms: u64,
+) -> Planned {
+    let with_channel = |channel: Channel,
+                        transfers: Vec<Transfer>,
+                        new: bool,
+                        working: &mut HashMap<B256, Channel>| {
+        working.insert(channel.id, channel.clone());
+        Ok((
+            LedgerBatch {
+                transfers,
+                channels: vec![channel.clone()],
+            },
+            Done {
+                channel: Some(channel),
+                new,
+            },
+        ))
+    };
+    match operation {
+        Operation::Open(request) => {
+            let (channel, transfers) = Channel::open(request, domain, now_ms)?;
+            if current(&channel.id, channels, working).is_some() {
+                return Err(EngineError::ChannelExists);
+            }
+            with_channel(channel, transfers, true, working)
+        }
+        Operation::TopUp {
+            channel,
+            payer,
+            amount,
+        } => {
+            let mut state = current(&channel, channels, working)
+                .cloned()
+                .ok_or(EngineError::UnknownChannel)?;
+            if state.payer != payer {
+                return Err(EngineError::NotParty);
+            }
+            let transfers = state.top_up(amount, now_ms)?;
+            with_channel(state, transfers, true, working)
+        }
+        Operation::Voucher(voucher) => {
+            let mut state = current(&voucher.channel, channels, working)
+                .cloned()
+                .ok_or(EngineError::UnknownChannel)?;
+            let outcome = state.apply_voucher(&voucher, now_ms)?;
+            if !outcome.new {
+                return Ok((
+                    LedgerBatch::default(),
+                    Done {
+                        channel: Some(state),
+                        new: false,
+                    },
+                ));
+            }
+            with_channel(state, outcome.transfers, true, working)
+        }
+        Operation::Close { channel, by } => {
+            let mut state = current(&channel, channels, working)
+                .cloned()
+                .ok_or(EngineError::UnknownChannel)?;
+            if state.payer != by && state.payee != by {
+                return Err(EngineError::NotParty);
+            }
+            state.close(now_ms, settle_window_ms)?;
+            with_channel(state, Vec::new(), true, working)
+        }
+        Operation::Transfers(transfers) => Ok((
+            LedgerBatch {
+                transfers,
+                channels: Vec::new(),
+            },
+            Done {
+                channel: None,
+                new: true,
+            },
+        )),
+        Operation::Settle { now_ms: at } => {
+            let mut batch = LedgerBatch::default();
+            let due: Vec<B256> = channels
+                .keys()
+                .chain(working.keys())
+                .filter(|id| {
+                    current(id, channels, working)
+                        .and_then(Channel::settles_at_ms)
+                        .is_some_and(|t| t <= at)
+                })
+                .copied()
+                .collect();
+            for id in due {
+                let Some(mut state) = current(&id, channels, working).cloned() else {
+                    continue;
+                };
+                if let Some(transfers) = state.settle(at) {
+                    info!(channel = %format!("{id:#x}"), "channel settled");
+                    batch.transfers.extend(transfers);
+                    working.insert(id, state.clone());
+                    batch.channels.push(state);
+                }
+            }
+            Ok((
+                batch,
+                Done {
+                    channel: None,
+                    new: true,
+                },
+            ))
+        }
+    }
+}
+
+/// A deposit from outside (faucet, admin, chain watcher), idempotent by `id`.
+pub fn deposit(id: String, owner: Address, asset: Address, amount: Amount) -> Transfer {
+    Transfer {
+        id,
+        debit: AccountRef::World { asset },
+        credit: AccountRef::Available { owner, asset },
+        asset,
+        amount,
+        kind: TransferKind::Deposit,
+        channel: None,
+    }
+}
+
+/// A withdrawal to outside, from available or earned balance.
+pub fn withdrawal(id: String, from: AccountRef, asset: Address, amount: Amount) -> Transfer {
+    Transfer {
+        id,
+        debit: from,
+        credit: AccountRef::World { asset },
+        asset,
+        amount,
+        kind: TransferKind::Withdrawal,
+        channel: None,
+    }
+}

@@ -1,0 +1,406 @@
+//! The payment protocol through the real binary: sign-in, faucet, revenue
+//! policy, a channel spent by EIP-712 vouchers (valid, replayed, lower, above
+//! deposit, foreign, malleable, malformed), close and settle, who may see
+//! what, and the audit afterwards.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{Value, json};
+use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey, personal_sign_digest};
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::from("0x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+async fn sign_in(server: &Server, key: &SigningKey) -> String {
+    let client = reqwest::Client::new();
+    let challenge: Value = client
+        .post(server.url("/api/v1/auth/challenge"))
+        .json(&json!({ "address": key.address().to_checksum(None) }))
+        .send()
+        .await
+        .expect("challenge")
+        .json()
+        .await
+        .expect("json");
+    let message = challenge["message"].as_str().expect("message");
+    let signature = key.sign_digest(personal_sign_digest(message.as_bytes()));
+    let response = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({ "message": message, "signature": hex(&signature) }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["address"], format!("{:#x}", key.address()));
+    // The same challenge cannot be used twice.
+    let again = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({ "message": message, "signature": hex(&signature) }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(again.status(), 401);
+    body["token"].as_str().expect("token").to_string()
+}
+
+async fn call(
+    method: reqwest::Method,
+    server: &Server,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("text");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_pays_exactly_and_the_audit_agrees() {
+    use reqwest::Method;
+    let server = Server::start(&["--dev", "--settle-window-s", "1"]).await;
+    let payer = SigningKey::from_bytes(&[0x11; 32]).expect("key");
+    let creator = SigningKey::from_bytes(&[0x22; 32]).expect("key");
+    let collaborator = Address::repeat_byte(0x33);
+    let session = SigningKey::from_bytes(&[0x44; 32]).expect("key");
+    let stranger = SigningKey::from_bytes(&[0x55; 32]).expect("key");
+    let payer_token = sign_in(&server, &payer).await;
+    let creator_token = sign_in(&server, &creator).await;
+    let stranger_token = sign_in(&server, &stranger).await;
+
+    // A tampered or unknown sign-in is refused.
+    let (status, challenge) = call(
+        Method::POST,
+        &server,
+        "/api/v1/auth/challenge",
+        None,
+        Some(json!({"address": format!("{:#x}", payer.address())})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let message = challenge["message"]
+        .as_str()
+        .expect("message")
+        .replace("Sign in", "Sign on");
+    let signature = payer.sign_digest(personal_sign_digest(message.as_bytes()));
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"message": message, "signature": hex(&signature)})),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let (status, config) = call(Method::GET, &server, "/api/v1/payments/config", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(config["chain_id"], 31337);
+    assert_eq!(config["platform_fee_bps"], 300);
+
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        "/api/v1/dev/faucet",
+        None,
+        Some(json!({"address": format!("{:#x}", payer.address()), "amount": "10000000"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        Method::PUT,
+        &server,
+        "/api/v1/accounts/me/revenue-policy",
+        Some(&creator_token),
+        Some(json!({"recipients": [{"address": format!("{:#x}", creator.address()), "share": 2}, {"address": format!("{collaborator:#x}"), "share": 1}]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let salt = B256::repeat_byte(9);
+    let (status, channel) = call(
+        Method::POST,
+        &server,
+        "/api/v1/channels",
+        Some(&payer_token),
+        Some(json!({"payee": format!("{:#x}", creator.address()), "deposit": "1000000", "signer": format!("{:#x}", session.address()), "salt": format!("{salt:#x}")})),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let id = channel["id"].as_str().expect("id").to_string();
+    let expected_id = PaymentDomain::EMBEDDED.channel_id(
+        payer.address(),
+        creator.address(),
+        Address::ZERO,
+        salt,
+        session.address(),
+    );
+    assert_eq!(
+        id,
+        format!("{expected_id:#x}"),
+        "channel id as the spec derives it"
+    );
+
+    let voucher = |amount: u128, key: &SigningKey| {
+        let signature =
+            key.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(expected_id, amount));
+        json!({"amount": amount.to_string(), "signature": hex(&signature)})
+    };
+    let path = format!("/api/v1/channels/{id}/vouchers");
+    let (status, body) = call(
+        Method::POST,
+        &server,
+        &path,
+        None,
+        Some(voucher(1000, &session)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["new"], true);
+    let (status, body) = call(
+        Method::POST,
+        &server,
+        &path,
+        None,
+        Some(voucher(2501, &session)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["channel"]["redeemed"].as_str()),
+        (200, Some("2501"))
+    );
+    let (status, body) = call(
+        Method::POST,
+        &server,
+        &path,
+        None,
+        Some(voucher(2501, &session)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["new"].as_bool()),
+        (200, Some(false)),
+        "identical resubmission is idempotent"
+    );
+    for (amount, key, expected_status, problem) in [
+        (2000u128, &session, 409, "/problems/voucher-not-increasing"),
+        (
+            2_000_000,
+            &session,
+            409,
+            "/problems/voucher-exceeds-deposit",
+        ),
+        (3000, &stranger, 422, "/problems/voucher-wrong-signer"),
+    ] {
+        let (status, body) = call(
+            Method::POST,
+            &server,
+            &path,
+            None,
+            Some(voucher(amount, key)),
+        )
+        .await;
+        assert_eq!(
+            (status, body["type"].as_str()),
+            (expected_status, Some(problem)),
+            "{amount}"
+        );
+    }
+    let (status, body) = call(
+        Method::POST,
+        &server,
+        &path,
+        None,
+        Some(json!({"amount": "3000", "signature": "0x1234"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (422, Some("/problems/signature-malformed"))
+    );
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        &path,
+        None,
+        Some(json!({"amount": "-5", "signature": "0x"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Balances: 2501 gross; fee ceil(2501*0.03)=76; rest 2425 -> creator floor(2425*2/3)=1616, collaborator 808, 1 waiting.
+    let (status, balances) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/accounts/{:#x}/balances", payer.address()),
+        Some(&payer_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(balances["available"], "9000000");
+    assert_eq!(balances["escrowed"], (1_000_000 - 2501).to_string());
+    let (_, earned) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/accounts/{:#x}/balances", creator.address()),
+        Some(&creator_token),
+        None,
+    )
+    .await;
+    assert_eq!(earned["earned"], "1616");
+
+    // Who may see what.
+    let (status, _) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/channels/{id}"),
+        Some(&stranger_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "another account's channel is invisible");
+    let (status, _) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/accounts/{:#x}/balances", payer.address()),
+        Some(&stranger_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        "/api/v1/admin/deposits",
+        Some(&stranger_token),
+        Some(json!({"address": format!("{:#x}", stranger.address()), "amount": "5"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        &format!("/api/v1/channels/{id}/topup"),
+        Some(&stranger_token),
+        Some(json!({"amount": "5"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        &format!("/api/v1/channels/{id}/close"),
+        Some(&stranger_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/channels/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // Close, let the settle window pass: the rest returns, leftover units are released.
+    let (status, closing) = call(
+        Method::POST,
+        &server,
+        &format!("/api/v1/channels/{id}/close"),
+        Some(&payer_token),
+        None,
+    )
+    .await;
+    assert_eq!((status, closing["state"].as_str()), (200, Some("closing")));
+    let mut closed = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        closed = call(
+            Method::GET,
+            &server,
+            &format!("/api/v1/channels/{id}"),
+            Some(&payer_token),
+            None,
+        )
+        .await
+        .1;
+        if closed["state"] == "closed" {
+            break;
+        }
+    }
+    assert_eq!(closed["state"], "closed", "{closed}");
+    let (_, balances) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/accounts/{:#x}/balances", payer.address()),
+        Some(&payer_token),
+        None,
+    )
+    .await;
+    assert_eq!(balances["available"], (10_000_000 - 2501).to_string());
+    assert_eq!(balances["escrowed"], "0");
+    let (_, earned) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/accounts/{:#x}/balances", creator.address()),
+        Some(&creator_token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        earned["earned"], "1617",
+        "the leftover unit goes to the first recipient at close"
+    );
+
+    // History as CSV.
+    let csv = reqwest::Client::new()
+        .get(server.url(&format!(
+            "/api/v1/accounts/{:#x}/transfers?format=csv",
+            payer.address()
+        )))
+        .bearer_auth(&payer_token)
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("text");
+    assert!(csv.starts_with("seq,time,id,kind,direction,amount"));
+    assert!(csv.contains("channel_open,out,1000000"));
+    assert!(csv.contains("close_refund,in,997499"));
+
+    // The audit re-derives everything.
+    let output = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["ledger", "audit", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .expect("audit");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.starts_with("ledger ok:"), "{stdout}");
+}
