@@ -51,7 +51,8 @@ async fn api_errors_are_problem_json() {
         .send()
         .await
         .expect("post");
-    problem(wrong_token, 403, "/problems/forbidden").await;
+    // An unknown token authenticates nobody.
+    problem(wrong_token, 401, "/problems/unauthorized").await;
 
     let too_large = client
         .post(server.url("/api/v1/streams"))
