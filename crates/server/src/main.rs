@@ -1,6 +1,7 @@
 //! `streamweave`: the platform binary.
 
 mod app;
+mod bench;
 mod config;
 mod db;
 mod demo;
@@ -41,6 +42,26 @@ enum LedgerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// libsecp256k1 recoveries per second (the bound of voucher acceptance).
+    Recover {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Durable voucher acceptance over HTTP against a `--dev` server.
+    Vouchers {
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value_t = 64)]
+        channels: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the platform.
     Serve(config::ServeArgs),
@@ -56,6 +77,9 @@ enum Command {
     /// Ledger tools.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Load generators and reference rates for the benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Print, one per line, the ffmpeg arguments of the ladder for a source
     /// (FLV on stdin); the transcode benchmark runs exactly these.
     LadderArgs {
@@ -122,6 +146,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger(LedgerCommand::Audit { data_dir }) => runtime()?.block_on(audit(data_dir)),
+        Command::Bench(BenchCommand::Recover { threads, seconds }) => {
+            let rate = bench::recover_rate(threads.max(1), seconds.max(1));
+            println!(
+                "{}",
+                serde_json::json!({ "threads": threads, "recoveries_per_second": rate })
+            );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Vouchers {
+            server,
+            channels,
+            seconds,
+        }) => runtime()?.block_on(bench::vouchers(&server, channels.max(1), seconds.max(1))),
         Command::Serve(args) => runtime()?.block_on(async {
             let settings = config::Settings::resolve(args)?;
             app::start(settings).await?.wait().await

@@ -1,0 +1,202 @@
+//! `streamweave bench ...`: load generators and reference rates, run by the
+//! scripts in `scripts/bench/` so comparisons happen side by side.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use streamweave_ledger::{
+    Address, B256, PaymentDomain, Signature65, SigningKey, personal_sign_digest,
+};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::from("0x"), |mut out, b| {
+        out.push_str(&format!("{b:02x}"));
+        out
+    })
+}
+
+fn random_key() -> SigningKey {
+    loop {
+        if let Ok(key) = SigningKey::from_bytes(&rand::random::<[u8; 32]>()) {
+            return key;
+        }
+    }
+}
+
+/// libsecp256k1 public-key recoveries per second on `threads` threads.
+pub fn recover_rate(threads: usize, seconds: u64) -> f64 {
+    let key = random_key();
+    let digest = PaymentDomain::EMBEDDED.voucher_digest(B256::repeat_byte(7), 12345);
+    let signature =
+        Signature65::from_bytes(&key.sign_digest(digest)).expect("own signature parses");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut count = 0u64;
+                    while Instant::now() < deadline {
+                        for _ in 0..100 {
+                            let _ = std::hint::black_box(
+                                signature.recover(std::hint::black_box(digest)),
+                            );
+                        }
+                        count += 100;
+                    }
+                    count
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    counts.iter().sum::<u64>() as f64 / seconds as f64
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    body: Value,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut request = client.post(&url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    anyhow::ensure!(status.is_success(), "{url}: {status} {body}");
+    Ok(body)
+}
+
+/// Durable voucher acceptance over HTTP: `channels` payers, each submitting
+/// pre-signed increasing vouchers one after another, for `seconds`.
+pub async fn vouchers(server: &str, channels: usize, seconds: u64) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(channels)
+        .build()?;
+    let base = server.trim_end_matches('/');
+    let payer = random_key();
+    let challenge = post(
+        &client,
+        format!("{base}/api/v1/auth/challenge"),
+        json!({"address": format!("{:#x}", payer.address())}),
+        None,
+    )
+    .await?;
+    let message = challenge["message"].as_str().context("challenge message")?;
+    let signature = payer.sign_digest(personal_sign_digest(message.as_bytes()));
+    let login = post(
+        &client,
+        format!("{base}/api/v1/auth/login"),
+        json!({"message": message, "signature": hex(&signature)}),
+        None,
+    )
+    .await?;
+    let token = login["token"].as_str().context("token")?.to_string();
+    post(
+        &client,
+        format!("{base}/api/v1/dev/faucet"),
+        json!({"address": format!("{:#x}", payer.address()), "amount": "1000000000000000"}),
+        None,
+    )
+    .await
+    .context("the faucet (run the server with --dev)")?;
+    let config: Value = client
+        .get(format!("{base}/api/v1/payments/config"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let domain = PaymentDomain {
+        chain_id: config["chain_id"].as_u64().context("chain id")?,
+        escrow: config["escrow"].as_str().context("escrow")?.parse()?,
+    };
+    let creator = Address::repeat_byte(0xc0);
+    let session = random_key();
+    // Enough pre-signed vouchers per channel for the run (signing is not measured).
+    let per_channel = 20_000 / channels.max(1) + 200;
+    let mut work = Vec::with_capacity(channels);
+    for index in 0..channels {
+        let salt = B256::from(rand::random::<[u8; 32]>());
+        let opened = post(
+            &client,
+            format!("{base}/api/v1/channels"),
+            json!({"payee": format!("{creator:#x}"), "deposit": "1000000000", "signer": format!("{:#x}", session.address()), "salt": format!("{salt:#x}")}),
+            Some(&token),
+        )
+        .await?;
+        let id: B256 = opened["id"].as_str().context("channel id")?.parse()?;
+        let signed: Vec<(String, String)> = (1..=per_channel as u128)
+            .map(|amount| {
+                (
+                    amount.to_string(),
+                    hex(&session.sign_digest(domain.voucher_digest(id, amount))),
+                )
+            })
+            .collect();
+        work.push((
+            index,
+            format!("{base}/api/v1/channels/{id:#x}/vouchers"),
+            signed,
+        ));
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, url, signed) in work {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut latencies_us = Vec::new();
+            let mut errors = 0u64;
+            for (amount, signature) in signed {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                match client
+                    .post(&url)
+                    .json(&json!({"amount": amount, "signature": signature}))
+                    .send()
+                    .await
+                {
+                    Ok(response) if response.status().is_success() => {
+                        latencies_us.push(sent.elapsed().as_micros() as u64)
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latencies_us, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(result) = tasks.join_next().await {
+        let (l, e) = result?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: usize| {
+        latencies
+            .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "{}",
+        json!({
+            "channels": channels,
+            "accepted": latencies.len(),
+            "errors": errors,
+            "seconds": elapsed,
+            "vouchers_per_second": latencies.len() as f64 / elapsed,
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+        })
+    );
+    Ok(())
+}
