@@ -120,7 +120,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     tokio::spawn(hub.run(publish_rx));
     tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, RtmpLimits::default()));
 
-    let ledger = LedgerDb::new(pool);
+    let ledger = match &settings.database {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            LedgerDb::postgres(url)
+                .await
+                .context("connecting to PostgreSQL")?
+        }
+        Some(other) => anyhow::bail!("--database must be a postgres:// URL, not {other:?}"),
+        None => LedgerDb::new(pool),
+    };
     let payments = Payments::start(
         ledger.clone(),
         PaymentDomain {

@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// `nice` level of ffmpeg (0 to 19; 0 runs it at the server's priority).
     #[arg(long, env = "STREAMWEAVE_TRANSCODE_NICENESS")]
     pub transcode_niceness: Option<u8>,
+    /// PostgreSQL for the ledger (`postgres://user@host/db`); SQLite in the
+    /// data dir when absent.
+    #[arg(long, env = "STREAMWEAVE_DATABASE")]
+    pub database: Option<String>,
     /// Platform fee in basis points (300 = 3%).
     #[arg(long, env = "STREAMWEAVE_PLATFORM_FEE_BPS")]
     pub platform_fee_bps: Option<u16>,
@@ -86,6 +90,7 @@ struct FileConfig {
     x264_preset: Option<String>,
     segment_cache_bytes: Option<u64>,
     transcode_niceness: Option<u8>,
+    database: Option<String>,
     platform_fee_bps: Option<u16>,
     settle_window_s: Option<u64>,
     chain_id: Option<u64>,
@@ -109,6 +114,7 @@ pub struct Settings {
     pub x264_preset: String,
     pub segment_cache_bytes: u64,
     pub transcode_niceness: u8,
+    pub database: Option<String>,
     pub platform_fee_bps: u16,
     pub settle_window_s: u64,
     pub chain_id: u64,
@@ -213,6 +219,7 @@ impl Settings {
                 .or(file.transcode_niceness)
                 .unwrap_or(10)
                 .min(19),
+            database: args.database.or(file.database),
             platform_fee_bps,
             settle_window_s: args.settle_window_s.or(file.settle_window_s).unwrap_or(600),
             chain_id: args.chain_id.or(file.chain_id).unwrap_or(31337),

@@ -87,6 +87,15 @@ impl Db {
         Ok(())
     }
 
+    pub async fn set_stream_key(&self, id: &str, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE streams SET stream_key = ? WHERE id = ?")
+            .bind(key)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn stream(&self, id: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
         sqlx::query(concat!(
             "SELECT ",

@@ -3,6 +3,8 @@
 //! go below zero (checked here and by the schema), channels are saved whole.
 
 use sqlx::{Row, SqlitePool};
+
+pub use crate::ledger_store::{LedgerDb, LedgerStore};
 use streamweave_ledger::{AccountRef, Address, B256, Channel, RevenuePolicy, Transfer};
 
 /// One operation's writes: all of them or none.
@@ -27,12 +29,13 @@ pub struct StoredTransfer {
     pub created_at_ms: i64,
 }
 
+/// The ledger on SQLite (the embedded default).
 #[derive(Clone)]
-pub struct LedgerDb {
+pub struct SqliteLedger {
     pool: SqlitePool,
 }
 
-fn account_kind(account: &AccountRef) -> (&'static str, Option<String>, String) {
+pub(crate) fn account_kind(account: &AccountRef) -> (&'static str, Option<String>, String) {
     match account {
         AccountRef::Available { owner, asset } => (
             "available",
@@ -51,19 +54,21 @@ fn account_kind(account: &AccountRef) -> (&'static str, Option<String>, String) 
     }
 }
 
-fn decode_err(err: impl std::fmt::Display) -> sqlx::Error {
+pub(crate) fn decode_err(err: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(err.to_string().into())
 }
 
-impl LedgerDb {
+impl SqliteLedger {
     pub fn new(pool: SqlitePool) -> Self {
-        LedgerDb { pool }
+        SqliteLedger { pool }
     }
+}
 
+impl LedgerStore for SqliteLedger {
     /// Commits a group of batches in one transaction (one durable commit).
     /// Each batch is all-or-nothing: a refused batch is rolled back to its
     /// savepoint and reported; the others commit.
-    pub async fn commit(
+    async fn commit(
         &self,
         batches: &[LedgerBatch],
         now_ms: i64,
@@ -87,7 +92,7 @@ impl LedgerDb {
         Ok(results)
     }
 
-    pub async fn channels(&self) -> Result<Vec<Channel>, sqlx::Error> {
+    async fn channels(&self) -> Result<Vec<Channel>, sqlx::Error> {
         let rows = sqlx::query("SELECT body FROM channels ORDER BY created_at_ms, id")
             .fetch_all(&self.pool)
             .await?;
@@ -97,7 +102,7 @@ impl LedgerDb {
     }
 
     /// Every transfer in commit order (for the audit).
-    pub async fn all_transfers(&self) -> Result<Vec<Transfer>, sqlx::Error> {
+    async fn all_transfers(&self) -> Result<Vec<Transfer>, sqlx::Error> {
         let rows = sqlx::query("SELECT body FROM ledger_transfers ORDER BY seq")
             .fetch_all(&self.pool)
             .await?;
@@ -107,7 +112,7 @@ impl LedgerDb {
     }
 
     /// Cached balances (the audit re-derives and compares them).
-    pub async fn stored_balances(&self) -> Result<Vec<(String, i128)>, sqlx::Error> {
+    async fn stored_balances(&self) -> Result<Vec<(String, i128)>, sqlx::Error> {
         let rows = sqlx::query("SELECT key, balance FROM ledger_accounts")
             .fetch_all(&self.pool)
             .await?;
@@ -119,7 +124,7 @@ impl LedgerDb {
             .collect()
     }
 
-    pub async fn balance(&self, account: &AccountRef) -> Result<i128, sqlx::Error> {
+    async fn balance(&self, account: &AccountRef) -> Result<i128, sqlx::Error> {
         let row = sqlx::query("SELECT balance FROM ledger_accounts WHERE key = ?")
             .bind(account.key())
             .fetch_optional(&self.pool)
@@ -134,7 +139,7 @@ impl LedgerDb {
     }
 
     /// Transfers touching an owner's accounts, newest first, before `before_seq`.
-    pub async fn transfers_of(
+    async fn transfers_of(
         &self,
         owner: Address,
         before_seq: Option<i64>,
@@ -164,7 +169,7 @@ impl LedgerDb {
             .collect()
     }
 
-    pub async fn policy(&self, owner: Address) -> Result<Option<RevenuePolicy>, sqlx::Error> {
+    async fn policy(&self, owner: Address) -> Result<Option<RevenuePolicy>, sqlx::Error> {
         let row = sqlx::query("SELECT body FROM revenue_policies WHERE owner = ?")
             .bind(format!("{owner:#x}"))
             .fetch_optional(&self.pool)
@@ -173,7 +178,7 @@ impl LedgerDb {
             .transpose()
     }
 
-    pub async fn set_policy(
+    async fn set_policy(
         &self,
         owner: Address,
         policy: &RevenuePolicy,
@@ -191,7 +196,7 @@ impl LedgerDb {
         Ok(())
     }
 
-    pub async fn record_withdrawal(
+    async fn record_withdrawal(
         &self,
         id: &str,
         owner: Address,
@@ -214,7 +219,7 @@ impl LedgerDb {
 
     // Sign-in.
 
-    pub async fn insert_challenge(
+    async fn insert_challenge(
         &self,
         nonce: &str,
         address: Address,
@@ -236,7 +241,7 @@ impl LedgerDb {
     }
 
     /// Consumes a challenge (single use): its message and expiry.
-    pub async fn take_challenge(&self, nonce: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+    async fn take_challenge(&self, nonce: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
         let row = sqlx::query(
             "DELETE FROM auth_challenges WHERE nonce = ? RETURNING message, expires_at_ms",
         )
@@ -247,7 +252,7 @@ impl LedgerDb {
             .transpose()
     }
 
-    pub async fn insert_token(
+    async fn insert_token(
         &self,
         token_hash: &str,
         address: Address,
@@ -264,7 +269,7 @@ impl LedgerDb {
         Ok(())
     }
 
-    pub async fn token_address(
+    async fn token_address(
         &self,
         token_hash: &str,
         now_ms: i64,
@@ -282,7 +287,7 @@ impl LedgerDb {
         .transpose()
     }
 
-    pub async fn revoke_token(&self, token_hash: &str) -> Result<(), sqlx::Error> {
+    async fn revoke_token(&self, token_hash: &str) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE auth_tokens SET revoked = 1 WHERE token_hash = ?")
             .bind(token_hash)
             .execute(&self.pool)

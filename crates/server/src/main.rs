@@ -7,6 +7,8 @@ mod db;
 mod demo;
 mod http;
 mod ledger_db;
+mod ledger_pg;
+mod ledger_store;
 mod live;
 mod media_index;
 mod model;
@@ -35,9 +37,12 @@ enum LedgerCommand {
     /// Re-derive every balance from the transfers and check the invariants;
     /// exits 1 naming every violation.
     Audit {
-        /// The server's data directory.
+        /// The server's data directory (SQLite).
+        #[arg(long, required_unless_present = "database")]
+        data_dir: Option<PathBuf>,
+        /// A PostgreSQL ledger instead (`postgres://...`).
         #[arg(long)]
-        data_dir: PathBuf,
+        database: Option<String>,
     },
 }
 
@@ -145,7 +150,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Ledger(LedgerCommand::Audit { data_dir }) => runtime()?.block_on(audit(data_dir)),
+        Command::Ledger(LedgerCommand::Audit { data_dir, database }) => {
+            runtime()?.block_on(audit(data_dir, database))
+        }
         Command::Bench(BenchCommand::Recover { threads, seconds }) => {
             let rate = bench::recover_rate(threads.max(1), seconds.max(1));
             println!(
@@ -173,12 +180,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn audit(data_dir: PathBuf) -> anyhow::Result<()> {
-    if !data_dir.join("streamweave.sqlite").exists() {
-        anyhow::bail!("no database in {}", data_dir.display());
-    }
-    let pool = db::open(&data_dir).await?;
-    let ledger = ledger_db::LedgerDb::new(pool);
+async fn audit(data_dir: Option<PathBuf>, database: Option<String>) -> anyhow::Result<()> {
+    use ledger_store::LedgerStore;
+    let ledger = match (database, data_dir) {
+        (Some(url), _) => ledger_store::LedgerDb::postgres(&url).await?,
+        (None, Some(data_dir)) => {
+            if !data_dir.join("streamweave.sqlite").exists() {
+                anyhow::bail!("no database in {}", data_dir.display());
+            }
+            ledger_store::LedgerDb::new(db::open(&data_dir).await?)
+        }
+        (None, None) => anyhow::bail!("give --data-dir or --database"),
+    };
     let transfers = ledger.all_transfers().await?;
     let channels = ledger.channels().await?;
     let mut report = streamweave_ledger::audit(&transfers, &channels);

@@ -4,6 +4,7 @@
 //! core's rules, and group-commits what it can into one durable transaction.
 //! A caller is answered only after its commit.
 
+use crate::ledger_store::LedgerStore;
 use std::collections::HashMap;
 use std::time::Duration;
 

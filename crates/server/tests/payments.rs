@@ -78,8 +78,52 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_channel_pays_exactly_and_the_audit_agrees() {
+    scenario(None).await;
+}
+
+/// The same scenario with the ledger on PostgreSQL (in a schema of its own).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_on_postgres() {
+    let url = std::env::var("STREAMWEAVE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let admin = match sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+    {
+        Ok(pool) => pool,
+        Err(err) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL at {url} is required in CI: {err}"
+            );
+            eprintln!("skipping: PostgreSQL at {url} unreachable ({err})");
+            return;
+        }
+    };
+    let schema = format!("sw_it_{}", rand::random::<u32>());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .expect("create schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    scenario(Some(format!(
+        "{url}{separator}options=-c%20search_path%3D{schema}"
+    )))
+    .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&admin)
+        .await
+        .expect("drop schema");
+}
+
+async fn scenario(database: Option<String>) {
     use reqwest::Method;
-    let server = Server::start(&["--dev", "--settle-window-s", "1"]).await;
+    let mut args = vec!["--dev", "--settle-window-s", "1"];
+    if let Some(url) = &database {
+        args.extend(["--database", url.as_str()]);
+    }
+    let server = Server::start(&args).await;
     let payer = SigningKey::from_bytes(&[0x11; 32]).expect("key");
     let creator = SigningKey::from_bytes(&[0x22; 32]).expect("key");
     let collaborator = Address::repeat_byte(0x33);
@@ -327,6 +371,58 @@ async fn a_channel_pays_exactly_and_the_audit_agrees() {
     .await;
     assert_eq!(status, 401);
 
+    // A creator's stream and its key belong to the creator alone.
+    let (status, stream) = call(
+        Method::POST,
+        &server,
+        "/api/v1/streams",
+        Some(&creator_token),
+        Some(json!({"title": "mine"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let stream_id = stream["id"].as_str().expect("id");
+    let (status, _) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/streams/{stream_id}/key"),
+        Some(&stranger_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "another creator's key is invisible");
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        &format!("/api/v1/streams/{stream_id}/key/rotate"),
+        Some(&stranger_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, key) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/streams/{stream_id}/key"),
+        Some(&creator_token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, key["stream_key"].as_str()),
+        (200, stream["stream_key"].as_str())
+    );
+    let (status, rotated) = call(
+        Method::POST,
+        &server,
+        &format!("/api/v1/streams/{stream_id}/key/rotate"),
+        Some(&creator_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_ne!(rotated["stream_key"], key["stream_key"]);
+
     // Close, let the settle window pass: the rest returns, leftover units are released.
     let (status, closing) = call(
         Method::POST,
@@ -395,11 +491,13 @@ async fn a_channel_pays_exactly_and_the_audit_agrees() {
     assert!(csv.contains("close_refund,in,997499"));
 
     // The audit re-derives everything.
-    let output = Command::new(env!("CARGO_BIN_EXE_streamweave"))
-        .args(["ledger", "audit", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .expect("audit");
+    let mut audit = Command::new(env!("CARGO_BIN_EXE_streamweave"));
+    audit.args(["ledger", "audit"]);
+    match &database {
+        Some(url) => audit.args(["--database", url]),
+        None => audit.arg("--data-dir").arg(&server.data_dir),
+    };
+    let output = audit.output().expect("audit");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.starts_with("ledger ok:"), "{stdout}");

@@ -1,5 +1,6 @@
 //! Balances, history, revenue policies, deposits and withdrawals.
 
+use crate::ledger_store::LedgerStore;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};

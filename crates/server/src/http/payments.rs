@@ -1,6 +1,7 @@
 //! `/api/v1/payments/config` and `/api/v1/channels`: escrowed channels and
 //! the vouchers that spend them (shared/spec/payments.md).
 
+use crate::ledger_store::LedgerStore;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -19,6 +19,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_stream, list_streams))
         .routes(routes!(get_stream))
         .routes(routes!(list_segments))
+        .routes(routes!(stream_key))
+        .routes(routes!(rotate_stream_key))
 }
 
 /// Longest stream title, in characters.
@@ -245,4 +247,78 @@ async fn list_segments(
 ) -> Result<Json<Vec<SegmentRecord>>, ApiError> {
     find_stream(&state, &id).await?;
     Ok(Json(state.db.segments(&id).await?))
+}
+
+/// A stream's publishing credentials (owner and admins only).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamKeyView {
+    pub stream_key: String,
+    pub rtmp_url: String,
+}
+
+async fn owned_stream(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<StreamRecord, ApiError> {
+    let stream = find_stream(state, id).await?;
+    let owner = stream.owner.as_deref().and_then(|o| o.parse().ok());
+    let allowed = caller.is_admin() || owner.is_some_and(|owner| caller.may_act_for(owner));
+    if allowed {
+        Ok(stream)
+    } else {
+        // Not revealing whether someone else's stream exists.
+        Err(ApiError::not_found("no such stream"))
+    }
+}
+
+/// The stream key and RTMP URL (owner and admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{id}/key",
+    tag = "streams",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Stream id")),
+    responses(
+        (status = 200, body = StreamKeyView),
+        (status = 404, description = "No such stream, or not yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn stream_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StreamKeyView>, ApiError> {
+    let stream = owned_stream(&state, &caller, &id).await?;
+    Ok(Json(StreamKeyView {
+        stream_key: stream.stream_key,
+        rtmp_url: state.settings.public_rtmp_url.clone(),
+    }))
+}
+
+/// Replace the stream key; the old one stops working (owner and admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams/{id}/key/rotate",
+    tag = "streams",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Stream id")),
+    responses(
+        (status = 200, body = StreamKeyView),
+        (status = 404, description = "No such stream, or not yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn rotate_stream_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StreamKeyView>, ApiError> {
+    let stream = owned_stream(&state, &caller, &id).await?;
+    let stream_key = format!("sk_{}", random_token(32));
+    state.db.set_stream_key(&stream.id, &stream_key).await?;
+    tracing::info!(stream = %stream.id, "stream key rotated");
+    Ok(Json(StreamKeyView {
+        stream_key,
+        rtmp_url: state.settings.public_rtmp_url.clone(),
+    }))
 }
