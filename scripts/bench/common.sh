@@ -14,6 +14,7 @@ need() {
   for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
   if [ "${#missing[@]}" -gt 0 ]; then
     local packages=("${missing[@]/nginx/nginx-light}")
+    packages=("${packages[@]/psql/postgresql-client}")
     echo "installing: ${packages[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   fi

@@ -5,21 +5,41 @@
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_RUN="${1:-10}"; shift || true
 CHANNEL_COUNTS=("${@:-16 64 256}")
-need curl python3
+need curl python3 psql
 build
 echo "raw recovery, 1 thread: $("$BIN" bench recover --threads 1 --seconds "$SECONDS_PER_RUN")"
 RAW=$("$BIN" bench recover --threads "$(nproc)" --seconds "$SECONDS_PER_RUN")
 echo "raw recovery, $(nproc) threads: $RAW"
-start_server "$WORK/server.log" --dev
-echo "| channels | accepted/s | p50 | p99 | errors | share of raw rate |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for channels in ${CHANNEL_COUNTS[@]}; do
-  result=$("$BIN" bench vouchers --server "http://$HTTP" --channels "$channels" --seconds "$SECONDS_PER_RUN")
-  python3 - "$result" "$RAW" <<'PY'
+PG_URL="${STREAMWEAVE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+echo "| store | channels | vouchers accepted/s | ledger transfers/s | p50 | p99 | errors | share of raw rate |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+for store in sqlite postgres; do
+  extra=()
+  if [ "$store" = postgres ]; then
+    schema="sw_bench_$$"
+    if ! psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null 2>&1; then
+      echo "(PostgreSQL at $PG_URL unreachable: skipped)"; continue
+    fi
+    extra=(--database "$PG_URL?options=-c%20search_path%3D$schema")
+  fi
+  rm -rf "$WORK/data"
+  start_server "$WORK/server-$store.log" --dev "${extra[@]}"
+  for channels in ${CHANNEL_COUNTS[@]}; do
+    result=$("$BIN" bench vouchers --server "http://$HTTP" --channels "$channels" --seconds "$SECONDS_PER_RUN")
+    python3 - "$store" "$result" "$RAW" <<'PY'
 import json, sys
-r, raw = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+store, r, raw = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 share = r["vouchers_per_second"] / raw["recoveries_per_second"]
-print(f'| {r["channels"]} | {r["vouchers_per_second"]:.0f} | {r["p50_ms"]:.1f} ms | {r["p99_ms"]:.1f} ms | {r["errors"]} | {share:.0%} |')
+# Each voucher on a single-recipient channel writes two transfers (fee, creator share).
+print(f'| {store} | {r["channels"]} | {r["vouchers_per_second"]:.0f} | {2 * r["vouchers_per_second"]:.0f} | {r["p50_ms"]:.1f} ms | {r["p99_ms"]:.1f} ms | {r["errors"]} | {share:.0%} |')
 PY
+  done
+  if [ "$store" = postgres ]; then
+    "$BIN" ledger audit --database "${extra[1]}"
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+    psql "$PG_URL" -qc "DROP SCHEMA $schema CASCADE" >/dev/null
+  else
+    "$BIN" ledger audit --data-dir "$WORK/data"
+    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  fi
 done
-"$BIN" ledger audit --data-dir "$WORK/data"
