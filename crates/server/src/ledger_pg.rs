@@ -287,6 +287,51 @@ impl LedgerStore for PgLedger {
             .await?;
         Ok(())
     }
+    async fn set_payout_threshold(
+        &self,
+        owner: Address,
+        threshold: Option<u128>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        match threshold {
+            Some(threshold) => {
+                sqlx::query(
+                    "INSERT INTO payout_thresholds (owner, threshold, updated_at_ms) VALUES ($1, $2::numeric, $3) \
+                     ON CONFLICT (owner) DO UPDATE SET threshold = excluded.threshold, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(format!("{owner:#x}"))
+                .bind(threshold.to_string())
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM payout_thresholds WHERE owner = $1")
+                    .bind(format!("{owner:#x}"))
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn payout_thresholds(&self) -> Result<Vec<(Address, u128)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT owner, threshold::text AS threshold FROM payout_thresholds")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<&str, _>("owner")?
+                        .parse()
+                        .map_err(decode_err)?,
+                    row.try_get::<&str, _>("threshold")?
+                        .parse()
+                        .map_err(decode_err)?,
+                ))
+            })
+            .collect()
+    }
 }
 
 async fn apply_batch(

@@ -61,6 +61,15 @@ pub trait LedgerStore {
         now_ms: i64,
     ) -> Result<Option<Address>, sqlx::Error>;
     async fn revoke_token(&self, token_hash: &str) -> Result<(), sqlx::Error>;
+    /// Sets (or with `None` clears) an account's automatic payout threshold.
+    async fn set_payout_threshold(
+        &self,
+        owner: Address,
+        threshold: Option<u128>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error>;
+    /// Every account's payout threshold.
+    async fn payout_thresholds(&self) -> Result<Vec<(Address, u128)>, sqlx::Error>;
 }
 
 /// The configured store.
@@ -172,6 +181,17 @@ impl LedgerStore for LedgerDb {
     }
     async fn revoke_token(&self, token_hash: &str) -> Result<(), sqlx::Error> {
         delegate!(self, revoke_token(token_hash))
+    }
+    async fn set_payout_threshold(
+        &self,
+        owner: Address,
+        threshold: Option<u128>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        delegate!(self, set_payout_threshold(owner, threshold, now_ms))
+    }
+    async fn payout_thresholds(&self) -> Result<Vec<(Address, u128)>, sqlx::Error> {
+        delegate!(self, payout_thresholds())
     }
 }
 

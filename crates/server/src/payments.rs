@@ -117,7 +117,7 @@ impl Payments {
         let shared = std::sync::Arc::new(std::sync::RwLock::new(channels.clone()));
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
         tokio::spawn(run_engine(
-            db,
+            db.clone(),
             channels,
             shared.clone(),
             rx,
@@ -130,6 +130,7 @@ impl Payments {
             domain,
             settle_window_ms,
         };
+        tokio::spawn(run_payouts(db.clone(), payments.clone()));
         let timer = payments.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -419,5 +420,58 @@ pub fn withdrawal(id: String, from: AccountRef, asset: Address, amount: Amount) 
         amount,
         kind: TransferKind::Withdrawal,
         channel: None,
+    }
+}
+
+/// How often automatic payouts are checked.
+const PAYOUT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Withdraws an account's whole earned balance once it reaches the account's
+/// threshold. Off the voucher path; a payout refused because the balance fell
+/// meanwhile is simply tried again next round.
+async fn run_payouts(db: LedgerDb, payments: Payments) {
+    let mut tick = tokio::time::interval(PAYOUT_INTERVAL);
+    loop {
+        tick.tick().await;
+        let thresholds = match db.payout_thresholds().await {
+            Ok(thresholds) => thresholds,
+            Err(err) => {
+                error!(%err, "reading payout thresholds");
+                continue;
+            }
+        };
+        for (owner, threshold) in thresholds {
+            let asset = Address::ZERO;
+            let earned = match db.balance(&AccountRef::Revenue { owner, asset }).await {
+                Ok(earned) => u128::try_from(earned).unwrap_or(0),
+                Err(err) => {
+                    error!(%err, "reading an earned balance");
+                    continue;
+                }
+            };
+            if earned == 0 || earned < threshold {
+                continue;
+            }
+            let id = format!("payout:{owner:#x}:{}", now_ms());
+            let transfer = withdrawal(
+                id.clone(),
+                AccountRef::Revenue { owner, asset },
+                asset,
+                Amount(earned),
+            );
+            if payments
+                .submit(Operation::Transfers(vec![transfer]))
+                .await
+                .is_ok()
+            {
+                if let Err(err) = db
+                    .record_withdrawal(&id, owner, asset, earned, now_ms())
+                    .await
+                {
+                    error!(%err, "recording a payout");
+                }
+                info!(owner = %format!("{owner:#x}"), amount = %earned, "automatic payout");
+            }
+        }
     }
 }

@@ -490,6 +490,65 @@ async fn scenario(database: Option<String>) {
     assert!(csv.contains("channel_open,out,1000000"));
     assert!(csv.contains("close_refund,in,997499"));
 
+    let (status, _) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/accounts/{:#x}/transfers", payer.address()),
+        Some(&stranger_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "another account's history is private");
+    let (status, _) = call(
+        Method::POST,
+        &server,
+        "/api/v1/withdrawals",
+        None,
+        Some(json!({"amount": "1"})),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = call(
+        Method::POST,
+        &server,
+        "/api/v1/withdrawals",
+        Some(&stranger_token),
+        Some(json!({"amount": "1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (409, Some("/problems/insufficient-balance"))
+    );
+
+    // An automatic payout empties the earned balance once it reaches the threshold.
+    let (status, _) = call(
+        Method::PUT,
+        &server,
+        "/api/v1/accounts/me/payout-threshold",
+        Some(&creator_token),
+        Some(json!({"threshold": "1000"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut paid_out = false;
+    for _ in 0..60 {
+        let (_, earned) = call(
+            Method::GET,
+            &server,
+            &format!("/api/v1/accounts/{:#x}/balances", creator.address()),
+            Some(&creator_token),
+            None,
+        )
+        .await;
+        if earned["earned"] == "0" {
+            paid_out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(paid_out, "the creator's 1617 earned were paid out");
+
     // The audit re-derives everything.
     let mut audit = Command::new(env!("CARGO_BIN_EXE_streamweave"));
     audit.args(["ledger", "audit"]);

@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(balances))
         .routes(routes!(transfers))
         .routes(routes!(set_revenue_policy))
+        .routes(routes!(set_payout_threshold))
         .routes(routes!(withdraw))
         .routes(routes!(faucet))
         .routes(routes!(admin_deposit))
@@ -496,4 +497,54 @@ async fn admin_withdrawal(
 ) -> Result<Json<MovementView>, ApiError> {
     require_admin(&caller)?;
     move_money(&state, body, "admin-withdrawal", false).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutThresholdRequest {
+    /// Withdraw the whole earned balance once it reaches this (base units);
+    /// `null` turns automatic payouts off.
+    pub threshold: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PayoutThresholdView {
+    #[schema(value_type = Option<String>)]
+    pub threshold: Option<Amount>,
+}
+
+/// Set or clear your automatic payout threshold.
+#[utoipa::path(
+    put,
+    path = "/api/v1/accounts/me/payout-threshold",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = PayoutThresholdRequest,
+    responses((status = 200, body = PayoutThresholdView), (status = 400, body = Problem, content_type = "application/problem+json"))
+)]
+async fn set_payout_threshold(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PayoutThresholdRequest>,
+) -> Result<Json<PayoutThresholdView>, ApiError> {
+    let owner = caller.account()?;
+    let threshold = match body.threshold.as_deref() {
+        None => None,
+        Some(text) => {
+            let amount: Amount = text
+                .parse()
+                .map_err(|err| ApiError::bad_request(format!("threshold: {err}")))?;
+            if amount.is_zero() {
+                return Err(ApiError::bad_request(
+                    "threshold must be positive (null turns payouts off)",
+                ));
+            }
+            Some(amount)
+        }
+    };
+    state
+        .ledger
+        .set_payout_threshold(owner, threshold.map(|a| a.0), now_ms())
+        .await?;
+    Ok(Json(PayoutThresholdView { threshold }))
 }
