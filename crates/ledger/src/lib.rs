@@ -10,6 +10,7 @@ mod audit;
 mod book;
 mod channel;
 mod crypto;
+mod metering;
 mod siwe;
 mod split;
 
@@ -21,5 +22,6 @@ pub use channel::{
     Channel, ChannelError, ChannelState, OpenChannel, VerifiedVoucher, VoucherOutcome,
 };
 pub use crypto::{PaymentDomain, Signature65, SignatureError, SigningKey, personal_sign_digest};
+pub use metering::{GateDecision, Meter, Price};
 pub use siwe::{SiweError, SiweMessage};
 pub use split::{MAX_RECIPIENTS, PolicyError, Recipient, RevenuePolicy, SplitTotals};

@@ -1,0 +1,259 @@
+//! Metering (spec "Metering"): what a viewing session owes for the media
+//! time it has been granted, and the gate's decision for each segment.
+//! Pure: the caller passes the channel's redeemed amount and the segment.
+
+use std::collections::BTreeSet;
+
+use alloy_primitives::U256;
+use serde::{Deserialize, Serialize};
+
+use crate::Amount;
+
+/// A stream's price: `amount` per `period_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    /// Base units per period.
+    pub amount: Amount,
+    /// Period length in seconds (positive).
+    pub period_seconds: u32,
+}
+
+impl Price {
+    /// `ceil(amount * T / (period_seconds * 1000))` for `T` milliseconds,
+    /// exact for every input; `None` for a zero period or a result beyond u128.
+    pub fn owed(&self, media_ms: u64) -> Option<Amount> {
+        if self.period_seconds == 0 {
+            return None;
+        }
+        let numerator = U256::from(self.amount.0) * U256::from(media_ms);
+        let denominator = U256::from(self.period_seconds) * U256::from(1000u32);
+        u128::try_from(numerator.div_ceil(denominator))
+            .ok()
+            .map(Amount)
+    }
+}
+
+/// The gate's answer for one segment request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateDecision {
+    /// Serve it; `newly_granted` when this request added media time.
+    Serve {
+        /// Whether the segment's time was granted just now (not a refetch).
+        newly_granted: bool,
+    },
+    /// 402: the channel must reach `required` (cumulative, ready to sign).
+    PaymentRequired {
+        /// Cumulative channel amount that pays for this segment.
+        required: Amount,
+    },
+    /// 402 with the cap reached: the session may not spend more.
+    CapReached {
+        /// The session's cap.
+        cap: Amount,
+        /// What the segment would need in total.
+        required: Amount,
+    },
+}
+
+/// One viewing session's meter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meter {
+    /// Price when the session started (a later price change does not apply).
+    pub price: Price,
+    /// The channel's redeemed amount when the session started.
+    pub base: Amount,
+    /// Media time granted so far.
+    pub granted_ms: u64,
+    /// Segment positions (media sequence numbers) already granted: any
+    /// rendition of a granted position is free to fetch again.
+    granted: BTreeSet<u64>,
+    /// Most the session may spend beyond `base`.
+    pub max_spend: Option<Amount>,
+    /// How far ahead of the granted time vouchers are accepted.
+    pub prepay_ms: u64,
+}
+
+impl Meter {
+    /// A meter starting at the channel's current redeemed amount.
+    pub fn new(price: Price, base: Amount, max_spend: Option<Amount>, prepay_ms: u64) -> Self {
+        Meter {
+            price,
+            base,
+            granted_ms: 0,
+            granted: BTreeSet::new(),
+            max_spend,
+            prepay_ms,
+        }
+    }
+
+    /// What the session has been charged so far (beyond `base`).
+    pub fn spent(&self) -> Amount {
+        self.price
+            .owed(self.granted_ms)
+            .unwrap_or(Amount(u128::MAX))
+    }
+
+    /// Decides a request for the segment at `position` lasting `duration_ms`,
+    /// given the channel's redeemed amount `paid`. A served segment's time
+    /// is granted; a refetch of a granted position is free.
+    pub fn decide(&mut self, position: u64, duration_ms: u32, paid: Amount) -> GateDecision {
+        if self.granted.contains(&position) {
+            return GateDecision::Serve {
+                newly_granted: false,
+            };
+        }
+        let after_ms = self.granted_ms.saturating_add(u64::from(duration_ms));
+        let owed = self.price.owed(after_ms).unwrap_or(Amount(u128::MAX));
+        let required = self.base.checked_add(owed).unwrap_or(Amount(u128::MAX));
+        if let Some(cap) = self.max_spend
+            && owed > cap
+        {
+            return GateDecision::CapReached { cap, required };
+        }
+        if paid < required {
+            return GateDecision::PaymentRequired { required };
+        }
+        self.granted_ms = after_ms;
+        self.granted.insert(position);
+        GateDecision::Serve {
+            newly_granted: true,
+        }
+    }
+
+    /// The largest cumulative voucher the server accepts now for this
+    /// session: paid up to the prepay window past the granted time, and
+    /// never past the cap.
+    pub fn max_voucher(&self) -> Amount {
+        let ahead = self
+            .price
+            .owed(self.granted_ms.saturating_add(self.prepay_ms))
+            .unwrap_or(Amount(u128::MAX));
+        let limited = match self.max_spend {
+            Some(cap) if cap < ahead => cap,
+            _ => ahead,
+        };
+        self.base.checked_add(limited).unwrap_or(Amount(u128::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PER_MINUTE: Price = Price {
+        amount: Amount(50_000),
+        period_seconds: 60,
+    };
+
+    #[test]
+    fn owed_rounds_up() {
+        assert_eq!(PER_MINUTE.owed(0), Some(Amount(0)));
+        assert_eq!(
+            PER_MINUTE.owed(2000),
+            Some(Amount(1667)),
+            "50000 * 2/60 = 1666.67 -> 1667"
+        );
+        assert_eq!(PER_MINUTE.owed(60_000), Some(Amount(50_000)));
+        let per_second = Price {
+            amount: Amount(1),
+            period_seconds: 1,
+        };
+        assert_eq!(per_second.owed(1), Some(Amount(1)));
+        assert_eq!(
+            Price {
+                amount: Amount(1),
+                period_seconds: 0
+            }
+            .owed(5),
+            None
+        );
+        let huge = Price {
+            amount: Amount(u128::MAX),
+            period_seconds: 1,
+        };
+        assert_eq!(huge.owed(1000), Some(Amount(u128::MAX)));
+        assert_eq!(huge.owed(2000), None);
+    }
+
+    #[test]
+    fn the_gate_charges_once_per_position() {
+        let mut meter = Meter::new(PER_MINUTE, Amount(100), None, 4000);
+        assert_eq!(
+            meter.decide(0, 2000, Amount(100)),
+            GateDecision::PaymentRequired {
+                required: Amount(1767)
+            }
+        );
+        assert_eq!(
+            meter.max_voucher(),
+            Amount(100 + 3334),
+            "two segments ahead"
+        );
+        assert_eq!(
+            meter.decide(0, 2000, Amount(1767)),
+            GateDecision::Serve {
+                newly_granted: true
+            }
+        );
+        assert_eq!(
+            meter.decide(0, 2000, Amount(1767)),
+            GateDecision::Serve {
+                newly_granted: false
+            },
+            "refetch is free"
+        );
+        assert_eq!(
+            meter.decide(1, 2000, Amount(1767)),
+            GateDecision::PaymentRequired {
+                required: Amount(3434)
+            }
+        );
+        assert_eq!(
+            meter.decide(1, 2000, Amount(5000)),
+            GateDecision::Serve {
+                newly_granted: true
+            }
+        );
+        assert_eq!(meter.spent(), Amount(3334));
+    }
+
+    #[test]
+    fn the_cap_stops_spending() {
+        let mut meter = Meter::new(PER_MINUTE, Amount(0), Some(Amount(2000)), 4000);
+        assert_eq!(
+            meter.decide(0, 2000, Amount(1667)),
+            GateDecision::Serve {
+                newly_granted: true
+            }
+        );
+        assert_eq!(
+            meter.decide(1, 2000, Amount(10_000)),
+            GateDecision::CapReached {
+                cap: Amount(2000),
+                required: Amount(3334)
+            }
+        );
+        assert_eq!(meter.max_voucher(), Amount(2000));
+    }
+
+    proptest! {
+        #[test]
+        fn charges_follow_the_formula(durations in prop::collection::vec(1u32..10_000, 1..40), amount in 1u128..1_000_000_000, period in 1u32..3600) {
+            let price = Price { amount: Amount(amount), period_seconds: period };
+            let mut meter = Meter::new(price, Amount(7), None, 0);
+            let mut total_ms = 0u64;
+            for (position, duration) in durations.iter().enumerate() {
+                let GateDecision::PaymentRequired { required } = meter.decide(position as u64, *duration, Amount(0)) else {
+                    prop_assert!(price.owed(total_ms + u64::from(*duration)) == Some(Amount(0)));
+                    total_ms += u64::from(*duration);
+                    continue;
+                };
+                prop_assert_eq!(meter.decide(position as u64, *duration, required), GateDecision::Serve { newly_granted: true });
+                total_ms += u64::from(*duration);
+                prop_assert_eq!(required, Amount(7 + price.owed(total_ms).expect("fits").0));
+                prop_assert_eq!(meter.spent(), price.owed(total_ms).expect("fits"));
+            }
+        }
+    }
+}
