@@ -74,6 +74,19 @@ impl LedgerStore for SqliteLedger {
         now_ms: i64,
     ) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // The common case (vouchers, settlements, deposits): the whole group
+        // in one go, when no batch can depend on another's order.
+        if batches.len() > 1 && order_independent(batches) {
+            let merged = merge(batches);
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            if apply_batch(&mut savepoint, &merged, now_ms).await?.is_ok() {
+                savepoint.commit().await?;
+                tx.commit().await?;
+                return Ok(vec![Ok(()); batches.len()]);
+            }
+            savepoint.rollback().await?;
+        }
+        // Something was refused: each batch on its own, so the others still commit.
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
@@ -346,78 +359,210 @@ async fn apply_batch(
     batch: &LedgerBatch,
     now_ms: i64,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
-    for transfer in &batch.transfers {
-        let exists = sqlx::query("SELECT 1 FROM ledger_transfers WHERE id = ?")
-            .bind(&transfer.id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if exists.is_some() {
-            continue; // a retry: already applied
+    use sqlx::QueryBuilder;
+    // 1. Insert the transfers; ids already present are retries and move nothing.
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in batch.transfers.chunks(INSERT_CHUNK_ROWS) {
+        let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO ledger_transfers (id, debit, credit, body, asset, amount, kind, channel, created_at_ms) ",
+        );
+        let mut rows = Vec::with_capacity(chunk.len());
+        for transfer in chunk {
+            rows.push(TransferRow::new(transfer)?);
         }
-        let amount = i128::try_from(transfer.amount.0).map_err(decode_err)?;
-        for (account, delta) in [(transfer.debit, -amount), (transfer.credit, amount)] {
+        insert.push_values(&rows, |mut b, row| {
+            b.push_bind(&row.id)
+                .push_bind(&row.debit)
+                .push_bind(&row.credit)
+                .push_bind(&row.body)
+                .push_bind(&row.asset)
+                .push_bind(&row.amount)
+                .push_bind(&row.kind)
+                .push_bind(&row.channel)
+                .push_bind(now_ms);
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        for row in insert.build().fetch_all(&mut **tx).await? {
+            inserted.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    // 2. Net balance change per account, checked once against the stored balances.
+    let deltas = net_deltas(&batch.transfers, &inserted)?;
+    if !deltas.is_empty() {
+        let mut current: std::collections::HashMap<String, i128> = std::collections::HashMap::new();
+        let mut select = QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT key, balance FROM ledger_accounts WHERE key IN (",
+        );
+        let mut keys = select.separated(", ");
+        for (account, _) in &deltas {
+            keys.push_bind(account.key());
+        }
+        select.push(")");
+        for row in select.build().fetch_all(&mut **tx).await? {
+            current.insert(
+                row.try_get("key")?,
+                row.try_get::<&str, _>("balance")?
+                    .parse()
+                    .map_err(decode_err)?,
+            );
+        }
+        let mut updates = Vec::with_capacity(deltas.len());
+        for (account, delta) in &deltas {
             let key = account.key();
-            let current: i128 =
-                match sqlx::query("SELECT balance FROM ledger_accounts WHERE key = ?")
-                    .bind(&key)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                {
-                    Some(row) => row
-                        .try_get::<&str, _>("balance")?
-                        .parse()
-                        .map_err(decode_err)?,
-                    None => 0,
-                };
             let next = current
-                .checked_add(delta)
+                .get(&key)
+                .copied()
+                .unwrap_or(0)
+                .checked_add(*delta)
                 .ok_or_else(|| decode_err("balance overflow"))?;
             if next < 0 && !account.may_go_negative() {
                 return Ok(Err(Refusal::Insufficient(key)));
             }
-            let (kind, owner, asset) = account_kind(&account);
-            sqlx::query(
-                "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (key) DO UPDATE SET balance = excluded.balance",
-            )
-            .bind(&key)
-            .bind(kind)
-            .bind(owner)
-            .bind(asset)
-            .bind(next.to_string())
-            .execute(&mut **tx)
-            .await?;
+            let (kind, owner, asset) = account_kind(account);
+            updates.push((key, kind, owner, asset, next.to_string()));
         }
-        sqlx::query(
-            "INSERT INTO ledger_transfers (id, debit, credit, body, asset, amount, kind, channel, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&transfer.id)
-        .bind(transfer.debit.key())
-        .bind(transfer.credit.key())
-        .bind(serde_json::to_string(transfer).map_err(decode_err)?)
-        .bind(format!("{:#x}", transfer.asset))
-        .bind(transfer.amount.to_string())
-        .bind(serde_json::to_value(transfer.kind).map_err(decode_err)?.as_str().unwrap_or_default().to_string())
-        .bind(transfer.channel.map(|c: B256| format!("{c:#x}")))
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+        let mut upsert = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) ",
+        );
+        upsert.push_values(&updates, |mut b, (key, kind, owner, asset, balance)| {
+            b.push_bind(key)
+                .push_bind(*kind)
+                .push_bind(owner)
+                .push_bind(asset)
+                .push_bind(balance);
+        });
+        upsert.push(" ON CONFLICT (key) DO UPDATE SET balance = excluded.balance");
+        upsert.build().execute(&mut **tx).await?;
     }
-    for channel in &batch.channels {
-        sqlx::query(
-            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(format!("{:#x}", channel.id))
-        .bind(format!("{:#x}", channel.payer))
-        .bind(format!("{:#x}", channel.payee))
-        .bind(channel.state.name())
-        .bind(serde_json::to_string(channel).map_err(decode_err)?)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+    // 3. Channels: the last state of each.
+    let channels = last_states(&batch.channels);
+    if !channels.is_empty() {
+        let mut rows = Vec::with_capacity(channels.len());
+        for channel in channels {
+            rows.push((
+                format!("{:#x}", channel.id),
+                format!("{:#x}", channel.payer),
+                format!("{:#x}", channel.payee),
+                channel.state.name(),
+                serde_json::to_string(channel).map_err(decode_err)?,
+            ));
+        }
+        let mut upsert = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms) ",
+        );
+        upsert.push_values(&rows, |mut b, (id, payer, payee, state, body)| {
+            b.push_bind(id)
+                .push_bind(payer)
+                .push_bind(payee)
+                .push_bind(*state)
+                .push_bind(body)
+                .push_bind(now_ms)
+                .push_bind(now_ms);
+        });
+        upsert.push(
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated_at_ms = excluded.updated_at_ms",
+        );
+        upsert.build().execute(&mut **tx).await?;
     }
     Ok(Ok(()))
+}
+
+/// Whether a group's batches may be checked as one: no transfer debits an
+/// account a user spends from (only the outside world, escrow and clearing,
+/// which the channel rules keep covered), so no batch can be funded by a
+/// later one.
+pub(crate) fn order_independent(batches: &[LedgerBatch]) -> bool {
+    batches.iter().flat_map(|b| &b.transfers).all(|t| {
+        matches!(
+            t.debit,
+            AccountRef::World { .. } | AccountRef::Escrow { .. } | AccountRef::Clearing { .. }
+        )
+    })
+}
+
+/// All batches of a group as one.
+pub(crate) fn merge(batches: &[LedgerBatch]) -> LedgerBatch {
+    LedgerBatch {
+        transfers: batches
+            .iter()
+            .flat_map(|b| b.transfers.iter().cloned())
+            .collect(),
+        channels: batches
+            .iter()
+            .flat_map(|b| b.channels.iter().cloned())
+            .collect(),
+    }
+}
+
+/// Rows per multi-row INSERT (SQLite allows 32766 bound values; 9 per row).
+pub(crate) const INSERT_CHUNK_ROWS: usize = 1000;
+
+/// A transfer as stored.
+pub(crate) struct TransferRow {
+    pub id: String,
+    pub debit: String,
+    pub credit: String,
+    pub body: String,
+    pub asset: String,
+    pub amount: String,
+    pub kind: String,
+    pub channel: Option<String>,
+}
+
+impl TransferRow {
+    pub fn new(transfer: &Transfer) -> Result<Self, sqlx::Error> {
+        Ok(TransferRow {
+            id: transfer.id.clone(),
+            debit: transfer.debit.key(),
+            credit: transfer.credit.key(),
+            body: serde_json::to_string(transfer).map_err(decode_err)?,
+            asset: format!("{:#x}", transfer.asset),
+            amount: transfer.amount.to_string(),
+            kind: serde_json::to_value(transfer.kind)
+                .map_err(decode_err)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            channel: transfer.channel.map(|c: B256| format!("{c:#x}")),
+        })
+    }
+}
+
+/// Net change per account of the transfers that were inserted (each id once).
+pub(crate) fn net_deltas(
+    transfers: &[Transfer],
+    inserted: &std::collections::HashSet<String>,
+) -> Result<Vec<(AccountRef, i128)>, sqlx::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let mut deltas: Vec<(AccountRef, i128)> = Vec::new();
+    let mut index: std::collections::HashMap<AccountRef, usize> = std::collections::HashMap::new();
+    for transfer in transfers {
+        if !inserted.contains(&transfer.id) || !seen.insert(transfer.id.as_str()) {
+            continue;
+        }
+        let amount = i128::try_from(transfer.amount.0).map_err(decode_err)?;
+        for (account, delta) in [(transfer.debit, -amount), (transfer.credit, amount)] {
+            let slot = *index.entry(account).or_insert_with(|| {
+                deltas.push((account, 0));
+                deltas.len() - 1
+            });
+            deltas[slot].1 = deltas[slot]
+                .1
+                .checked_add(delta)
+                .ok_or_else(|| decode_err("balance overflow"))?;
+        }
+    }
+    Ok(deltas)
+}
+
+/// The last state of each channel, in first-seen order.
+pub(crate) fn last_states(channels: &[Channel]) -> Vec<&Channel> {
+    let mut order: Vec<&Channel> = Vec::new();
+    for channel in channels {
+        match order.iter_mut().find(|c| c.id == channel.id) {
+            Some(slot) => *slot = channel,
+            None => order.push(channel),
+        }
+    }
+    order
 }

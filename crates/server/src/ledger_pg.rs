@@ -5,9 +5,12 @@
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
-use streamweave_ledger::{AccountRef, Address, B256, Channel, RevenuePolicy, Transfer};
+use streamweave_ledger::{AccountRef, Address, Channel, RevenuePolicy, Transfer};
 
-use crate::ledger_db::{LedgerBatch, Refusal, StoredTransfer, account_kind, decode_err};
+use crate::ledger_db::{
+    INSERT_CHUNK_ROWS, LedgerBatch, Refusal, StoredTransfer, TransferRow, account_kind, decode_err,
+    last_states, merge, net_deltas, order_independent,
+};
 use crate::ledger_store::LedgerStore;
 
 #[derive(Clone)]
@@ -68,6 +71,16 @@ impl LedgerStore for PgLedger {
         now_ms: i64,
     ) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        if batches.len() > 1 && order_independent(batches) {
+            let merged = merge(batches);
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            if apply_batch(&mut savepoint, &merged, now_ms).await?.is_ok() {
+                savepoint.commit().await?;
+                tx.commit().await?;
+                return Ok(vec![Ok(()); batches.len()]);
+            }
+            savepoint.rollback().await?;
+        }
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
@@ -339,78 +352,121 @@ async fn apply_batch(
     batch: &LedgerBatch,
     now_ms: i64,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
-    for transfer in &batch.transfers {
-        let exists = sqlx::query("SELECT 1 FROM ledger_transfers WHERE id = $1")
-            .bind(&transfer.id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if exists.is_some() {
-            continue; // a retry: already applied
+    use sqlx::QueryBuilder;
+    // 1. Insert the transfers; ids already present are retries and move nothing.
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in batch.transfers.chunks(INSERT_CHUNK_ROWS) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for transfer in chunk {
+            rows.push(TransferRow::new(transfer)?);
         }
-        let amount = i128::try_from(transfer.amount.0).map_err(decode_err)?;
-        for (account, delta) in [(transfer.debit, -amount), (transfer.credit, amount)] {
-            let key = account.key();
-            let (kind, owner, asset) = account_kind(&account);
-            sqlx::query(
-                "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES ($1, $2, $3, $4, 0) \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&key)
-            .bind(kind)
-            .bind(owner)
-            .bind(asset)
-            .execute(&mut **tx)
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO ledger_transfers (id, debit, credit, body, asset, amount, kind, channel, created_at_ms) ",
+        );
+        insert.push_values(&rows, |mut b, row| {
+            b.push_bind(&row.id)
+                .push_bind(&row.debit)
+                .push_bind(&row.credit)
+                .push_bind(&row.body)
+                .push_bind(&row.asset)
+                .push_bind(&row.amount)
+                .push_unseparated("::numeric")
+                .push_bind(&row.kind)
+                .push_bind(&row.channel)
+                .push_bind(now_ms);
+        });
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        for row in insert.build().fetch_all(&mut **tx).await? {
+            inserted.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    // 2. Net balance change per account, checked against the locked balances.
+    let deltas = net_deltas(&batch.transfers, &inserted)?;
+    if !deltas.is_empty() {
+        let mut create = QueryBuilder::<Postgres>::new(
+            "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) ",
+        );
+        let accounts: Vec<_> = deltas
+            .iter()
+            .map(|(a, _)| (a.key(), account_kind(a)))
+            .collect();
+        create.push_values(&accounts, |mut b, (key, (kind, owner, asset))| {
+            b.push_bind(key)
+                .push_bind(*kind)
+                .push_bind(owner)
+                .push_bind(asset)
+                .push("0");
+        });
+        create.push(" ON CONFLICT (key) DO NOTHING");
+        create.build().execute(&mut **tx).await?;
+        // Lock in key order so concurrent nodes cannot deadlock.
+        let mut keys: Vec<String> = accounts.iter().map(|(key, _)| key.clone()).collect();
+        keys.sort();
+        let rows = sqlx::query("SELECT key, balance::text AS balance FROM ledger_accounts WHERE key = ANY($1) ORDER BY key FOR UPDATE")
+            .bind(&keys)
+            .fetch_all(&mut **tx)
             .await?;
-            let current: i128 = sqlx::query(
-                "SELECT balance::text AS balance FROM ledger_accounts WHERE key = $1 FOR UPDATE",
-            )
-            .bind(&key)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get::<&str, _>("balance")?
-            .parse()
-            .map_err(decode_err)?;
+        let mut current = std::collections::HashMap::new();
+        for row in rows {
+            current.insert(
+                row.try_get::<String, _>("key")?,
+                row.try_get::<&str, _>("balance")?
+                    .parse::<i128>()
+                    .map_err(decode_err)?,
+            );
+        }
+        let mut updates = Vec::with_capacity(deltas.len());
+        for (account, delta) in &deltas {
+            let key = account.key();
             let next = current
-                .checked_add(delta)
+                .get(&key)
+                .copied()
+                .unwrap_or(0)
+                .checked_add(*delta)
                 .ok_or_else(|| decode_err("balance overflow"))?;
             if next < 0 && !account.may_go_negative() {
                 return Ok(Err(Refusal::Insufficient(key)));
             }
-            sqlx::query("UPDATE ledger_accounts SET balance = $2::numeric WHERE key = $1")
-                .bind(&key)
-                .bind(next.to_string())
-                .execute(&mut **tx)
-                .await?;
+            updates.push((key, next.to_string()));
         }
-        sqlx::query(
-            "INSERT INTO ledger_transfers (id, debit, credit, body, asset, amount, kind, channel, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, $9)",
-        )
-        .bind(&transfer.id)
-        .bind(transfer.debit.key())
-        .bind(transfer.credit.key())
-        .bind(serde_json::to_string(transfer).map_err(decode_err)?)
-        .bind(format!("{:#x}", transfer.asset))
-        .bind(transfer.amount.to_string())
-        .bind(serde_json::to_value(transfer.kind).map_err(decode_err)?.as_str().unwrap_or_default().to_string())
-        .bind(transfer.channel.map(|c: B256| format!("{c:#x}")))
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+        let mut update = QueryBuilder::<Postgres>::new(
+            "UPDATE ledger_accounts AS a SET balance = v.balance::numeric FROM (",
+        );
+        update.push_values(&updates, |mut b, (key, balance)| {
+            b.push_bind(key).push_bind(balance);
+        });
+        update.push(") AS v (key, balance) WHERE a.key = v.key");
+        update.build().execute(&mut **tx).await?;
     }
-    for channel in &batch.channels {
-        sqlx::query(
-            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(format!("{:#x}", channel.id))
-        .bind(format!("{:#x}", channel.payer))
-        .bind(format!("{:#x}", channel.payee))
-        .bind(channel.state.name())
-        .bind(serde_json::to_string(channel).map_err(decode_err)?)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+    // 3. Channels: the last state of each.
+    let channels = last_states(&batch.channels);
+    if !channels.is_empty() {
+        let mut rows = Vec::with_capacity(channels.len());
+        for channel in channels {
+            rows.push((
+                format!("{:#x}", channel.id),
+                format!("{:#x}", channel.payer),
+                format!("{:#x}", channel.payee),
+                channel.state.name(),
+                serde_json::to_string(channel).map_err(decode_err)?,
+            ));
+        }
+        let mut upsert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms) ",
+        );
+        upsert.push_values(&rows, |mut b, (id, payer, payee, state, body)| {
+            b.push_bind(id)
+                .push_bind(payer)
+                .push_bind(payee)
+                .push_bind(*state)
+                .push_bind(body)
+                .push_bind(now_ms)
+                .push_bind(now_ms);
+        });
+        upsert.push(
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, updated_at_ms = excluded.updated_at_ms",
+        );
+        upsert.build().execute(&mut **tx).await?;
     }
     Ok(Ok(()))
 }

@@ -286,6 +286,47 @@ mod suite {
             -610
         );
 
+        // A group that cannot depend on its order commits as one; a repeated id moves money once.
+        let group = [
+            LedgerBatch {
+                transfers: vec![deposit("d4", alice, 1)],
+                channels: vec![],
+            },
+            LedgerBatch {
+                transfers: vec![deposit("d4", alice, 1)],
+                channels: vec![],
+            },
+            LedgerBatch {
+                transfers: vec![deposit("d5", bob, 2), deposit("d6", bob, 3)],
+                channels: vec![],
+            },
+        ];
+        assert_eq!(
+            store.commit(&group, 4).await.expect("commit"),
+            vec![Ok(()); 3]
+        );
+        assert_eq!(
+            store.balance(&available(alice)).await.expect("balance"),
+            601
+        );
+        assert_eq!(store.balance(&available(bob)).await.expect("balance"), 15);
+        let d2_again = LedgerBatch {
+            transfers: vec![deposit("d2", bob, 10)],
+            channels: vec![],
+        };
+        assert_eq!(
+            store
+                .commit(&[d2_again.clone(), d2_again], 4)
+                .await
+                .expect("commit"),
+            vec![Ok(()); 2]
+        );
+        assert_eq!(
+            store.balance(&available(bob)).await.expect("balance"),
+            15,
+            "retries of a committed id"
+        );
+
         // Channels are saved whole and read back.
         let key = streamweave_ledger::SigningKey::from_bytes(&[5; 32]).expect("key");
         let (channel, opened) = streamweave_ledger::Channel::open(
@@ -321,6 +362,7 @@ mod suite {
         assert_eq!(history.len(), 2);
         assert!(history[0].seq > history[1].seq);
         assert_eq!(history[0].transfer.kind, TransferKind::ChannelOpen);
+        assert_eq!(history[1].transfer.id, "d4");
         let older = store
             .transfers_of(alice, Some(history[1].seq), 10)
             .await
@@ -330,7 +372,7 @@ mod suite {
                 .iter()
                 .map(|t| t.transfer.id.as_str())
                 .collect::<Vec<_>>(),
-            ["d1"]
+            ["w2", "d1"]
         );
 
         // Stored balances are exactly what the transfers say.
