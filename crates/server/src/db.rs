@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::model::{RenditionRecord, SegmentRecord, StreamRecord, StreamState};
+use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState};
 
 /// Opens (creating if needed) the database under `data_dir` and migrates it.
 pub async fn open(data_dir: &Path) -> anyhow::Result<SqlitePool> {
@@ -44,13 +44,32 @@ fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::
         started_at_ms: row.try_get("started_at_ms")?,
         ended_at_ms: row.try_get("ended_at_ms")?,
         end_error: row.try_get("end_error")?,
+        access: match row.try_get::<&str, _>("access")? {
+            "per_second" => AccessMode::PerSecond,
+            _ => AccessMode::Free,
+        },
+        price: match (
+            row.try_get::<Option<String>, _>("price_amount")?,
+            row.try_get::<Option<i64>, _>("price_period_seconds")?,
+        ) {
+            (Some(amount), Some(period)) => Some(streamweave_ledger::Price {
+                amount: amount
+                    .parse()
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                period_seconds: u32::try_from(period)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            }),
+            _ => None,
+        },
+        preview_seconds: u32::try_from(row.try_get::<i64, _>("preview_seconds")?).unwrap_or(0),
     })
 }
 
 /// The columns `stream_from_row` reads (a macro, so queries stay static strings).
 macro_rules! stream_columns {
     () => {
-        "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error"
+        "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
+         access, price_amount, price_period_seconds, preview_seconds"
     };
 }
 
@@ -73,8 +92,8 @@ impl Db {
 
     pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms, access, price_amount, \
+             price_period_seconds, preview_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&stream.id)
         .bind(&stream.title)
@@ -82,6 +101,27 @@ impl Db {
         .bind(&stream.owner)
         .bind(stream.state.as_str())
         .bind(stream.created_at_ms)
+        .bind(stream.access.as_str())
+        .bind(stream.price.map(|p| p.amount.to_string()))
+        .bind(stream.price.map(|p| i64::from(p.period_seconds)))
+        .bind(i64::from(stream.preview_seconds))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Saves what `PATCH /api/v1/streams/{id}` may change.
+    pub async fn update_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE streams SET title = ?, access = ?, price_amount = ?, price_period_seconds = ?, \
+             preview_seconds = ? WHERE id = ?",
+        )
+        .bind(&stream.title)
+        .bind(stream.access.as_str())
+        .bind(stream.price.map(|p| p.amount.to_string()))
+        .bind(stream.price.map(|p| i64::from(p.period_seconds)))
+        .bind(i64::from(stream.preview_seconds))
+        .bind(&stream.id)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -33,6 +33,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         started_at_ms: None,
         ended_at_ms: None,
         end_error: None,
+        access: crate::model::AccessMode::Free,
+        price: None,
+        preview_seconds: 0,
     };
     state
         .db

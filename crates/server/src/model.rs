@@ -46,6 +46,30 @@ pub struct StreamRecord {
     pub started_at_ms: Option<i64>,
     pub ended_at_ms: Option<i64>,
     pub end_error: Option<String>,
+    pub access: AccessMode,
+    /// Set for `per_second` streams.
+    pub price: Option<streamweave_ledger::Price>,
+    /// Free seconds before a paid stream charges.
+    pub preview_seconds: u32,
+}
+
+/// How a stream is paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessMode {
+    /// Anyone watches.
+    Free,
+    /// Viewers pay by the second through a session.
+    PerSecond,
+}
+
+impl AccessMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::Free => "free",
+            AccessMode::PerSecond => "per_second",
+        }
+    }
 }
 
 /// One rendition of a stream's ladder.

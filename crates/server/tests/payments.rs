@@ -423,6 +423,78 @@ async fn scenario(database: Option<String>) {
     assert_eq!(status, 200);
     assert_ne!(rotated["stream_key"], key["stream_key"]);
 
+    // Prices: a paid stream pays its owner, shows its price to anyone, and only its owner changes it.
+    let paid = json!({"title": "paid", "access": "per_second", "price": {"amount": "50000", "period_seconds": 60}, "preview_seconds": 10});
+    let (status, body) = call(
+        Method::POST,
+        &server,
+        "/api/v1/streams",
+        Some(common::ADMIN_TOKEN),
+        Some(paid.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (400, Some("/problems/bad-request")),
+        "the operator token has no wallet to be paid"
+    );
+    let (status, created) = call(
+        Method::POST,
+        &server,
+        "/api/v1/streams",
+        Some(&creator_token),
+        Some(paid),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let paid_id = created["id"].as_str().expect("id");
+    let (_, public) = call(
+        Method::GET,
+        &server,
+        &format!("/api/v1/streams/{paid_id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(public["access"], "per_second");
+    assert_eq!(
+        public["price"],
+        json!({"amount": "50000", "period_seconds": 60})
+    );
+    assert_eq!(public["preview_seconds"], 10);
+    assert_eq!(public["owner"], format!("{:#x}", creator.address()));
+    assert!(public.get("stream_key").is_none(), "the key is not public");
+    let (status, _) = call(
+        Method::PATCH,
+        &server,
+        &format!("/api/v1/streams/{paid_id}"),
+        Some(&stranger_token),
+        Some(json!({"title": "mine now"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = call(
+        Method::PATCH,
+        &server,
+        &format!("/api/v1/streams/{paid_id}"),
+        Some(&creator_token),
+        Some(json!({"price": {"amount": "0", "period_seconds": 60}})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        Method::PATCH,
+        &server,
+        &format!("/api/v1/streams/{paid_id}"),
+        Some(&creator_token),
+        Some(json!({"price": {"amount": "1", "period_seconds": 1}})),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["price"]),
+        (200, &json!({"amount": "1", "period_seconds": 1}))
+    );
+
     // Close, let the settle window pass: the rest returns, leftover units are released.
     let (status, closing) = call(
         Method::POST,

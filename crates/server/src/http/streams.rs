@@ -12,12 +12,12 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, ApiJson, Problem};
-use crate::model::{RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
+use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_stream, list_streams))
-        .routes(routes!(get_stream))
+        .routes(routes!(get_stream, update_stream))
         .routes(routes!(list_segments))
         .routes(routes!(stream_key))
         .routes(routes!(rotate_stream_key))
@@ -32,6 +32,100 @@ const MAX_TITLE_CHARS: usize = 200;
 pub struct CreateStream {
     /// 1 to 200 characters.
     pub title: String,
+    /// `free` (default) or `per_second` (needs `price` and a signed-in creator).
+    pub access: Option<AccessMode>,
+    pub price: Option<PriceBody>,
+    /// Free seconds before a paid stream charges (default 0).
+    pub preview_seconds: Option<u32>,
+}
+
+/// A price: `amount` base units per `period_seconds`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    /// Base units, decimal string.
+    pub amount: String,
+    /// 1 to 31536000.
+    pub period_seconds: u32,
+}
+
+/// Body of `PATCH /api/v1/streams/{id}`: what is present changes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStream {
+    pub title: Option<String>,
+    pub access: Option<AccessMode>,
+    pub price: Option<PriceBody>,
+    pub preview_seconds: Option<u32>,
+}
+
+fn parse_price(body: &PriceBody) -> Result<streamweave_ledger::Price, ApiError> {
+    let amount: streamweave_ledger::Amount = body
+        .amount
+        .parse()
+        .map_err(|err| ApiError::bad_request(format!("price.amount: {err}")))?;
+    if amount.is_zero() {
+        return Err(ApiError::bad_request("price.amount must be positive"));
+    }
+    if !(1..=31_536_000).contains(&body.period_seconds) {
+        return Err(ApiError::bad_request(
+            "price.period_seconds must be between 1 and 31536000",
+        ));
+    }
+    Ok(streamweave_ledger::Price {
+        amount,
+        period_seconds: body.period_seconds,
+    })
+}
+
+/// Applies access settings, checking that a paid stream has a price and an owner to pay.
+fn apply_access(
+    stream: &mut StreamRecord,
+    access: Option<AccessMode>,
+    price: Option<&PriceBody>,
+    preview_seconds: Option<u32>,
+) -> Result<(), ApiError> {
+    if let Some(price) = price {
+        stream.price = Some(parse_price(price)?);
+    }
+    if let Some(access) = access {
+        stream.access = access;
+    }
+    if let Some(preview) = preview_seconds {
+        if preview > 86_400 {
+            return Err(ApiError::bad_request(
+                "preview_seconds must be at most 86400",
+            ));
+        }
+        stream.preview_seconds = preview;
+    }
+    if stream.access == AccessMode::PerSecond {
+        if stream.price.is_none() {
+            return Err(ApiError::bad_request("a per_second stream needs a price"));
+        }
+        if stream.owner.is_none() {
+            return Err(ApiError::bad_request(
+                "a per_second stream pays its owner: create it signed in with the creator's wallet",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_title(title: &str) -> Result<String, ApiError> {
+    let title = title.trim().to_string();
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "title must have 1 to {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "title must not contain control characters",
+        ));
+    }
+    Ok(title)
 }
 
 /// A stream as anyone may see it.
@@ -40,6 +134,12 @@ pub struct StreamView {
     pub id: String,
     pub title: String,
     pub state: StreamState,
+    /// The creator's address, when a signed-in creator made the stream.
+    pub owner: Option<String>,
+    pub access: AccessMode,
+    /// For `per_second` streams.
+    pub price: Option<PriceBody>,
+    pub preview_seconds: u32,
     /// Master playlist, relative to the server.
     pub playback_url: String,
     /// RFC 3339.
@@ -76,6 +176,13 @@ fn view(stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
         id: stream.id.clone(),
         title: stream.title.clone(),
         state: stream.state,
+        owner: stream.owner.clone(),
+        access: stream.access,
+        price: stream.price.map(|p| PriceBody {
+            amount: p.amount.to_string(),
+            period_seconds: p.period_seconds,
+        }),
+        preview_seconds: stream.preview_seconds,
         playback_url: format!("/live/{}/master.m3u8", stream.id),
         created_at: rfc3339(stream.created_at_ms),
         started_at: stream.started_at_ms.map(rfc3339),
@@ -132,7 +239,7 @@ async fn create_stream(
             "title must not contain control characters",
         ));
     }
-    let record = StreamRecord {
+    let mut record = StreamRecord {
         id: random_token(12),
         title,
         stream_key: format!("sk_{}", random_token(32)),
@@ -142,7 +249,16 @@ async fn create_stream(
         started_at_ms: None,
         ended_at_ms: None,
         end_error: None,
+        access: AccessMode::Free,
+        price: None,
+        preview_seconds: 0,
     };
+    apply_access(
+        &mut record,
+        body.access,
+        body.price.as_ref(),
+        body.preview_seconds,
+    )?;
     state.db.insert_stream(&record).await?;
     tracing::info!(stream = %record.id, "stream created");
     Ok((
@@ -321,4 +437,40 @@ async fn rotate_stream_key(
         stream_key,
         rtmp_url: state.settings.public_rtmp_url.clone(),
     }))
+}
+
+/// Change a stream's title, access mode, price or preview (owner and admins).
+/// A price change applies to sessions started after it.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/streams/{id}",
+    tag = "streams",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Stream id")),
+    request_body = UpdateStream,
+    responses(
+        (status = 200, body = StreamView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such stream, or not yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn update_stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateStream>,
+) -> Result<Json<StreamView>, ApiError> {
+    let mut stream = owned_stream(&state, &caller, &id).await?;
+    if let Some(title) = &body.title {
+        stream.title = validate_title(title)?;
+    }
+    apply_access(
+        &mut stream,
+        body.access,
+        body.price.as_ref(),
+        body.preview_seconds,
+    )?;
+    state.db.update_stream(&stream).await?;
+    let renditions = state.db.renditions(&stream.id).await?;
+    Ok(Json(view(&stream, renditions)))
 }
