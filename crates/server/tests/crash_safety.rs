@@ -8,41 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, hex, sign_in};
 use serde_json::{Value, json};
-use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey, personal_sign_digest};
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::from("0x"), |mut out, b| {
-        out.push_str(&format!("{b:02x}"));
-        out
-    })
-}
-
-async fn sign_in(server: &Server, key: &SigningKey) -> String {
-    let client = reqwest::Client::new();
-    let challenge: Value = client
-        .post(server.url("/api/v1/auth/challenge"))
-        .json(&json!({ "address": format!("{:#x}", key.address()) }))
-        .send()
-        .await
-        .expect("challenge")
-        .json()
-        .await
-        .expect("json");
-    let message = challenge["message"].as_str().expect("message");
-    let signature = key.sign_digest(personal_sign_digest(message.as_bytes()));
-    let login: Value = client
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({ "message": message, "signature": hex(&signature) }))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    login["token"].as_str().expect("token").to_string()
-}
+use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey};
 
 const CHANNELS: u8 = 6;
 

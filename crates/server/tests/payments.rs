@@ -8,50 +8,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, hex, sign_in};
 use serde_json::{Value, json};
 use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey, personal_sign_digest};
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::from("0x");
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
-async fn sign_in(server: &Server, key: &SigningKey) -> String {
-    let client = reqwest::Client::new();
-    let challenge: Value = client
-        .post(server.url("/api/v1/auth/challenge"))
-        .json(&json!({ "address": key.address().to_checksum(None) }))
-        .send()
-        .await
-        .expect("challenge")
-        .json()
-        .await
-        .expect("json");
-    let message = challenge["message"].as_str().expect("message");
-    let signature = key.sign_digest(personal_sign_digest(message.as_bytes()));
-    let response = client
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({ "message": message, "signature": hex(&signature) }))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["address"], format!("{:#x}", key.address()));
-    // The same challenge cannot be used twice.
-    let again = client
-        .post(server.url("/api/v1/auth/login"))
-        .json(&json!({ "message": message, "signature": hex(&signature) }))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(again.status(), 401);
-    body["token"].as_str().expect("token").to_string()
-}
 
 async fn call(
     method: reqwest::Method,

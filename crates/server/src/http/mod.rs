@@ -66,16 +66,20 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole router, and the OpenAPI document generated from the same routes.
-pub fn router(state: AppState) -> Router {
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every documented route: the router and the OpenAPI document come from here.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(streams::routes())
         .merge(playback::routes())
         .merge(ipfs::routes())
         .merge(auth::routes())
         .merge(payments::routes())
         .merge(accounts::routes())
-        .split_for_parts();
+}
+
+/// The whole router, and the OpenAPI document generated from the same routes.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api_routes().split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
     api.route(
         "/api/openapi.json",
@@ -99,15 +103,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document, for tools and tests.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, openapi) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .merge(streams::routes())
-        .merge(playback::routes())
-        .merge(ipfs::routes())
-        .merge(auth::routes())
-        .merge(payments::routes())
-        .merge(accounts::routes())
-        .split_for_parts();
-    openapi
+    api_routes().split_for_parts().1
 }
 
 pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {

@@ -197,3 +197,46 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// 0x-hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::from("0x"), |mut out, b| {
+        out.push_str(&format!("{b:02x}"));
+        out
+    })
+}
+
+/// Signs in with SIWE as `key`; answers the bearer token. Also checks that
+/// the same signed challenge cannot be used twice.
+pub async fn sign_in(server: &Server, key: &streamweave_ledger::SigningKey) -> String {
+    let client = reqwest::Client::new();
+    let challenge: serde_json::Value = client
+        .post(server.url("/api/v1/auth/challenge"))
+        .json(&serde_json::json!({ "address": key.address().to_checksum(None) }))
+        .send()
+        .await
+        .expect("challenge")
+        .json()
+        .await
+        .expect("json");
+    let message = challenge["message"].as_str().expect("message");
+    let signature = key.sign_digest(streamweave_ledger::personal_sign_digest(message.as_bytes()));
+    let body = serde_json::json!({ "message": message, "signature": hex(&signature) });
+    let response = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&body)
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), 200);
+    let login: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(login["address"], format!("{:#x}", key.address()));
+    let again = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&body)
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(again.status(), 401, "a challenge is single use");
+    login["token"].as_str().expect("token").to_string()
+}
