@@ -71,6 +71,9 @@ pub struct Meter {
     pub max_spend: Option<Amount>,
     /// How far ahead of the granted time vouchers are accepted.
     pub prepay_ms: u64,
+    /// Media time at the start that costs nothing (the free preview).
+    #[serde(default)]
+    pub free_ms: u64,
 }
 
 impl Meter {
@@ -83,7 +86,21 @@ impl Meter {
             granted: BTreeSet::new(),
             max_spend,
             prepay_ms,
+            free_ms: 0,
         }
+    }
+
+    /// With the first `free_ms` of media free (a stream's preview).
+    pub fn with_preview(mut self, free_ms: u64) -> Self {
+        self.free_ms = free_ms;
+        self
+    }
+
+    /// What `media_ms` of granted time costs, net of the preview.
+    fn owed(&self, media_ms: u64) -> Amount {
+        self.price
+            .owed(media_ms.saturating_sub(self.free_ms))
+            .unwrap_or(Amount(u128::MAX))
     }
 
     /// What the session has been charged so far (beyond `base`).
@@ -103,7 +120,7 @@ impl Meter {
             };
         }
         let after_ms = self.granted_ms.saturating_add(u64::from(duration_ms));
-        let owed = self.price.owed(after_ms).unwrap_or(Amount(u128::MAX));
+        let owed = self.owed(after_ms);
         let required = self.base.checked_add(owed).unwrap_or(Amount(u128::MAX));
         if let Some(cap) = self.max_spend
             && owed > cap
@@ -216,6 +233,29 @@ mod tests {
             }
         );
         assert_eq!(meter.spent(), Amount(3334));
+    }
+
+    #[test]
+    fn the_preview_is_free() {
+        let mut meter = Meter::new(PER_MINUTE, Amount(0), None, 4000).with_preview(4000);
+        assert_eq!(
+            meter.decide(0, 2000, Amount(0)),
+            GateDecision::Serve {
+                newly_granted: true
+            }
+        );
+        assert_eq!(
+            meter.decide(1, 2000, Amount(0)),
+            GateDecision::Serve {
+                newly_granted: true
+            }
+        );
+        assert_eq!(
+            meter.decide(2, 2000, Amount(0)),
+            GateDecision::PaymentRequired {
+                required: Amount(1667)
+            }
+        );
     }
 
     #[test]

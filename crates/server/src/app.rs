@@ -147,6 +147,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         cache,
         ledger,
         payments,
+        sessions: Arc::new(crate::sessions::Sessions::default()),
     };
     let router = http::router(state.clone());
     info!(

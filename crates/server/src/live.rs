@@ -117,7 +117,8 @@ impl LiveHub {
         );
         config.niceness = self.transcode_niceness;
         tokio::spawn(run_pipeline(config, input_rx, events_tx));
-        tokio::spawn(self.clone().store_events(stream.id, events_rx));
+        let paid = stream.access == crate::model::AccessMode::PerSecond;
+        tokio::spawn(self.clone().store_events(stream.id, paid, events_rx));
         PublishDecision::Accept(input_tx)
     }
 
@@ -125,6 +126,7 @@ impl LiveHub {
     async fn store_events(
         self: Arc<Self>,
         stream_id: String,
+        paid: bool,
         mut events: mpsc::Receiver<PipelineEvent>,
     ) {
         let mut live = false;
@@ -149,7 +151,7 @@ impl LiveHub {
                     {
                         Ok(true) => {
                             live = true;
-                            self.index.set_live(&stream_id, records);
+                            self.index.set_live(&stream_id, paid, records);
                             info!(stream = %stream_id, "live");
                             Ok(())
                         }

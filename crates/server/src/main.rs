@@ -13,6 +13,7 @@ mod live;
 mod media_index;
 mod model;
 mod payments;
+mod sessions;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

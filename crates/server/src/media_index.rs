@@ -30,15 +30,18 @@ pub struct RenditionMedia {
 #[derive(Debug)]
 pub struct StreamMedia {
     pub state: StreamState,
+    /// Segments need a paying session (a `per_second` stream).
+    pub paid: bool,
     pub renditions: Vec<RenditionMedia>,
     /// Rendered playlists by name, until the media changes.
     rendered: Mutex<HashMap<String, Bytes>>,
 }
 
 impl StreamMedia {
-    fn new(state: StreamState, renditions: Vec<RenditionMedia>) -> Self {
+    fn new(state: StreamState, paid: bool, renditions: Vec<RenditionMedia>) -> Self {
         StreamMedia {
             state,
+            paid,
             renditions,
             rendered: Mutex::new(HashMap::new()),
         }
@@ -132,6 +135,7 @@ impl MediaIndex {
         let segments = self.db.segments(stream_id).await?;
         let mut media = StreamMedia::new(
             stream.state,
+            stream.access == crate::model::AccessMode::PerSecond,
             renditions
                 .into_iter()
                 .map(|info| {
@@ -173,9 +177,10 @@ impl MediaIndex {
     }
 
     /// A stream went live with this ladder.
-    pub fn set_live(&self, stream_id: &str, renditions: Vec<RenditionRecord>) {
+    pub fn set_live(&self, stream_id: &str, paid: bool, renditions: Vec<RenditionRecord>) {
         let media = StreamMedia::new(
             StreamState::Live,
+            paid,
             renditions
                 .into_iter()
                 .map(|info| RenditionMedia {
@@ -217,6 +222,11 @@ impl MediaIndex {
                 });
             }
         });
+    }
+
+    /// A stream's access mode changed.
+    pub fn set_paid(&self, stream_id: &str, paid: bool) {
+        self.with_resident(stream_id, |media| media.paid = paid);
     }
 
     pub fn set_ended(&self, stream_id: &str) {

@@ -7,6 +7,7 @@ mod payments;
 mod playback;
 pub mod problem;
 mod ranges;
+mod sessions;
 mod streams;
 mod web;
 
@@ -41,6 +42,7 @@ pub struct AppState {
     pub cache: Arc<FileCache>,
     pub ledger: LedgerDb,
     pub payments: Payments,
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 #[derive(OpenApi)]
@@ -75,6 +77,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(auth::routes())
         .merge(payments::routes())
         .merge(accounts::routes())
+        .merge(sessions::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.
@@ -145,6 +148,8 @@ mod tests {
             "/api/v1/auth/challenge",
             "/api/v1/channels/{id}/vouchers",
             "/api/v1/accounts/{address}/transfers",
+            "/api/v1/streams/{id}/sessions",
+            "/play/{session}/{rendition}/{file}",
         ] {
             assert!(
                 doc.paths.paths.contains_key(path),

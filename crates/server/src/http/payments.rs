@@ -384,6 +384,7 @@ async fn submit_voucher(
             streamweave_ledger::SignatureError::Malformed,
         ))
     })?;
+    super::sessions::check_prepay_window(&state, &channel.id, amount)?;
     // Recovery is the expensive part: done here, in parallel, before the engine.
     let verified = channel
         .verify_voucher(amount, &signature)

@@ -2,7 +2,7 @@
 //! playlist, per-rendition media playlists, init files and segments.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use streamweave_media::playlist::{self, MasterEntry, MediaPlaylistSpec, PlaylistSegment};
@@ -24,7 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 
-fn playlist_response(body: Bytes) -> Response {
+pub fn playlist_response(body: Bytes) -> Response {
     (
         [
             (
@@ -38,7 +38,7 @@ fn playlist_response(body: Bytes) -> Response {
         .into_response()
 }
 
-async fn stream_media(state: &AppState, id: &str) -> Result<SharedMedia, ApiError> {
+pub async fn stream_media(state: &AppState, id: &str) -> Result<SharedMedia, ApiError> {
     if !is_stream_id(id) {
         return Err(ApiError::not_found("no such stream"));
     }
@@ -121,11 +121,24 @@ async fn rendition_file(
     Path((id, rendition, file)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let media = stream_media(&state, &id).await?;
-    let request = parse_file_name(&file)?;
+    rendition_response(&state, &id, &rendition, &file, &headers, None).await
+}
+
+/// Serves a rendition's file; segments of paid streams pass `gate` (a
+/// session's), or answer 402 without one.
+pub async fn rendition_response(
+    state: &AppState,
+    id: &str,
+    rendition: &str,
+    file: &str,
+    headers: &HeaderMap,
+    gate: Option<&(dyn Fn(u64, u32) -> Result<(), ApiError> + Sync)>,
+) -> Result<Response, ApiError> {
+    let media = stream_media(state, id).await?;
+    let request = parse_file_name(file)?;
     let (cid, content_type) = {
         let media = read_lock!(media);
-        let Some(found) = media.rendition(&rendition) else {
+        let Some(found) = media.rendition(rendition) else {
             return Err(ApiError::not_found("no such rendition"));
         };
         let content_type = if found.info.height.is_some() {
@@ -136,7 +149,7 @@ async fn rendition_file(
         match request {
             FileRequest::Playlist => {
                 let body =
-                    media.playlist(&rendition, |media| render_media(media, &rendition, &state))?;
+                    media.playlist(rendition, |media| render_media(media, rendition, state))?;
                 return Ok(playlist_response(body));
             }
 
@@ -146,20 +159,32 @@ async fn rendition_file(
                     .ok_or_else(|| ApiError::not_found("no init file yet"))?,
                 content_type,
             ),
-            FileRequest::Segment(sequence) => (
-                usize::try_from(sequence)
+            FileRequest::Segment(sequence) => {
+                let segment = usize::try_from(sequence)
                     .ok()
                     .and_then(|i| found.segments.get(i))
-                    .map(|s| s.cid)
-                    .ok_or_else(|| ApiError::not_found("no such segment"))?,
-                content_type,
-            ),
+                    .ok_or_else(|| ApiError::not_found("no such segment"))?;
+                if media.paid {
+                    match gate {
+                        Some(gate) => gate(sequence, segment.duration_ms)?,
+                        None => {
+                            return Err(ApiError::custom(
+                                StatusCode::PAYMENT_REQUIRED,
+                                "session-required",
+                                "Payment required",
+                                "this stream is paid by the second: start a session (POST /api/v1/streams/{id}/sessions) and play its playback_url",
+                            ));
+                        }
+                    }
+                }
+                (segment.cid, content_type)
+            }
         }
     };
-    let bytes = load_file(&state, cid)
+    let bytes = load_file(state, cid)
         .await?
         .ok_or_else(|| ApiError::not_found("segment bytes missing from the blockstore"))?;
-    Ok(immutable_file(&headers, &cid, content_type, bytes))
+    Ok(immutable_file(headers, &cid, content_type, bytes))
 }
 
 fn render_media(

@@ -20,6 +20,10 @@ pub struct Problem {
     /// What went wrong this time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Members specific to the kind (a 402 names the amount to pay).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The kinds of errors, each with its status and stable type.
@@ -92,6 +96,7 @@ impl ProblemKind {
 pub struct ApiError {
     pub kind: ProblemKind,
     pub detail: Option<String>,
+    pub extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -99,6 +104,7 @@ impl ApiError {
         ApiError {
             kind,
             detail: Some(detail.into()),
+            extensions: None,
         }
     }
 
@@ -108,6 +114,14 @@ impl ApiError {
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(ProblemKind::BadRequest, detail)
+    }
+
+    /// Adds problem members (`{"required_amount": ...}`).
+    pub fn with(mut self, extensions: serde_json::Value) -> Self {
+        if let serde_json::Value::Object(map) = extensions {
+            self.extensions = Some(map);
+        }
+        self
     }
 
     /// A domain error: `type` is `/problems/{slug}`.
@@ -134,6 +148,7 @@ impl From<anyhow::Error> for ApiError {
         ApiError {
             kind: ProblemKind::Internal,
             detail: None,
+            extensions: None,
         }
     }
 }
@@ -163,6 +178,7 @@ impl IntoResponse for ApiError {
             title,
             status: status.as_u16(),
             detail: self.detail,
+            extensions: self.extensions,
         };
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().insert(

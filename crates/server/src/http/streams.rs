@@ -471,6 +471,9 @@ async fn update_stream(
         body.preview_seconds,
     )?;
     state.db.update_stream(&stream).await?;
+    state
+        .index
+        .set_paid(&stream.id, stream.access == AccessMode::PerSecond);
     let renditions = state.db.renditions(&stream.id).await?;
     Ok(Json(view(&stream, renditions)))
 }

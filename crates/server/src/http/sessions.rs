@@ -1,0 +1,303 @@
+//! Pay as you watch: sessions on paid streams and their playback under
+//! `/play/{session}/...` (spec "Metering"), gated segment by segment.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use streamweave_ledger::{Amount, B256, ChannelState, GateDecision, Meter};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::auth::Caller;
+use super::playback::{master_for, playlist_response, rendition_response, stream_media};
+use super::problem::{ApiError, ApiJson, Problem};
+use super::streams::PriceBody;
+use crate::media_index::read_lock;
+use crate::model::{AccessMode, now_ms};
+use crate::sessions::Session;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_session))
+        .routes(routes!(end_session))
+        .routes(routes!(session_master))
+        .routes(routes!(session_file))
+}
+
+/// Segments of prepayment accepted ahead of playback.
+const PREPAY_SEGMENTS: u64 = 2;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartSession {
+    /// A channel of the caller's, open, paying this stream's creator.
+    pub channel_id: String,
+    /// Most this session may spend (base units).
+    pub max_spend: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    /// `/play/{id}/master.m3u8`: any HLS client plays it while another component pays.
+    pub playback_url: String,
+    pub price: PriceBody,
+    pub preview_seconds: u32,
+    pub channel_id: String,
+    /// The channel's redeemed amount when the session began: what it owes counts from here.
+    #[schema(value_type = String)]
+    pub paid_from: Amount,
+}
+
+fn session_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Start watching a paid stream through a channel.
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams/{id}/sessions",
+    tag = "playback",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Stream id")),
+    request_body = StartSession,
+    responses(
+        (status = 201, body = SessionView),
+        (status = 400, description = "Free stream, or a channel that cannot pay it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such stream or channel", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn start_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StartSession>,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    let viewer = caller.account()?;
+    let stream = state
+        .db
+        .stream(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such stream"))?;
+    let (AccessMode::PerSecond, Some(price), Some(owner)) =
+        (stream.access, stream.price, stream.owner.as_deref())
+    else {
+        return Err(ApiError::bad_request(
+            "this stream is free: play its playback_url, no session needed",
+        ));
+    };
+    let channel_id: B256 = body
+        .channel_id
+        .parse()
+        .map_err(|_| ApiError::not_found("no such channel"))?;
+    let channel = state
+        .payments
+        .channel(&channel_id)
+        .filter(|c| c.payer == viewer)
+        .ok_or_else(|| ApiError::not_found("no such channel"))?;
+    if format!("{:#x}", channel.payee) != owner {
+        return Err(ApiError::bad_request(
+            "this channel pays someone else, not this stream's creator",
+        ));
+    }
+    let now = now_ms();
+    if channel.state != ChannelState::Open
+        || u64::try_from(now).unwrap_or(0) >= channel.expires_at_ms
+    {
+        return Err(ApiError::bad_request("the channel is not open"));
+    }
+    let max_spend = match body.max_spend.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<Amount>()
+                .map_err(|err| ApiError::bad_request(format!("max_spend: {err}")))?,
+        ),
+    };
+    let segment_ms = u64::from(state.settings.segment_duration_ms);
+    let meter = Meter::new(
+        price,
+        channel.redeemed,
+        max_spend,
+        PREPAY_SEGMENTS * segment_ms,
+    )
+    .with_preview(u64::from(stream.preview_seconds) * 1000);
+    let session = Session {
+        id: session_id(),
+        stream_id: stream.id.clone(),
+        channel: channel.id,
+        viewer,
+        meter,
+        last_request_ms: now,
+    };
+    let view = SessionView {
+        id: session.id.clone(),
+        playback_url: format!("/play/{}/master.m3u8", session.id),
+        price: PriceBody {
+            amount: price.amount.to_string(),
+            period_seconds: price.period_seconds,
+        },
+        preview_seconds: stream.preview_seconds,
+        channel_id: format!("{:#x}", channel.id),
+        paid_from: channel.redeemed,
+    };
+    state.sessions.start(session);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// End a session (the viewer's).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/sessions/{session}",
+    tag = "playback",
+    security(("bearer" = [])),
+    params(("session" = String, Path, description = "Session id")),
+    responses((status = 204, description = "Ended"), (status = 404, body = Problem, content_type = "application/problem+json"))
+)]
+async fn end_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let found = state
+        .sessions
+        .get(&session, now_ms())
+        .filter(|s| caller.may_act_for(s.viewer))
+        .ok_or_else(|| ApiError::not_found("no such session"))?;
+    state.sessions.end(&found.id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn live_session(state: &AppState, session: &str) -> Result<Session, ApiError> {
+    let now = now_ms();
+    let found = state
+        .sessions
+        .get(session, now)
+        .ok_or_else(|| ApiError::not_found("no such session, or it ended"))?;
+    let channel = state
+        .payments
+        .channel(&found.channel)
+        .ok_or_else(|| ApiError::not_found("no such channel"))?;
+    if channel.state == ChannelState::Closed {
+        state.sessions.end(&found.id);
+        return Err(ApiError::not_found("the session's channel has closed"));
+    }
+    state.sessions.touch(session, now);
+    Ok(found)
+}
+
+/// A session's master playlist (free).
+#[utoipa::path(
+    get,
+    path = "/play/{session}/master.m3u8",
+    tag = "playback",
+    params(("session" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "HLS master playlist", content_type = "application/vnd.apple.mpegurl", body = String),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn session_master(
+    State(state): State<AppState>,
+    Path(session): Path<String>,
+) -> Result<Response, ApiError> {
+    let found = live_session(&state, &session)?;
+    let media = stream_media(&state, &found.stream_id).await?;
+    let body = read_lock!(media).playlist("master", master_for)?;
+    Ok(playlist_response(body))
+}
+
+/// A session's playlists and init files (free) and segments (paid: 402 until
+/// the channel covers them).
+#[utoipa::path(
+    get,
+    path = "/play/{session}/{rendition}/{file}",
+    tag = "playback",
+    params(
+        ("session" = String, Path, description = "Session id"),
+        ("rendition" = String, Path, description = "Rendition name"),
+        ("file" = String, Path, description = "index.m3u8, init.mp4 or {sequence}.m4s"),
+    ),
+    responses(
+        (status = 200, description = "Playlist or media"),
+        (status = 402, description = "Pay `required_amount` (cumulative) on `channel_id`, or the spending cap is reached", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn session_file(
+    State(state): State<AppState>,
+    Path((session, rendition, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let found = live_session(&state, &session)?;
+    let price = found.meter.price;
+    let channel_id = found.channel;
+    let gate = |sequence: u64, duration_ms: u32| -> Result<(), ApiError> {
+        let paid = state
+            .payments
+            .channel(&channel_id)
+            .map(|c| c.redeemed)
+            .unwrap_or_default();
+        let decision = state
+            .sessions
+            .decide(&session, sequence, duration_ms, paid, now_ms())
+            .ok_or_else(|| ApiError::not_found("the session ended"))?;
+        let details = |required: Amount| {
+            json!({
+                "channel_id": format!("{channel_id:#x}"),
+                "required_amount": required.to_string(),
+                "segment": { "rendition": rendition, "sequence": sequence, "duration_ms": duration_ms },
+                "price": { "amount": price.amount.to_string(), "period_seconds": price.period_seconds },
+            })
+        };
+        match decision {
+            GateDecision::Serve { .. } => Ok(()),
+            GateDecision::PaymentRequired { required } => Err(ApiError::custom(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment-required",
+                "Payment required",
+                format!("sign a voucher for {required} on the channel, then retry"),
+            )
+            .with(details(required))),
+            GateDecision::CapReached { cap, required } => Err(ApiError::custom(
+                StatusCode::PAYMENT_REQUIRED,
+                "spending-cap-reached",
+                "Spending cap reached",
+                format!("this session may spend at most {cap}"),
+            )
+            .with(details(required))),
+        }
+    };
+    rendition_response(
+        &state,
+        &found.stream_id,
+        &rendition,
+        &file,
+        &headers,
+        Some(&gate),
+    )
+    .await
+}
+
+/// Refuses vouchers beyond a session's prepay window.
+pub fn check_prepay_window(
+    state: &AppState,
+    channel: &B256,
+    amount: Amount,
+) -> Result<(), ApiError> {
+    match state.sessions.max_voucher(channel) {
+        Some(max) if amount > max => Err(ApiError::custom(
+            StatusCode::CONFLICT,
+            "voucher-beyond-prepay-window",
+            "Voucher too far ahead",
+            format!("a session on this channel accepts vouchers up to {max} now"),
+        )
+        .with(json!({ "max_amount": max.to_string() }))),
+        _ => Ok(()),
+    }
+}
