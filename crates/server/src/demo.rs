@@ -43,8 +43,58 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("creating the demo stream")?;
     let publish_url = format!("rtmp://{}/live/{}", running.rtmp_addr, record.stream_key);
+
+    // A paid stream with a creator, and a funded viewer to watch it paying.
+    let data_dir = state.settings.data_dir.clone();
+    let creator = demo_key(&data_dir.join("demo-creator.key"))?;
+    let viewer_key_file = data_dir.join("demo-viewer.key");
+    let viewer = demo_key(&viewer_key_file)?;
+    let funding = crate::payments::deposit(
+        format!("demo-faucet:{:#x}", viewer.address()),
+        viewer.address(),
+        streamweave_ledger::Address::ZERO,
+        streamweave_ledger::Amount(100_000_000),
+    );
+    state
+        .payments
+        .submit(crate::payments::Operation::Transfers(vec![funding]))
+        .await
+        .map_err(|err| anyhow::anyhow!("funding the demo viewer: {err}"))?;
+    let paid = StreamRecord {
+        id: random_id(),
+        title: "Demo: paid by the second".into(),
+        stream_key: format!("sk_{}", random_id()),
+        owner: Some(format!("{:#x}", creator.address())),
+        state: StreamState::Idle,
+        created_at_ms: now_ms(),
+        started_at_ms: None,
+        ended_at_ms: None,
+        end_error: None,
+        access: crate::model::AccessMode::PerSecond,
+        price: Some(streamweave_ledger::Price {
+            amount: streamweave_ledger::Amount(50_000),
+            period_seconds: 60,
+        }),
+        preview_seconds: 0,
+    };
+    state
+        .db
+        .insert_stream(&paid)
+        .await
+        .context("creating the paid demo stream")?;
+    let mut paid_publisher = Command::new(&ffmpeg)
+        .args(test_pattern_args(
+            &format!("rtmp://{}/live/{}", running.rtmp_addr, paid.stream_key),
+            "426x240",
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the paid demo publisher")?;
     let mut publisher = Command::new(&ffmpeg)
-        .args(test_pattern_args(&publish_url))
+        .args(test_pattern_args(&publish_url, "1280x720"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -60,9 +110,25 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         state.settings.public_url, record.id
     );
     println!();
+    println!(
+        "A paid stream (0.05 USDC a minute) by creator {:#x}; watch it paying as the funded demo viewer:",
+        creator.address()
+    );
+    println!(
+        "  streamweave watch --server {} --key {} --stream {} --seconds 30",
+        state.settings.public_url,
+        viewer_key_file.display(),
+        paid.id
+    );
+    println!("  (from a checkout: cargo run --release -p streamweave-server -- watch ...)");
+    println!();
     info!(stream = %record.id, "demo publisher started");
     tokio::select! {
         result = running.wait() => result,
+        status = paid_publisher.wait() => {
+            warn!(?status, "the paid demo publisher stopped");
+            Ok(())
+        }
         status = publisher.wait() => {
             warn!(?status, "the demo publisher stopped");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -71,8 +137,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// ffmpeg arguments that publish an endless 720p30 test pattern with a tone.
-pub fn test_pattern_args(publish_url: &str) -> Vec<String> {
+/// ffmpeg arguments that publish an endless 30 fps test pattern with a tone.
+pub fn test_pattern_args(publish_url: &str, size: &str) -> Vec<String> {
+    let source = format!("testsrc2=size={size}:rate=30");
     [
         "-hide_banner",
         "-loglevel",
@@ -81,7 +148,7 @@ pub fn test_pattern_args(publish_url: &str) -> Vec<String> {
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=size=1280x720:rate=30",
+        source.as_str(),
         "-f",
         "lavfi",
         "-i",
@@ -118,4 +185,14 @@ fn random_id() -> String {
     (0..12)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+/// The demo's key at `path`, made on first use.
+fn demo_key(path: &std::path::Path) -> anyhow::Result<streamweave_ledger::SigningKey> {
+    if path.exists() {
+        return crate::keys::read_key(path);
+    }
+    let key = crate::keys::new_key();
+    crate::keys::write_key(path, &key)?;
+    Ok(key)
 }

@@ -6,6 +6,7 @@ mod config;
 mod db;
 mod demo;
 mod http;
+mod keys;
 mod ledger_db;
 mod ledger_pg;
 mod ledger_store;
@@ -48,6 +49,15 @@ enum LedgerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new secp256k1 key (hex) readable by its owner only, and print its address.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// libsecp256k1 recoveries per second (the bound of voucher acceptance).
     Recover {
@@ -86,6 +96,34 @@ enum Command {
     /// Load generators and reference rates for the benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Wallet keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Watch a paid stream like a player: pay by the second, verify every
+    /// segment's CID, print a JSON summary.
+    Watch {
+        /// The server (`http://127.0.0.1:8080`).
+        #[arg(long)]
+        server: String,
+        /// The wallet key file (`streamweave keys new`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Stream id.
+        #[arg(long)]
+        stream: String,
+        /// Media seconds to watch.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Most to spend in this session (base units).
+        #[arg(long)]
+        max_spend: Option<String>,
+        /// Channel deposit (base units).
+        #[arg(long, default_value = "1000000")]
+        deposit: String,
+        /// Dev servers: take this much from the faucet first.
+        #[arg(long)]
+        faucet: Option<String>,
+    },
     /// Print, one per line, the ffmpeg arguments of the ladder for a source
     /// (FLV on stdin); the transcode benchmark runs exactly these.
     LadderArgs {
@@ -167,6 +205,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             channels,
             seconds,
         }) => runtime()?.block_on(bench::vouchers(&server, channels.max(1), seconds.max(1))),
+        Command::Keys(KeysCommand::New { out }) => {
+            let key = keys::new_key();
+            keys::write_key(&out, &key)?;
+            println!("{:#x}", key.address());
+            Ok(())
+        }
+        Command::Watch {
+            server,
+            key,
+            stream,
+            seconds,
+            max_spend,
+            deposit,
+            faucet,
+        } => {
+            let key = keys::read_key(&key)?;
+            let parse = |text: &str, what: &str| {
+                text.parse::<streamweave_ledger::Amount>()
+                    .map_err(|err| anyhow::anyhow!("{what}: {err}"))
+            };
+            let deposit = parse(&deposit, "--deposit")?;
+            let max_spend = max_spend
+                .as_deref()
+                .map(|m| parse(m, "--max-spend"))
+                .transpose()?;
+            let faucet = faucet
+                .as_deref()
+                .map(|f| parse(f, "--faucet"))
+                .transpose()?;
+            runtime()?.block_on(async move {
+                let mut client = streamweave_client::Client::new(&server, key);
+                client.sign_in().await?;
+                if let Some(amount) = faucet {
+                    client.faucet(amount).await?;
+                }
+                let summary = client.watch(&stream, seconds, deposit, max_spend).await?;
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+                Ok(())
+            })
+        }
         Command::Serve(args) => runtime()?.block_on(async {
             let settings = config::Settings::resolve(args)?;
             app::start(settings).await?.wait().await

@@ -1,0 +1,425 @@
+//! The StreamWeave SDK: what a player does, in Rust.
+//!
+//! [`Client::sign_in`] proves a key's address (SIWE), [`Client::watch`] plays
+//! a stream like a player would: it follows the live playlist, fetches
+//! segments in order, answers each `402` by checking the requested amount
+//! against the advertised price and its own cap before signing, pays one
+//! segment ahead, and verifies every segment's bytes against its CID.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use streamweave_ledger::{
+    Address, Amount, B256, Meter, PaymentDomain, Price, SigningKey, personal_sign_digest,
+};
+
+/// Errors of the SDK.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The network or the HTTP layer.
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered an error (problem+json `type` and detail).
+    #[error("{status} {problem_type}: {detail}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Problem type.
+        problem_type: String,
+        /// Detail.
+        detail: String,
+    },
+    /// The server asked for more than the advertised price allows.
+    #[error("the server asked for {asked} but the price allows {allowed}: refused")]
+    GreedyServer {
+        /// What the 402 asked (cumulative).
+        asked: Amount,
+        /// What the client computes as owed (cumulative).
+        allowed: Amount,
+    },
+    /// Bytes that do not match their CID.
+    #[error("segment {0} does not match its CID")]
+    CidMismatch(String),
+    /// Something the server sent that makes no sense.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// A client for one server and one wallet key.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: SigningKey,
+    token: Option<String>,
+}
+
+/// What watching produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchSummary {
+    /// Media seconds received (in milliseconds).
+    pub media_ms: u64,
+    /// Segments received.
+    pub segments: usize,
+    /// Amount spent in this session (base units).
+    pub spent: Amount,
+    /// Segments whose CID was recomputed and matched.
+    pub cids_verified: usize,
+    /// Why watching stopped.
+    pub stopped: String,
+    /// The channel paid from.
+    pub channel_id: String,
+}
+
+impl Client {
+    /// A client for `server` (e.g. `http://127.0.0.1:8080`) acting with `key`.
+    pub fn new(server: &str, key: SigningKey) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: server.trim_end_matches('/').to_string(),
+            key,
+            token: None,
+        }
+    }
+
+    /// The wallet's address.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn answer(response: reqwest::Response) -> Result<Value> {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(ClientError::Api {
+                status: status.as_u16(),
+                problem_type: body["type"].as_str().unwrap_or_default().to_string(),
+                detail: body["detail"].as_str().unwrap_or_default().to_string(),
+            })
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let mut request = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request.send().await?).await
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request.send().await?).await
+    }
+
+    /// Signs in with Sign-In with Ethereum.
+    pub async fn sign_in(&mut self) -> Result<Address> {
+        let challenge = self
+            .post(
+                "/api/v1/auth/challenge",
+                json!({ "address": self.address().to_checksum(None) }),
+            )
+            .await?;
+        let message = challenge["message"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("no message".into()))?;
+        let signature = self
+            .key
+            .sign_digest(personal_sign_digest(message.as_bytes()));
+        let login = self
+            .post(
+                "/api/v1/auth/login",
+                json!({ "message": message, "signature": hex(&signature) }),
+            )
+            .await?;
+        self.token = login["token"].as_str().map(str::to_string);
+        Ok(self.address())
+    }
+
+    /// Dev mode: funds this wallet from the faucet.
+    pub async fn faucet(&self, amount: Amount) -> Result<()> {
+        self.post(
+            "/api/v1/dev/faucet",
+            json!({"address": format!("{:#x}", self.address()), "amount": amount.to_string()}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Watches `stream_id` for `seconds` of media (or until it ends), paying
+    /// from a new channel of `deposit` with a fresh session key.
+    pub async fn watch(
+        &self,
+        stream_id: &str,
+        seconds: u64,
+        deposit: Amount,
+        max_spend: Option<Amount>,
+    ) -> Result<WatchSummary> {
+        let stream = self.get(&format!("/api/v1/streams/{stream_id}")).await?;
+        let price = parse_price(&stream["price"])
+            .ok_or_else(|| ClientError::Protocol("the stream has no price".into()))?;
+        let preview_ms = stream["preview_seconds"].as_u64().unwrap_or(0) * 1000;
+        let owner = stream["owner"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("the stream has no owner".into()))?;
+        let config = self.get("/api/v1/payments/config").await?;
+        let domain = PaymentDomain {
+            chain_id: config["chain_id"]
+                .as_u64()
+                .ok_or_else(|| ClientError::Protocol("no chain id".into()))?,
+            escrow: config["escrow"]
+                .as_str()
+                .and_then(|e| e.parse().ok())
+                .ok_or_else(|| ClientError::Protocol("no escrow".into()))?,
+        };
+        let session_key = loop {
+            if let Ok(key) = SigningKey::from_bytes(&rand::random::<[u8; 32]>()) {
+                break key;
+            }
+        };
+        let channel = self
+            .post("/api/v1/channels", json!({"payee": owner, "deposit": deposit.to_string(), "signer": format!("{:#x}", session_key.address())}))
+            .await?;
+        let channel_id: B256 = channel["id"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("no channel id".into()))?;
+        let mut body = json!({"channel_id": format!("{channel_id:#x}")});
+        if let Some(cap) = max_spend {
+            body["max_spend"] = json!(cap.to_string());
+        }
+        let session = self
+            .post(&format!("/api/v1/streams/{stream_id}/sessions"), body)
+            .await?;
+        let play = session["playback_url"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("no playback_url".into()))?;
+        let play_base = play.trim_end_matches("master.m3u8").to_string();
+        let paid_from: Amount = session["paid_from"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_default();
+        // The client's own meter: what it will agree to pay.
+        let mut meter = Meter::new(price, paid_from, max_spend, 0).with_preview(preview_ms);
+        let mut paid = paid_from;
+
+        let master = self.http.get(self.url(play)).send().await?.bytes().await?;
+        let rendition = lowest_video_rendition(&master)
+            .ok_or_else(|| ClientError::Protocol("no rendition".into()))?;
+        let mut cids: HashMap<u64, String> = HashMap::new();
+        let mut next_sequence = 0u64;
+        let mut summary = WatchSummary {
+            media_ms: 0,
+            segments: 0,
+            spent: Amount::ZERO,
+            cids_verified: 0,
+            stopped: "watched the requested time".into(),
+            channel_id: format!("{channel_id:#x}"),
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds.saturating_mul(3).max(30));
+        while summary.media_ms < seconds * 1000 {
+            if Instant::now() > deadline {
+                summary.stopped = "timed out waiting for media".into();
+                break;
+            }
+            let playlist_bytes = self
+                .http
+                .get(self.url(&format!("{play_base}{rendition}/index.m3u8")))
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            let listed = m3u8_rs::parse_media_playlist_res(&playlist_bytes)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let first = listed.media_sequence;
+            let ended = listed.end_list;
+            let mut progressed = false;
+            for (offset, segment) in listed.segments.iter().enumerate() {
+                let sequence = first + offset as u64;
+                if sequence < next_sequence {
+                    continue;
+                }
+                let duration_ms = (f64::from(segment.duration) * 1000.0).round() as u32;
+                let path = format!("{play_base}{rendition}/{sequence}.m4s");
+                let bytes = loop {
+                    let response = self.http.get(self.url(&path)).send().await?;
+                    if response.status().is_success() {
+                        break response.bytes().await?;
+                    }
+                    let status = response.status().as_u16();
+                    let problem: Value = response.json().await.unwrap_or(Value::Null);
+                    if status != 402 || problem["type"] != "/problems/payment-required" {
+                        summary.stopped =
+                            format!("{status} {}", problem["type"].as_str().unwrap_or_default());
+                        summary.spent = Amount(paid.0 - paid_from.0);
+                        return Ok(summary);
+                    }
+                    let asked: Amount = problem["required_amount"]
+                        .as_str()
+                        .and_then(|a| a.parse().ok())
+                        .ok_or_else(|| {
+                            ClientError::Protocol("402 without required_amount".into())
+                        })?;
+                    if parse_price(&problem["price"]) != Some(price) {
+                        return Err(ClientError::Protocol("the 402 names another price".into()));
+                    }
+                    // What this client owes for the segment by its own meter.
+                    let mut probe = meter.clone();
+                    let allowed = match probe.decide(sequence, duration_ms, Amount(0)) {
+                        streamweave_ledger::GateDecision::PaymentRequired { required } => required,
+                        streamweave_ledger::GateDecision::CapReached { .. } => {
+                            summary.stopped = "spending cap reached".into();
+                            summary.spent = Amount(paid.0 - paid_from.0);
+                            return Ok(summary);
+                        }
+                        streamweave_ledger::GateDecision::Serve { .. } => paid,
+                    };
+                    if asked > allowed {
+                        return Err(ClientError::GreedyServer { asked, allowed });
+                    }
+                    self.pay(&domain, channel_id, &session_key, asked).await?;
+                    paid = paid.max(asked);
+                };
+                let _ = meter.decide(sequence, duration_ms, Amount(u128::MAX));
+                // Verify the bytes against the CID the server lists for them.
+                let expected = match cids.get(&sequence) {
+                    Some(cid) => Some(cid.clone()),
+                    None => {
+                        cids = self.segment_cids(stream_id, &rendition).await?;
+                        cids.get(&sequence).cloned()
+                    }
+                };
+                let actual = streamweave_cas::file_cid(&bytes).to_string();
+                if expected.as_deref() != Some(actual.as_str()) {
+                    return Err(ClientError::CidMismatch(path));
+                }
+                summary.cids_verified += 1;
+                summary.segments += 1;
+                summary.media_ms += u64::from(duration_ms);
+                next_sequence = sequence + 1;
+                progressed = true;
+                // Pay one segment ahead so the next request is not held up.
+                if let Some(next) = listed.segments.get(offset + 1) {
+                    let next_ms = (f64::from(next.duration) * 1000.0).round() as u32;
+                    let mut probe = meter.clone();
+                    if let streamweave_ledger::GateDecision::PaymentRequired { required } =
+                        probe.decide(sequence + 1, next_ms, paid)
+                        && self
+                            .pay(&domain, channel_id, &session_key, required)
+                            .await
+                            .is_ok()
+                    {
+                        paid = required;
+                    }
+                }
+                if summary.media_ms >= seconds * 1000 {
+                    break;
+                }
+            }
+            if !progressed {
+                if ended {
+                    summary.stopped = "the stream ended".into();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        summary.spent = Amount(paid.0 - paid_from.0);
+        Ok(summary)
+    }
+
+    async fn pay(
+        &self,
+        domain: &PaymentDomain,
+        channel: B256,
+        key: &SigningKey,
+        amount: Amount,
+    ) -> Result<()> {
+        let signature = key.sign_digest(domain.voucher_digest(channel, amount.0));
+        self.post(
+            &format!("/api/v1/channels/{channel:#x}/vouchers"),
+            json!({"amount": amount.to_string(), "signature": hex(&signature)}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn segment_cids(&self, stream_id: &str, rendition: &str) -> Result<HashMap<u64, String>> {
+        let listed = self
+            .get(&format!("/api/v1/streams/{stream_id}/segments"))
+            .await?;
+        Ok(listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["rendition"] == rendition)
+            .filter_map(|s| Some((s["sequence"].as_u64()?, s["cid"].as_str()?.to_string())))
+            .collect())
+    }
+}
+
+fn parse_price(value: &Value) -> Option<Price> {
+    Some(Price {
+        amount: value["amount"].as_str()?.parse().ok()?,
+        period_seconds: u32::try_from(value["period_seconds"].as_u64()?).ok()?,
+    })
+}
+
+fn lowest_video_rendition(master: &[u8]) -> Option<String> {
+    let master = m3u8_rs::parse_master_playlist_res(master).ok()?;
+    master
+        .variants
+        .iter()
+        .filter(|v| v.resolution.is_some())
+        .min_by_key(|v| v.bandwidth)
+        .and_then(|v| v.uri.split('/').next().map(str::to_string))
+}
+
+/// 0x-hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::from("0x"), |mut out, b| {
+        out.push_str(&format!("{b:02x}"));
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_lowest_video_rendition() {
+        let master = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720\n720p/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=1000000,RESOLUTION=640x360\n360p/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=140000,CODECS=\"mp4a.40.2\"\naudio/index.m3u8\n";
+        assert_eq!(lowest_video_rendition(master).as_deref(), Some("360p"));
+    }
+
+    #[test]
+    fn prices_parse_from_json() {
+        assert_eq!(
+            parse_price(&json!({"amount": "50000", "period_seconds": 60})),
+            Some(Price {
+                amount: Amount(50_000),
+                period_seconds: 60
+            })
+        );
+        assert_eq!(
+            parse_price(&json!({"amount": 5, "period_seconds": 60})),
+            None,
+            "amounts are strings"
+        );
+    }
+}
