@@ -288,6 +288,21 @@ impl Db {
         tx.commit().await
     }
 
+    /// Which streams' access rules govern a stored file: `None` when no
+    /// stream references the CID, else whether some free stream does.
+    pub async fn cid_is_free(&self, cid: &str) -> Result<Option<bool>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS streams, COALESCE(SUM(s.access = 'free'), 0) AS free FROM streams s WHERE s.id IN \
+             (SELECT stream_id FROM segments WHERE cid = ?1 UNION SELECT stream_id FROM renditions WHERE init_cid = ?1)",
+        )
+        .bind(cid)
+        .fetch_one(&self.pool)
+        .await?;
+        let streams: i64 = row.try_get("streams")?;
+        let free: i64 = row.try_get("free")?;
+        Ok((streams > 0).then_some(free > 0))
+    }
+
     /// The ladder of a stream, in position order.
     pub async fn renditions(&self, id: &str) -> Result<Vec<RenditionRecord>, sqlx::Error> {
         let rows = sqlx::query(

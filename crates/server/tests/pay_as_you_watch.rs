@@ -73,6 +73,23 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
         (status, problem["type"].as_str()),
         (402, Some("/problems/session-required"))
     );
+    let listed = server
+        .get_json(&format!("/api/v1/streams/{stream_id}/segments"))
+        .await;
+    let first_cid = listed[0]["cid"].as_str().expect("cid");
+    let (status, problem) = send(
+        Method::GET,
+        &server,
+        &format!("/ipfs/{first_cid}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, problem["type"].as_str()),
+        (402, Some("/problems/session-required")),
+        "a paid segment is not free by its CID either"
+    );
 
     for key in [&viewer, &other] {
         let (status, _) = send(

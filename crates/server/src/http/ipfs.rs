@@ -24,6 +24,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 200, description = "File bytes", content_type = "application/octet-stream"),
         (status = 206, description = "Partial content"),
         (status = 400, description = "Not a supported CID", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Media of a paid stream", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Media of a paid stream", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not stored here", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -34,6 +36,19 @@ async fn get_file(
 ) -> Result<Response, ApiError> {
     let cid =
         streamweave_cas::parse_cid(&cid).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    // A paid stream's media is not given away by its content address.
+    match state.db.cid_is_free(&cid.to_string()).await? {
+        None => return Err(ApiError::not_found("no file with this CID is stored here")),
+        Some(false) => {
+            return Err(ApiError::custom(
+                axum::http::StatusCode::PAYMENT_REQUIRED,
+                "session-required",
+                "Payment required",
+                "this file belongs to a paid stream: watch it through a session",
+            ));
+        }
+        Some(true) => {}
+    }
     let bytes = load_file(&state, cid)
         .await?
         .ok_or_else(|| ApiError::not_found("no file with this CID is stored here"))?;
