@@ -115,6 +115,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     {
         hub.transcode_niceness = Some(settings.transcode_niceness);
     }
+    let events = Arc::new(crate::events::Events::default());
+    hub.events = events.clone();
     let hub = Arc::new(hub);
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_REQUEST_QUEUE);
     tokio::spawn(hub.run(publish_rx));
@@ -148,6 +150,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ledger,
         payments,
         sessions: Arc::new(crate::sessions::Sessions::default()),
+        events,
     };
     let router = http::router(state.clone());
     info!(

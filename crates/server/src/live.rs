@@ -35,6 +35,8 @@ pub struct LiveHub {
     pub max_live_streams: usize,
     /// `nice` level of ffmpeg processes.
     pub transcode_niceness: Option<u8>,
+    /// Where live state changes are announced.
+    pub events: Arc<crate::events::Events>,
     /// Streams with a publisher right now (from accept to pipeline end).
     active: Mutex<HashSet<String>>,
 }
@@ -61,6 +63,7 @@ impl LiveHub {
             transcode,
             max_live_streams,
             transcode_niceness: None,
+            events: Arc::default(),
             active: Mutex::new(HashSet::new()),
         }
     }
@@ -152,6 +155,12 @@ impl LiveHub {
                         Ok(true) => {
                             live = true;
                             self.index.set_live(&stream_id, paid, records);
+                            self.events.publish(
+                                &stream_id,
+                                crate::events::StreamEvent::State {
+                                    state: "live".into(),
+                                },
+                            );
                             info!(stream = %stream_id, "live");
                             Ok(())
                         }
@@ -189,6 +198,12 @@ impl LiveHub {
                 error!(stream = %stream_id, %err, "could not mark the stream ended");
             }
             self.index.set_ended(&stream_id);
+            self.events.publish(
+                &stream_id,
+                crate::events::StreamEvent::State {
+                    state: "ended".into(),
+                },
+            );
             match &failure {
                 None => info!(stream = %stream_id, "ended"),
                 Some(cause) => warn!(stream = %stream_id, %cause, "ended with an error"),

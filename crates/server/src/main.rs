@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod db;
 mod demo;
+mod events;
 mod http;
 mod keys;
 mod ledger_db;

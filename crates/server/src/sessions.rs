@@ -102,6 +102,25 @@ impl Sessions {
         inner.sessions.get(id).map(|s| s.meter.max_voucher())
     }
 
+    /// Sessions on a stream that requested something recently.
+    pub fn viewers(&self, stream_id: &str, now_ms: i64) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .sessions
+            .values()
+            .filter(|s| {
+                s.stream_id == stream_id && now_ms - s.last_request_ms <= SESSION_IDLE_TIMEOUT_MS
+            })
+            .count()
+    }
+
+    /// The stream a channel's session watches.
+    pub fn stream_of_channel(&self, channel: &B256) -> Option<String> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let id = inner.by_channel.get(channel)?;
+        inner.sessions.get(id).map(|s| s.stream_id.clone())
+    }
+
     /// Ends a session.
     pub fn end(&self, id: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -127,6 +127,17 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
     )
     .await;
     assert_eq!(status, 201, "{session}");
+    // Live feedback: anyone sees viewers; only the creator sees earnings.
+    let ws_base = server.http.replace("http://", "ws://");
+    let (mut creator_ws, _) = tokio_tungstenite::connect_async(format!(
+        "{ws_base}/api/v1/streams/{stream_id}/events?token={creator_token}"
+    ))
+    .await
+    .expect("creator websocket");
+    let (mut public_ws, _) =
+        tokio_tungstenite::connect_async(format!("{ws_base}/api/v1/streams/{stream_id}/events"))
+            .await
+            .expect("public websocket");
     let play = session["playback_url"]
         .as_str()
         .expect("url")
@@ -220,6 +231,35 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
         assert_eq!(again.status(), 200);
     }
 
+    let creator_events = read_events(&mut creator_ws).await;
+    assert!(
+        creator_events
+            .iter()
+            .any(|e| e["type"] == "viewers" && e["count"] == 1),
+        "{creator_events:?}"
+    );
+    let earned_steps: u128 = creator_events
+        .iter()
+        .filter(|e| e["type"] == "earnings")
+        .map(|e| {
+            e["creator"]
+                .as_str()
+                .expect("creator")
+                .parse::<u128>()
+                .expect("number")
+        })
+        .sum();
+    let public_events = read_events(&mut public_ws).await;
+    assert!(
+        public_events.iter().all(|e| e["type"] != "earnings"),
+        "earnings are the creator's only"
+    );
+    assert!(
+        public_events
+            .iter()
+            .any(|e| e["type"] == "state" && e["state"] == "ended")
+    );
+
     // The ledger moved exactly the split of what was paid.
     let (_, channel) = send(
         Method::GET,
@@ -240,6 +280,10 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
     )
     .await;
     assert_eq!(earned["earned"], split.recipients[0].to_string());
+    assert_eq!(
+        earned_steps, split.recipients[0].0,
+        "the live feed adds up to the ledger"
+    );
     assert_eq!(split.fee.0 + split.recipients[0].0, paid);
 
     // A capped session stops at its cap with a distinct problem.
@@ -310,4 +354,22 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+/// Everything a stream's WebSocket has sent so far (waits briefly for stragglers).
+async fn read_events(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Vec<Value> {
+    use futures_util::StreamExt;
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(500), socket.next()).await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            events.push(serde_json::from_str(&text).expect("event json"));
+        }
+    }
+    events
 }

@@ -2,6 +2,7 @@
 
 mod accounts;
 pub mod auth;
+mod events;
 mod ipfs;
 mod payments;
 mod playback;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub ledger: LedgerDb,
     pub payments: Payments,
     pub sessions: Arc<crate::sessions::Sessions>,
+    pub events: Arc<crate::events::Events>,
 }
 
 #[derive(OpenApi)]
@@ -96,6 +98,7 @@ pub fn router(state: AppState) -> Router {
             }
         }),
     )
+    .route("/api/v1/streams/{id}/events", get(events::stream_events))
     .merge(web::routes())
     .fallback(problem::not_found_fallback)
     .method_not_allowed_fallback(problem::method_not_allowed_fallback)

@@ -394,6 +394,33 @@ async fn submit_voucher(
         .submit(Operation::Voucher(verified))
         .await
         .map_err(engine_error)?;
+    if done.new
+        && let (Some(after), Some(stream_id)) =
+            (&done.channel, state.sessions.stream_of_channel(&channel.id))
+    {
+        // The step's split, announced to the creator as it moves.
+        let (before_totals, after_totals) = (
+            after.policy.totals(channel.redeemed),
+            after.policy.totals(after.redeemed),
+        );
+        let creator_index = after
+            .policy
+            .recipients
+            .iter()
+            .position(|r| r.address == after.payee);
+        let creator_step = creator_index.map_or(0, |i| {
+            after_totals.recipients[i].0 - before_totals.recipients[i].0
+        });
+        state.events.publish(
+            &stream_id,
+            crate::events::StreamEvent::Earnings {
+                channel_id: format!("{:#x}", after.id),
+                gross: (after.redeemed.0.saturating_sub(channel.redeemed.0)).to_string(),
+                creator: creator_step.to_string(),
+                fee: (after_totals.fee.0 - before_totals.fee.0).to_string(),
+            },
+        );
+    }
     let channel = done
         .channel
         .ok_or_else(|| ApiError::new(ProblemKind::Internal, "no channel"))?;

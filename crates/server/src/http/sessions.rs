@@ -147,6 +147,10 @@ async fn start_session(
         paid_from: channel.redeemed,
     };
     state.sessions.start(session);
+    let count = state.sessions.viewers(&stream.id, now);
+    state
+        .events
+        .publish(&stream.id, crate::events::StreamEvent::Viewers { count });
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -170,6 +174,11 @@ async fn end_session(
         .filter(|s| caller.may_act_for(s.viewer))
         .ok_or_else(|| ApiError::not_found("no such session"))?;
     state.sessions.end(&found.id);
+    let count = state.sessions.viewers(&found.stream_id, now_ms());
+    state.events.publish(
+        &found.stream_id,
+        crate::events::StreamEvent::Viewers { count },
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,99 @@
+//! `GET /api/v1/streams/{id}/events`: a WebSocket of [`StreamEvent`]s.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::events::StreamEvent;
+use crate::ledger_store::LedgerStore;
+use crate::model::now_ms;
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// A session token; the stream's owner (or an admin) also gets earnings.
+    pub token: Option<String>,
+}
+
+/// Upgrades to a WebSocket that pushes the stream's events as JSON text.
+pub async fn stream_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let stream = state
+        .db
+        .stream(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such stream"))?;
+    let mut owner_view = false;
+    if let Some(token) = query.token.as_deref() {
+        if state.settings.admin_token.as_deref() == Some(token) {
+            owner_view = true;
+        } else if let Some(address) = state
+            .ledger
+            .token_address(&super::auth::token_hash(token), now_ms())
+            .await?
+        {
+            owner_view = stream.owner.as_deref() == Some(format!("{address:#x}").as_str())
+                || state.settings.admins.contains(&address);
+        }
+    }
+    let receiver = state.events.subscribe(&id);
+    let first = vec![
+        StreamEvent::State {
+            state: stream.state.as_str().to_string(),
+        },
+        StreamEvent::Viewers {
+            count: state.sessions.viewers(&id, now_ms()),
+        },
+    ];
+    Ok(upgrade
+        .max_message_size(4096)
+        .on_upgrade(move |socket| forward(socket, receiver, first, owner_view)))
+}
+
+async fn forward(
+    mut socket: WebSocket,
+    mut events: tokio::sync::broadcast::Receiver<StreamEvent>,
+    first: Vec<StreamEvent>,
+    owner_view: bool,
+) {
+    for event in first {
+        if send(&mut socket, &event).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if event.private() && !owner_view {
+                        continue;
+                    }
+                    if send(&mut socket, &event).await.is_err() {
+                        return;
+                    }
+                }
+                // Too slow to keep up: dropped rather than buffered.
+                Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, event: &StreamEvent) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(event).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await
+}
