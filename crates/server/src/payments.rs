@@ -245,23 +245,33 @@ async fn run_engine(
         match committed {
             Ok(results) => {
                 let mut results = results.into_iter();
+                let mut answers = Vec::with_capacity(planned.len());
+                let mut changed: Vec<Channel> = Vec::new();
                 for (reply, outcome) in planned {
                     let answer = match outcome {
                         Err(err) => Err(err),
                         Ok((batch, done)) => match results.next() {
                             Some(Ok(())) => {
-                                for channel in batch.channels {
-                                    channels.insert(channel.id, channel);
-                                }
+                                changed.extend(batch.channels);
                                 Ok(done)
                             }
                             Some(Err(refusal)) => Err(EngineError::Refused(refusal)),
                             None => Err(EngineError::Unavailable),
                         },
                     };
+                    answers.push((reply, answer));
+                }
+                // Readers see the committed state before anyone hears of it.
+                {
+                    let mut visible = shared.write().unwrap_or_else(|p| p.into_inner());
+                    for channel in changed {
+                        visible.insert(channel.id, channel.clone());
+                        channels.insert(channel.id, channel);
+                    }
+                }
+                for (reply, answer) in answers {
                     let _ = reply.send(answer);
                 }
-                *shared.write().unwrap_or_else(|p| p.into_inner()) = channels.clone();
             }
             Err(err) => {
                 error!(%err, "ledger commit failed");

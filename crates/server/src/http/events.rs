@@ -32,7 +32,12 @@ pub async fn stream_events(
         .ok_or_else(|| ApiError::not_found("no such stream"))?;
     let mut owner_view = false;
     if let Some(token) = query.token.as_deref() {
-        if state.settings.admin_token.as_deref() == Some(token) {
+        if state
+            .settings
+            .admin_token
+            .as_deref()
+            .is_some_and(|admin| super::constant_time_eq(admin.as_bytes(), token.as_bytes()))
+        {
             owner_view = true;
         } else if let Some(address) = state
             .ledger
