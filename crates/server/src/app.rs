@@ -141,6 +141,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the payments engine")?;
+    let stats = Arc::new(crate::stats::WatchStats::new(db.clone()));
+    tokio::spawn(stats.clone().run());
     let state = AppState {
         settings: settings.clone(),
         db,
@@ -151,6 +153,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         payments,
         sessions: Arc::new(crate::sessions::Sessions::default()),
         events,
+        stats: stats.clone(),
     };
     let router = http::router(state.clone());
     info!(
@@ -161,10 +164,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         "serving"
     );
     let task = tokio::spawn(async move {
-        axum::serve(http_listener, router)
+        let served = axum::serve(http_listener, router)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("HTTP server")
+            .context("HTTP server");
+        if let Err(err) = stats.flush().await {
+            tracing::warn!(%err, "writing watch statistics at shutdown failed");
+        }
+        served
     });
     Ok(Running {
         http_addr,

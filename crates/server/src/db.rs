@@ -353,4 +353,103 @@ impl Db {
             })
             .collect()
     }
+
+    /// Adds counted watch statistics, all or nothing.
+    pub async fn add_viewer_stats(
+        &self,
+        batch: &[(
+            (String, streamweave_ledger::Address),
+            crate::stats::ViewerDelta,
+        )],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for ((stream_id, viewer), delta) in batch {
+            let viewer = format!("{viewer:#x}");
+            let row = sqlx::query(
+                "SELECT first_session_ms, sessions, paid_media_ms, gross, net, fee FROM stream_viewers \
+                 WHERE stream_id = ? AND viewer = ?",
+            )
+            .bind(stream_id)
+            .bind(&viewer)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let stored = match &row {
+                Some(row) => viewer_delta_from_row(row)?,
+                None => crate::stats::ViewerDelta::default(),
+            };
+            let sum = stored
+                .merged(delta)
+                .ok_or_else(|| sqlx::Error::Protocol("watch statistics overflow".into()))?;
+            let Some(first_session_ms) = sum.session_started_ms else {
+                // Every delta comes from a session this server started, which
+                // was counted first; a row without one would be a bug.
+                tracing::warn!(stream = %stream_id, %viewer, "watch statistics without a session; skipped");
+                continue;
+            };
+            sqlx::query(
+                "INSERT OR REPLACE INTO stream_viewers \
+                 (stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(stream_id)
+            .bind(&viewer)
+            .bind(first_session_ms)
+            .bind(i64::try_from(sum.sessions).unwrap_or(i64::MAX))
+            .bind(i64::try_from(sum.paid_media_ms).unwrap_or(i64::MAX))
+            .bind(sum.gross.to_string())
+            .bind(sum.net.to_string())
+            .bind(sum.fee.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// A stream's written watch statistics, and the viewers they count.
+    pub async fn stream_stats(
+        &self,
+        stream_id: &str,
+    ) -> Result<
+        (
+            crate::stats::StreamTotals,
+            std::collections::HashSet<streamweave_ledger::Address>,
+        ),
+        sqlx::Error,
+    > {
+        let rows = sqlx::query(
+            "SELECT viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee \
+             FROM stream_viewers WHERE stream_id = ?",
+        )
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut totals = crate::stats::StreamTotals::default();
+        let mut viewers = std::collections::HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let viewer: String = row.try_get("viewer")?;
+            let viewer = viewer
+                .parse()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            totals.add(&viewer_delta_from_row(row)?, viewers.insert(viewer));
+        }
+        Ok((totals, viewers))
+    }
+}
+
+fn viewer_delta_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<crate::stats::ViewerDelta, sqlx::Error> {
+    let amount = |column: &str| -> Result<streamweave_ledger::Amount, sqlx::Error> {
+        row.try_get::<&str, _>(column)?
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    };
+    Ok(crate::stats::ViewerDelta {
+        session_started_ms: Some(row.try_get("first_session_ms")?),
+        sessions: row.try_get::<i64, _>("sessions")?.max(0) as u64,
+        paid_media_ms: row.try_get::<i64, _>("paid_media_ms")?.max(0) as u64,
+        gross: amount("gross")?,
+        net: amount("net")?,
+        fee: amount("fee")?,
+    })
 }

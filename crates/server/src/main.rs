@@ -16,6 +16,7 @@ mod media_index;
 mod model;
 mod payments;
 mod sessions;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -72,7 +72,8 @@ impl Sessions {
         inner.sessions.get(id).cloned()
     }
 
-    /// Runs the gate for a segment and records the outcome.
+    /// Runs the gate for a segment and records the outcome: the decision,
+    /// and the paid media time it granted (beyond the free preview).
     pub fn decide(
         &self,
         id: &str,
@@ -80,11 +81,18 @@ impl Sessions {
         duration_ms: u32,
         paid: streamweave_ledger::Amount,
         now_ms: i64,
-    ) -> Option<GateDecision> {
+    ) -> Option<(GateDecision, u64)> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let session = inner.sessions.get_mut(id)?;
         session.last_request_ms = now_ms;
-        Some(session.meter.decide(position, duration_ms, paid))
+        let meter = &mut session.meter;
+        let paid_before_ms = meter.granted_ms.saturating_sub(meter.free_ms);
+        let decision = meter.decide(position, duration_ms, paid);
+        let paid_media_ms = meter
+            .granted_ms
+            .saturating_sub(meter.free_ms)
+            .saturating_sub(paid_before_ms);
+        Some((decision, paid_media_ms))
     }
 
     /// Touches a session (playlist requests keep it alive).

@@ -286,6 +286,40 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
     );
     assert_eq!(split.fee.0 + split.recipients[0].0, paid);
 
+    // Watch statistics agree with the ledger, for the creator only.
+    let (status, stats) = send(
+        Method::GET,
+        &server,
+        &format!("/api/v1/streams/{stream_id}/stats"),
+        Some(&creator_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["unique_viewers"], 1, "{stats}");
+    assert_eq!(stats["sessions"], 1, "{stats}");
+    assert_eq!(stats["viewers_now"], 1, "{stats}");
+    assert_eq!(
+        stats["paid_viewer_ms"].as_u64(),
+        Some(granted_ms - 2000),
+        "{stats}"
+    );
+    assert_eq!(stats["gross"], paid.to_string(), "{stats}");
+    assert_eq!(stats["net"], split.recipients[0].to_string(), "{stats}");
+    assert_eq!(stats["platform_fee"], split.fee.to_string(), "{stats}");
+    let (status, _) = send(
+        Method::GET,
+        &server,
+        &format!("/api/v1/streams/{stream_id}/stats"),
+        Some(&viewer_token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "a viewer does not see the creator's statistics"
+    );
+
     // A capped session stops at its cap with a distinct problem.
     let (status, capped) = send(
         Method::POST,

@@ -45,6 +45,7 @@ pub struct AppState {
     pub payments: Payments,
     pub sessions: Arc<crate::sessions::Sessions>,
     pub events: Arc<crate::events::Events>,
+    pub stats: Arc<crate::stats::WatchStats>,
 }
 
 #[derive(OpenApi)]

@@ -411,13 +411,18 @@ async fn submit_voucher(
         let creator_step = creator_index.map_or(0, |i| {
             after_totals.recipients[i].0 - before_totals.recipients[i].0
         });
+        let gross = Amount(after.redeemed.0.saturating_sub(channel.redeemed.0));
+        let fee = Amount(after_totals.fee.0 - before_totals.fee.0);
+        state
+            .stats
+            .earned(&stream_id, after.payer, gross, Amount(creator_step), fee);
         state.events.publish(
             &stream_id,
             crate::events::StreamEvent::Earnings {
                 channel_id: format!("{:#x}", after.id),
-                gross: (after.redeemed.0.saturating_sub(channel.redeemed.0)).to_string(),
+                gross: gross.to_string(),
                 creator: creator_step.to_string(),
-                fee: (after_totals.fee.0 - before_totals.fee.0).to_string(),
+                fee: fee.to_string(),
             },
         );
     }

@@ -147,6 +147,7 @@ async fn start_session(
         paid_from: channel.redeemed,
     };
     state.sessions.start(session);
+    state.stats.session_started(&stream.id, viewer, now);
     let count = state.sessions.viewers(&stream.id, now);
     state
         .events
@@ -252,10 +253,13 @@ async fn session_file(
             .channel(&channel_id)
             .map(|c| c.redeemed)
             .unwrap_or_default();
-        let decision = state
+        let (decision, paid_media_ms) = state
             .sessions
             .decide(&session, sequence, duration_ms, paid, now_ms())
             .ok_or_else(|| ApiError::not_found("the session ended"))?;
+        state
+            .stats
+            .media_paid(&found.stream_id, found.viewer, paid_media_ms);
         let details = |required: Amount| {
             json!({
                 "channel_id": format!("{channel_id:#x}"),

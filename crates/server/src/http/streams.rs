@@ -21,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_segments))
         .routes(routes!(stream_key))
         .routes(routes!(rotate_stream_key))
+        .routes(routes!(stream_stats))
 }
 
 /// Longest stream title, in characters.
@@ -386,6 +387,64 @@ async fn owned_stream(
         // Not revealing whether someone else's stream exists.
         Err(ApiError::not_found("no such stream"))
     }
+}
+
+/// Watch statistics of a stream (owner and admins).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamStatsView {
+    pub stream_id: String,
+    /// Distinct accounts that started a paid session.
+    pub unique_viewers: u64,
+    /// Sessions started.
+    pub sessions: u64,
+    /// Sessions requesting media now.
+    pub viewers_now: u64,
+    /// Paid media time granted to all viewers together (viewer-milliseconds).
+    pub paid_viewer_ms: u64,
+    /// The same in whole viewer-seconds.
+    pub paid_viewer_seconds: u64,
+    /// What viewers' vouchers moved (base units).
+    #[schema(value_type = String)]
+    pub gross: streamweave_ledger::Amount,
+    /// The creator's share of it, after the platform fee and collaborators' splits.
+    #[schema(value_type = String)]
+    pub net: streamweave_ledger::Amount,
+    /// The platform's fee of it.
+    #[schema(value_type = String)]
+    pub platform_fee: streamweave_ledger::Amount,
+}
+
+/// Watch statistics: unique viewers, paid viewer time, gross and net revenue
+/// (owner and admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{id}/stats",
+    tag = "streams",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Stream id")),
+    responses(
+        (status = 200, body = StreamStatsView),
+        (status = 404, description = "No such stream, or not yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn stream_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<StreamStatsView>, ApiError> {
+    let stream = owned_stream(&state, &caller, &id).await?;
+    let totals = state.stats.totals(&stream.id).await?;
+    Ok(Json(StreamStatsView {
+        stream_id: stream.id.clone(),
+        unique_viewers: totals.unique_viewers,
+        sessions: totals.sessions,
+        viewers_now: state.sessions.viewers(&stream.id, now_ms()) as u64,
+        paid_viewer_ms: totals.paid_media_ms,
+        paid_viewer_seconds: totals.paid_media_ms / 1000,
+        gross: totals.gross,
+        net: totals.net,
+        platform_fee: totals.fee,
+    }))
 }
 
 /// The stream key and RTMP URL (owner and admins).
