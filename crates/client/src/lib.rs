@@ -31,6 +31,8 @@ pub enum ClientError {
         problem_type: String,
         /// Detail.
         detail: String,
+        /// The whole problem document (its extension members).
+        problem: Value,
     },
     /// The server asked for more than the advertised price allows.
     #[error("the server asked for {asked} but the price allows {allowed}: refused")]
@@ -50,12 +52,32 @@ pub enum ClientError {
 
 type Result<T> = std::result::Result<T, ClientError>;
 
+pub mod load;
+
 /// A client for one server and one wallet key.
 pub struct Client {
     http: reqwest::Client,
     base: String,
     key: SigningKey,
     token: Option<String>,
+}
+
+/// A started session on a paid stream, paid from its own channel.
+pub struct PaidSession {
+    /// The stream watched.
+    pub stream_id: String,
+    /// The channel paying.
+    pub channel_id: B256,
+    /// `/play/{session}/master.m3u8`: any HLS client plays it while this client pays.
+    pub playback_url: String,
+    /// The price the session was started at.
+    pub price: Price,
+    /// The channel's redeemed amount at the start; amounts are cumulative from the channel's start.
+    pub paid_from: Amount,
+    /// The client's own meter of what it owes, started with the session.
+    pub meter: Meter,
+    domain: PaymentDomain,
+    session_key: SigningKey,
 }
 
 /// What watching produced.
@@ -78,8 +100,13 @@ pub struct WatchSummary {
 impl Client {
     /// A client for `server` (e.g. `http://127.0.0.1:8080`) acting with `key`.
     pub fn new(server: &str, key: SigningKey) -> Self {
+        Self::with_http(server, key, reqwest::Client::new())
+    }
+
+    /// The same, sharing an HTTP client (and its connection pool) with others.
+    pub fn with_http(server: &str, key: SigningKey, http: reqwest::Client) -> Self {
         Client {
-            http: reqwest::Client::new(),
+            http,
             base: server.trim_end_matches('/').to_string(),
             key,
             token: None,
@@ -105,6 +132,7 @@ impl Client {
                 status: status.as_u16(),
                 problem_type: body["type"].as_str().unwrap_or_default().to_string(),
                 detail: body["detail"].as_str().unwrap_or_default().to_string(),
+                problem: body,
             })
         }
     }
@@ -168,52 +196,18 @@ impl Client {
         deposit: Amount,
         max_spend: Option<Amount>,
     ) -> Result<WatchSummary> {
-        let stream = self.get(&format!("/api/v1/streams/{stream_id}")).await?;
-        let price = parse_price(&stream["price"])
-            .ok_or_else(|| ClientError::Protocol("the stream has no price".into()))?;
-        let preview_ms = stream["preview_seconds"].as_u64().unwrap_or(0) * 1000;
-        let owner = stream["owner"]
-            .as_str()
-            .ok_or_else(|| ClientError::Protocol("the stream has no owner".into()))?;
-        let config = self.get("/api/v1/payments/config").await?;
-        let domain = PaymentDomain {
-            chain_id: config["chain_id"]
-                .as_u64()
-                .ok_or_else(|| ClientError::Protocol("no chain id".into()))?,
-            escrow: config["escrow"]
-                .as_str()
-                .and_then(|e| e.parse().ok())
-                .ok_or_else(|| ClientError::Protocol("no escrow".into()))?,
-        };
-        let session_key = loop {
-            if let Ok(key) = SigningKey::from_bytes(&rand::random::<[u8; 32]>()) {
-                break key;
-            }
-        };
-        let channel = self
-            .post("/api/v1/channels", json!({"payee": owner, "deposit": deposit.to_string(), "signer": format!("{:#x}", session_key.address())}))
-            .await?;
-        let channel_id: B256 = channel["id"]
-            .as_str()
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| ClientError::Protocol("no channel id".into()))?;
-        let mut body = json!({"channel_id": format!("{channel_id:#x}")});
-        if let Some(cap) = max_spend {
-            body["max_spend"] = json!(cap.to_string());
-        }
-        let session = self
-            .post(&format!("/api/v1/streams/{stream_id}/sessions"), body)
-            .await?;
-        let play = session["playback_url"]
-            .as_str()
-            .ok_or_else(|| ClientError::Protocol("no playback_url".into()))?;
+        let opened = self.open_session(stream_id, deposit, max_spend).await?;
+        let PaidSession {
+            channel_id,
+            price,
+            paid_from,
+            ref playback_url,
+            ..
+        } = opened;
+        let play = playback_url.as_str();
         let play_base = play.trim_end_matches("master.m3u8").to_string();
-        let paid_from: Amount = session["paid_from"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_default();
         // The client's own meter: what it will agree to pay.
-        let mut meter = Meter::new(price, paid_from, max_spend, 0).with_preview(preview_ms);
+        let mut meter = opened.meter.clone();
         let mut paid = paid_from;
 
         let master = self.http.get(self.url(play)).send().await?.bytes().await?;
@@ -291,7 +285,7 @@ impl Client {
                     if asked > allowed {
                         return Err(ClientError::GreedyServer { asked, allowed });
                     }
-                    self.pay(&domain, channel_id, &session_key, asked).await?;
+                    self.pay(&opened, asked).await?;
                     paid = paid.max(asked);
                 };
                 let _ = meter.decide(sequence, duration_ms, Amount(u128::MAX));
@@ -318,10 +312,7 @@ impl Client {
                     let mut probe = meter.clone();
                     if let streamweave_ledger::GateDecision::PaymentRequired { required } =
                         probe.decide(sequence + 1, next_ms, paid)
-                        && self
-                            .pay(&domain, channel_id, &session_key, required)
-                            .await
-                            .is_ok()
+                        && self.pay(&opened, required).await.is_ok()
                     {
                         paid = required;
                     }
@@ -342,20 +333,148 @@ impl Client {
         Ok(summary)
     }
 
-    async fn pay(
+    /// Opens a channel of `deposit` to the stream's creator with a fresh
+    /// session key, and starts a session on it (optionally capped).
+    pub async fn open_session(
         &self,
-        domain: &PaymentDomain,
-        channel: B256,
-        key: &SigningKey,
-        amount: Amount,
-    ) -> Result<()> {
-        let signature = key.sign_digest(domain.voucher_digest(channel, amount.0));
+        stream_id: &str,
+        deposit: Amount,
+        max_spend: Option<Amount>,
+    ) -> Result<PaidSession> {
+        let stream = self.get(&format!("/api/v1/streams/{stream_id}")).await?;
+        let price = parse_price(&stream["price"])
+            .ok_or_else(|| ClientError::Protocol("the stream has no price".into()))?;
+        let preview_ms = stream["preview_seconds"].as_u64().unwrap_or(0) * 1000;
+        let owner = stream["owner"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("the stream has no owner".into()))?;
+        let config = self.get("/api/v1/payments/config").await?;
+        let domain = PaymentDomain {
+            chain_id: config["chain_id"]
+                .as_u64()
+                .ok_or_else(|| ClientError::Protocol("no chain id".into()))?,
+            escrow: config["escrow"]
+                .as_str()
+                .and_then(|e| e.parse().ok())
+                .ok_or_else(|| ClientError::Protocol("no escrow".into()))?,
+        };
+        let session_key = loop {
+            if let Ok(key) = SigningKey::from_bytes(&rand::random::<[u8; 32]>()) {
+                break key;
+            }
+        };
+        let channel = self
+            .post("/api/v1/channels", json!({"payee": owner, "deposit": deposit.to_string(), "signer": format!("{:#x}", session_key.address())}))
+            .await?;
+        let channel_id: B256 = channel["id"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("no channel id".into()))?;
+        let mut body = json!({"channel_id": format!("{channel_id:#x}")});
+        if let Some(cap) = max_spend {
+            body["max_spend"] = json!(cap.to_string());
+        }
+        let session = self
+            .post(&format!("/api/v1/streams/{stream_id}/sessions"), body)
+            .await?;
+        let playback_url = session["playback_url"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("no playback_url".into()))?
+            .to_string();
+        let paid_from: Amount = session["paid_from"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_default();
+        Ok(PaidSession {
+            stream_id: stream_id.to_string(),
+            channel_id,
+            playback_url,
+            price,
+            paid_from,
+            meter: Meter::new(price, paid_from, max_spend, 0).with_preview(preview_ms),
+            domain,
+            session_key,
+        })
+    }
+
+    /// Signs a voucher for the cumulative `amount` on the session's channel and submits it.
+    pub async fn pay(&self, session: &PaidSession, amount: Amount) -> Result<()> {
+        let channel = session.channel_id;
+        let signature = session
+            .session_key
+            .sign_digest(session.domain.voucher_digest(channel, amount.0));
         self.post(
             &format!("/api/v1/channels/{channel:#x}/vouchers"),
             json!({"amount": amount.to_string(), "signature": hex(&signature)}),
         )
         .await
         .map(|_| ())
+    }
+
+    /// Keeps `session` paid ahead for `duration` while another component
+    /// (any HLS player) plays its `playback_url`: pays up to the server's
+    /// prepay window as the player is granted media, but never beyond what
+    /// real time allows (media time elapsed since the start plus a live
+    /// window's burst of `segment_duration_ms` segments) nor the session's
+    /// cap. Returns what it spent.
+    pub async fn pay_ahead(
+        &self,
+        session: &PaidSession,
+        segment_duration_ms: u64,
+        duration: Duration,
+    ) -> Result<Amount> {
+        /// Segments a player may fetch at once when it joins (a live window).
+        const BURST_SEGMENTS: u64 = 6;
+        let started = Instant::now();
+        let mut paid = session.paid_from;
+        while started.elapsed() < duration {
+            let limit_ms =
+                started.elapsed().as_millis() as u64 + BURST_SEGMENTS * segment_duration_ms.max(1);
+            let mut owed = session
+                .price
+                .owed(limit_ms)
+                .ok_or_else(|| ClientError::Protocol("price overflow".into()))?;
+            if let Some(cap) = session.meter.max_spend {
+                owed = owed.min(cap);
+            }
+            let limit = session
+                .paid_from
+                .checked_add(owed)
+                .ok_or_else(|| ClientError::Protocol("amount overflow".into()))?;
+            if limit <= paid {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            match self.pay(session, limit).await {
+                Ok(()) => paid = limit,
+                // Past the window: pay what it accepts now, if that moves.
+                Err(ClientError::Api {
+                    status: 409,
+                    problem,
+                    ..
+                }) => {
+                    let accepted = problem["max_amount"]
+                        .as_str()
+                        .and_then(|a| a.parse::<Amount>().ok())
+                        .filter(|&max| max > paid && max < limit);
+                    match accepted {
+                        Some(max) => match self.pay(session, max).await {
+                            Ok(()) => paid = max,
+                            Err(ClientError::Api { status: 409, .. }) => {}
+                            Err(err) => return Err(err),
+                        },
+                        None => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Amount(paid.0 - session.paid_from.0))
+    }
+
+    /// The shared HTTP client and the absolute URL of a server path.
+    pub fn http(&self, path: &str) -> (&reqwest::Client, String) {
+        (&self.http, self.url(path))
     }
 
     async fn segment_cids(&self, stream_id: &str, rendition: &str) -> Result<HashMap<u64, String>> {

@@ -141,10 +141,7 @@ impl Meter {
     /// session: paid up to the prepay window past the granted time, and
     /// never past the cap.
     pub fn max_voucher(&self) -> Amount {
-        let ahead = self
-            .price
-            .owed(self.granted_ms.saturating_add(self.prepay_ms))
-            .unwrap_or(Amount(u128::MAX));
+        let ahead = self.owed(self.granted_ms.saturating_add(self.prepay_ms));
         let limited = match self.max_spend {
             Some(cap) if cap < ahead => cap,
             _ => ahead,

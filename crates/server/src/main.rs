@@ -6,6 +6,7 @@ mod config;
 mod db;
 mod demo;
 mod events;
+mod export;
 mod http;
 mod keys;
 mod ledger_db;
@@ -68,6 +69,38 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Paying viewers of one live stream (a `--dev` server funds them), or
+    /// with `--static-base`, free viewers of plain files at the same rate.
+    Viewers {
+        /// The server, for paying viewers.
+        #[arg(long, required_unless_present = "static_base")]
+        server: Option<String>,
+        /// The priced live stream they watch.
+        #[arg(long, required_unless_present = "static_base")]
+        stream: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        viewers: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Each viewer's deposit, base units.
+        #[arg(long, default_value = "100000000")]
+        deposit: String,
+        /// Viewers setting up at once.
+        #[arg(long, default_value_t = 64)]
+        setup_concurrency: usize,
+        /// Playlist polling period per viewer.
+        #[arg(long, default_value_t = 1000)]
+        poll_interval_ms: u64,
+        /// A rendition directory of plain files (`index.m3u8`, `0.m4s`...).
+        #[arg(long, conflicts_with_all = ["server", "stream"])]
+        static_base: Option<String>,
+        /// Segments in that directory.
+        #[arg(long, default_value_t = 10)]
+        static_segments: u64,
+        /// Period of segment requests per static viewer.
+        #[arg(long, default_value_t = 2000)]
+        segment_duration_ms: u64,
+    },
     /// Durable voucher acceptance over HTTP against a `--dev` server.
     Vouchers {
         #[arg(long)]
@@ -92,6 +125,22 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Write a stream's recording as plain HLS files (master playlist, and per
+    /// rendition its init file, segments and a VOD playlist).
+    Export {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The stream.
+        #[arg(long)]
+        stream: String,
+        /// Where to write (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The target segment duration the server used.
+        #[arg(long, default_value_t = 2000)]
+        segment_duration_ms: u32,
+    },
     /// Ledger tools.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -191,6 +240,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export {
+            data_dir,
+            stream,
+            out,
+            segment_duration_ms,
+        } => runtime()?.block_on(async move {
+            let summary =
+                export::export_stream(&data_dir, &stream, &out, segment_duration_ms).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }),
         Command::Ledger(LedgerCommand::Audit { data_dir, database }) => {
             runtime()?.block_on(audit(data_dir, database))
         }
@@ -202,6 +262,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Bench(BenchCommand::Viewers {
+            server,
+            stream,
+            viewers,
+            seconds,
+            deposit,
+            setup_concurrency,
+            poll_interval_ms,
+            static_base,
+            static_segments,
+            segment_duration_ms,
+        }) => runtime()?.block_on(async move {
+            use streamweave_client::load;
+            let report = match (static_base, server, stream) {
+                (Some(base), _, _) => {
+                    load::run_static(load::StaticLoad {
+                        base,
+                        segments: static_segments,
+                        segment_duration_ms,
+                        viewers,
+                        seconds,
+                        poll_interval_ms,
+                    })
+                    .await
+                }
+                (None, Some(server), Some(stream_id)) => load::run_paid(load::PaidLoad {
+                    server,
+                    stream_id,
+                    viewers,
+                    seconds,
+                    deposit: deposit
+                        .parse()
+                        .map_err(|err| anyhow::anyhow!("--deposit: {err}"))?,
+                    setup_concurrency,
+                    poll_interval_ms,
+                })
+                .await
+                .map_err(|err| anyhow::anyhow!("{err}"))?,
+                _ => anyhow::bail!("give --server and --stream, or --static-base"),
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }),
         Command::Bench(BenchCommand::Vouchers {
             server,
             channels,

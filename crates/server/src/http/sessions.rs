@@ -120,11 +120,13 @@ async fn start_session(
         ),
     };
     let segment_ms = u64::from(state.settings.segment_duration_ms);
+    // Real segments run a little past the target duration (audio frames do
+    // not divide it), so the window allows a quarter segment of slack.
     let meter = Meter::new(
         price,
         channel.redeemed,
         max_spend,
-        PREPAY_SEGMENTS * segment_ms,
+        PREPAY_SEGMENTS * segment_ms + segment_ms / 4,
     )
     .with_preview(u64::from(stream.preview_seconds) * 1000);
     let session = Session {

@@ -1,0 +1,442 @@
+//! A load generator: N paying viewers of one live stream, each polling the
+//! live playlist, paying for each new segment and fetching it, with every
+//! request timed. A static mode makes the same requests at the same rate
+//! against plain files (e.g. nginx serving the same segments) for comparison.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use streamweave_ledger::{Amount, GateDecision, SigningKey};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::{Client, ClientError, lowest_video_rendition};
+
+/// Error samples kept in a report.
+const MAX_ERROR_SAMPLES: usize = 10;
+
+/// Paying viewers of one stream.
+#[derive(Debug, Clone)]
+pub struct PaidLoad {
+    /// The server (`http://127.0.0.1:8080`), in dev mode: viewers fund themselves from its faucet.
+    pub server: String,
+    /// The priced live stream.
+    pub stream_id: String,
+    /// Viewers.
+    pub viewers: usize,
+    /// How long they watch, after all have started.
+    pub seconds: u64,
+    /// Each viewer's channel deposit (and faucet grant).
+    pub deposit: Amount,
+    /// Viewers signing in and opening channels at once during setup.
+    pub setup_concurrency: usize,
+    /// How often each viewer polls the playlist.
+    pub poll_interval_ms: u64,
+}
+
+/// Free viewers of plain files: `{base}/index.m3u8` polled, and one of
+/// `{base}/{0..segments}.m4s` fetched every `segment_duration_ms`.
+#[derive(Debug, Clone)]
+pub struct StaticLoad {
+    /// URL of a rendition's directory.
+    pub base: String,
+    /// Segments there, `0.m4s` up.
+    pub segments: u64,
+    /// The period of segment requests per viewer.
+    pub segment_duration_ms: u64,
+    /// Viewers.
+    pub viewers: usize,
+    /// How long they watch.
+    pub seconds: u64,
+    /// How often each viewer polls the playlist.
+    pub poll_interval_ms: u64,
+}
+
+/// Latencies of one kind of request.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Latency {
+    /// Requests that completed.
+    pub count: usize,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Slowest, milliseconds.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// From request durations in microseconds.
+    pub fn from_micros(mut samples: Vec<u32>) -> Self {
+        if samples.is_empty() {
+            return Latency::default();
+        }
+        samples.sort_unstable();
+        let at = |quantile: f64| {
+            let rank = ((samples.len() as f64 * quantile).ceil() as usize).clamp(1, samples.len());
+            f64::from(samples[rank - 1]) / 1000.0
+        };
+        Latency {
+            count: samples.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    /// Viewers asked for.
+    pub viewers: usize,
+    /// Viewers that finished setup and watched.
+    pub viewers_watching: usize,
+    /// Seconds watched.
+    pub seconds: u64,
+    /// Setup time (sign-in, faucet, channel, session for everyone), milliseconds.
+    pub setup_ms: u64,
+    /// Segment requests that were served.
+    pub segments: Latency,
+    /// Playlist polls.
+    pub playlists: Latency,
+    /// Voucher submissions accepted.
+    pub vouchers: Latency,
+    /// Segment requests per second over the run.
+    pub segments_per_second: f64,
+    /// Bytes of segments received.
+    pub segment_bytes: u64,
+    /// Segments answered 402 although paid ahead (then paid and fetched again).
+    pub payment_required_retries: u64,
+    /// Failed requests of any kind (transport, timeout, unexpected status).
+    pub errors: u64,
+    /// A few of them.
+    pub error_samples: Vec<String>,
+}
+
+#[derive(Default)]
+struct ViewerTally {
+    segments_us: Vec<u32>,
+    playlists_us: Vec<u32>,
+    vouchers_us: Vec<u32>,
+    segment_bytes: u64,
+    retries: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+impl ViewerTally {
+    fn error(&mut self, what: impl std::fmt::Display) {
+        self.errors += 1;
+        if self.error_samples.len() < MAX_ERROR_SAMPLES {
+            self.error_samples.push(what.to_string());
+        }
+    }
+}
+
+fn micros(since: Instant) -> u32 {
+    u32::try_from(since.elapsed().as_micros()).unwrap_or(u32::MAX)
+}
+
+fn report(viewers: usize, seconds: u64, setup_ms: u64, tallies: Vec<ViewerTally>) -> LoadReport {
+    let mut out = LoadReport {
+        viewers,
+        viewers_watching: tallies.len(),
+        seconds,
+        setup_ms,
+        ..LoadReport::default()
+    };
+    let (mut segments, mut playlists, mut vouchers) = (Vec::new(), Vec::new(), Vec::new());
+    for tally in tallies {
+        segments.extend(tally.segments_us);
+        playlists.extend(tally.playlists_us);
+        vouchers.extend(tally.vouchers_us);
+        out.segment_bytes += tally.segment_bytes;
+        out.payment_required_retries += tally.retries;
+        out.errors += tally.errors;
+        for sample in tally.error_samples {
+            if out.error_samples.len() < MAX_ERROR_SAMPLES {
+                out.error_samples.push(sample);
+            }
+        }
+    }
+    out.segments_per_second = segments.len() as f64 / seconds.max(1) as f64;
+    out.segments = Latency::from_micros(segments);
+    out.playlists = Latency::from_micros(playlists);
+    out.vouchers = Latency::from_micros(vouchers);
+    out
+}
+
+/// An HTTP client for many viewers: one pool, many connections, bounded waits.
+fn load_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Runs `config.viewers` paying viewers and reports what they measured.
+pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
+    let http = load_http();
+    let setup_started = Instant::now();
+    let gate = Arc::new(Semaphore::new(config.setup_concurrency.max(1)));
+    let mut setups = JoinSet::new();
+    for _ in 0..config.viewers {
+        let (http, config, gate) = (http.clone(), config.clone(), gate.clone());
+        setups.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let key = loop {
+                if let Ok(key) = SigningKey::from_bytes(&rand::random::<[u8; 32]>()) {
+                    break key;
+                }
+            };
+            let mut client = Client::with_http(&config.server, key, http);
+            client.sign_in().await?;
+            client.faucet(config.deposit).await?;
+            let session = client
+                .open_session(&config.stream_id, config.deposit, None)
+                .await?;
+            let (http, url) = client.http(&session.playback_url);
+            let master = http.get(url).send().await?.bytes().await?;
+            let rendition = lowest_video_rendition(&master)
+                .ok_or_else(|| ClientError::Protocol("no video rendition".into()))?;
+            Ok::<_, ClientError>((client, session, rendition))
+        });
+    }
+    let mut ready = Vec::with_capacity(config.viewers);
+    let mut setup_errors = ViewerTally::default();
+    while let Some(joined) = setups.join_next().await {
+        match joined {
+            Ok(Ok(viewer)) => ready.push(viewer),
+            Ok(Err(err)) => setup_errors.error(format!("setup: {err}")),
+            Err(err) => setup_errors.error(format!("setup task: {err}")),
+        }
+    }
+    if ready.is_empty() {
+        return Err(ClientError::Protocol(format!(
+            "no viewer could start: {}",
+            setup_errors
+                .error_samples
+                .first()
+                .cloned()
+                .unwrap_or_default()
+        )));
+    }
+    let setup_ms = setup_started.elapsed().as_millis() as u64;
+
+    let deadline = Instant::now() + Duration::from_secs(config.seconds);
+    let poll = Duration::from_millis(config.poll_interval_ms.max(100));
+    let mut watchers = JoinSet::new();
+    for (client, session, rendition) in ready {
+        watchers.spawn(watch_paying(client, session, rendition, deadline, poll));
+    }
+    let watching = watchers.len();
+    let mut tallies = Vec::with_capacity(watching + 1);
+    while let Some(joined) = watchers.join_next().await {
+        match joined {
+            Ok(tally) => tallies.push(tally),
+            Err(err) => setup_errors.error(format!("viewer task: {err}")),
+        }
+    }
+    tallies.push(setup_errors);
+    let mut out = report(config.viewers, config.seconds, setup_ms, tallies);
+    out.viewers_watching = watching;
+    Ok(out)
+}
+
+/// One paying viewer: polls, pays each new segment ahead of fetching it, fetches it.
+async fn watch_paying(
+    client: Client,
+    session: crate::PaidSession,
+    rendition: String,
+    deadline: Instant,
+    poll: Duration,
+) -> ViewerTally {
+    let mut tally = ViewerTally::default();
+    let mut meter = session.meter.clone();
+    let mut paid = session.paid_from;
+    let play_base = session
+        .playback_url
+        .trim_end_matches("master.m3u8")
+        .to_string();
+    let playlist_path = format!("{play_base}{rendition}/index.m3u8");
+    let mut next_sequence: Option<u64> = None;
+    // Spread viewers over the poll interval, as real players are.
+    tokio::time::sleep(poll.mul_f64(rand::random::<f64>())).await;
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let (http, url) = client.http(&playlist_path);
+        let started = Instant::now();
+        let listed = match http.get(url).send().await {
+            Ok(response) if response.status().is_success() => match response.bytes().await {
+                Ok(bytes) => {
+                    tally.playlists_us.push(micros(started));
+                    m3u8_rs::parse_media_playlist_res(&bytes).ok()
+                }
+                Err(err) => {
+                    tally.error(format!("playlist body: {err}"));
+                    None
+                }
+            },
+            Ok(response) => {
+                tally.error(format!("playlist: {}", response.status()));
+                None
+            }
+            Err(err) => {
+                tally.error(format!("playlist: {err}"));
+                None
+            }
+        };
+        let Some(listed) = listed else { continue };
+        let first = listed.media_sequence;
+        let last = first + listed.segments.len() as u64;
+        // Start at the live edge: the newest listed segment.
+        let from = *next_sequence.get_or_insert(last.saturating_sub(1));
+        for sequence in from.max(first)..last {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let segment = &listed.segments[(sequence - first) as usize];
+            let duration_ms = (f64::from(segment.duration) * 1000.0).round() as u32;
+            // Pay ahead: the voucher goes before the request it pays for.
+            let mut probe = meter.clone();
+            match probe.decide(sequence, duration_ms, paid) {
+                GateDecision::PaymentRequired { required } => {
+                    let started = Instant::now();
+                    match client.pay(&session, required).await {
+                        Ok(()) => {
+                            tally.vouchers_us.push(micros(started));
+                            paid = required;
+                        }
+                        Err(err) => tally.error(format!("voucher: {err}")),
+                    }
+                }
+                GateDecision::CapReached { .. } => return tally,
+                GateDecision::Serve { .. } => {}
+            }
+            let path = format!("{play_base}{rendition}/{sequence}.m4s");
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let (http, url) = client.http(&path);
+                let started = Instant::now();
+                match http.get(url).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        match response.bytes().await {
+                            Ok(bytes) => {
+                                tally.segments_us.push(micros(started));
+                                tally.segment_bytes += bytes.len() as u64;
+                                let _ = meter.decide(sequence, duration_ms, Amount(u128::MAX));
+                            }
+                            Err(err) => tally.error(format!("segment body: {err}")),
+                        }
+                        break;
+                    }
+                    Ok(response) if response.status().as_u16() == 402 && attempts == 1 => {
+                        // Not yet covered (a voucher failed): pay what the meter says and retry.
+                        tally.retries += 1;
+                        let mut probe = meter.clone();
+                        if let GateDecision::PaymentRequired { required } =
+                            probe.decide(sequence, duration_ms, Amount(0))
+                            && client.pay(&session, required).await.is_ok()
+                        {
+                            paid = paid.max(required);
+                        }
+                    }
+                    Ok(response) => {
+                        tally.error(format!("segment: {}", response.status()));
+                        break;
+                    }
+                    Err(err) => {
+                        tally.error(format!("segment: {err}"));
+                        break;
+                    }
+                }
+            }
+            next_sequence = Some(sequence + 1);
+        }
+    }
+    tally
+}
+
+/// Runs `config.viewers` free viewers of plain files at the paid run's request rate.
+pub async fn run_static(config: StaticLoad) -> LoadReport {
+    let http = load_http();
+    let deadline = Instant::now() + Duration::from_secs(config.seconds);
+    let base = config.base.trim_end_matches('/').to_string();
+    let mut watchers = JoinSet::new();
+    for viewer in 0..config.viewers {
+        let (http, config, base) = (http.clone(), config.clone(), base.clone());
+        watchers.spawn(async move {
+            let mut tally = ViewerTally::default();
+            let poll = Duration::from_millis(config.poll_interval_ms.max(100));
+            tokio::time::sleep(poll.mul_f64(rand::random::<f64>())).await;
+            let mut tick = tokio::time::interval(poll);
+            let mut next_segment_at = Instant::now();
+            let mut sequence = viewer as u64 % config.segments.max(1);
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let started = Instant::now();
+                match http.get(format!("{base}/index.m3u8")).send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => tally.playlists_us.push(micros(started)),
+                        Err(err) => tally.error(format!("playlist body: {err}")),
+                    },
+                    Ok(r) => tally.error(format!("playlist: {}", r.status())),
+                    Err(err) => tally.error(format!("playlist: {err}")),
+                }
+                if Instant::now() >= next_segment_at {
+                    next_segment_at += Duration::from_millis(config.segment_duration_ms);
+                    let started = Instant::now();
+                    match http.get(format!("{base}/{sequence}.m4s")).send().await {
+                        Ok(r) if r.status().is_success() => match r.bytes().await {
+                            Ok(bytes) => {
+                                tally.segments_us.push(micros(started));
+                                tally.segment_bytes += bytes.len() as u64;
+                            }
+                            Err(err) => tally.error(format!("segment body: {err}")),
+                        },
+                        Ok(r) => tally.error(format!("segment: {}", r.status())),
+                        Err(err) => tally.error(format!("segment: {err}")),
+                    }
+                    sequence = (sequence + 1) % config.segments.max(1);
+                }
+            }
+            tally
+        });
+    }
+    let mut tallies = Vec::with_capacity(config.viewers);
+    let mut failed = ViewerTally::default();
+    while let Some(joined) = watchers.join_next().await {
+        match joined {
+            Ok(tally) => tallies.push(tally),
+            Err(err) => failed.error(format!("viewer task: {err}")),
+        }
+    }
+    let watching = tallies.len();
+    tallies.push(failed);
+    let mut out = report(config.viewers, config.seconds, 0, tallies);
+    out.viewers_watching = watching;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let latency = Latency::from_micros((1..=100).map(|ms| ms * 1000).collect());
+        assert_eq!(latency.count, 100);
+        assert_eq!(latency.p50_ms, 50.0);
+        assert_eq!(latency.p99_ms, 99.0);
+        assert_eq!(latency.max_ms, 100.0);
+        assert_eq!(Latency::from_micros(vec![]), Latency::default());
+        let one = Latency::from_micros(vec![1500]);
+        assert_eq!((one.p50_ms, one.p99_ms), (1.5, 1.5));
+    }
+}
