@@ -177,6 +177,25 @@ impl Client {
         Ok(self.address())
     }
 
+    /// Creates a stream owned by this wallet (signed in): free without a
+    /// price, else priced per second with an optional free preview. Answers
+    /// the server's view of it, with `id`, `stream_key` and `rtmp_url`.
+    pub async fn create_stream(
+        &self,
+        title: &str,
+        price: Option<Price>,
+        preview_seconds: u32,
+    ) -> Result<Value> {
+        let mut body = json!({ "title": title });
+        if let Some(price) = price {
+            body["access"] = json!("per_second");
+            body["price"] =
+                json!({"amount": price.amount.to_string(), "period_seconds": price.period_seconds});
+            body["preview_seconds"] = json!(preview_seconds);
+        }
+        self.post("/api/v1/streams", body).await
+    }
+
     /// Dev mode: funds this wallet from the faucet.
     pub async fn faucet(&self, amount: Amount) -> Result<()> {
         self.post(

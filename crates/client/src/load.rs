@@ -33,6 +33,8 @@ pub struct PaidLoad {
     pub setup_concurrency: usize,
     /// How often each viewer polls the playlist.
     pub poll_interval_ms: u64,
+    /// The server's process id on this machine, to report its CPU and memory.
+    pub server_pid: Option<u32>,
 }
 
 /// Free viewers of plain files: `{base}/index.m3u8` polled, and one of
@@ -113,6 +115,62 @@ pub struct LoadReport {
     pub errors: u64,
     /// A few of them.
     pub error_samples: Vec<String>,
+    /// The server's CPU while viewers watched, percent of one core.
+    pub server_cpu_percent: Option<f64>,
+    /// The server's resident memory at the end, MiB.
+    pub server_rss_mib: Option<f64>,
+    /// The server's peak resident memory, MiB.
+    pub server_peak_rss_mib: Option<f64>,
+    /// This generator's CPU while viewers watched, percent of one core.
+    pub generator_cpu_percent: Option<f64>,
+}
+
+/// CPU time (user + system) a process has used, in clock ticks (USER_HZ, 100 a second on Linux).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(user + system)
+}
+
+/// A `/proc/{pid}/status` memory line (`VmRSS`, `VmHWM`) in MiB.
+fn memory_mib(pid: &str, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// CPU use of processes over an interval.
+struct CpuWatch {
+    started: Instant,
+    ticks: Vec<Option<u64>>,
+    pids: Vec<String>,
+}
+
+impl CpuWatch {
+    fn start(pids: Vec<String>) -> Self {
+        CpuWatch {
+            started: Instant::now(),
+            ticks: pids.iter().map(|p| cpu_ticks(p)).collect(),
+            pids,
+        }
+    }
+
+    /// Percent of one core each process used since the start.
+    fn percents(&self) -> Vec<Option<f64>> {
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        self.pids
+            .iter()
+            .zip(&self.ticks)
+            .map(|(pid, before)| {
+                let used = cpu_ticks(pid)?.checked_sub((*before)?)?;
+                Some(used as f64 / 100.0 / seconds * 100.0)
+            })
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -228,6 +286,13 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
 
     let deadline = Instant::now() + Duration::from_secs(config.seconds);
     let poll = Duration::from_millis(config.poll_interval_ms.max(100));
+    let server_pid = config.server_pid.map(|p| p.to_string());
+    let cpu = CpuWatch::start(
+        ["self".to_string()]
+            .into_iter()
+            .chain(server_pid.clone())
+            .collect(),
+    );
     let mut watchers = JoinSet::new();
     for (client, session, rendition) in ready {
         watchers.spawn(watch_paying(client, session, rendition, deadline, poll));
@@ -241,8 +306,15 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
         }
     }
     tallies.push(setup_errors);
+    let percents = cpu.percents();
     let mut out = report(config.viewers, config.seconds, setup_ms, tallies);
     out.viewers_watching = watching;
+    out.generator_cpu_percent = percents.first().copied().flatten();
+    if let Some(pid) = &server_pid {
+        out.server_cpu_percent = percents.get(1).copied().flatten();
+        out.server_rss_mib = memory_mib(pid, "VmRSS:");
+        out.server_peak_rss_mib = memory_mib(pid, "VmHWM:");
+    }
     Ok(out)
 }
 
@@ -427,6 +499,19 @@ pub async fn run_static(config: StaticLoad) -> LoadReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        // Burn a little CPU so the counter has something to show.
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_add(i ^ (x >> 3));
+        }
+        assert!(x != 1);
+        assert!(cpu_ticks("self").is_some_and(|t| t > 0));
+        assert!(memory_mib("self", "VmRSS:").is_some_and(|m| m > 0.0));
+        assert_eq!(cpu_ticks("not-a-pid"), None);
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

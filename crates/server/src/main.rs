@@ -61,6 +61,30 @@ enum KeysCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StreamsCommand {
+    /// Create a stream owned by a wallet and print it (JSON, with its stream key).
+    Create {
+        /// The server (`http://127.0.0.1:8080`).
+        #[arg(long)]
+        server: String,
+        /// The creator's wallet key file.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        title: String,
+        /// Price per period in base units; free when absent.
+        #[arg(long)]
+        price: Option<String>,
+        /// The price's period.
+        #[arg(long, default_value_t = 60)]
+        period_seconds: u32,
+        /// Free seconds before a priced stream charges.
+        #[arg(long, default_value_t = 0)]
+        preview_seconds: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// libsecp256k1 recoveries per second (the bound of voucher acceptance).
     Recover {
@@ -100,6 +124,9 @@ enum BenchCommand {
         /// Period of segment requests per static viewer.
         #[arg(long, default_value_t = 2000)]
         segment_duration_ms: u64,
+        /// The server's process id, to report its CPU and memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Durable voucher acceptance over HTTP against a `--dev` server.
     Vouchers {
@@ -150,6 +177,9 @@ enum Command {
     /// Wallet keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Streams, as their creator.
+    #[command(subcommand)]
+    Streams(StreamsCommand),
     /// Watch a paid stream like a player: pay by the second, verify every
     /// segment's CID, print a JSON summary.
     Watch {
@@ -273,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             static_base,
             static_segments,
             segment_duration_ms,
+            server_pid,
         }) => runtime()?.block_on(async move {
             use streamweave_client::load;
             let report = match (static_base, server, stream) {
@@ -297,6 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|err| anyhow::anyhow!("--deposit: {err}"))?,
                     setup_concurrency,
                     poll_interval_ms,
+                    server_pid,
                 })
                 .await
                 .map_err(|err| anyhow::anyhow!("{err}"))?,
@@ -347,6 +379,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let summary = client.watch(&stream, seconds, deposit, max_spend).await?;
                 println!("{}", serde_json::to_string_pretty(&summary)?);
+                Ok(())
+            })
+        }
+        Command::Streams(StreamsCommand::Create {
+            server,
+            key,
+            title,
+            price,
+            period_seconds,
+            preview_seconds,
+        }) => {
+            let key = keys::read_key(&key)?;
+            let price = price
+                .map(|amount| {
+                    Ok::<_, anyhow::Error>(streamweave_ledger::Price {
+                        amount: amount
+                            .parse()
+                            .map_err(|err| anyhow::anyhow!("--price: {err}"))?,
+                        period_seconds,
+                    })
+                })
+                .transpose()?;
+            runtime()?.block_on(async move {
+                let mut client = streamweave_client::Client::new(&server, key);
+                client.sign_in().await?;
+                let stream = client
+                    .create_stream(&title, price, preview_seconds)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&stream)?);
                 Ok(())
             })
         }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Paying viewers of one live stream, then the same requests without payment
+# against nginx serving the same segments, in one run on this machine.
+# `streamweave bench viewers` runs N viewers: each polls the live playlist
+# every second, pays each new segment with a voucher and fetches it. The
+# static run makes the same playlist and segment requests at the same rate
+# against nginx. Generator, server, transcoder and nginx share the cores.
+# Usage: scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
+source "$(dirname "$0")/common.sh"
+RUN_SECONDS="${1:-30}"
+shift || true
+COUNTS=("$@")
+[ "${#COUNTS[@]}" -gt 0 ] || COUNTS=(1000 10000)
+need nginx ffmpeg curl python3
+build
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+start_server "$WORK/server.log" --dev
+"$BIN" keys new --out "$WORK/creator.key" >/dev/null
+"$BIN" streams create --server "http://$HTTP" --key "$WORK/creator.key" \
+  --title "viewers benchmark" --price 1000 --period-seconds 1 >"$WORK/stream.json"
+STREAM_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <"$WORK/stream.json")
+STREAM_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["stream_key"])' <"$WORK/stream.json")
+# A 360p source: the ladder is one video rung and audio, so most of the CPU
+# goes to viewers.
+ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=size=640x360:rate=30" \
+  -f lavfi -i sine=frequency=440:sample_rate=48000 \
+  -c:v libx264 -preset ultrafast -g 60 -pix_fmt yuv420p -c:a aac -f flv "rtmp://$RTMP/live/$STREAM_KEY" &
+PUBLISHER_PID=$!
+PIDS+=("$PUBLISHER_PID")
+for _ in $(seq 100); do
+  count=$(curl -sf "http://$HTTP/api/v1/streams/$STREAM_ID/segments" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' || echo 0)
+  [ "$count" -ge 6 ] && break
+  sleep 0.5
+done
+
+for viewers in "${COUNTS[@]}"; do
+  echo "paying viewers: $viewers for ${RUN_SECONDS}s" >&2
+  "$BIN" bench viewers --server "http://$HTTP" --stream "$STREAM_ID" --viewers "$viewers" \
+    --seconds "$RUN_SECONDS" --server-pid "$SERVER_PID" >"$WORK/paid-$viewers.json"
+done
+kill "$PUBLISHER_PID" 2>/dev/null || true
+
+# The same segments as plain files for nginx.
+ROOT_DIR="$WORK/nginx-root"
+chmod 755 "$WORK"
+"$BIN" export --data-dir "$WORK/data" --stream "$STREAM_ID" --out "$ROOT_DIR" >/dev/null
+SEGMENTS=$(find "$ROOT_DIR/360p" -name '*.m4s' | wc -l)
+NGINX_PORT=$(free_port)
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 100000;
+  open_file_cache max=1000;
+  types { video/mp4 m4s; application/vnd.apple.mpegurl m3u8; }
+  server { listen 127.0.0.1:$NGINX_PORT; root $ROOT_DIR; }
+}
+CONF
+nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+sleep 0.5
+for viewers in "${COUNTS[@]}"; do
+  echo "nginx viewers: $viewers for ${RUN_SECONDS}s" >&2
+  "$BIN" bench viewers --static-base "http://127.0.0.1:$NGINX_PORT/360p" --static-segments "$SEGMENTS" \
+    --viewers "$viewers" --seconds "$RUN_SECONDS" >"$WORK/nginx-$viewers.json"
+done
+
+echo "$(nproc) cores shared by the server, ffmpeg, the generator and nginx; ${RUN_SECONDS}s per run; 360p stream, 2 s segments, 1 s playlist polls"
+python3 - "$WORK" "${COUNTS[@]}" <<'PY'
+import json, sys
+work, counts = sys.argv[1], sys.argv[2:]
+def fmt(x, unit=""):
+    return "-" if x is None else f"{x:.1f}{unit}"
+print("| run | viewers | watching | segments/s | segment p50 | segment p99 | voucher p50 | voucher p99 | playlist p99 | errors | server CPU | server RSS | setup |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for kind in ("paid", "nginx"):
+    for n in counts:
+        r = json.load(open(f"{work}/{kind}-{n}.json"))
+        paid = kind == "paid"
+        print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "StreamWeave, paying" if paid else "nginx, no payment", n, r["viewers_watching"],
+            r["segments_per_second"], fmt(r["segments"]["p50_ms"], " ms"), fmt(r["segments"]["p99_ms"], " ms"),
+            fmt(r["vouchers"]["p50_ms"], " ms") if paid else "-", fmt(r["vouchers"]["p99_ms"], " ms") if paid else "-",
+            fmt(r["playlists"]["p99_ms"], " ms"), r["errors"],
+            fmt(r.get("server_cpu_percent"), " %"), fmt(r.get("server_peak_rss_mib"), " MiB"),
+            f"{r['setup_ms']/1000:.0f} s" if paid else "-"))
+        if r["error_samples"]:
+            print(f"<!-- {kind} {n}: {r['error_samples'][:3]} -->")
+PY
