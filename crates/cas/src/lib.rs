@@ -7,16 +7,22 @@
 //! files back verified, and [`decode_dag_pb`] walks nodes.
 
 mod blockstore;
+mod car;
 mod dag;
+mod dir;
 mod pb;
+mod piece;
 
 pub use blockstore::Blockstore;
+pub use car::{CarFile, car_header, read_car, write_car};
 pub use cid::Cid;
 pub use dag::{
     Block, CHUNK_SIZE_BYTES, DAG_PB_CODEC, FileDag, MAX_LINKS_PER_NODE, RAW_CODEC, block_cid,
     build_file_dag, file_cid,
 };
+pub use dir::{DirEntry, Directory, SHARDING_THRESHOLD_BYTES, build_directory, dag_tsize};
 pub use pb::{PbLink, PbNode, UnixFsData, UnixFsType, decode_unixfs};
+pub use piece::{PieceCommitment, PieceHasher};
 
 /// Errors of content addressing and the blockstore.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,9 @@ pub enum CasError {
     /// A DAG that is not a UnixFS file.
     #[error("{0} is not a file")]
     NotAFile(Cid),
+    /// A directory Kubo would shard (HAMT), which is not built here.
+    #[error("a directory of {0} entries needs HAMT sharding, which is not supported")]
+    DirectoryTooLarge(usize),
     /// The disk.
     #[error("blockstore I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -69,6 +78,50 @@ pub fn parse_cid(text: &str) -> Result<Cid, CasError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn verify_car_names_corrupt_and_missing_blocks_by_path() {
+        let file: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let dag = super::build_file_dag(&file);
+        let dir = super::build_directory(vec![super::DirEntry {
+            name: "seg.m4s".into(),
+            cid: dag.root,
+            tsize: dag.blocks.iter().map(|b| b.data.len() as u64).sum(),
+        }])
+        .unwrap();
+        let blocks: std::collections::HashMap<_, _> = dag
+            .blocks
+            .iter()
+            .chain(std::iter::once(&dir.block))
+            .map(|b| (b.cid, b.data.to_vec()))
+            .collect();
+        let car = |skip: Option<super::Cid>| {
+            let mut out = Vec::new();
+            super::write_car(
+                &dir.block.cid,
+                |cid| match (skip == Some(*cid), blocks.get(cid)) {
+                    (false, Some(data)) => Ok(data.clone()),
+                    _ => Ok(Vec::new()),
+                },
+                &mut out,
+            )
+            .unwrap();
+            out
+        };
+        let sound = super::verify_car(&car(None)).unwrap();
+        assert_eq!(sound.root, Some(dir.block.cid));
+        assert!(sound.problems.is_empty(), "{:?}", sound.problems);
+        let mut corrupt = car(None);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let found = super::verify_car(&corrupt).unwrap();
+        assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+        assert!(
+            found.problems[0].starts_with("/seg.m4s: block "),
+            "{:?}",
+            found.problems
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -86,4 +139,87 @@ mod tests {
         ));
         assert!(parse_cid(&"b".repeat(200)).is_err());
     }
+}
+
+/// What checking a CAR found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarVerification {
+    /// The CAR's single root.
+    pub root: Option<Cid>,
+    /// Blocks in the CAR.
+    pub blocks: usize,
+    /// Every problem, as `path: what (CID)`; empty when the CAR is sound.
+    pub problems: Vec<String>,
+}
+
+/// Checks a CAR: one root, every block hashes to its CID, and the DAG is
+/// complete from the root (every linked block present). Problems name the
+/// path from the root (directory entry names) and the CID.
+pub fn verify_car(bytes: &[u8]) -> Result<CarVerification, CasError> {
+    let car = read_car(bytes)?;
+    let mut problems = Vec::new();
+    let mut blocks = std::collections::HashMap::with_capacity(car.blocks.len());
+    for (cid, data) in &car.blocks {
+        blocks.insert(*cid, data);
+    }
+    // Where each block sits, from the walk below, to name corrupt ones by path.
+    let mut paths: std::collections::HashMap<Cid, String> = std::collections::HashMap::new();
+    let root = match car.roots.as_slice() {
+        [root] => Some(*root),
+        _ => {
+            problems.push(format!("the CAR has {} roots, not one", car.roots.len()));
+            None
+        }
+    };
+    if let Some(root) = root {
+        let mut stack = vec![(root, String::new())];
+        let mut seen = std::collections::HashSet::new();
+        while let Some((cid, path)) = stack.pop() {
+            if !seen.insert(cid) {
+                continue;
+            }
+            let shown = if path.is_empty() { "/" } else { path.as_str() };
+            paths.insert(cid, shown.to_string());
+            let Some(data) = blocks.get(&cid) else {
+                problems.push(format!("{shown}: block {cid} is missing"));
+                continue;
+            };
+            if cid.codec() != DAG_PB_CODEC {
+                continue;
+            }
+            match decode_dag_pb(data) {
+                Ok(node) => {
+                    for link in node.links.iter().rev() {
+                        match Cid::try_from(link.hash.as_slice()) {
+                            Ok(child) => {
+                                let child_path = if link.name.is_empty() {
+                                    path.clone()
+                                } else {
+                                    format!("{path}/{}", link.name)
+                                };
+                                stack.push((child, child_path));
+                            }
+                            Err(_) => {
+                                problems.push(format!("{shown}: a link that is not a CID ({cid})"))
+                            }
+                        }
+                    }
+                }
+                Err(err) => problems.push(format!("{shown}: {err} ({cid})")),
+            }
+        }
+    }
+    for (cid, data) in &car.blocks {
+        if cid.hash().code() != dag::SHA2_256_CODE || dag::block_cid(cid.codec(), data) != *cid {
+            let path = paths
+                .get(cid)
+                .map_or("(not under the root)", String::as_str);
+            problems.push(format!("{path}: block {cid} does not hash to its CID"));
+        }
+    }
+    Ok(CarVerification {
+        root,
+        blocks: car.blocks.len(),
+        problems,
+    })
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use streamweave_cas::{Blockstore, parse_cid};
-use streamweave_media::playlist::{self, MasterEntry, MediaPlaylistSpec, PlaylistSegment};
+use streamweave_media::playlist::PlaylistSegment;
 
 use crate::db::{self, Db};
 
@@ -71,34 +71,12 @@ pub async fn export_stream(
                 uri,
             });
         }
-        let media = playlist::render_media_playlist(&MediaPlaylistSpec {
-            init_uri: "init.mp4",
-            segments: &listed,
-            segment_duration_ms,
-            ended: true,
-            live_window_segments: listed.len(),
-        });
+        let media = crate::archive::vod_playlist(&listed, segment_duration_ms);
         std::fs::write(dir.join("index.m3u8"), media)?;
     }
-    let entries: Vec<MasterEntry<'_>> = renditions
-        .iter()
-        .map(|r| MasterEntry {
-            name: &r.name,
-            uri: format!("{}/index.m3u8", r.name),
-            bandwidth_bps: r.bandwidth_bps,
-            codecs: &r.codecs,
-            resolution: r.width.zip(r.height),
-        })
-        .collect();
-    let videos: Vec<MasterEntry<'_>> = entries
-        .iter()
-        .filter(|e| e.resolution.is_some())
-        .cloned()
-        .collect();
-    let audio = entries.iter().find(|e| e.resolution.is_none());
     std::fs::write(
         out.join("master.m3u8"),
-        playlist::render_master_playlist(&videos, audio),
+        crate::archive::master_playlist(&renditions),
     )?;
     Ok(summary)
 }

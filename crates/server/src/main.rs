@@ -1,6 +1,7 @@
 //! `streamweave`: the platform binary.
 
 mod app;
+mod archive;
 mod bench;
 mod config;
 mod db;
@@ -57,6 +58,25 @@ enum KeysCommand {
     New {
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Write a stream's recording as a CARv1 with one root (deterministic
+    /// bytes) and print its root CID, size and Piece CID.
+    Export {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        stream: String,
+        /// The CAR file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The target segment duration the server used.
+        #[arg(long, default_value_t = 2000)]
+        segment_duration_ms: u32,
     },
 }
 
@@ -180,6 +200,15 @@ enum Command {
     /// Streams, as their creator.
     #[command(subcommand)]
     Streams(StreamsCommand),
+    /// Recordings as IPFS folders and CAR files.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// Check a CAR: every block against its CID, the DAG complete from its
+    /// root, and its Piece CID. Exits 1 naming each problem by path and CID.
+    Verify {
+        /// The CAR file.
+        car: PathBuf,
+    },
     /// Watch a paid stream like a player: pay by the second, verify every
     /// segment's CID, print a JSON summary.
     Watch {
@@ -382,6 +411,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Archive(ArchiveCommand::Export {
+            data_dir,
+            stream,
+            out,
+            segment_duration_ms,
+        }) => runtime()?.block_on(async move {
+            if !data_dir.join("streamweave.sqlite").exists() {
+                anyhow::bail!("no StreamWeave data in {}", data_dir.display());
+            }
+            let db = db::Db::new(db::open(&data_dir).await?);
+            if db.stream(&stream).await?.is_none() {
+                anyhow::bail!("no stream {stream}");
+            }
+            let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
+            let root = archive::build_root(&db, &blockstore, &stream, segment_duration_ms).await?;
+            // Written beside the target, then renamed: never a partial CAR.
+            let partial = out.with_extension("car.partial");
+            let file = std::io::BufWriter::new(
+                std::fs::File::create(&partial)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", partial.display()))?,
+            );
+            let summary = archive::car_of(&blockstore, &root, Some(file))?;
+            std::fs::rename(&partial, &out)?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }),
+        Command::Verify { car } => {
+            let bytes =
+                std::fs::read(&car).map_err(|e| anyhow::anyhow!("{}: {e}", car.display()))?;
+            let report = streamweave_cas::verify_car(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", car.display()))?;
+            let piece = streamweave_cas::PieceCommitment::of(&bytes);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "root_cid": report.root.map(|r| r.to_string()),
+                    "blocks": report.blocks,
+                    "car_size": bytes.len(),
+                    "piece_cid": piece.cid().to_string(),
+                    "piece_size": piece.padded_size,
+                    "problems": report.problems,
+                })
+            );
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                for problem in &report.problems {
+                    eprintln!("corrupt: {problem}");
+                }
+                std::process::exit(1)
+            }
+        }
         Command::Streams(StreamsCommand::Create {
             server,
             key,
@@ -404,9 +485,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(async move {
                 let mut client = streamweave_client::Client::new(&server, key);
                 client.sign_in().await?;
-                let stream = client
-                    .create_stream(&title, price, preview_seconds)
-                    .await?;
+                let stream = client.create_stream(&title, price, preview_seconds).await?;
                 println!("{}", serde_json::to_string_pretty(&stream)?);
                 Ok(())
             })

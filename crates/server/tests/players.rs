@@ -258,6 +258,49 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
         .parse()
         .expect("duration");
     assert!(seconds >= 12.0, "exported {seconds} s");
+    // A paid stream's archive is its creator's, not the public's.
+    let (anonymous, owned) = (
+        reqwest::get(server.url(&format!("/api/v1/streams/{stream_id}/archive")))
+            .await
+            .expect("archive"),
+        reqwest::Client::new()
+            .get(server.url(&format!("/api/v1/streams/{stream_id}/archive")))
+            .bearer_auth(&creator_token)
+            .send()
+            .await
+            .expect("archive"),
+    );
+    assert_eq!(anonymous.status(), 404);
+    assert_eq!(owned.status(), 200);
+    let archive: Value = owned.json().await.expect("json");
+    assert_eq!(archive["complete"], true, "{archive}");
+    assert_eq!(archive["segments"].as_u64(), Some(listed.len() as u64));
+    let car = out.path().join("recording.car");
+    let exported = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["archive", "export", "--data-dir"])
+        .arg(&server.data_dir)
+        .args(["--stream", &stream_id, "--out"])
+        .arg(&car)
+        .output()
+        .expect("archive export");
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&exported.stdout).expect("summary");
+    assert_eq!(summary["root_cid"], archive["root_cid"]);
+    assert_eq!(summary["piece_cid"], archive["piece_cid"]);
+    let verified = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .arg("verify")
+        .arg(&car)
+        .output()
+        .expect("verify");
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
     let missing = Command::new(env!("CARGO_BIN_EXE_streamweave"))
         .args(["export", "--data-dir"])
         .arg(&server.data_dir)

@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stream_key))
         .routes(routes!(rotate_stream_key))
         .routes(routes!(stream_stats))
+        .routes(routes!(stream_archive))
 }
 
 /// Longest stream title, in characters.
@@ -445,6 +446,89 @@ async fn stream_stats(
         net: totals.net,
         platform_fee: totals.fee,
     }))
+}
+
+/// The recording as an IPFS folder (see `crate::archive`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArchiveView {
+    pub stream_id: String,
+    /// The UnixFS directory's CID: `/ipfs/{root_cid}/master.m3u8` plays it.
+    pub root_cid: String,
+    /// Bytes of the CARv1 of the root (`streamweave archive export`).
+    pub car_size: u64,
+    /// The CAR's Piece CID (v2, FRC-0069).
+    pub piece_cid: String,
+    /// The padded piece size in bytes.
+    pub piece_size: u64,
+    /// Segments it holds (a live stream's archive grows).
+    pub segments: usize,
+    /// Whether the recording is complete (the stream ended).
+    pub complete: bool,
+}
+
+/// The recording as a content-addressed folder: root CID, CAR size and
+/// Piece CID. Free streams' archives are public; a paid stream's, its owner's
+/// and the admins'.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{id}/archive",
+    tag = "streams",
+    params(("id" = String, Path, description = "Stream id")),
+    responses(
+        (status = 200, body = ArchiveView),
+        (status = 404, description = "No such stream, no media yet, or not yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn stream_archive(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<ArchiveView>, ApiError> {
+    let stream = match (find_stream(&state, &id).await?, caller) {
+        (stream, _) if stream.access == AccessMode::Free => stream,
+        (_, Some(caller)) => owned_stream(&state, &caller, &id).await?,
+        (_, None) => return Err(ApiError::not_found("no such stream")),
+    };
+    let segments = state.db.segments(&stream.id).await?.len();
+    if segments == 0 {
+        return Err(ApiError::not_found("the stream has no media yet"));
+    }
+    let complete = stream.state == StreamState::Ended;
+    if let Some(cached) = state.archives.get(&stream.id, segments) {
+        return Ok(Json(archive_view(&stream.id, cached, segments, complete)));
+    }
+    let root = crate::archive::build_root(
+        &state.db,
+        &state.blockstore,
+        &stream.id,
+        state.settings.segment_duration_ms,
+    )
+    .await?;
+    let blockstore = state.blockstore.clone();
+    let summary = tokio::task::spawn_blocking(move || {
+        crate::archive::car_of::<std::io::Sink>(&blockstore, &root, None)
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    state.archives.put(&stream.id, segments, summary.clone());
+    Ok(Json(archive_view(&stream.id, summary, segments, complete)))
+}
+
+fn archive_view(
+    stream_id: &str,
+    summary: crate::archive::ArchiveSummary,
+    segments: usize,
+    complete: bool,
+) -> ArchiveView {
+    ArchiveView {
+        stream_id: stream_id.to_string(),
+        root_cid: summary.root_cid,
+        car_size: summary.car_size,
+        piece_cid: summary.piece_cid,
+        piece_size: summary.piece_size,
+        segments,
+        complete,
+    }
 }
 
 /// The stream key and RTMP URL (owner and admins).

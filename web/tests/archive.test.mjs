@@ -1,0 +1,139 @@
+// Archives against independent IPFS and Filecoin tools from npm: a recording
+// made by the real binary (STREAMWEAVE_BIN) and ffmpeg is
+// 1. the same directory CID ipfs-unixfs-importer gives the same files with
+//    Kubo's settings (CIDv1, raw leaves, 256 KiB chunks, 174 links a node);
+// 2. a CAR that @ipld/car reads, every block hashing to its CID;
+// 3. the Piece CID @web3-storage/data-segment computes for that CAR;
+// and `streamweave verify` finds a corrupted block by path and CID.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { createServer } from 'node:net';
+import { CarReader } from '@ipld/car';
+import { Piece } from '@web3-storage/data-segment';
+import { importer } from 'ipfs-unixfs-importer';
+import { fixedSize } from 'ipfs-unixfs-importer/chunker';
+import { balanced } from 'ipfs-unixfs-importer/layout';
+import { sha256 } from 'multiformats/hashes/sha2';
+import { equals } from 'multiformats/bytes';
+
+const bin = process.env.STREAMWEAVE_BIN;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function run(args) {
+  const result = spawnSync(bin, args, { encoding: 'utf8' });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function filesUnder(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) out.push(...filesUnder(path));
+    else out.push(path);
+  }
+  return out;
+}
+
+test('a recording is a Kubo-identical folder, a readable CAR and the same Piece CID', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 120_000 }, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'streamweave-archive-'));
+  const dataDir = join(work, 'data');
+  const http = `127.0.0.1:${await freePort()}`;
+  const rtmp = `127.0.0.1:${await freePort()}`;
+  const child = spawn(bin, ['serve', '--dev', '--data-dir', dataDir, '--http', http, '--rtmp', rtmp, '--admin-token', 'archive-test'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const base = `http://${http}`;
+  try {
+    for (let i = 0; ; i++) {
+      try { if ((await fetch(`${base}/api/v1/streams`)).ok) break; } catch { /* not yet */ }
+      assert.ok(i < 100, 'server did not start');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const created = await (await fetch(`${base}/api/v1/streams`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer archive-test', 'content-type': 'application/json' },
+      body: JSON.stringify({ title: 'archive' }),
+    })).json();
+    const publisher = spawnSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
+      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+      '-t', '6', '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '60', '-pix_fmt', 'yuv420p', '-c:a', 'aac',
+      '-f', 'flv', `rtmp://${rtmp}/live/${created.stream_key}`]);
+    assert.equal(publisher.status, 0, String(publisher.stderr));
+    for (let i = 0; ; i++) {
+      const stream = await (await fetch(`${base}/api/v1/streams/${created.id}`)).json();
+      if (stream.state === 'ended') break;
+      assert.ok(i < 150, 'stream did not end');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const archive = await (await fetch(`${base}/api/v1/streams/${created.id}/archive`)).json();
+    assert.equal(archive.complete, true, JSON.stringify(archive));
+
+    // The CAR from the CLI: the same numbers as the API.
+    const carPath = join(work, 'stream.car');
+    const exported = run(['archive', 'export', '--data-dir', dataDir, '--stream', created.id, '--out', carPath]);
+    assert.equal(exported.code, 0, exported.stderr);
+    const summary = JSON.parse(exported.stdout);
+    assert.equal(summary.root_cid, archive.root_cid);
+    assert.equal(summary.piece_cid, archive.piece_cid);
+    const car = readFileSync(carPath);
+    assert.equal(car.length, archive.car_size);
+
+    // 1. The same files through an independent UnixFS importer.
+    const folder = join(work, 'folder');
+    const files = run(['export', '--data-dir', dataDir, '--stream', created.id, '--out', folder]);
+    assert.equal(files.code, 0, files.stderr);
+    const source = filesUnder(folder).map((path) => ({ path: `recording/${relative(folder, path)}`, content: readFileSync(path) }));
+    const blocks = { put: async (cid) => cid };
+    let root;
+    for await (const entry of importer(source, blocks, {
+      cidVersion: 1, rawLeaves: true, reduceSingleLeafToSelf: true,
+      chunker: fixedSize({ chunkSize: 262144 }), layout: balanced({ maxChildrenPerNode: 174 }),
+    })) {
+      if (entry.path === 'recording') root = entry.cid.toString();
+    }
+    assert.equal(root, archive.root_cid, 'ipfs-unixfs-importer gives the same root');
+
+    // 2. @ipld/car reads our CAR: one root, every block hashes to its CID.
+    const reader = await CarReader.fromBytes(car);
+    assert.deepEqual((await reader.getRoots()).map(String), [archive.root_cid]);
+    let count = 0;
+    for await (const block of reader.blocks()) {
+      const digest = await sha256.digest(block.bytes);
+      assert.ok(equals(digest.digest, block.cid.multihash.digest), `${block.cid} hashes to its CID`);
+      count += 1;
+    }
+    assert.ok(count > 6);
+
+    // 3. The same Piece CID and padded size.
+    const piece = Piece.fromPayload(car);
+    assert.equal(Piece.toLink(piece).toString(), archive.piece_cid);
+    assert.equal(Number(piece.size), archive.piece_size);
+
+    // `streamweave verify` passes the CAR and names a corrupted block.
+    const ok = run(['verify', carPath]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(JSON.parse(ok.stdout).piece_cid, archive.piece_cid);
+    const corrupt = Buffer.from(car);
+    corrupt[corrupt.length - 10] ^= 0xff;
+    const badPath = join(work, 'corrupt.car');
+    writeFileSync(badPath, corrupt);
+    const bad = run(['verify', badPath]);
+    assert.equal(bad.code, 1);
+    // The CAR ends with master.m3u8, the root's last entry in depth-first order.
+    assert.match(bad.stderr, /corrupt: \/master\.m3u8: block \S+ does not hash to its CID/);
+  } finally {
+    child.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+});
