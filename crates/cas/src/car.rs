@@ -51,6 +51,31 @@ pub fn car_header(root: &Cid) -> Vec<u8> {
 /// `get`, and answers the number of bytes written.
 pub fn write_car<W: Write>(
     root: &Cid,
+    get: impl FnMut(&Cid) -> Result<Vec<u8>, CasError>,
+    out: &mut W,
+) -> Result<u64, CasError> {
+    write_car_scoped(root, &[], root, DagScope::All, get, out)
+}
+
+/// How much of a DAG a CAR carries (the trustless gateway's `dag-scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DagScope {
+    /// Every block under the target.
+    All,
+    /// A file whole; a directory's own node only.
+    Entity,
+    /// The target block only.
+    Block,
+}
+
+/// Writes a CAR whose header names `root`: first the blocks of `path` (the
+/// nodes walked from `root` to `target`, so a client can verify the path),
+/// then `target`'s DAG as far as `scope` says, each block once.
+pub fn write_car_scoped<W: Write>(
+    root: &Cid,
+    path: &[Cid],
+    target: &Cid,
+    scope: DagScope,
     mut get: impl FnMut(&Cid) -> Result<Vec<u8>, CasError>,
     out: &mut W,
 ) -> Result<u64, CasError> {
@@ -58,14 +83,34 @@ pub fn write_car<W: Write>(
     out.write_all(&header)?;
     let mut written = header.len() as u64;
     let mut seen = HashSet::new();
-    let mut stack = vec![*root];
     let mut frame = Vec::new();
+    let mut emit = |cid: &Cid, data: &[u8], out: &mut W| -> Result<u64, CasError> {
+        let cid_bytes = cid.to_bytes();
+        frame.clear();
+        varint((cid_bytes.len() + data.len()) as u64, &mut frame);
+        frame.extend_from_slice(&cid_bytes);
+        out.write_all(&frame)?;
+        out.write_all(data)?;
+        Ok((frame.len() + data.len()) as u64)
+    };
+    for cid in path {
+        if cid != target && seen.insert(*cid) {
+            let data = get(cid)?;
+            written += emit(cid, &data, out)?;
+        }
+    }
+    let mut stack = vec![*target];
     while let Some(cid) = stack.pop() {
         if !seen.insert(cid) {
             continue;
         }
         let data = get(&cid)?;
-        if cid.codec() == DAG_PB_CODEC {
+        let descend = match scope {
+            DagScope::All => true,
+            DagScope::Block => false,
+            DagScope::Entity => cid != *target || !is_directory(&cid, &data),
+        };
+        if descend && cid.codec() == DAG_PB_CODEC {
             let node = pb::decode_node(&data)?;
             for link in node.links.iter().rev() {
                 let child = Cid::try_from(link.hash.as_slice())
@@ -73,15 +118,23 @@ pub fn write_car<W: Write>(
                 stack.push(child);
             }
         }
-        let cid_bytes = cid.to_bytes();
-        frame.clear();
-        varint((cid_bytes.len() + data.len()) as u64, &mut frame);
-        frame.extend_from_slice(&cid_bytes);
-        out.write_all(&frame)?;
-        out.write_all(&data)?;
-        written += (frame.len() + data.len()) as u64;
+        written += emit(&cid, &data, out)?;
     }
     Ok(written)
+}
+
+fn is_directory(cid: &Cid, data: &[u8]) -> bool {
+    cid.codec() == DAG_PB_CODEC
+        && pb::decode_node(data)
+            .ok()
+            .and_then(|node| node.data)
+            .and_then(|unixfs| pb::decode_unixfs(&unixfs).ok())
+            .is_some_and(|unixfs| {
+                matches!(
+                    unixfs.kind,
+                    pb::UnixFsType::Directory | pb::UnixFsType::HamtShard
+                )
+            })
 }
 
 /// A CAR read back: its roots, and its blocks in file order.

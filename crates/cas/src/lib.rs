@@ -14,7 +14,7 @@ mod pb;
 mod piece;
 
 pub use blockstore::Blockstore;
-pub use car::{CarFile, car_header, read_car, write_car};
+pub use car::{CarFile, DagScope, car_header, read_car, write_car, write_car_scoped};
 pub use cid::Cid;
 pub use dag::{
     Block, CHUNK_SIZE_BYTES, DAG_PB_CODEC, FileDag, MAX_LINKS_PER_NODE, RAW_CODEC, block_cid,

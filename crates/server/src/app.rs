@@ -154,7 +154,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         sessions: Arc::new(crate::sessions::Sessions::default()),
         events,
         stats: stats.clone(),
-        archives: Arc::default(),
     };
     let router = http::router(state.clone());
     info!(

@@ -51,9 +51,32 @@ fn entry_of(blockstore: &Blockstore, name: String, cid: Cid) -> anyhow::Result<D
     })
 }
 
-fn add_file(blockstore: &Blockstore, name: &str, bytes: &[u8]) -> anyhow::Result<DirEntry> {
-    let cid = blockstore.put_file(bytes)?;
-    entry_of(blockstore, name.to_string(), cid)
+fn add_file(
+    blockstore: &Blockstore,
+    name: &str,
+    bytes: &[u8],
+    added: &mut Vec<Cid>,
+) -> anyhow::Result<DirEntry> {
+    let dag = streamweave_cas::build_file_dag(bytes);
+    let mut tsize = 0;
+    for block in &dag.blocks {
+        blockstore.put_block(&block.cid, &block.data)?;
+        added.push(block.cid);
+        tsize += block.data.len() as u64;
+    }
+    Ok(DirEntry {
+        name: name.to_string(),
+        cid: dag.root,
+        tsize,
+    })
+}
+
+/// An archive's root, and the blocks building it added beside the stored
+/// media (directory nodes, playlists).
+#[derive(Debug, Clone)]
+pub struct BuiltArchive {
+    pub root: Cid,
+    pub added: Vec<Cid>,
 }
 
 /// A rendition's VOD playlist over `segments` (relative URIs, `#EXT-X-ENDLIST`).
@@ -88,13 +111,14 @@ pub fn master_playlist(renditions: &[RenditionRecord]) -> String {
     playlist::render_master_playlist(&videos, audio)
 }
 
-/// Builds (and stores) the directory of a stream's recording so far; answers its root CID.
+/// Builds (and stores) the directory of a stream's recording so far.
 pub async fn build_root(
     db: &Db,
     blockstore: &Blockstore,
     stream_id: &str,
     segment_duration_ms: u32,
-) -> anyhow::Result<Cid> {
+) -> anyhow::Result<BuiltArchive> {
+    let mut added = Vec::new();
     let renditions = db.renditions(stream_id).await?;
     anyhow::ensure!(
         !renditions.is_empty(),
@@ -118,10 +142,16 @@ pub async fn build_root(
             });
         }
         let media = vod_playlist(&listed, segment_duration_ms);
-        entries.push(add_file(blockstore, "index.m3u8", media.as_bytes())?);
+        entries.push(add_file(
+            blockstore,
+            "index.m3u8",
+            media.as_bytes(),
+            &mut added,
+        )?);
         let directory =
             build_directory(entries).with_context(|| format!("rendition {}", rendition.name))?;
         blockstore.put_block(&directory.block.cid, &directory.block.data)?;
+        added.push(directory.block.cid);
         root_entries.push(DirEntry {
             name: rendition.name.clone(),
             cid: directory.block.cid,
@@ -129,10 +159,18 @@ pub async fn build_root(
         });
     }
     let master = master_playlist(&renditions);
-    root_entries.push(add_file(blockstore, "master.m3u8", master.as_bytes())?);
+    root_entries.push(add_file(
+        blockstore,
+        "master.m3u8",
+        master.as_bytes(),
+        &mut added,
+    )?);
     let root = build_directory(root_entries)?;
     blockstore.put_block(&root.block.cid, &root.block.data)?;
-    Ok(root.block.cid)
+    Ok(BuiltArchive {
+        root: root.block.cid,
+        added,
+    })
 }
 
 /// A writer that feeds the piece hasher and counts, and optionally writes on.
@@ -183,34 +221,4 @@ pub fn car_of<W: Write>(
         piece_cid: piece.cid().to_string(),
         piece_size: piece.padded_size,
     })
-}
-
-/// Archive numbers already computed, per stream and segment count (a live
-/// stream's archive changes with every segment; an ended one never). Bounded.
-#[derive(Default)]
-pub struct ArchiveCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (usize, ArchiveSummary)>>,
-}
-
-/// Streams whose archive numbers are kept.
-const ARCHIVE_CACHE_STREAMS: usize = 1024;
-
-impl ArchiveCache {
-    /// The numbers for `stream_id` at `segments` segments, if computed.
-    pub fn get(&self, stream_id: &str, segments: usize) -> Option<ArchiveSummary> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(stream_id)
-            .filter(|(count, _)| *count == segments)
-            .map(|(_, summary)| summary.clone())
-    }
-
-    /// Keeps the numbers for `stream_id` at `segments` segments.
-    pub fn put(&self, stream_id: &str, segments: usize, summary: ArchiveSummary) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= ARCHIVE_CACHE_STREAMS && !entries.contains_key(stream_id) {
-            entries.clear();
-        }
-        entries.insert(stream_id.to_string(), (segments, summary));
-    }
 }

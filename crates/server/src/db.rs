@@ -434,6 +434,81 @@ impl Db {
         }
         Ok((totals, viewers))
     }
+
+    /// Records an archive root built for a stream and the blocks it added,
+    /// in one transaction (idempotent).
+    pub async fn insert_archive(
+        &self,
+        stream_id: &str,
+        segments: usize,
+        summary: &crate::archive::ArchiveSummary,
+        added: &[streamweave_cas::Cid],
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO archives \
+             (root_cid, stream_id, segments, car_size, piece_cid, piece_size, built_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&summary.root_cid)
+        .bind(stream_id)
+        .bind(i64::try_from(segments).unwrap_or(i64::MAX))
+        .bind(i64::try_from(summary.car_size).unwrap_or(i64::MAX))
+        .bind(&summary.piece_cid)
+        .bind(i64::try_from(summary.piece_size).unwrap_or(i64::MAX))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        for cid in added {
+            sqlx::query("INSERT OR IGNORE INTO archive_blocks (cid, root_cid) VALUES (?, ?)")
+                .bind(cid.to_string())
+                .bind(&summary.root_cid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The archive of a stream at `segments` segments, if built.
+    pub async fn archive_at(
+        &self,
+        stream_id: &str,
+        segments: usize,
+    ) -> Result<Option<crate::archive::ArchiveSummary>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT root_cid, car_size, piece_cid, piece_size FROM archives \
+             WHERE stream_id = ? AND segments = ? ORDER BY built_at_ms DESC LIMIT 1",
+        )
+        .bind(stream_id)
+        .bind(i64::try_from(segments).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(crate::archive::ArchiveSummary {
+                root_cid: row.try_get("root_cid")?,
+                car_size: row.try_get::<i64, _>("car_size")?.max(0) as u64,
+                piece_cid: row.try_get("piece_cid")?,
+                piece_size: row.try_get::<i64, _>("piece_size")?.max(0) as u64,
+            })
+        })
+        .transpose()
+    }
+
+    /// The stream an archive root, or a block an archive added, belongs to.
+    pub async fn archive_stream(&self, cid: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE id = (SELECT stream_id FROM archives WHERE root_cid = ?1 \
+             UNION SELECT a.stream_id FROM archive_blocks b JOIN archives a ON a.root_cid = b.root_cid \
+             WHERE b.cid = ?1 LIMIT 1)"
+        ))
+        .bind(cid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(stream_from_row).transpose()
+    }
 }
 
 fn viewer_delta_from_row(

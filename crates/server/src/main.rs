@@ -425,15 +425,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("no stream {stream}");
             }
             let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
-            let root = archive::build_root(&db, &blockstore, &stream, segment_duration_ms).await?;
+            let built = archive::build_root(&db, &blockstore, &stream, segment_duration_ms).await?;
+            let segments = db.segments(&stream).await?.len();
             // Written beside the target, then renamed: never a partial CAR.
             let partial = out.with_extension("car.partial");
             let file = std::io::BufWriter::new(
                 std::fs::File::create(&partial)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", partial.display()))?,
             );
-            let summary = archive::car_of(&blockstore, &root, Some(file))?;
+            let summary = archive::car_of(&blockstore, &built.root, Some(file))?;
             std::fs::rename(&partial, &out)?;
+            db.insert_archive(&stream, segments, &summary, &built.added, model::now_ms())
+                .await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }),

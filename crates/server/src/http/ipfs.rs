@@ -1,61 +1,303 @@
-//! `/ipfs/{cid}`: stored files by CID, as an IPFS path gateway answers them.
+//! `/ipfs/{cid}[/path]`: an IPFS gateway over the blockstore, speaking the
+//! trustless gateway protocol. Plain requests answer file bytes (UnixFS
+//! paths resolved through archive directories, content types, ranges);
+//! `Accept: application/vnd.ipld.raw` (or `?format=raw`) answers one block;
+//! `Accept: application/vnd.ipld.car` (or `?format=car`) a CAR of the path's
+//! blocks and the target's DAG (`dag-scope` = all, entity or block).
+//!
+//! Access follows the streams': a free stream's media and archive are
+//! public; a paid stream's answer 402 (watch through a session), except to
+//! its owner and the admins.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use streamweave_cas::{CasError, Cid, DagScope, UnixFsType};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::auth::Caller;
 use super::problem::{ApiError, Problem};
 use super::ranges::{immutable_file, load_file};
+use crate::model::{AccessMode, StreamRecord};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_file))
+    // The path form takes any depth (`{*path}`), which OpenAPI cannot spell:
+    // `/ipfs/{cid}` documents it.
+    OpenApiRouter::new()
+        .routes(routes!(get_cid))
+        .route("/ipfs/{cid}/{*path}", axum::routing::get(get_path))
 }
 
-/// A stored file's bytes (segments and init files), verified against its CID on read.
+/// Largest CAR the gateway builds for one request; bigger DAGs are exported
+/// with `streamweave archive export`.
+const MAX_GATEWAY_CAR_BYTES: u64 = 512 * 1024 * 1024;
+/// Deepest path resolved.
+const MAX_PATH_SEGMENTS: usize = 32;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct GatewayQuery {
+    /// `raw` (one block) or `car` (a CAR); plain file bytes when absent.
+    pub format: Option<String>,
+    /// For CARs: `all` (default), `entity` or `block`.
+    #[serde(rename = "dag-scope")]
+    #[param(rename = "dag-scope")]
+    pub dag_scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    File,
+    Raw,
+    Car(DagScope),
+}
+
+fn response_format(query: &GatewayQuery, headers: &HeaderMap) -> Result<Format, ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let wanted = match query.format.as_deref() {
+        Some("raw") => "raw",
+        Some("car") => "car",
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format {other:?}: use raw or car"
+            )));
+        }
+        None if accept.contains("application/vnd.ipld.raw") => "raw",
+        None if accept.contains("application/vnd.ipld.car") => "car",
+        None => "file",
+    };
+    Ok(match wanted {
+        "raw" => Format::Raw,
+        "car" => Format::Car(match query.dag_scope.as_deref() {
+            None | Some("all") => DagScope::All,
+            Some("entity") => DagScope::Entity,
+            Some("block") => DagScope::Block,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "dag-scope {other:?}: use all, entity or block"
+                )));
+            }
+        }),
+        _ => Format::File,
+    })
+}
+
+/// A stored file or archive by CID. `/ipfs/{cid}/{path...}` resolves a path
+/// inside an archive directory (`/ipfs/{root}/master.m3u8` plays a
+/// recording) and takes the same query and `Accept` forms.
 #[utoipa::path(
     get,
     path = "/ipfs/{cid}",
     tag = "content",
-    params(("cid" = String, Path, description = "CIDv1 (raw or dag-pb, sha2-256)")),
+    params(("cid" = String, Path, description = "CIDv1 (raw or dag-pb, sha2-256)"), GatewayQuery),
     responses(
-        (status = 200, description = "File bytes", content_type = "application/octet-stream"),
+        (status = 200, description = "File bytes, a raw block, or a CAR"),
         (status = 206, description = "Partial content"),
-        (status = 400, description = "Not a supported CID", body = Problem, content_type = "application/problem+json"),
-        (status = 402, description = "Media of a paid stream", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a supported CID or format", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Media of a paid stream", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not stored here", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get_file(
+async fn get_cid(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path(cid): Path<String>,
+    Query(query): Query<GatewayQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let cid =
-        streamweave_cas::parse_cid(&cid).map_err(|err| ApiError::bad_request(err.to_string()))?;
-    // A paid stream's media is not given away by its content address.
-    match state.db.cid_is_free(&cid.to_string()).await? {
-        None => return Err(ApiError::not_found("no file with this CID is stored here")),
-        Some(false) => {
-            return Err(ApiError::custom(
-                axum::http::StatusCode::PAYMENT_REQUIRED,
-                "session-required",
-                "Payment required",
-                "this file belongs to a paid stream: watch it through a session",
-            ));
-        }
-        Some(true) => {}
+    serve(&state, caller, &cid, "", &query, &headers).await
+}
+
+/// `/ipfs/{cid}/{*path}`: a file inside an archive directory, by path from its root.
+async fn get_path(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    Path((cid, path)): Path<(String, String)>,
+    Query(query): Query<GatewayQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(&state, caller, &cid, &path, &query, &headers).await
+}
+
+fn paid_refusal() -> ApiError {
+    ApiError::custom(
+        StatusCode::PAYMENT_REQUIRED,
+        "session-required",
+        "Payment required",
+        "this belongs to a paid stream: watch it through a session",
+    )
+}
+
+fn may_read(stream: &StreamRecord, caller: Option<&Caller>) -> bool {
+    stream.access == AccessMode::Free
+        || caller.is_some_and(|caller| {
+            caller.is_admin()
+                || stream
+                    .owner
+                    .as_deref()
+                    .and_then(|o| o.parse().ok())
+                    .is_some_and(|owner| caller.may_act_for(owner))
+        })
+}
+
+fn content_type_of(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("m4s") => "video/iso.segment",
+        Some("mp4") => "video/mp4",
+        _ => "application/octet-stream",
     }
-    let bytes = load_file(&state, cid)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no file with this CID is stored here"))?;
-    Ok(immutable_file(
-        &headers,
-        &cid,
-        "application/octet-stream",
-        bytes,
-    ))
+}
+
+fn block_of(state: &AppState, cid: &Cid) -> Result<Vec<u8>, ApiError> {
+    state
+        .blockstore
+        .get_block(cid)
+        .map_err(|err| ApiError::from(anyhow::Error::from(err)))?
+        .ok_or_else(|| ApiError::not_found(format!("block {cid} is not stored here")))
+}
+
+async fn serve(
+    state: &AppState,
+    caller: Option<Caller>,
+    cid: &str,
+    path: &str,
+    query: &GatewayQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let root =
+        streamweave_cas::parse_cid(cid).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let format = response_format(query, headers)?;
+    // Which stream's rules apply: an archive root's, or a stored file's.
+    if let Some(stream) = state.db.archive_stream(&root.to_string()).await? {
+        if !may_read(&stream, caller.as_ref()) {
+            return Err(paid_refusal());
+        }
+    } else {
+        match state.db.cid_is_free(&root.to_string()).await? {
+            None => return Err(ApiError::not_found("nothing with this CID is stored here")),
+            Some(false) if !caller.as_ref().is_some_and(Caller::is_admin) => {
+                return Err(paid_refusal());
+            }
+            Some(_) => {}
+        }
+    }
+    // Resolve the path through directory nodes.
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.len() > MAX_PATH_SEGMENTS {
+        return Err(ApiError::bad_request("path too deep"));
+    }
+    let mut walked = Vec::with_capacity(segments.len());
+    let mut target = root;
+    for name in &segments {
+        let block = block_of(state, &target)?;
+        let node = streamweave_cas::decode_dag_pb(&block)
+            .map_err(|_| ApiError::not_found(format!("{target} is not a directory")))?;
+        let is_directory = node
+            .data
+            .as_deref()
+            .and_then(|d| streamweave_cas::decode_unixfs(d).ok())
+            .is_some_and(|d| d.kind == UnixFsType::Directory);
+        if !is_directory {
+            return Err(ApiError::not_found(format!("{target} is not a directory")));
+        }
+        let link = node
+            .links
+            .iter()
+            .find(|l| l.name == *name)
+            .ok_or_else(|| ApiError::not_found(format!("no {name:?} in {target}")))?;
+        walked.push(target);
+        target = Cid::try_from(link.hash.as_slice())
+            .map_err(|_| ApiError::not_found("a link that is not a CID"))?;
+    }
+    let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
+    let etag = HeaderValue::from_str(&format!("\"{target}\"")).ok();
+    match format {
+        Format::Raw => {
+            let block = block_of(state, &target)?;
+            let mut response =
+                ([(header::CONTENT_TYPE, "application/vnd.ipld.raw")], block).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, immutable);
+            if let Some(etag) = etag {
+                response.headers_mut().insert(header::ETAG, etag);
+            }
+            Ok(response)
+        }
+        Format::Car(scope) => {
+            let blockstore = state.blockstore.clone();
+            let car = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let mut total = 0u64;
+                streamweave_cas::write_car_scoped(
+                    &root,
+                    &walked,
+                    &target,
+                    scope,
+                    |cid| {
+                        let block = blockstore
+                            .get_block(cid)?
+                            .ok_or(CasError::MissingBlock(*cid))?;
+                        total += block.len() as u64;
+                        if total > MAX_GATEWAY_CAR_BYTES {
+                            return Err(CasError::Malformed(
+                                "the CAR is too large for the gateway: use streamweave archive export",
+                            ));
+                        }
+                        Ok(block)
+                    },
+                    &mut out,
+                )
+                .map(|_| out)
+            })
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(|err| match err {
+                CasError::MissingBlock(cid) => {
+                    ApiError::not_found(format!("block {cid} is not stored here"))
+                }
+                CasError::Malformed(why) => ApiError::bad_request(why),
+                other => ApiError::from(anyhow::Error::from(other)),
+            })?;
+            let mut response = (
+                [(header::CONTENT_TYPE, "application/vnd.ipld.car; version=1")],
+                car,
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, immutable);
+            Ok(response)
+        }
+        Format::File => {
+            if target.codec() == streamweave_cas::DAG_PB_CODEC
+                && streamweave_cas::decode_dag_pb(&block_of(state, &target)?)
+                    .ok()
+                    .and_then(|node| node.data)
+                    .and_then(|d| streamweave_cas::decode_unixfs(&d).ok())
+                    .is_some_and(|d| d.kind == UnixFsType::Directory)
+            {
+                return Err(ApiError::not_found(format!(
+                    "{target} is a directory: ask for a file in it (master.m3u8), or ?format=car"
+                )));
+            }
+            let bytes = load_file(state, target)
+                .await?
+                .ok_or_else(|| ApiError::not_found("nothing with this CID is stored here"))?;
+            let name = segments.last().copied().unwrap_or_default();
+            Ok(immutable_file(
+                headers,
+                &target,
+                content_type_of(name),
+                bytes,
+            ))
+        }
+    }
 }

@@ -46,7 +46,6 @@ pub struct AppState {
     pub sessions: Arc<crate::sessions::Sessions>,
     pub events: Arc<crate::events::Events>,
     pub stats: Arc<crate::stats::WatchStats>,
-    pub archives: Arc<crate::archive::ArchiveCache>,
 }
 
 #[derive(OpenApi)]

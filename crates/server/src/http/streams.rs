@@ -494,10 +494,10 @@ async fn stream_archive(
         return Err(ApiError::not_found("the stream has no media yet"));
     }
     let complete = stream.state == StreamState::Ended;
-    if let Some(cached) = state.archives.get(&stream.id, segments) {
-        return Ok(Json(archive_view(&stream.id, cached, segments, complete)));
+    if let Some(built) = state.db.archive_at(&stream.id, segments).await? {
+        return Ok(Json(archive_view(&stream.id, built, segments, complete)));
     }
-    let root = crate::archive::build_root(
+    let built = crate::archive::build_root(
         &state.db,
         &state.blockstore,
         &stream.id,
@@ -505,12 +505,16 @@ async fn stream_archive(
     )
     .await?;
     let blockstore = state.blockstore.clone();
+    let root = built.root;
     let summary = tokio::task::spawn_blocking(move || {
         crate::archive::car_of::<std::io::Sink>(&blockstore, &root, None)
     })
     .await
     .map_err(anyhow::Error::from)??;
-    state.archives.put(&stream.id, segments, summary.clone());
+    state
+        .db
+        .insert_archive(&stream.id, segments, &summary, &built.added, now_ms())
+        .await?;
     Ok(Json(archive_view(&stream.id, summary, segments, complete)))
 }
 
