@@ -166,6 +166,9 @@ test('a recording is a Kubo-identical folder, a readable CAR and the same Piece 
     assert.match(missing.headers.get('content-type'), /problem\+json/);
 
     // `streamweave verify` passes the CAR and names a corrupted block.
+    const remote = run(['verify', '--server', base, '--cid', archive.root_cid]);
+    assert.equal(remote.code, 0, remote.stderr);
+    assert.equal(JSON.parse(remote.stdout).piece_cid, archive.piece_cid, 'the gateway serves the same CAR');
     const ok = run(['verify', carPath]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).piece_cid, archive.piece_cid);

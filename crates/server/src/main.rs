@@ -207,7 +207,17 @@ enum Command {
     /// root, and its Piece CID. Exits 1 naming each problem by path and CID.
     Verify {
         /// The CAR file.
-        car: PathBuf,
+        #[arg(required_unless_present = "cid")]
+        car: Option<PathBuf>,
+        /// Fetch the CAR of this root through a gateway instead (`--server`).
+        #[arg(long, requires = "server", conflicts_with = "car")]
+        cid: Option<String>,
+        /// The gateway (`http://127.0.0.1:8080`).
+        #[arg(long)]
+        server: Option<String>,
+        /// A bearer token for the gateway (a paid stream's owner or an admin).
+        #[arg(long, env = "STREAMWEAVE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Watch a paid stream like a player: pay by the second, verify every
     /// segment's CID, print a JSON summary.
@@ -440,11 +450,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }),
-        Command::Verify { car } => {
-            let bytes =
-                std::fs::read(&car).map_err(|e| anyhow::anyhow!("{}: {e}", car.display()))?;
+        Command::Verify {
+            car,
+            cid,
+            server,
+            token,
+        } => {
+            let (bytes, source) = match (car, cid.as_deref(), server) {
+                (Some(car), _, _) => (
+                    std::fs::read(&car).map_err(|e| anyhow::anyhow!("{}: {e}", car.display()))?,
+                    car.display().to_string(),
+                ),
+                (None, Some(cid), Some(server)) => {
+                    let url = format!("{}/ipfs/{cid}", server.trim_end_matches('/'));
+                    let bytes = runtime()?.block_on(async {
+                        let mut request = reqwest::Client::new()
+                            .get(&url)
+                            .header("accept", "application/vnd.ipld.car");
+                        if let Some(token) = &token {
+                            request = request.bearer_auth(token);
+                        }
+                        let response = request.send().await?;
+                        let status = response.status();
+                        let body = response.bytes().await?;
+                        if !status.is_success() {
+                            anyhow::bail!(
+                                "{url}: {status}: {}",
+                                String::from_utf8_lossy(&body)
+                                    .chars()
+                                    .take(300)
+                                    .collect::<String>()
+                            );
+                        }
+                        Ok(body.to_vec())
+                    })?;
+                    (bytes, url)
+                }
+                _ => anyhow::bail!("give a CAR file, or --cid with --server"),
+            };
             let report = streamweave_cas::verify_car(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", car.display()))?;
+                .map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
             let piece = streamweave_cas::PieceCommitment::of(&bytes);
             println!(
                 "{}",
@@ -457,10 +502,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "problems": report.problems,
                 })
             );
-            if report.problems.is_empty() {
+            let mut problems = report.problems.clone();
+            if let Some(expected) = &cid
+                && report.root.map(|r| r.to_string()).as_deref() != Some(expected.as_str())
+            {
+                problems.push(format!("the CAR's root is not {expected}"));
+            }
+            if problems.is_empty() {
                 Ok(())
             } else {
-                for problem in &report.problems {
+                for problem in &problems {
                     eprintln!("corrupt: {problem}");
                 }
                 std::process::exit(1)
