@@ -148,6 +148,12 @@ enum BenchCommand {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Archive throughput on one core (DAG, CAR, Piece CID) next to raw sha256.
+    Archive {
+        /// Minutes of a synthetic 3-rendition recording.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
     /// Durable voucher acceptance over HTTP against a `--dev` server.
     Vouchers {
         #[arg(long)]
@@ -376,6 +382,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }),
+        Command::Bench(BenchCommand::Archive { minutes }) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&bench::archive_throughput(minutes.max(1)))?
+            );
+            Ok(())
+        }
         Command::Bench(BenchCommand::Vouchers {
             server,
             channels,
