@@ -52,11 +52,30 @@ impl Blockstore {
         self.write_block(cid, data)
     }
 
+    /// Puts back a block that is missing or corrupt from a good copy
+    /// (`data` is checked against `cid`); answers whether it was needed.
+    pub fn repair_block(&self, cid: &Cid, data: &[u8]) -> Result<bool, CasError> {
+        verify(cid, data)?;
+        match self.get_block(cid) {
+            Ok(Some(_)) => Ok(false),
+            Ok(None) | Err(CasError::Corrupt(_)) => {
+                self.replace_block(cid, data)?;
+                Ok(true)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     fn write_block(&self, cid: &Cid, data: &[u8]) -> Result<(), CasError> {
-        let path = self.path_of(cid);
-        if path.try_exists()? {
+        if self.path_of(cid).try_exists()? {
             return Ok(());
         }
+        self.replace_block(cid, data)
+    }
+
+    /// Writes a block's file atomically (temporary file, sync, rename).
+    fn replace_block(&self, cid: &Cid, data: &[u8]) -> Result<(), CasError> {
+        let path = self.path_of(cid);
         // `path_of` always has a parent: the shard directory.
         let dir = path.parent().expect("block paths have a shard directory");
         fs::create_dir_all(dir)?;
@@ -222,6 +241,15 @@ mod tests {
         let leaf = &dag.blocks[1];
         fs::write(store.path_of(&leaf.cid), b"tampered").expect("tamper");
         assert!(matches!(store.get_file(&dag.root), Err(CasError::Corrupt(c)) if c == leaf.cid));
+        // A good copy repairs it; repairing a sound block is a no-op; a bad copy is refused.
+        assert!(store.repair_block(&leaf.cid, b"wrong").is_err());
+        assert!(store.repair_block(&leaf.cid, &leaf.data).expect("repair"));
+        assert_eq!(
+            store.get_file(&dag.root).expect("get").as_deref(),
+            Some(&large[..])
+        );
+        assert!(!store.repair_block(&leaf.cid, &leaf.data).expect("repair"));
+        fs::write(store.path_of(&leaf.cid), b"tampered").expect("tamper");
         // A missing leaf is an error too, not a short file.
         fs::remove_file(store.path_of(&leaf.cid)).expect("remove");
         assert!(

@@ -141,6 +141,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the payments engine")?;
+    let replicator = Arc::new(crate::replication::Replicator {
+        db: db.clone(),
+        blockstore: blockstore.clone(),
+        targets: settings
+            .replica_dirs
+            .iter()
+            .cloned()
+            .map(crate::replication::ReplicaTarget::directory)
+            .collect(),
+        segment_duration_ms: settings.segment_duration_ms,
+        verify_interval_ms: i64::try_from(settings.replica_verify_interval_s)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+    });
+    tokio::spawn(replicator.run(std::time::Duration::from_secs(2)));
     let stats = Arc::new(crate::stats::WatchStats::new(db.clone()));
     tokio::spawn(stats.clone().run());
     let state = AppState {

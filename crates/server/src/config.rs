@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// Admin accounts (comma separated addresses).
     #[arg(long, env = "STREAMWEAVE_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
+    /// Directories that keep a replica (a CAR) of every ended stream's
+    /// archive (repeatable; default `DATA_DIR/replicas`).
+    #[arg(long, env = "STREAMWEAVE_REPLICA_DIRS", value_delimiter = ',')]
+    pub replica_dir: Vec<PathBuf>,
+    /// How often a verified replica is read back and checked, in seconds.
+    #[arg(long, env = "STREAMWEAVE_REPLICA_VERIFY_INTERVAL_S")]
+    pub replica_verify_interval_s: Option<u64>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -95,6 +102,8 @@ struct FileConfig {
     settle_window_s: Option<u64>,
     chain_id: Option<u64>,
     admins: Option<Vec<String>>,
+    replica_dirs: Option<Vec<PathBuf>>,
+    replica_verify_interval_s: Option<u64>,
     dev: Option<bool>,
 }
 
@@ -119,6 +128,8 @@ pub struct Settings {
     pub settle_window_s: u64,
     pub chain_id: u64,
     pub admins: Vec<streamweave_ledger::Address>,
+    pub replica_dirs: Vec<PathBuf>,
+    pub replica_verify_interval_s: u64,
     pub dev: bool,
 }
 
@@ -189,11 +200,18 @@ impl Settings {
                 "the admin token must be at least 8 characters"
             );
         }
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("streamweave-data"));
+        let replica_dirs = match (args.replica_dir.is_empty(), &file.replica_dirs) {
+            (false, _) => args.replica_dir.clone(),
+            (true, Some(dirs)) if !dirs.is_empty() => dirs.clone(),
+            _ => vec![data_dir.join("replicas")],
+        };
         Ok(Settings {
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("streamweave-data")),
+            data_dir,
             http,
             rtmp,
             admin_token,
@@ -224,6 +242,12 @@ impl Settings {
             settle_window_s: args.settle_window_s.or(file.settle_window_s).unwrap_or(600),
             chain_id: args.chain_id.or(file.chain_id).unwrap_or(31337),
             admins,
+            replica_dirs,
+            replica_verify_interval_s: args
+                .replica_verify_interval_s
+                .or(file.replica_verify_interval_s)
+                .unwrap_or(3600)
+                .max(1),
             dev: args.dev || file.dev.unwrap_or(false),
         })
     }

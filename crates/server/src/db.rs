@@ -509,6 +509,117 @@ impl Db {
         .await?;
         row.as_ref().map(stream_from_row).transpose()
     }
+
+    /// Ended streams whose complete archive is not built yet: (id, segments).
+    pub async fn streams_needing_archive(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, usize)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT s.id, (SELECT COUNT(*) FROM segments g WHERE g.stream_id = s.id) AS n \
+             FROM streams s WHERE s.state = 'ended' AND n > 0 AND NOT EXISTS \
+             (SELECT 1 FROM archives a WHERE a.stream_id = s.id AND a.segments = n) \
+             ORDER BY s.ended_at_ms LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    row.try_get::<i64, _>("n")?.max(0) as usize,
+                ))
+            })
+            .collect()
+    }
+
+    /// Adds a pending replica on `target` for every complete archive of an
+    /// ended stream that has none there; answers how many.
+    pub async fn add_missing_replicas(
+        &self,
+        target: &str,
+        now_ms: i64,
+    ) -> Result<u64, sqlx::Error> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO archive_replicas \
+             (root_cid, target, state, attempts, updated_at_ms, next_attempt_ms) \
+             SELECT a.root_cid, ?1, 'pending', 0, ?2, ?2 FROM archives a JOIN streams s ON s.id = a.stream_id \
+             WHERE s.state = 'ended' \
+             AND a.segments = (SELECT COUNT(*) FROM segments g WHERE g.stream_id = s.id)",
+        )
+        .bind(target)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+    }
+
+    /// Replicas due for a write or a check.
+    pub async fn due_replicas(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::replication::ReplicaRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT r.root_cid, r.target, r.state, r.attempts, r.last_error, r.updated_at_ms, \
+             r.next_attempt_ms, a.piece_cid, a.stream_id FROM archive_replicas r \
+             JOIN archives a ON a.root_cid = r.root_cid WHERE r.next_attempt_ms <= ? \
+             ORDER BY r.next_attempt_ms LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(replica_from_row).collect()
+    }
+
+    /// Every replica, by stream and root (for status views).
+    pub async fn replicas(
+        &self,
+        root_cid: Option<&str>,
+    ) -> Result<Vec<crate::replication::ReplicaRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT r.root_cid, r.target, r.state, r.attempts, r.last_error, r.updated_at_ms, \
+             r.next_attempt_ms, a.piece_cid, a.stream_id FROM archive_replicas r \
+             JOIN archives a ON a.root_cid = r.root_cid WHERE ?1 IS NULL OR r.root_cid = ?1 \
+             ORDER BY a.stream_id, r.root_cid, r.target",
+        )
+        .bind(root_cid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(replica_from_row).collect()
+    }
+
+    /// Records a replica's new state.
+    pub async fn set_replica(
+        &self,
+        root_cid: &str,
+        target: &str,
+        update: &crate::replication::ReplicaUpdate<'_>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let crate::replication::ReplicaUpdate {
+            state,
+            attempts,
+            last_error,
+            next_attempt_ms,
+        } = *update;
+        sqlx::query(
+            "UPDATE archive_replicas SET state = ?, attempts = ?, last_error = ?, \
+             updated_at_ms = ?, next_attempt_ms = ? WHERE root_cid = ? AND target = ?",
+        )
+        .bind(state)
+        .bind(i64::from(attempts))
+        .bind(last_error)
+        .bind(now_ms)
+        .bind(next_attempt_ms)
+        .bind(root_cid)
+        .bind(target)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
 }
 
 fn viewer_delta_from_row(
@@ -526,5 +637,21 @@ fn viewer_delta_from_row(
         gross: amount("gross")?,
         net: amount("net")?,
         fee: amount("fee")?,
+    })
+}
+
+fn replica_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<crate::replication::ReplicaRecord, sqlx::Error> {
+    Ok(crate::replication::ReplicaRecord {
+        root_cid: row.try_get("root_cid")?,
+        target: row.try_get("target")?,
+        state: row.try_get("state")?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        next_attempt_ms: row.try_get("next_attempt_ms")?,
+        piece_cid: row.try_get("piece_cid")?,
+        stream_id: row.try_get("stream_id")?,
     })
 }

@@ -17,6 +17,7 @@ mod live;
 mod media_index;
 mod model;
 mod payments;
+mod replication;
 mod sessions;
 mod stats;
 
@@ -63,6 +64,12 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum ArchiveCommand {
+    /// Every archive and its replicas, at a glance.
+    Status {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Write a stream's recording as a CARv1 with one root (deterministic
     /// bytes) and print its root CID, size and Piece CID.
     Export {
@@ -434,6 +441,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Archive(ArchiveCommand::Status { data_dir }) => runtime()?.block_on(async move {
+            if !data_dir.join("streamweave.sqlite").exists() {
+                anyhow::bail!("no StreamWeave data in {}", data_dir.display());
+            }
+            let db = db::Db::new(db::open(&data_dir).await?);
+            let replicas = db.replicas(None).await?;
+            if replicas.is_empty() {
+                println!("no archive replicas yet (archives are made when streams end)");
+            }
+            println!(
+                "{:<14} {:<62} {:<9} {:>8}  target",
+                "stream", "root", "state", "attempts"
+            );
+            for replica in replicas {
+                println!(
+                    "{:<14} {:<62} {:<9} {:>8}  {}{}",
+                    replica.stream_id,
+                    replica.root_cid,
+                    replica.state,
+                    replica.attempts,
+                    replica.target,
+                    replica
+                        .last_error
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }),
         Command::Archive(ArchiveCommand::Export {
             data_dir,
             stream,

@@ -464,6 +464,9 @@ pub struct ArchiveView {
     pub segments: usize,
     /// Whether the recording is complete (the stream ended).
     pub complete: bool,
+    /// Replicas of this archive (complete archives are replicated).
+    #[schema(value_type = Vec<Object>)]
+    pub replicas: Vec<crate::replication::ReplicaRecord>,
 }
 
 /// The recording as a content-addressed folder: root CID, CAR size and
@@ -495,7 +498,10 @@ async fn stream_archive(
     }
     let complete = stream.state == StreamState::Ended;
     if let Some(built) = state.db.archive_at(&stream.id, segments).await? {
-        return Ok(Json(archive_view(&stream.id, built, segments, complete)));
+        let replicas = state.db.replicas(Some(&built.root_cid)).await?;
+        return Ok(Json(archive_view(
+            &stream.id, built, segments, complete, replicas,
+        )));
     }
     let built = crate::archive::build_root(
         &state.db,
@@ -515,7 +521,13 @@ async fn stream_archive(
         .db
         .insert_archive(&stream.id, segments, &summary, &built.added, now_ms())
         .await?;
-    Ok(Json(archive_view(&stream.id, summary, segments, complete)))
+    Ok(Json(archive_view(
+        &stream.id,
+        summary,
+        segments,
+        complete,
+        Vec::new(),
+    )))
 }
 
 fn archive_view(
@@ -523,6 +535,7 @@ fn archive_view(
     summary: crate::archive::ArchiveSummary,
     segments: usize,
     complete: bool,
+    replicas: Vec<crate::replication::ReplicaRecord>,
 ) -> ArchiveView {
     ArchiveView {
         stream_id: stream_id.to_string(),
@@ -532,6 +545,7 @@ fn archive_view(
         piece_size: summary.piece_size,
         segments,
         complete,
+        replicas,
     }
 }
 

@@ -1,0 +1,110 @@
+//! Archives and replicas with the real binary: an ended stream is archived
+//! and replicated to two directories, each replica read back and verified; a
+//! corrupted replica is found and rewritten, and a corrupted block in the
+//! blockstore is found and repaired from a replica.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{H264, Server, publish, wait_child};
+use serde_json::Value;
+
+async fn archive_of(server: &Server, stream_id: &str) -> Value {
+    server
+        .get_json(&format!("/api/v1/streams/{stream_id}/archive"))
+        .await
+}
+
+fn verify_file(path: &std::path::Path) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .arg("verify")
+        .arg(path)
+        .output()
+        .expect("verify")
+        .status
+        .success()
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ended_streams_are_replicated_verified_and_repaired() {
+    let replicas = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (replicas.path().join("a"), replicas.path().join("b"));
+    let server = Server::start(&[
+        "--replica-dir",
+        first.to_str().expect("path"),
+        "--replica-dir",
+        second.to_str().expect("path"),
+        "--replica-verify-interval-s",
+        "1",
+    ])
+    .await;
+    let (stream_id, key) = server.create_stream("replicated").await;
+    let mut ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), "640x360", 6, H264);
+    assert!(wait_child(&mut ffmpeg, Duration::from_secs(60)));
+    server
+        .wait_for_state(&stream_id, "ended", Duration::from_secs(30))
+        .await;
+
+    eventually("two verified replicas", async || {
+        let archive = archive_of(&server, &stream_id).await;
+        let replicas = archive["replicas"].as_array().cloned().unwrap_or_default();
+        replicas.len() == 2 && replicas.iter().all(|r| r["state"] == "verified")
+    })
+    .await;
+    let archive = archive_of(&server, &stream_id).await;
+    let root = archive["root_cid"].as_str().expect("root").to_string();
+    let first_car = first.join(format!("{root}.car"));
+    assert!(verify_file(&first_car));
+    assert!(verify_file(&second.join(format!("{root}.car"))));
+
+    // A corrupted replica is found at its next check and written again.
+    let mut bytes = std::fs::read(&first_car).expect("replica");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&first_car, &bytes).expect("corrupt");
+    assert!(!verify_file(&first_car));
+    eventually("the replica rewritten", async || verify_file(&first_car)).await;
+
+    // A corrupted segment block in the store is repaired from a replica.
+    let segments = server
+        .get_json(&format!("/api/v1/streams/{stream_id}/segments"))
+        .await;
+    let cid = segments[0]["cid"].as_str().expect("cid").to_string();
+    let block = server
+        .data_dir
+        .join("blocks/blocks")
+        .join(&cid[cid.len() - 2..])
+        .join(&cid);
+    let good = std::fs::read(&block).expect("block");
+    std::fs::write(&block, b"bit rot").expect("corrupt block");
+    eventually("the block repaired", async || {
+        std::fs::read(&block).is_ok_and(|now| now == good)
+    })
+    .await;
+    let served = reqwest::get(server.url(&format!("/ipfs/{cid}")))
+        .await
+        .expect("ipfs");
+    assert_eq!(served.status(), 200);
+    let served = served.bytes().await.expect("bytes");
+    assert_eq!(streamweave_cas::file_cid(&served).to_string(), cid);
+
+    let status = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["archive", "status", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .expect("status");
+    assert!(status.status.success());
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(text.matches(&root).count(), 2, "{text}");
+    assert!(text.contains("verified"), "{text}");
+}
