@@ -61,3 +61,28 @@ wait_ended() {
   done
   echo "stream did not end" >&2; exit 1
 }
+
+# start_nginx ROOT: nginx serving ROOT (sendfile, open_file_cache, no access
+# log) on a free port; sets NGINX_PORT.
+start_nginx() {
+  chmod 755 "$WORK"   # nginx workers read as their own user
+  NGINX_PORT=$(free_port)
+  cat >"$WORK/nginx.conf" <<CONF
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 100000;
+  open_file_cache max=1000;
+  types { video/mp4 m4s; application/vnd.apple.mpegurl m3u8; }
+  server { listen 127.0.0.1:$NGINX_PORT; root $1; }
+}
+CONF
+  nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
+  PIDS+=($!)
+  sleep 0.5
+}

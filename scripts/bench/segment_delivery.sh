@@ -15,29 +15,11 @@ wait_ended
 
 # The same files for nginx, on the same disk.
 ROOT_DIR="$WORK/nginx-root"
-chmod 755 "$WORK"   # nginx workers read as their own user
 mkdir -p "$ROOT_DIR/live/$STREAM_ID/720p"
 curl -sf "http://$HTTP/live/$STREAM_ID/720p/index.m3u8" -o "$ROOT_DIR/live/$STREAM_ID/720p/index.m3u8"
 curl -sf "http://$HTTP/live/$STREAM_ID/720p/1.m4s" -o "$ROOT_DIR/live/$STREAM_ID/720p/1.m4s"
 SEGMENT_BYTES=$(stat -c %s "$ROOT_DIR/live/$STREAM_ID/720p/1.m4s")
-NGINX_PORT=$(free_port)
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes auto;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 100000;
-  open_file_cache max=1000;
-  types { video/mp4 m4s; application/vnd.apple.mpegurl m3u8; }
-  server { listen 127.0.0.1:$NGINX_PORT; root $ROOT_DIR; }
-}
-CONF
-nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
-sleep 0.5
+start_nginx "$ROOT_DIR"
 
 run_wrk() { # URL CONNECTIONS -> "requests/s MB/s"
   wrk -t2 -c"$2" -d"${DURATION}s" --latency "$1" 2>&1 | awk '

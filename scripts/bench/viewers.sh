@@ -43,28 +43,9 @@ kill "$PUBLISHER_PID" 2>/dev/null || true
 
 # The same segments as plain files for nginx.
 ROOT_DIR="$WORK/nginx-root"
-chmod 755 "$WORK"
 "$BIN" export --data-dir "$WORK/data" --stream "$STREAM_ID" --out "$ROOT_DIR" >/dev/null
 SEGMENTS=$(find "$ROOT_DIR/360p" -name '*.m4s' | wc -l)
-NGINX_PORT=$(free_port)
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes auto;
-worker_rlimit_nofile 65536;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 100000;
-  open_file_cache max=1000;
-  types { video/mp4 m4s; application/vnd.apple.mpegurl m3u8; }
-  server { listen 127.0.0.1:$NGINX_PORT; root $ROOT_DIR; }
-}
-CONF
-nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
-sleep 0.5
+start_nginx "$ROOT_DIR"
 for viewers in "${COUNTS[@]}"; do
   echo "nginx viewers: $viewers for ${RUN_SECONDS}s" >&2
   "$BIN" bench viewers --static-base "http://127.0.0.1:$NGINX_PORT/360p" --static-segments "$SEGMENTS" \

@@ -10,11 +10,11 @@
 //    /ipfs/{root}/master.m3u8 and a segment by path, as a CAR and block by block.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { createServer } from 'node:net';
+import { startServer } from './support.mjs';
 import { CarReader } from '@ipld/car';
 import { Piece } from '@web3-storage/data-segment';
 import { importer } from 'ipfs-unixfs-importer';
@@ -25,16 +25,6 @@ import { sha256 } from 'multiformats/hashes/sha2';
 import { equals } from 'multiformats/bytes';
 
 const bin = process.env.STREAMWEAVE_BIN;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function run(args) {
   const result = spawnSync(bin, args, { encoding: 'utf8' });
@@ -54,16 +44,8 @@ function filesUnder(dir) {
 test('a recording is a Kubo-identical folder, a readable CAR and the same Piece CID', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 120_000 }, async () => {
   const work = mkdtempSync(join(tmpdir(), 'streamweave-archive-'));
   const dataDir = join(work, 'data');
-  const http = `127.0.0.1:${await freePort()}`;
-  const rtmp = `127.0.0.1:${await freePort()}`;
-  const child = spawn(bin, ['serve', '--dev', '--data-dir', dataDir, '--http', http, '--rtmp', rtmp, '--admin-token', 'archive-test'], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const base = `http://${http}`;
+  const { child, base, rtmp } = await startServer(bin, dataDir, ['--admin-token', 'archive-test']);
   try {
-    for (let i = 0; ; i++) {
-      try { if ((await fetch(`${base}/api/v1/streams`)).ok) break; } catch { /* not yet */ }
-      assert.ok(i < 100, 'server did not start');
-      await new Promise((r) => setTimeout(r, 100));
-    }
     const created = await (await fetch(`${base}/api/v1/streams`, {
       method: 'POST',
       headers: { authorization: 'Bearer archive-test', 'content-type': 'application/json' },

@@ -6,12 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
+import { startServer } from './support.mjs';
 import { encodeAbiParameters, hashTypedData, keccak256 } from 'viem';
 import { privateKeyToAccount, generatePrivateKey } from 'viem/accounts';
 
@@ -40,28 +39,10 @@ test('viem derives the shared vectors', async () => {
   }
 });
 
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 test('a live server accepts viem sign-in and vouchers', { skip: !process.env.STREAMWEAVE_BIN && 'set STREAMWEAVE_BIN to run' }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'streamweave-interop-'));
-  const http = `127.0.0.1:${await freePort()}`;
-  const rtmp = `127.0.0.1:${await freePort()}`;
-  const child = spawn(process.env.STREAMWEAVE_BIN, ['serve', '--dev', '--data-dir', dataDir, '--http', http, '--rtmp', rtmp], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const base = `http://${http}`;
+  const { child, base } = await startServer(process.env.STREAMWEAVE_BIN, dataDir);
   try {
-    for (let i = 0; ; i++) {
-      try { if ((await fetch(`${base}/api/openapi.json`)).ok) break; } catch {}
-      assert.ok(i < 300, 'server did not start');
-      await new Promise((r) => setTimeout(r, 100));
-    }
     const post = async (path, body, token) => {
       const res = await fetch(base + path, {
         method: 'POST',

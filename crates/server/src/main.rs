@@ -71,20 +71,25 @@ enum ArchiveCommand {
         data_dir: PathBuf,
     },
     /// Write a stream's recording as a CARv1 with one root (deterministic
-    /// bytes) and print its root CID, size and Piece CID.
-    Export {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        stream: String,
-        /// The CAR file to write.
-        #[arg(long)]
-        out: PathBuf,
-        /// The target segment duration the server used.
-        #[arg(long, default_value_t = 2000)]
-        segment_duration_ms: u32,
-    },
+    /// bytes, `--out` is the CAR file) and print its root CID, size and Piece CID.
+    Export(RecordingArgs),
+}
+
+/// A stream's recording in a data directory, and where to write it.
+#[derive(Debug, clap::Args)]
+struct RecordingArgs {
+    /// The server's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The stream.
+    #[arg(long)]
+    stream: String,
+    /// Where to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// The target segment duration the server used.
+    #[arg(long, default_value_t = 2000)]
+    segment_duration_ms: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,21 +191,8 @@ enum Command {
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
     /// Write a stream's recording as plain HLS files (master playlist, and per
-    /// rendition its init file, segments and a VOD playlist).
-    Export {
-        /// The server's data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The stream.
-        #[arg(long)]
-        stream: String,
-        /// Where to write (created if missing).
-        #[arg(long)]
-        out: PathBuf,
-        /// The target segment duration the server used.
-        #[arg(long, default_value_t = 2000)]
-        segment_duration_ms: u32,
-    },
+    /// rendition its init file, segments and a VOD playlist) in `--out`.
+    Export(RecordingArgs),
     /// Ledger tools.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -322,12 +314,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Export {
+        Command::Export(RecordingArgs {
             data_dir,
             stream,
             out,
             segment_duration_ms,
-        } => runtime()?.block_on(async move {
+        }) => runtime()?.block_on(async move {
             let summary =
                 export::export_stream(&data_dir, &stream, &out, segment_duration_ms).await?;
             println!("{}", serde_json::to_string(&summary)?);
@@ -470,12 +462,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::Archive(ArchiveCommand::Export {
+        Command::Archive(ArchiveCommand::Export(RecordingArgs {
             data_dir,
             stream,
             out,
             segment_duration_ms,
-        }) => runtime()?.block_on(async move {
+        })) => runtime()?.block_on(async move {
             if !data_dir.join("streamweave.sqlite").exists() {
                 anyhow::bail!("no StreamWeave data in {}", data_dir.display());
             }

@@ -45,6 +45,19 @@ async fn priced_live_stream(
     (id, ffmpeg)
 }
 
+/// The stream's watch statistics, as its creator sees them.
+async fn stats_of(server: &Server, stream_id: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(server.url(&format!("/api/v1/streams/{stream_id}/stats")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ffmpeg_plays_a_paid_session_while_the_sdk_pays() {
     let server = Server::start(&["--dev"]).await;
@@ -116,15 +129,7 @@ async fn ffmpeg_plays_a_paid_session_while_the_sdk_pays() {
     // What the SDK paid covers what the player was granted, and at most the
     // prepay window (two segments and a quarter of slack) more.
     let creator_token = sign_in(&server, &creator).await;
-    let stats: Value = reqwest::Client::new()
-        .get(server.url(&format!("/api/v1/streams/{stream_id}/stats")))
-        .bearer_auth(&creator_token)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = stats_of(&server, &stream_id, &creator_token).await;
     let granted_ms = stats["paid_viewer_ms"].as_u64().expect("paid ms");
     let price = Price {
         amount: Amount(1000),
@@ -185,15 +190,7 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
     );
 
     let creator_token = sign_in(&server, &creator).await;
-    let stats: Value = reqwest::Client::new()
-        .get(server.url(&format!("/api/v1/streams/{stream_id}/stats")))
-        .bearer_auth(&creator_token)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats = stats_of(&server, &stream_id, &creator_token).await;
     assert_eq!(stats["unique_viewers"], 8, "{stats}");
     assert!(
         stats["gross"]
