@@ -49,9 +49,9 @@ pub fn car_header(root: &Cid) -> Vec<u8> {
 
 /// Writes the CAR of the DAG under `root` to `out`, reading blocks with
 /// `get`, and answers the number of bytes written.
-pub fn write_car<W: Write>(
+pub fn write_car<W: Write, B: AsRef<[u8]>>(
     root: &Cid,
-    get: impl FnMut(&Cid) -> Result<Vec<u8>, CasError>,
+    get: impl FnMut(&Cid) -> Result<B, CasError>,
     out: &mut W,
 ) -> Result<u64, CasError> {
     write_car_scoped(root, &[], root, DagScope::All, get, out)
@@ -71,12 +71,12 @@ pub enum DagScope {
 /// Writes a CAR whose header names `root`: first the blocks of `path` (the
 /// nodes walked from `root` to `target`, so a client can verify the path),
 /// then `target`'s DAG as far as `scope` says, each block once.
-pub fn write_car_scoped<W: Write>(
+pub fn write_car_scoped<W: Write, B: AsRef<[u8]>>(
     root: &Cid,
     path: &[Cid],
     target: &Cid,
     scope: DagScope,
-    mut get: impl FnMut(&Cid) -> Result<Vec<u8>, CasError>,
+    mut get: impl FnMut(&Cid) -> Result<B, CasError>,
     out: &mut W,
 ) -> Result<u64, CasError> {
     let header = car_header(root);
@@ -96,7 +96,7 @@ pub fn write_car_scoped<W: Write>(
     for cid in path {
         if cid != target && seen.insert(*cid) {
             let data = get(cid)?;
-            written += emit(cid, &data, out)?;
+            written += emit(cid, data.as_ref(), out)?;
         }
     }
     let mut stack = vec![*target];
@@ -105,20 +105,21 @@ pub fn write_car_scoped<W: Write>(
             continue;
         }
         let data = get(&cid)?;
+        let data = data.as_ref();
         let descend = match scope {
             DagScope::All => true,
             DagScope::Block => false,
-            DagScope::Entity => cid != *target || !is_directory(&cid, &data),
+            DagScope::Entity => cid != *target || !is_directory(&cid, data),
         };
         if descend && cid.codec() == DAG_PB_CODEC {
-            let node = pb::decode_node(&data)?;
+            let node = pb::decode_node(data)?;
             for link in node.links.iter().rev() {
                 let child = Cid::try_from(link.hash.as_slice())
                     .map_err(|_| CasError::Malformed("a link that is not a CID"))?;
                 stack.push(child);
             }
         }
-        written += emit(&cid, &data, out)?;
+        written += emit(&cid, data, out)?;
     }
     Ok(written)
 }
@@ -331,7 +332,7 @@ mod tests {
         }
         let missing = write_car(
             &dag.root,
-            |cid| Err(CasError::MissingBlock(*cid)),
+            |cid| Err::<Vec<u8>, _>(CasError::MissingBlock(*cid)),
             &mut Vec::new(),
         );
         assert!(matches!(missing, Err(CasError::MissingBlock(_))));

@@ -59,30 +59,32 @@ struct Subtree {
 
 /// Builds the DAG of a file.
 pub fn build_file_dag(bytes: &[u8]) -> FileDag {
+    build_file_dag_shared(Bytes::copy_from_slice(bytes))
+}
+
+/// Builds the DAG of a file held in a shared buffer: leaves are slices of
+/// it, not copies.
+pub fn build_file_dag_shared(bytes: Bytes) -> FileDag {
     let mut blocks: Vec<Block> = Vec::with_capacity(bytes.len() / CHUNK_SIZE_BYTES + 2);
     if bytes.len() <= CHUNK_SIZE_BYTES {
-        let cid = block_cid(RAW_CODEC, bytes);
+        let cid = block_cid(RAW_CODEC, &bytes);
         return FileDag {
             root: cid,
-            blocks: vec![Block {
-                cid,
-                data: Bytes::copy_from_slice(bytes),
-            }],
+            blocks: vec![Block { cid, data: bytes }],
         };
     }
-    let mut level: Vec<Subtree> = bytes
-        .chunks(CHUNK_SIZE_BYTES)
-        .map(|chunk| {
-            let cid = block_cid(RAW_CODEC, chunk);
-            blocks.push(Block {
-                cid,
-                data: Bytes::copy_from_slice(chunk),
-            });
+    let mut level: Vec<Subtree> = (0..bytes.len())
+        .step_by(CHUNK_SIZE_BYTES)
+        .map(|start| {
+            let chunk = bytes.slice(start..(start + CHUNK_SIZE_BYTES).min(bytes.len()));
+            let cid = block_cid(RAW_CODEC, &chunk);
+            let size = chunk.len() as u64;
+            blocks.push(Block { cid, data: chunk });
             let index = blocks.len() - 1;
             Subtree {
                 cid,
-                filesize: chunk.len() as u64,
-                tsize: chunk.len() as u64,
+                filesize: size,
+                tsize: size,
                 block_index: index,
                 order: vec![index],
             }

@@ -18,7 +18,7 @@ pub use car::{CarFile, DagScope, car_header, read_car, write_car, write_car_scop
 pub use cid::Cid;
 pub use dag::{
     Block, CHUNK_SIZE_BYTES, DAG_PB_CODEC, FileDag, MAX_LINKS_PER_NODE, RAW_CODEC, block_cid,
-    build_file_dag, file_cid,
+    build_file_dag, build_file_dag_shared, file_cid,
 };
 pub use dir::{DirEntry, Directory, SHARDING_THRESHOLD_BYTES, build_directory, dag_tsize};
 pub use pb::{PbLink, PbNode, UnixFsData, UnixFsType, decode_unixfs};
