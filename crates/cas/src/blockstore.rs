@@ -52,6 +52,37 @@ impl Blockstore {
         self.write_block(cid, data)
     }
 
+    /// Every stored block: its CID, size and modification time.
+    pub fn blocks(&self) -> Result<Vec<(Cid, u64, std::time::SystemTime)>, CasError> {
+        let mut found = Vec::new();
+        for shard in fs::read_dir(&self.root)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(shard.path())? {
+                let entry = entry?;
+                let name = entry.file_name();
+                // Temporary files of writes in progress are not blocks.
+                let Some(cid) = name.to_str().and_then(|n| Cid::try_from(n).ok()) else {
+                    continue;
+                };
+                let meta = entry.metadata()?;
+                found.push((cid, meta.len(), meta.modified()?));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes a block; answers whether it was there.
+    pub fn remove_block(&self, cid: &Cid) -> Result<bool, CasError> {
+        match fs::remove_file(self.path_of(cid)) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Puts back a block that is missing or corrupt from a good copy
     /// (`data` is checked against `cid`); answers whether it was needed.
     pub fn repair_block(&self, cid: &Cid, data: &[u8]) -> Result<bool, CasError> {

@@ -154,6 +154,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         verify_interval_ms: i64::try_from(settings.replica_verify_interval_s)
             .unwrap_or(i64::MAX / 1000)
             .saturating_mul(1000),
+        index: index.clone(),
+        gc_interval_ms: i64::try_from(settings.gc_interval_s)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+        gc_grace: std::time::Duration::from_secs(settings.gc_grace_s),
+        // The first collection waits one interval after start.
+        last_gc_ms: std::sync::atomic::AtomicI64::new(now_ms()),
     });
     tokio::spawn(replicator.run(std::time::Duration::from_secs(2)));
     let stats = Arc::new(crate::stats::WatchStats::new(db.clone()));

@@ -75,6 +75,12 @@ pub struct ServeArgs {
     /// How often a verified replica is read back and checked, in seconds.
     #[arg(long, env = "STREAMWEAVE_REPLICA_VERIFY_INTERVAL_S")]
     pub replica_verify_interval_s: Option<u64>,
+    /// How often unreferenced blocks are collected, in seconds.
+    #[arg(long, env = "STREAMWEAVE_GC_INTERVAL_S")]
+    pub gc_interval_s: Option<u64>,
+    /// Unreferenced blocks younger than this are kept, in seconds.
+    #[arg(long, env = "STREAMWEAVE_GC_GRACE_S")]
+    pub gc_grace_s: Option<u64>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -104,6 +110,8 @@ struct FileConfig {
     admins: Option<Vec<String>>,
     replica_dirs: Option<Vec<PathBuf>>,
     replica_verify_interval_s: Option<u64>,
+    gc_interval_s: Option<u64>,
+    gc_grace_s: Option<u64>,
     dev: Option<bool>,
 }
 
@@ -130,6 +138,8 @@ pub struct Settings {
     pub admins: Vec<streamweave_ledger::Address>,
     pub replica_dirs: Vec<PathBuf>,
     pub replica_verify_interval_s: u64,
+    pub gc_interval_s: u64,
+    pub gc_grace_s: u64,
     pub dev: bool,
 }
 
@@ -248,6 +258,12 @@ impl Settings {
                 .or(file.replica_verify_interval_s)
                 .unwrap_or(3600)
                 .max(1),
+            gc_interval_s: args
+                .gc_interval_s
+                .or(file.gc_interval_s)
+                .unwrap_or(3600)
+                .max(1),
+            gc_grace_s: args.gc_grace_s.or(file.gc_grace_s).unwrap_or(3600),
             dev: args.dev || file.dev.unwrap_or(false),
         })
     }

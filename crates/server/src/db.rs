@@ -62,6 +62,10 @@ fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::
             _ => None,
         },
         preview_seconds: u32::try_from(row.try_get::<i64, _>("preview_seconds")?).unwrap_or(0),
+        retention_days: row
+            .try_get::<Option<i64>, _>("retention_days")?
+            .and_then(|d| u32::try_from(d).ok()),
+        expired_at_ms: row.try_get("expired_at_ms")?,
     })
 }
 
@@ -69,7 +73,7 @@ fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::
 macro_rules! stream_columns {
     () => {
         "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
-         access, price_amount, price_period_seconds, preview_seconds"
+         access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms"
     };
 }
 
@@ -93,7 +97,7 @@ impl Db {
     pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms, access, price_amount, \
-             price_period_seconds, preview_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             price_period_seconds, preview_seconds, retention_days) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&stream.id)
         .bind(&stream.title)
@@ -105,6 +109,7 @@ impl Db {
         .bind(stream.price.map(|p| p.amount.to_string()))
         .bind(stream.price.map(|p| i64::from(p.period_seconds)))
         .bind(i64::from(stream.preview_seconds))
+        .bind(stream.retention_days.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -114,13 +119,14 @@ impl Db {
     pub async fn update_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE streams SET title = ?, access = ?, price_amount = ?, price_period_seconds = ?, \
-             preview_seconds = ? WHERE id = ?",
+             preview_seconds = ?, retention_days = ? WHERE id = ?",
         )
         .bind(&stream.title)
         .bind(stream.access.as_str())
         .bind(stream.price.map(|p| p.amount.to_string()))
         .bind(stream.price.map(|p| i64::from(p.period_seconds)))
         .bind(i64::from(stream.preview_seconds))
+        .bind(stream.retention_days.map(i64::from))
         .bind(&stream.id)
         .execute(&self.pool)
         .await?;
@@ -619,6 +625,60 @@ impl Db {
         .execute(&self.pool)
         .await
         .map(|_| ())
+    }
+
+    /// Removes the recordings of ended streams past their retention, in one
+    /// transaction each: segments, init references, archives and their
+    /// records. Answers each expired stream with the archive roots it had.
+    pub async fn expire_streams(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
+        let due: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM streams WHERE state = 'ended' AND expired_at_ms IS NULL \
+             AND retention_days IS NOT NULL AND ended_at_ms + retention_days * 86400000 <= ? LIMIT 16",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut expired = Vec::with_capacity(due.len());
+        for id in due {
+            let mut tx = self.pool.begin().await?;
+            let roots: Vec<String> =
+                sqlx::query_scalar("SELECT root_cid FROM archives WHERE stream_id = ?")
+                    .bind(&id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for statement in [
+                "DELETE FROM archive_replicas WHERE root_cid IN (SELECT root_cid FROM archives WHERE stream_id = ?1)",
+                "DELETE FROM archive_blocks WHERE root_cid IN (SELECT root_cid FROM archives WHERE stream_id = ?1)",
+                "DELETE FROM archives WHERE stream_id = ?1",
+                "DELETE FROM segments WHERE stream_id = ?1",
+                "UPDATE renditions SET init_cid = NULL, init_size = NULL WHERE stream_id = ?1",
+            ] {
+                sqlx::query(statement).bind(&id).execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE streams SET expired_at_ms = ? WHERE id = ?")
+                .bind(now_ms)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            expired.push((id, roots));
+        }
+        Ok(expired)
+    }
+
+    /// Every CID the database still references: segments, init files,
+    /// archive roots and the blocks archives added. (Their DAGs' inner
+    /// blocks are found by walking from these.)
+    pub async fn referenced_cids(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT cid FROM segments UNION SELECT init_cid FROM renditions WHERE init_cid IS NOT NULL \
+             UNION SELECT root_cid FROM archives UNION SELECT cid FROM archive_blocks",
+        )
+        .fetch_all(&self.pool)
+        .await
     }
 }
 

@@ -36,6 +36,8 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         access: crate::model::AccessMode::Free,
         price: None,
         preview_seconds: 0,
+        retention_days: None,
+        expired_at_ms: None,
     };
     state
         .db
@@ -76,6 +78,8 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             period_seconds: 60,
         }),
         preview_seconds: 0,
+        retention_days: None,
+        expired_at_ms: None,
     };
     state
         .db

@@ -8,6 +8,7 @@ mod db;
 mod demo;
 mod events;
 mod export;
+mod gc;
 mod http;
 mod keys;
 mod ledger_db;
@@ -59,6 +60,19 @@ enum KeysCommand {
     New {
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BlocksCommand {
+    /// Delete blocks nothing references any more (recordings removed by
+    /// retention); blocks younger than the grace period stay.
+    Gc {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 3600)]
+        grace_s: u64,
     },
 }
 
@@ -208,6 +222,9 @@ enum Command {
     /// Recordings as IPFS folders and CAR files.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// The blockstore.
+    #[command(subcommand)]
+    Blocks(BlocksCommand),
     /// Check a CAR: every block against its CID, the DAG complete from its
     /// root, and its Piece CID. Exits 1 naming each problem by path and CID.
     Verify {
@@ -430,6 +447,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let summary = client.watch(&stream, seconds, deposit, max_spend).await?;
                 println!("{}", serde_json::to_string_pretty(&summary)?);
+                Ok(())
+            })
+        }
+        Command::Blocks(BlocksCommand::Gc { data_dir, grace_s }) => {
+            runtime()?.block_on(async move {
+                if !data_dir.join("streamweave.sqlite").exists() {
+                    anyhow::bail!("no StreamWeave data in {}", data_dir.display());
+                }
+                let db = db::Db::new(db::open(&data_dir).await?);
+                let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
+                let referenced = db.referenced_cids().await?;
+                let report = gc::collect(
+                    &blockstore,
+                    &referenced,
+                    std::time::Duration::from_secs(grace_s),
+                )?;
+                println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             })
         }

@@ -229,6 +229,11 @@ impl MediaIndex {
         self.with_resident(stream_id, |media| media.paid = paid);
     }
 
+    /// Drops a stream's resident media (its recording was removed).
+    pub fn forget(&self, stream_id: &str) {
+        write_lock!(self.streams).remove(stream_id);
+    }
+
     pub fn set_ended(&self, stream_id: &str) {
         self.with_resident(stream_id, |media| media.state = StreamState::Ended);
     }

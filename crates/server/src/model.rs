@@ -51,6 +51,10 @@ pub struct StreamRecord {
     pub price: Option<streamweave_ledger::Price>,
     /// Free seconds before a paid stream charges.
     pub preview_seconds: u32,
+    /// Days the recording is kept after the stream ends (`None`: forever).
+    pub retention_days: Option<u32>,
+    /// When retention removed the recording.
+    pub expired_at_ms: Option<i64>,
 }
 
 /// How a stream is paid for.

@@ -89,6 +89,17 @@ impl ReplicaTarget {
         Ok(summary)
     }
 
+    /// Deletes a replica (its archive expired).
+    pub fn remove(&self, root: &str) {
+        match std::fs::remove_file(self.path(root)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                warn!(%err, root, target = %self.name(), "removing an expired replica failed")
+            }
+        }
+    }
+
     /// Reads the replica back and checks it; `Err` names what is wrong.
     pub fn check(&self, root: &str, piece_cid: &str) -> Result<(), String> {
         let bytes = match std::fs::read(self.path(root)) {
@@ -146,9 +157,15 @@ fn store_is_sound(blockstore: &Blockstore, root: &Cid, piece_cid: &str) -> bool 
 pub struct Replicator {
     pub db: Db,
     pub blockstore: Arc<Blockstore>,
+    pub index: Arc<crate::media_index::MediaIndex>,
     pub targets: Vec<ReplicaTarget>,
     pub segment_duration_ms: u32,
     pub verify_interval_ms: i64,
+    /// How often unreferenced blocks are collected, and their grace period.
+    pub gc_interval_ms: i64,
+    pub gc_grace: Duration,
+    /// When garbage was last collected.
+    pub last_gc_ms: std::sync::atomic::AtomicI64,
 }
 
 fn retry_after_ms(attempts: u32) -> i64 {
@@ -172,6 +189,35 @@ impl Replicator {
 
     /// One round of work.
     pub async fn tick(&self) -> anyhow::Result<()> {
+        // Retention: recordings past their time go, replicas with them.
+        for (stream_id, roots) in self.db.expire_streams(now_ms()).await? {
+            self.index.forget(&stream_id);
+            for target in &self.targets {
+                for root in &roots {
+                    target.remove(root);
+                }
+            }
+            info!(stream = %stream_id, archives = roots.len(), "recording expired");
+        }
+        let now = now_ms();
+        let last = self.last_gc_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.gc_interval_ms {
+            self.last_gc_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            let referenced = self.db.referenced_cids().await?;
+            let (blockstore, grace) = (self.blockstore.clone(), self.gc_grace);
+            let report = tokio::task::spawn_blocking(move || {
+                crate::gc::collect(&blockstore, &referenced, grace)
+            })
+            .await??;
+            if report.removed > 0 {
+                info!(
+                    removed = report.removed,
+                    bytes = report.removed_bytes,
+                    "collected unreferenced blocks"
+                );
+            }
+        }
         for (stream_id, segments) in self.db.streams_needing_archive(ARCHIVES_PER_TICK).await? {
             let built = archive::build_root(
                 &self.db,

@@ -108,3 +108,134 @@ async fn ended_streams_are_replicated_verified_and_repaired() {
     assert_eq!(text.matches(&root).count(), 2, "{text}");
     assert!(text.contains("verified"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_recordings_go_and_only_their_blocks_are_collected() {
+    let replicas = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&["--replica-dir", replicas.path().to_str().expect("path")]).await;
+    let client = reqwest::Client::new();
+    let mut streams = Vec::new();
+    // Different sources, so the two recordings share no segment (identical
+    // bytes would be one block, kept for the stream that keeps it).
+    for (title, size) in [("kept", "640x360"), ("expiring", "854x480")] {
+        let (id, key) = server.create_stream(title).await;
+        let mut ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), size, 4, H264);
+        assert!(wait_child(&mut ffmpeg, Duration::from_secs(60)));
+        server
+            .wait_for_state(&id, "ended", Duration::from_secs(30))
+            .await;
+        streams.push(id);
+    }
+    let (kept, expiring) = (streams[0].clone(), streams[1].clone());
+    let patched = client
+        .patch(server.url(&format!("/api/v1/streams/{expiring}")))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .json(&serde_json::json!({"retention_days": 1}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status(), 200);
+    let patched: Value = patched.json().await.expect("json");
+    assert_eq!(patched["retention_days"], 1);
+    let too_long = client
+        .patch(server.url(&format!("/api/v1/streams/{kept}")))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .json(&serde_json::json!({"retention_days": 100000}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(too_long.status(), 400);
+    for id in [&kept, &expiring] {
+        eventually("a verified replica", async || {
+            let archive = archive_of(&server, id).await;
+            archive["replicas"][0]["state"] == "verified"
+        })
+        .await;
+    }
+    let expiring_root = archive_of(&server, &expiring).await["root_cid"]
+        .as_str()
+        .expect("root")
+        .to_string();
+    let first_cid = |segments: &Value| segments[0]["cid"].as_str().expect("cid").to_string();
+    let expiring_cid = first_cid(
+        &server
+            .get_json(&format!("/api/v1/streams/{expiring}/segments"))
+            .await,
+    );
+    let kept_cid = first_cid(
+        &server
+            .get_json(&format!("/api/v1/streams/{kept}/segments"))
+            .await,
+    );
+    let block_path = |cid: &str| {
+        server
+            .data_dir
+            .join("blocks/blocks")
+            .join(&cid[cid.len() - 2..])
+            .join(cid)
+    };
+    assert!(block_path(&expiring_cid).exists());
+
+    // Two days after it ended, the expiring recording goes.
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        server.data_dir.join("streamweave.sqlite").display()
+    ))
+    .await
+    .expect("database");
+    sqlx::query("UPDATE streams SET ended_at_ms = ended_at_ms - 172800000 WHERE id = ?")
+        .bind(&expiring)
+        .execute(&pool)
+        .await
+        .expect("age the stream");
+    eventually("the recording expired", async || {
+        server
+            .get_json(&format!("/api/v1/streams/{expiring}"))
+            .await["expired_at"]
+            .is_string()
+    })
+    .await;
+    let segments = server
+        .get_json(&format!("/api/v1/streams/{expiring}/segments"))
+        .await;
+    assert_eq!(segments.as_array().map(Vec::len), Some(0));
+    assert!(
+        !replicas
+            .path()
+            .join(format!("{expiring_root}.car"))
+            .exists()
+    );
+
+    let gc = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["blocks", "gc", "--grace-s", "0", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .expect("gc");
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let report: Value = serde_json::from_slice(&gc.stdout).expect("report");
+    assert!(report["removed"].as_u64().expect("removed") > 0, "{report}");
+    assert!(
+        !block_path(&expiring_cid).exists(),
+        "the expired segment's block is gone"
+    );
+    assert!(
+        block_path(&kept_cid).exists(),
+        "the kept stream's block stays"
+    );
+    let served = reqwest::get(server.url(&format!("/ipfs/{kept_cid}")))
+        .await
+        .expect("ipfs");
+    assert_eq!(served.status(), 200);
+    let kept_archive = archive_of(&server, &kept).await;
+    let kept_master = reqwest::get(server.url(&format!(
+        "/ipfs/{}/master.m3u8",
+        kept_archive["root_cid"].as_str().expect("root")
+    )))
+    .await
+    .expect("master");
+    assert_eq!(kept_master.status(), 200, "the kept archive still resolves");
+}

@@ -39,6 +39,9 @@ pub struct CreateStream {
     pub price: Option<PriceBody>,
     /// Free seconds before a paid stream charges (default 0).
     pub preview_seconds: Option<u32>,
+    /// Days the recording is kept after the stream ends (1 to 36500;
+    /// default: forever).
+    pub retention_days: Option<u32>,
 }
 
 /// A price: `amount` base units per `period_seconds`.
@@ -59,6 +62,26 @@ pub struct UpdateStream {
     pub access: Option<AccessMode>,
     pub price: Option<PriceBody>,
     pub preview_seconds: Option<u32>,
+    /// Days the recording is kept after the stream ends; 0 keeps it forever.
+    pub retention_days: Option<u32>,
+}
+
+/// Applies a retention setting: 0 (or absent at creation) keeps forever.
+fn apply_retention(stream: &mut StreamRecord, days: Option<u32>) -> Result<(), ApiError> {
+    match days {
+        None => Ok(()),
+        Some(0) => {
+            stream.retention_days = None;
+            Ok(())
+        }
+        Some(days) if days <= 36_500 => {
+            stream.retention_days = Some(days);
+            Ok(())
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "retention_days must be at most 36500 (0 keeps forever)",
+        )),
+    }
 }
 
 fn parse_price(body: &PriceBody) -> Result<streamweave_ledger::Price, ApiError> {
@@ -154,6 +177,10 @@ pub struct StreamView {
     pub end_error: Option<String>,
     /// The ladder, once live.
     pub renditions: Vec<RenditionRecord>,
+    /// Days the recording is kept after the end (absent: forever).
+    pub retention_days: Option<u32>,
+    /// RFC 3339, when retention removed the recording.
+    pub expired_at: Option<String>,
 }
 
 /// Answer to a stream's creation: its view plus what the creator publishes with.
@@ -191,6 +218,8 @@ fn view(stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
         ended_at: stream.ended_at_ms.map(rfc3339),
         end_error: stream.end_error.clone(),
         renditions,
+        retention_days: stream.retention_days,
+        expired_at: stream.expired_at_ms.map(rfc3339),
     }
 }
 
@@ -254,7 +283,10 @@ async fn create_stream(
         access: AccessMode::Free,
         price: None,
         preview_seconds: 0,
+        retention_days: None,
+        expired_at_ms: None,
     };
+    apply_retention(&mut record, body.retention_days)?;
     apply_access(
         &mut record,
         body.access,
@@ -625,6 +657,7 @@ async fn update_stream(
     if let Some(title) = &body.title {
         stream.title = validate_title(title)?;
     }
+    apply_retention(&mut stream, body.retention_days)?;
     apply_access(
         &mut stream,
         body.access,
