@@ -141,15 +141,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the payments engine")?;
+    let mut targets: Vec<crate::replication::ReplicaTarget> = settings
+        .replica_dirs
+        .iter()
+        .cloned()
+        .map(crate::replication::ReplicaTarget::directory)
+        .collect();
+    for url in &settings.replica_s3 {
+        targets.push(
+            crate::replication::ReplicaTarget::s3(
+                url,
+                settings.replica_s3_endpoint.as_deref(),
+                settings.data_dir.join("staging"),
+            )
+            .with_context(|| format!("replica target {url}"))?,
+        );
+    }
     let replicator = Arc::new(crate::replication::Replicator {
         db: db.clone(),
         blockstore: blockstore.clone(),
-        targets: settings
-            .replica_dirs
-            .iter()
-            .cloned()
-            .map(crate::replication::ReplicaTarget::directory)
-            .collect(),
+        targets,
         segment_duration_ms: settings.segment_duration_ms,
         verify_interval_ms: i64::try_from(settings.replica_verify_interval_s)
             .unwrap_or(i64::MAX / 1000)

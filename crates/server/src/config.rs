@@ -72,6 +72,14 @@ pub struct ServeArgs {
     /// archive (repeatable; default `DATA_DIR/replicas`).
     #[arg(long, env = "STREAMWEAVE_REPLICA_DIRS", value_delimiter = ',')]
     pub replica_dir: Vec<PathBuf>,
+    /// S3-compatible buckets that keep a replica of every ended stream's
+    /// archive (`s3://bucket/prefix`, repeatable; credentials and region from
+    /// the AWS variables).
+    #[arg(long, env = "STREAMWEAVE_REPLICA_S3", value_delimiter = ',')]
+    pub replica_s3: Vec<String>,
+    /// Endpoint of an S3-compatible server (MinIO, Ceph...) for `--replica-s3`.
+    #[arg(long, env = "STREAMWEAVE_REPLICA_S3_ENDPOINT")]
+    pub replica_s3_endpoint: Option<String>,
     /// How often a verified replica is read back and checked, in seconds.
     #[arg(long, env = "STREAMWEAVE_REPLICA_VERIFY_INTERVAL_S")]
     pub replica_verify_interval_s: Option<u64>,
@@ -109,6 +117,8 @@ struct FileConfig {
     chain_id: Option<u64>,
     admins: Option<Vec<String>>,
     replica_dirs: Option<Vec<PathBuf>>,
+    replica_s3: Option<Vec<String>>,
+    replica_s3_endpoint: Option<String>,
     replica_verify_interval_s: Option<u64>,
     gc_interval_s: Option<u64>,
     gc_grace_s: Option<u64>,
@@ -137,6 +147,8 @@ pub struct Settings {
     pub chain_id: u64,
     pub admins: Vec<streamweave_ledger::Address>,
     pub replica_dirs: Vec<PathBuf>,
+    pub replica_s3: Vec<String>,
+    pub replica_s3_endpoint: Option<String>,
     pub replica_verify_interval_s: u64,
     pub gc_interval_s: u64,
     pub gc_grace_s: u64,
@@ -253,6 +265,12 @@ impl Settings {
             chain_id: args.chain_id.or(file.chain_id).unwrap_or(31337),
             admins,
             replica_dirs,
+            replica_s3: if args.replica_s3.is_empty() {
+                file.replica_s3.unwrap_or_default()
+            } else {
+                args.replica_s3
+            },
+            replica_s3_endpoint: args.replica_s3_endpoint.or(file.replica_s3_endpoint),
             replica_verify_interval_s: args
                 .replica_verify_interval_s
                 .or(file.replica_verify_interval_s)

@@ -54,97 +54,243 @@ pub struct ReplicaUpdate<'a> {
     pub next_attempt_ms: i64,
 }
 
-/// A place replicas go: a directory of `{root}.car` files.
+/// A place replicas go: a directory of `{root}.car` files, or an
+/// S3-compatible bucket with `{prefix}/{root}.car` objects.
 #[derive(Debug, Clone)]
-pub struct ReplicaTarget {
-    dir: PathBuf,
+pub enum ReplicaTarget {
+    Directory(PathBuf),
+    S3 {
+        /// `s3://bucket/prefix`, as configured.
+        url: String,
+        prefix: String,
+        store: Arc<dyn object_store::ObjectStore>,
+        /// Where CARs are written before upload.
+        staging: PathBuf,
+    },
 }
+
+/// Parts of a CAR uploaded at once.
+const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 
 impl ReplicaTarget {
     pub fn directory(dir: PathBuf) -> Self {
-        ReplicaTarget { dir }
+        ReplicaTarget::Directory(dir)
+    }
+
+    /// An S3 bucket from `s3://bucket/prefix`; credentials and region come
+    /// from the usual AWS variables, `endpoint` names an S3-compatible server.
+    pub fn s3(url: &str, endpoint: Option<&str>, staging: PathBuf) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| anyhow::anyhow!("{url}: an S3 target is s3://bucket/prefix"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        anyhow::ensure!(!bucket.is_empty(), "{url}: no bucket");
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        Ok(ReplicaTarget::S3 {
+            url: url.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            store: Arc::new(builder.build()?),
+            staging,
+        })
     }
 
     /// The target's name in records.
     pub fn name(&self) -> String {
-        format!("dir:{}", self.dir.display())
+        match self {
+            ReplicaTarget::Directory(dir) => format!("dir:{}", dir.display()),
+            ReplicaTarget::S3 { url, .. } => url.clone(),
+        }
     }
 
-    fn path(&self, root: &str) -> PathBuf {
-        self.dir.join(format!("{root}.car"))
+    fn object(prefix: &str, root: &str) -> object_store::path::Path {
+        if prefix.is_empty() {
+            object_store::path::Path::from(format!("{root}.car"))
+        } else {
+            object_store::path::Path::from(format!("{prefix}/{root}.car"))
+        }
     }
 
-    /// Writes the CAR of `root`: to a temporary file, synced, then renamed.
-    pub fn write(&self, blockstore: &Blockstore, root: &Cid) -> anyhow::Result<ArchiveSummary> {
-        std::fs::create_dir_all(&self.dir)?;
-        let final_path = self.path(&root.to_string());
-        let partial = final_path.with_extension("car.partial");
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
-        let summary = archive::car_of(blockstore, root, Some(&mut file))?;
-        file.flush()?;
-        let file = file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&partial, &final_path)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+    /// Writes the CAR of `root`: a directory's file goes to a temporary
+    /// name, is synced, then renamed; an object is uploaded in parts.
+    pub async fn write(
+        &self,
+        blockstore: Arc<Blockstore>,
+        root: Cid,
+    ) -> anyhow::Result<ArchiveSummary> {
+        let (dir, upload) = match self {
+            ReplicaTarget::Directory(dir) => (dir.clone(), None),
+            ReplicaTarget::S3 {
+                prefix,
+                store,
+                staging,
+                ..
+            } => (
+                staging.clone(),
+                Some((store.clone(), Self::object(prefix, &root.to_string()))),
+            ),
+        };
+        let (summary, file) =
+            tokio::task::spawn_blocking(move || write_car_file(&blockstore, &root, &dir)).await??;
+        if let Some((store, object)) = upload {
+            let uploaded = upload_file(store.as_ref(), &object, &file).await;
+            let _ = std::fs::remove_file(&file);
+            uploaded?;
+        }
         Ok(summary)
     }
 
-    /// Deletes a replica (its archive expired).
-    pub fn remove(&self, root: &str) {
-        match std::fs::remove_file(self.path(root)) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                warn!(%err, root, target = %self.name(), "removing an expired replica failed")
+    /// The replica's bytes, `None` when it is not there.
+    async fn fetch(&self, root: &str) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            ReplicaTarget::Directory(dir) => {
+                match tokio::fs::read(dir.join(format!("{root}.car"))).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(err) => Err(format!("reading the replica: {err}")),
+                }
+            }
+            ReplicaTarget::S3 { prefix, store, .. } => {
+                match store.get(&Self::object(prefix, root)).await {
+                    Ok(found) => found
+                        .bytes()
+                        .await
+                        .map(|b| Some(b.to_vec()))
+                        .map_err(|e| format!("reading the replica: {e}")),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(err) => Err(format!("reading the replica: {err}")),
+                }
             }
         }
     }
 
     /// Reads the replica back and checks it; `Err` names what is wrong.
-    pub fn check(&self, root: &str, piece_cid: &str) -> Result<(), String> {
-        let bytes = match std::fs::read(self.path(root)) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err("the replica is missing".into());
+    pub async fn check(&self, root: &str, piece_cid: &str) -> Result<(), String> {
+        let bytes = self
+            .fetch(root)
+            .await?
+            .ok_or_else(|| "the replica is missing".to_string())?;
+        let (root, piece_cid) = (root.to_string(), piece_cid.to_string());
+        tokio::task::spawn_blocking(move || check_car(&bytes, &root, &piece_cid))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Puts back blocks of `root` that are missing or corrupt in the store
+    /// from this replica (each checked against its CID); answers how many.
+    pub async fn restore_into(
+        &self,
+        blockstore: Arc<Blockstore>,
+        root: &str,
+    ) -> Result<usize, String> {
+        let bytes = self
+            .fetch(root)
+            .await?
+            .ok_or_else(|| "the replica is missing".to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let car = streamweave_cas::read_car(&bytes).map_err(|e| format!("not a CAR: {e}"))?;
+            let mut repaired = 0;
+            for (cid, data) in &car.blocks {
+                if blockstore
+                    .repair_block(cid, data)
+                    .map_err(|e| format!("repairing {cid}: {e}"))?
+                {
+                    repaired += 1;
+                }
             }
-            Err(err) => return Err(format!("reading the replica: {err}")),
+            Ok(repaired)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Deletes a replica (its archive expired).
+    pub async fn remove(&self, root: &str) {
+        let outcome = match self {
+            ReplicaTarget::Directory(dir) => {
+                match tokio::fs::remove_file(dir.join(format!("{root}.car"))).await {
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other.map_err(|e| e.to_string()),
+                }
+            }
+            ReplicaTarget::S3 { prefix, store, .. } => {
+                match store.delete(&Self::object(prefix, root)).await {
+                    Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    other => other.map_err(|e| e.to_string()),
+                }
+            }
         };
-        let report = verify_car(&bytes).map_err(|err| format!("not a CAR: {err}"))?;
-        if let Some(problem) = report.problems.first() {
-            return Err(format!(
-                "corrupt: {problem} ({} problems)",
-                report.problems.len()
-            ));
+        if let Err(err) = outcome {
+            warn!(%err, root, target = %self.name(), "removing an expired replica failed");
         }
-        if report.root.map(|r| r.to_string()).as_deref() != Some(root) {
-            return Err("the replica's root is another CID".into());
-        }
-        let piece = PieceCommitment::of(&bytes).cid().to_string();
-        if piece != piece_cid {
-            return Err(format!("Piece CID {piece}, expected {piece_cid}"));
-        }
-        Ok(())
     }
 }
 
-impl ReplicaTarget {
-    /// Puts back blocks of `root` that are missing or corrupt in the store
-    /// from this replica (each checked against its CID); answers how many.
-    pub fn restore_into(&self, blockstore: &Blockstore, root: &str) -> Result<usize, String> {
-        let bytes =
-            std::fs::read(self.path(root)).map_err(|e| format!("reading the replica: {e}"))?;
-        let car = streamweave_cas::read_car(&bytes).map_err(|e| format!("not a CAR: {e}"))?;
-        let mut repaired = 0;
-        for (cid, data) in &car.blocks {
-            if blockstore
-                .repair_block(cid, data)
-                .map_err(|e| format!("repairing {cid}: {e}"))?
-            {
-                repaired += 1;
-            }
+/// Writes the CAR of `root` into `dir` as `{root}.car`: temporary file,
+/// sync, rename, directory sync. Answers its numbers and path.
+fn write_car_file(
+    blockstore: &Blockstore,
+    root: &Cid,
+    dir: &std::path::Path,
+) -> anyhow::Result<(ArchiveSummary, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let final_path = dir.join(format!("{root}.car"));
+    let partial = final_path.with_extension("car.partial");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+    let summary = archive::car_of(blockstore, root, Some(&mut file))?;
+    file.flush()?;
+    let file = file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, &final_path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok((summary, final_path))
+}
+
+/// Uploads a file in parts.
+async fn upload_file(
+    store: &dyn object_store::ObjectStore,
+    object: &object_store::path::Path,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let upload = store.put_multipart(object).await?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+    let mut source = tokio::fs::File::open(file).await?;
+    let mut buffer = vec![0u8; 1024 * 1024];
+    loop {
+        let read = source.read(&mut buffer).await?;
+        if read == 0 {
+            break;
         }
-        Ok(repaired)
+        writer.wait_for_capacity(4).await?;
+        writer.write(&buffer[..read]);
     }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// Checks a replica's bytes: every block, the root, the Piece CID.
+fn check_car(bytes: &[u8], root: &str, piece_cid: &str) -> Result<(), String> {
+    let report = verify_car(bytes).map_err(|err| format!("not a CAR: {err}"))?;
+    if let Some(problem) = report.problems.first() {
+        return Err(format!(
+            "corrupt: {problem} ({} problems)",
+            report.problems.len()
+        ));
+    }
+    if report.root.map(|r| r.to_string()).as_deref() != Some(root) {
+        return Err("the replica's root is another CID".into());
+    }
+    let piece = PieceCommitment::of(bytes).cid().to_string();
+    if piece != piece_cid {
+        return Err(format!("Piece CID {piece}, expected {piece_cid}"));
+    }
+    Ok(())
 }
 
 /// Whether the store still holds `root`'s whole archive, sound.
@@ -194,7 +340,7 @@ impl Replicator {
             self.index.forget(&stream_id);
             for target in &self.targets {
                 for root in &roots {
-                    target.remove(root);
+                    target.remove(root).await;
                 }
             }
             info!(stream = %stream_id, archives = roots.len(), "recording expired");
@@ -251,6 +397,60 @@ impl Replicator {
         Ok(())
     }
 
+    /// Writes a replica (after making sure the store is sound) and reads it
+    /// back, or re-checks a stored one and the store against it.
+    async fn write_or_check(
+        &self,
+        target: &ReplicaTarget,
+        others: &[ReplicaTarget],
+        blockstore: Arc<Blockstore>,
+        root: Cid,
+        must_write: bool,
+        piece_cid: &str,
+    ) -> Result<(), String> {
+        let root_text = root.to_string();
+        let sound = {
+            let (blockstore, piece_cid) = (blockstore.clone(), piece_cid.to_string());
+            tokio::task::spawn_blocking(move || store_is_sound(&blockstore, &root, &piece_cid))
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        if must_write {
+            if !sound {
+                // The store lost or damaged blocks: restore them from a sound replica.
+                let mut source = None;
+                for other in others {
+                    if other.check(&root_text, piece_cid).await.is_ok() {
+                        source = Some(other);
+                        break;
+                    }
+                }
+                let source = source
+                    .ok_or("the store is damaged and no sound replica is left to repair it")?;
+                let repaired = source.restore_into(blockstore.clone(), &root_text).await?;
+                warn!(root = %root_text, from = %source.name(), repaired, "repaired the blockstore from a replica");
+            }
+            let written = target
+                .write(blockstore, root)
+                .await
+                .map_err(|err| format!("writing: {err:#}"))?;
+            if written.piece_cid != piece_cid {
+                return Err(format!(
+                    "the blockstore gives Piece CID {}, expected {piece_cid}",
+                    written.piece_cid
+                ));
+            }
+            return target.check(&root_text, piece_cid).await;
+        }
+        target.check(&root_text, piece_cid).await?;
+        // The replica is sound: the store's copy is repaired from it if need be.
+        if !sound {
+            let repaired = target.restore_into(blockstore, &root_text).await?;
+            warn!(root = %root_text, from = %target.name(), repaired, "repaired the blockstore from a replica");
+        }
+        Ok(())
+    }
+
     async fn handle(&self, target: ReplicaTarget, replica: ReplicaRecord) -> anyhow::Result<()> {
         let root = parse_cid(&replica.root_cid)?;
         let blockstore = self.blockstore.clone();
@@ -262,38 +462,9 @@ impl Replicator {
             .filter(|t| t.name() != target.name())
             .cloned()
             .collect();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let root_text = root.to_string();
-            if must_write {
-                if !store_is_sound(&blockstore, &root, &piece_cid) {
-                    // The store lost or damaged blocks: restore them from a sound replica.
-                    let source = others
-                        .iter()
-                        .find(|t| t.check(&root_text, &piece_cid).is_ok())
-                        .ok_or("the store is damaged and no sound replica is left to repair it")?;
-                    let repaired = source.restore_into(&blockstore, &root_text)?;
-                    warn!(root = %root_text, from = %source.name(), repaired, "repaired the blockstore from a replica");
-                }
-                let written = target
-                    .write(&blockstore, &root)
-                    .map_err(|err| format!("writing: {err:#}"))?;
-                if written.piece_cid != piece_cid {
-                    return Err(format!(
-                        "the blockstore gives Piece CID {}, expected {piece_cid}",
-                        written.piece_cid
-                    ));
-                }
-                return target.check(&root_text, &piece_cid);
-            }
-            target.check(&root_text, &piece_cid)?;
-            // The replica is sound: the store's copy is checked against it too.
-            if !store_is_sound(&blockstore, &root, &piece_cid) {
-                let repaired = target.restore_into(&blockstore, &root_text)?;
-                warn!(root = %root_text, from = %target.name(), repaired, "repaired the blockstore from a replica");
-            }
-            Ok(())
-        })
-        .await?;
+        let outcome = self
+            .write_or_check(&target, &others, blockstore, root, must_write, &piece_cid)
+            .await;
         let now = now_ms();
         match outcome {
             Ok(()) => {

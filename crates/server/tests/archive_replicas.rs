@@ -239,3 +239,117 @@ async fn expired_recordings_go_and_only_their_blocks_are_collected() {
     .expect("master");
     assert_eq!(kept_master.status(), 200, "the kept archive still resolves");
 }
+
+/// A local S3-compatible server (moto, installed by scripts/test and named
+/// by STREAMWEAVE_S3_SERVER), killed on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_s3(bucket: &str) -> S3Server {
+    let program = std::env::var("STREAMWEAVE_S3_SERVER")
+        .expect("STREAMWEAVE_S3_SERVER names an S3-compatible server (scripts/test installs moto)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new(program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the S3 server");
+    let server = S3Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    eventually("the S3 server", async || {
+        client
+            .put(format!("{}/{bucket}", server.endpoint))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_replicate_to_an_s3_bucket() {
+    let s3 = start_s3("replicas").await;
+    let server = Server::start_with_env(
+        &[
+            "--replica-s3",
+            "s3://replicas/archives",
+            "--replica-s3-endpoint",
+            &s3.endpoint,
+            "--replica-verify-interval-s",
+            "1",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "streamweave-test"),
+            ("AWS_SECRET_ACCESS_KEY", "streamweave-test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ],
+    )
+    .await;
+    let (stream_id, key) = server.create_stream("to s3").await;
+    let mut ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), "640x360", 4, H264);
+    assert!(wait_child(&mut ffmpeg, Duration::from_secs(60)));
+    server
+        .wait_for_state(&stream_id, "ended", Duration::from_secs(30))
+        .await;
+    eventually(
+        "a verified S3 replica beside the directory one",
+        async || {
+            let archive = archive_of(&server, &stream_id).await;
+            let replicas = archive["replicas"].as_array().cloned().unwrap_or_default();
+            replicas.len() == 2
+                && replicas.iter().all(|r| r["state"] == "verified")
+                && replicas
+                    .iter()
+                    .any(|r| r["target"] == "s3://replicas/archives")
+        },
+    )
+    .await;
+    let root = archive_of(&server, &stream_id).await["root_cid"]
+        .as_str()
+        .expect("root")
+        .to_string();
+    let object = format!("{}/replicas/archives/{root}.car", s3.endpoint);
+    let client = reqwest::Client::new();
+    let fetch_and_verify = async || {
+        let Ok(response) = client.get(&object).send().await else {
+            return false;
+        };
+        let Ok(bytes) = response.bytes().await else {
+            return false;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("replica.car");
+        std::fs::write(&path, &bytes).expect("write");
+        verify_file(&path)
+    };
+    assert!(fetch_and_verify().await, "the object is the archive's CAR");
+
+    // Overwritten with garbage in the bucket: found and uploaded again.
+    let overwritten = client
+        .put(&object)
+        .body("not a CAR")
+        .send()
+        .await
+        .expect("overwrite");
+    assert!(overwritten.status().is_success());
+    assert!(!fetch_and_verify().await);
+    eventually("the S3 replica rewritten", fetch_and_verify).await;
+}

@@ -33,8 +33,21 @@ impl Server {
         server
     }
 
+    /// Starts a server on a fresh data dir with extra environment variables.
+    pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data_dir = temp.path().to_path_buf();
+        let mut server = Server::start_in_env(&data_dir, extra_args, env).await;
+        server._temp = Some(temp);
+        server
+    }
+
     /// Starts a server on an existing data dir (to test restarts).
     pub async fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
+        Server::start_in_env(data_dir, extra_args, &[]).await
+    }
+
+    async fn start_in_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let http_port = free_port();
         let rtmp_port = free_port();
         let http = format!("127.0.0.1:{http_port}");
@@ -51,6 +64,7 @@ impl Server {
                 ADMIN_TOKEN,
             ])
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,streamweave_media=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
