@@ -157,6 +157,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             .with_context(|| format!("replica target {url}"))?,
         );
     }
+    if let Some(factor) = settings.replication_factor {
+        anyhow::ensure!(
+            (1..=targets.len()).contains(&factor),
+            "--replication-factor {factor} needs as many replica targets; {} are configured \
+             (--replica-dir, --replica-s3)",
+            targets.len()
+        );
+        targets.truncate(factor);
+    }
     let replicator = Arc::new(crate::replication::Replicator {
         db: db.clone(),
         blockstore: blockstore.clone(),

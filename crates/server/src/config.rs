@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// Endpoint of an S3-compatible server (MinIO, Ceph...) for `--replica-s3`.
     #[arg(long, env = "STREAMWEAVE_REPLICA_S3_ENDPOINT")]
     pub replica_s3_endpoint: Option<String>,
+    /// Replicas kept of each archive: the first N targets (default: every
+    /// configured target). More than the targets is refused.
+    #[arg(long, env = "STREAMWEAVE_REPLICATION_FACTOR")]
+    pub replication_factor: Option<usize>,
     /// How often a verified replica is read back and checked, in seconds.
     #[arg(long, env = "STREAMWEAVE_REPLICA_VERIFY_INTERVAL_S")]
     pub replica_verify_interval_s: Option<u64>,
@@ -119,6 +123,7 @@ struct FileConfig {
     replica_dirs: Option<Vec<PathBuf>>,
     replica_s3: Option<Vec<String>>,
     replica_s3_endpoint: Option<String>,
+    replication_factor: Option<usize>,
     replica_verify_interval_s: Option<u64>,
     gc_interval_s: Option<u64>,
     gc_grace_s: Option<u64>,
@@ -149,6 +154,7 @@ pub struct Settings {
     pub replica_dirs: Vec<PathBuf>,
     pub replica_s3: Vec<String>,
     pub replica_s3_endpoint: Option<String>,
+    pub replication_factor: Option<usize>,
     pub replica_verify_interval_s: u64,
     pub gc_interval_s: u64,
     pub gc_grace_s: u64,
@@ -271,6 +277,7 @@ impl Settings {
                 args.replica_s3
             },
             replica_s3_endpoint: args.replica_s3_endpoint.or(file.replica_s3_endpoint),
+            replication_factor: args.replication_factor.or(file.replication_factor),
             replica_verify_interval_s: args
                 .replica_verify_interval_s
                 .or(file.replica_verify_interval_s)

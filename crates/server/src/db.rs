@@ -66,6 +66,7 @@ fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::
             .try_get::<Option<i64>, _>("retention_days")?
             .and_then(|d| u32::try_from(d).ok()),
         expired_at_ms: row.try_get("expired_at_ms")?,
+        archive_public: row.try_get("archive_public")?,
     })
 }
 
@@ -73,7 +74,8 @@ fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::
 macro_rules! stream_columns {
     () => {
         "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
-         access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms"
+         access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms, \
+         archive_public"
     };
 }
 
@@ -97,7 +99,8 @@ impl Db {
     pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms, access, price_amount, \
-             price_period_seconds, preview_seconds, retention_days) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             price_period_seconds, preview_seconds, retention_days, archive_public) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&stream.id)
         .bind(&stream.title)
@@ -110,6 +113,7 @@ impl Db {
         .bind(stream.price.map(|p| i64::from(p.period_seconds)))
         .bind(i64::from(stream.preview_seconds))
         .bind(stream.retention_days.map(i64::from))
+        .bind(stream.archive_public)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -119,7 +123,7 @@ impl Db {
     pub async fn update_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE streams SET title = ?, access = ?, price_amount = ?, price_period_seconds = ?, \
-             preview_seconds = ?, retention_days = ? WHERE id = ?",
+             preview_seconds = ?, retention_days = ?, archive_public = ? WHERE id = ?",
         )
         .bind(&stream.title)
         .bind(stream.access.as_str())
@@ -127,6 +131,7 @@ impl Db {
         .bind(stream.price.map(|p| i64::from(p.period_seconds)))
         .bind(i64::from(stream.preview_seconds))
         .bind(stream.retention_days.map(i64::from))
+        .bind(stream.archive_public)
         .bind(&stream.id)
         .execute(&self.pool)
         .await?;
@@ -298,7 +303,7 @@ impl Db {
     /// stream references the CID, else whether some free stream does.
     pub async fn cid_is_free(&self, cid: &str) -> Result<Option<bool>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS streams, COALESCE(SUM(s.access = 'free'), 0) AS free FROM streams s WHERE s.id IN \
+            "SELECT COUNT(*) AS streams, COALESCE(SUM(s.access = 'free' OR s.archive_public = 1), 0) AS free FROM streams s WHERE s.id IN \
              (SELECT stream_id FROM segments WHERE cid = ?1 UNION SELECT stream_id FROM renditions WHERE init_cid = ?1)",
         )
         .bind(cid)

@@ -38,6 +38,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         preview_seconds: 0,
         retention_days: None,
         expired_at_ms: None,
+        archive_public: false,
     };
     state
         .db
@@ -80,6 +81,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         preview_seconds: 0,
         retention_days: None,
         expired_at_ms: None,
+        archive_public: false,
     };
     state
         .db

@@ -55,6 +55,8 @@ pub struct StreamRecord {
     pub retention_days: Option<u32>,
     /// When retention removed the recording.
     pub expired_at_ms: Option<i64>,
+    /// Whether a paid stream's archive is public (free streams' always are).
+    pub archive_public: bool,
 }
 
 /// How a stream is paid for.

@@ -353,3 +353,21 @@ async fn archives_replicate_to_an_s3_bucket() {
     assert!(!fetch_and_verify().await);
     eventually("the S3 replica rewritten", fetch_and_verify).await;
 }
+
+#[test]
+fn a_replication_factor_above_the_targets_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--http", "127.0.0.1:0", "--rtmp", "127.0.0.1:0"])
+        .args(["--replication-factor", "2"])
+        .output()
+        .expect("serve");
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("--replication-factor 2 needs as many replica targets; 1 are configured"),
+        "{message}"
+    );
+}

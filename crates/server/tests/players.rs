@@ -298,6 +298,38 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
         "{}",
         String::from_utf8_lossy(&verified.stderr)
     );
+    // The creator makes the archive public: anyone fetches it, live stays paid.
+    let made_public = reqwest::Client::new()
+        .patch(server.url(&format!("/api/v1/streams/{stream_id}")))
+        .bearer_auth(&creator_token)
+        .json(&json!({"archive_public": true}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(made_public.status(), 200);
+    let public = reqwest::get(server.url(&format!("/api/v1/streams/{stream_id}/archive")))
+        .await
+        .expect("archive");
+    assert_eq!(public.status(), 200);
+    let segment = reqwest::get(server.url(&format!(
+        "/ipfs/{}/360p/0.m4s",
+        archive["root_cid"].as_str().expect("root")
+    )))
+    .await
+    .expect("segment");
+    assert_eq!(
+        segment.status(),
+        200,
+        "a public archive's segments are public"
+    );
+    let live = reqwest::get(server.url(&format!("/live/{stream_id}/360p/0.m4s")))
+        .await
+        .expect("live");
+    assert_eq!(
+        live.status(),
+        402,
+        "playback outside the archive stays paid"
+    );
     let missing = Command::new(env!("CARGO_BIN_EXE_streamweave"))
         .args(["export", "--data-dir"])
         .arg(&server.data_dir)

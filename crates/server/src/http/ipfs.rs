@@ -6,8 +6,9 @@
 //! blocks and the target's DAG (`dag-scope` = all, entity or block).
 //!
 //! Access follows the streams': a free stream's media and archive are
-//! public; a paid stream's answer 402 (watch through a session), except to
-//! its owner and the admins.
+//! public, and so is a paid stream's archive (with its blocks) once its
+//! creator makes it public; otherwise a paid stream's answer 402 (watch
+//! through a session), except to its owner and the admins.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -136,6 +137,7 @@ fn paid_refusal() -> ApiError {
 
 fn may_read(stream: &StreamRecord, caller: Option<&Caller>) -> bool {
     stream.access == AccessMode::Free
+        || stream.archive_public
         || caller.is_some_and(|caller| {
             caller.is_admin()
                 || stream

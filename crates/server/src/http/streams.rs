@@ -42,6 +42,8 @@ pub struct CreateStream {
     /// Days the recording is kept after the stream ends (1 to 36500;
     /// default: forever).
     pub retention_days: Option<u32>,
+    /// Make a paid stream's archive public (default false).
+    pub archive_public: Option<bool>,
 }
 
 /// A price: `amount` base units per `period_seconds`.
@@ -64,6 +66,8 @@ pub struct UpdateStream {
     pub preview_seconds: Option<u32>,
     /// Days the recording is kept after the stream ends; 0 keeps it forever.
     pub retention_days: Option<u32>,
+    /// Make a paid stream's archive public, or private again.
+    pub archive_public: Option<bool>,
 }
 
 /// Applies a retention setting: 0 (or absent at creation) keeps forever.
@@ -181,6 +185,8 @@ pub struct StreamView {
     pub retention_days: Option<u32>,
     /// RFC 3339, when retention removed the recording.
     pub expired_at: Option<String>,
+    /// Whether anyone may fetch the archive (always, for free streams).
+    pub archive_public: bool,
 }
 
 /// Answer to a stream's creation: its view plus what the creator publishes with.
@@ -220,6 +226,7 @@ fn view(stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
         renditions,
         retention_days: stream.retention_days,
         expired_at: stream.expired_at_ms.map(rfc3339),
+        archive_public: stream.archive_public || stream.access == AccessMode::Free,
     }
 }
 
@@ -285,6 +292,7 @@ async fn create_stream(
         preview_seconds: 0,
         retention_days: None,
         expired_at_ms: None,
+        archive_public: body.archive_public.unwrap_or(false),
     };
     apply_retention(&mut record, body.retention_days)?;
     apply_access(
@@ -502,8 +510,9 @@ pub struct ArchiveView {
 }
 
 /// The recording as a content-addressed folder: root CID, CAR size and
-/// Piece CID. Free streams' archives are public; a paid stream's, its owner's
-/// and the admins'.
+/// Piece CID. Free streams' archives are public, and paid streams' whose
+/// creator made them public (`archive_public`); other paid streams', their
+/// owner's and the admins'.
 #[utoipa::path(
     get,
     path = "/api/v1/streams/{id}/archive",
@@ -520,7 +529,7 @@ async fn stream_archive(
     Path(id): Path<String>,
 ) -> Result<Json<ArchiveView>, ApiError> {
     let stream = match (find_stream(&state, &id).await?, caller) {
-        (stream, _) if stream.access == AccessMode::Free => stream,
+        (stream, _) if stream.access == AccessMode::Free || stream.archive_public => stream,
         (_, Some(caller)) => owned_stream(&state, &caller, &id).await?,
         (_, None) => return Err(ApiError::not_found("no such stream")),
     };
@@ -658,6 +667,9 @@ async fn update_stream(
         stream.title = validate_title(title)?;
     }
     apply_retention(&mut stream, body.retention_days)?;
+    if let Some(public) = body.archive_public {
+        stream.archive_public = public;
+    }
     apply_access(
         &mut stream,
         body.access,
