@@ -108,22 +108,7 @@ async fn ffmpeg_plays_a_paid_session_while_the_sdk_pays() {
         !log.contains("402"),
         "the player never met the paywall (spent {spent}): {log}"
     );
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&recording)
-        .output()
-        .expect("ffprobe");
-    let seconds: f64 = String::from_utf8_lossy(&probe.stdout)
-        .trim()
-        .parse()
-        .expect("duration");
+    let seconds = common::media_seconds(&recording);
     assert!(seconds >= 6.0, "ffmpeg recorded {seconds} s");
 
     // What the SDK paid covers what the player was granted, and at most the
@@ -238,22 +223,7 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
         );
     }
     // The export plays as a plain VOD.
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(out.path().join("master.m3u8"))
-        .output()
-        .expect("ffprobe");
-    let seconds: f64 = String::from_utf8_lossy(&probe.stdout)
-        .trim()
-        .parse()
-        .expect("duration");
+    let seconds = common::media_seconds(&out.path().join("master.m3u8"));
     assert!(seconds >= 12.0, "exported {seconds} s");
     // A paid stream's archive is its creator's, not the public's.
     let (anonymous, owned) = (

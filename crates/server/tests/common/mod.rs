@@ -254,3 +254,17 @@ pub async fn sign_in(server: &Server, key: &streamweave_ledger::SigningKey) -> S
     assert_eq!(again.status(), 401, "a challenge is single use");
     login["token"].as_str().expect("token").to_string()
 }
+
+/// A media file's (or playlist's) duration in seconds, by ffprobe.
+pub fn media_seconds(path: &Path) -> f64 {
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration"])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .expect("duration")
+}
