@@ -80,6 +80,9 @@ pub struct Done {
     pub channel: Option<Channel>,
     /// Whether anything new was recorded (false for idempotent repeats).
     pub new: bool,
+    /// For vouchers: the channel's redeemed amount just before this one, so
+    /// the step it moved is exact even when vouchers race.
+    pub redeemed_before: Option<Amount>,
 }
 
 type Reply = oneshot::Sender<Result<Done, EngineError>>;
@@ -312,6 +315,7 @@ fn plan(
             Done {
                 channel: Some(channel),
                 new,
+                redeemed_before: None,
             },
         ))
     };
@@ -341,6 +345,7 @@ fn plan(
             let mut state = current(&voucher.channel, channels, working)
                 .cloned()
                 .ok_or(EngineError::UnknownChannel)?;
+            let redeemed_before = state.redeemed;
             let outcome = state.apply_voucher(&voucher, now_ms)?;
             if !outcome.new {
                 return Ok((
@@ -348,10 +353,19 @@ fn plan(
                     Done {
                         channel: Some(state),
                         new: false,
+                        redeemed_before: Some(redeemed_before),
                     },
                 ));
             }
-            with_channel(state, outcome.transfers, true, working)
+            with_channel(state, outcome.transfers, true, working).map(|(batch, done)| {
+                (
+                    batch,
+                    Done {
+                        redeemed_before: Some(redeemed_before),
+                        ..done
+                    },
+                )
+            })
         }
         Operation::Close { channel, by } => {
             let mut state = current(&channel, channels, working)
@@ -371,6 +385,7 @@ fn plan(
             Done {
                 channel: None,
                 new: true,
+                redeemed_before: None,
             },
         )),
         Operation::Settle { now_ms: at } => {
@@ -401,6 +416,7 @@ fn plan(
                 Done {
                     channel: None,
                     new: true,
+                    redeemed_before: None,
                 },
             ))
         }

@@ -383,3 +383,40 @@ async fn the_sdk_refuses_a_server_asking_more_than_the_price() {
         "nothing was signed for the greedy ask"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_vouchers_are_counted_once() {
+    let server = Server::start(&["--dev"]).await;
+    let creator = SigningKey::from_bytes(&[0x97; 32]).expect("key");
+    let (stream_id, mut publisher) = priced_live_stream(&server, &creator, 20).await;
+    let mut viewer = Client::new(
+        &server.http,
+        SigningKey::from_bytes(&[0x98; 32]).expect("key"),
+    );
+    viewer.sign_in().await.expect("sign in");
+    viewer.faucet(Amount(10_000_000)).await.expect("faucet");
+    let session = viewer
+        .open_session(&stream_id, Amount(1_000_000), None)
+        .await
+        .expect("session");
+    // Pairs of vouchers sent at once, within the prepay window (4500 here):
+    // whichever lands second moves only what the first did not.
+    let mut last = 0u128;
+    for pair in 0..20u128 {
+        let (low, high) = (Amount(pair * 200 + 100), Amount(pair * 200 + 200));
+        let (a, b) = tokio::join!(viewer.pay(&session, low), viewer.pay(&session, high));
+        assert!(b.is_ok(), "{b:?}");
+        // The lower one is either accepted first or refused as stale.
+        let _ = a;
+        last = high.0;
+    }
+    let creator_token = sign_in(&server, &creator).await;
+    let stats = stats_of(&server, &stream_id, &creator_token).await;
+    assert_eq!(stats["gross"], last.to_string(), "{stats}");
+    let split =
+        streamweave_ledger::RevenuePolicy::sole(creator.address(), 300).totals(Amount(last));
+    assert_eq!(stats["net"], split.recipients[0].to_string(), "{stats}");
+    assert_eq!(stats["platform_fee"], split.fee.to_string(), "{stats}");
+    publisher.kill().ok();
+    publisher.wait().ok();
+}

@@ -398,9 +398,12 @@ async fn submit_voucher(
         && let (Some(after), Some(stream_id)) =
             (&done.channel, state.sessions.stream_of_channel(&channel.id))
     {
-        // The step's split, announced to the creator as it moves.
+        // The step's split, announced to the creator as it moves. The step
+        // starts where the engine found the channel, not at our earlier
+        // snapshot: racing vouchers must not count the same units twice.
+        let before = done.redeemed_before.unwrap_or(channel.redeemed);
         let (before_totals, after_totals) = (
-            after.policy.totals(channel.redeemed),
+            after.policy.totals(before),
             after.policy.totals(after.redeemed),
         );
         let creator_index = after
@@ -408,11 +411,14 @@ async fn submit_voucher(
             .recipients
             .iter()
             .position(|r| r.address == after.payee);
+        // Every total is monotone in the redeemed amount (spec "Splits").
         let creator_step = creator_index.map_or(0, |i| {
-            after_totals.recipients[i].0 - before_totals.recipients[i].0
+            after_totals.recipients[i]
+                .0
+                .saturating_sub(before_totals.recipients[i].0)
         });
-        let gross = Amount(after.redeemed.0.saturating_sub(channel.redeemed.0));
-        let fee = Amount(after_totals.fee.0 - before_totals.fee.0);
+        let gross = Amount(after.redeemed.0.saturating_sub(before.0));
+        let fee = Amount(after_totals.fee.0.saturating_sub(before_totals.fee.0));
         state
             .stats
             .earned(&stream_id, after.payer, gross, Amount(creator_step), fee);
