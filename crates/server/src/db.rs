@@ -25,6 +25,15 @@ pub async fn open(data_dir: &Path) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
+/// Opens the database of an existing data directory (for offline tools);
+/// a directory without one is an error, never a new empty database.
+pub async fn open_existing(data_dir: &Path) -> anyhow::Result<Db> {
+    if !data_dir.join("streamweave.sqlite").exists() {
+        anyhow::bail!("no StreamWeave data in {}", data_dir.display());
+    }
+    Ok(Db::new(open(data_dir).await?))
+}
+
 /// Database queries about streams and media.
 #[derive(Clone)]
 pub struct Db {
@@ -447,7 +456,8 @@ impl Db {
     }
 
     /// Records an archive root built for a stream and the blocks it added,
-    /// in one transaction (idempotent).
+    /// in one transaction (idempotent). It is complete when the stream has
+    /// ended and the archive holds every segment.
     pub async fn insert_archive(
         &self,
         stream_id: &str,
@@ -458,9 +468,12 @@ impl Db {
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT OR IGNORE INTO archives \
-             (root_cid, stream_id, segments, car_size, piece_cid, piece_size, built_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO archives \
+             (root_cid, stream_id, segments, car_size, piece_cid, piece_size, built_at_ms, complete) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+             (SELECT s.state = 'ended' AND ?3 = (SELECT COUNT(*) FROM segments g WHERE g.stream_id = s.id) \
+              FROM streams s WHERE s.id = ?2)) \
+             ON CONFLICT (root_cid) DO UPDATE SET complete = MAX(complete, excluded.complete)",
         )
         .bind(&summary.root_cid)
         .bind(stream_id)
@@ -528,8 +541,9 @@ impl Db {
     ) -> Result<Vec<(String, usize)>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT s.id, (SELECT COUNT(*) FROM segments g WHERE g.stream_id = s.id) AS n \
-             FROM streams s WHERE s.state = 'ended' AND n > 0 AND NOT EXISTS \
-             (SELECT 1 FROM archives a WHERE a.stream_id = s.id AND a.segments = n) \
+             FROM streams s WHERE s.state = 'ended' \
+             AND EXISTS (SELECT 1 FROM segments g WHERE g.stream_id = s.id) \
+             AND NOT EXISTS (SELECT 1 FROM archives a WHERE a.stream_id = s.id AND a.complete = 1) \
              ORDER BY s.ended_at_ms LIMIT ?",
         )
         .bind(limit)
@@ -555,9 +569,8 @@ impl Db {
         sqlx::query(
             "INSERT OR IGNORE INTO archive_replicas \
              (root_cid, target, state, attempts, updated_at_ms, next_attempt_ms) \
-             SELECT a.root_cid, ?1, 'pending', 0, ?2, ?2 FROM archives a JOIN streams s ON s.id = a.stream_id \
-             WHERE s.state = 'ended' \
-             AND a.segments = (SELECT COUNT(*) FROM segments g WHERE g.stream_id = s.id)",
+             SELECT a.root_cid, ?1, 'pending', 0, ?2, ?2 FROM archives a WHERE a.complete = 1 \
+             AND NOT EXISTS (SELECT 1 FROM archive_replicas r WHERE r.root_cid = a.root_cid AND r.target = ?1)",
         )
         .bind(target)
         .bind(now_ms)

@@ -452,10 +452,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Blocks(BlocksCommand::Gc { data_dir, grace_s }) => {
             runtime()?.block_on(async move {
-                if !data_dir.join("streamweave.sqlite").exists() {
-                    anyhow::bail!("no StreamWeave data in {}", data_dir.display());
-                }
-                let db = db::Db::new(db::open(&data_dir).await?);
+                let db = db::open_existing(&data_dir).await?;
                 let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
                 let referenced = db.referenced_cids().await?;
                 let report = gc::collect(
@@ -468,10 +465,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Archive(ArchiveCommand::Status { data_dir }) => runtime()?.block_on(async move {
-            if !data_dir.join("streamweave.sqlite").exists() {
-                anyhow::bail!("no StreamWeave data in {}", data_dir.display());
-            }
-            let db = db::Db::new(db::open(&data_dir).await?);
+            let db = db::open_existing(&data_dir).await?;
             let replicas = db.replicas(None).await?;
             if replicas.is_empty() {
                 println!("no archive replicas yet (archives are made when streams end)");
@@ -502,10 +496,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             segment_duration_ms,
         })) => runtime()?.block_on(async move {
-            if !data_dir.join("streamweave.sqlite").exists() {
-                anyhow::bail!("no StreamWeave data in {}", data_dir.display());
-            }
-            let db = db::Db::new(db::open(&data_dir).await?);
+            let db = db::open_existing(&data_dir).await?;
             if db.stream(&stream).await?.is_none() {
                 anyhow::bail!("no stream {stream}");
             }
@@ -514,12 +505,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let segments = db.segments(&stream).await?.len();
             // Written beside the target, then renamed: never a partial CAR.
             let partial = out.with_extension("car.partial");
-            let file = std::io::BufWriter::new(
-                std::fs::File::create(&partial)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", partial.display()))?,
-            );
-            let summary = archive::car_of(&blockstore, &built.root, Some(file))?;
-            std::fs::rename(&partial, &out)?;
+            let written = (|| {
+                let file = std::io::BufWriter::new(
+                    std::fs::File::create(&partial)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", partial.display()))?,
+                );
+                let summary = archive::car_of(&blockstore, &built.root, Some(file))?;
+                std::fs::rename(&partial, &out)?;
+                anyhow::Ok(summary)
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            let summary = written?;
             db.insert_archive(&stream, segments, &summary, &built.added, model::now_ms())
                 .await?;
             println!("{}", serde_json::to_string(&summary)?);

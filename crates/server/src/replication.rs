@@ -241,14 +241,21 @@ fn write_car_file(
     std::fs::create_dir_all(dir)?;
     let final_path = dir.join(format!("{root}.car"));
     let partial = final_path.with_extension("car.partial");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
-    let summary = archive::car_of(blockstore, root, Some(&mut file))?;
-    file.flush()?;
-    let file = file.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    std::fs::rename(&partial, &final_path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok((summary, final_path))
+    let written = (|| {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+        let summary = archive::car_of(blockstore, root, Some(&mut file))?;
+        file.flush()?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, &final_path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        anyhow::Ok(summary)
+    })();
+    if written.is_err() {
+        // Never leave a partial CAR behind.
+        let _ = std::fs::remove_file(&partial);
+    }
+    Ok((written?, final_path))
 }
 
 /// Uploads a file in parts.
@@ -409,31 +416,39 @@ impl Replicator {
         piece_cid: &str,
     ) -> Result<(), String> {
         let root_text = root.to_string();
-        let sound = {
+        let store_sound = || {
             let (blockstore, piece_cid) = (blockstore.clone(), piece_cid.to_string());
-            tokio::task::spawn_blocking(move || store_is_sound(&blockstore, &root, &piece_cid))
-                .await
-                .map_err(|e| e.to_string())?
+            async move {
+                tokio::task::spawn_blocking(move || store_is_sound(&blockstore, &root, &piece_cid))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
         };
         if must_write {
-            if !sound {
-                // The store lost or damaged blocks: restore them from a sound replica.
-                let mut source = None;
-                for other in others {
-                    if other.check(&root_text, piece_cid).await.is_ok() {
-                        source = Some(other);
-                        break;
+            // Writing reads every block (verified) and recomputes the Piece
+            // CID; the store is examined only when that fails.
+            let written = match target.write(blockstore.clone(), root).await {
+                Ok(written) => written,
+                Err(err) if store_sound().await? => return Err(format!("writing: {err:#}")),
+                Err(_) => {
+                    // The store lost or damaged blocks: restore them from a sound replica.
+                    let mut source = None;
+                    for other in others {
+                        if other.check(&root_text, piece_cid).await.is_ok() {
+                            source = Some(other);
+                            break;
+                        }
                     }
+                    let source = source
+                        .ok_or("the store is damaged and no sound replica is left to repair it")?;
+                    let repaired = source.restore_into(blockstore.clone(), &root_text).await?;
+                    warn!(root = %root_text, from = %source.name(), repaired, "repaired the blockstore from a replica");
+                    target
+                        .write(blockstore, root)
+                        .await
+                        .map_err(|err| format!("writing: {err:#}"))?
                 }
-                let source = source
-                    .ok_or("the store is damaged and no sound replica is left to repair it")?;
-                let repaired = source.restore_into(blockstore.clone(), &root_text).await?;
-                warn!(root = %root_text, from = %source.name(), repaired, "repaired the blockstore from a replica");
-            }
-            let written = target
-                .write(blockstore, root)
-                .await
-                .map_err(|err| format!("writing: {err:#}"))?;
+            };
             if written.piece_cid != piece_cid {
                 return Err(format!(
                     "the blockstore gives Piece CID {}, expected {piece_cid}",
@@ -444,7 +459,7 @@ impl Replicator {
         }
         target.check(&root_text, piece_cid).await?;
         // The replica is sound: the store's copy is repaired from it if need be.
-        if !sound {
+        if !store_sound().await? {
             let repaired = target.restore_into(blockstore, &root_text).await?;
             warn!(root = %root_text, from = %target.name(), repaired, "repaired the blockstore from a replica");
         }
