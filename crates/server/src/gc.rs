@@ -37,10 +37,12 @@ pub fn collect(
 ) -> Result<GcReport, CasError> {
     let started = SystemTime::now();
     let mut marked: HashSet<Cid> = HashSet::new();
+    // A reference that does not parse stops the collection: skipping it
+    // would delete what it names.
     let mut stack: Vec<Cid> = referenced
         .iter()
-        .filter_map(|text| parse_cid(text).ok())
-        .collect();
+        .map(|text| parse_cid(text))
+        .collect::<Result<_, _>>()?;
     while let Some(cid) = stack.pop() {
         if !marked.insert(cid) || cid.codec() != DAG_PB_CODEC {
             continue;
@@ -100,5 +102,9 @@ mod tests {
         assert_eq!(report.marked, 1 + 3, "the root and its three leaves");
         assert_eq!(store.get_file(&kept).unwrap().as_deref(), Some(&big[..]));
         assert_eq!(store.get_block(&dropped).unwrap(), None);
+        // A reference that does not parse stops the collection before any deletion.
+        let other = store.put_file(b"still here").unwrap();
+        assert!(collect(&store, &["not a cid".into()], Duration::ZERO).is_err());
+        assert!(store.get_block(&other).unwrap().is_some());
     }
 }
