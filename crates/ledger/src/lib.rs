@@ -24,4 +24,6 @@ pub use channel::{
 pub use crypto::{PaymentDomain, Signature65, SignatureError, SigningKey, personal_sign_digest};
 pub use metering::{GateDecision, Meter, Price};
 pub use siwe::{SiweError, SiweMessage};
-pub use split::{MAX_RECIPIENTS, PolicyError, Recipient, RevenuePolicy, SplitTotals};
+pub use split::{
+    MAX_RECIPIENTS, PolicyError, Recipient, RevenuePolicy, SplitTotals, tip_transfers,
+};

@@ -6,6 +6,7 @@ use alloy_primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 
 use crate::Amount;
+use crate::book::{AccountRef, Transfer, TransferKind};
 
 /// Largest number of recipients in a policy.
 pub const MAX_RECIPIENTS: usize = 16;
@@ -135,6 +136,58 @@ impl RevenuePolicy {
     }
 }
 
+/// The transfers of a tip of `amount` from `payer`'s available balance,
+/// split by `policy`: the fee (rounded up) to the platform, each recipient
+/// its floored share, and the few leftover units one each to the recipients
+/// in list order (a tip is final, so nothing waits). Ids are `{id}:fee`,
+/// `{id}:{index}`, so a retried tip with the same id moves money once.
+/// Answers nothing for a zero amount.
+pub fn tip_transfers(
+    id: &str,
+    payer: Address,
+    asset: Address,
+    policy: &RevenuePolicy,
+    amount: Amount,
+) -> Vec<Transfer> {
+    let totals = policy.totals(amount);
+    let from = AccountRef::Available {
+        owner: payer,
+        asset,
+    };
+    let mut transfers = Vec::with_capacity(policy.recipients.len() + 1);
+    if totals.fee.0 > 0 {
+        transfers.push(Transfer {
+            id: format!("{id}:fee"),
+            debit: from,
+            credit: AccountRef::Platform { asset },
+            asset,
+            amount: totals.fee,
+            kind: TransferKind::Tip,
+            channel: None,
+        });
+    }
+    // leftover < number of recipients, so it fits in usize.
+    let leftover = usize::try_from(totals.leftover.0).unwrap_or(usize::MAX);
+    for (index, (recipient, share)) in policy.recipients.iter().zip(&totals.recipients).enumerate() {
+        let units = share.0 + u128::from(index < leftover);
+        if units > 0 {
+            transfers.push(Transfer {
+                id: format!("{id}:{index}"),
+                debit: from,
+                credit: AccountRef::Revenue {
+                    owner: recipient.address,
+                    asset,
+                },
+                asset,
+                amount: Amount(units),
+                kind: TransferKind::Tip,
+                channel: None,
+            });
+        }
+    }
+    transfers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,7 +242,43 @@ mod tests {
         assert_eq!(policy(&[3, 2, 1], 300).validate(), Ok(()));
     }
 
+    #[test]
+    fn a_tip_splits_like_a_voucher_and_gives_the_leftover_away() {
+        let p = policy(&[2, 1], 300);
+        let payer = Address::with_last_byte(9);
+        let tip = tip_transfers("tip:1", payer, Address::ZERO, &p, Amount(1000));
+        let amounts: Vec<(String, u128)> = tip.iter().map(|t| (t.id.clone(), t.amount.0)).collect();
+        assert_eq!(
+            amounts,
+            [
+                ("tip:1:fee".to_string(), 30),
+                ("tip:1:0".to_string(), 647),
+                ("tip:1:1".to_string(), 323)
+            ]
+        );
+        assert!(tip.iter().all(|t| t.kind == TransferKind::Tip
+            && t.debit == AccountRef::Available { owner: payer, asset: Address::ZERO }));
+        assert!(tip_transfers("tip:2", payer, Address::ZERO, &p, Amount(0)).is_empty());
+    }
+
     proptest! {
+        #[test]
+        fn tips_move_exactly_the_amount(
+            shares in prop::collection::vec(1u64..1_000_000, 1..6),
+            bps in 0u16..=10_000,
+            amount in any::<u128>(),
+        ) {
+            let p = policy(&shares, bps);
+            let tip = tip_transfers("t", Address::ZERO, Address::ZERO, &p, Amount(amount));
+            let mut sum = 0u128;
+            for t in &tip {
+                prop_assert!(t.amount.0 > 0);
+                sum = sum.checked_add(t.amount.0).expect("a tip never moves more than its amount");
+            }
+            prop_assert_eq!(sum, amount);
+            prop_assert_eq!(tip.first().filter(|t| t.id == "t:fee").map_or(0, |t| t.amount.0), p.fee(Amount(amount)).0);
+        }
+
         #[test]
         fn totals_sum_to_gross_and_are_monotone(
             shares in prop::collection::vec(1u64..1_000_000, 1..6),

@@ -196,6 +196,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         sessions: Arc::new(crate::sessions::Sessions::default()),
         events,
         stats: stats.clone(),
+        chat: Arc::new(crate::chat::ChatRooms::default()),
     };
     let router = http::router(state.clone());
     info!(

@@ -76,7 +76,36 @@ fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::
             .and_then(|d| u32::try_from(d).ok()),
         expired_at_ms: row.try_get("expired_at_ms")?,
         archive_public: row.try_get("archive_public")?,
+        description: row.try_get("description")?,
+        category: row.try_get("category")?,
+        tags: row
+            .try_get::<&str, _>("tags")?
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
     })
+}
+
+/// Tags as stored: `,a,b,` (empty when none), so `instr(tags, ',a,')` finds one.
+fn stored_tags(tags: &[String]) -> String {
+    if tags.is_empty() {
+        String::new()
+    } else {
+        format!(",{},", tags.join(","))
+    }
+}
+
+/// What a stream list may be narrowed to; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct StreamFilter {
+    pub state: Option<StreamState>,
+    /// Owner address, lower-case.
+    pub owner: Option<String>,
+    pub category: Option<String>,
+    pub tag: Option<String>,
+    /// Part of the title (any case), or a creator's address.
+    pub search: Option<String>,
 }
 
 /// The columns `stream_from_row` reads (a macro, so queries stay static strings).
@@ -84,7 +113,7 @@ macro_rules! stream_columns {
     () => {
         "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
          access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms, \
-         archive_public"
+         archive_public, description, category, tags"
     };
 }
 
@@ -108,8 +137,8 @@ impl Db {
     pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms, access, price_amount, \
-             price_period_seconds, preview_seconds, retention_days, archive_public) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             price_period_seconds, preview_seconds, retention_days, archive_public, description, \
+             category, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&stream.id)
         .bind(&stream.title)
@@ -123,6 +152,9 @@ impl Db {
         .bind(i64::from(stream.preview_seconds))
         .bind(stream.retention_days.map(i64::from))
         .bind(stream.archive_public)
+        .bind(&stream.description)
+        .bind(&stream.category)
+        .bind(stored_tags(&stream.tags))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -132,7 +164,8 @@ impl Db {
     pub async fn update_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE streams SET title = ?, access = ?, price_amount = ?, price_period_seconds = ?, \
-             preview_seconds = ?, retention_days = ?, archive_public = ? WHERE id = ?",
+             preview_seconds = ?, retention_days = ?, archive_public = ?, description = ?, \
+             category = ?, tags = ? WHERE id = ?",
         )
         .bind(&stream.title)
         .bind(stream.access.as_str())
@@ -141,6 +174,9 @@ impl Db {
         .bind(i64::from(stream.preview_seconds))
         .bind(stream.retention_days.map(i64::from))
         .bind(stream.archive_public)
+        .bind(&stream.description)
+        .bind(&stream.category)
+        .bind(stored_tags(&stream.tags))
         .bind(&stream.id)
         .execute(&self.pool)
         .await?;
@@ -184,23 +220,132 @@ impl Db {
         .transpose()
     }
 
-    /// Streams, newest first, optionally in one state; at most `limit`.
+    /// Streams matching `filter`, newest first; at most `limit`.
     pub async fn streams(
         &self,
-        state: Option<StreamState>,
+        filter: &StreamFilter,
         limit: i64,
     ) -> Result<Vec<StreamRecord>, sqlx::Error> {
+        let state = filter.state.map(|s| s.as_str());
+        let tag = filter.tag.as_ref().map(|t| format!(",{t},"));
         let rows = sqlx::query(concat!(
             "SELECT ",
             stream_columns!(),
-            " FROM streams WHERE (? IS NULL OR state = ?) ORDER BY created_at_ms DESC, id LIMIT ?"
+            " FROM streams WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR owner = ?2) \
+             AND (?3 IS NULL OR category = ?3) AND (?4 IS NULL OR instr(tags, ?4) > 0) \
+             AND (?5 IS NULL OR instr(lower(title), lower(?5)) > 0 OR owner = lower(?5)) \
+             ORDER BY created_at_ms DESC, id LIMIT ?6"
         ))
-        .bind(state.map(|s| s.as_str()))
-        .bind(state.map(|s| s.as_str()))
+        .bind(state)
+        .bind(&filter.owner)
+        .bind(&filter.category)
+        .bind(tag)
+        .bind(&filter.search)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stream_from_row).collect()
+    }
+
+    /// Stores a chat message (durably, before anyone is told of it).
+    pub async fn insert_chat_message(
+        &self,
+        stream_id: &str,
+        message: &crate::chat::ChatMessage,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO chat_messages (id, stream_id, author, body, tip_amount, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&message.id)
+        .bind(stream_id)
+        .bind(&message.author)
+        .bind(&message.text)
+        .bind(&message.tip)
+        .bind(message.time_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A room's last `limit` messages that are not deleted, oldest first.
+    pub async fn chat_history(
+        &self,
+        stream_id: &str,
+        limit: i64,
+    ) -> Result<Vec<crate::chat::ChatMessage>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, author, body, tip_amount, created_at_ms FROM chat_messages \
+             WHERE stream_id = ? AND deleted = 0 ORDER BY created_at_ms DESC, rowid DESC LIMIT ?",
+        )
+        .bind(stream_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut messages = rows
+            .iter()
+            .map(|row| {
+                Ok(crate::chat::ChatMessage {
+                    id: row.try_get("id")?,
+                    author: row.try_get("author")?,
+                    text: row.try_get("body")?,
+                    tip: row.try_get("tip_amount")?,
+                    time_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// Marks a message deleted; `false` when the room has no such message.
+    pub async fn delete_chat_message(&self, stream_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("UPDATE chat_messages SET deleted = 1 WHERE stream_id = ? AND id = ?")
+            .bind(stream_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Mutes an account in a room and deletes its messages there, in one transaction.
+    pub async fn mute(&self, stream_id: &str, address: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO chat_mutes (stream_id, address, muted_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (stream_id, address) DO NOTHING",
+        )
+        .bind(stream_id)
+        .bind(address)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE chat_messages SET deleted = 1 WHERE stream_id = ? AND author = ?")
+            .bind(stream_id)
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn unmute(&self, stream_id: &str, address: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM chat_mutes WHERE stream_id = ? AND address = ?")
+            .bind(stream_id)
+            .bind(address)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_muted(&self, stream_id: &str, address: &str) -> Result<bool, sqlx::Error> {
+        Ok(
+            sqlx::query("SELECT 1 FROM chat_mutes WHERE stream_id = ? AND address = ?")
+                .bind(stream_id)
+                .bind(address)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 
     /// Moves an idle stream to live with its ladder, in one transaction.

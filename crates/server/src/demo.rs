@@ -39,6 +39,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         retention_days: None,
         expired_at_ms: None,
         archive_public: false,
+        description: "A 720p test pattern with a 1 kHz tone, free to watch.".into(),
+        category: Some("demo".into()),
+        tags: vec!["test-pattern".into(), "free".into()],
     };
     state
         .db
@@ -82,6 +85,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         retention_days: None,
         expired_at_ms: None,
         archive_public: false,
+        description: "A test pattern priced at 0.05 USDC a minute: sign in with a demo wallet and pay by the second.".into(),
+        category: Some("demo".into()),
+        tags: vec!["test-pattern".into(), "paid".into()],
     };
     state
         .db

@@ -29,12 +29,20 @@ pub enum StreamEvent {
         /// The platform's fee of it.
         fee: String,
     },
+    /// A viewer tipped the creator (creator and admins only; the chat shows it to all).
+    Tip {
+        from: String,
+        gross: String,
+        /// The creator's share of it.
+        creator: String,
+        fee: String,
+    },
 }
 
 impl StreamEvent {
     /// Whether only the stream's owner may see it.
     pub fn private(&self) -> bool {
-        matches!(self, StreamEvent::Earnings { .. })
+        matches!(self, StreamEvent::Earnings { .. } | StreamEvent::Tip { .. })
     }
 }
 

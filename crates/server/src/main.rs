@@ -1,6 +1,7 @@
 //! `streamweave`: the platform binary.
 
 mod app;
+mod chat;
 mod archive;
 mod bench;
 mod config;

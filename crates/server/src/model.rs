@@ -57,6 +57,12 @@ pub struct StreamRecord {
     pub expired_at_ms: Option<i64>,
     /// Whether a paid stream's archive is public (free streams' always are).
     pub archive_public: bool,
+    /// Free text shown under the player.
+    pub description: String,
+    /// One category, lower-case (`music`, `gaming`, ...).
+    pub category: Option<String>,
+    /// Lower-case tags.
+    pub tags: Vec<String>,
 }
 
 /// How a stream is paid for.

@@ -22,6 +22,7 @@ use crate::payments::{Operation, deposit, withdrawal};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(balances))
+        .routes(routes!(channels))
         .routes(routes!(transfers))
         .routes(routes!(set_revenue_policy))
         .routes(routes!(set_payout_threshold))
@@ -108,6 +109,31 @@ async fn balances(
         escrowed: Amount(escrowed),
         earned: non_negative(earned),
     }))
+}
+
+/// An account's channels, as payer or payee, newest first (owner and admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{address}/channels",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("address" = String, Path, description = "Account address")),
+    responses((status = 200, body = [super::payments::ChannelView]), (status = 403, body = Problem, content_type = "application/problem+json"))
+)]
+async fn channels(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(address): Path<String>,
+) -> Result<Json<Vec<super::payments::ChannelView>>, ApiError> {
+    let address = owned(&caller, &address)?;
+    let mut channels = state.payments.channels_of(address);
+    channels.sort_by_key(|c| std::cmp::Reverse(c.expires_at_ms));
+    Ok(Json(
+        channels
+            .iter()
+            .map(super::payments::channel_view)
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -98,6 +98,12 @@ impl FromRequestParts<AppState> for Caller {
                 "send Authorization: Bearer TOKEN",
             )
         })?;
+        caller_for_token(state, token).await
+    }
+}
+
+/// Who a bearer token (operator token or session token) stands for.
+pub async fn caller_for_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
         if let Some(admin) = state.settings.admin_token.as_deref()
             && constant_time_eq(token.as_bytes(), admin.as_bytes())
         {
@@ -118,7 +124,6 @@ impl FromRequestParts<AppState> for Caller {
         } else {
             Ok(Caller::User(address))
         }
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

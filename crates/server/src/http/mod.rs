@@ -2,6 +2,7 @@
 
 mod accounts;
 pub mod auth;
+mod chat;
 mod events;
 mod ipfs;
 mod payments;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub sessions: Arc<crate::sessions::Sessions>,
     pub events: Arc<crate::events::Events>,
     pub stats: Arc<crate::stats::WatchStats>,
+    pub chat: Arc<crate::chat::ChatRooms>,
 }
 
 #[derive(OpenApi)]
@@ -81,6 +83,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(payments::routes())
         .merge(accounts::routes())
         .merge(sessions::routes())
+        .merge(chat::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.
@@ -100,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         }),
     )
     .route("/api/v1/streams/{id}/events", get(events::stream_events))
+    .route("/api/v1/streams/{id}/chat", get(chat::chat_socket))
     .merge(web::routes())
     .fallback(problem::not_found_fallback)
     .method_not_allowed_fallback(problem::method_not_allowed_fallback)

@@ -108,6 +108,11 @@ impl ApiError {
         }
     }
 
+    /// The human-readable explanation.
+    pub fn detail(&self) -> &str {
+        self.detail.as_deref().unwrap_or("the request failed")
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(ProblemKind::NotFound, detail)
     }

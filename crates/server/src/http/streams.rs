@@ -13,6 +13,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, ApiJson, Problem};
 use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
+use crate::db::StreamFilter;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -44,6 +45,12 @@ pub struct CreateStream {
     pub retention_days: Option<u32>,
     /// Make a paid stream's archive public (default false).
     pub archive_public: Option<bool>,
+    /// Up to 2000 characters (default empty).
+    pub description: Option<String>,
+    /// One category: 1 to 32 of `a-z 0-9 -`.
+    pub category: Option<String>,
+    /// Up to 10 tags, each 1 to 32 of `a-z 0-9 -` (upper case is lowered).
+    pub tags: Option<Vec<String>>,
 }
 
 /// A price: `amount` base units per `period_seconds`.
@@ -68,6 +75,76 @@ pub struct UpdateStream {
     pub retention_days: Option<u32>,
     /// Make a paid stream's archive public, or private again.
     pub archive_public: Option<bool>,
+    pub description: Option<String>,
+    /// A category, or `""` for none.
+    pub category: Option<String>,
+    /// Replaces the tags.
+    pub tags: Option<Vec<String>>,
+}
+
+/// Longest description, in characters.
+const MAX_DESCRIPTION_CHARS: usize = 2000;
+/// Most tags a stream has.
+const MAX_TAGS: usize = 10;
+
+/// A category or tag: 1 to 32 of `a-z 0-9 -`, lowered.
+fn label(text: &str, what: &str) -> Result<String, ApiError> {
+    let label = text.trim().to_ascii_lowercase();
+    if label.is_empty()
+        || label.len() > 32
+        || !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to 32 characters of a-z, 0-9 and -"
+        )));
+    }
+    Ok(label)
+}
+
+/// Applies what a create or update body says about description, category and tags.
+fn apply_details(
+    stream: &mut StreamRecord,
+    description: Option<&str>,
+    category: Option<&str>,
+    tags: Option<&[String]>,
+) -> Result<(), ApiError> {
+    if let Some(text) = description {
+        let text = text.trim();
+        if text.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(ApiError::bad_request(format!(
+                "description must have at most {MAX_DESCRIPTION_CHARS} characters"
+            )));
+        }
+        if text.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(ApiError::bad_request(
+                "description must not contain control characters other than new lines",
+            ));
+        }
+        stream.description = text.to_string();
+    }
+    match category {
+        None => {}
+        Some(text) if text.trim().is_empty() => stream.category = None,
+        Some(text) => stream.category = Some(label(text, "category")?),
+    }
+    if let Some(tags) = tags {
+        if tags.len() > MAX_TAGS {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_TAGS} tags"
+            )));
+        }
+        let mut labels = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let tag = label(tag, "a tag")?;
+            if !labels.contains(&tag) {
+                labels.push(tag);
+            }
+        }
+        stream.tags = labels;
+    }
+    Ok(())
 }
 
 /// Applies a retention setting: 0 (or absent at creation) keeps forever.
@@ -187,6 +264,11 @@ pub struct StreamView {
     pub expired_at: Option<String>,
     /// Whether anyone may fetch the archive (always, for free streams).
     pub archive_public: bool,
+    pub description: String,
+    pub category: Option<String>,
+    pub tags: Vec<String>,
+    /// Paying sessions watching now.
+    pub viewers: usize,
 }
 
 /// Answer to a stream's creation: its view plus what the creator publishes with.
@@ -206,7 +288,7 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn view(stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
+fn view(state: &AppState, stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
     StreamView {
         id: stream.id.clone(),
         title: stream.title.clone(),
@@ -227,6 +309,10 @@ fn view(stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
         retention_days: stream.retention_days,
         expired_at: stream.expired_at_ms.map(rfc3339),
         archive_public: stream.archive_public || stream.access == AccessMode::Free,
+        description: stream.description.clone(),
+        category: stream.category.clone(),
+        tags: stream.tags.clone(),
+        viewers: state.sessions.viewers(&stream.id, now_ms()),
     }
 }
 
@@ -293,7 +379,16 @@ async fn create_stream(
         retention_days: None,
         expired_at_ms: None,
         archive_public: body.archive_public.unwrap_or(false),
+        description: String::new(),
+        category: None,
+        tags: Vec::new(),
     };
+    apply_details(
+        &mut record,
+        body.description.as_deref(),
+        body.category.as_deref(),
+        body.tags.as_deref(),
+    )?;
     apply_retention(&mut record, body.retention_days)?;
     apply_access(
         &mut record,
@@ -306,7 +401,7 @@ async fn create_stream(
     Ok((
         StatusCode::CREATED,
         Json(StreamCreated {
-            stream: view(&record, Vec::new()),
+            stream: view(&state, &record, Vec::new()),
             stream_key: record.stream_key.clone(),
             rtmp_url: state.settings.public_rtmp_url.clone(),
         }),
@@ -321,6 +416,14 @@ pub struct ListStreamsQuery {
     pub state: Option<String>,
     /// At most this many (1..=200, default 50).
     pub limit: Option<i64>,
+    /// Only this creator's streams (address).
+    pub owner: Option<String>,
+    /// Only streams in this category.
+    pub category: Option<String>,
+    /// Only streams with this tag.
+    pub tag: Option<String>,
+    /// Search: part of the title (any case), or a creator's address.
+    pub q: Option<String>,
 }
 
 /// List streams, newest first.
@@ -338,21 +441,43 @@ async fn list_streams(
     State(state): State<AppState>,
     Query(query): Query<ListStreamsQuery>,
 ) -> Result<Json<Vec<StreamView>>, ApiError> {
-    let filter = match query.state.as_deref() {
-        None => None,
-        Some(text) => Some(
-            StreamState::parse(text)
-                .ok_or_else(|| ApiError::bad_request("state must be idle, live or ended"))?,
-        ),
+    let non_empty = |text: &Option<String>| {
+        text.as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+    };
+    let filter = StreamFilter {
+        state: match query.state.as_deref() {
+            None => None,
+            Some(text) => Some(
+                StreamState::parse(text)
+                    .ok_or_else(|| ApiError::bad_request("state must be idle, live or ended"))?,
+            ),
+        },
+        owner: match non_empty(&query.owner) {
+            None => None,
+            Some(text) => Some(format!("{:#x}", super::auth::parse_address(&text)?)),
+        },
+        category: non_empty(&query.category)
+            .map(|c| label(&c, "category"))
+            .transpose()?,
+        tag: non_empty(&query.tag).map(|t| label(&t, "tag")).transpose()?,
+        search: match non_empty(&query.q) {
+            Some(q) if q.chars().count() > MAX_TITLE_CHARS => {
+                return Err(ApiError::bad_request("the search is too long"));
+            }
+            q => q,
+        },
     };
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 200"));
     }
-    let streams = state.db.streams(filter, limit).await?;
+    let streams = state.db.streams(&filter, limit).await?;
     let mut views = Vec::with_capacity(streams.len());
     for stream in &streams {
-        views.push(view(stream, state.db.renditions(&stream.id).await?));
+        views.push(view(&state, stream, state.db.renditions(&stream.id).await?));
     }
     Ok(Json(views))
 }
@@ -374,7 +499,7 @@ async fn get_stream(
 ) -> Result<Json<StreamView>, ApiError> {
     let stream = find_stream(&state, &id).await?;
     let renditions = state.db.renditions(&id).await?;
-    Ok(Json(view(&stream, renditions)))
+    Ok(Json(view(&state, &stream, renditions)))
 }
 
 async fn find_stream(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
@@ -670,6 +795,12 @@ async fn update_stream(
     if let Some(public) = body.archive_public {
         stream.archive_public = public;
     }
+    apply_details(
+        &mut stream,
+        body.description.as_deref(),
+        body.category.as_deref(),
+        body.tags.as_deref(),
+    )?;
     apply_access(
         &mut stream,
         body.access,
@@ -681,5 +812,5 @@ async fn update_stream(
         .index
         .set_paid(&stream.id, stream.access == AccessMode::PerSecond);
     let renditions = state.db.renditions(&stream.id).await?;
-    Ok(Json(view(&stream, renditions)))
+    Ok(Json(view(&state, &stream, renditions)))
 }
