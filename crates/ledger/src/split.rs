@@ -168,7 +168,8 @@ pub fn tip_transfers(
     }
     // leftover < number of recipients, so it fits in usize.
     let leftover = usize::try_from(totals.leftover.0).unwrap_or(usize::MAX);
-    for (index, (recipient, share)) in policy.recipients.iter().zip(&totals.recipients).enumerate() {
+    for (index, (recipient, share)) in policy.recipients.iter().zip(&totals.recipients).enumerate()
+    {
         let units = share.0 + u128::from(index < leftover);
         if units > 0 {
             transfers.push(Transfer {
@@ -257,7 +258,11 @@ mod tests {
             ]
         );
         assert!(tip.iter().all(|t| t.kind == TransferKind::Tip
-            && t.debit == AccountRef::Available { owner: payer, asset: Address::ZERO }));
+            && t.debit
+                == AccountRef::Available {
+                    owner: payer,
+                    asset: Address::ZERO
+                }));
         assert!(tip_transfers("tip:2", payer, Address::ZERO, &p, Amount(0)).is_empty());
     }
 

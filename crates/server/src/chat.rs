@@ -36,16 +36,28 @@ pub struct ChatMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent {
     /// The last messages, oldest first (sent once, on joining).
-    History { messages: Vec<ChatMessage> },
-    Message { message: ChatMessage },
+    History {
+        messages: Vec<ChatMessage>,
+    },
+    Message {
+        message: ChatMessage,
+    },
     /// The creator removed a message.
-    Deleted { id: String },
+    Deleted {
+        id: String,
+    },
     /// The creator muted an account: its messages are gone from the room.
-    Muted { address: String },
+    Muted {
+        address: String,
+    },
     /// Only to the one reader whose post was refused.
-    Error { detail: String },
+    Error {
+        detail: String,
+    },
     /// Only to the one reader who authenticated.
-    SignedIn { address: String },
+    SignedIn {
+        address: String,
+    },
 }
 
 /// Why a message is refused.
@@ -152,9 +164,15 @@ mod tests {
 
     #[test]
     fn message_rules() {
-        assert_eq!(message_text("  hello \n world "), Ok("hello   world".into()));
+        assert_eq!(
+            message_text("  hello \n world "),
+            Ok("hello   world".into())
+        );
         assert_eq!(message_text(" \n "), Err(ChatError::Empty));
-        assert_eq!(message_text(&"é".repeat(500)).map(|t| t.chars().count()), Ok(500));
+        assert_eq!(
+            message_text(&"é".repeat(500)).map(|t| t.chars().count()),
+            Ok(500)
+        );
         assert_eq!(message_text(&"é".repeat(501)), Err(ChatError::TooLong));
         assert_eq!(message_text("bell\u{7}"), Err(ChatError::ControlCharacters));
         // Markup is kept as text; readers render it as text.

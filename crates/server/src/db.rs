@@ -247,15 +247,16 @@ impl Db {
         rows.iter().map(stream_from_row).collect()
     }
 
-    /// Stores a chat message (durably, before anyone is told of it).
+    /// Stores a chat message (durably, before anyone is told of it);
+    /// `false` when a message with its id exists already.
     pub async fn insert_chat_message(
         &self,
         stream_id: &str,
         message: &crate::chat::ChatMessage,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
             "INSERT INTO chat_messages (id, stream_id, author, body, tip_amount, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&message.id)
         .bind(stream_id)
@@ -265,7 +266,7 @@ impl Db {
         .bind(message.time_ms)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// A room's last `limit` messages that are not deleted, oldest first.
@@ -299,17 +300,27 @@ impl Db {
     }
 
     /// Marks a message deleted; `false` when the room has no such message.
-    pub async fn delete_chat_message(&self, stream_id: &str, id: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("UPDATE chat_messages SET deleted = 1 WHERE stream_id = ? AND id = ?")
-            .bind(stream_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn delete_chat_message(
+        &self,
+        stream_id: &str,
+        id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done =
+            sqlx::query("UPDATE chat_messages SET deleted = 1 WHERE stream_id = ? AND id = ?")
+                .bind(stream_id)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Mutes an account in a room and deletes its messages there, in one transaction.
-    pub async fn mute(&self, stream_id: &str, address: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+    pub async fn mute(
+        &self,
+        stream_id: &str,
+        address: &str,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO chat_mutes (stream_id, address, muted_at_ms) VALUES (?, ?, ?) \

@@ -114,9 +114,21 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         .spawn()
         .context("starting the ffmpeg test publisher")?;
     info!(http = %running.http_addr, "demo server up");
-    let watch_url = format!("{}/watch/{}", state.settings.public_url, record.id);
+    let base = &state.settings.public_url;
+    let creator_key = std::fs::read_to_string(data_dir.join("demo-creator.key"))
+        .context("reading the demo creator's key")?;
     println!();
-    println!("StreamWeave demo is live. Open: {watch_url}");
+    println!("StreamWeave demo is live. Open: {base}/");
+    println!(
+        "  Watch and pay: {base}/watch/{} (\"Use a demo wallet\", then \"Start watching\")",
+        paid.id
+    );
+    println!(
+        "  The creator's studio, earnings moving as you watch: {base}/studio?stream={}#demo-key=0x{}",
+        paid.id,
+        creator_key.trim().trim_start_matches("0x")
+    );
+    println!("  A free stream: {base}/watch/{}", record.id);
     println!(
         "(HLS: {}/live/{}/master.m3u8; Ctrl-C stops)",
         state.settings.public_url, record.id

@@ -1,9 +1,9 @@
 //! `streamweave`: the platform binary.
 
 mod app;
-mod chat;
 mod archive;
 mod bench;
+mod chat;
 mod config;
 mod db;
 mod demo;

@@ -24,7 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(balances))
         .routes(routes!(channels))
         .routes(routes!(transfers))
-        .routes(routes!(set_revenue_policy))
+        .routes(routes!(get_revenue_policy, set_revenue_policy))
         .routes(routes!(set_payout_threshold))
         .routes(routes!(withdraw))
         .routes(routes!(faucet))
@@ -129,10 +129,7 @@ async fn channels(
     let mut channels = state.payments.channels_of(address);
     channels.sort_by_key(|c| std::cmp::Reverse(c.expires_at_ms));
     Ok(Json(
-        channels
-            .iter()
-            .map(super::payments::channel_view)
-            .collect(),
+        channels.iter().map(super::payments::channel_view).collect(),
     ))
 }
 
@@ -273,6 +270,30 @@ pub struct RevenuePolicyView {
     pub platform_fee_bps: u16,
     #[schema(value_type = Vec<Object>)]
     pub recipients: Vec<Recipient>,
+}
+
+/// How your revenue splits now (you alone, when never set).
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/me/revenue-policy",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses((status = 200, body = RevenuePolicyView), (status = 403, body = Problem, content_type = "application/problem+json"))
+)]
+async fn get_revenue_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<RevenuePolicyView>, ApiError> {
+    let owner = caller.account()?;
+    let policy = state
+        .ledger
+        .policy(owner)
+        .await?
+        .unwrap_or_else(|| RevenuePolicy::sole(owner, state.settings.platform_fee_bps));
+    Ok(Json(RevenuePolicyView {
+        platform_fee_bps: state.settings.platform_fee_bps,
+        recipients: policy.recipients,
+    }))
 }
 
 /// Set how your revenue splits (applies to channels opened afterwards).

@@ -104,26 +104,26 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Who a bearer token (operator token or session token) stands for.
 pub async fn caller_for_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-        if let Some(admin) = state.settings.admin_token.as_deref()
-            && constant_time_eq(token.as_bytes(), admin.as_bytes())
-        {
-            return Ok(Caller::Admin(None));
-        }
-        let address = state
-            .ledger
-            .token_address(&token_hash(token), now_ms())
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ProblemKind::Unauthorized,
-                    "unknown, expired or revoked token",
-                )
-            })?;
-        if state.settings.admins.contains(&address) {
-            Ok(Caller::Admin(Some(address)))
-        } else {
-            Ok(Caller::User(address))
-        }
+    if let Some(admin) = state.settings.admin_token.as_deref()
+        && constant_time_eq(token.as_bytes(), admin.as_bytes())
+    {
+        return Ok(Caller::Admin(None));
+    }
+    let address = state
+        .ledger
+        .token_address(&token_hash(token), now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ProblemKind::Unauthorized,
+                "unknown, expired or revoked token",
+            )
+        })?;
+    if state.settings.admins.contains(&address) {
+        Ok(Caller::Admin(Some(address)))
+    } else {
+        Ok(Caller::User(address))
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

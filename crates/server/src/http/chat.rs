@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use streamweave_ledger::{Address, Amount, RevenuePolicy, tip_transfers};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
@@ -112,7 +113,14 @@ async fn post(
         tip: None,
         time_ms: now,
     };
-    state.db.insert_chat_message(stream_id, &message).await?;
+    if !state.db.insert_chat_message(stream_id, &message).await? {
+        return Err(ApiError::custom(
+            StatusCode::CONFLICT,
+            "duplicate-message",
+            "Duplicate message",
+            "a message with this id exists",
+        ));
+    }
     state.chat.publish(
         stream_id,
         ChatEvent::Message {
@@ -219,9 +227,7 @@ async fn mute(
     let stream = moderated_stream(&state, &caller, &id).await?;
     let address = format!("{:#x}", parse_address(&address)?);
     state.db.mute(&stream.id, &address, now_ms()).await?;
-    state
-        .chat
-        .publish(&stream.id, ChatEvent::Muted { address });
+    state.chat.publish(&stream.id, ChatEvent::Muted { address });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,9 +322,7 @@ async fn tip(
     };
     let tip_id = match body.id {
         Some(key)
-            if !key.is_empty()
-                && key.len() <= 100
-                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+            if !key.is_empty() && key.len() <= 100 && key.bytes().all(|b| b.is_ascii_graphic()) =>
         {
             format!("tip:{payer:#x}:{key}")
         }
@@ -339,25 +343,33 @@ async fn tip(
         })
         .unwrap_or_else(|| RevenuePolicy::sole(creator, state.settings.platform_fee_bps));
     let transfers = tip_transfers(&tip_id, payer, Address::ZERO, &policy, amount);
-    let done = state
+    state
         .payments
         .submit(Operation::Transfers(transfers))
         .await
         .map_err(engine_error)?;
     let totals = policy.totals(amount);
+    let author = format!("{payer:#x}");
+    let muted = state.db.is_muted(&stream.id, &author).await?;
+    // The message's id follows from the tip's, so a repeated tip (which the
+    // ledger moved once) is also shown once.
+    let digest = sha2::Sha256::digest(tip_id.as_bytes());
+    let message = ChatMessage {
+        id: format!(
+            "t_{}",
+            digest[..10]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        author,
+        // A muted account's tip is paid and shown, without its words.
+        text: if muted { String::new() } else { text },
+        tip: Some(amount.to_string()),
+        time_ms: now_ms(),
+    };
     let mut shown = None;
-    if done.new {
-        let author = format!("{payer:#x}");
-        let muted = state.db.is_muted(&stream.id, &author).await?;
-        let message = ChatMessage {
-            id: random_id("m_"),
-            author,
-            // A muted account's tip is paid and shown, without its words.
-            text: if muted { String::new() } else { text },
-            tip: Some(amount.to_string()),
-            time_ms: now_ms(),
-        };
-        state.db.insert_chat_message(&stream.id, &message).await?;
+    if state.db.insert_chat_message(&stream.id, &message).await? {
         state.chat.publish(
             &stream.id,
             ChatEvent::Message {
@@ -397,8 +409,12 @@ async fn tip(
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMessage {
     /// Sign in with a session token (the one `POST /api/v1/auth/login` gave).
-    Auth { token: String },
-    Post { text: String },
+    Auth {
+        token: String,
+    },
+    Post {
+        text: String,
+    },
 }
 
 /// Upgrades to the room's WebSocket: first a `history` event, then every

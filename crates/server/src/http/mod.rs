@@ -108,6 +108,23 @@ pub fn router(state: AppState) -> Router {
     .fallback(problem::not_found_fallback)
     .method_not_allowed_fallback(problem::method_not_allowed_fallback)
     .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+    // Other sites embed the player (`<sw-player server=...>`): the API and
+    // playback answer any origin. Authorization is a bearer token, never a
+    // cookie, so no credentials ride along.
+    .layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::Any)
+            .allow_methods(tower_http::cors::Any)
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::RANGE,
+            ])
+            .expose_headers([
+                axum::http::header::CONTENT_LENGTH,
+                axum::http::header::CONTENT_RANGE,
+            ]),
+    )
     .layer(TraceLayer::new_for_http())
     .with_state(state)
 }

@@ -67,6 +67,8 @@ pub struct PaymentsConfig {
     pub assets: Vec<AssetView>,
     pub platform_fee_bps: u16,
     pub settle_window_s: u64,
+    /// Whether `POST /api/v1/dev/faucet` credits accounts (dev mode only).
+    pub faucet: bool,
 }
 
 /// What clients need to pay: chain, escrow, EIP-712 domain, assets, fee.
@@ -90,6 +92,7 @@ async fn payments_config(State(state): State<AppState>) -> Json<PaymentsConfig> 
         }],
         platform_fee_bps: state.settings.platform_fee_bps,
         settle_window_s: state.payments.settle_window_ms / 1000,
+        faucet: state.settings.dev,
     })
 }
 

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, ApiJson, Problem};
-use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
 use crate::db::StreamFilter;
+use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -131,9 +131,7 @@ fn apply_details(
     }
     if let Some(tags) = tags {
         if tags.len() > MAX_TAGS {
-            return Err(ApiError::bad_request(format!(
-                "at most {MAX_TAGS} tags"
-            )));
+            return Err(ApiError::bad_request(format!("at most {MAX_TAGS} tags")));
         }
         let mut labels = Vec::with_capacity(tags.len());
         for tag in tags {
@@ -462,7 +460,9 @@ async fn list_streams(
         category: non_empty(&query.category)
             .map(|c| label(&c, "category"))
             .transpose()?,
-        tag: non_empty(&query.tag).map(|t| label(&t, "tag")).transpose()?,
+        tag: non_empty(&query.tag)
+            .map(|t| label(&t, "tag"))
+            .transpose()?,
         search: match non_empty(&query.q) {
             Some(q) if q.chars().count() > MAX_TITLE_CHARS => {
                 return Err(ApiError::bad_request("the search is too long"));

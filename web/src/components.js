@@ -1,0 +1,703 @@
+// StreamWeave's web components, framework-free, in one ES module. Another
+// site embeds a paid stream with two lines of HTML:
+//   <script type="module" src="https://HOST/assets/streamweave.js"></script>
+//   <sw-player stream="STREAM_ID" server="https://HOST"></sw-player>
+// Elements: <sw-wallet>, <sw-player>, <sw-chat>, <sw-tip>, <sw-earnings>.
+import Hls from 'hls.js';
+import uPlot from 'uplot';
+import uPlotCss from 'uplot/dist/uPlot.min.css';
+import baseCss from './base.css';
+import {
+  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, onAuth, parseAmount,
+  pricePerMinute, request, secondsFor, shortAddress, signIn, signOut,
+} from './api.js';
+import { PaymentStopped, StreamPayment } from './pay.js';
+
+export * from './api.js';
+export { StreamPayment, PaymentStopped } from './pay.js';
+
+/** Builds an element: h('button', {class: 'x', onclick}, 'text', child). Text is always text. */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value == null || value === false) continue;
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else el.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+class Base extends HTMLElement {
+  constructor(extraCss = '') {
+    super();
+    this.root = this.attachShadow({ mode: 'open' });
+    this.root.append(h('style', {}, baseCss + extraCss));
+    this.body = h('div', { part: 'body' });
+    this.root.append(this.body);
+  }
+
+  /** The server the element talks to ('' = this page's). Only same-origin pages sign in. */
+  get server() {
+    return (this.getAttribute('server') || '').replace(/\/$/, '');
+  }
+
+  api(path, options = {}) {
+    return request(path, { ...options, base: this.server });
+  }
+}
+
+function wsUrl(server, path) {
+  const base = server || location.origin;
+  return base.replace(/^http/, 'ws') + path;
+}
+
+// ---- <sw-wallet> ---------------------------------------------------------
+
+/** Sign-in button: a demo wallet (dev servers) or an injected wallet (SIWE). */
+class SwWallet extends Base {
+  connectedCallback() {
+    this.stop = onAuth((auth) => this.render(auth));
+  }
+
+  disconnectedCallback() {
+    this.stop?.();
+  }
+
+  async render(auth) {
+    this.body.replaceChildren();
+    const status = h('span', { class: 'error', role: 'alert' });
+    if (auth) {
+      const label = auth.wallet === 'demo' ? 'Demo wallet' : 'Wallet';
+      this.body.append(h('div', { class: 'row' },
+        h('span', { title: auth.address, 'data-address': auth.address },
+          `${label} ${shortAddress(auth.address)}`,
+          auth.wallet === 'demo' ? h('small', { class: 'muted' }, ' (a key kept in this browser; for trying things out)') : null),
+        h('button', { class: 'secondary', onclick: () => signOut() }, 'Sign out')));
+      return;
+    }
+    const buttons = h('div', { class: 'row' });
+    const go = (kind) => async () => {
+      status.textContent = '';
+      for (const b of buttons.querySelectorAll('button')) b.disabled = true;
+      try { await signIn(kind); } catch (err) { status.textContent = err.message; }
+      for (const b of buttons.querySelectorAll('button')) b.disabled = false;
+    };
+    if (await demoWalletAvailable()) {
+      buttons.append(h('button', { onclick: go('demo'), 'data-action': 'demo-wallet' }, 'Use a demo wallet'));
+    }
+    buttons.append(h('button', { class: 'secondary', onclick: go('injected'), disabled: !window.ethereum, title: window.ethereum ? null : 'No browser wallet found' }, 'Connect wallet'));
+    this.body.replaceChildren(buttons, status);
+  }
+}
+
+// ---- <sw-player> ---------------------------------------------------------
+
+const PLAYER_CSS = `
+.stage { position: relative; background: #000; border-radius: 10px; overflow: hidden; }
+video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
+.overlay { position: absolute; inset: 0; display: grid; place-items: center; text-align: center; padding: 1rem; background: rgba(5,6,10,.78); }
+.overlay[hidden] { display: none; }
+.overlay .box { max-width: 28rem; display: grid; gap: .6rem; }
+.bar { display: flex; gap: .5rem; align-items: center; flex-wrap: wrap; margin: .5rem 0; }
+.badge { font-size: .8rem; font-weight: 700; padding: .15rem .5rem; border-radius: 999px; background: #333; text-transform: uppercase; letter-spacing: .04em; }
+.badge.live { background: #e5484d; color: #fff; }
+.badge.ended { background: #444; }
+.meter { display: grid; grid-template-columns: repeat(auto-fit, minmax(8.5rem, 1fr)); gap: .5rem; }
+.meter div { background: #0f1116; border-radius: 8px; padding: .4rem .6rem; }
+.meter dt { font-size: .75rem; color: var(--sw-muted); }
+.meter dd { margin: 0; font-variant-numeric: tabular-nums; font-weight: 600; }
+.spacer { flex: 1; }
+`;
+
+/** Plays a stream; for a paid stream opens a channel, pays by the second and shows the meter. */
+class SwPlayer extends Base {
+  constructor() {
+    super(PLAYER_CSS);
+    this.state = 'loading';
+  }
+
+  static get observedAttributes() { return ['stream']; }
+
+  connectedCallback() {
+    this.build();
+    this.load();
+    this.stopAuth = onAuth(() => { if (this.stream && !this.hls && this.isPaid()) this.showGate(); });
+  }
+
+  disconnectedCallback() {
+    this.teardown();
+    this.stopAuth?.();
+    this.events?.close();
+  }
+
+  attributeChangedCallback(_name, old, value) {
+    if (old && old !== value && this.isConnected) { this.teardown(); this.load(); }
+  }
+
+  isPaid() {
+    return this.stream?.access === 'per_second';
+  }
+
+  build() {
+    this.video = h('video', { controls: true, playsinline: true, muted: true, 'aria-label': 'Stream player' });
+    this.overlay = h('div', { class: 'overlay', part: 'overlay' });
+    this.badge = h('span', { class: 'badge', 'data-state': '' }, '…');
+    this.viewersEl = h('span', { class: 'muted', 'data-viewers': '' });
+    this.quality = h('select', { 'aria-label': 'Quality', onchange: () => { if (this.hls) this.hls.currentLevel = Number(this.quality.value); } }, h('option', { value: '-1' }, 'Auto'));
+    this.liveButton = h('button', { class: 'secondary', onclick: () => this.goLive(), title: 'Jump to the live edge' }, 'Live edge');
+    this.status = h('p', { role: 'status', class: 'muted', 'data-status': '' });
+    this.meter = h('dl', { class: 'meter', hidden: true, 'aria-label': 'Payment meter' });
+    this.body.append(
+      h('div', { class: 'stage' }, this.video, this.overlay),
+      h('div', { class: 'bar' }, this.badge, this.viewersEl, h('span', { class: 'spacer' }), this.quality, this.liveButton),
+      this.status,
+      this.meter,
+    );
+    this.video.addEventListener('pause', () => {
+      if (this.hls && this.payment && this.state === 'playing') {
+        this.hls.stopLoad();
+        this.say('Paused: not paying while paused.');
+      }
+    });
+    this.video.addEventListener('play', () => {
+      if (this.hls && this.payment && this.state === 'playing') { this.hls.startLoad(); this.say('Playing.'); }
+    });
+    this.video.addEventListener('waiting', () => {
+      if (this.state === 'cap' || this.state === 'funds') this.video.pause();
+    });
+  }
+
+  say(text, kind = 'muted') {
+    this.status.className = kind;
+    this.status.textContent = text;
+  }
+
+  setState(state) {
+    this.state = state;
+    this.setAttribute('state', state);
+    this.dispatchEvent(new CustomEvent('sw-state', { detail: { state }, bubbles: true, composed: true }));
+  }
+
+  showBadge(streamState) {
+    this.badge.textContent = streamState === 'live' ? 'Live' : streamState === 'ended' ? 'Ended' : 'Offline';
+    this.badge.className = `badge ${streamState}`;
+    this.badge.dataset.state = streamState;
+  }
+
+  async load() {
+    const id = this.getAttribute('stream');
+    if (!id) return;
+    try {
+      this.stream = await this.api(`/api/v1/streams/${encodeURIComponent(id)}`);
+    } catch (err) {
+      this.setState('error');
+      this.say(err.status === 404 ? 'No such stream.' : `Cannot load the stream: ${err.message}`, 'error');
+      return;
+    }
+    this.showBadge(this.stream.state);
+    this.listen();
+    if (this.isPaid()) this.showGate();
+    else this.startFree();
+  }
+
+  listen() {
+    this.events?.close();
+    const socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${this.stream.id}/events`));
+    socket.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      if (event.type === 'viewers') this.viewersEl.textContent = `${event.count} watching`;
+      if (event.type === 'state') {
+        const was = this.stream.state;
+        this.stream.state = event.state;
+        this.showBadge(event.state);
+        if (was === 'idle' && event.state === 'live' && !this.isPaid() && !this.hls) this.startFree();
+      }
+    };
+    this.events = socket;
+  }
+
+  // -- free streams --
+  startFree() {
+    if (this.stream.state === 'idle') {
+      this.setState('offline');
+      this.overlayText('Offline', 'The stream has not started yet. It plays here as soon as it does.');
+      return;
+    }
+    this.overlay.hidden = true;
+    this.attach(this.server + this.stream.playback_url);
+  }
+
+  overlayText(title, text, ...actions) {
+    this.overlay.hidden = false;
+    this.overlay.replaceChildren(h('div', { class: 'box' }, h('strong', {}, title), h('span', {}, text), ...actions));
+  }
+
+  // -- paid streams --
+  showGate() {
+    if (this.hls) return;
+    const price = this.stream.price;
+    const perMinute = formatAmount(pricePerMinute(price));
+    const preview = this.stream.preview_seconds ? ` The first ${this.stream.preview_seconds} s are free.` : '';
+    const auth = currentAuth();
+    if (this.server && this.server !== location.origin) {
+      this.overlayText('Paid stream', `${perMinute} a minute.${preview} Watch it on ${this.server}.`);
+      return;
+    }
+    if (!auth) {
+      this.setState('signed-out');
+      this.overlayText('Paid stream', `${perMinute} a minute, paid by the second.${preview} Sign in to watch.`, h('sw-wallet'));
+      return;
+    }
+    if (this.stream.state === 'idle') {
+      this.setState('offline');
+      this.overlayText('Offline', `The stream has not started yet (${perMinute} a minute once it does).`);
+      this.retry = setTimeout(() => this.refreshAndGate(), 3000);
+      return;
+    }
+    const defaultDeposit = pricePerMinute(price) * 30n;
+    const deposit = h('input', { name: 'deposit', inputmode: 'decimal', value: formatAmount(defaultDeposit, { symbol: false }), 'aria-describedby': 'deposit-help', size: 8 });
+    const cap = h('input', { name: 'cap', inputmode: 'decimal', placeholder: 'no cap', value: this.getAttribute('cap') ?? '', size: 8 });
+    const error = h('span', { class: 'error', role: 'alert' });
+    const start = h('button', {
+      'data-action': 'start',
+      onclick: async () => {
+        error.textContent = '';
+        let depositUnits;
+        let capUnits = null;
+        try {
+          depositUnits = parseAmount(deposit.value);
+          if (cap.value.trim()) capUnits = parseAmount(cap.value);
+        } catch (err) {
+          error.textContent = err.message;
+          return;
+        }
+        start.disabled = true;
+        try { await this.startPaid(depositUnits, capUnits); } catch (err) { error.textContent = err.message; start.disabled = false; }
+      },
+    }, 'Start watching');
+    this.setState('ready');
+    this.overlayText('Paid stream', `${perMinute} a minute, paid by the second from a channel you fund.${preview} Pausing stops payment.`,
+      h('div', { class: 'row', style: 'justify-content:center' },
+        h('label', {}, 'Deposit (USDC)', deposit),
+        h('label', {}, 'Spending cap (USDC)', cap)),
+      h('small', { id: 'deposit-help', class: 'muted' }, 'The deposit is held in escrow for this creator; what you do not spend comes back when the channel closes.'),
+      start, error);
+  }
+
+  async refreshAndGate() {
+    try { this.stream = await this.api(`/api/v1/streams/${this.stream.id}`); } catch { /* keep the last view */ }
+    this.showBadge(this.stream.state);
+    this.showGate();
+  }
+
+  async startPaid(deposit, cap) {
+    const auth = currentAuth();
+    this.payment = new StreamPayment({ stream: this.stream, auth, deposit, cap, onChange: (m) => this.renderMeter(m) });
+    try {
+      await this.payment.start();
+    } catch (err) {
+      if (err instanceof ApiError && /insufficient|balance/i.test(err.message)) {
+        throw new Error(`Not enough balance for that deposit: ${err.message}`);
+      }
+      throw err;
+    }
+    this.overlay.hidden = true;
+    this.setState('playing');
+    this.say('Playing. Paying one segment ahead.');
+    this.attach(this.payment.session.playback_url);
+  }
+
+  renderMeter(m) {
+    const row = (label, key, value, units) => h('div', {}, h('dt', {}, label), h('dd', { 'data-meter': key, 'data-base-units': units ?? null }, value));
+    this.meter.hidden = false;
+    this.meter.replaceChildren(
+      row('Seconds paid', 'seconds', String(secondsFor(m.price, m.spent) + BigInt(this.stream.preview_seconds || 0))),
+      row('Spent (this session)', 'session-spent', formatAmount(m.spent), m.spent.toString()),
+      row('Spent on channel', 'spent', formatAmount(m.redeemed), m.redeemed.toString()),
+      row('Balance left', 'left', formatAmount(m.deposit - m.redeemed), (m.deposit - m.redeemed).toString()),
+      row('Channel deposit', 'deposit', formatAmount(m.deposit), m.deposit.toString()),
+      row('Cap', 'cap', m.cap == null ? 'none' : formatAmount(m.cap), m.cap?.toString()),
+    );
+    this.dispatchEvent(new CustomEvent('sw-meter', { detail: m, bubbles: true, composed: true }));
+  }
+
+  stopped(err) {
+    const reason = err.reason;
+    this.setState(reason);
+    if (reason === 'funds') {
+      const topUp = h('button', {
+        onclick: async () => {
+          try {
+            await this.payment.topUp(pricePerMinute(this.stream.price) * 30n);
+            this.overlay.hidden = true;
+            this.setState('playing');
+            this.hls?.startLoad();
+            this.video.play().catch(() => {});
+          } catch (e) { this.say(e.message, 'error'); }
+        },
+      }, 'Top up 30 minutes');
+      this.overlayText('Out of funds', err.message, topUp);
+    } else if (reason === 'cap') {
+      this.overlayText('Spending cap reached', 'Playback stopped: this session spent the cap you set. Start again with a higher cap to keep watching.');
+    } else {
+      this.overlayText('Payment stopped', err.message);
+    }
+    this.say(err.message, 'error');
+    this.hls?.stopLoad();
+  }
+
+  payingLoader() {
+    const player = this;
+    const Inner = Hls.DefaultConfig.loader;
+    return class PayingLoader {
+      constructor(config) {
+        this.config = config;
+        this.inner = new Inner(config);
+      }
+
+      get stats() { return this.inner.stats; }
+
+      get context() { return this.inner.context; }
+
+      destroy() { this.inner.destroy(); }
+
+      abort() { this.aborted = true; this.inner.abort(); }
+
+      load(context, config, callbacks) {
+        const onError = async (error, ctx, details, stats) => {
+          if (error.code !== 402 || this.aborted || !player.payment) {
+            callbacks.onError(error, ctx, details, stats);
+            return;
+          }
+          let problem = {};
+          try { problem = JSON.parse(new TextDecoder().decode(details?.response ?? details?.responseText ?? '')); } catch { /* not JSON */ }
+          try {
+            await player.payment.answer(problem);
+          } catch (err) {
+            if (err instanceof PaymentStopped) player.stopped(err);
+            else player.say(`Payment failed: ${err.message}`, 'error');
+            callbacks.onError(error, ctx, details, stats);
+            return;
+          }
+          if (this.aborted) return;
+          this.inner.destroy();
+          this.inner = new Inner(this.config);
+          this.inner.load(context, config, { ...callbacks, onError: (e, c, d, s) => (e.code === 402 ? onError(e, c, d, s) : callbacks.onError(e, c, d, s)) });
+        };
+        const onSuccess = (response, stats, ctx, details) => {
+          callbacks.onSuccess(response, stats, ctx, details);
+          const frag = ctx.frag;
+          if (player.payment && frag && frag.sn !== 'initSegment' && player.state === 'playing') {
+            player.payment.payAhead(Math.round((frag.duration || 2) * 1000)).catch((err) => {
+              if (err instanceof PaymentStopped) player.stopped(err);
+            });
+          }
+        };
+        this.inner.load(context, config, { ...callbacks, onError, onSuccess });
+      }
+    };
+  }
+
+  attach(url) {
+    if (!Hls.isSupported()) {
+      if (this.video.canPlayType('application/vnd.apple.mpegurl') && !this.payment) {
+        this.video.src = url;
+        this.video.play().catch(() => {});
+        return;
+      }
+      this.say('This browser cannot play HLS.', 'error');
+      return;
+    }
+    const config = { liveSyncDurationCount: 3, fragLoadPolicy: { default: { maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000, timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 } } } };
+    if (this.payment) config.fLoader = this.payingLoader();
+    const auth = currentAuth();
+    if (!this.payment && auth && !this.server && this.stream.owner === auth.address) {
+      // The creator previews their own paid stream without paying.
+      config.xhrSetup = (xhr) => xhr.setRequestHeader('Authorization', `Bearer ${auth.token}`);
+    }
+    const hls = new Hls(config);
+    this.hls = hls;
+    hls.loadSource(url);
+    hls.attachMedia(this.video);
+    hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
+      this.quality.replaceChildren(h('option', { value: '-1' }, 'Auto'),
+        ...data.levels.map((level, i) => h('option', { value: String(i) }, level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kb/s`)));
+      this.video.play().catch(() => {});
+    });
+    hls.on(Hls.Events.FRAG_BUFFERED, () => {
+      if (!this.payment && this.state !== 'playing') { this.setState('playing'); this.say(this.stream.state === 'ended' ? 'Playing the recording.' : 'Playing.'); }
+    });
+    hls.on(Hls.Events.ERROR, (_e, data) => {
+      if (!data.fatal) return;
+      if (['cap', 'funds', 'price', 'closed'].includes(this.state)) return;
+      if (data.details === 'levelEmptyError' || data.type === Hls.ErrorTypes.NETWORK_ERROR) {
+        this.say('Waiting for the stream…');
+        this.teardown(false);
+        this.retry = setTimeout(() => (this.payment ? this.restartPaid() : this.startFree()), 2000);
+        return;
+      }
+      this.say(`Playback error: ${data.details}`, 'error');
+    });
+  }
+
+  async restartPaid() {
+    try {
+      await this.payment.start();
+      this.attach(this.payment.session.playback_url);
+    } catch (err) {
+      this.say(`Cannot resume: ${err.message}`, 'error');
+    }
+  }
+
+  goLive() {
+    if (this.hls?.liveSyncPosition != null) this.video.currentTime = this.hls.liveSyncPosition;
+  }
+
+  teardown(endSession = true) {
+    clearTimeout(this.retry);
+    this.hls?.destroy();
+    this.hls = null;
+    if (endSession) this.payment?.end();
+  }
+}
+
+// ---- <sw-chat> -----------------------------------------------------------
+
+const CHAT_CSS = `
+ol { list-style: none; margin: 0; padding: 0; overflow-y: auto; height: var(--sw-chat-height, 22rem); display: flex; flex-direction: column; gap: .3rem; }
+li { padding: .3rem .45rem; border-radius: 6px; overflow-wrap: anywhere; }
+li.tip { background: #2a2340; border: 1px solid #5b4b9a; }
+.who { font-weight: 600; color: var(--sw-accent); margin-right: .35rem; }
+.mod { float: right; display: none; gap: .25rem; }
+li:hover .mod, li:focus-within .mod { display: inline-flex; }
+.mod button { padding: .05rem .4rem; font-size: .75rem; }
+form { display: flex; gap: .4rem; margin-top: .5rem; }
+form input { flex: 1; min-width: 0; }
+`;
+
+/** A stream's chat room: anyone reads; signed-in accounts post; the creator moderates. */
+class SwChat extends Base {
+  constructor() {
+    super(CHAT_CSS);
+  }
+
+  connectedCallback() {
+    this.list = h('ol', { 'aria-label': 'Chat messages', 'aria-live': 'polite' });
+    this.input = h('input', { name: 'message', maxlength: 500, placeholder: 'Say something', 'aria-label': 'Chat message' });
+    this.error = h('p', { class: 'error', role: 'alert' });
+    this.form = h('form', { onsubmit: (e) => { e.preventDefault(); this.send(); } }, this.input, h('button', { type: 'submit' }, 'Send'));
+    this.signInNote = h('p', { class: 'muted' }, 'Sign in to chat.');
+    this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Chat'), this.list, this.form, this.signInNote, this.error));
+    this.stopAuth = onAuth((auth) => this.authChanged(auth));
+    this.connect();
+  }
+
+  disconnectedCallback() {
+    this.closed = true;
+    this.socket?.close();
+    this.stopAuth?.();
+  }
+
+  async connect() {
+    const id = this.getAttribute('stream');
+    try { this.stream = await this.api(`/api/v1/streams/${encodeURIComponent(id)}`); } catch { return; }
+    const socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${encodeURIComponent(id)}/chat`));
+    this.socket = socket;
+    socket.onopen = () => this.authChanged(currentAuth());
+    socket.onmessage = (m) => this.receive(JSON.parse(m.data));
+    socket.onclose = () => { if (!this.closed) setTimeout(() => this.connect(), 2000); };
+  }
+
+  authChanged(auth) {
+    const local = !this.server;
+    this.form.hidden = !auth || !local;
+    this.signInNote.hidden = Boolean(auth && local);
+    this.moderator = Boolean(auth && this.stream && auth.address === this.stream.owner);
+    if (auth && local && this.socket?.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify({ type: 'auth', token: auth.token }));
+    }
+  }
+
+  receive(event) {
+    if (event.type === 'history') { this.list.replaceChildren(); event.messages.forEach((m) => this.add(m)); }
+    if (event.type === 'message') this.add(event.message);
+    if (event.type === 'deleted') this.list.querySelector(`[data-id="${CSS.escape(event.id)}"]`)?.remove();
+    if (event.type === 'muted') for (const li of this.list.querySelectorAll(`[data-author="${CSS.escape(event.address)}"]`)) li.remove();
+    if (event.type === 'error') this.error.textContent = event.detail;
+  }
+
+  add(m) {
+    const mod = this.moderator && m.author !== this.stream.owner ? h('span', { class: 'mod' },
+      h('button', { class: 'secondary', onclick: () => authed(`/api/v1/streams/${this.stream.id}/chat/messages/${m.id}`, { method: 'DELETE' }).catch((e) => { this.error.textContent = e.message; }) }, 'Delete'),
+      h('button', { class: 'secondary', onclick: () => authed(`/api/v1/streams/${this.stream.id}/chat/mutes/${m.author}`, { method: 'PUT' }).catch((e) => { this.error.textContent = e.message; }) }, 'Mute')) : null;
+    const li = h('li', { class: m.tip ? 'tip' : null, dataset: { id: m.id, author: m.author } },
+      mod, h('span', { class: 'who', title: m.author }, shortAddress(m.author)),
+      m.tip ? h('strong', { 'data-tip': m.tip }, `tipped ${formatAmount(m.tip)} `) : null,
+      h('span', { class: 'text' }, m.text));
+    const atBottom = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
+    this.list.append(li);
+    while (this.list.children.length > 200) this.list.firstElementChild.remove();
+    if (atBottom) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  send() {
+    const text = this.input.value.trim();
+    if (!text) return;
+    this.error.textContent = '';
+    if (this.socket?.readyState !== WebSocket.OPEN) { this.error.textContent = 'Not connected; trying again…'; return; }
+    this.socket.send(JSON.stringify({ type: 'post', text }));
+    this.input.value = '';
+  }
+}
+
+// ---- <sw-tip> ------------------------------------------------------------
+
+/** Tip the stream's creator from your available balance; shows in the chat. */
+class SwTip extends Base {
+  connectedCallback() {
+    this.amount = h('select', { name: 'amount', 'aria-label': 'Tip amount' },
+      ...['0.10', '0.50', '1.00', '5.00'].map((v) => h('option', { value: v }, `${v} USDC`)));
+    this.message = h('input', { name: 'tip-message', maxlength: 500, placeholder: 'Message (optional)', 'aria-label': 'Tip message' });
+    this.status = h('p', { role: 'status' });
+    const button = h('button', { type: 'submit' }, 'Tip');
+    this.form = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); this.send(button); } }, this.amount, this.message, button);
+    this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Tip the creator'), this.form, this.status));
+    this.stopAuth = onAuth((auth) => { this.form.hidden = !auth; if (!auth) this.status.textContent = 'Sign in to tip.'; });
+  }
+
+  disconnectedCallback() { this.stopAuth?.(); }
+
+  async send(button) {
+    button.disabled = true;
+    this.status.className = 'muted';
+    this.status.textContent = 'Sending…';
+    try {
+      const amount = parseAmount(this.amount.value);
+      const body = { amount: amount.toString(), id: crypto.randomUUID() };
+      if (this.message.value.trim()) body.message = this.message.value.trim();
+      await authed(`/api/v1/streams/${encodeURIComponent(this.getAttribute('stream'))}/tips`, { method: 'POST', body });
+      this.status.className = 'ok';
+      this.status.textContent = `Sent ${formatAmount(amount)}. Thank you!`;
+      this.message.value = '';
+    } catch (err) {
+      this.status.className = 'error';
+      this.status.textContent = err.message;
+    }
+    button.disabled = false;
+  }
+}
+
+// ---- <sw-earnings> -------------------------------------------------------
+
+const EARNINGS_CSS = `${uPlotCss}
+.totals { display: grid; grid-template-columns: repeat(auto-fit, minmax(8rem, 1fr)); gap: .5rem; margin: .5rem 0; }
+.totals div { background: #0f1116; border-radius: 8px; padding: .4rem .6rem; }
+.totals dt { font-size: .75rem; color: var(--sw-muted); }
+.totals dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
+.chart { min-height: 180px; }
+.u-legend { color: var(--sw-muted); }
+`;
+
+/** The creator's earnings of one stream, live: totals and a chart (uPlot). */
+class SwEarnings extends Base {
+  constructor() {
+    super(EARNINGS_CSS);
+    this.points = [[], []];
+  }
+
+  connectedCallback() {
+    this.totals = h('dl', { class: 'totals' });
+    this.chartEl = h('div', { class: 'chart', 'aria-label': 'Earnings over time', role: 'img' });
+    this.note = h('p', { class: 'muted', role: 'status' });
+    this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Earnings'), this.totals, this.chartEl, this.note));
+    this.stopAuth = onAuth(() => this.start());
+  }
+
+  disconnectedCallback() {
+    this.stopAuth?.();
+    this.socket?.close();
+    clearInterval(this.timer);
+    this.chart?.destroy();
+  }
+
+  async start() {
+    this.socket?.close();
+    clearInterval(this.timer);
+    const auth = currentAuth();
+    if (!auth) { this.note.textContent = 'Sign in as the creator to see earnings.'; return; }
+    await this.refresh();
+    const id = encodeURIComponent(this.getAttribute('stream'));
+    this.socket = new WebSocket(wsUrl('', `/api/v1/streams/${id}/events?token=${encodeURIComponent(auth.token)}`));
+    this.socket.onmessage = (m) => {
+      const event = JSON.parse(m.data);
+      if (event.type === 'earnings' || event.type === 'tip') this.refresh();
+      if (event.type === 'viewers') { this.viewers = event.count; this.renderTotals(); }
+    };
+    // Statistics are also read on a timer, so the view converges even without events.
+    this.timer = setInterval(() => this.refresh(), 5000);
+  }
+
+  async refresh() {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      const auth = currentAuth();
+      const id = encodeURIComponent(this.getAttribute('stream'));
+      const [stats, balances] = await Promise.all([
+        authed(`/api/v1/streams/${id}/stats`),
+        authed(`/api/v1/accounts/${auth.address}/balances`),
+      ]);
+      this.stats = stats;
+      this.balances = balances;
+      this.note.textContent = '';
+      this.renderTotals();
+      this.plot(BigInt(stats.net));
+    } catch (err) {
+      this.note.textContent = err.status === 403 || err.status === 404 ? 'Only the stream\'s creator sees its earnings.' : err.message;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  renderTotals() {
+    const s = this.stats;
+    if (!s) return;
+    const row = (label, key, units, text) => h('div', {}, h('dt', {}, label), h('dd', { 'data-earnings': key, 'data-base-units': units ?? null }, text ?? formatAmount(units)));
+    this.totals.replaceChildren(
+      row('Gross (viewers paid)', 'gross', s.gross),
+      row('Your share', 'net', s.net),
+      row('Platform fee', 'fee', s.platform_fee),
+      row('Paid seconds', 'seconds', null, String(s.paid_viewer_seconds ?? 0)),
+      row('Viewers now', 'viewers', null, String(this.viewers ?? s.viewers_now ?? 0)),
+      row('Earned balance (all streams)', 'earned', this.balances.earned),
+    );
+  }
+
+  plot(net) {
+    const now = Date.now() / 1000;
+    const value = Number(net) / 10 ** 6; // display only: the chart's axis, never money arithmetic
+    this.points[0].push(now);
+    this.points[1].push(value);
+    if (this.points[0].length > 720) { this.points[0].shift(); this.points[1].shift(); }
+    const width = Math.max(260, this.chartEl.clientWidth || 480);
+    if (!this.chart) {
+      this.chart = new uPlot({
+        width, height: 180,
+        series: [{}, { label: 'Your share (USDC)', stroke: '#7c9cff', fill: 'rgba(124,156,255,.15)' }],
+        axes: [{ stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } }, { stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } }],
+      }, this.points, this.chartEl);
+    } else {
+      this.chart.setData(this.points);
+    }
+  }
+}
+
+const elements = { 'sw-wallet': SwWallet, 'sw-player': SwPlayer, 'sw-chat': SwChat, 'sw-tip': SwTip, 'sw-earnings': SwEarnings };
+for (const [name, element] of Object.entries(elements)) {
+  if (!customElements.get(name)) customElements.define(name, element);
+}

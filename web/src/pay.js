@@ -1,0 +1,205 @@
+// Paying for a stream from the browser (spec/payments.md): a channel to the
+// creator with a session signer key kept in this browser, a viewing session,
+// and EIP-712 vouchers signed after checking each amount against the
+// advertised price, the time watched and the viewer's cap.
+import { keccak256, toHex } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { ApiError, authed, owedFor, paymentsConfig } from './api.js';
+
+const VOUCHER_TYPES = {
+  Voucher: [
+    { name: 'channelId', type: 'bytes32' },
+    { name: 'cumulativeAmount', type: 'uint128' },
+  ],
+};
+
+/** Why a payment was not made. `reason`: cap | funds | price | closed. */
+export class PaymentStopped extends Error {
+  constructor(reason, message, details = {}) {
+    super(message);
+    this.reason = reason;
+    this.details = details;
+  }
+}
+
+function channelKey(address, payee) {
+  return `streamweave.channel:${address}:${payee}`;
+}
+
+function randomSalt() {
+  const bytes = new Uint8Array(32);
+  crypto.getRandomValues(bytes);
+  return keccak256(toHex(bytes));
+}
+
+/**
+ * One viewer paying one paid stream. `onChange(snapshot)` hears every
+ * change of the meter: {channel, paidFrom, spent, deposit, redeemed, cap}.
+ */
+export class StreamPayment {
+  constructor({ stream, auth, deposit, cap, onChange = () => {} }) {
+    this.stream = stream;
+    this.auth = auth;
+    this.depositWanted = BigInt(deposit);
+    this.cap = cap == null ? null : BigInt(cap);
+    this.onChange = onChange;
+    this.queue = Promise.resolve();
+    this.startedAt = 0;
+  }
+
+  /** Opens (or reuses) the channel and starts a session; answers the session. */
+  async start() {
+    this.config = await paymentsConfig();
+    await this.ensureChannel();
+    const body = { channel_id: this.channel.id };
+    if (this.cap != null) body.max_spend = this.cap.toString();
+    this.session = await authed(`/api/v1/streams/${this.stream.id}/sessions`, { method: 'POST', body });
+    this.paidFrom = BigInt(this.session.paid_from);
+    this.price = this.session.price;
+    this.startedAt = performance.now();
+    this.emit();
+    return this.session;
+  }
+
+  async ensureChannel() {
+    const key = channelKey(this.auth.address, this.stream.owner);
+    const saved = JSON.parse(localStorage.getItem(key) || 'null');
+    if (saved) {
+      try {
+        const channel = await authed(`/api/v1/channels/${saved.id}`);
+        const left = BigInt(channel.deposit) - BigInt(channel.redeemed);
+        const expiresIn = Date.parse(channel.expires_at) - Date.now();
+        if (channel.state === 'open' && left > 0n && expiresIn > 10 * 60_000) {
+          this.channel = channel;
+          this.signer = privateKeyToAccount(saved.signer_key);
+          return;
+        }
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 404) throw err;
+      }
+    }
+    const signerKey = generatePrivateKey();
+    const signer = privateKeyToAccount(signerKey);
+    const channel = await authed('/api/v1/channels', {
+      method: 'POST',
+      body: { payee: this.stream.owner, deposit: this.depositWanted.toString(), signer: signer.address, salt: randomSalt() },
+    });
+    localStorage.setItem(key, JSON.stringify({ id: channel.id, signer_key: signerKey }));
+    this.channel = channel;
+    this.signer = signer;
+  }
+
+  snapshot() {
+    const redeemed = BigInt(this.channel?.redeemed ?? 0);
+    return {
+      channel: this.channel,
+      price: this.price,
+      paidFrom: this.paidFrom ?? 0n,
+      redeemed,
+      deposit: BigInt(this.channel?.deposit ?? 0),
+      spent: redeemed - (this.paidFrom ?? 0n),
+      cap: this.cap,
+    };
+  }
+
+  emit() {
+    this.onChange(this.snapshot());
+  }
+
+  /**
+   * The most a server may ask now: the price of the time since the session
+   * began plus a few segments ahead, past the free preview.
+   */
+  ceiling(segmentMs) {
+    const elapsed = performance.now() - this.startedAt;
+    const preview = (this.session?.preview_seconds ?? 0) * 1000;
+    return this.paidFrom + owedFor(this.price, Math.max(0, elapsed + 4 * segmentMs - preview));
+  }
+
+  /** Answers a 402 problem: checks, signs and submits; resolves once paid. */
+  answer(problem) {
+    return this.serialize(() => this.payRequired(problem));
+  }
+
+  async payRequired(problem) {
+    if (problem.type === 'spending-cap-reached' || String(problem.type).endsWith('/spending-cap-reached')) {
+      throw new PaymentStopped('cap', 'Spending cap reached: this session has spent all you allowed.', problem);
+    }
+    const required = BigInt(problem.required_amount);
+    if (required <= BigInt(this.channel.redeemed)) return; // paid meanwhile
+    const advertised = this.stream.price;
+    if (problem.price && (problem.price.amount !== advertised.amount || problem.price.period_seconds !== advertised.period_seconds)) {
+      throw new PaymentStopped('price', 'The server asked a different price than the stream advertises: not paying.');
+    }
+    const segmentMs = problem.segment?.duration_ms ?? 2000;
+    if (required > this.ceiling(segmentMs)) {
+      throw new PaymentStopped('price', 'The server asked for more than the time watched costs: not paying.');
+    }
+    this.checkLimits(required);
+    await this.sign(required);
+  }
+
+  checkLimits(amount) {
+    if (this.cap != null && amount - this.paidFrom > this.cap) {
+      throw new PaymentStopped('cap', 'Spending cap reached: this session has spent all you allowed.');
+    }
+    if (amount > BigInt(this.channel.deposit)) {
+      throw new PaymentStopped('funds', 'The channel\'s deposit is used up: top it up to keep watching.');
+    }
+  }
+
+  /** After a segment played without a 402: pay for the next one ahead of time. */
+  payAhead(segmentMs) {
+    return this.serialize(async () => {
+      if (!this.channel || !this.price) return;
+      const redeemed = BigInt(this.channel.redeemed);
+      let target = redeemed + owedFor(this.price, segmentMs);
+      target = target < this.ceiling(segmentMs) ? target : this.ceiling(segmentMs);
+      if (this.cap != null && target - this.paidFrom > this.cap) target = this.paidFrom + this.cap;
+      const deposit = BigInt(this.channel.deposit);
+      if (target > deposit) target = deposit;
+      if (target <= redeemed) return;
+      try {
+        await this.sign(target);
+      } catch (err) {
+        // Beyond the server's prepay window: it will ask with a 402 instead.
+        if (!(err instanceof ApiError) || err.status !== 409) throw err;
+      }
+    });
+  }
+
+  async sign(amount) {
+    const domain = { ...this.config.eip712_domain };
+    const signature = await this.signer.signTypedData({
+      domain,
+      types: VOUCHER_TYPES,
+      primaryType: 'Voucher',
+      message: { channelId: this.channel.id, cumulativeAmount: amount },
+    });
+    const accepted = await authed(`/api/v1/channels/${this.channel.id}/vouchers`, {
+      method: 'POST',
+      body: { amount: amount.toString(), signature },
+    });
+    this.channel = accepted.channel;
+    this.emit();
+  }
+
+  /** Adds `amount` to the channel's deposit from the available balance. */
+  topUp(amount) {
+    return this.serialize(async () => {
+      this.channel = await authed(`/api/v1/channels/${this.channel.id}/topup`, { method: 'POST', body: { amount: amount.toString() } });
+      this.emit();
+    });
+  }
+
+  async end() {
+    if (!this.session) return;
+    try { await authed(`/api/v1/sessions/${this.session.id}`, { method: 'DELETE' }); } catch { /* gone already */ }
+  }
+
+  serialize(fn) {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+}
