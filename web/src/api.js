@@ -63,7 +63,7 @@ export function parseAmount(text) {
 /** What `ms` of media costs at `price` ({amount, period_seconds}), rounded up (spec "Metering"). */
 export function owedFor(price, ms) {
   if (ms <= 0) return 0n;
-  const numerator = BigInt(price.amount) * BigInt(ms);
+  const numerator = BigInt(price.amount) * BigInt(Math.ceil(ms));
   const denominator = BigInt(price.period_seconds) * 1000n;
   return (numerator + denominator - 1n) / denominator;
 }

@@ -9,7 +9,7 @@ const main = document.getElementById('main');
 const page = document.body.dataset.page;
 
 function setMain(...children) {
-  main.replaceChildren(...children);
+  main.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
 }
 
 function errorText(err) {
@@ -39,7 +39,7 @@ function card(stream) {
         h('span', { class: 'muted' }, stream.owner ? shortAddress(stream.owner) : 'StreamWeave'),
         h('span', { class: 'card-meta' },
           h('span', {}, priceText(stream)),
-          stream.state === 'live' ? h('span', {}, `${stream.viewers} watching`) : null,
+          stream.state === 'live' && stream.access === 'per_second' ? h('span', {}, `${stream.viewers} watching`) : null,
           stream.category ? h('span', { class: 'chip' }, stream.category) : null))));
 }
 
@@ -167,35 +167,43 @@ function streamForm(stream, onSaved) {
 }
 
 function keyPanel(stream) {
-  const key = h('input', { readonly: true, type: 'password', value: '', 'aria-label': 'Stream key', size: 40 });
+  const key = h('input', { readonly: true, type: 'password', value: '', placeholder: '••••••••••••••••', 'aria-label': 'Stream key', size: 40 });
+  const rtmpUrl = h('input', { readonly: true, value: '', size: 40, 'data-rtmp-url': '', 'aria-label': 'Server (RTMP URL)' });
   const status = h('span', { class: 'muted', role: 'status' });
   let loaded = false;
+  let secret = '';
   const load = async () => {
     if (loaded) return;
     const answer = await authed(`/api/v1/streams/${stream.id}/key`);
-    key.value = answer.stream_key;
+    secret = answer.stream_key;
+    rtmpUrl.value = answer.rtmp_url;
     loaded = true;
   };
+  // The server's RTMP address comes with the key; the key stays hidden until revealed.
+  load().catch((err) => { status.textContent = errorText(err); });
   const reveal = h('button', { class: 'secondary', onclick: async () => {
     try { await load(); } catch (err) { status.textContent = errorText(err); return; }
-    key.type = key.type === 'password' ? 'text' : 'password';
-    reveal.textContent = key.type === 'password' ? 'Reveal' : 'Hide';
+    const hidden = key.type === 'password';
+    key.type = hidden ? 'text' : 'password';
+    key.value = hidden ? secret : '';
+    reveal.textContent = hidden ? 'Hide' : 'Reveal';
   } }, 'Reveal');
   const copy = h('button', { class: 'secondary', onclick: async () => {
-    try { await load(); await navigator.clipboard.writeText(key.value); status.textContent = 'Copied.'; } catch (err) { status.textContent = `Copy failed: ${errorText(err)}`; }
+    try { await load(); await navigator.clipboard.writeText(secret); status.textContent = 'Copied.'; } catch (err) { status.textContent = `Copy failed: ${errorText(err)}`; }
   } }, 'Copy');
   const rotate = h('button', { class: 'secondary', onclick: async () => {
     if (!confirm('Make a new stream key? The old one stops working.')) return;
     try {
       const answer = await authed(`/api/v1/streams/${stream.id}/key/rotate`, { method: 'POST' });
-      key.value = answer.stream_key;
+      secret = answer.stream_key;
+      if (key.type === 'text') key.value = secret;
       loaded = true;
       status.textContent = 'New key made; update your encoder.';
     } catch (err) { status.textContent = errorText(err); }
   } }, 'Rotate');
   return h('div', { class: 'panel' }, h('h2', {}, 'Go live'),
     h('p', { class: 'muted' }, 'OBS: Settings › Stream › Service "Custom", then the server and key below.'),
-    h('label', {}, 'Server (RTMP URL)', h('input', { readonly: true, value: stream.rtmp_url ?? '', size: 40, 'data-rtmp-url': '' })),
+    h('label', {}, 'Server (RTMP URL)', rtmpUrl),
     h('div', { class: 'row' }, h('label', {}, 'Stream key', key), reveal, copy, rotate), status);
 }
 
@@ -275,7 +283,7 @@ async function renderStudio(auth) {
       h('div', { class: 'row spread' }, h('h1', {}, selected.title), stateBadge(selected.state), h('a', { href: `/watch/${selected.id}` }, 'Open watch page')),
       h('div', { class: 'studio-grid' },
         h('div', {}, h('sw-player', { stream: selected.id, preview: true }), h('sw-earnings', { stream: selected.id })),
-        h('div', {}, keyPanel({ ...selected, rtmp_url: selected.rtmp_url ?? `rtmp://${location.hostname}:1935/live` }), h('sw-chat', { stream: selected.id }))),
+        h('div', {}, keyPanel(selected), h('sw-chat', { stream: selected.id }))),
       streamForm(selected, () => renderStudio(currentAuth())));
   } else {
     detail.append(h('p', { class: 'muted' }, 'No streams yet: create one, then publish to it from OBS or ffmpeg.'));

@@ -126,7 +126,7 @@ class SwPlayer extends Base {
   connectedCallback() {
     this.build();
     this.load();
-    this.stopAuth = onAuth(() => { if (this.stream && !this.hls && this.isPaid()) this.showGate(); });
+    this.stopAuth = onAuth(() => { if (this.stream && !this.hls && this.isPaid() && !this.hasAttribute('preview')) this.showGate(); });
   }
 
   disconnectedCallback() {
@@ -201,7 +201,8 @@ class SwPlayer extends Base {
     }
     this.showBadge(this.stream.state);
     this.listen();
-    if (this.isPaid()) this.showGate();
+    // `preview`: the creator watches their own paid stream without paying.
+    if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
     else this.startFree();
   }
 
@@ -210,12 +211,12 @@ class SwPlayer extends Base {
     const socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${this.stream.id}/events`));
     socket.onmessage = (message) => {
       const event = JSON.parse(message.data);
-      if (event.type === 'viewers') this.viewersEl.textContent = `${event.count} watching`;
+      if (event.type === 'viewers' && this.isPaid()) this.viewersEl.textContent = `${event.count} watching`;
       if (event.type === 'state') {
         const was = this.stream.state;
         this.stream.state = event.state;
         this.showBadge(event.state);
-        if (was === 'idle' && event.state === 'live' && !this.isPaid() && !this.hls) this.startFree();
+        if (was === 'idle' && event.state === 'live' && (!this.isPaid() || this.hasAttribute('preview')) && !this.hls) this.startFree();
       }
     };
     this.events = socket;
@@ -393,7 +394,7 @@ class SwPlayer extends Base {
           callbacks.onSuccess(response, stats, ctx, details);
           const frag = ctx.frag;
           if (player.payment && frag && frag.sn !== 'initSegment' && player.state === 'playing') {
-            player.payment.payAhead(Math.round((frag.duration || 2) * 1000)).catch((err) => {
+            player.payment.payAhead(Math.round((frag.duration || 2) * 1000), frag.sn).catch((err) => {
               if (err instanceof PaymentStopped) player.stopped(err);
             });
           }
@@ -567,7 +568,11 @@ class SwTip extends Base {
     const button = h('button', { type: 'submit' }, 'Tip');
     this.form = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); this.send(button); } }, this.amount, this.message, button);
     this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Tip the creator'), this.form, this.status));
-    this.stopAuth = onAuth((auth) => { this.form.hidden = !auth; if (!auth) this.status.textContent = 'Sign in to tip.'; });
+    this.stopAuth = onAuth((auth) => {
+      this.form.hidden = !auth;
+      this.status.className = 'muted';
+      this.status.textContent = auth ? '' : 'Sign in to tip.';
+    });
   }
 
   disconnectedCallback() { this.stopAuth?.(); }
@@ -630,6 +635,14 @@ class SwEarnings extends Base {
     clearInterval(this.timer);
     const auth = currentAuth();
     if (!auth) { this.note.textContent = 'Sign in as the creator to see earnings.'; return; }
+    try {
+      // The chart starts where the stream did, at zero.
+      const stream = await request(`/api/v1/streams/${encodeURIComponent(this.getAttribute('stream'))}`);
+      if (stream.started_at && !this.points[0].length) {
+        this.points[0].push(Date.parse(stream.started_at) / 1000);
+        this.points[1].push(0);
+      }
+    } catch { /* the totals below say what is wrong */ }
     await this.refresh();
     const id = encodeURIComponent(this.getAttribute('stream'));
     this.socket = new WebSocket(wsUrl('', `/api/v1/streams/${id}/events?token=${encodeURIComponent(auth.token)}`));
@@ -688,6 +701,8 @@ class SwEarnings extends Base {
     if (!this.chart) {
       this.chart = new uPlot({
         width, height: 180,
+        // At least the last five minutes on the time axis.
+        scales: { x: { time: true, range: (_u, min, max) => [Math.min(min, max - 300), max + 5] } },
         series: [{}, { label: 'Your share (USDC)', stroke: '#7c9cff', fill: 'rgba(124,156,255,.15)' }],
         axes: [{ stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } }, { stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } }],
       }, this.points, this.chartEl);

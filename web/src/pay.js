@@ -45,6 +45,7 @@ export class StreamPayment {
     this.onChange = onChange;
     this.queue = Promise.resolve();
     this.startedAt = 0;
+    this.aheadOf = -1;
   }
 
   /** Opens (or reuses) the channel and starts a session; answers the session. */
@@ -108,12 +109,14 @@ export class StreamPayment {
 
   /**
    * The most a server may ask now: the price of the time since the session
-   * began plus a few segments ahead, past the free preview.
+   * began, plus the segments a player buffers when it joins (three behind
+   * the live edge), the prepay window (two) and one of slack; past the free
+   * preview. A server asking more is refused.
    */
   ceiling(segmentMs) {
     const elapsed = performance.now() - this.startedAt;
     const preview = (this.session?.preview_seconds ?? 0) * 1000;
-    return this.paidFrom + owedFor(this.price, Math.max(0, elapsed + 4 * segmentMs - preview));
+    return this.paidFrom + owedFor(this.price, Math.max(0, elapsed + 6 * segmentMs - preview));
   }
 
   /** Answers a 402 problem: checks, signs and submits; resolves once paid. */
@@ -149,7 +152,10 @@ export class StreamPayment {
   }
 
   /** After a segment played without a 402: pay for the next one ahead of time. */
-  payAhead(segmentMs) {
+  payAhead(segmentMs, sequence) {
+    // Audio and video segments of one position are paid once: once ahead each.
+    if (sequence <= this.aheadOf) return Promise.resolve();
+    this.aheadOf = sequence;
     return this.serialize(async () => {
       if (!this.channel || !this.price) return;
       const redeemed = BigInt(this.channel.redeemed);
