@@ -85,17 +85,21 @@ export function shortAddress(address) {
 
 // ---- sign-in -------------------------------------------------------------
 
-const AUTH_KEY = 'streamweave.auth';
 const DEMO_KEY = 'streamweave.demo-wallet';
 const listeners = new Set();
+
+/** Where the sign-in to a server is kept: one per server ('' = this page's). */
+function authKey(base) {
+  return base ? `streamweave.auth:${base}` : 'streamweave.auth';
+}
 
 function storage() {
   try { return window.localStorage; } catch { return null; }
 }
 
-/** The signed-in account on this origin: {address, token, expires_at, wallet} or null. */
-export function currentAuth() {
-  const raw = storage()?.getItem(AUTH_KEY);
+/** The account signed in to a server ('' = this page's): {address, token, expires_at, wallet} or null. */
+export function currentAuth(base = '') {
+  const raw = storage()?.getItem(authKey(base));
   if (!raw) return null;
   try {
     const auth = JSON.parse(raw);
@@ -106,31 +110,36 @@ export function currentAuth() {
   }
 }
 
-/** Calls `fn(auth)` now and whenever the sign-in changes (also in other tabs). */
-export function onAuth(fn) {
-  listeners.add(fn);
-  fn(currentAuth());
-  return () => listeners.delete(fn);
+/** Calls `fn(auth)` now and whenever the sign-in to `base` changes (also in other tabs). */
+export function onAuth(fn, base = '') {
+  const listener = { fn, base };
+  listeners.add(listener);
+  fn(currentAuth(base));
+  return () => listeners.delete(listener);
 }
 
-function announce() {
-  const auth = currentAuth();
-  for (const fn of listeners) fn(auth);
+function announce(base) {
+  const auth = currentAuth(base);
+  for (const listener of listeners) if (listener.base === base) listener.fn(auth);
 }
 window.addEventListener('storage', (event) => {
-  if (event.key === AUTH_KEY) announce();
+  for (const base of new Set([...listeners].map((l) => l.base))) {
+    if (event.key === authKey(base)) announce(base);
+  }
 });
 
-let configPromise;
-/** `GET /api/v1/payments/config`, fetched once. */
-export function paymentsConfig() {
-  configPromise ??= request('/api/v1/payments/config').catch((err) => { configPromise = undefined; throw err; });
-  return configPromise;
+const configs = new Map();
+/** `GET /api/v1/payments/config` of a server, fetched once. */
+export function paymentsConfig(base = '') {
+  if (!configs.has(base)) {
+    configs.set(base, request('/api/v1/payments/config', { base }).catch((err) => { configs.delete(base); throw err; }));
+  }
+  return configs.get(base);
 }
 
-/** Whether the page offers a demo wallet (dev servers, which have a faucet). */
-export async function demoWalletAvailable() {
-  try { return (await paymentsConfig()).faucet === true; } catch { return false; }
+/** Whether a server offers a demo wallet (dev servers, which have a faucet). */
+export async function demoWalletAvailable(base = '') {
+  try { return (await paymentsConfig(base)).faucet === true; } catch { return false; }
 }
 
 /** The demo wallet's account: a key made in this browser and kept in localStorage. */
@@ -158,7 +167,7 @@ export const DEMO_FUNDING = 20_000_000n;
  * Signs in through SIWE. `kind` is `demo` (dev servers; funded from the
  * faucet when low) or `injected` (window.ethereum, e.g. MetaMask).
  */
-export async function signIn(kind) {
+export async function signIn(kind, base = '') {
   let address;
   let signMessage;
   if (kind === 'demo') {
@@ -172,38 +181,38 @@ export async function signIn(kind) {
     if (!address) throw new Error('the wallet gave no account');
     signMessage = (message) => wallet.signMessage({ account: address, message });
   }
-  const challenge = await request('/api/v1/auth/challenge', { method: 'POST', body: { address } });
+  const challenge = await request('/api/v1/auth/challenge', { method: 'POST', body: { address }, base });
   const signature = await signMessage(challenge.message);
-  const login = await request('/api/v1/auth/login', { method: 'POST', body: { message: challenge.message, signature } });
+  const login = await request('/api/v1/auth/login', { method: 'POST', body: { message: challenge.message, signature }, base });
   const auth = { address: login.address.toLowerCase(), token: login.token, expires_at: login.expires_at, wallet: kind };
-  storage()?.setItem(AUTH_KEY, JSON.stringify(auth));
-  if (kind === 'demo') await fundDemo(auth);
-  announce();
+  storage()?.setItem(authKey(base), JSON.stringify(auth));
+  if (kind === 'demo') await fundDemo(auth, base);
+  announce(base);
   return auth;
 }
 
 /** Tops a demo wallet up from the faucet to DEMO_FUNDING when it runs low. */
-export async function fundDemo(auth) {
-  if (!(await demoWalletAvailable())) return;
-  const balances = await request(`/api/v1/accounts/${auth.address}/balances`, { token: auth.token });
+export async function fundDemo(auth, base = '') {
+  if (!(await demoWalletAvailable(base))) return;
+  const balances = await request(`/api/v1/accounts/${auth.address}/balances`, { token: auth.token, base });
   const available = BigInt(balances.available);
   if (available < DEMO_FUNDING / 4n) {
-    await request('/api/v1/dev/faucet', { method: 'POST', body: { address: auth.address, amount: (DEMO_FUNDING - available).toString() } });
+    await request('/api/v1/dev/faucet', { method: 'POST', body: { address: auth.address, amount: (DEMO_FUNDING - available).toString() }, base });
   }
 }
 
-export async function signOut() {
-  const auth = currentAuth();
-  storage()?.removeItem(AUTH_KEY);
-  announce();
+export async function signOut(base = '') {
+  const auth = currentAuth(base);
+  storage()?.removeItem(authKey(base));
+  announce(base);
   if (auth) {
-    try { await request('/api/v1/auth/logout', { method: 'POST', token: auth.token }); } catch { /* already gone */ }
+    try { await request('/api/v1/auth/logout', { method: 'POST', token: auth.token, base }); } catch { /* already gone */ }
   }
 }
 
-/** A request as the signed-in account; throws when nobody is signed in. */
+/** A request as the account signed in to `options.base`; throws when nobody is. */
 export function authed(path, options = {}) {
-  const auth = currentAuth();
+  const auth = currentAuth(options.base ?? '');
   if (!auth) return Promise.reject(new ApiError(401, { detail: 'sign in first' }));
   return request(path, { ...options, token: auth.token });
 }

@@ -49,6 +49,19 @@ class Base extends HTMLElement {
   api(path, options = {}) {
     return request(path, { ...options, base: this.server });
   }
+
+  /** The account signed in to this element's server. */
+  auth() {
+    return currentAuth(this.server);
+  }
+
+  authed(path, options = {}) {
+    return authed(path, { ...options, base: this.server });
+  }
+
+  watchAuth(fn) {
+    return onAuth(fn, this.server);
+  }
 }
 
 function wsUrl(server, path) {
@@ -61,7 +74,7 @@ function wsUrl(server, path) {
 /** Sign-in button: a demo wallet (dev servers) or an injected wallet (SIWE). */
 class SwWallet extends Base {
   connectedCallback() {
-    this.stop = onAuth((auth) => this.render(auth));
+    this.stop = this.watchAuth((auth) => this.render(auth));
   }
 
   disconnectedCallback() {
@@ -77,17 +90,17 @@ class SwWallet extends Base {
         h('span', { title: auth.address, 'data-address': auth.address },
           `${label} ${shortAddress(auth.address)}`,
           auth.wallet === 'demo' ? h('small', { class: 'muted' }, ' (a key kept in this browser; for trying things out)') : null),
-        h('button', { class: 'secondary', onclick: () => signOut() }, 'Sign out')));
+        h('button', { class: 'secondary', onclick: () => signOut(this.server) }, 'Sign out')));
       return;
     }
     const buttons = h('div', { class: 'row' });
     const go = (kind) => async () => {
       status.textContent = '';
       for (const b of buttons.querySelectorAll('button')) b.disabled = true;
-      try { await signIn(kind); } catch (err) { status.textContent = err.message; }
+      try { await signIn(kind, this.server); } catch (err) { status.textContent = err.message; }
       for (const b of buttons.querySelectorAll('button')) b.disabled = false;
     };
-    if (await demoWalletAvailable()) {
+    if (await demoWalletAvailable(this.server)) {
       buttons.append(h('button', { onclick: go('demo'), 'data-action': 'demo-wallet' }, 'Use a demo wallet'));
     }
     buttons.append(h('button', { class: 'secondary', onclick: go('injected'), disabled: !window.ethereum, title: window.ethereum ? null : 'No browser wallet found' }, 'Connect wallet'));
@@ -126,7 +139,7 @@ class SwPlayer extends Base {
   connectedCallback() {
     this.build();
     this.load();
-    this.stopAuth = onAuth(() => { if (this.stream && !this.hls && this.isPaid() && !this.hasAttribute('preview')) this.showGate(); });
+    this.stopAuth = this.watchAuth(() => { if (this.stream && !this.hls && this.isPaid() && !this.hasAttribute('preview')) this.showGate(); });
   }
 
   disconnectedCallback() {
@@ -244,14 +257,10 @@ class SwPlayer extends Base {
     const price = this.stream.price;
     const perMinute = formatAmount(pricePerMinute(price));
     const preview = this.stream.preview_seconds ? ` The first ${this.stream.preview_seconds} s are free.` : '';
-    const auth = currentAuth();
-    if (this.server && this.server !== location.origin) {
-      this.overlayText('Paid stream', `${perMinute} a minute.${preview} Watch it on ${this.server}.`);
-      return;
-    }
+    const auth = this.auth();
     if (!auth) {
       this.setState('signed-out');
-      this.overlayText('Paid stream', `${perMinute} a minute, paid by the second.${preview} Sign in to watch.`, h('sw-wallet'));
+      this.overlayText('Paid stream', `${perMinute} a minute, paid by the second.${preview} Sign in to watch.`, h('sw-wallet', { server: this.server || null }));
       return;
     }
     if (this.stream.state === 'idle') {
@@ -297,8 +306,8 @@ class SwPlayer extends Base {
   }
 
   async startPaid(deposit, cap) {
-    const auth = currentAuth();
-    this.payment = new StreamPayment({ stream: this.stream, auth, deposit, cap, onChange: (m) => this.renderMeter(m) });
+    const auth = this.auth();
+    this.payment = new StreamPayment({ stream: this.stream, auth, deposit, cap, base: this.server, onChange: (m) => this.renderMeter(m) });
     try {
       await this.payment.start();
     } catch (err) {
@@ -310,7 +319,7 @@ class SwPlayer extends Base {
     this.overlay.hidden = true;
     this.setState('playing');
     this.say('Playing. Paying one segment ahead.');
-    this.attach(this.payment.session.playback_url);
+    this.attach(this.server + this.payment.session.playback_url);
   }
 
   renderMeter(m) {
@@ -416,8 +425,8 @@ class SwPlayer extends Base {
     }
     const config = { liveSyncDurationCount: 3, fragLoadPolicy: { default: { maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000, timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 } } } };
     if (this.payment) config.fLoader = this.payingLoader();
-    const auth = currentAuth();
-    if (!this.payment && auth && !this.server && this.stream.owner === auth.address) {
+    const auth = this.auth();
+    if (!this.payment && auth && this.stream.owner === auth.address) {
       // The creator previews their own paid stream without paying.
       config.xhrSetup = (xhr) => xhr.setRequestHeader('Authorization', `Bearer ${auth.token}`);
     }
@@ -449,7 +458,7 @@ class SwPlayer extends Base {
   async restartPaid() {
     try {
       await this.payment.start();
-      this.attach(this.payment.session.playback_url);
+      this.attach(this.server + this.payment.session.playback_url);
     } catch (err) {
       this.say(`Cannot resume: ${err.message}`, 'error');
     }
@@ -494,7 +503,7 @@ class SwChat extends Base {
     this.form = h('form', { onsubmit: (e) => { e.preventDefault(); this.send(); } }, this.input, h('button', { type: 'submit' }, 'Send'));
     this.signInNote = h('p', { class: 'muted' }, 'Sign in to chat.');
     this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Chat'), this.list, this.form, this.signInNote, this.error));
-    this.stopAuth = onAuth((auth) => this.authChanged(auth));
+    this.stopAuth = this.watchAuth((auth) => this.authChanged(auth));
     this.connect();
   }
 
@@ -509,17 +518,16 @@ class SwChat extends Base {
     try { this.stream = await this.api(`/api/v1/streams/${encodeURIComponent(id)}`); } catch { return; }
     const socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${encodeURIComponent(id)}/chat`));
     this.socket = socket;
-    socket.onopen = () => this.authChanged(currentAuth());
+    socket.onopen = () => this.authChanged(this.auth());
     socket.onmessage = (m) => this.receive(JSON.parse(m.data));
     socket.onclose = () => { if (!this.closed) setTimeout(() => this.connect(), 2000); };
   }
 
   authChanged(auth) {
-    const local = !this.server;
-    this.form.hidden = !auth || !local;
-    this.signInNote.hidden = Boolean(auth && local);
+    this.form.hidden = !auth;
+    this.signInNote.hidden = Boolean(auth);
     this.moderator = Boolean(auth && this.stream && auth.address === this.stream.owner);
-    if (auth && local && this.socket?.readyState === WebSocket.OPEN) {
+    if (auth && this.socket?.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify({ type: 'auth', token: auth.token }));
     }
   }
@@ -534,8 +542,8 @@ class SwChat extends Base {
 
   add(m) {
     const mod = this.moderator && m.author !== this.stream.owner ? h('span', { class: 'mod' },
-      h('button', { class: 'secondary', onclick: () => authed(`/api/v1/streams/${this.stream.id}/chat/messages/${m.id}`, { method: 'DELETE' }).catch((e) => { this.error.textContent = e.message; }) }, 'Delete'),
-      h('button', { class: 'secondary', onclick: () => authed(`/api/v1/streams/${this.stream.id}/chat/mutes/${m.author}`, { method: 'PUT' }).catch((e) => { this.error.textContent = e.message; }) }, 'Mute')) : null;
+      h('button', { class: 'secondary', onclick: () => this.authed(`/api/v1/streams/${this.stream.id}/chat/messages/${m.id}`, { method: 'DELETE' }).catch((e) => { this.error.textContent = e.message; }) }, 'Delete'),
+      h('button', { class: 'secondary', onclick: () => this.authed(`/api/v1/streams/${this.stream.id}/chat/mutes/${m.author}`, { method: 'PUT' }).catch((e) => { this.error.textContent = e.message; }) }, 'Mute')) : null;
     const li = h('li', { class: m.tip ? 'tip' : null, dataset: { id: m.id, author: m.author } },
       mod, h('span', { class: 'who', title: m.author }, shortAddress(m.author)),
       m.tip ? h('strong', { 'data-tip': m.tip }, `tipped ${formatAmount(m.tip)} `) : null,
@@ -568,7 +576,7 @@ class SwTip extends Base {
     const button = h('button', { type: 'submit' }, 'Tip');
     this.form = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); this.send(button); } }, this.amount, this.message, button);
     this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Tip the creator'), this.form, this.status));
-    this.stopAuth = onAuth((auth) => {
+    this.stopAuth = this.watchAuth((auth) => {
       this.form.hidden = !auth;
       this.status.className = 'muted';
       this.status.textContent = auth ? '' : 'Sign in to tip.';
@@ -585,7 +593,7 @@ class SwTip extends Base {
       const amount = parseAmount(this.amount.value);
       const body = { amount: amount.toString(), id: crypto.randomUUID() };
       if (this.message.value.trim()) body.message = this.message.value.trim();
-      await authed(`/api/v1/streams/${encodeURIComponent(this.getAttribute('stream'))}/tips`, { method: 'POST', body });
+      await this.authed(`/api/v1/streams/${encodeURIComponent(this.getAttribute('stream'))}/tips`, { method: 'POST', body });
       this.status.className = 'ok';
       this.status.textContent = `Sent ${formatAmount(amount)}. Thank you!`;
       this.message.value = '';
@@ -620,7 +628,7 @@ class SwEarnings extends Base {
     this.chartEl = h('div', { class: 'chart', 'aria-label': 'Earnings over time', role: 'img' });
     this.note = h('p', { class: 'muted', role: 'status' });
     this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Earnings'), this.totals, this.chartEl, this.note));
-    this.stopAuth = onAuth(() => this.start());
+    this.stopAuth = this.watchAuth(() => this.start());
   }
 
   disconnectedCallback() {
@@ -633,11 +641,11 @@ class SwEarnings extends Base {
   async start() {
     this.socket?.close();
     clearInterval(this.timer);
-    const auth = currentAuth();
+    const auth = this.auth();
     if (!auth) { this.note.textContent = 'Sign in as the creator to see earnings.'; return; }
     try {
       // The chart starts where the stream did, at zero.
-      const stream = await request(`/api/v1/streams/${encodeURIComponent(this.getAttribute('stream'))}`);
+      const stream = await this.api(`/api/v1/streams/${encodeURIComponent(this.getAttribute('stream'))}`);
       if (stream.started_at && !this.points[0].length) {
         this.points[0].push(Date.parse(stream.started_at) / 1000);
         this.points[1].push(0);
@@ -645,7 +653,7 @@ class SwEarnings extends Base {
     } catch { /* the totals below say what is wrong */ }
     await this.refresh();
     const id = encodeURIComponent(this.getAttribute('stream'));
-    this.socket = new WebSocket(wsUrl('', `/api/v1/streams/${id}/events?token=${encodeURIComponent(auth.token)}`));
+    this.socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${id}/events?token=${encodeURIComponent(auth.token)}`));
     this.socket.onmessage = (m) => {
       const event = JSON.parse(m.data);
       if (event.type === 'earnings' || event.type === 'tip') this.refresh();
@@ -659,11 +667,11 @@ class SwEarnings extends Base {
     if (this.busy) return;
     this.busy = true;
     try {
-      const auth = currentAuth();
+      const auth = this.auth();
       const id = encodeURIComponent(this.getAttribute('stream'));
       const [stats, balances] = await Promise.all([
-        authed(`/api/v1/streams/${id}/stats`),
-        authed(`/api/v1/accounts/${auth.address}/balances`),
+        this.authed(`/api/v1/streams/${id}/stats`),
+        this.authed(`/api/v1/accounts/${auth.address}/balances`),
       ]);
       this.stats = stats;
       this.balances = balances;

@@ -22,8 +22,8 @@ export class PaymentStopped extends Error {
   }
 }
 
-function channelKey(address, payee) {
-  return `streamweave.channel:${address}:${payee}`;
+function channelKey(base, address, payee) {
+  return `streamweave.channel:${base ? `${base}:` : ''}${address}:${payee}`;
 }
 
 function randomSalt() {
@@ -37,7 +37,8 @@ function randomSalt() {
  * change of the meter: {channel, paidFrom, spent, deposit, redeemed, cap}.
  */
 export class StreamPayment {
-  constructor({ stream, auth, deposit, cap, onChange = () => {} }) {
+  constructor({ stream, auth, deposit, cap, base = '', onChange = () => {} }) {
+    this.base = base;
     this.stream = stream;
     this.auth = auth;
     this.depositWanted = BigInt(deposit);
@@ -50,11 +51,11 @@ export class StreamPayment {
 
   /** Opens (or reuses) the channel and starts a session; answers the session. */
   async start() {
-    this.config = await paymentsConfig();
+    this.config = await paymentsConfig(this.base);
     await this.ensureChannel();
     const body = { channel_id: this.channel.id };
     if (this.cap != null) body.max_spend = this.cap.toString();
-    this.session = await authed(`/api/v1/streams/${this.stream.id}/sessions`, { method: 'POST', body });
+    this.session = await this.authed(`/api/v1/streams/${this.stream.id}/sessions`, { method: 'POST', body });
     this.paidFrom = BigInt(this.session.paid_from);
     this.price = this.session.price;
     this.startedAt = performance.now();
@@ -63,11 +64,11 @@ export class StreamPayment {
   }
 
   async ensureChannel() {
-    const key = channelKey(this.auth.address, this.stream.owner);
+    const key = channelKey(this.base, this.auth.address, this.stream.owner);
     const saved = JSON.parse(localStorage.getItem(key) || 'null');
     if (saved) {
       try {
-        const channel = await authed(`/api/v1/channels/${saved.id}`);
+        const channel = await this.authed(`/api/v1/channels/${saved.id}`);
         const left = BigInt(channel.deposit) - BigInt(channel.redeemed);
         const expiresIn = Date.parse(channel.expires_at) - Date.now();
         if (channel.state === 'open' && left > 0n && expiresIn > 10 * 60_000) {
@@ -81,13 +82,17 @@ export class StreamPayment {
     }
     const signerKey = generatePrivateKey();
     const signer = privateKeyToAccount(signerKey);
-    const channel = await authed('/api/v1/channels', {
+    const channel = await this.authed('/api/v1/channels', {
       method: 'POST',
       body: { payee: this.stream.owner, deposit: this.depositWanted.toString(), signer: signer.address, salt: randomSalt() },
     });
     localStorage.setItem(key, JSON.stringify({ id: channel.id, signer_key: signerKey }));
     this.channel = channel;
     this.signer = signer;
+  }
+
+  authed(path, options = {}) {
+    return authed(path, { ...options, base: this.base });
   }
 
   snapshot() {
@@ -182,7 +187,7 @@ export class StreamPayment {
       primaryType: 'Voucher',
       message: { channelId: this.channel.id, cumulativeAmount: amount },
     });
-    const accepted = await authed(`/api/v1/channels/${this.channel.id}/vouchers`, {
+    const accepted = await this.authed(`/api/v1/channels/${this.channel.id}/vouchers`, {
       method: 'POST',
       body: { amount: amount.toString(), signature },
     });
@@ -193,14 +198,14 @@ export class StreamPayment {
   /** Adds `amount` to the channel's deposit from the available balance. */
   topUp(amount) {
     return this.serialize(async () => {
-      this.channel = await authed(`/api/v1/channels/${this.channel.id}/topup`, { method: 'POST', body: { amount: amount.toString() } });
+      this.channel = await this.authed(`/api/v1/channels/${this.channel.id}/topup`, { method: 'POST', body: { amount: amount.toString() } });
       this.emit();
     });
   }
 
   async end() {
     if (!this.session) return;
-    try { await authed(`/api/v1/sessions/${this.session.id}`, { method: 'DELETE' }); } catch { /* gone already */ }
+    try { await this.authed(`/api/v1/sessions/${this.session.id}`, { method: 'DELETE' }); } catch { /* gone already */ }
   }
 
   serialize(fn) {

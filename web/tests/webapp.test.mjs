@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -164,7 +165,8 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
     await home.goto(`${base}/`);
     await home.locator(`a.card[data-stream="${stream.id}"]`, { hasText: '0.06 USDC/min' }).waitFor({ timeout: 10_000 });
     await home.locator(`a.card[data-stream="${free.id}"]`).waitFor();
-    await home.waitForTimeout(1500);
+    // Thumbnails: frames of the live streams, made by ffmpeg on the server.
+    await home.waitForFunction(() => [...document.querySelectorAll('a.card img')].filter((i) => i.complete && i.naturalWidth === 320).length === 2, null, { timeout: 20_000, polling: 500 });
     await home.screenshot({ path: join(results, 'discover.png') });
     await home.locator('input[name=q]').fill('jazz');
     await home.locator('input[name=q]').press('Enter');
@@ -180,6 +182,29 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
     await phone.goto(`${base}/watch/${free.id}`);
     await phone.waitForFunction(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video').currentTime > 1, null, { timeout: 60_000, polling: 500 });
     await phone.screenshot({ path: join(results, 'phone.png') });
+
+    // 8. Another site embeds the paid stream with two lines of HTML, and its
+    // visitor pays from there (the API answers any origin).
+    const embedSite = createServer((_req, res) => {
+      res.setHeader('content-type', 'text/html');
+      res.end(`<!doctype html><title>A fan site</title><h1>Our favourite stream</h1>
+<script type="module" src="${base}/assets/streamweave.js"></script>
+<sw-player stream="${stream.id}" server="${base}"></sw-player>`);
+    });
+    await new Promise((resolve) => embedSite.listen(0, '127.0.0.1', resolve));
+    try {
+      const fan = await newPage();
+      await fan.goto(`http://localhost:${embedSite.address().port}/`);
+      await fan.locator('sw-player [data-action=demo-wallet]').click();
+      await fan.locator('sw-player [data-action=start]').click({ timeout: 30_000 });
+      await fan.waitForFunction(() => document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime > 4, null, { timeout: 60_000, polling: 500 });
+      const fanAuth = await fan.evaluate((key) => JSON.parse(localStorage.getItem(key)), `streamweave.auth:${base}`);
+      const fanBalances = await api(base, `/api/v1/accounts/${fanAuth.address}/balances`, { token: fanAuth.token });
+      assert.ok(BigInt(fanBalances.escrowed) > 0n, 'the embedded player opened a channel');
+      await fan.screenshot({ path: join(results, 'embed.png') });
+    } finally {
+      embedSite.close();
+    }
 
     assert.deepEqual(errors, [], 'no script errors');
   } finally {

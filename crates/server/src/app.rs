@@ -197,6 +197,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         events,
         stats: stats.clone(),
         chat: Arc::new(crate::chat::ChatRooms::default()),
+        thumbnails: Arc::new(http::thumbnails::Thumbnails::default()),
     };
     let router = http::router(state.clone());
     info!(

@@ -11,6 +11,7 @@ pub mod problem;
 mod ranges;
 mod sessions;
 mod streams;
+pub mod thumbnails;
 mod web;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub struct AppState {
     pub events: Arc<crate::events::Events>,
     pub stats: Arc<crate::stats::WatchStats>,
     pub chat: Arc<crate::chat::ChatRooms>,
+    pub thumbnails: Arc<thumbnails::Thumbnails>,
 }
 
 #[derive(OpenApi)]
@@ -84,6 +86,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(accounts::routes())
         .merge(sessions::routes())
         .merge(chat::routes())
+        .merge(thumbnails::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.
