@@ -94,7 +94,7 @@ function authKey(base) {
 }
 
 function storage() {
-  try { return window.localStorage; } catch { return null; }
+  try { return globalThis.localStorage ?? null; } catch { return null; }
 }
 
 /** The account signed in to a server ('' = this page's): {address, token, expires_at, wallet} or null. */
@@ -122,7 +122,7 @@ function announce(base) {
   const auth = currentAuth(base);
   for (const listener of listeners) if (listener.base === base) listener.fn(auth);
 }
-window.addEventListener('storage', (event) => {
+globalThis.window?.addEventListener('storage', (event) => {
   for (const base of new Set([...listeners].map((l) => l.base))) {
     if (event.key === authKey(base)) announce(base);
   }
@@ -175,8 +175,8 @@ export async function signIn(kind, base = '') {
     address = account.address;
     signMessage = (message) => account.signMessage({ message });
   } else {
-    if (!window.ethereum) throw new Error('no browser wallet found (install one such as MetaMask)');
-    const wallet = createWalletClient({ transport: custom(window.ethereum) });
+    if (!globalThis.ethereum) throw new Error('no browser wallet found (install one such as MetaMask)');
+    const wallet = createWalletClient({ transport: custom(globalThis.ethereum) });
     [address] = await wallet.requestAddresses();
     if (!address) throw new Error('the wallet gave no account');
     signMessage = (message) => wallet.signMessage({ account: address, message });
