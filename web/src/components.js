@@ -163,11 +163,12 @@ class SwPlayer extends Base {
     this.viewersEl = h('span', { class: 'muted', 'data-viewers': '' });
     this.quality = h('select', { 'aria-label': 'Quality', onchange: () => { if (this.hls) this.hls.currentLevel = Number(this.quality.value); } }, h('option', { value: '-1' }, 'Auto'));
     this.liveButton = h('button', { class: 'secondary', onclick: () => this.goLive(), title: 'Jump to the live edge' }, 'Live edge');
+    this.topUpButton = h('button', { hidden: true, 'data-action': 'top-up', onclick: () => this.topUp() }, 'Top up 30 minutes');
     this.status = h('p', { role: 'status', class: 'muted', 'data-status': '' });
     this.meter = h('dl', { class: 'meter', hidden: true, 'aria-label': 'Payment meter' });
     this.body.append(
       h('div', { class: 'stage' }, this.video, this.overlay),
-      h('div', { class: 'bar' }, this.badge, this.viewersEl, h('span', { class: 'spacer' }), this.quality, this.liveButton),
+      h('div', { class: 'bar' }, this.badge, this.viewersEl, h('span', { class: 'spacer' }), this.topUpButton, this.quality, this.liveButton),
       this.status,
       this.meter,
     );
@@ -333,24 +334,35 @@ class SwPlayer extends Base {
       row('Channel deposit', 'deposit', formatAmount(m.deposit), m.deposit.toString()),
       row('Cap', 'cap', m.cap == null ? 'none' : formatAmount(m.cap), m.cap?.toString()),
     );
+    // Two minutes from the end of the deposit: offer a top-up before playback stops.
+    const low = m.deposit - m.redeemed < pricePerMinute(this.stream.price) * 2n;
+    this.topUpButton.hidden = !low;
+    if (low && this.state === 'playing') this.say('The channel\'s deposit is running low: top it up to keep watching.');
     this.dispatchEvent(new CustomEvent('sw-meter', { detail: m, bubbles: true, composed: true }));
+  }
+
+  async topUp() {
+    this.topUpButton.disabled = true;
+    try {
+      await this.payment.topUp(pricePerMinute(this.stream.price) * 30n);
+      if (this.state === 'funds') {
+        this.overlay.hidden = true;
+        this.setState('playing');
+        this.hls?.startLoad();
+        this.video.play().catch(() => {});
+      }
+      this.say('Topped up.', 'ok');
+    } catch (err) {
+      this.say(`Top-up failed: ${err.message}`, 'error');
+    }
+    this.topUpButton.disabled = false;
   }
 
   stopped(err) {
     const reason = err.reason;
     this.setState(reason);
     if (reason === 'funds') {
-      const topUp = h('button', {
-        onclick: async () => {
-          try {
-            await this.payment.topUp(pricePerMinute(this.stream.price) * 30n);
-            this.overlay.hidden = true;
-            this.setState('playing');
-            this.hls?.startLoad();
-            this.video.play().catch(() => {});
-          } catch (e) { this.say(e.message, 'error'); }
-        },
-      }, 'Top up 30 minutes');
+      const topUp = h('button', { onclick: () => this.topUp() }, 'Top up 30 minutes');
       this.overlayText('Out of funds', err.message, topUp);
     } else if (reason === 'cap') {
       this.overlayText('Spending cap reached', 'Playback stopped: this session spent the cap you set. Start again with a higher cap to keep watching.');

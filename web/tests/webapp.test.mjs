@@ -206,6 +206,41 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
       embedSite.close();
     }
 
+    // 9. A browser wallet (an EIP-1193 provider, as MetaMask injects; here
+    // backed by a key in this test) signs in through SIWE. Its small deposit
+    // runs out: the player says so, and a top-up resumes playback.
+    const walletAccount = privateKeyToAccount(generatePrivateKey());
+    await api(base, '/api/v1/dev/faucet', { method: 'POST', body: { address: walletAccount.address, amount: '5000000' } });
+    const injected = await newPage();
+    await injected.exposeFunction('testWalletSign', (hex) => walletAccount.signMessage({ message: { raw: hex } }));
+    await injected.addInitScript((address) => {
+      window.ethereum = {
+        async request({ method, params }) {
+          if (method === 'eth_requestAccounts' || method === 'eth_accounts') return [address];
+          if (method === 'personal_sign') return window.testWalletSign(params[0]);
+          throw new Error(`unsupported ${method}`);
+        },
+        on() {},
+        removeListener() {},
+      };
+    }, walletAccount.address);
+    await injected.goto(`${base}/watch/${stream.id}`);
+    await injected.locator('sw-player sw-wallet button', { hasText: 'Connect wallet' }).click();
+    await injected.locator('sw-player input[name=deposit]').fill('0.008', { timeout: 30_000 });
+    await injected.locator('sw-player [data-action=start]').click();
+    await injected.waitForFunction(() => document.querySelector('sw-player').getAttribute('state') === 'funds', null, { timeout: 60_000, polling: 250 });
+    await injected.locator('sw-player .overlay', { hasText: 'Out of funds' }).waitFor();
+    await injected.screenshot({ path: join(results, 'out-of-funds.png') });
+    await injected.locator('sw-player .overlay button', { hasText: 'Top up' }).click();
+    await injected.waitForFunction(() => document.querySelector('sw-player').getAttribute('state') === 'playing', null, { timeout: 10_000, polling: 250 });
+    const resumedAt = await videoTime(injected);
+    await injected.waitForFunction((t) => document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime > t + 3, resumedAt, { timeout: 60_000, polling: 500 });
+    const injectedAuth = await pageWallet(injected, payee);
+    assert.equal(injectedAuth.wallet, 'injected');
+    assert.equal(injectedAuth.address, walletAccount.address.toLowerCase());
+    const toppedUp = await api(base, `/api/v1/channels/${injectedAuth.channel}`, { token: injectedAuth.token });
+    assert.equal(toppedUp.deposit, (8000n + 1_800_000n).toString(), 'the deposit plus 30 minutes');
+
     assert.deepEqual(errors, [], 'no script errors');
   } finally {
     await browser?.close();

@@ -538,7 +538,11 @@ impl Db {
             crate::stats::ViewerDelta,
         )],
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads then writes, and a deferred one
+        // could not upgrade to a writer after another connection's commit
+        // (SQLITE_BUSY without waiting); taking the write lock first waits
+        // for it under the busy timeout instead.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for ((stream_id, viewer), delta) in batch {
             let viewer = format!("{viewer:#x}");
             let row = sqlx::query(
@@ -817,7 +821,7 @@ impl Db {
         .await?;
         let mut expired = Vec::with_capacity(due.len());
         for id in due {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             let roots: Vec<String> =
                 sqlx::query_scalar("SELECT root_cid FROM archives WHERE stream_id = ?")
                     .bind(&id)

@@ -178,6 +178,12 @@ mod tests {
             "/api/v1/accounts/{address}/transfers",
             "/api/v1/streams/{id}/sessions",
             "/play/{session}/{rendition}/{file}",
+            "/api/v1/streams/{id}/tips",
+            "/api/v1/streams/{id}/chat/messages",
+            "/api/v1/streams/{id}/chat/mutes/{address}",
+            "/api/v1/streams/{id}/thumbnail.jpg",
+            "/api/v1/accounts/{address}/channels",
+            "/api/v1/accounts/me/revenue-policy",
         ] {
             assert!(
                 doc.paths.paths.contains_key(path),
