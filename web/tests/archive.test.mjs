@@ -11,7 +11,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { startServer } from './support.mjs';
@@ -164,6 +164,33 @@ test('a recording is a Kubo-identical folder, a readable CAR and the same Piece 
     assert.match(bad.stderr, /corrupt: \/master\.m3u8: block \S+ does not hash to its CID/);
   } finally {
     child.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+});
+
+test('folders too large for one node shard as HAMTs exactly as ipfs-unixfs-importer does', { skip: !bin && 'set STREAMWEAVE_BIN to run' }, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'streamweave-hamt-'));
+  try {
+    // 7000 segment-like names (past the 256 KiB links-bytes threshold) next
+    // to a small folder and a playlist.
+    const folder = join(work, 'recording');
+    mkdirSync(join(folder, '720p'), { recursive: true });
+    mkdirSync(join(folder, 'audio'), { recursive: true });
+    for (let i = 0; i < 7000; i++) writeFileSync(join(folder, '720p', `${i}.m4s`), `segment ${i}\n`);
+    writeFileSync(join(folder, 'audio', '0.m4s'), 'audio\n');
+    writeFileSync(join(folder, 'master.m3u8'), '#EXTM3U\n');
+    const ours = run(['cid', folder]);
+    assert.equal(ours.code, 0, ours.stderr);
+    const source = filesUnder(folder).map((path) => ({ path: `recording/${relative(folder, path)}`, content: readFileSync(path) }));
+    let root;
+    for await (const entry of importer(source, { put: async (cid) => cid }, {
+      cidVersion: 1, rawLeaves: true, reduceSingleLeafToSelf: true,
+      chunker: fixedSize({ chunkSize: 262144 }), layout: balanced({ maxChildrenPerNode: 174 }),
+    })) {
+      if (entry.path === 'recording') root = entry.cid.toString();
+    }
+    assert.equal(ours.stdout.trim(), root);
+  } finally {
     rmSync(work, { recursive: true, force: true });
   }
 });

@@ -100,22 +100,36 @@ pub fn write_car_scoped<W: Write, B: AsRef<[u8]>>(
         }
     }
     let mut stack = vec![*target];
+    // Entity scope: the target and, for a HAMT directory, its sub-shards
+    // (needed to list it) are the directory's own nodes; entries are not.
+    let mut entity_nodes = HashSet::from([*target]);
     while let Some(cid) = stack.pop() {
         if !seen.insert(cid) {
             continue;
         }
         let data = get(&cid)?;
         let data = data.as_ref();
-        let descend = match scope {
-            DagScope::All => true,
-            DagScope::Block => false,
-            DagScope::Entity => cid != *target || !is_directory(&cid, data),
+        let (descend, only_shards) = match scope {
+            DagScope::All => (true, false),
+            DagScope::Block => (false, false),
+            DagScope::Entity if entity_nodes.contains(&cid) => match unixfs_kind(&cid, data) {
+                Some(pb::UnixFsType::Directory) => (false, false),
+                Some(pb::UnixFsType::HamtShard) => (true, true),
+                _ => (true, false),
+            },
+            DagScope::Entity => (true, false),
         };
         if descend && cid.codec() == DAG_PB_CODEC {
             let node = pb::decode_node(data)?;
             for link in node.links.iter().rev() {
+                if only_shards && !crate::hamt::is_shard_link(&link.name) {
+                    continue;
+                }
                 let child = Cid::try_from(link.hash.as_slice())
                     .map_err(|_| CasError::Malformed("a link that is not a CID"))?;
+                if only_shards {
+                    entity_nodes.insert(child);
+                }
                 stack.push(child);
             }
         }
@@ -124,18 +138,16 @@ pub fn write_car_scoped<W: Write, B: AsRef<[u8]>>(
     Ok(written)
 }
 
-fn is_directory(cid: &Cid, data: &[u8]) -> bool {
-    cid.codec() == DAG_PB_CODEC
-        && pb::decode_node(data)
-            .ok()
-            .and_then(|node| node.data)
-            .and_then(|unixfs| pb::decode_unixfs(&unixfs).ok())
-            .is_some_and(|unixfs| {
-                matches!(
-                    unixfs.kind,
-                    pb::UnixFsType::Directory | pb::UnixFsType::HamtShard
-                )
-            })
+/// The UnixFS type of a dag-pb block (`None` for other codecs or no UnixFS data).
+fn unixfs_kind(cid: &Cid, data: &[u8]) -> Option<pb::UnixFsType> {
+    if cid.codec() != DAG_PB_CODEC {
+        return None;
+    }
+    pb::decode_node(data)
+        .ok()
+        .and_then(|node| node.data)
+        .and_then(|unixfs| pb::decode_unixfs(&unixfs).ok())
+        .map(|unixfs| unixfs.kind)
 }
 
 /// A CAR read back: its roots, and its blocks in file order.
@@ -336,5 +348,45 @@ mod tests {
             &mut Vec::new(),
         );
         assert!(matches!(missing, Err(CasError::MissingBlock(_))));
+    }
+
+    #[test]
+    fn the_entity_of_a_sharded_directory_is_its_shards() {
+        use crate::dag::file_cid;
+        use crate::dir::{DirEntry, build_directory};
+        let entries: Vec<DirEntry> = (0..7000)
+            .map(|i| {
+                let body = format!("{i}\n");
+                DirEntry {
+                    name: format!("{i}.m4s"),
+                    cid: file_cid(body.as_bytes()),
+                    tsize: body.len() as u64,
+                }
+            })
+            .collect();
+        let dir = build_directory(entries).expect("sharded");
+        assert!(!dir.shards.is_empty());
+        let blocks: std::collections::HashMap<Cid, Vec<u8>> = dir
+            .shards
+            .iter()
+            .chain(std::iter::once(&dir.block))
+            .map(|b| (b.cid, b.data.to_vec()))
+            .collect();
+        let mut out = Vec::new();
+        write_car_scoped(
+            &dir.block.cid,
+            &[],
+            &dir.block.cid,
+            DagScope::Entity,
+            |cid| blocks.get(cid).cloned().ok_or(CasError::MissingBlock(*cid)),
+            &mut out,
+        )
+        .expect("only shard blocks are asked for");
+        let car = read_car(&out).expect("car");
+        assert_eq!(
+            car.blocks.len(),
+            dir.shards.len() + 1,
+            "root and every sub-shard, no entries"
+        );
     }
 }

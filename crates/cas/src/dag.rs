@@ -117,6 +117,8 @@ fn parent_of(children: Vec<Subtree>, blocks: &mut Vec<Block>) -> Subtree {
         data: None,
         filesize: Some(filesize),
         blocksizes: children.iter().map(|c| c.filesize).collect(),
+        hash_type: None,
+        fanout: None,
     });
     let node = PbNode {
         links: children

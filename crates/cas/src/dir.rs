@@ -10,7 +10,7 @@ use crate::dag::{Block, DAG_PB_CODEC, block_cid};
 use crate::pb::{self, PbLink, PbNode, UnixFsData, UnixFsType};
 
 /// Kubo shards a directory (HAMT) once the names and CIDs of its links add up
-/// to more than this; a basic directory node is only right below it.
+/// to more than this; a basic directory node is only right at or below it.
 pub const SHARDING_THRESHOLD_BYTES: usize = 256 * 1024;
 
 /// One entry of a directory: a name and the DAG it names.
@@ -27,13 +27,16 @@ pub struct DirEntry {
 /// A directory node, its CID and cumulative size.
 #[derive(Debug, Clone)]
 pub struct Directory {
-    /// The node.
+    /// The node (for a sharded directory, its root shard).
     pub block: Block,
+    /// A sharded directory's other shard nodes (empty for a basic one).
+    pub shards: Vec<Block>,
     /// The node's size plus every entry's `tsize`.
     pub tsize: u64,
 }
 
-/// Builds a basic (unsharded) directory node from its entries.
+/// Builds a directory from its entries: one basic node, or a HAMT of shard
+/// nodes once the entries pass Kubo's threshold (see [`crate::hamt`]).
 pub fn build_directory(mut entries: Vec<DirEntry>) -> Result<Directory, CasError> {
     entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     if entries.windows(2).any(|w| w[0].name == w[1].name) {
@@ -53,7 +56,7 @@ pub fn build_directory(mut entries: Vec<DirEntry>) -> Result<Directory, CasError
         .map(|e| e.name.len() + e.cid.encoded_len())
         .sum();
     if estimate > SHARDING_THRESHOLD_BYTES {
-        return Err(CasError::DirectoryTooLarge(entries.len()));
+        return crate::hamt::build_sharded(&entries);
     }
     let node = PbNode {
         links: entries
@@ -69,6 +72,8 @@ pub fn build_directory(mut entries: Vec<DirEntry>) -> Result<Directory, CasError
             data: None,
             filesize: None,
             blocksizes: Vec::new(),
+            hash_type: None,
+            fanout: None,
         })),
     };
     let encoded = pb::encode_node(&node);
@@ -79,6 +84,7 @@ pub fn build_directory(mut entries: Vec<DirEntry>) -> Result<Directory, CasError
             cid,
             data: Bytes::from(encoded),
         },
+        shards: Vec::new(),
         tsize,
     })
 }

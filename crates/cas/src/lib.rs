@@ -10,6 +10,7 @@ mod blockstore;
 mod car;
 mod dag;
 mod dir;
+mod hamt;
 mod pb;
 mod piece;
 
@@ -21,6 +22,7 @@ pub use dag::{
     build_file_dag, build_file_dag_shared, file_cid,
 };
 pub use dir::{DirEntry, Directory, SHARDING_THRESHOLD_BYTES, build_directory, dag_tsize};
+pub use hamt::{HAMT_FANOUT, Step, is_shard_link, lookup_step, name_hash};
 pub use pb::{PbLink, PbNode, UnixFsData, UnixFsType, decode_unixfs};
 pub use piece::{PieceCommitment, PieceHasher};
 
@@ -46,9 +48,6 @@ pub enum CasError {
     /// A DAG that is not a UnixFS file.
     #[error("{0} is not a file")]
     NotAFile(Cid),
-    /// A directory Kubo would shard (HAMT), which is not built here.
-    #[error("a directory of {0} entries needs HAMT sharding, which is not supported")]
-    DirectoryTooLarge(usize),
     /// The disk.
     #[error("blockstore I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -53,6 +53,10 @@ pub struct UnixFsData {
     pub filesize: Option<u64>,
     /// File size below each link, in link order.
     pub blocksizes: Vec<u64>,
+    /// HAMT shards: the hash function's multicodec (0x22, murmur3-x64-64).
+    pub hash_type: Option<u64>,
+    /// HAMT shards: buckets per node.
+    pub fanout: Option<u64>,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {
@@ -94,6 +98,12 @@ pub fn encode_unixfs(data: &UnixFsData) -> Vec<u8> {
     }
     for size in &data.blocksizes {
         put_uint(&mut out, 4, *size);
+    }
+    if let Some(hash_type) = data.hash_type {
+        put_uint(&mut out, 5, hash_type);
+    }
+    if let Some(fanout) = data.fanout {
+        put_uint(&mut out, 6, fanout);
     }
     out
 }
@@ -240,6 +250,8 @@ pub fn decode_unixfs(bytes: &[u8]) -> Result<UnixFsData, CasError> {
         data: None,
         filesize: None,
         blocksizes: Vec::new(),
+        hash_type: None,
+        fanout: None,
     };
     while let Some((number, value)) = reader.field()? {
         match (number, value) {
@@ -257,6 +269,8 @@ pub fn decode_unixfs(bytes: &[u8]) -> Result<UnixFsData, CasError> {
             (2, Value::Bytes(inline)) => data.data = Some(inline.to_vec()),
             (3, Value::Varint(size)) => data.filesize = Some(size),
             (4, Value::Varint(size)) => data.blocksizes.push(size),
+            (5, Value::Varint(hash_type)) => data.hash_type = Some(hash_type),
+            (6, Value::Varint(fanout)) => data.fanout = Some(fanout),
             (4, Value::Bytes(packed)) => {
                 let mut packed = Reader::new(packed);
                 while packed.position < packed.bytes.len() {
@@ -287,6 +301,8 @@ mod tests {
                 data: None,
                 filesize: Some(262_144),
                 blocksizes: vec![262_144],
+                hash_type: None,
+                fanout: None,
             })),
         };
         let encoded = encode_node(&node);

@@ -150,6 +150,11 @@ pub async fn build_root(
         )?);
         let directory =
             build_directory(entries).with_context(|| format!("rendition {}", rendition.name))?;
+        // A long recording's folder is a HAMT: its shard nodes are blocks too.
+        for shard in &directory.shards {
+            blockstore.put_block(&shard.cid, &shard.data)?;
+            added.push(shard.cid);
+        }
         blockstore.put_block(&directory.block.cid, &directory.block.data)?;
         added.push(directory.block.cid);
         root_entries.push(DirEntry {
@@ -166,6 +171,10 @@ pub async fn build_root(
         &mut added,
     )?);
     let root = build_directory(root_entries)?;
+    for shard in &root.shards {
+        blockstore.put_block(&shard.cid, &shard.data)?;
+        added.push(shard.cid);
+    }
     blockstore.put_block(&root.block.cid, &root.block.data)?;
     Ok(BuiltArchive {
         root: root.block.cid,

@@ -264,6 +264,9 @@ pub fn archive_throughput(minutes: u64) -> Value {
             cid: directory.block.cid,
             tsize: directory.tsize,
         });
+        for shard in directory.shards {
+            blocks.insert(shard.cid, shard.data);
+        }
         blocks.insert(directory.block.cid, directory.block.data);
     }
     let root = build_directory(root_entries).expect("the root directory");

@@ -198,9 +198,10 @@ enum Command {
     Serve(config::ServeArgs),
     /// Run the platform in dev mode with a live test stream.
     Demo(config::ServeArgs),
-    /// Print the CID `ipfs add --cid-version=1` gives a file.
+    /// Print the CID `ipfs add --cid-version=1` gives a file, or `ipfs add
+    /// -r --cid-version=1` a folder (large folders as HAMT shards, as Kubo).
     Cid {
-        /// The file.
+        /// The file or folder.
         file: PathBuf,
     },
     /// Print the OpenAPI document of the HTTP API.
@@ -304,12 +305,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CID and cumulative size of a file or folder, as `ipfs add -r
+/// --cid-version=1` (hidden files included, symlinks refused).
+fn path_cid(path: &std::path::Path) -> anyhow::Result<(streamweave_cas::Cid, u64)> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        anyhow::bail!(
+            "{} is a symbolic link, which is not supported",
+            path.display()
+        );
+    }
+    if meta.is_file() {
+        let bytes = std::fs::read(path)
+            .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", path.display()))?;
+        let dag = streamweave_cas::build_file_dag(&bytes);
+        let tsize = dag.blocks.iter().map(|b| b.data.len() as u64).sum();
+        return Ok((dag.root, tsize));
+    }
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(path)
+        .map_err(|err| anyhow::anyhow!("cannot list {}: {err}", path.display()))?
+    {
+        let entry = entry?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("a name in {} is not UTF-8", path.display()))?;
+        let (cid, tsize) = path_cid(&entry.path())?;
+        entries.push(streamweave_cas::DirEntry { name, cid, tsize });
+    }
+    let directory = streamweave_cas::build_directory(entries)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    Ok((directory.block.cid, directory.tsize))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cid { file } => {
-            let bytes = std::fs::read(&file)
-                .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", file.display()))?;
-            println!("{}", streamweave_cas::file_cid(&bytes));
+            let (cid, _) = path_cid(&file)?;
+            println!("{cid}");
             Ok(())
         }
         Command::Openapi => {

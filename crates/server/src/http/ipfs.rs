@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use streamweave_cas::{CasError, Cid, DagScope, UnixFsType};
+use streamweave_cas::{CasError, Cid, DagScope, Step, UnixFsType};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -198,25 +198,28 @@ async fn serve(
     let mut walked = Vec::with_capacity(segments.len());
     let mut target = root;
     for name in &segments {
-        let block = block_of(state, &target)?;
-        let node = streamweave_cas::decode_dag_pb(&block)
-            .map_err(|_| ApiError::not_found(format!("{target} is not a directory")))?;
-        let is_directory = node
-            .data
-            .as_deref()
-            .and_then(|d| streamweave_cas::decode_unixfs(d).ok())
-            .is_some_and(|d| d.kind == UnixFsType::Directory);
-        if !is_directory {
-            return Err(ApiError::not_found(format!("{target} is not a directory")));
-        }
-        let link = node
-            .links
-            .iter()
-            .find(|l| l.name == *name)
-            .ok_or_else(|| ApiError::not_found(format!("no {name:?} in {target}")))?;
-        walked.push(target);
-        target = Cid::try_from(link.hash.as_slice())
-            .map_err(|_| ApiError::not_found("a link that is not a CID"))?;
+        // A directory is one node, or (HAMT) a root shard and sub-shards,
+        // each walked node listed so a CAR lets the client verify the path.
+        let directory = target;
+        let mut depth = 0;
+        target = loop {
+            let block = block_of(state, &target)?;
+            let node = streamweave_cas::decode_dag_pb(&block)
+                .map_err(|_| ApiError::not_found(format!("{directory} is not a directory")))?;
+            let step = streamweave_cas::lookup_step(&node, name, depth)
+                .map_err(|_| ApiError::not_found(format!("{directory} is not a directory")))?;
+            walked.push(target);
+            match step {
+                Step::Found(cid) => break cid,
+                Step::Shard(next) => {
+                    target = next;
+                    depth += 1;
+                }
+                Step::Missing => {
+                    return Err(ApiError::not_found(format!("no {name:?} in {directory}")));
+                }
+            }
+        };
     }
     let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
     let etag = HeaderValue::from_str(&format!("\"{target}\"")).ok();
