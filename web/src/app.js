@@ -39,7 +39,7 @@ function card(stream) {
         h('span', { class: 'muted' }, stream.owner ? shortAddress(stream.owner) : 'StreamWeave'),
         h('span', { class: 'card-meta' },
           h('span', {}, priceText(stream)),
-          stream.state === 'live' && stream.access === 'per_second' ? h('span', {}, `${stream.viewers} watching`) : null,
+          stream.state === 'live' ? h('span', {}, `${stream.viewers} watching`) : null,
           stream.category ? h('span', { class: 'chip' }, stream.category) : null))));
 }
 

@@ -146,6 +146,7 @@ class SwPlayer extends Base {
     this.teardown();
     this.stopAuth?.();
     this.events?.close();
+    clearInterval(this.poll);
   }
 
   attributeChangedCallback(_name, old, value) {
@@ -215,6 +216,15 @@ class SwPlayer extends Base {
     }
     this.showBadge(this.stream.state);
     this.listen();
+    if (!this.isPaid()) {
+      // Free streams have no sessions to push a count: read it now and then.
+      const show = () => { if (this.stream.state === 'live') this.viewersEl.textContent = `${this.stream.viewers} watching`; };
+      show();
+      clearInterval(this.poll);
+      this.poll = setInterval(async () => {
+        try { this.stream = { ...this.stream, ...(await this.api(`/api/v1/streams/${this.stream.id}`)) }; show(); } catch { /* next time */ }
+      }, 15_000);
+    }
     // `preview`: the creator watches their own paid stream without paying.
     if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
     else this.startFree();

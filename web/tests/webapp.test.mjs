@@ -182,6 +182,8 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
     await phone.goto(`${base}/watch/${free.id}`);
     await phone.waitForFunction(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video').currentTime > 1, null, { timeout: 60_000, polling: 500 });
     await phone.screenshot({ path: join(results, 'phone.png') });
+    // A free stream counts its viewers by who fetches its playlists.
+    assert.ok((await api(base, `/api/v1/streams/${free.id}`)).viewers >= 1, 'the phone watching the free stream is counted');
 
     // 8. Another site embeds the paid stream with two lines of HTML, and its
     // visitor pays from there (the API answers any origin).

@@ -198,6 +198,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         stats: stats.clone(),
         chat: Arc::new(crate::chat::ChatRooms::default()),
         thumbnails: Arc::new(http::thumbnails::Thumbnails::default()),
+        audience: Arc::new(crate::audience::Audience::default()),
     };
     let router = http::router(state.clone());
     info!(
@@ -208,10 +209,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         "serving"
     );
     let task = tokio::spawn(async move {
-        let served = axum::serve(http_listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server");
+        let served = axum::serve(
+            http_listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server");
         if let Err(err) = stats.flush().await {
             tracing::warn!(%err, "writing watch statistics at shutdown failed");
         }

@@ -2,6 +2,7 @@
 
 mod app;
 mod archive;
+mod audience;
 mod bench;
 mod chat;
 mod config;

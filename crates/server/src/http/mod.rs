@@ -50,6 +50,7 @@ pub struct AppState {
     pub stats: Arc<crate::stats::WatchStats>,
     pub chat: Arc<crate::chat::ChatRooms>,
     pub thumbnails: Arc<thumbnails::Thumbnails>,
+    pub audience: Arc<crate::audience::Audience>,
 }
 
 #[derive(OpenApi)]

@@ -1,7 +1,10 @@
 //! `/live/{id}/...`: a stream's HLS as any player reads it: the master
 //! playlist, per-rendition media playlists, init files and segments.
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -121,9 +124,25 @@ async fn master_playlist(
 async fn rendition_file(
     State(state): State<AppState>,
     caller: Option<Caller>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path((id, rendition, file)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // A free live stream's viewers: whoever keeps fetching its playlists.
+    if file == "index.m3u8"
+        && let Some(Extension(ConnectInfo(address))) = peer
+        && let Ok(media) = stream_media(&state, &id).await
+    {
+        let counted = {
+            let media = read_lock!(media);
+            !media.paid && media.state == StreamState::Live
+        };
+        if counted {
+            state
+                .audience
+                .saw(&id, address.ip(), crate::model::now_ms());
+        }
+    }
     // A paid stream's creator (and admins) preview it without paying.
     let free_pass = |_: u64, _: u32| Ok(());
     let mut gate: Option<&(dyn Fn(u64, u32) -> Result<(), ApiError> + Sync)> = None;

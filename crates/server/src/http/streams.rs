@@ -265,7 +265,8 @@ pub struct StreamView {
     pub description: String,
     pub category: Option<String>,
     pub tags: Vec<String>,
-    /// Paying sessions watching now.
+    /// Watching now: paying sessions, or for a free stream the distinct
+    /// addresses that fetched its playlists in the last 15 s.
     pub viewers: usize,
 }
 
@@ -310,7 +311,10 @@ fn view(state: &AppState, stream: &StreamRecord, renditions: Vec<RenditionRecord
         description: stream.description.clone(),
         category: stream.category.clone(),
         tags: stream.tags.clone(),
-        viewers: state.sessions.viewers(&stream.id, now_ms()),
+        viewers: match stream.access {
+            AccessMode::Free => state.audience.count(&stream.id, now_ms()),
+            AccessMode::PerSecond => state.sessions.viewers(&stream.id, now_ms()),
+        },
     }
 }
 
