@@ -175,6 +175,58 @@ pub fn lookup_step(node: &PbNode, name: &str, depth: usize) -> Result<Step, CasE
     }
 }
 
+/// Why a path does not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    /// A component's parent is not a directory.
+    #[error("{0} is not a directory")]
+    NotADirectory(Cid),
+    /// No entry of that name.
+    #[error("no {name:?} in {directory}")]
+    Missing { name: String, directory: Cid },
+    /// Reading a block failed.
+    #[error(transparent)]
+    Block(CasError),
+}
+
+/// Resolves `names` from `root` through basic and HAMT directories. Answers
+/// every node walked (directories and shards, in order; for a CAR that lets
+/// a client verify the path) and the target.
+pub fn resolve_path<B: AsRef<[u8]>>(
+    root: Cid,
+    names: &[&str],
+    mut get: impl FnMut(&Cid) -> Result<B, CasError>,
+) -> Result<(Vec<Cid>, Cid), PathError> {
+    let mut walked = Vec::new();
+    let mut target = root;
+    for name in names {
+        let directory = target;
+        let mut depth = 0;
+        target = loop {
+            let block = get(&target).map_err(PathError::Block)?;
+            let node =
+                pb::decode_node(block.as_ref()).map_err(|_| PathError::NotADirectory(directory))?;
+            let step =
+                lookup_step(&node, name, depth).map_err(|_| PathError::NotADirectory(directory))?;
+            walked.push(target);
+            match step {
+                Step::Found(cid) => break cid,
+                Step::Shard(next) => {
+                    target = next;
+                    depth += 1;
+                }
+                Step::Missing => {
+                    return Err(PathError::Missing {
+                        name: (*name).to_string(),
+                        directory,
+                    });
+                }
+            }
+        };
+    }
+    Ok((walked, target))
+}
+
 /// Whether a link of a HAMT shard names a sub-shard (a bare bucket prefix).
 pub fn is_shard_link(name: &str) -> bool {
     name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
@@ -260,6 +312,49 @@ mod tests {
             assert_eq!(dir.block.cid.to_string(), cid, "{count} entries");
             assert_eq!(dir.tsize, tsize, "{count} entries");
         }
+    }
+
+    #[test]
+    fn paths_resolve_through_basic_and_sharded_directories() {
+        let sharded = build_directory(entries(6000)).expect("sharded");
+        let top = build_directory(vec![DirEntry {
+            name: "720p".into(),
+            cid: sharded.block.cid,
+            tsize: sharded.tsize,
+        }])
+        .expect("basic");
+        let blocks: std::collections::HashMap<Cid, Bytes> = sharded
+            .shards
+            .iter()
+            .chain([&sharded.block, &top.block])
+            .map(|b| (b.cid, b.data.clone()))
+            .collect();
+        let get = |cid: &Cid| blocks.get(cid).cloned().ok_or(CasError::MissingBlock(*cid));
+        let wanted = &entries(6000)[4321];
+        let (walked, target) =
+            resolve_path(top.block.cid, &["720p", &wanted.name], get).expect("resolves");
+        assert_eq!(target, wanted.cid);
+        assert_eq!(walked[0], top.block.cid);
+        assert_eq!(walked[1], sharded.block.cid);
+        assert!(
+            walked.len() >= 2,
+            "the top folder, the root shard, any sub-shards"
+        );
+        assert!(
+            walked[2..]
+                .iter()
+                .all(|c| sharded.shards.iter().any(|s| s.cid == *c))
+        );
+        assert!(matches!(
+            resolve_path(top.block.cid, &["720p", "nope.m4s"], get),
+            Err(PathError::Missing { name, directory })
+                if name == "nope.m4s" && directory == sharded.block.cid
+        ));
+        // The file's own block is not in this map: the walk asks for it.
+        assert!(matches!(
+            resolve_path(top.block.cid, &["720p", &wanted.name, "deeper"], get),
+            Err(PathError::Block(CasError::MissingBlock(cid))) if cid == wanted.cid
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use dag::{
     build_file_dag, build_file_dag_shared, file_cid,
 };
 pub use dir::{DirEntry, Directory, SHARDING_THRESHOLD_BYTES, build_directory, dag_tsize};
-pub use hamt::{HAMT_FANOUT, Step, is_shard_link, lookup_step, name_hash};
+pub use hamt::{HAMT_FANOUT, PathError, Step, is_shard_link, lookup_step, name_hash, resolve_path};
 pub use pb::{PbLink, PbNode, UnixFsData, UnixFsType, decode_unixfs};
 pub use piece::{PieceCommitment, PieceHasher};
 

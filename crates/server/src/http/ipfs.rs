@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use streamweave_cas::{CasError, Cid, DagScope, Step, UnixFsType};
+use streamweave_cas::{CasError, Cid, DagScope, PathError, UnixFsType};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -195,32 +195,22 @@ async fn serve(
     if segments.len() > MAX_PATH_SEGMENTS {
         return Err(ApiError::bad_request("path too deep"));
     }
-    let mut walked = Vec::with_capacity(segments.len());
-    let mut target = root;
-    for name in &segments {
-        // A directory is one node, or (HAMT) a root shard and sub-shards,
-        // each walked node listed so a CAR lets the client verify the path.
-        let directory = target;
-        let mut depth = 0;
-        target = loop {
-            let block = block_of(state, &target)?;
-            let node = streamweave_cas::decode_dag_pb(&block)
-                .map_err(|_| ApiError::not_found(format!("{directory} is not a directory")))?;
-            let step = streamweave_cas::lookup_step(&node, name, depth)
-                .map_err(|_| ApiError::not_found(format!("{directory} is not a directory")))?;
-            walked.push(target);
-            match step {
-                Step::Found(cid) => break cid,
-                Step::Shard(next) => {
-                    target = next;
-                    depth += 1;
-                }
-                Step::Missing => {
-                    return Err(ApiError::not_found(format!("no {name:?} in {directory}")));
-                }
-            }
-        };
-    }
+    let (walked, target) = streamweave_cas::resolve_path(root, &segments, |cid| {
+        state
+            .blockstore
+            .get_block(cid)?
+            .ok_or(CasError::MissingBlock(*cid))
+    })
+    .map_err(|err| match err {
+        PathError::NotADirectory(cid) => ApiError::not_found(format!("{cid} is not a directory")),
+        PathError::Missing { name, directory } => {
+            ApiError::not_found(format!("no {name:?} in {directory}"))
+        }
+        PathError::Block(CasError::MissingBlock(cid)) => {
+            ApiError::not_found(format!("block {cid} is not stored here"))
+        }
+        PathError::Block(err) => ApiError::from(anyhow::Error::from(err)),
+    })?;
     let immutable = HeaderValue::from_static("public, max-age=31536000, immutable");
     let etag = HeaderValue::from_str(&format!("\"{target}\"")).ok();
     match format {
