@@ -199,6 +199,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         chat: Arc::new(crate::chat::ChatRooms::default()),
         thumbnails: Arc::new(http::thumbnails::Thumbnails::default()),
         audience: Arc::new(crate::audience::Audience::default()),
+        sockets: Arc::new(tokio::sync::Semaphore::new(http::MAX_OPEN_SOCKETS)),
     };
     let router = http::router(state.clone());
     info!(

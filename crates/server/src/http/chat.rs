@@ -425,11 +425,15 @@ pub async fn chat_socket(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let stream = find_stream(&state, &id).await?;
+    let permit = super::socket_permit(&state)?;
     let receiver = state.chat.subscribe(&stream.id);
     let history = state.db.chat_history(&stream.id, HISTORY_LEN).await?;
     Ok(upgrade
         .max_message_size(4096)
-        .on_upgrade(move |socket| room(socket, state, stream.id, receiver, history)))
+        .on_upgrade(move |socket| async move {
+            room(socket, state, stream.id, receiver, history).await;
+            drop(permit);
+        }))
 }
 
 async fn room(

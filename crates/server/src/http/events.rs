@@ -57,9 +57,13 @@ pub async fn stream_events(
             count: state.sessions.viewers(&id, now_ms()),
         },
     ];
+    let permit = super::socket_permit(&state)?;
     Ok(upgrade
         .max_message_size(4096)
-        .on_upgrade(move |socket| forward(socket, receiver, first, owner_view)))
+        .on_upgrade(move |socket| async move {
+            forward(socket, receiver, first, owner_view).await;
+            drop(permit);
+        }))
 }
 
 async fn forward(

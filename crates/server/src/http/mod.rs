@@ -34,6 +34,22 @@ use crate::payments::Payments;
 
 /// Largest JSON body the API reads.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+/// WebSockets (events and chat) open at once; more are refused with 503.
+pub const MAX_OPEN_SOCKETS: usize = 10_000;
+
+/// A place among the open WebSockets, held for the socket's life.
+pub(crate) fn socket_permit(
+    state: &AppState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, problem::ApiError> {
+    state.sockets.clone().try_acquire_owned().map_err(|_| {
+        problem::ApiError::custom(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-sockets",
+            "Too many connections",
+            "the server holds as many WebSockets as it allows; try again later",
+        )
+    })
+}
 
 /// Shared state of all handlers.
 #[derive(Clone)]
@@ -51,6 +67,8 @@ pub struct AppState {
     pub chat: Arc<crate::chat::ChatRooms>,
     pub thumbnails: Arc<thumbnails::Thumbnails>,
     pub audience: Arc<crate::audience::Audience>,
+    /// Bounds the open WebSockets ([`MAX_OPEN_SOCKETS`]).
+    pub sockets: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(OpenApi)]
