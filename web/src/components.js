@@ -699,7 +699,7 @@ class SwEarnings extends Base {
       this.balances = balances;
       this.note.textContent = '';
       this.renderTotals();
-      this.plot(BigInt(stats.net));
+      this.plot(BigInt(stats.net) + BigInt(stats.tips_net ?? 0));
     } catch (err) {
       this.note.textContent = err.status === 403 || err.status === 404 ? 'Only the stream\'s creator sees its earnings.' : err.message;
     } finally {
@@ -715,6 +715,8 @@ class SwEarnings extends Base {
       row('Gross (viewers paid)', 'gross', s.gross),
       row('Your share', 'net', s.net),
       row('Platform fee', 'fee', s.platform_fee),
+      row('Tips', 'tips', s.tips_gross),
+      row('Your share of tips', 'tips-net', s.tips_net),
       row('Paid seconds', 'seconds', null, String(s.paid_viewer_seconds ?? 0)),
       row('Viewers now', 'viewers', null, String(this.viewers ?? s.viewers_now ?? 0)),
       row('Earned balance (all streams)', 'earned', this.balances.earned),
@@ -733,7 +735,7 @@ class SwEarnings extends Base {
         width, height: 180,
         // At least the last five minutes on the time axis.
         scales: { x: { time: true, range: (_u, min, max) => [Math.min(min, max - 300), max + 5] } },
-        series: [{}, { label: 'Your share (USDC)', stroke: '#7c9cff', fill: 'rgba(124,156,255,.15)' }],
+        series: [{}, { label: 'Earned from this stream (USDC)', stroke: '#7c9cff', fill: 'rgba(124,156,255,.15)' }],
         axes: [{ stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } }, { stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } }],
       }, this.points, this.chartEl);
     } else {

@@ -128,6 +128,8 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
     assert.equal(BigInt(balances.earned), BigInt(stats.net) + 485_000n);
     await studio.locator('sw-chat li', { hasText: 'hello from the viewer' }).waitFor({ timeout: 10_000 });
     await studio.locator('sw-chat [data-tip="500000"]').waitFor({ timeout: 10_000 });
+    await studio.locator('sw-earnings [data-earnings=tips][data-base-units="500000"]').waitFor({ timeout: 15_000 });
+    await studio.locator('sw-earnings [data-earnings=tips-net][data-base-units="485000"]').waitFor();
     await studio.locator('sw-player video').waitFor();
     await studio.waitForTimeout(2000);
     await studio.screenshot({ path: join(results, 'studio.png') });

@@ -87,6 +87,53 @@ fn stream_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StreamRecord, sqlx::
     })
 }
 
+/// Tips a stream received: how many, what they moved, the creator's share and
+/// the platform's fee (base units).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TipTotals {
+    pub tips: u64,
+    pub gross: streamweave_ledger::Amount,
+    pub creator: streamweave_ledger::Amount,
+    pub fee: streamweave_ledger::Amount,
+}
+
+impl TipTotals {
+    /// The sum of two totals; `None` on overflow.
+    pub fn plus(&self, other: &TipTotals) -> Option<TipTotals> {
+        Some(TipTotals {
+            tips: self.tips.checked_add(other.tips)?,
+            gross: streamweave_ledger::Amount(self.gross.0.checked_add(other.gross.0)?),
+            creator: streamweave_ledger::Amount(self.creator.0.checked_add(other.creator.0)?),
+            fee: streamweave_ledger::Amount(self.fee.0.checked_add(other.fee.0)?),
+        })
+    }
+}
+
+async fn tip_totals(
+    connection: &mut sqlx::SqliteConnection,
+    stream_id: &str,
+) -> Result<TipTotals, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT tips, gross, creator, fee FROM stream_tip_totals WHERE stream_id = ?")
+            .bind(stream_id)
+            .fetch_optional(connection)
+            .await?;
+    let Some(row) = row else {
+        return Ok(TipTotals::default());
+    };
+    let amount = |column: &str| -> Result<streamweave_ledger::Amount, sqlx::Error> {
+        row.try_get::<&str, _>(column)?
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    };
+    Ok(TipTotals {
+        tips: u64::try_from(row.try_get::<i64, _>("tips")?).unwrap_or(0),
+        gross: amount("gross")?,
+        creator: amount("creator")?,
+        fee: amount("fee")?,
+    })
+}
+
 /// Tags as stored: `,a,b,` (empty when none), so `instr(tags, ',a,')` finds one.
 fn stored_tags(tags: &[String]) -> String {
     if tags.is_empty() {
@@ -267,6 +314,56 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Counts a tip into its stream's totals, once per tip id; `false` when
+    /// it was counted before.
+    pub async fn add_tip(
+        &self,
+        tip_id: &str,
+        stream_id: &str,
+        tip: &TipTotals,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        // IMMEDIATE: read-then-write of the totals.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = sqlx::query(
+            "INSERT INTO stream_tips (tip_id, stream_id, created_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (tip_id) DO NOTHING",
+        )
+        .bind(tip_id)
+        .bind(stream_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(false);
+        }
+        let stored = tip_totals(&mut tx, stream_id).await?;
+        let sum = stored
+            .plus(tip)
+            .ok_or_else(|| sqlx::Error::Protocol("tip totals overflow".into()))?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO stream_tip_totals (stream_id, tips, gross, creator, fee) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(stream_id)
+        .bind(i64::try_from(sum.tips).unwrap_or(i64::MAX))
+        .bind(sum.gross.to_string())
+        .bind(sum.creator.to_string())
+        .bind(sum.fee.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A stream's tip totals (zero when never tipped).
+    pub async fn stream_tip_totals(&self, stream_id: &str) -> Result<TipTotals, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        tip_totals(&mut connection, stream_id).await
     }
 
     /// A room's last `limit` messages that are not deleted, oldest first.

@@ -316,6 +316,21 @@ async fn discovery_chat_and_tips() {
     )
     .await;
     assert_eq!(status, 400, "no tipping yourself");
+    let stats = client
+        .get(server.url(&format!("/api/v1/streams/{stream_id}/stats")))
+        .bearer_auth(&creator_token)
+        .send()
+        .await
+        .expect("stats")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(stats["tips"], 1, "the repeated tip counts once");
+    assert_eq!(stats["tips_gross"], "1000");
+    assert_eq!(
+        stats["tips_net"], "647",
+        "the creator's share with the leftover unit"
+    );
 
     // Muting: the account's messages go, and it cannot post.
     let status = client

@@ -343,6 +343,18 @@ async fn tip(
         })
         .unwrap_or_else(|| RevenuePolicy::sole(creator, state.settings.platform_fee_bps));
     let transfers = tip_transfers(&tip_id, payer, Address::ZERO, &policy, amount);
+    // What the creator receives exactly (their share, plus a leftover unit
+    // when they come first in the policy).
+    let creator_share = transfers
+        .iter()
+        .filter(|t| {
+            t.credit
+                == streamweave_ledger::AccountRef::Revenue {
+                    owner: creator,
+                    asset: Address::ZERO,
+                }
+        })
+        .fold(Amount(0), |sum, t| Amount(sum.0.saturating_add(t.amount.0)));
     state
         .payments
         .submit(Operation::Transfers(transfers))
@@ -368,6 +380,21 @@ async fn tip(
         tip: Some(amount.to_string()),
         time_ms: now_ms(),
     };
+    // Counted once per tip id, like the money.
+    state
+        .db
+        .add_tip(
+            &tip_id,
+            &stream.id,
+            &crate::db::TipTotals {
+                tips: 1,
+                gross: amount,
+                creator: creator_share,
+                fee: totals.fee,
+            },
+            now_ms(),
+        )
+        .await?;
     let mut shown = None;
     if state.db.insert_chat_message(&stream.id, &message).await? {
         state.chat.publish(
@@ -376,11 +403,6 @@ async fn tip(
                 message: message.clone(),
             },
         );
-        let creator_share = policy
-            .recipients
-            .iter()
-            .position(|r| r.address == creator)
-            .map_or(Amount(0), |i| totals.recipients[i]);
         state.events.publish(
             &stream.id,
             StreamEvent::Tip {

@@ -582,6 +582,14 @@ pub struct StreamStatsView {
     /// The platform's fee of it.
     #[schema(value_type = String)]
     pub platform_fee: streamweave_ledger::Amount,
+    /// Tips received (count).
+    pub tips: u64,
+    /// What the tips moved (base units).
+    #[schema(value_type = String)]
+    pub tips_gross: streamweave_ledger::Amount,
+    /// The creator's share of the tips.
+    #[schema(value_type = String)]
+    pub tips_net: streamweave_ledger::Amount,
 }
 
 /// Watch statistics: unique viewers, paid viewer time, gross and net revenue
@@ -604,6 +612,7 @@ async fn stream_stats(
 ) -> Result<Json<StreamStatsView>, ApiError> {
     let stream = owned_stream(&state, &caller, &id).await?;
     let totals = state.stats.totals(&stream.id).await?;
+    let tips = state.db.stream_tip_totals(&stream.id).await?;
     Ok(Json(StreamStatsView {
         stream_id: stream.id.clone(),
         unique_viewers: totals.unique_viewers,
@@ -614,6 +623,9 @@ async fn stream_stats(
         gross: totals.gross,
         net: totals.net,
         platform_fee: totals.fee,
+        tips: tips.tips,
+        tips_gross: tips.gross,
+        tips_net: tips.creator,
     }))
 }
 
