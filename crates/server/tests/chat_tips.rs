@@ -366,14 +366,5 @@ async fn discovery_chat_and_tips() {
     );
 
     // The ledger stays balanced through all of it.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_streamweave"))
-        .args(["ledger", "audit", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .expect("audit");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    common::assert_ledger_audits(&server.data_dir);
 }

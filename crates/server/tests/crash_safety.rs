@@ -117,15 +117,6 @@ async fn acknowledged_vouchers_survive_sigkill() {
             "channel {index}: redeemed {redeemed}, acknowledged {acked}, last sent {last_sent}"
         );
     }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_streamweave"))
-        .args(["ledger", "audit", "--data-dir"])
-        .arg(&data_dir)
-        .output()
-        .expect("audit");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    common::assert_ledger_audits(&data_dir);
     drop(server);
 }

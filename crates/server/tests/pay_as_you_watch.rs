@@ -378,16 +378,7 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
     .await;
     assert_eq!(status, 404);
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_streamweave"))
-        .args(["ledger", "audit", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .expect("audit");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    common::assert_ledger_audits(&server.data_dir);
 }
 
 /// Everything a stream's WebSocket has sent so far (waits briefly for stragglers).

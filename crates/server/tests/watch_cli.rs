@@ -137,14 +137,5 @@ async fn watch_pays_for_a_live_stream_and_verifies_it() {
     assert_eq!(balances["earned"], split.recipients[0].to_string());
 
     assert!(wait_child(&mut ffmpeg, Duration::from_secs(60)));
-    let audit = Command::new(env!("CARGO_BIN_EXE_streamweave"))
-        .args(["ledger", "audit", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .expect("audit");
-    assert!(
-        audit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&audit.stdout)
-    );
+    common::assert_ledger_audits(&server.data_dir);
 }

@@ -268,3 +268,15 @@ pub fn media_seconds(path: &Path) -> f64 {
         .parse()
         .expect("duration")
 }
+
+/// Runs `streamweave ledger audit` on a data dir and asserts it is clean.
+pub fn assert_ledger_audits(data_dir: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["ledger", "audit", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("audit");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.starts_with("ledger ok:"), "{stdout}");
+}
