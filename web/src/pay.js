@@ -130,7 +130,7 @@ export class StreamPayment {
   }
 
   async payRequired(problem) {
-    if (problem.type === 'spending-cap-reached' || String(problem.type).endsWith('/spending-cap-reached')) {
+    if (String(problem.type).endsWith('/spending-cap-reached')) {
       throw new PaymentStopped('cap', 'Spending cap reached: this session has spent all you allowed.', problem);
     }
     const required = BigInt(problem.required_amount);

@@ -109,6 +109,26 @@ impl TipTotals {
     }
 }
 
+async fn insert_message(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    stream_id: &str,
+    message: &crate::chat::ChatMessage,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO chat_messages (id, stream_id, author, body, tip_amount, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&message.id)
+    .bind(stream_id)
+    .bind(&message.author)
+    .bind(&message.text)
+    .bind(&message.tip)
+    .bind(message.time_ms)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 async fn tip_totals(
     connection: &mut sqlx::SqliteConnection,
     stream_id: &str,
@@ -294,36 +314,24 @@ impl Db {
         rows.iter().map(stream_from_row).collect()
     }
 
-    /// Stores a chat message (durably, before anyone is told of it);
-    /// `false` when a message with its id exists already.
+    /// Stores a chat message (durably, before anyone is told of it).
     pub async fn insert_chat_message(
         &self,
         stream_id: &str,
         message: &crate::chat::ChatMessage,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO chat_messages (id, stream_id, author, body, tip_amount, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&message.id)
-        .bind(stream_id)
-        .bind(&message.author)
-        .bind(&message.text)
-        .bind(&message.tip)
-        .bind(message.time_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    ) -> Result<(), sqlx::Error> {
+        insert_message(&self.pool, stream_id, message).await
     }
 
-    /// Counts a tip into its stream's totals, once per tip id; `false` when
-    /// it was counted before.
-    pub async fn add_tip(
+    /// Records a tip once per tip id: counts it into its stream's totals and
+    /// stores the chat message that shows it, in one transaction. `false`
+    /// when the tip was recorded before (nothing is written then).
+    pub async fn record_tip(
         &self,
         tip_id: &str,
         stream_id: &str,
         tip: &TipTotals,
-        now_ms: i64,
+        message: &crate::chat::ChatMessage,
     ) -> Result<bool, sqlx::Error> {
         // IMMEDIATE: read-then-write of the totals.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -333,7 +341,7 @@ impl Db {
         )
         .bind(tip_id)
         .bind(stream_id)
-        .bind(now_ms)
+        .bind(message.time_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -356,6 +364,7 @@ impl Db {
         .bind(sum.fee.to_string())
         .execute(&mut *tx)
         .await?;
+        insert_message(&mut *tx, stream_id, message).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -65,6 +65,13 @@ pub struct StreamRecord {
     pub tags: Vec<String>,
 }
 
+impl StreamRecord {
+    /// Whether `address` created the stream.
+    pub fn owned_by(&self, address: streamweave_ledger::Address) -> bool {
+        self.owner.as_deref() == Some(format!("{address:#x}").as_str())
+    }
+}
+
 /// How a stream is paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{H264, Server, publish, sign_in, wait_child};
 use serde_json::{Value, json};
-use streamweave_client::{Client, ClientError};
+use streamweave_client::{Client, ClientError, PaidSession};
 use streamweave_ledger::{Amount, Price, SigningKey};
 
 async fn priced_live_stream(
@@ -46,6 +46,22 @@ async fn priced_live_stream(
 }
 
 /// The stream's watch statistics, as its creator sees them.
+/// A signed-in viewer, funded from the faucet, with a session on the stream
+/// through a channel of 1 USDC.
+async fn paying_viewer(server: &Server, key_byte: u8, stream_id: &str) -> (Client, PaidSession) {
+    let mut viewer = Client::new(
+        &server.http,
+        SigningKey::from_bytes(&[key_byte; 32]).expect("key"),
+    );
+    viewer.sign_in().await.expect("sign in");
+    viewer.faucet(Amount(10_000_000)).await.expect("faucet");
+    let session = viewer
+        .open_session(stream_id, Amount(1_000_000), None)
+        .await
+        .expect("session");
+    (viewer, session)
+}
+
 async fn stats_of(server: &Server, stream_id: &str, token: &str) -> Value {
     reqwest::Client::new()
         .get(server.url(&format!("/api/v1/streams/{stream_id}/stats")))
@@ -66,16 +82,7 @@ async fn ffmpeg_plays_a_paid_session_while_the_sdk_pays() {
     // Let a few segments exist so the player has a live edge to join.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let mut viewer = Client::new(
-        &server.http,
-        SigningKey::from_bytes(&[0x92; 32]).expect("key"),
-    );
-    viewer.sign_in().await.expect("sign in");
-    viewer.faucet(Amount(10_000_000)).await.expect("faucet");
-    let session = viewer
-        .open_session(&stream_id, Amount(1_000_000), None)
-        .await
-        .expect("session");
+    let (viewer, session) = paying_viewer(&server, 0x92, &stream_id).await;
     let url = server.url(&session.playback_url);
     let out = tempfile::tempdir().expect("tempdir");
     let recording = out.path().join("watched.mp4");
@@ -389,16 +396,7 @@ async fn racing_vouchers_are_counted_once() {
     let server = Server::start(&["--dev"]).await;
     let creator = SigningKey::from_bytes(&[0x97; 32]).expect("key");
     let (stream_id, mut publisher) = priced_live_stream(&server, &creator, 20).await;
-    let mut viewer = Client::new(
-        &server.http,
-        SigningKey::from_bytes(&[0x98; 32]).expect("key"),
-    );
-    viewer.sign_in().await.expect("sign in");
-    viewer.faucet(Amount(10_000_000)).await.expect("faucet");
-    let session = viewer
-        .open_session(&stream_id, Amount(1_000_000), None)
-        .await
-        .expect("session");
+    let (viewer, session) = paying_viewer(&server, 0x98, &stream_id).await;
     // Pairs of vouchers sent at once, within the prepay window (4500 here):
     // whichever lands second moves only what the first did not.
     let mut last = 0u128;

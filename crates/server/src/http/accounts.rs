@@ -284,14 +284,9 @@ async fn get_revenue_policy(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<RevenuePolicyView>, ApiError> {
-    let owner = caller.account()?;
-    let policy = state
-        .ledger
-        .policy(owner)
-        .await?
-        .unwrap_or_else(|| RevenuePolicy::sole(owner, state.settings.platform_fee_bps));
+    let policy = super::payments::revenue_policy(&state, caller.account()?).await?;
     Ok(Json(RevenuePolicyView {
-        platform_fee_bps: state.settings.platform_fee_bps,
+        platform_fee_bps: policy.platform_fee_bps,
         recipients: policy.recipients,
     }))
 }
@@ -352,7 +347,8 @@ pub struct WithdrawalView {
     pub state: &'static str,
 }
 
-fn random_id(prefix: &str) -> String {
+/// `{prefix}:` and 20 random letters and digits.
+pub(super) fn random_id(prefix: &str) -> String {
     let mut rng = rand::rng();
     let tail: String = (0..20)
         .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
@@ -360,7 +356,24 @@ fn random_id(prefix: &str) -> String {
     format!("{prefix}:{tail}")
 }
 
-fn movement_amount(text: &str) -> Result<Amount, ApiError> {
+/// A caller's idempotency key as a transfer id `{prefix}:{key}`, or a fresh
+/// random id when there is none.
+pub(super) fn transfer_id(prefix: &str, key: Option<&str>) -> Result<String, ApiError> {
+    match key {
+        Some(key)
+            if !key.is_empty() && key.len() <= 100 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(format!("{prefix}:{key}"))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "id must be 1 to 100 visible ASCII characters",
+        )),
+        None => Ok(random_id(prefix)),
+    }
+}
+
+/// A positive amount of at most 10^15 base units (a typo guard).
+pub(super) fn movement_amount(text: &str) -> Result<Amount, ApiError> {
     let amount: Amount = text
         .parse()
         .map_err(|err| ApiError::bad_request(format!("amount: {err}")))?;
@@ -445,19 +458,7 @@ async fn move_money(
 ) -> Result<Json<MovementView>, ApiError> {
     let address = parse_address(&body.address)?;
     let amount = movement_amount(&body.amount)?;
-    let id = match body.id {
-        Some(id)
-            if !id.is_empty() && id.len() <= 100 && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            format!("{prefix}:{id}")
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "id must be 1 to 100 visible ASCII characters",
-            ));
-        }
-        None => random_id(prefix),
-    };
+    let id = transfer_id(prefix, body.id.as_deref())?;
     let asset = Address::ZERO;
     let transfer = if incoming {
         deposit(id.clone(), address, asset, amount)

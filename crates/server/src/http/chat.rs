@@ -8,22 +8,21 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
-use streamweave_ledger::{Address, Amount, RevenuePolicy, tip_transfers};
+use streamweave_ledger::{Address, Amount, tip_transfers};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::accounts::{movement_amount, random_id, transfer_id};
 use super::auth::{Caller, caller_for_token, parse_address};
-use super::payments::engine_error;
+use super::payments::{engine_error, revenue_policy};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
+use super::streams::find_stream;
 use crate::chat::{ChatError, ChatEvent, ChatMessage, HISTORY_LEN, message_text};
 use crate::events::StreamEvent;
-use crate::ledger_store::LedgerStore;
 use crate::model::{StreamRecord, now_ms};
 use crate::payments::Operation;
 
@@ -35,25 +34,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tip))
 }
 
-/// Largest tip, in base units (a typo guard).
-const MAX_TIP: u128 = 1_000_000_000_000_000;
-
-fn random_id(prefix: &str) -> String {
-    let mut rng = rand::rng();
-    let tail: String = (0..16)
-        .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
-        .collect();
-    format!("{prefix}{tail}")
-}
-
-async fn find_stream(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
-    state
-        .db
-        .stream(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such stream"))
-}
-
 /// The stream, if the caller is its creator or an admin.
 async fn moderated_stream(
     state: &AppState,
@@ -61,10 +41,7 @@ async fn moderated_stream(
     id: &str,
 ) -> Result<StreamRecord, ApiError> {
     let stream = find_stream(state, id).await?;
-    let is_owner = caller
-        .address()
-        .is_some_and(|a| stream.owner.as_deref() == Some(format!("{a:#x}").as_str()));
-    if !(is_owner || caller.is_admin()) {
+    if !(caller.is_admin() || caller.address().is_some_and(|a| stream.owned_by(a))) {
         return Err(ApiError::new(
             ProblemKind::Forbidden,
             "only the stream's creator moderates its chat",
@@ -107,20 +84,13 @@ async fn post(
         .admit(stream_id, &author, now)
         .map_err(chat_error)?;
     let message = ChatMessage {
-        id: random_id("m_"),
+        id: random_id("m"),
         author,
         text,
         tip: None,
         time_ms: now,
     };
-    if !state.db.insert_chat_message(stream_id, &message).await? {
-        return Err(ApiError::custom(
-            StatusCode::CONFLICT,
-            "duplicate-message",
-            "Duplicate message",
-            "a message with this id exists",
-        ));
-    }
+    state.db.insert_chat_message(stream_id, &message).await?;
     state.chat.publish(
         stream_id,
         ChatEvent::Message {
@@ -270,7 +240,8 @@ pub struct TipView {
     /// The platform's fee of it.
     #[schema(value_type = String)]
     pub fee: Amount,
-    /// What the creator's recipients received, in policy order.
+    /// Each recipient's share, in policy order, before the leftover units
+    /// (fewer than the recipients), which go one each to the first ones.
     #[schema(value_type = Vec<String>)]
     pub recipients: Vec<Amount>,
     /// The chat message that shows it (absent for a repeated request).
@@ -307,41 +278,13 @@ async fn tip(
     if creator == payer {
         return Err(ApiError::bad_request("you cannot tip yourself"));
     }
-    let amount: Amount = body
-        .amount
-        .parse()
-        .map_err(|err| ApiError::bad_request(format!("amount: {err}")))?;
-    if amount.is_zero() || amount.0 > MAX_TIP {
-        return Err(ApiError::bad_request(
-            "amount must be positive and at most 10^15",
-        ));
-    }
+    let amount = movement_amount(&body.amount)?;
     let text = match body.message.as_deref().map(str::trim) {
         None | Some("") => String::new(),
         Some(text) => message_text(text).map_err(chat_error)?,
     };
-    let tip_id = match body.id {
-        Some(key)
-            if !key.is_empty() && key.len() <= 100 && key.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            format!("tip:{payer:#x}:{key}")
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "id must be 1 to 100 visible ASCII characters",
-            ));
-        }
-        None => random_id("tip:"),
-    };
-    let policy = state
-        .ledger
-        .policy(creator)
-        .await?
-        .map(|mut p| {
-            p.platform_fee_bps = state.settings.platform_fee_bps;
-            p
-        })
-        .unwrap_or_else(|| RevenuePolicy::sole(creator, state.settings.platform_fee_bps));
+    let tip_id = transfer_id(&format!("tip:{payer:#x}"), body.id.as_deref())?;
+    let policy = revenue_policy(&state, creator).await?;
     let transfers = tip_transfers(&tip_id, payer, Address::ZERO, &policy, amount);
     // What the creator receives exactly (their share, plus a leftover unit
     // when they come first in the policy).
@@ -363,40 +306,27 @@ async fn tip(
     let totals = policy.totals(amount);
     let author = format!("{payer:#x}");
     let muted = state.db.is_muted(&stream.id, &author).await?;
-    // The message's id follows from the tip's, so a repeated tip (which the
-    // ledger moved once) is also shown once.
-    let digest = sha2::Sha256::digest(tip_id.as_bytes());
     let message = ChatMessage {
-        id: format!(
-            "t_{}",
-            digest[..10]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ),
+        id: random_id("m"),
         author,
         // A muted account's tip is paid and shown, without its words.
         text: if muted { String::new() } else { text },
         tip: Some(amount.to_string()),
         time_ms: now_ms(),
     };
-    // Counted once per tip id, like the money.
-    state
-        .db
-        .add_tip(
-            &tip_id,
-            &stream.id,
-            &crate::db::TipTotals {
-                tips: 1,
-                gross: amount,
-                creator: creator_share,
-                fee: totals.fee,
-            },
-            now_ms(),
-        )
-        .await?;
+    // Counted and shown once per tip id, like the money.
+    let tip_totals = crate::db::TipTotals {
+        tips: 1,
+        gross: amount,
+        creator: creator_share,
+        fee: totals.fee,
+    };
     let mut shown = None;
-    if state.db.insert_chat_message(&stream.id, &message).await? {
+    if state
+        .db
+        .record_tip(&tip_id, &stream.id, &tip_totals, &message)
+        .await?
+    {
         state.chat.publish(
             &stream.id,
             ChatEvent::Message {

@@ -44,8 +44,7 @@ pub async fn stream_events(
             .token_address(&super::auth::token_hash(token), now_ms())
             .await?
         {
-            owner_view = stream.owner.as_deref() == Some(format!("{address:#x}").as_str())
-                || state.settings.admins.contains(&address);
+            owner_view = stream.owned_by(address) || state.settings.admins.contains(&address);
         }
     }
     let receiver = state.events.subscribe(&id);

@@ -124,6 +124,20 @@ pub struct ChannelView {
     pub recipients: Vec<Recipient>,
 }
 
+/// The policy money to `payee` splits by now: theirs (or them alone) with
+/// the platform's current fee.
+pub async fn revenue_policy(state: &AppState, payee: Address) -> Result<RevenuePolicy, ApiError> {
+    Ok(state
+        .ledger
+        .policy(payee)
+        .await?
+        .map(|mut p| {
+            p.platform_fee_bps = state.settings.platform_fee_bps;
+            p
+        })
+        .unwrap_or_else(|| RevenuePolicy::sole(payee, state.settings.platform_fee_bps)))
+}
+
 pub fn channel_view(channel: &Channel) -> ChannelView {
     let ms = |v: u64| rfc3339(i64::try_from(v).unwrap_or(i64::MAX));
     ChannelView {
@@ -241,15 +255,7 @@ async fn open_channel(
             "expires_in_s must be between 1 and 2592000",
         ));
     }
-    let policy = state
-        .ledger
-        .policy(payee)
-        .await?
-        .map(|mut p| {
-            p.platform_fee_bps = state.settings.platform_fee_bps;
-            p
-        })
-        .unwrap_or_else(|| RevenuePolicy::sole(payee, state.settings.platform_fee_bps));
+    let policy = revenue_policy(&state, payee).await?;
     let now = u64::try_from(now_ms()).unwrap_or(0);
     let done = state
         .payments

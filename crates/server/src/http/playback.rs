@@ -147,11 +147,16 @@ async fn rendition_file(
     let free_pass = |_: u64, _: u32| Ok(());
     let mut gate: Option<&(dyn Fn(u64, u32) -> Result<(), ApiError> + Sync)> = None;
     if let Some(caller) = caller {
-        let owner = state.db.stream(&id).await?.and_then(|s| s.owner);
-        let is_owner = caller
-            .address()
-            .is_some_and(|a| owner.as_deref() == Some(format!("{a:#x}").as_str()));
-        if is_owner || caller.is_admin() {
+        let previews = caller.is_admin()
+            || match caller.address() {
+                Some(address) => state
+                    .db
+                    .stream(&id)
+                    .await?
+                    .is_some_and(|s| s.owned_by(address)),
+                None => false,
+            };
+        if previews {
             gate = Some(&free_pass);
         }
     }

@@ -506,7 +506,7 @@ async fn get_stream(
     Ok(Json(view(&state, &stream, renditions)))
 }
 
-async fn find_stream(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
+pub(super) async fn find_stream(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
     if !is_stream_id(id) {
         return Err(ApiError::not_found("no such stream"));
     }
@@ -549,9 +549,7 @@ async fn owned_stream(
     id: &str,
 ) -> Result<StreamRecord, ApiError> {
     let stream = find_stream(state, id).await?;
-    let owner = stream.owner.as_deref().and_then(|o| o.parse().ok());
-    let allowed = caller.is_admin() || owner.is_some_and(|owner| caller.may_act_for(owner));
-    if allowed {
+    if caller.is_admin() || caller.address().is_some_and(|a| stream.owned_by(a)) {
         Ok(stream)
     } else {
         // Not revealing whether someone else's stream exists.

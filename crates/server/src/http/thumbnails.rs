@@ -1,7 +1,8 @@
 //! `GET /api/v1/streams/{id}/thumbnail.jpg`: a frame of the stream's latest
 //! segment (smallest video rendition), made by ffmpeg and cached per stream
 //! until a newer segment is at least [`REFRESH_MS`] younger. At most
-//! [`MAX_RUNNING`] ffmpeg processes run at once; the cache holds at most
+//! [`MAX_RUNNING`] ffmpeg processes run at once (a stream with a cached frame
+//! gets that frame instead of waiting for one); the cache holds at most
 //! [`MAX_CACHED`] streams.
 
 use std::collections::HashMap;
@@ -90,24 +91,32 @@ async fn thumbnail(
         )
     };
     let now = now_ms();
-    {
+    let cached = {
         let cache = state
             .thumbnails
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = cache.get(&id)
-            && (found.sequence == sequence || now - found.made_at_ms < REFRESH_MS)
-        {
-            return Ok(jpeg_response(found.jpeg.clone()));
-        }
+        cache
+            .get(&id)
+            .map(|c| (c.sequence, c.made_at_ms, c.jpeg.clone()))
+    };
+    if let Some((made_of, made_at_ms, jpeg)) = &cached
+        && (*made_of == sequence || now - made_at_ms < REFRESH_MS)
+    {
+        return Ok(jpeg_response(jpeg.clone()));
     }
-    let _permit = state
-        .thumbnails
-        .running
-        .acquire()
-        .await
-        .map_err(|_| ApiError::not_found("shutting down"))?;
+    // Both ffmpeg slots busy: an older frame now beats a newer one later.
+    let _permit = match (state.thumbnails.running.try_acquire(), cached) {
+        (Ok(permit), _) => permit,
+        (Err(_), Some((_, _, jpeg))) => return Ok(jpeg_response(jpeg)),
+        (Err(_), None) => state
+            .thumbnails
+            .running
+            .acquire()
+            .await
+            .map_err(|_| ApiError::not_found("shutting down"))?,
+    };
     let (Some(init), Some(segment)) = (
         load_file(&state, init).await?,
         load_file(&state, segment).await?,
