@@ -280,32 +280,26 @@ async fn discovery_chat_and_tips() {
     .await;
     assert_eq!(status, 201);
     assert!(repeat["message"].is_null());
-    let balances = |token: String, address: String| {
-        let client = client.clone();
-        let url = server.url(&format!("/api/v1/accounts/{address}/balances"));
-        async move {
-            let body: Value = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("balances")
-                .json()
-                .await
-                .expect("json");
-            body
-        }
-    };
     let policy = RevenuePolicy::sole(creator.address(), 300);
     assert_eq!(policy.fee(streamweave_ledger::Amount(1000)).0, 30);
     // 970 after the fee: floor(970*2/3) = 646 and floor(970/3) = 323, and the
     // leftover unit goes to the first recipient.
     assert_eq!(
-        balances(creator_token.clone(), creator_address.clone()).await["earned"],
+        server
+            .get_json_as(
+                &format!("/api/v1/accounts/{creator_address}/balances"),
+                &creator_token
+            )
+            .await["earned"],
         "647"
     );
     assert_eq!(
-        balances(viewer_token.clone(), viewer_address.clone()).await["available"],
+        server
+            .get_json_as(
+                &format!("/api/v1/accounts/{viewer_address}/balances"),
+                &viewer_token
+            )
+            .await["available"],
         "4999000"
     );
     let (status, _) = post(
@@ -316,15 +310,12 @@ async fn discovery_chat_and_tips() {
     )
     .await;
     assert_eq!(status, 400, "no tipping yourself");
-    let stats = client
-        .get(server.url(&format!("/api/v1/streams/{stream_id}/stats")))
-        .bearer_auth(&creator_token)
-        .send()
-        .await
-        .expect("stats")
-        .json::<Value>()
-        .await
-        .expect("json");
+    let stats = server
+        .get_json_as(
+            &format!("/api/v1/streams/{stream_id}/stats"),
+            &creator_token,
+        )
+        .await;
     assert_eq!(stats["tips"], 1, "the repeated tip counts once");
     assert_eq!(stats["tips_gross"], "1000");
     assert_eq!(

@@ -146,26 +146,21 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
     let server = Server::start(&["--dev"]).await;
     let creator = SigningKey::from_bytes(&[0x93; 32]).expect("key");
     let (stream_id, mut publisher) = priced_live_stream(&server, &creator, 14).await;
-    let bench = tokio::task::spawn_blocking({
-        let (http, stream_id) = (server.http.clone(), stream_id.clone());
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_streamweave"))
-                .args([
-                    "bench", "viewers", "--server", &http, "--stream", &stream_id,
-                ])
-                .args(["--viewers", "8", "--seconds", "8", "--deposit", "1000000"])
-                .output()
-                .expect("bench viewers")
-        }
-    })
-    .await
-    .expect("join");
-    assert!(
-        bench.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bench.stderr)
-    );
-    let report: Value = serde_json::from_slice(&bench.stdout).expect("report json");
+    let report = common::run_json(&[
+        "bench",
+        "viewers",
+        "--server",
+        &server.http,
+        "--stream",
+        &stream_id,
+        "--viewers",
+        "8",
+        "--seconds",
+        "8",
+        "--deposit",
+        "1000000",
+    ])
+    .await;
     assert_eq!(report["viewers_watching"], 8, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
     assert!(

@@ -72,36 +72,23 @@ async fn watch_pays_for_a_live_stream_and_verifies_it() {
         "an existing key file is never overwritten"
     );
 
-    let watch = tokio::task::spawn_blocking({
-        let server_url = server.http.clone();
-        let key_file = key_file.clone();
-        let id = id.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_streamweave"))
-                .args(["watch", "--server", &server_url, "--key"])
-                .arg(&key_file)
-                .args([
-                    "--stream",
-                    &id,
-                    "--seconds",
-                    "20",
-                    "--faucet",
-                    "10000000",
-                    "--deposit",
-                    "1000000",
-                ])
-                .output()
-                .expect("watch")
-        }
-    })
-    .await
-    .expect("join");
-    assert!(
-        watch.status.success(),
-        "watch failed: {}",
-        String::from_utf8_lossy(&watch.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&watch.stdout).expect("summary json");
+    let key = key_file.to_str().expect("a UTF-8 temporary path");
+    let summary = common::run_json(&[
+        "watch",
+        "--server",
+        &server.http,
+        "--key",
+        key,
+        "--stream",
+        &id,
+        "--seconds",
+        "20",
+        "--faucet",
+        "10000000",
+        "--deposit",
+        "1000000",
+    ])
+    .await;
     let media_ms = summary["media_ms"].as_u64().expect("media_ms");
     assert!(media_ms >= 20_000, "{summary}");
     assert_eq!(summary["cids_verified"], summary["segments"]);
@@ -121,18 +108,12 @@ async fn watch_pays_for_a_live_stream_and_verifies_it() {
         "spent {spent}, owed {owed}"
     );
 
-    let balances: Value = client
-        .get(server.url(&format!(
-            "/api/v1/accounts/{:#x}/balances",
-            creator.address()
-        )))
-        .bearer_auth(&creator_token)
-        .send()
-        .await
-        .expect("balances")
-        .json()
-        .await
-        .expect("json");
+    let balances = server
+        .get_json_as(
+            &format!("/api/v1/accounts/{:#x}/balances", creator.address()),
+            &creator_token,
+        )
+        .await;
     let split = RevenuePolicy::sole(creator.address(), 300).totals(Amount(spent));
     assert_eq!(balances["earned"], split.recipients[0].to_string());
 

@@ -121,6 +121,22 @@ impl Server {
         response.json().await.expect("json")
     }
 
+    /// GETs JSON as the bearer of `token`, asserting success.
+    pub async fn get_json_as(&self, path: &str, token: &str) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
     /// Waits until the stream reaches `state`.
     pub async fn wait_for_state(
         &self,
@@ -279,4 +295,24 @@ pub fn assert_ledger_audits(data_dir: &Path) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.starts_with("ledger ok:"), "{stdout}");
+}
+
+/// Runs the binary with `args` off the async runtime, asserts it succeeded,
+/// and answers what it printed as JSON.
+pub async fn run_json(args: &[&str]) -> serde_json::Value {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_streamweave"))
+            .args(&args)
+            .output()
+            .expect("run streamweave")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON output")
 }
