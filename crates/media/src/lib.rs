@@ -11,6 +11,7 @@ pub mod ladder;
 mod pipeline;
 pub mod playlist;
 pub mod rtmp;
+pub mod rtmp_guard;
 
 pub use ladder::{Rendition, RenditionKind, TranscodeSettings, ladder_for_source};
 pub use pipeline::{PipelineConfig, PipelineEvent, SegmentOutput, run_pipeline};

@@ -6,8 +6,9 @@
 //! [`IngestMessage`]s into a bounded channel (a slow transcoder slows the
 //! publisher through TCP, it never grows a buffer).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -16,31 +17,155 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::flv::{self, AudioTagInfo, MediaTag, TagKind, VideoTagInfo};
+use crate::rtmp_guard::MessageGuard;
 
 /// The only RTMP application name we publish to: `rtmp://HOST/live/{key}`.
 pub const RTMP_APP: &str = "live";
 
 /// Bounds of the RTMP server.
+///
+/// Connections are counted in two pools: *pending* ones (handshake, connect,
+/// waiting to publish) and *publishing* ones (a key the platform accepted).
+/// Pending connections cannot take a publisher's place: a flood of idle or
+/// slow clients fills the pending pool only, where each connection lives at
+/// most `setup_timeout`, an address holds at most `max_pending_per_ip`, and a
+/// full pool makes room by dropping its oldest connection.
 #[derive(Debug, Clone)]
 pub struct RtmpLimits {
-    /// Connections served at once; more wait in the kernel's backlog.
-    pub max_connections: usize,
-    /// Time a client has to finish the handshake and start publishing.
+    /// Publishing connections at once; a publish beyond it is refused.
+    pub max_publishers: usize,
+    /// Connections not yet publishing, from all addresses.
+    pub max_pending: usize,
+    /// Connections not yet publishing, from one IP address.
+    pub max_pending_per_ip: usize,
+    /// Time a client has to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// Time a client has from connecting to being accepted as a publisher.
     pub setup_timeout: Duration,
     /// A publisher that sends nothing for this long is disconnected.
     pub idle_timeout: Duration,
+    /// Bytes a client may send before its publish is accepted (commands only).
+    pub max_setup_bytes: usize,
 }
 
 impl Default for RtmpLimits {
     fn default() -> Self {
         RtmpLimits {
-            max_connections: 256,
-            setup_timeout: Duration::from_secs(10),
+            max_publishers: 256,
+            max_pending: 256,
+            max_pending_per_ip: 8,
+            handshake_timeout: Duration::from_secs(2),
+            setup_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
+            max_setup_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Which connections hold a place, in the two pools of [`RtmpLimits`].
+struct Admission {
+    limits: RtmpLimits,
+    table: Mutex<AdmissionTable>,
+}
+
+#[derive(Default)]
+struct AdmissionTable {
+    next_id: u64,
+    /// Pending connections by age: their address and the way to drop them.
+    pending: BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
+    pending_per_ip: HashMap<IpAddr, usize>,
+    publishing: usize,
+}
+
+impl AdmissionTable {
+    /// Removes a pending connection; answers its eviction signal.
+    fn forget_pending(&mut self, id: u64) -> Option<oneshot::Sender<()>> {
+        let (ip, evict) = self.pending.remove(&id)?;
+        if let Some(count) = self.pending_per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.pending_per_ip.remove(&ip);
+            }
+        }
+        Some(evict)
+    }
+}
+
+/// A connection's place; dropping it frees the place.
+struct Slot {
+    admission: Arc<Admission>,
+    id: u64,
+    publishing: bool,
+}
+
+impl Admission {
+    /// A place in the pending pool for a client at `ip`, and the signal that
+    /// fires if the pool later drops it; `None` when its address has too many.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<(Slot, oneshot::Receiver<()>)> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let from_ip = table.pending_per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.limits.max_pending_per_ip.max(1) {
+            return None;
+        }
+        if table.pending.len() >= self.limits.max_pending.max(1)
+            && let Some(oldest) = table.pending.keys().next().copied()
+            && let Some(evict) = table.forget_pending(oldest)
+        {
+            // The oldest pending connection makes room; the receiver may be gone.
+            let _ = evict.send(());
+        }
+        let id = table.next_id;
+        table.next_id += 1;
+        let (evict, evicted) = oneshot::channel();
+        table.pending.insert(id, (ip, evict));
+        *table.pending_per_ip.entry(ip).or_insert(0) += 1;
+        Some((
+            Slot {
+                admission: self.clone(),
+                id,
+                publishing: false,
+            },
+            evicted,
+        ))
+    }
+}
+
+impl Slot {
+    /// Moves the connection to the publishing pool; `false` when it is full.
+    fn promote(&mut self) -> bool {
+        if self.publishing {
+            return true;
+        }
+        let mut table = self
+            .admission
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if table.publishing >= self.admission.limits.max_publishers.max(1) {
+            return false;
+        }
+        table.forget_pending(self.id);
+        table.publishing += 1;
+        self.publishing = true;
+        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut table = self
+            .admission
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.publishing {
+            table.publishing -= 1;
+        } else {
+            table.forget_pending(self.id);
         }
     }
 }
@@ -89,30 +214,50 @@ pub struct PublishRequest {
 }
 
 /// Accepts RTMP connections forever, sending each publish attempt to `requests`.
+///
+/// The accept loop never waits for a place: a connection over its address's
+/// pending limit is closed at once, so the kernel's listen queue keeps moving
+/// and a publisher with a valid key is never stuck behind idle clients.
 pub async fn serve_rtmp(
     listener: TcpListener,
     requests: mpsc::Sender<PublishRequest>,
     limits: RtmpLimits,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let admission = Arc::new(Admission {
+        limits: limits.clone(),
+        table: Mutex::new(AdmissionTable::default()),
+    });
+    let mut accept_failures = 0u32;
     loop {
-        // The semaphore is never closed, so acquiring only waits.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let (socket, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                accept_failures = 0;
+                accepted
+            }
             Err(err) => {
-                warn!(%err, "rtmp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors (or another transient failure): back
+                // off, doubling up to a second, instead of spinning.
+                accept_failures = accept_failures.saturating_add(1);
+                let backoff_ms = 10u64 << accept_failures.min(7);
+                warn!(%err, backoff_ms, "rtmp accept failed");
+                tokio::time::sleep(Duration::from_millis(backoff_ms.min(1000))).await;
                 continue;
             }
+        };
+        let Some((slot, evicted)) = admission.admit(peer.ip()) else {
+            debug!(%peer, "rtmp: too many pending connections from this address");
+            drop(socket);
+            continue;
         };
         let requests = requests.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            match handle_connection(socket, peer, requests, &limits).await {
+            let served = handle_connection(socket, peer, requests, &limits, slot);
+            let outcome = tokio::select! {
+                outcome = served => outcome,
+                Ok(()) = evicted => Err("dropped to make room for new connections".to_string()),
+            };
+            match outcome {
                 Ok(()) => debug!(%peer, "rtmp connection closed"),
                 Err(reason) => info!(%peer, %reason, "rtmp connection ended"),
             }
@@ -128,18 +273,23 @@ async fn handle_connection(
     peer: SocketAddr,
     requests: mpsc::Sender<PublishRequest>,
     limits: &RtmpLimits,
+    slot: Slot,
 ) -> Result<(), CloseReason> {
     socket.set_nodelay(true).ok();
-    let leftover = tokio::time::timeout(limits.setup_timeout, handshake(&mut socket))
+    let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
+    let handshake_timeout = limits.handshake_timeout.min(limits.setup_timeout);
+    let leftover = tokio::time::timeout(handshake_timeout, handshake(&mut socket))
         .await
         .map_err(|_| "handshake timed out".to_string())??;
 
     let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
         .map_err(|err| format!("session setup: {err}"))?;
+    let mut guard = MessageGuard::new();
     let mut connection = Connection {
         peer,
         requests,
         sink: None,
+        slot,
         video_checked: false,
         audio_checked: false,
         closing: None,
@@ -147,7 +297,11 @@ async fn handle_connection(
     connection
         .send_results(&mut socket, &mut session, initial)
         .await?;
+    let mut setup_bytes = leftover.len();
     if !leftover.is_empty() {
+        guard
+            .inspect(&leftover)
+            .map_err(|err| format!("rtmp protocol error: {err}"))?;
         let results = session
             .handle_input(&leftover)
             .map_err(|err| format!("rtmp protocol error: {err}"))?;
@@ -156,7 +310,6 @@ async fn handle_connection(
             .await?;
     }
 
-    let setup_deadline = tokio::time::Instant::now() + limits.setup_timeout;
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let timeout = if connection.sink.is_some() {
@@ -174,7 +327,21 @@ async fn handle_connection(
         if read == 0 {
             return Ok(());
         }
-        let results = match session.handle_input(&buffer[..read]) {
+        let input = &buffer[..read];
+        if connection.sink.is_none() {
+            setup_bytes += read;
+            if setup_bytes > limits.max_setup_bytes {
+                return Err(format!(
+                    "more than {} bytes before publishing",
+                    limits.max_setup_bytes
+                ));
+            }
+        }
+        let decoded = guard
+            .inspect(input)
+            .map_err(|err| err.to_string())
+            .and_then(|()| session.handle_input(input).map_err(|err| err.to_string()));
+        let results = match decoded {
             Ok(results) => results,
             Err(err) => {
                 let reason = format!("rtmp protocol error: {err}");
@@ -238,6 +405,8 @@ struct Connection {
     peer: SocketAddr,
     requests: mpsc::Sender<PublishRequest>,
     sink: Option<mpsc::Sender<IngestMessage>>,
+    /// This connection's place among pending or publishing connections.
+    slot: Slot,
     video_checked: bool,
     audio_checked: bool,
     closing: Option<Result<(), CloseReason>>,
@@ -306,6 +475,11 @@ impl Connection {
             } => {
                 if self.sink.is_some() {
                     return Err("a second publish on one connection".into());
+                }
+                // A place among publishers first: a refused publish closes
+                // the connection, which frees it again.
+                if !self.slot.promote() {
+                    return Err("too many publishing connections".into());
                 }
                 let key = stream_key.split('?').next().unwrap_or_default().to_string();
                 let (reply, answer) = oneshot::channel();
@@ -435,6 +609,9 @@ pub fn replay_client_bytes(bytes: &[u8]) -> Result<Vec<IngestMessage>, String> {
         Ok(HandshakeProcessResult::InProgress { .. }) => return Ok(Vec::new()),
         Err(err) => return Err(format!("bad handshake: {err}")),
     };
+    MessageGuard::new()
+        .inspect(&leftover)
+        .map_err(|err| format!("rtmp protocol error: {err}"))?;
     let (mut session, _) =
         ServerSession::new(ServerSessionConfig::new()).map_err(|err| err.to_string())?;
     let mut forwarded = Vec::new();
@@ -507,9 +684,72 @@ pub fn replay_client_bytes(bytes: &[u8]) -> Result<Vec<IngestMessage>, String> {
     Ok(forwarded)
 }
 
+/// The bytes a client sends to deliver one message: a handshake (C0, C1
+/// and C2, all zeros but the version), then `payload` as a message of
+/// `type_id` on chunk stream 3 in 128-byte chunks. For the fuzz target and
+/// tests, so that arbitrary AMF reaches the decoder behind a valid framing.
+pub fn client_bytes_for_message(type_id: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![3u8];
+    out.extend(std::iter::repeat_n(0u8, 1536 * 2));
+    let length = u32::try_from(payload.len().min(0x00FF_FFFF)).unwrap_or(0x00FF_FFFF);
+    let payload = &payload[..length as usize];
+    out.push(0x03);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&length.to_be_bytes()[1..]);
+    out.push(type_id);
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    for (index, chunk) in payload.chunks(128).enumerate() {
+        if index > 0 {
+            out.push(0xC3);
+        }
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rtmp_guard::{amf_number, amf_string, nested_connect};
+
+    #[test]
+    fn nested_amf_is_refused_before_the_decoder_sees_it() {
+        // 4,000 levels overflowed a worker's stack in rml_amf0 and aborted
+        // the process; now the guard refuses them without recursion.
+        let bytes = client_bytes_for_message(20, &nested_connect(4000));
+        let err = replay_client_bytes(&bytes).expect_err("refused");
+        assert!(err.contains("nested deeper"), "{err}");
+        for type_id in [15, 17, 18] {
+            assert!(
+                replay_client_bytes(&client_bytes_for_message(type_id, &nested_connect(4000)))
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn short_commands_are_refused_instead_of_panicking() {
+        let mut short = amf_string("connect");
+        short.extend(amf_number(1.0));
+        let err = replay_client_bytes(&client_bytes_for_message(20, &short)).expect_err("refused");
+        assert!(err.contains("3 or more"), "{err}");
+        let mut frame = amf_string("@setDataFrame");
+        frame.extend(amf_string("onMetaData"));
+        assert!(replay_client_bytes(&client_bytes_for_message(18, &frame)).is_err());
+    }
+
+    #[test]
+    fn a_real_connect_still_passes() {
+        let connect = [
+            amf_string("connect"),
+            amf_number(1.0),
+            vec![0x03, 0, 3, b'a', b'p', b'p'],
+            amf_string("live"),
+            vec![0, 0, 0x09],
+        ]
+        .concat();
+        assert!(replay_client_bytes(&client_bytes_for_message(20, &connect)).is_ok());
+    }
 
     /// A deterministic pseudo-random byte source (xorshift), so failures reproduce.
     fn noise(seed: u64, len: usize) -> Vec<u8> {

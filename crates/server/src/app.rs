@@ -120,7 +120,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let hub = Arc::new(hub);
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_REQUEST_QUEUE);
     tokio::spawn(hub.run(publish_rx));
-    tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, RtmpLimits::default()));
+    let rtmp_limits = RtmpLimits {
+        max_publishers: settings.max_live_streams.saturating_mul(2).max(16),
+        max_pending_per_ip: settings.max_rtmp_pending_per_ip,
+        handshake_timeout: std::time::Duration::from_millis(settings.rtmp_handshake_timeout_ms),
+        ..RtmpLimits::default()
+    };
+    tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, rtmp_limits));
 
     let ledger = match &settings.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
@@ -200,6 +206,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         thumbnails: Arc::new(http::thumbnails::Thumbnails::default()),
         audience: Arc::new(crate::audience::Audience::default()),
         sockets: Arc::new(tokio::sync::Semaphore::new(http::MAX_OPEN_SOCKETS)),
+        challenge_limiter: Arc::new(crate::rate_limit::RateLimiter::new(
+            settings.challenges_per_ip_per_minute,
+            settings.challenges_per_ip_per_minute.min(30),
+        )),
     };
     let router = http::router(state.clone());
     info!(
@@ -209,18 +219,31 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         dev = settings.dev,
         "serving"
     );
+    let limits = http::listener::ConnectionLimits {
+        max_connections: http::listener::ConnectionLimits::fit_to_fd_limit(
+            settings.max_http_connections,
+        ),
+        max_connections_per_ip: settings.max_http_connections_per_ip,
+        header_read_timeout: std::time::Duration::from_millis(settings.http_header_timeout_ms),
+    };
+    info!(
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        "HTTP connection limits"
+    );
     let task = tokio::spawn(async move {
-        let served = axum::serve(
+        http::listener::serve(
             http_listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            router,
+            limits,
+            shutdown_signal(),
+            std::time::Duration::from_secs(10),
         )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server");
+        .await;
         if let Err(err) = stats.flush().await {
             tracing::warn!(%err, "writing watch statistics at shutdown failed");
         }
-        served
+        Ok(())
     });
     Ok(Running {
         http_addr,

@@ -93,6 +93,26 @@ pub struct ServeArgs {
     /// Unreferenced blocks younger than this are kept, in seconds.
     #[arg(long, env = "STREAMWEAVE_GC_GRACE_S")]
     pub gc_grace_s: Option<u64>,
+    /// HTTP connections open at once (default: what the file-descriptor
+    /// limit allows after a reserve for the rest of the server).
+    #[arg(long, env = "STREAMWEAVE_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+    /// HTTP connections open at once from one IP address (0: no cap).
+    #[arg(long, env = "STREAMWEAVE_MAX_HTTP_CONNECTIONS_PER_IP")]
+    pub max_http_connections_per_ip: Option<usize>,
+    /// Time a request's headers may take to arrive, in milliseconds.
+    #[arg(long, env = "STREAMWEAVE_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+    /// Time an RTMP client has to complete the handshake, in milliseconds.
+    #[arg(long, env = "STREAMWEAVE_RTMP_HANDSHAKE_TIMEOUT_MS")]
+    pub rtmp_handshake_timeout_ms: Option<u64>,
+    /// RTMP connections not yet publishing, from one IP address.
+    #[arg(long, env = "STREAMWEAVE_MAX_RTMP_PENDING_PER_IP")]
+    pub max_rtmp_pending_per_ip: Option<usize>,
+    /// Sign-in challenges one IP address may ask for in a minute (default
+    /// 60, in bursts of up to 30; 100,000 with `--dev`).
+    #[arg(long, env = "STREAMWEAVE_CHALLENGES_PER_IP_PER_MINUTE")]
+    pub challenges_per_ip_per_minute: Option<u32>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -127,6 +147,12 @@ struct FileConfig {
     replica_verify_interval_s: Option<u64>,
     gc_interval_s: Option<u64>,
     gc_grace_s: Option<u64>,
+    max_http_connections: Option<usize>,
+    max_http_connections_per_ip: Option<usize>,
+    http_header_timeout_ms: Option<u64>,
+    rtmp_handshake_timeout_ms: Option<u64>,
+    max_rtmp_pending_per_ip: Option<usize>,
+    challenges_per_ip_per_minute: Option<u32>,
     dev: Option<bool>,
 }
 
@@ -158,6 +184,13 @@ pub struct Settings {
     pub replica_verify_interval_s: u64,
     pub gc_interval_s: u64,
     pub gc_grace_s: u64,
+    /// `None`: fitted to the file-descriptor limit at start.
+    pub max_http_connections: Option<usize>,
+    pub max_http_connections_per_ip: usize,
+    pub http_header_timeout_ms: u64,
+    pub rtmp_handshake_timeout_ms: u64,
+    pub max_rtmp_pending_per_ip: usize,
+    pub challenges_per_ip_per_minute: u32,
     pub dev: bool,
 }
 
@@ -238,6 +271,7 @@ impl Settings {
             (true, Some(dirs)) if !dirs.is_empty() => dirs.clone(),
             _ => vec![data_dir.join("replicas")],
         };
+        let dev = args.dev || file.dev.unwrap_or(false);
         Ok(Settings {
             data_dir,
             http,
@@ -289,7 +323,33 @@ impl Settings {
                 .unwrap_or(3600)
                 .max(1),
             gc_grace_s: args.gc_grace_s.or(file.gc_grace_s).unwrap_or(3600),
-            dev: args.dev || file.dev.unwrap_or(false),
+            max_http_connections: args.max_http_connections.or(file.max_http_connections),
+            max_http_connections_per_ip: args
+                .max_http_connections_per_ip
+                .or(file.max_http_connections_per_ip)
+                .unwrap_or(1024),
+            http_header_timeout_ms: args
+                .http_header_timeout_ms
+                .or(file.http_header_timeout_ms)
+                .unwrap_or(10_000)
+                .max(100),
+            rtmp_handshake_timeout_ms: args
+                .rtmp_handshake_timeout_ms
+                .or(file.rtmp_handshake_timeout_ms)
+                .unwrap_or(2_000)
+                .max(100),
+            max_rtmp_pending_per_ip: args
+                .max_rtmp_pending_per_ip
+                .or(file.max_rtmp_pending_per_ip)
+                .unwrap_or(8)
+                .max(1),
+            // Dev servers sign in load generators' thousands of viewers.
+            challenges_per_ip_per_minute: args
+                .challenges_per_ip_per_minute
+                .or(file.challenges_per_ip_per_minute)
+                .unwrap_or(if dev { 100_000 } else { 60 })
+                .max(1),
+            dev,
         })
     }
 }

@@ -19,6 +19,40 @@ pub struct LedgerBatch {
 pub enum Refusal {
     #[error("insufficient balance in {0}")]
     Insufficient(String),
+    /// A transfer id already used for a different transfer: the request
+    /// reused an idempotency key with another body.
+    #[error("the id {0} was already used for a different request")]
+    IdempotencyConflict(String),
+}
+
+/// The transfers of `batch` whose ids were already stored (retries), to be
+/// compared with what is stored under those ids.
+pub(crate) fn retried_transfers<'a>(
+    batch: &'a LedgerBatch,
+    inserted: &std::collections::HashSet<String>,
+) -> Vec<&'a Transfer> {
+    batch
+        .transfers
+        .iter()
+        .filter(|t| !inserted.contains(&t.id))
+        .collect()
+}
+
+/// The first retried transfer whose stored body differs: a reused key.
+pub(crate) fn first_conflict(
+    retried: &[&Transfer],
+    stored: &std::collections::HashMap<String, String>,
+) -> Result<Option<Refusal>, sqlx::Error> {
+    for transfer in retried {
+        let body = serde_json::to_string(transfer).map_err(decode_err)?;
+        if stored
+            .get(&transfer.id)
+            .is_some_and(|stored| *stored != body)
+        {
+            return Ok(Some(Refusal::IdempotencyConflict(transfer.id.clone())));
+        }
+    }
+    Ok(None)
 }
 
 /// A stored transfer with its position and time.
@@ -384,6 +418,28 @@ async fn apply_batch(
         insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
         for row in insert.build().fetch_all(&mut **tx).await? {
             inserted.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    // A retried id must carry the same transfer: otherwise the key was reused.
+    let retried = retried_transfers(batch, &inserted);
+    if !retried.is_empty() {
+        let mut select = QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT id, body FROM ledger_transfers WHERE id IN (",
+        );
+        let mut ids = select.separated(", ");
+        for transfer in &retried {
+            ids.push_bind(&transfer.id);
+        }
+        select.push(")");
+        let mut stored = std::collections::HashMap::new();
+        for row in select.build().fetch_all(&mut **tx).await? {
+            stored.insert(
+                row.try_get::<String, _>("id")?,
+                row.try_get::<String, _>("body")?,
+            );
+        }
+        if let Some(conflict) = first_conflict(&retried, &stored)? {
+            return Ok(Err(conflict));
         }
     }
     // 2. Net balance change per account, checked once against the stored balances.

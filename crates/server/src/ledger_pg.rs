@@ -9,7 +9,7 @@ use streamweave_ledger::{AccountRef, Address, Channel, RevenuePolicy, Transfer};
 
 use crate::ledger_db::{
     INSERT_CHUNK_ROWS, LedgerBatch, Refusal, StoredTransfer, TransferRow, account_kind, decode_err,
-    last_states, merge, net_deltas, order_independent,
+    first_conflict, last_states, merge, net_deltas, order_independent, retried_transfers,
 };
 use crate::ledger_store::LedgerStore;
 
@@ -378,6 +378,27 @@ async fn apply_batch(
         insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
         for row in insert.build().fetch_all(&mut **tx).await? {
             inserted.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    // A retried id must carry the same transfer: otherwise the key was reused.
+    let retried = retried_transfers(batch, &inserted);
+    if !retried.is_empty() {
+        let mut select =
+            QueryBuilder::<Postgres>::new("SELECT id, body FROM ledger_transfers WHERE id IN (");
+        let mut ids = select.separated(", ");
+        for transfer in &retried {
+            ids.push_bind(&transfer.id);
+        }
+        select.push(")");
+        let mut stored = std::collections::HashMap::new();
+        for row in select.build().fetch_all(&mut **tx).await? {
+            stored.insert(
+                row.try_get::<String, _>("id")?,
+                row.try_get::<String, _>("body")?,
+            );
+        }
+        if let Some(conflict) = first_conflict(&retried, &stored)? {
+            return Ok(Err(conflict));
         }
     }
     // 2. Net balance change per account, checked against the locked balances.

@@ -20,6 +20,7 @@ mod live;
 mod media_index;
 mod model;
 mod payments;
+mod rate_limit;
 mod replication;
 mod sessions;
 mod stats;

@@ -188,13 +188,32 @@ fn site(state: &AppState) -> (String, String) {
     responses(
         (status = 200, body = ChallengeResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many challenges from this address", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn challenge(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(body): ApiJson<ChallengeRequest>,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
     let address = parse_address(&body.address)?;
+    // Each challenge is a row: bounded per client address.
+    if let Some(axum::Extension(axum::extract::ConnectInfo(peer))) = peer {
+        let now = now_ms();
+        if !state.challenge_limiter.allow(peer.ip(), now) {
+            let wait_s = state
+                .challenge_limiter
+                .retry_after_ms(peer.ip(), now)
+                .div_ceil(1000)
+                .max(1);
+            return Err(ApiError::custom(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+                format!("too many sign-in challenges from your address; try again in {wait_s} s"),
+            ));
+        }
+    }
     let nonce: String = {
         let mut rng = rand::rng();
         (0..16)

@@ -5,6 +5,7 @@ pub mod auth;
 mod chat;
 mod events;
 mod ipfs;
+pub mod listener;
 mod payments;
 mod playback;
 pub mod problem;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub audience: Arc<crate::audience::Audience>,
     /// Bounds the open WebSockets ([`MAX_OPEN_SOCKETS`]).
     pub sockets: Arc<tokio::sync::Semaphore>,
+    /// Sign-in challenges per client address.
+    pub challenge_limiter: Arc<crate::rate_limit::RateLimiter>,
 }
 
 #[derive(OpenApi)]

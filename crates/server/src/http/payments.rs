@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{Caller, alloy_hex, parse_address, rfc3339};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
+use crate::ledger_db::Refusal;
 use crate::model::now_ms;
 use crate::payments::{EngineError, Operation};
 
@@ -172,6 +173,12 @@ pub fn engine_error(err: EngineError) -> ApiError {
             "Channel exists",
             "a channel with this id exists; use another salt",
         ),
+        EngineError::Refused(refusal @ Refusal::IdempotencyConflict(_)) => ApiError::custom(
+            StatusCode::CONFLICT,
+            "idempotency-conflict",
+            "Idempotency key reused",
+            format!("{refusal}; use a new id for a new request"),
+        ),
         EngineError::Refused(refusal) => ApiError::custom(
             StatusCode::CONFLICT,
             "insufficient-balance",
@@ -244,6 +251,14 @@ async fn open_channel(
     let payer = caller.account()?;
     let payee = parse_address(&body.payee)?;
     let signer = parse_address(&body.signer)?;
+    // Nobody holds the zero address's key: a channel to it, or signed by
+    // it, could never be paid or spent.
+    if payee == Address::ZERO {
+        return Err(ApiError::bad_request("payee must not be the zero address"));
+    }
+    if signer == Address::ZERO {
+        return Err(ApiError::bad_request("signer must not be the zero address"));
+    }
     let deposit = parse_amount(&body.deposit, "deposit")?;
     let salt = match &body.salt {
         Some(text) => parse_b256(text, "salt")?,

@@ -287,7 +287,23 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn view(state: &AppState, stream: &StreamRecord, renditions: Vec<RenditionRecord>) -> StreamView {
+/// What `end_error` says to anyone but the stream's creator and admins: the
+/// cause itself (ffmpeg's output, paths) is internal.
+const PUBLIC_END_ERROR: &str = "the broadcast ended unexpectedly";
+
+fn view(
+    state: &AppState,
+    stream: &StreamRecord,
+    renditions: Vec<RenditionRecord>,
+    viewer: Option<&Caller>,
+) -> StreamView {
+    let owner_or_admin = viewer.is_some_and(|caller| {
+        caller.is_admin()
+            || stream
+                .owner
+                .as_deref()
+                .is_some_and(|owner| caller.address().is_some_and(|a| format!("{a:#x}") == owner))
+    });
     StreamView {
         id: stream.id.clone(),
         title: stream.title.clone(),
@@ -303,7 +319,11 @@ fn view(state: &AppState, stream: &StreamRecord, renditions: Vec<RenditionRecord
         created_at: rfc3339(stream.created_at_ms),
         started_at: stream.started_at_ms.map(rfc3339),
         ended_at: stream.ended_at_ms.map(rfc3339),
-        end_error: stream.end_error.clone(),
+        end_error: match &stream.end_error {
+            Some(cause) if owner_or_admin => Some(cause.clone()),
+            Some(_) => Some(PUBLIC_END_ERROR.to_string()),
+            None => None,
+        },
         renditions,
         retention_days: stream.retention_days,
         expired_at: stream.expired_at_ms.map(rfc3339),
@@ -403,7 +423,7 @@ async fn create_stream(
     Ok((
         StatusCode::CREATED,
         Json(StreamCreated {
-            stream: view(&state, &record, Vec::new()),
+            stream: view(&state, &record, Vec::new(), Some(&caller)),
             stream_key: record.stream_key.clone(),
             rtmp_url: state.settings.public_rtmp_url.clone(),
         }),
@@ -441,6 +461,7 @@ pub struct ListStreamsQuery {
 )]
 async fn list_streams(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Query(query): Query<ListStreamsQuery>,
 ) -> Result<Json<Vec<StreamView>>, ApiError> {
     let non_empty = |text: &Option<String>| {
@@ -481,7 +502,12 @@ async fn list_streams(
     let streams = state.db.streams(&filter, limit).await?;
     let mut views = Vec::with_capacity(streams.len());
     for stream in &streams {
-        views.push(view(&state, stream, state.db.renditions(&stream.id).await?));
+        views.push(view(
+            &state,
+            stream,
+            state.db.renditions(&stream.id).await?,
+            caller.as_ref(),
+        ));
     }
     Ok(Json(views))
 }
@@ -499,11 +525,12 @@ async fn list_streams(
 )]
 async fn get_stream(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<StreamView>, ApiError> {
     let stream = find_stream(&state, &id).await?;
     let renditions = state.db.renditions(&id).await?;
-    Ok(Json(view(&state, &stream, renditions)))
+    Ok(Json(view(&state, &stream, renditions, caller.as_ref())))
 }
 
 pub(super) async fn find_stream(state: &AppState, id: &str) -> Result<StreamRecord, ApiError> {
@@ -826,5 +853,5 @@ async fn update_stream(
         .index
         .set_paid(&stream.id, stream.access == AccessMode::PerSecond);
     let renditions = state.db.renditions(&stream.id).await?;
-    Ok(Json(view(&state, &stream, renditions)))
+    Ok(Json(view(&state, &stream, renditions, Some(&caller))))
 }
