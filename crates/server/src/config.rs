@@ -97,7 +97,8 @@ pub struct ServeArgs {
     /// limit allows after a reserve for the rest of the server).
     #[arg(long, env = "STREAMWEAVE_MAX_HTTP_CONNECTIONS")]
     pub max_http_connections: Option<usize>,
-    /// HTTP connections open at once from one IP address (0: no cap).
+    /// HTTP connections open at once from one IP address (0: no cap;
+    /// default 1024, no cap with `--dev`).
     #[arg(long, env = "STREAMWEAVE_MAX_HTTP_CONNECTIONS_PER_IP")]
     pub max_http_connections_per_ip: Option<usize>,
     /// Time a request's headers may take to arrive, in milliseconds.
@@ -324,10 +325,11 @@ impl Settings {
                 .max(1),
             gc_grace_s: args.gc_grace_s.or(file.gc_grace_s).unwrap_or(3600),
             max_http_connections: args.max_http_connections.or(file.max_http_connections),
+            // Dev servers host load generators: one address, many viewers.
             max_http_connections_per_ip: args
                 .max_http_connections_per_ip
                 .or(file.max_http_connections_per_ip)
-                .unwrap_or(1024),
+                .unwrap_or(if dev { 0 } else { 1024 }),
             http_header_timeout_ms: args
                 .http_header_timeout_ms
                 .or(file.http_header_timeout_ms)

@@ -267,6 +267,11 @@ async fn a_stream_live_when_the_server_dies_is_ended_and_still_plays() {
     let restarted = Server::start_in(&data_dir, &[]).await;
     let stream = restarted.get_json(&format!("/api/v1/streams/{id}")).await;
     assert_eq!(stream["state"], "ended");
+    assert_eq!(stream["end_error"], "the broadcast ended unexpectedly");
+    // The cause itself is for the creator and admins.
+    let stream = restarted
+        .get_json_as(&format!("/api/v1/streams/{id}"), ADMIN_TOKEN)
+        .await;
     assert!(
         stream["end_error"]
             .as_str()
