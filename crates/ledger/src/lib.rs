@@ -1,6 +1,8 @@
 //! StreamWeave's payment core, as `shared/spec/payments.md` defines it:
 //! amounts, EIP-712 vouchers and channel ids, signature recovery, revenue
-//! splits, the channel state machine, the double-entry model and its audit.
+//! splits, the channel state machine, the double-entry model and its audit;
+//! and the arithmetic of `shared/spec/economics.md` ([`economics`]: tickets,
+//! the leaderboard, market sales, memberships, the pool's rounds).
 //!
 //! Free of I/O, threads and clocks: time is an argument (`now_ms`), and every
 //! operation returns the transfers a store must persist atomically.
@@ -10,6 +12,7 @@ mod audit;
 mod book;
 mod channel;
 mod crypto;
+pub mod economics;
 mod metering;
 mod siwe;
 mod split;
