@@ -697,7 +697,11 @@ mod tests {
         };
         let round = close_round(&idle, PoolMode::UserCentric).unwrap();
         assert!(round.allocations.is_empty());
-        assert_eq!(round.carry, Amount(1505), "1470 contributed, 30 viewed, 5 carried");
+        assert_eq!(
+            round.carry,
+            Amount(1505),
+            "1470 contributed, 30 viewed, 5 carried"
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use crate::db::{self, Db};
 use crate::http::{self, AppState};
 use crate::ledger_db::LedgerDb;
 use crate::live::LiveHub;
-use crate::media_index::{FileCache, MediaIndex};
+use crate::live::media_index::{FileCache, MediaIndex};
 use crate::model::now_ms;
-use crate::payments::Payments;
+use crate::money::payments::Payments;
 use streamweave_ledger::PaymentDomain;
 
 /// Publish requests waiting for an answer.
@@ -115,7 +115,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     {
         hub.transcode_niceness = Some(settings.transcode_niceness);
     }
-    let events = Arc::new(crate::events::Events::default());
+    let events = Arc::new(crate::live::events::Events::default());
     hub.events = events.clone();
     let hub = Arc::new(hub);
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_REQUEST_QUEUE);
@@ -147,15 +147,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the payments engine")?;
-    let mut targets: Vec<crate::replication::ReplicaTarget> = settings
+    let mut targets: Vec<crate::archive::replication::ReplicaTarget> = settings
         .replica_dirs
         .iter()
         .cloned()
-        .map(crate::replication::ReplicaTarget::directory)
+        .map(crate::archive::replication::ReplicaTarget::directory)
         .collect();
     for url in &settings.replica_s3 {
         targets.push(
-            crate::replication::ReplicaTarget::s3(
+            crate::archive::replication::ReplicaTarget::s3(
                 url,
                 settings.replica_s3_endpoint.as_deref(),
                 settings.data_dir.join("staging"),
@@ -172,7 +172,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         );
         targets.truncate(factor);
     }
-    let replicator = Arc::new(crate::replication::Replicator {
+    let replicator = Arc::new(crate::archive::replication::Replicator {
         db: db.clone(),
         blockstore: blockstore.clone(),
         targets,
@@ -189,7 +189,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         last_gc_ms: std::sync::atomic::AtomicI64::new(now_ms()),
     });
     tokio::spawn(replicator.run(std::time::Duration::from_secs(2)));
-    let stats = Arc::new(crate::stats::WatchStats::new(db.clone()));
+    let stats = Arc::new(crate::money::stats::WatchStats::new(db.clone()));
     tokio::spawn(stats.clone().run());
     let state = AppState {
         settings: settings.clone(),
@@ -199,14 +199,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         cache,
         ledger,
         payments,
-        sessions: Arc::new(crate::sessions::Sessions::default()),
+        sessions: Arc::new(crate::money::sessions::Sessions::default()),
         events,
         stats: stats.clone(),
-        chat: Arc::new(crate::chat::ChatRooms::default()),
-        thumbnails: Arc::new(http::thumbnails::Thumbnails::default()),
-        audience: Arc::new(crate::audience::Audience::default()),
+        chat: Arc::new(crate::community::chat::ChatRooms::default()),
+        thumbnails: Arc::new(crate::live::thumbnails::Thumbnails::default()),
+        audience: Arc::new(crate::live::audience::Audience::default()),
         sockets: Arc::new(tokio::sync::Semaphore::new(http::MAX_OPEN_SOCKETS)),
-        challenge_limiter: Arc::new(crate::rate_limit::RateLimiter::new(
+        challenge_limiter: Arc::new(crate::http::rate_limit::RateLimiter::new(
             settings.challenges_per_ip_per_minute,
             settings.challenges_per_ip_per_minute.min(30),
         )),

@@ -112,7 +112,7 @@ impl TipTotals {
 async fn insert_message(
     executor: impl sqlx::SqliteExecutor<'_>,
     stream_id: &str,
-    message: &crate::chat::ChatMessage,
+    message: &crate::community::chat::ChatMessage,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO chat_messages (id, stream_id, author, body, tip_amount, created_at_ms) \
@@ -318,7 +318,7 @@ impl Db {
     pub async fn insert_chat_message(
         &self,
         stream_id: &str,
-        message: &crate::chat::ChatMessage,
+        message: &crate::community::chat::ChatMessage,
     ) -> Result<(), sqlx::Error> {
         insert_message(&self.pool, stream_id, message).await
     }
@@ -331,7 +331,7 @@ impl Db {
         tip_id: &str,
         stream_id: &str,
         tip: &TipTotals,
-        message: &crate::chat::ChatMessage,
+        message: &crate::community::chat::ChatMessage,
     ) -> Result<bool, sqlx::Error> {
         // IMMEDIATE: read-then-write of the totals.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -380,7 +380,7 @@ impl Db {
         &self,
         stream_id: &str,
         limit: i64,
-    ) -> Result<Vec<crate::chat::ChatMessage>, sqlx::Error> {
+    ) -> Result<Vec<crate::community::chat::ChatMessage>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT id, author, body, tip_amount, created_at_ms FROM chat_messages \
              WHERE stream_id = ? AND deleted = 0 ORDER BY created_at_ms DESC, rowid DESC LIMIT ?",
@@ -392,7 +392,7 @@ impl Db {
         let mut messages = rows
             .iter()
             .map(|row| {
-                Ok(crate::chat::ChatMessage {
+                Ok(crate::community::chat::ChatMessage {
                     id: row.try_get("id")?,
                     author: row.try_get("author")?,
                     text: row.try_get("body")?,
@@ -641,7 +641,7 @@ impl Db {
         &self,
         batch: &[(
             (String, streamweave_ledger::Address),
-            crate::stats::ViewerDelta,
+            crate::money::stats::ViewerDelta,
         )],
     ) -> Result<(), sqlx::Error> {
         // IMMEDIATE: this transaction reads then writes, and a deferred one
@@ -661,7 +661,7 @@ impl Db {
             .await?;
             let stored = match &row {
                 Some(row) => viewer_delta_from_row(row)?,
-                None => crate::stats::ViewerDelta::default(),
+                None => crate::money::stats::ViewerDelta::default(),
             };
             let sum = stored
                 .merged(delta)
@@ -697,7 +697,7 @@ impl Db {
         stream_id: &str,
     ) -> Result<
         (
-            crate::stats::StreamTotals,
+            crate::money::stats::StreamTotals,
             std::collections::HashSet<streamweave_ledger::Address>,
         ),
         sqlx::Error,
@@ -709,7 +709,7 @@ impl Db {
         .bind(stream_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut totals = crate::stats::StreamTotals::default();
+        let mut totals = crate::money::stats::StreamTotals::default();
         let mut viewers = std::collections::HashSet::with_capacity(rows.len());
         for row in &rows {
             let viewer: String = row.try_get("viewer")?;
@@ -850,7 +850,7 @@ impl Db {
         &self,
         now_ms: i64,
         limit: i64,
-    ) -> Result<Vec<crate::replication::ReplicaRecord>, sqlx::Error> {
+    ) -> Result<Vec<crate::archive::replication::ReplicaRecord>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT r.root_cid, r.target, r.state, r.attempts, r.last_error, r.updated_at_ms, \
              r.next_attempt_ms, a.piece_cid, a.stream_id FROM archive_replicas r \
@@ -868,7 +868,7 @@ impl Db {
     pub async fn replicas(
         &self,
         root_cid: Option<&str>,
-    ) -> Result<Vec<crate::replication::ReplicaRecord>, sqlx::Error> {
+    ) -> Result<Vec<crate::archive::replication::ReplicaRecord>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT r.root_cid, r.target, r.state, r.attempts, r.last_error, r.updated_at_ms, \
              r.next_attempt_ms, a.piece_cid, a.stream_id FROM archive_replicas r \
@@ -886,10 +886,10 @@ impl Db {
         &self,
         root_cid: &str,
         target: &str,
-        update: &crate::replication::ReplicaUpdate<'_>,
+        update: &crate::archive::replication::ReplicaUpdate<'_>,
         now_ms: i64,
     ) -> Result<(), sqlx::Error> {
-        let crate::replication::ReplicaUpdate {
+        let crate::archive::replication::ReplicaUpdate {
             state,
             attempts,
             last_error,
@@ -968,13 +968,13 @@ impl Db {
 
 fn viewer_delta_from_row(
     row: &sqlx::sqlite::SqliteRow,
-) -> Result<crate::stats::ViewerDelta, sqlx::Error> {
+) -> Result<crate::money::stats::ViewerDelta, sqlx::Error> {
     let amount = |column: &str| -> Result<streamweave_ledger::Amount, sqlx::Error> {
         row.try_get::<&str, _>(column)?
             .parse()
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))
     };
-    Ok(crate::stats::ViewerDelta {
+    Ok(crate::money::stats::ViewerDelta {
         session_started_ms: Some(row.try_get("first_session_ms")?),
         sessions: row.try_get::<i64, _>("sessions")?.max(0) as u64,
         paid_media_ms: row.try_get::<i64, _>("paid_media_ms")?.max(0) as u64,
@@ -986,8 +986,8 @@ fn viewer_delta_from_row(
 
 fn replica_from_row(
     row: &sqlx::sqlite::SqliteRow,
-) -> Result<crate::replication::ReplicaRecord, sqlx::Error> {
-    Ok(crate::replication::ReplicaRecord {
+) -> Result<crate::archive::replication::ReplicaRecord, sqlx::Error> {
+    Ok(crate::archive::replication::ReplicaRecord {
         root_cid: row.try_get("root_cid")?,
         target: row.try_get("target")?,
         state: row.try_get("state")?,

@@ -204,11 +204,11 @@ mod suite {
     use super::*;
 
     fn deposit(id: &str, owner: Address, amount: u128) -> Transfer {
-        crate::payments::deposit(id.to_string(), owner, Address::ZERO, Amount(amount))
+        crate::money::payments::deposit(id.to_string(), owner, Address::ZERO, Amount(amount))
     }
 
     fn spend(id: &str, owner: Address, amount: u128) -> Transfer {
-        crate::payments::withdrawal(
+        crate::money::payments::withdrawal(
             id.to_string(),
             AccountRef::Available {
                 owner,

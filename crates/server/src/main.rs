@@ -2,28 +2,17 @@
 
 mod app;
 mod archive;
-mod audience;
-mod bench;
-mod chat;
+mod cli;
+mod community;
 mod config;
 mod db;
-mod demo;
-mod events;
-mod export;
-mod gc;
 mod http;
-mod keys;
 mod ledger_db;
 mod ledger_pg;
 mod ledger_store;
 mod live;
-mod media_index;
 mod model;
-mod payments;
-mod rate_limit;
-mod replication;
-mod sessions;
-mod stats;
+mod money;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -376,7 +365,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             segment_duration_ms,
         }) => runtime()?.block_on(async move {
             let summary =
-                export::export_stream(&data_dir, &stream, &out, segment_duration_ms).await?;
+                archive::export::export_stream(&data_dir, &stream, &out, segment_duration_ms)
+                    .await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }),
@@ -384,7 +374,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(audit(data_dir, database))
         }
         Command::Bench(BenchCommand::Recover { threads, seconds }) => {
-            let rate = bench::recover_rate(threads.max(1), seconds.max(1));
+            let rate = cli::bench::recover_rate(threads.max(1), seconds.max(1));
             println!(
                 "{}",
                 serde_json::json!({ "threads": threads, "recoveries_per_second": rate })
@@ -439,7 +429,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Archive { minutes }) => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&bench::archive_throughput(minutes.max(1)))?
+                serde_json::to_string_pretty(&cli::bench::archive_throughput(minutes.max(1)))?
             );
             Ok(())
         }
@@ -447,10 +437,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             channels,
             seconds,
-        }) => runtime()?.block_on(bench::vouchers(&server, channels.max(1), seconds.max(1))),
+        }) => runtime()?.block_on(cli::bench::vouchers(
+            &server,
+            channels.max(1),
+            seconds.max(1),
+        )),
         Command::Keys(KeysCommand::New { out }) => {
-            let key = keys::new_key();
-            keys::write_key(&out, &key)?;
+            let key = cli::keys::new_key();
+            cli::keys::write_key(&out, &key)?;
             println!("{:#x}", key.address());
             Ok(())
         }
@@ -463,7 +457,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             deposit,
             faucet,
         } => {
-            let key = keys::read_key(&key)?;
+            let key = cli::keys::read_key(&key)?;
             let parse = |text: &str, what: &str| {
                 text.parse::<streamweave_ledger::Amount>()
                     .map_err(|err| anyhow::anyhow!("{what}: {err}"))
@@ -493,7 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let db = db::open_existing(&data_dir).await?;
                 let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
                 let referenced = db.referenced_cids().await?;
-                let report = gc::collect(
+                let report = archive::gc::collect(
                     &blockstore,
                     &referenced,
                     std::time::Duration::from_secs(grace_s),
@@ -636,7 +630,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             period_seconds,
             preview_seconds,
         }) => {
-            let key = keys::read_key(&key)?;
+            let key = cli::keys::read_key(&key)?;
             let price = price
                 .map(|amount| {
                     Ok::<_, anyhow::Error>(streamweave_ledger::Price {
@@ -659,7 +653,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = config::Settings::resolve(args)?;
             app::start(settings).await?.wait().await
         }),
-        Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Demo(args) => runtime()?.block_on(cli::demo::run(args)),
     }
 }
 

@@ -17,7 +17,7 @@ use super::auth::{Caller, parse_address, rfc3339};
 use super::payments::engine_error;
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
 use crate::model::now_ms;
-use crate::payments::{Operation, deposit, withdrawal};
+use crate::money::payments::{Operation, deposit, withdrawal};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

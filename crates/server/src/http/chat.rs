@@ -21,10 +21,10 @@ use super::auth::{Caller, caller_for_token, parse_address};
 use super::payments::{engine_error, revenue_policy};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
 use super::streams::find_stream;
-use crate::chat::{ChatError, ChatEvent, ChatMessage, HISTORY_LEN, message_text};
-use crate::events::StreamEvent;
+use crate::community::chat::{ChatError, ChatEvent, ChatMessage, HISTORY_LEN, message_text};
+use crate::live::events::StreamEvent;
 use crate::model::{StreamRecord, now_ms};
-use crate::payments::Operation;
+use crate::money::payments::Operation;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -10,9 +10,10 @@ mod payments;
 mod playback;
 pub mod problem;
 mod ranges;
+pub mod rate_limit;
 mod sessions;
 mod streams;
-pub mod thumbnails;
+mod thumbnails;
 mod web;
 
 use std::sync::Arc;
@@ -30,8 +31,8 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::ledger_db::LedgerDb;
-use crate::media_index::{FileCache, MediaIndex};
-use crate::payments::Payments;
+use crate::live::media_index::{FileCache, MediaIndex};
+use crate::money::payments::Payments;
 
 /// Largest JSON body the API reads.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -62,16 +63,16 @@ pub struct AppState {
     pub cache: Arc<FileCache>,
     pub ledger: LedgerDb,
     pub payments: Payments,
-    pub sessions: Arc<crate::sessions::Sessions>,
-    pub events: Arc<crate::events::Events>,
-    pub stats: Arc<crate::stats::WatchStats>,
-    pub chat: Arc<crate::chat::ChatRooms>,
-    pub thumbnails: Arc<thumbnails::Thumbnails>,
-    pub audience: Arc<crate::audience::Audience>,
+    pub sessions: Arc<crate::money::sessions::Sessions>,
+    pub events: Arc<crate::live::events::Events>,
+    pub stats: Arc<crate::money::stats::WatchStats>,
+    pub chat: Arc<crate::community::chat::ChatRooms>,
+    pub thumbnails: Arc<crate::live::thumbnails::Thumbnails>,
+    pub audience: Arc<crate::live::audience::Audience>,
     /// Bounds the open WebSockets ([`MAX_OPEN_SOCKETS`]).
     pub sockets: Arc<tokio::sync::Semaphore>,
     /// Sign-in challenges per client address.
-    pub challenge_limiter: Arc<crate::rate_limit::RateLimiter>,
+    pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
 }
 
 #[derive(OpenApi)]

@@ -19,7 +19,7 @@ use super::auth::{Caller, alloy_hex, parse_address, rfc3339};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
 use crate::ledger_db::Refusal;
 use crate::model::now_ms;
-use crate::payments::{EngineError, Operation};
+use crate::money::payments::{EngineError, Operation};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -448,7 +448,7 @@ async fn submit_voucher(
             .earned(&stream_id, after.payer, gross, Amount(creator_step), fee);
         state.events.publish(
             &stream_id,
-            crate::events::StreamEvent::Earnings {
+            crate::live::events::StreamEvent::Earnings {
                 channel_id: format!("{:#x}", after.id),
                 gross: gross.to_string(),
                 creator: creator_step.to_string(),

@@ -17,7 +17,7 @@ use super::auth::Caller;
 use super::problem::{ApiError, Problem};
 use super::ranges::{immutable_file, load_file};
 use super::streams::is_stream_id;
-use crate::media_index::{SharedMedia, StreamMedia, read_lock};
+use crate::live::media_index::{SharedMedia, StreamMedia, read_lock};
 use crate::model::StreamState;
 
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -17,9 +17,9 @@ use super::auth::Caller;
 use super::playback::{master_for, playlist_response, rendition_response, stream_media};
 use super::problem::{ApiError, ApiJson, Problem};
 use super::streams::PriceBody;
-use crate::media_index::read_lock;
+use crate::live::media_index::read_lock;
 use crate::model::{AccessMode, now_ms};
-use crate::sessions::Session;
+use crate::money::sessions::Session;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -151,9 +151,10 @@ async fn start_session(
     state.sessions.start(session);
     state.stats.session_started(&stream.id, viewer, now);
     let count = state.sessions.viewers(&stream.id, now);
-    state
-        .events
-        .publish(&stream.id, crate::events::StreamEvent::Viewers { count });
+    state.events.publish(
+        &stream.id,
+        crate::live::events::StreamEvent::Viewers { count },
+    );
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -180,7 +181,7 @@ async fn end_session(
     let count = state.sessions.viewers(&found.stream_id, now_ms());
     state.events.publish(
         &found.stream_id,
-        crate::events::StreamEvent::Viewers { count },
+        crate::live::events::StreamEvent::Viewers { count },
     );
     Ok(StatusCode::NO_CONTENT)
 }

@@ -672,7 +672,7 @@ pub struct ArchiveView {
     pub complete: bool,
     /// Replicas of this archive (complete archives are replicated).
     #[schema(value_type = Vec<Object>)]
-    pub replicas: Vec<crate::replication::ReplicaRecord>,
+    pub replicas: Vec<crate::archive::replication::ReplicaRecord>,
 }
 
 /// The recording as a content-addressed folder: root CID, CAR size and
@@ -742,7 +742,7 @@ fn archive_view(
     summary: crate::archive::ArchiveSummary,
     segments: usize,
     complete: bool,
-    replicas: Vec<crate::replication::ReplicaRecord>,
+    replicas: Vec<crate::archive::replication::ReplicaRecord>,
 ) -> ArchiveView {
     ArchiveView {
         stream_id: stream_id.to_string(),

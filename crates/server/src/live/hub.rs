@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::db::Db;
-use crate::media_index::{FileCache, MediaIndex};
+use crate::live::media_index::{FileCache, MediaIndex};
 use crate::model::{RenditionRecord, SegmentRecord, StreamState, now_ms};
 
 /// Messages buffered between a publisher and its ffmpeg.
@@ -36,7 +36,7 @@ pub struct LiveHub {
     /// `nice` level of ffmpeg processes.
     pub transcode_niceness: Option<u8>,
     /// Where live state changes are announced.
-    pub events: Arc<crate::events::Events>,
+    pub events: Arc<crate::live::events::Events>,
     /// Streams with a publisher right now (from accept to pipeline end).
     active: Mutex<HashSet<String>>,
 }
@@ -157,7 +157,7 @@ impl LiveHub {
                             self.index.set_live(&stream_id, paid, records);
                             self.events.publish(
                                 &stream_id,
-                                crate::events::StreamEvent::State {
+                                crate::live::events::StreamEvent::State {
                                     state: "live".into(),
                                 },
                             );
@@ -200,7 +200,7 @@ impl LiveHub {
             self.index.set_ended(&stream_id);
             self.events.publish(
                 &stream_id,
-                crate::events::StreamEvent::State {
+                crate::live::events::StreamEvent::State {
                     state: "ended".into(),
                 },
             );

@@ -14,6 +14,10 @@
 //! the root (deterministic block order, see `streamweave_cas::write_car`) and
 //! its Filecoin Piece CID come from the same walk.
 
+pub mod export;
+pub mod gc;
+pub mod replication;
+
 use std::io::Write;
 
 use anyhow::Context;

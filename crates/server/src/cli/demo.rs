@@ -55,7 +55,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let creator = demo_key(&data_dir.join("demo-creator.key"))?;
     let viewer_key_file = data_dir.join("demo-viewer.key");
     let viewer = demo_key(&viewer_key_file)?;
-    let funding = crate::payments::deposit(
+    let funding = crate::money::payments::deposit(
         format!("demo-faucet:{:#x}", viewer.address()),
         viewer.address(),
         streamweave_ledger::Address::ZERO,
@@ -63,7 +63,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     );
     state
         .payments
-        .submit(crate::payments::Operation::Transfers(vec![funding]))
+        .submit(crate::money::payments::Operation::Transfers(vec![funding]))
         .await
         .map_err(|err| anyhow::anyhow!("funding the demo viewer: {err}"))?;
     let paid = StreamRecord {
@@ -214,9 +214,9 @@ fn random_id() -> String {
 /// The demo's key at `path`, made on first use.
 fn demo_key(path: &std::path::Path) -> anyhow::Result<streamweave_ledger::SigningKey> {
     if path.exists() {
-        return crate::keys::read_key(path);
+        return crate::cli::keys::read_key(path);
     }
-    let key = crate::keys::new_key();
-    crate::keys::write_key(path, &key)?;
+    let key = crate::cli::keys::new_key();
+    crate::cli::keys::write_key(path, &key)?;
     Ok(key)
 }

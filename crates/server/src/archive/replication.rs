@@ -310,7 +310,7 @@ fn store_is_sound(blockstore: &Blockstore, root: &Cid, piece_cid: &str) -> bool 
 pub struct Replicator {
     pub db: Db,
     pub blockstore: Arc<Blockstore>,
-    pub index: Arc<crate::media_index::MediaIndex>,
+    pub index: Arc<crate::live::media_index::MediaIndex>,
     pub targets: Vec<ReplicaTarget>,
     pub segment_duration_ms: u32,
     pub verify_interval_ms: i64,
@@ -360,7 +360,7 @@ impl Replicator {
             let referenced = self.db.referenced_cids().await?;
             let (blockstore, grace) = (self.blockstore.clone(), self.gc_grace);
             let report = tokio::task::spawn_blocking(move || {
-                crate::gc::collect(&blockstore, &referenced, grace)
+                crate::archive::gc::collect(&blockstore, &referenced, grace)
             })
             .await??;
             if report.removed > 0 {

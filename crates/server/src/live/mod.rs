@@ -1,0 +1,13 @@
+//! Live: what happens between a publisher and a playlist. The hub accepts
+//! publishes and stores what the pipeline produces; the media index keeps
+//! every stream's segments in memory for playlists; the audience counts free
+//! viewers; events carry live state and earnings to WebSockets; thumbnails
+//! are frames of the latest segment.
+
+pub mod audience;
+pub mod events;
+mod hub;
+pub mod media_index;
+pub mod thumbnails;
+
+pub use hub::LiveHub;
