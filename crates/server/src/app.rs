@@ -191,7 +191,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     tokio::spawn(replicator.run(std::time::Duration::from_secs(2)));
     let stats = Arc::new(crate::money::stats::WatchStats::new(db.clone()));
     tokio::spawn(stats.clone().run());
+    let uploads = Arc::new(
+        crate::uploads::Uploads::open(
+            &settings.data_dir.join("uploads"),
+            crate::uploads::UploadLimits {
+                max_upload_bytes: settings.max_upload_bytes,
+                quota_bytes: settings.upload_quota_bytes,
+                expiry_ms: i64::try_from(settings.upload_expiry_s)
+                    .unwrap_or(i64::MAX / 1000)
+                    .saturating_mul(1000),
+            },
+        )
+        .context("opening the upload store")?,
+    );
+    tokio::spawn(crate::uploads::expire_forever(uploads.clone()));
     let state = AppState {
+        uploads,
         settings: settings.clone(),
         db,
         blockstore,

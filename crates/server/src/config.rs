@@ -114,6 +114,15 @@ pub struct ServeArgs {
     /// 60, in bursts of up to 30; 100,000 with `--dev`).
     #[arg(long, env = "STREAMWEAVE_CHALLENGES_PER_IP_PER_MINUTE")]
     pub challenges_per_ip_per_minute: Option<u32>,
+    /// Largest upload accepted, in bytes (default 20 GiB).
+    #[arg(long, env = "STREAMWEAVE_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Bytes one creator may hold in uploads at once (default 100 GiB).
+    #[arg(long, env = "STREAMWEAVE_UPLOAD_QUOTA_BYTES")]
+    pub upload_quota_bytes: Option<u64>,
+    /// Unfinished uploads are removed after this many seconds (default 24 h).
+    #[arg(long, env = "STREAMWEAVE_UPLOAD_EXPIRY_S")]
+    pub upload_expiry_s: Option<u64>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -154,6 +163,9 @@ struct FileConfig {
     rtmp_handshake_timeout_ms: Option<u64>,
     max_rtmp_pending_per_ip: Option<usize>,
     challenges_per_ip_per_minute: Option<u32>,
+    max_upload_bytes: Option<u64>,
+    upload_quota_bytes: Option<u64>,
+    upload_expiry_s: Option<u64>,
     dev: Option<bool>,
 }
 
@@ -192,6 +204,9 @@ pub struct Settings {
     pub rtmp_handshake_timeout_ms: u64,
     pub max_rtmp_pending_per_ip: usize,
     pub challenges_per_ip_per_minute: u32,
+    pub max_upload_bytes: u64,
+    pub upload_quota_bytes: u64,
+    pub upload_expiry_s: u64,
     pub dev: bool,
 }
 
@@ -350,6 +365,19 @@ impl Settings {
                 .challenges_per_ip_per_minute
                 .or(file.challenges_per_ip_per_minute)
                 .unwrap_or(if dev { 100_000 } else { 60 })
+                .max(1),
+            max_upload_bytes: args
+                .max_upload_bytes
+                .or(file.max_upload_bytes)
+                .unwrap_or(20 << 30),
+            upload_quota_bytes: args
+                .upload_quota_bytes
+                .or(file.upload_quota_bytes)
+                .unwrap_or(100 << 30),
+            upload_expiry_s: args
+                .upload_expiry_s
+                .or(file.upload_expiry_s)
+                .unwrap_or(86_400)
                 .max(1),
             dev,
         })

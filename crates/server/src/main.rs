@@ -13,6 +13,7 @@ mod ledger_store;
 mod live;
 mod model;
 mod money;
+mod uploads;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

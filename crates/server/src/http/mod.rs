@@ -14,6 +14,7 @@ pub mod rate_limit;
 mod sessions;
 mod streams;
 mod thumbnails;
+mod uploads;
 mod web;
 
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub audience: Arc<crate::live::audience::Audience>,
     /// Bounds the open WebSockets ([`MAX_OPEN_SOCKETS`]).
     pub sockets: Arc<tokio::sync::Semaphore>,
+    /// Resumable uploads in progress.
+    pub uploads: Arc<crate::uploads::Uploads>,
     /// Sign-in challenges per client address.
     pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
 }
@@ -110,6 +113,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(sessions::routes())
         .merge(chat::routes())
         .merge(thumbnails::routes())
+        .merge(uploads::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.
@@ -141,15 +145,25 @@ pub fn router(state: AppState) -> Router {
         tower_http::cors::CorsLayer::new()
             .allow_origin(tower_http::cors::Any)
             .allow_methods(tower_http::cors::Any)
-            .allow_headers([
-                axum::http::header::AUTHORIZATION,
-                axum::http::header::CONTENT_TYPE,
-                axum::http::header::RANGE,
-            ])
-            .expose_headers([
-                axum::http::header::CONTENT_LENGTH,
-                axum::http::header::CONTENT_RANGE,
-            ]),
+            .allow_headers(
+                [
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::header::CONTENT_TYPE,
+                    axum::http::header::RANGE,
+                ]
+                .into_iter()
+                .chain(uploads::REQUEST_HEADERS)
+                .collect::<Vec<_>>(),
+            )
+            .expose_headers(
+                [
+                    axum::http::header::CONTENT_LENGTH,
+                    axum::http::header::CONTENT_RANGE,
+                ]
+                .into_iter()
+                .chain(uploads::RESPONSE_HEADERS)
+                .collect::<Vec<_>>(),
+            ),
     )
     .layer(TraceLayer::new_for_http())
     .with_state(state)
