@@ -19,6 +19,7 @@ interface Vm {
     function expectRevert() external;
     function expectRevert(bytes4 selector) external;
     function expectRevert(bytes calldata revertData) external;
+    function expectPartialRevert(bytes4 selector) external;
     function assume(bool condition) external pure;
     // files and JSON
     function projectRoot() external view returns (string memory);
