@@ -303,9 +303,7 @@ contract StreamWeaveEscrow is EIP712, ReentrancyGuard {
         if (c.state == State.None) revert UnknownChannel(id);
     }
 
-    function _settle(bytes32 id, uint128 cumulativeAmount, bytes calldata signature, Policy calldata policy)
-        private
-    {
+    function _settle(bytes32 id, uint128 cumulativeAmount, bytes calldata signature, Policy calldata policy) private {
         Channel storage c = _existing(id);
         uint128 before = c.settled;
         if (cumulativeAmount <= before) return; // already settled: a no-op
@@ -382,14 +380,16 @@ contract StreamWeaveEscrow is EIP712, ReentrancyGuard {
         owed[token] += received;
     }
 
-    function _validate(Policy calldata policy) private pure {
-        if (policy.feeBps > BPS_DENOMINATOR || policy.feeRecipient == address(0)) revert InvalidPolicy();
+    function _validate(Policy calldata policy) private view {
+        if (policy.feeBps > BPS_DENOMINATOR) revert InvalidPolicy();
+        // Credits to the zero address or to the escrow itself could never be withdrawn.
+        if (policy.feeRecipient == address(0) || policy.feeRecipient == address(this)) revert InvalidPolicy();
         uint256 n = policy.recipients.length;
         if (n == 0 || n > MAX_RECIPIENTS) revert InvalidPolicy();
         uint256 sum;
         for (uint256 i; i < n; ++i) {
             Recipient calldata r = policy.recipients[i];
-            if (r.share == 0 || r.account == address(0)) revert InvalidPolicy();
+            if (r.share == 0 || r.account == address(0) || r.account == address(this)) revert InvalidPolicy();
             for (uint256 j; j < i; ++j) {
                 if (policy.recipients[j].account == r.account) revert InvalidPolicy();
             }

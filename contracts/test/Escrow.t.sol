@@ -61,10 +61,18 @@ contract EscrowTest is EscrowBase {
         p.recipients[1].account = address(0);
         expectInvalid(p);
         p = policy();
+        p.recipients[0].account = address(escrow);
+        expectInvalid(p);
+        p = policy();
+        p.feeRecipient = address(escrow);
+        expectInvalid(p);
+        p = policy();
         p.recipients = new StreamWeaveEscrow.Recipient[](0);
         expectInvalid(p);
         p.recipients = new StreamWeaveEscrow.Recipient[](17);
-        for (uint160 i; i < 17; ++i) p.recipients[i] = StreamWeaveEscrow.Recipient(address(0x100 + i), 1);
+        for (uint160 i; i < 17; ++i) {
+            p.recipients[i] = StreamWeaveEscrow.Recipient(address(0x100 + i), 1);
+        }
         expectInvalid(p);
         p.recipients = new StreamWeaveEscrow.Recipient[](2);
         p.recipients[0] = StreamWeaveEscrow.Recipient(r0, type(uint64).max);
@@ -349,8 +357,7 @@ contract EscrowTest is EscrowBase {
         token.mint(payer, 1e9);
         vm.startPrank(payer);
         token.approve(address(escrow), type(uint256).max);
-        bytes32 id =
-            escrow.open(payee, address(token), 10_000, 0, signer, uint64(block.timestamp + 1 days), policy());
+        bytes32 id = escrow.open(payee, address(token), 10_000, 0, signer, uint64(block.timestamp + 1 days), policy());
         vm.stopPrank();
         token.setBlocked(r1, true);
         token.setBlocked(payer, true);
@@ -379,8 +386,7 @@ contract EscrowTest is EscrowBase {
         token.mint(payer, 1e9);
         vm.startPrank(payer);
         token.approve(address(escrow), type(uint256).max);
-        bytes32 id =
-            escrow.open(payee, address(token), 10_000, 0, signer, uint64(block.timestamp + 1 days), policy());
+        bytes32 id = escrow.open(payee, address(token), 10_000, 0, signer, uint64(block.timestamp + 1 days), policy());
         escrow.topUp(id, 1000);
         vm.stopPrank();
         vm.assertEq(escrow.channel(id).deposit, 9900 + 990, "deposit as received");
@@ -403,8 +409,7 @@ contract EscrowTest is EscrowBase {
         token.mint(payer, 1e9);
         vm.startPrank(payer);
         token.approve(address(escrow), type(uint256).max);
-        bytes32 id =
-            escrow.open(payee, address(token), 10_000, 0, signer, uint64(block.timestamp + 1 days), policy());
+        bytes32 id = escrow.open(payee, address(token), 10_000, 0, signer, uint64(block.timestamp + 1 days), policy());
         vm.stopPrank();
         escrow.settle(id, 500, voucher(id, 500), policy());
         // While r0 withdraws, the token tries to settle a newer voucher.
@@ -413,9 +418,7 @@ contract EscrowTest is EscrowBase {
         escrow.withdraw(address(token), r0);
         vm.assertEq(token.attempts(), 1, "the token called back");
         vm.assertEq(token.reentered(), false, "and was refused");
-        vm.assertEq(
-            bytes4(token.refusal()), ReentrancyGuard.ReentrancyGuardReentrantCall.selector, "by the guard"
-        );
+        vm.assertEq(bytes4(token.refusal()), ReentrancyGuard.ReentrancyGuardReentrantCall.selector, "by the guard");
         vm.assertEq(escrow.channel(id).settled, 500, "nothing settled inside");
         // While the payer tops up, the token tries to withdraw r0's credits.
         vm.prank(r1);

@@ -18,7 +18,8 @@ contract FuzzTest is EscrowBase {
         p.recipients = new StreamWeaveEscrow.Recipient[](n);
         address[3] memory accounts = [r0, r1, r2];
         for (uint256 i; i < n; ++i) {
-            p.recipients[i] = StreamWeaveEscrow.Recipient(accounts[i], uint64(bound(shares[i], 1, type(uint64).max / 4)));
+            p.recipients[i] =
+                StreamWeaveEscrow.Recipient(accounts[i], uint64(bound(shares[i], 1, type(uint64).max / 4)));
         }
     }
 
@@ -46,7 +47,9 @@ contract FuzzTest is EscrowBase {
         returns (uint256 given)
     {
         uint256 sum;
-        for (uint256 i; i < p.recipients.length; ++i) sum += p.recipients[i].share;
+        for (uint256 i; i < p.recipients.length; ++i) {
+            sum += p.recipients[i].share;
+        }
         for (uint256 i; i < totals.length; ++i) {
             vm.assertEq(totals[i], rest * p.recipients[i].share / sum, "floor(rest * share / sum)");
             given += totals[i];
@@ -62,7 +65,9 @@ contract FuzzTest is EscrowBase {
         (uint256 feeLow, uint256[] memory tLow,) = escrow.splitTotals(p, low);
         (uint256 feeHigh, uint256[] memory tHigh,) = escrow.splitTotals(p, high);
         vm.assertGe(feeHigh, feeLow, "fee monotone");
-        for (uint256 i; i < tLow.length; ++i) vm.assertGe(tHigh[i], tLow[i], "recipient monotone");
+        for (uint256 i; i < tLow.length; ++i) {
+            vm.assertGe(tHigh[i], tLow[i], "recipient monotone");
+        }
     }
 
     /// Settling a channel in many steps (in any order, repeated) credits
@@ -95,12 +100,17 @@ contract FuzzTest is EscrowBase {
         one.finalize(idOne, p);
         compareCredits(many, one, p);
         uint256 total = many.credits(address(usdc), platform);
-        for (uint256 i; i < p.recipients.length; ++i) total += many.credits(address(usdc), p.recipients[i].account);
+        for (uint256 i; i < p.recipients.length; ++i) {
+            total += many.credits(address(usdc), p.recipients[i].account);
+        }
         vm.assertEq(total, highest, "at close every settled unit is credited");
         vm.assertEq(many.owed(address(usdc)), highest, "owed = credits after the refund");
     }
 
-    function openOn(StreamWeaveEscrow e, uint128 deposit, StreamWeaveEscrow.Policy memory p) internal returns (bytes32) {
+    function openOn(StreamWeaveEscrow e, uint128 deposit, StreamWeaveEscrow.Policy memory p)
+        internal
+        returns (bytes32)
+    {
         vm.startPrank(payer);
         usdc.approve(address(e), deposit);
         bytes32 id = e.open(payee, address(usdc), deposit, 0, signer, uint64(block.timestamp + 1 days), p);
@@ -108,10 +118,7 @@ contract FuzzTest is EscrowBase {
         return id;
     }
 
-    function compareCredits(StreamWeaveEscrow a, StreamWeaveEscrow b, StreamWeaveEscrow.Policy memory p)
-        internal
-        view
-    {
+    function compareCredits(StreamWeaveEscrow a, StreamWeaveEscrow b, StreamWeaveEscrow.Policy memory p) internal view {
         vm.assertEq(a.credits(address(usdc), platform), b.credits(address(usdc), platform), "fee credits");
         for (uint256 i; i < p.recipients.length; ++i) {
             address account = p.recipients[i].account;

@@ -81,8 +81,9 @@ contract VectorsTest is EscrowBase {
         TestUSDC(v.token).mint(v.payer, v.amount);
         vm.startPrank(v.payer);
         TestUSDC(v.token).approve(address(e), v.amount);
-        bytes32 opened =
-            e.open(v.payee, v.token, uint128(v.amount), v.salt, v.signer, uint64(block.timestamp + 1 days), soleTo(v.payee));
+        bytes32 opened = e.open(
+            v.payee, v.token, uint128(v.amount), v.salt, v.signer, uint64(block.timestamp + 1 days), soleTo(v.payee)
+        );
         vm.stopPrank();
         vm.assertEq(opened, v.id, "the id open computes");
         e.settle(v.id, uint128(v.amount), v.signature, soleTo(v.payee));
@@ -118,18 +119,19 @@ contract VectorsTest is EscrowBase {
         escrow = new StreamWeaveEscrow(WINDOW);
         uint256 steps;
         while (vm.keyExistsJson(json, string.concat(c, ".steps[", vm.toString(steps), "]"))) ++steps;
-        uint256 last = vm.parseUint(vm.parseJsonString(json, string.concat(c, ".steps[", vm.toString(steps - 1), "].gross")));
+        uint256 last =
+            vm.parseUint(vm.parseJsonString(json, string.concat(c, ".steps[", vm.toString(steps - 1), "].gross")));
         usdc.mint(payer, last);
         vm.startPrank(payer);
         usdc.approve(address(escrow), last);
-        bytes32 id = escrow.open(payee, address(usdc), uint128(last), bytes32(0), signer, uint64(block.timestamp + 1 days), p);
+        bytes32 id =
+            escrow.open(payee, address(usdc), uint128(last), bytes32(0), signer, uint64(block.timestamp + 1 days), p);
         vm.stopPrank();
         for (uint256 s; s < steps; ++s) {
             checkStep(json, string.concat(c, ".steps[", vm.toString(s), "]"), id, p);
         }
-        string[] memory expected = vm.parseJsonStringArray(
-            json, string.concat(c, ".steps[", vm.toString(steps - 1), "].recipients_at_close")
-        );
+        string[] memory expected =
+            vm.parseJsonStringArray(json, string.concat(c, ".steps[", vm.toString(steps - 1), "].recipients_at_close"));
         vm.prank(payee);
         escrow.close(id, 0, "", p);
         for (uint256 k; k < expected.length; ++k) {
@@ -142,9 +144,7 @@ contract VectorsTest is EscrowBase {
         return vm.parseUint(vm.parseJsonString(json, key));
     }
 
-    function checkStep(string memory json, string memory step, bytes32 id, StreamWeaveEscrow.Policy memory p)
-        internal
-    {
+    function checkStep(string memory json, string memory step, bytes32 id, StreamWeaveEscrow.Policy memory p) internal {
         uint256 gross = num(json, string.concat(step, ".gross"));
         (uint256 fee, uint256[] memory totals, uint256 leftover) = escrow.splitTotals(p, gross);
         vm.assertEq(fee, num(json, string.concat(step, ".fee")), "splitTotals fee");

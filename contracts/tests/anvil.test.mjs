@@ -129,6 +129,17 @@ test('a channel opened, paid with signed vouchers, settled and closed on anvil',
   const [openedEvent] = parseEventLogs({ abi: escrow.abi, logs: opened.logs, eventName: 'ChannelOpened' });
   assert.equal(openedEvent.args.channelId, channelId);
   assert.equal(openedEvent.args.deposit, deposit);
+  // The policy is bound by keccak256(abi.encode(policy)), which any client can compute.
+  const policyHash = keccak256(encodeAbiParameters([{
+    type: 'tuple',
+    components: [
+      { name: 'feeBps', type: 'uint16' },
+      { name: 'feeRecipient', type: 'address' },
+      { name: 'recipients', type: 'tuple[]', components: [{ name: 'account', type: 'address' }, { name: 'share', type: 'uint64' }] },
+    ],
+  }], [policy]));
+  assert.equal(openedEvent.args.policyHash, policyHash);
+  assert.equal((await read(escrow, 'channel', [channelId])).policyHash, policyHash);
 
   const sign = (cumulativeAmount) => sessionKey.signTypedData({
     domain: { name: 'StreamWeave', version: '1', chainId: 31337, verifyingContract: escrow.address },
