@@ -168,7 +168,7 @@ contract StreamWeaveEscrow is EIP712, ReentrancyGuard {
     /// The first moment the channel can no longer settle (and can finalize).
     function deadline(bytes32 id) public view returns (uint64) {
         Channel storage c = _channels[id];
-        if (c.state == State.Closing && c.closesAt < c.expiresAt) return c.closesAt;
+        if (c.state == State.Closing) return c.closesAt;
         return c.expiresAt;
     }
 
@@ -227,9 +227,10 @@ contract StreamWeaveEscrow is EIP712, ReentrancyGuard {
         if (c.state != State.Open) revert ChannelNotOpen(id);
         if (block.timestamp >= c.expiresAt) revert PastDeadline(id);
         uint64 closesAt = uint64(block.timestamp) + settleWindow;
+        if (closesAt > c.expiresAt) closesAt = c.expiresAt; // the window never outlives the channel
         c.state = State.Closing;
         c.closesAt = closesAt;
-        emit CloseRequested(id, closesAt < c.expiresAt ? closesAt : c.expiresAt);
+        emit CloseRequested(id, closesAt);
     }
 
     // ------------------------------------------------------------ payee side

@@ -290,6 +290,7 @@ contract EscrowTest is EscrowBase {
         vm.prank(payer);
         escrow.requestClose(id);
         vm.assertEq(escrow.deadline(id), block.timestamp + 10, "deadline is the expiry");
+        vm.assertEq(escrow.channel(id).closesAt, block.timestamp + 10, "closesAt is the expiry");
     }
 
     function test_payee_closes_at_once_and_a_stale_settle_is_a_no_op() public {
