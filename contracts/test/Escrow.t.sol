@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {EscrowBase} from "./utils/Base.sol";
+import {Log} from "./utils/Test.sol";
 import {StreamWeaveEscrow} from "../src/StreamWeaveEscrow.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
@@ -429,5 +430,48 @@ contract EscrowTest is EscrowBase {
         vm.assertEq(token.reentered(), false, "refused again");
         vm.assertEq(escrow.channel(id).deposit, 10_100, "top-up counted once");
         vm.assertEq(token.balanceOf(address(escrow)), escrow.owed(address(token)), "balance is what is owed");
+    }
+
+    // ---------------------------------------------------------------- events
+
+    function test_every_state_change_has_an_event() public {
+        vm.recordLogs();
+        bytes32 id = openChannel(10_000, 0);
+        vm.prank(payer);
+        escrow.topUp(id, 100);
+        settle(id, 1000);
+        vm.prank(payer);
+        escrow.requestClose(id);
+        vm.warp(block.timestamp + WINDOW);
+        escrow.finalize(id, policy());
+        vm.prank(r0);
+        escrow.withdraw(address(usdc), r0);
+        bytes32[] memory expected = new bytes32[](12);
+        expected[0] = StreamWeaveEscrow.ChannelOpened.selector;
+        expected[1] = StreamWeaveEscrow.ToppedUp.selector;
+        expected[2] = StreamWeaveEscrow.Settled.selector;
+        expected[3] = StreamWeaveEscrow.Credited.selector; // fee
+        expected[4] = StreamWeaveEscrow.Credited.selector; // r0
+        expected[5] = StreamWeaveEscrow.Credited.selector; // r1
+        expected[6] = StreamWeaveEscrow.CloseRequested.selector;
+        expected[7] = StreamWeaveEscrow.Credited.selector; // the held unit
+        expected[8] = StreamWeaveEscrow.Closed.selector;
+        expected[9] = StreamWeaveEscrow.Refunded.selector;
+        expected[10] = StreamWeaveEscrow.Withdrawn.selector;
+        expected[11] = bytes32(0);
+        Log[] memory logs = vm.getRecordedLogs();
+        uint256 k;
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].emitter != address(escrow)) continue; // the token's own events
+            vm.assertEq(logs[i].topics[0], expected[k], string.concat("event ", vm.toString(k)));
+            if (expected[k] == StreamWeaveEscrow.Settled.selector) {
+                vm.assertEq(logs[i].topics[1], id, "indexed by channel");
+                (uint128 cumulative, uint128 amount) = abi.decode(logs[i].data, (uint128, uint128));
+                vm.assertEq(cumulative, 1000, "cumulative");
+                vm.assertEq(amount, 1000, "step");
+            }
+            ++k;
+        }
+        vm.assertEq(k, 11, "eleven escrow events");
     }
 }

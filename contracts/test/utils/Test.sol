@@ -1,6 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 pragma solidity ^0.8.24;
 
+/// A log recorded by vm.recordLogs.
+struct Log {
+    bytes32[] topics;
+    bytes data;
+    address emitter;
+}
+
 /// The forge cheatcodes these tests use (forge implements them at the
 /// address below; the interface is all a test needs to call them).
 interface Vm {
@@ -21,6 +28,8 @@ interface Vm {
     function expectRevert(bytes calldata revertData) external;
     function expectPartialRevert(bytes4 selector) external;
     function assume(bool condition) external pure;
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
     // files and JSON
     function projectRoot() external view returns (string memory);
     function readFile(string calldata path) external view returns (string memory);
