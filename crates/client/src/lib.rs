@@ -5,6 +5,7 @@
 //! segments in order, answers each `402` by checking the requested amount
 //! against the advertised price and its own cap before signing, pays one
 //! segment ahead, and verifies every segment's bytes against its CID.
+//! [`upload`] sends files with the tus resumable-upload protocol.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -53,6 +54,7 @@ pub enum ClientError {
 type Result<T> = std::result::Result<T, ClientError>;
 
 pub mod load;
+pub mod upload;
 
 /// A client for one server and one wallet key.
 pub struct Client {

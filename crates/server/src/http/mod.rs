@@ -120,53 +120,67 @@ fn api_routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = api_routes().split_for_parts();
     let openapi_json = Arc::new(openapi.to_pretty_json().unwrap_or_default());
-    api.route(
-        "/api/openapi.json",
-        get(move || {
-            let body = openapi_json.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    (*body).clone(),
-                )
-            }
-        }),
-    )
-    .route("/api/v1/streams/{id}/events", get(events::stream_events))
-    .route("/api/v1/streams/{id}/chat", get(chat::chat_socket))
-    .merge(web::routes())
-    .fallback(problem::not_found_fallback)
-    .method_not_allowed_fallback(problem::method_not_allowed_fallback)
-    .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+    let app = api
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let body = openapi_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        (*body).clone(),
+                    )
+                }
+            }),
+        )
+        .route("/api/v1/streams/{id}/events", get(events::stream_events))
+        .route("/api/v1/streams/{id}/chat", get(chat::chat_socket))
+        .merge(web::routes())
+        .fallback(problem::not_found_fallback)
+        .method_not_allowed_fallback(problem::method_not_allowed_fallback)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state);
     // Other sites embed the player (`<sw-player server=...>`): the API and
     // playback answer any origin. Authorization is a bearer token, never a
     // cookie, so no credentials ride along.
-    .layer(
-        tower_http::cors::CorsLayer::new()
-            .allow_origin(tower_http::cors::Any)
-            .allow_methods(tower_http::cors::Any)
-            .allow_headers(
-                [
-                    axum::http::header::AUTHORIZATION,
-                    axum::http::header::CONTENT_TYPE,
-                    axum::http::header::RANGE,
-                ]
-                .into_iter()
-                .chain(uploads::REQUEST_HEADERS)
-                .collect::<Vec<_>>(),
-            )
-            .expose_headers(
-                [
-                    axum::http::header::CONTENT_LENGTH,
-                    axum::http::header::CONTENT_RANGE,
-                ]
-                .into_iter()
-                .chain(uploads::RESPONSE_HEADERS)
-                .collect::<Vec<_>>(),
-            ),
-    )
-    .layer(TraceLayer::new_for_http())
-    .with_state(state)
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(
+            [
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::RANGE,
+            ]
+            .into_iter()
+            .chain(uploads::REQUEST_HEADERS)
+            .collect::<Vec<_>>(),
+        )
+        .expose_headers(
+            [
+                axum::http::header::CONTENT_LENGTH,
+                axum::http::header::CONTENT_RANGE,
+            ]
+            .into_iter()
+            .chain(uploads::RESPONSE_HEADERS)
+            .collect::<Vec<_>>(),
+        );
+    // The CORS layer answers every OPTIONS itself; an OPTIONS that is not a
+    // browser's preflight (tus discovery) goes to the routes instead.
+    let with_cors = app.clone().layer(cors);
+    Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        let use_cors = request.method() != axum::http::Method::OPTIONS
+            || request
+                .headers()
+                .contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
+        let service = if use_cors {
+            with_cors.clone()
+        } else {
+            app.clone()
+        };
+        tower::ServiceExt::oneshot(service, request)
+    }))
 }
 
 /// The OpenAPI document, for tools and tests.
