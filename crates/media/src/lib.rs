@@ -10,6 +10,7 @@ pub mod flv;
 pub mod ladder;
 mod pipeline;
 pub mod playlist;
+pub mod probe;
 pub mod rtmp;
 pub mod rtmp_guard;
 
