@@ -112,12 +112,7 @@ pub fn ffmpeg_args(
     settings: &TranscodeSettings,
     out_dir: &Path,
 ) -> Vec<String> {
-    let seconds = format!(
-        "{}.{:03}",
-        settings.segment_duration_ms / 1000,
-        settings.segment_duration_ms % 1000
-    );
-    let mut args: Vec<String> = [
+    let input = [
         "-hide_banner",
         "-nostdin",
         "-loglevel",
@@ -128,11 +123,102 @@ pub fn ffmpeg_args(
         "flv",
         "-i",
         "pipe:0",
+    ];
+    ladder_args(
+        input.iter().map(|s| s.to_string()).collect(),
+        "",
+        false,
+        renditions,
+        settings,
+        out_dir,
+    )
+}
+
+/// The ladder for an uploaded file: the rungs at or below its short side
+/// (a portrait video is laddered by its width), audio only when it has
+/// audio.
+pub fn ladder_for_file(source: &crate::probe::SourceInfo) -> Vec<Rendition> {
+    let mut ladder = ladder_for_source(source.short_side());
+    if source.audio_channels.is_none() {
+        ladder.retain(|r| matches!(r.kind, RenditionKind::Video { .. }));
+    }
+    ladder
+}
+
+/// Frame rates above this are halved until they fit.
+const MAX_FRAME_RATE: u32 = 60;
+
+/// ffmpeg arguments that transcode the file at `input` into the same HLS
+/// outputs as [`ffmpeg_args`], with its progress written to stdout
+/// (`-progress pipe:1`). The file's rotation is applied (ffmpeg turns the
+/// frames), 10-bit and HDR become 8-bit SDR (tone-mapped), a variable frame
+/// rate becomes the constant average one, and any number of audio channels
+/// becomes stereo AAC.
+pub fn file_ffmpeg_args(
+    input: &Path,
+    source: &crate::probe::SourceInfo,
+    renditions: &[Rendition],
+    settings: &TranscodeSettings,
+    out_dir: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-i",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.push(input.to_string_lossy().into_owned());
+    let mut filters = Vec::new();
+    if source.hdr {
+        filters.push(
+            "zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=hable:desat=0,\
+             zscale=t=bt709:m=bt709:r=tv"
+                .to_string(),
+        );
+    }
+    let (mut num, mut den) = source.frame_rate.unwrap_or((30, 1));
+    while num > MAX_FRAME_RATE.saturating_mul(den) {
+        den = den.saturating_mul(2);
+    }
+    if num == 0 || den == 0 {
+        (num, den) = (30, 1);
+    }
+    filters.push(format!("fps={num}/{den}"));
+    let mut pre_filter = filters.join(",");
+    pre_filter.push(',');
+    ladder_args(
+        args,
+        &pre_filter,
+        source.is_portrait(),
+        renditions,
+        settings,
+        out_dir,
+    )
+}
 
+/// The shared part: `input` arguments, the video graph (`pre_filter` before
+/// the split, each rung scaled by its height, or by its width when
+/// `portrait`), and one HLS output per rendition with aligned keyframes.
+fn ladder_args(
+    mut args: Vec<String>,
+    pre_filter: &str,
+    portrait: bool,
+    renditions: &[Rendition],
+    settings: &TranscodeSettings,
+    out_dir: &Path,
+) -> Vec<String> {
+    let seconds = format!(
+        "{}.{:03}",
+        settings.segment_duration_ms / 1000,
+        settings.segment_duration_ms % 1000
+    );
     let videos: Vec<(&Rendition, u32, u32, u8)> = renditions
         .iter()
         .filter_map(|r| match r.kind {
@@ -145,13 +231,18 @@ pub fn ffmpeg_args(
         })
         .collect();
     if !videos.is_empty() {
-        let mut graph = format!("[0:v]split={}", videos.len());
+        let mut graph = format!("[0:v]{pre_filter}split={}", videos.len());
         for index in 0..videos.len() {
             graph.push_str(&format!("[split{index}]"));
         }
         for (index, (_, height, _, _)) in videos.iter().enumerate() {
+            let scale = if portrait {
+                format!("{height}:-2")
+            } else {
+                format!("-2:{height}")
+            };
             graph.push_str(&format!(
-                ";[split{index}]scale=-2:{height}:flags=bicubic,format=yuv420p[out{index}]"
+                ";[split{index}]scale={scale}:flags=bicubic,format=yuv420p[out{index}]"
             ));
         }
         args.push("-filter_complex".into());
@@ -265,6 +356,41 @@ mod tests {
         assert_eq!(ladder[0].codecs, "avc1.640029");
         assert_eq!(ladder[1].codecs, "avc1.64001f");
         assert_eq!(ladder[4].codecs, "mp4a.40.2");
+    }
+
+    #[test]
+    fn files_are_laddered_by_their_short_side_and_audio_only_when_present() {
+        let source = crate::probe::SourceInfo {
+            duration_ms: 1000,
+            width: 720,
+            height: 1280,
+            video_codec: "hevc".into(),
+            pixel_format: "yuv420p10le".into(),
+            hdr: true,
+            frame_rate: Some((120, 1)),
+            audio_channels: None,
+        };
+        let ladder = ladder_for_file(&source);
+        assert_eq!(names(&ladder), ["720p", "480p", "360p"]);
+        let args = file_ffmpeg_args(
+            Path::new("/in.mkv"),
+            &source,
+            &ladder,
+            &TranscodeSettings::default(),
+            Path::new("/w"),
+        );
+        let graph = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];
+        assert!(graph.starts_with("[0:v]zscale=t=linear"), "{graph}");
+        assert!(graph.contains("fps=120/2,split=3"), "{graph}");
+        assert!(
+            graph.contains("scale=480:-2"),
+            "portrait rungs scale the width: {graph}"
+        );
+        assert!(!args.iter().any(|a| a == "0:a:0"), "no audio output");
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "-progress" && w[1] == "pipe:1")
+        );
     }
 
     #[test]
