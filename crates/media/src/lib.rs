@@ -13,6 +13,7 @@ pub mod playlist;
 pub mod probe;
 pub mod rtmp;
 pub mod rtmp_guard;
+pub mod vod;
 
 pub use ladder::{Rendition, RenditionKind, TranscodeSettings, ladder_for_source};
 pub use pipeline::{PipelineConfig, PipelineEvent, SegmentOutput, run_pipeline};

@@ -5,8 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use streamweave_media::ladder::{TranscodeSettings, file_ffmpeg_args, ladder_for_file};
+use streamweave_media::ladder::{TranscodeSettings, ladder_for_file};
 use streamweave_media::probe::probe_file;
+use streamweave_media::vod::{
+    FileTranscode, TranscodeError, TranscodeProgress, rendition_files, transcode_file,
+};
 
 fn ffprobe_entry(path: &Path, entries: &str) -> String {
     let output = Command::new("ffprobe")
@@ -56,27 +59,29 @@ async fn a_portrait_ten_bit_file_becomes_the_ladder() {
         "never upscaled: one rung at the short side"
     );
     let out = dir.path().join("out");
-    for rendition in &ladder {
-        std::fs::create_dir_all(out.join(&rendition.name)).expect("dir");
-    }
-    let args = file_ffmpeg_args(
-        &stored,
-        &source,
-        &ladder,
-        &TranscodeSettings::default(),
-        &out,
-    );
-    let output = Command::new("ffmpeg").args(&args).output().expect("ffmpeg");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let progress = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        progress.contains("progress=end"),
-        "progress is reported: {progress}"
-    );
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
+    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    transcode_file(
+        FileTranscode {
+            ffmpeg: Path::new("ffmpeg"),
+            niceness: None,
+            input: &stored,
+            source: &source,
+            renditions: &ladder,
+            settings: &TranscodeSettings::default(),
+            out_dir: &out,
+        },
+        &progress_tx,
+        cancel_rx,
+    )
+    .await
+    .expect("transcode");
+    let done = *progress_rx.borrow();
+    assert!(done.finished);
+    assert_eq!(done.percent(), 100);
+    let (init, segments) = rendition_files(&out, "272p").expect("files");
+    assert!(init.exists());
+    assert!(segments.len() >= 2);
 
     let video = out.join("272p");
     let playlist = std::fs::read_to_string(video.join("index.m3u8")).expect("playlist");
@@ -105,4 +110,58 @@ async fn a_portrait_ten_bit_file_becomes_the_ladder() {
         ffprobe_entry(&joined, "stream=codec_name,channels"),
         "aac,2"
     );
+}
+
+#[tokio::test]
+async fn a_transcode_can_be_cancelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stored = dir.path().join("long.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30:duration=120",
+        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "40"])
+        .arg(&stored)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let source = probe_file(Path::new("ffprobe"), &stored, 600_000)
+        .await
+        .expect("probe");
+    let ladder = ladder_for_file(&source);
+    let out = dir.path().join("out");
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let canceller = tokio::spawn(async move {
+        // Cancel once the first progress report arrives.
+        let _ = progress_rx.changed().await;
+        let first = *progress_rx.borrow();
+        cancel_tx.send_replace(true);
+        first
+    });
+    let outcome = transcode_file(
+        FileTranscode {
+            ffmpeg: Path::new("ffmpeg"),
+            niceness: None,
+            input: &stored,
+            source: &source,
+            renditions: &ladder,
+            settings: &TranscodeSettings::default(),
+            out_dir: &out,
+        },
+        &progress_tx,
+        cancel_rx,
+    )
+    .await;
+    assert!(
+        matches!(outcome, Err(TranscodeError::Cancelled)),
+        "{outcome:?}"
+    );
+    let first = canceller.await.expect("canceller");
+    assert!(first.percent() < 100);
+    assert_eq!(first.duration_ms, 120_000);
 }
