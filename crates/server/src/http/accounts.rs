@@ -1,6 +1,5 @@
 //! Balances, history, revenue policies, deposits and withdrawals.
 
-use crate::ledger_store::LedgerStore;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -62,8 +61,8 @@ fn owned(caller: &Caller, address: &str) -> Result<Address, ApiError> {
     }
 }
 
-fn non_negative(balance: i128) -> Amount {
-    Amount(u128::try_from(balance).unwrap_or(0))
+fn non_negative(balance: streamweave_ledger::Balance) -> Amount {
+    balance.non_negative()
 }
 
 /// An account's balances (owner and admins).

@@ -9,7 +9,6 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use super::problem::ApiError;
 use crate::events::StreamEvent;
-use crate::ledger_store::LedgerStore;
 use crate::model::now_ms;
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,6 @@
 //! `/api/v1/payments/config` and `/api/v1/channels`: escrowed channels and
 //! the vouchers that spend them (shared/spec/payments.md).
 
-use crate::ledger_store::LedgerStore;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,6 +18,7 @@ use super::auth::{Caller, alloy_hex, parse_address, rfc3339};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
 use crate::model::now_ms;
 use crate::payments::{EngineError, Operation};
+use crate::store::Refusal;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -172,10 +172,16 @@ pub fn engine_error(err: EngineError) -> ApiError {
             "Channel exists",
             "a channel with this id exists; use another salt",
         ),
-        EngineError::Refused(refusal) => ApiError::custom(
+        EngineError::Refused(refusal @ Refusal::Insufficient(_)) => ApiError::custom(
             StatusCode::CONFLICT,
             "insufficient-balance",
             "Insufficient balance",
+            refusal.to_string(),
+        ),
+        EngineError::Refused(refusal @ Refusal::Overflow(_)) => ApiError::custom(
+            StatusCode::CONFLICT,
+            "balance-overflow",
+            "Balance overflow",
             refusal.to_string(),
         ),
         EngineError::Unavailable => {
@@ -190,7 +196,8 @@ fn channel_error(err: ChannelError) -> ApiError {
         ChannelError::NotOpen
         | ChannelError::Expired
         | ChannelError::NotIncreasing
-        | ChannelError::ExceedsDeposit => StatusCode::CONFLICT,
+        | ChannelError::ExceedsDeposit
+        | ChannelError::Overflow => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::custom(status, err.code(), "Payment refused", err.to_string())
