@@ -47,7 +47,7 @@ enum LedgerCommand {
         /// The server's data directory (SQLite).
         #[arg(long, required_unless_present = "database")]
         data_dir: Option<PathBuf>,
-        /// A PostgreSQL ledger instead (`postgres://...`).
+        /// A node's PostgreSQL database instead (`postgres://...`).
         #[arg(long)]
         database: Option<String>,
     },
