@@ -76,7 +76,7 @@ impl Store {
         if batches.len() > 1 && order_independent(batches) {
             let merged = merge(batches);
             let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-            if apply_batch(&mut *savepoint, self.dialect, &merged, now_ms)
+            if apply_batch(&mut savepoint, self.dialect, &merged, now_ms)
                 .await?
                 .is_ok()
             {
@@ -90,7 +90,7 @@ impl Store {
         let mut results = Vec::with_capacity(batches.len());
         for batch in batches {
             let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-            match apply_batch(&mut *savepoint, self.dialect, batch, now_ms).await? {
+            match apply_batch(&mut savepoint, self.dialect, batch, now_ms).await? {
                 Ok(()) => {
                     savepoint.commit().await?;
                     results.push(Ok(()));
