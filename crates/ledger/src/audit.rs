@@ -4,20 +4,22 @@
 
 use std::collections::HashMap;
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::{Address, B256, I256};
 
+use crate::amount::Amount;
+use crate::balance::Balance;
 use crate::book::{AccountRef, Transfer, TransferKind};
 use crate::channel::{Channel, ChannelState};
 
 /// Balances re-derived from transfers (credits minus debits).
 #[derive(Debug, Clone, Default)]
 pub struct Balances {
-    balances: HashMap<AccountRef, i128>,
+    balances: HashMap<AccountRef, Balance>,
 }
 
 impl Balances {
-    /// Sums transfers into balances. Amounts up to 2^127 per account are
-    /// exact; beyond that the audit reports an overflow violation.
+    /// Sums transfers into balances, exactly over the whole amount range; a
+    /// balance beyond -(2^128-1) ..= 2^128-1 is reported as an overflow.
     pub fn from_transfers<'a>(
         transfers: impl IntoIterator<Item = &'a Transfer>,
     ) -> (Balances, Vec<String>) {
@@ -27,16 +29,14 @@ impl Balances {
             if transfer.amount.is_zero() {
                 violations.push(format!("transfer {} moves zero", transfer.id));
             }
-            let Ok(amount) = i128::try_from(transfer.amount.0) else {
-                violations.push(format!(
-                    "transfer {} amount exceeds the audit's range",
-                    transfer.id
-                ));
-                continue;
-            };
-            for (account, delta) in [(transfer.debit, -amount), (transfer.credit, amount)] {
-                let entry = balances.balances.entry(account).or_insert(0);
-                match entry.checked_add(delta) {
+            for (account, credit) in [(transfer.debit, false), (transfer.credit, true)] {
+                let entry = balances.balances.entry(account).or_default();
+                let moved = if credit {
+                    entry.credit(transfer.amount)
+                } else {
+                    entry.debit(transfer.amount)
+                };
+                match moved {
                     Some(sum) => *entry = sum,
                     None => violations.push(format!("balance of {} overflows", account.key())),
                 }
@@ -46,12 +46,12 @@ impl Balances {
     }
 
     /// Balance of an account (0 if it never moved).
-    pub fn get(&self, account: &AccountRef) -> i128 {
-        self.balances.get(account).copied().unwrap_or(0)
+    pub fn get(&self, account: &AccountRef) -> Balance {
+        self.balances.get(account).copied().unwrap_or_default()
     }
 
     /// Every account with its balance.
-    pub fn iter(&self) -> impl Iterator<Item = (&AccountRef, &i128)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&AccountRef, &Balance)> {
         self.balances.iter()
     }
 }
@@ -88,6 +88,18 @@ fn asset_of(account: &AccountRef, channels: &HashMap<B256, &Channel>) -> Option<
     }
 }
 
+fn wide(amount: Amount) -> I256 {
+    I256::try_from(amount.0).unwrap_or(I256::MAX)
+}
+
+fn wide_balance(balance: Balance) -> I256 {
+    balance.wide()
+}
+
+fn add(sum: &mut I256, amount: I256) {
+    *sum = sum.saturating_add(amount);
+}
+
 /// Checks: debits = credits per asset; no balance but the world's below zero;
 /// transfer ids unique; each channel's escrow = deposit - redeemed until it
 /// closes (0 after); what left escrow for vouchers = redeemed; each
@@ -115,18 +127,18 @@ pub fn audit(transfers: &[Transfer], channels: &[Channel]) -> AuditReport {
         }
     }
 
-    let mut per_asset: HashMap<Address, i128> = HashMap::new();
+    let mut per_asset: HashMap<Address, I256> = HashMap::new();
     for (account, balance) in balances.iter() {
         if let Some(asset) = asset_of(account, &by_id) {
-            let sum = per_asset.entry(asset).or_insert(0);
-            *sum = sum.saturating_add(*balance);
+            let sum = per_asset.entry(asset).or_insert(I256::ZERO);
+            *sum = sum.saturating_add(wide_balance(*balance));
         }
-        if *balance < 0 && !account.may_go_negative() {
+        if balance.is_negative() && !account.may_go_negative() {
             violations.push(format!("{} is negative: {balance}", account.key()));
         }
     }
     for (asset, sum) in per_asset {
-        if sum != 0 {
+        if sum != I256::ZERO {
             violations.push(format!(
                 "debits and credits of asset {asset:#x} differ by {sum}"
             ));
@@ -134,44 +146,47 @@ pub fn audit(transfers: &[Transfer], channels: &[Channel]) -> AuditReport {
     }
 
     // Per channel: what moved, by kind and recipient.
+    // Sums are 256-bit: exact for any number of 128-bit amounts in practice.
     #[derive(Default)]
     struct Flows {
-        funded: i128,
-        fee: i128,
-        shares: HashMap<Address, i128>,
-        leftover_net: i128,
-        released: HashMap<Address, i128>,
-        refunded: i128,
+        funded: I256,
+        fee: I256,
+        shares: HashMap<Address, I256>,
+        leftover_net: I256,
+        released: HashMap<Address, I256>,
+        refunded: I256,
     }
     let mut flows: HashMap<B256, Flows> = HashMap::new();
     for transfer in transfers {
         let Some(channel) = transfer.channel else {
             continue;
         };
-        let amount = i128::try_from(transfer.amount.0).unwrap_or(i128::MAX);
+        let amount = wide(transfer.amount);
         let flow = flows.entry(channel).or_default();
         match (transfer.kind, transfer.credit) {
-            (TransferKind::ChannelOpen | TransferKind::ChannelTopUp, _) => flow.funded += amount,
-            (TransferKind::VoucherFee, _) => flow.fee += amount,
+            (TransferKind::ChannelOpen | TransferKind::ChannelTopUp, _) => {
+                add(&mut flow.funded, amount)
+            }
+            (TransferKind::VoucherFee, _) => add(&mut flow.fee, amount),
             (TransferKind::VoucherShare, AccountRef::Revenue { owner, .. }) => {
-                *flow.shares.entry(owner).or_insert(0) += amount
+                add(flow.shares.entry(owner).or_default(), amount)
             }
             (TransferKind::VoucherLeftover, AccountRef::Clearing { .. }) => {
-                flow.leftover_net += amount
+                add(&mut flow.leftover_net, amount)
             }
-            (TransferKind::VoucherLeftover, _) => flow.leftover_net -= amount,
+            (TransferKind::VoucherLeftover, _) => add(&mut flow.leftover_net, -amount),
             (TransferKind::CloseLeftover, AccountRef::Revenue { owner, .. }) => {
-                *flow.released.entry(owner).or_insert(0) += amount
+                add(flow.released.entry(owner).or_default(), amount)
             }
-            (TransferKind::CloseRefund, _) => flow.refunded += amount,
+            (TransferKind::CloseRefund, _) => add(&mut flow.refunded, amount),
             _ => violations.push(format!("transfer {} has an unexpected shape", transfer.id)),
         }
     }
     for channel in channels {
         let name = format!("channel {:#x}", channel.id);
         let flow = flows.remove(&channel.id).unwrap_or_default();
-        let deposit = i128::try_from(channel.deposit.0).unwrap_or(i128::MAX);
-        let redeemed = i128::try_from(channel.redeemed.0).unwrap_or(i128::MAX);
+        let deposit = wide(channel.deposit);
+        let redeemed = wide(channel.redeemed);
         if flow.funded != deposit {
             violations.push(format!(
                 "{name}: funded {} but deposit is {deposit}",
@@ -181,13 +196,13 @@ pub fn audit(transfers: &[Transfer], channels: &[Channel]) -> AuditReport {
         if channel.redeemed > channel.deposit {
             violations.push(format!("{name}: redeemed exceeds deposit"));
         }
-        let escrow = balances.get(&AccountRef::Escrow {
+        let escrow = wide_balance(balances.get(&AccountRef::Escrow {
             channel: channel.id,
-        });
+        }));
         let expected_escrow = if channel.state == ChannelState::Closed {
-            0
+            I256::ZERO
         } else {
-            deposit - redeemed
+            deposit.saturating_sub(redeemed)
         };
         if escrow != expected_escrow {
             violations.push(format!(
@@ -195,14 +210,16 @@ pub fn audit(transfers: &[Transfer], channels: &[Channel]) -> AuditReport {
             ));
         }
         let totals = channel.policy.totals(channel.redeemed);
-        let shares_out: i128 = flow.shares.values().sum();
-        if flow.fee + shares_out + flow.leftover_net != redeemed {
+        let mut left_escrow = flow.fee.saturating_add(flow.leftover_net);
+        for share in flow.shares.values() {
+            add(&mut left_escrow, *share);
+        }
+        if left_escrow != redeemed {
             violations.push(format!(
-                "{name}: {} left escrow for vouchers, redeemed is {redeemed}",
-                flow.fee + shares_out + flow.leftover_net
+                "{name}: {left_escrow} left escrow for vouchers, redeemed is {redeemed}"
             ));
         }
-        if flow.fee != i128::try_from(totals.fee.0).unwrap_or(i128::MAX) {
+        if flow.fee != wide(totals.fee) {
             violations.push(format!(
                 "{name}: fee paid {} differs from the formula {}",
                 flow.fee, totals.fee
@@ -210,12 +227,21 @@ pub fn audit(transfers: &[Transfer], channels: &[Channel]) -> AuditReport {
         }
         let closed = channel.state == ChannelState::Closed;
         for (index, recipient) in channel.policy.recipients.iter().enumerate() {
-            let mut expected = i128::try_from(totals.recipients[index].0).unwrap_or(i128::MAX);
+            let mut expected = wide(totals.recipients[index]);
             if closed && (index as u128) < totals.leftover.0 {
-                expected += 1;
+                add(&mut expected, I256::ONE);
             }
-            let got = flow.shares.get(&recipient.address).copied().unwrap_or(0)
-                + flow.released.get(&recipient.address).copied().unwrap_or(0);
+            let got = flow
+                .shares
+                .get(&recipient.address)
+                .copied()
+                .unwrap_or_default()
+                .saturating_add(
+                    flow.released
+                        .get(&recipient.address)
+                        .copied()
+                        .unwrap_or_default(),
+                );
             if got != expected {
                 violations.push(format!(
                     "{name}: recipient {:#x} received {got}, the split gives {expected}",
@@ -223,24 +249,24 @@ pub fn audit(transfers: &[Transfer], channels: &[Channel]) -> AuditReport {
                 ));
             }
         }
-        let clearing = balances.get(&AccountRef::Clearing {
+        let clearing = wide_balance(balances.get(&AccountRef::Clearing {
             channel: channel.id,
-        });
+        }));
         let expected_clearing = if closed {
-            0
+            I256::ZERO
         } else {
-            i128::try_from(totals.leftover.0).unwrap_or(i128::MAX)
+            wide(totals.leftover)
         };
         if clearing != expected_clearing {
             violations.push(format!(
                 "{name}: clearing holds {clearing}, expected {expected_clearing}"
             ));
         }
-        if closed && flow.refunded != deposit - redeemed {
+        if closed && flow.refunded != deposit.saturating_sub(redeemed) {
             violations.push(format!(
                 "{name}: refunded {} at close, expected {}",
                 flow.refunded,
-                deposit - redeemed
+                deposit.saturating_sub(redeemed)
             ));
         }
     }

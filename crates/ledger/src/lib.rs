@@ -9,6 +9,7 @@
 
 mod amount;
 mod audit;
+mod balance;
 mod book;
 mod channel;
 mod crypto;
@@ -20,6 +21,7 @@ mod split;
 pub use alloy_primitives::{Address, B256};
 pub use amount::{Amount, AmountError};
 pub use audit::{AuditReport, Balances, audit};
+pub use balance::{Balance, BalanceError};
 pub use book::{AccountRef, Transfer, TransferKind};
 pub use channel::{
     Channel, ChannelError, ChannelState, OpenChannel, VerifiedVoucher, VoucherOutcome,

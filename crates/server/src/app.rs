@@ -11,13 +11,12 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::config::Settings;
-use crate::db::{self, Db};
 use crate::http::{self, AppState};
-use crate::ledger_db::LedgerDb;
 use crate::live::LiveHub;
 use crate::live::media_index::{FileCache, MediaIndex};
 use crate::model::now_ms;
 use crate::money::payments::Payments;
+use crate::store::Store;
 use streamweave_ledger::PaymentDomain;
 
 /// Publish requests waiting for an answer.
@@ -61,10 +60,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let blockstore = Arc::new(
         Blockstore::open(settings.data_dir.join("blocks")).context("opening the blockstore")?,
     );
-    let pool = db::open(&settings.data_dir)
+    // All state on one store: PostgreSQL when `--database` names one (then
+    // no SQLite file is created), else the data directory's SQLite.
+    let db = Store::open(&settings.data_dir, settings.database.as_deref())
         .await
         .context("opening the database")?;
-    let db = Db::new(pool.clone());
     let interrupted = db.end_interrupted_streams(now_ms()).await?;
     if interrupted > 0 {
         info!(
@@ -128,15 +128,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     };
     tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, rtmp_limits));
 
-    let ledger = match &settings.database {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            LedgerDb::postgres(url)
-                .await
-                .context("connecting to PostgreSQL")?
-        }
-        Some(other) => anyhow::bail!("--database must be a postgres:// URL, not {other:?}"),
-        None => LedgerDb::new(pool),
-    };
+    let ledger = db.clone();
     let payments = Payments::start(
         ledger.clone(),
         PaymentDomain {

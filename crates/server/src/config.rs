@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// `nice` level of ffmpeg (0 to 19; 0 runs it at the server's priority).
     #[arg(long, env = "STREAMWEAVE_TRANSCODE_NICENESS")]
     pub transcode_niceness: Option<u8>,
-    /// PostgreSQL for the ledger (`postgres://user@host/db`); SQLite in the
+    /// PostgreSQL for all state (`postgres://user@host/db`); SQLite in the
     /// data dir when absent.
     #[arg(long, env = "STREAMWEAVE_DATABASE")]
     pub database: Option<String>,

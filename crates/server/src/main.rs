@@ -5,14 +5,11 @@ mod archive;
 mod cli;
 mod community;
 mod config;
-mod db;
 mod http;
-mod ledger_db;
-mod ledger_pg;
-mod ledger_store;
 mod live;
 mod model;
 mod money;
+mod store;
 mod uploads;
 
 use std::io::IsTerminal;
@@ -41,7 +38,7 @@ enum LedgerCommand {
         /// The server's data directory (SQLite).
         #[arg(long, required_unless_present = "database")]
         data_dir: Option<PathBuf>,
-        /// A PostgreSQL ledger instead (`postgres://...`).
+        /// A node's PostgreSQL database instead (`postgres://...`).
         #[arg(long)]
         database: Option<String>,
     },
@@ -485,7 +482,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Blocks(BlocksCommand::Gc { data_dir, grace_s }) => {
             runtime()?.block_on(async move {
-                let db = db::open_existing(&data_dir).await?;
+                let db = store::Store::open_existing(&data_dir).await?;
                 let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
                 let referenced = db.referenced_cids().await?;
                 let report = archive::gc::collect(
@@ -498,7 +495,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Archive(ArchiveCommand::Status { data_dir }) => runtime()?.block_on(async move {
-            let db = db::open_existing(&data_dir).await?;
+            let db = store::Store::open_existing(&data_dir).await?;
             let replicas = db.replicas(None).await?;
             if replicas.is_empty() {
                 println!("no archive replicas yet (archives are made when streams end)");
@@ -529,7 +526,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             segment_duration_ms,
         })) => runtime()?.block_on(async move {
-            let db = db::open_existing(&data_dir).await?;
+            let db = store::Store::open_existing(&data_dir).await?;
             if db.stream(&stream).await?.is_none() {
                 anyhow::bail!("no stream {stream}");
             }
@@ -665,14 +662,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn audit(data_dir: Option<PathBuf>, database: Option<String>) -> anyhow::Result<()> {
-    use ledger_store::LedgerStore;
     let ledger = match (database, data_dir) {
-        (Some(url), _) => ledger_store::LedgerDb::postgres(&url).await?,
+        (Some(url), _) => store::Store::postgres(&url).await?,
         (None, Some(data_dir)) => {
-            if !data_dir.join("streamweave.sqlite").exists() {
+            if !data_dir.join(store::SQLITE_FILE).exists() {
                 anyhow::bail!("no database in {}", data_dir.display());
             }
-            ledger_store::LedgerDb::new(db::open(&data_dir).await?)
+            store::Store::sqlite(&data_dir).await?
         }
         (None, None) => anyhow::bail!("give --data-dir or --database"),
     };
@@ -681,10 +677,10 @@ async fn audit(data_dir: Option<PathBuf>, database: Option<String>) -> anyhow::R
     let mut report = streamweave_ledger::audit(&transfers, &channels);
     // The cached balances must equal the re-derived ones.
     let (derived, _) = streamweave_ledger::Balances::from_transfers(&transfers);
-    let derived: std::collections::HashMap<String, i128> =
+    let derived: std::collections::HashMap<String, streamweave_ledger::Balance> =
         derived.iter().map(|(a, b)| (a.key(), *b)).collect();
     for (key, stored) in ledger.stored_balances().await? {
-        let expected = derived.get(&key).copied().unwrap_or(0);
+        let expected = derived.get(&key).copied().unwrap_or_default();
         if stored != expected {
             report.violations.push(format!(
                 "{key}: stored balance {stored}, transfers give {expected}"

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, sign_in};
+use common::{Server, TestDatabase, sign_in};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use streamweave_ledger::{RevenuePolicy, SigningKey};
@@ -50,7 +50,21 @@ async fn post(client: &reqwest::Client, url: String, token: &str, body: Value) -
 
 #[tokio::test]
 async fn discovery_chat_and_tips() {
-    let server = Server::start(&["--dev"]).await;
+    scenario(&TestDatabase::Sqlite).await;
+}
+
+/// The same with all of the node's state on PostgreSQL.
+#[tokio::test]
+async fn the_same_with_all_state_on_postgres() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    scenario(&database).await;
+    database.drop_schema().await;
+}
+
+async fn scenario(database: &TestDatabase) {
+    let server = Server::start(&database.args(&["--dev"])).await;
     let client = reqwest::Client::new();
     let creator = SigningKey::from_bytes(&[0x81; 32]).expect("key");
     let viewer = SigningKey::from_bytes(&[0x82; 32]).expect("key");
@@ -357,5 +371,5 @@ async fn discovery_chat_and_tips() {
     );
 
     // The ledger stays balanced through all of it.
-    common::assert_ledger_audits(&server.data_dir);
+    database.assert_ledger_audits(&server.data_dir);
 }

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{H264, Server, publish, wait_child};
+use common::{H264, Server, TestDatabase, publish, wait_child};
 
 fn ffprobe_json(url: &str) -> serde_json::Value {
     let output = Command::new("ffprobe")
@@ -24,7 +24,23 @@ fn ffprobe_json(url: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_720p_plays_as_adaptive_hls_with_verified_cids() {
-    let mut server = Server::start(&[]).await;
+    let _alone = common::one_at_a_time().await;
+    scenario(&TestDatabase::Sqlite).await;
+}
+
+/// The same with all of the node's state on PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_with_all_state_on_postgres() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let _alone = common::one_at_a_time().await;
+    scenario(&database).await;
+    database.drop_schema().await;
+}
+
+async fn scenario(database: &TestDatabase) {
+    let mut server = Server::start(&database.args(&[])).await;
     let (id, key) = server.create_stream("Go live test").await;
 
     let mut ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), "1280x720", 12, H264);
@@ -160,7 +176,7 @@ async fn publish_720p_plays_as_adaptive_hls_with_verified_cids() {
     // After a restart, the stream is still there and still plays.
     let data_dir = server.data_dir.clone();
     server.kill();
-    let restarted = Server::start_in(&data_dir, &[]).await;
+    let restarted = Server::start_in(&data_dir, &database.args(&[])).await;
     let again = restarted.get_json(&format!("/api/v1/streams/{id}")).await;
     assert_eq!(again["state"], "ended");
     let playlist = reqwest::get(restarted.url(&format!("/live/{id}/480p/index.m3u8")))
@@ -180,5 +196,7 @@ async fn publish_720p_plays_as_adaptive_hls_with_verified_cids() {
         streamweave_cas::file_cid(&bytes).to_string(),
         first["cid"].as_str().expect("cid")
     );
+    drop(restarted);
+    database.assert_ledger_audits(&data_dir);
     drop(server);
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{H264, Server, hex, publish, sign_in, wait_child};
+use common::{H264, Server, TestDatabase, hex, publish, sign_in, wait_child};
 use serde_json::{Value, json};
 use streamweave_ledger::{Amount, PaymentDomain, Price, RevenuePolicy, SigningKey};
 
@@ -37,8 +37,24 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_viewer_pays_exactly_for_what_it_watches() {
+    let _alone = common::one_at_a_time().await;
+    scenario(&TestDatabase::Sqlite).await;
+}
+
+/// The same with all of the node's state on PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_with_all_state_on_postgres() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let _alone = common::one_at_a_time().await;
+    scenario(&database).await;
+    database.drop_schema().await;
+}
+
+async fn scenario(database: &TestDatabase) {
     use reqwest::Method;
-    let server = Server::start(&["--dev"]).await;
+    let server = Server::start(&database.args(&["--dev"])).await;
     let creator = SigningKey::from_bytes(&[0x71; 32]).expect("key");
     let viewer = SigningKey::from_bytes(&[0x72; 32]).expect("key");
     let other = SigningKey::from_bytes(&[0x73; 32]).expect("key");
@@ -378,7 +394,7 @@ async fn a_viewer_pays_exactly_for_what_it_watches() {
     .await;
     assert_eq!(status, 404);
 
-    common::assert_ledger_audits(&server.data_dir);
+    database.assert_ledger_audits(&server.data_dir);
 }
 
 /// Everything a stream's WebSocket has sent so far (waits briefly for stragglers).

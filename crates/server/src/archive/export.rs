@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use streamweave_cas::{Blockstore, parse_cid};
 use streamweave_media::playlist::PlaylistSegment;
 
-use crate::db;
+use crate::store::Store;
 
 /// What an export wrote.
 #[derive(Debug, serde::Serialize)]
@@ -26,7 +26,7 @@ pub async fn export_stream(
     out: &Path,
     segment_duration_ms: u32,
 ) -> anyhow::Result<ExportSummary> {
-    let db = db::open_existing(data_dir).await?;
+    let db = Store::open_existing(data_dir).await?;
     let blockstore = Blockstore::open(data_dir.join("blocks")).context("opening the blockstore")?;
     if db.stream(stream_id).await?.is_none() {
         bail!("no stream {stream_id}");

@@ -28,8 +28,8 @@ use streamweave_cas::{
 };
 use streamweave_media::playlist::{self, MasterEntry, MediaPlaylistSpec, PlaylistSegment};
 
-use crate::db::Db;
 use crate::model::RenditionRecord;
+use crate::store::Store;
 
 /// What an archive is, in numbers anyone can recompute.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn master_playlist(renditions: &[RenditionRecord]) -> String {
 
 /// Builds (and stores) the directory of a stream's recording so far.
 pub async fn build_root(
-    db: &Db,
+    db: &Store,
     blockstore: &Blockstore,
     stream_id: &str,
     segment_duration_ms: u32,

@@ -18,8 +18,8 @@ use streamweave_cas::{Blockstore, Cid, PieceCommitment, parse_cid, verify_car};
 use tracing::{info, warn};
 
 use crate::archive::{self, ArchiveSummary};
-use crate::db::Db;
 use crate::model::now_ms;
+use crate::store::Store;
 
 /// Archives built per tick, replicas handled per tick.
 const ARCHIVES_PER_TICK: i64 = 4;
@@ -308,7 +308,7 @@ fn store_is_sound(blockstore: &Blockstore, root: &Cid, piece_cid: &str) -> bool 
 
 /// The background worker.
 pub struct Replicator {
-    pub db: Db,
+    pub db: Store,
     pub blockstore: Arc<Blockstore>,
     pub index: Arc<crate::live::media_index::MediaIndex>,
     pub targets: Vec<ReplicaTarget>,

@@ -1,7 +1,6 @@
 //! Sign-In with Ethereum and who a request is: `/api/v1/auth/*` and the
 //! [`Caller`] extractor (the operator token, or a session token from login).
 
-use crate::ledger_store::LedgerStore;
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;

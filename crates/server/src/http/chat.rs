@@ -315,7 +315,7 @@ async fn tip(
         time_ms: now_ms(),
     };
     // Counted and shown once per tip id, like the money.
-    let tip_totals = crate::db::TipTotals {
+    let tip_totals = crate::store::TipTotals {
         tips: 1,
         gross: amount,
         creator: creator_share,

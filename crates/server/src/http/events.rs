@@ -8,7 +8,6 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use super::problem::ApiError;
-use crate::ledger_store::LedgerStore;
 use crate::live::events::StreamEvent;
 use crate::model::now_ms;
 

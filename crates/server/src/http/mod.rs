@@ -30,10 +30,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Settings;
-use crate::db::Db;
-use crate::ledger_db::LedgerDb;
 use crate::live::media_index::{FileCache, MediaIndex};
 use crate::money::payments::Payments;
+use crate::store::Store;
 
 /// Largest JSON body the API reads.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
@@ -58,11 +57,11 @@ pub(crate) fn socket_permit(
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub db: Db,
+    pub db: Store,
     pub blockstore: Arc<Blockstore>,
     pub index: Arc<MediaIndex>,
     pub cache: Arc<FileCache>,
-    pub ledger: LedgerDb,
+    pub ledger: Store,
     pub payments: Payments,
     pub sessions: Arc<crate::money::sessions::Sessions>,
     pub events: Arc<crate::live::events::Events>,

@@ -1,7 +1,6 @@
 //! `/api/v1/payments/config` and `/api/v1/channels`: escrowed channels and
 //! the vouchers that spend them (shared/spec/payments.md).
 
-use crate::ledger_store::LedgerStore;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,9 +16,9 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{Caller, alloy_hex, parse_address, rfc3339};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
-use crate::ledger_db::Refusal;
 use crate::model::now_ms;
 use crate::money::payments::{EngineError, Operation};
+use crate::store::Refusal;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -179,10 +178,16 @@ pub fn engine_error(err: EngineError) -> ApiError {
             "Idempotency key reused",
             format!("{refusal}; use a new id for a new request"),
         ),
-        EngineError::Refused(refusal) => ApiError::custom(
+        EngineError::Refused(refusal @ Refusal::Insufficient(_)) => ApiError::custom(
             StatusCode::CONFLICT,
             "insufficient-balance",
             "Insufficient balance",
+            refusal.to_string(),
+        ),
+        EngineError::Refused(refusal @ Refusal::Overflow(_)) => ApiError::custom(
+            StatusCode::CONFLICT,
+            "balance-overflow",
+            "Balance overflow",
             refusal.to_string(),
         ),
         EngineError::Unavailable => {
@@ -197,7 +202,8 @@ fn channel_error(err: ChannelError) -> ApiError {
         ChannelError::NotOpen
         | ChannelError::Expired
         | ChannelError::NotIncreasing
-        | ChannelError::ExceedsDeposit => StatusCode::CONFLICT,
+        | ChannelError::ExceedsDeposit
+        | ChannelError::Overflow => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::custom(status, err.code(), "Payment refused", err.to_string())

@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, ApiJson, Problem};
-use crate::db::StreamFilter;
 use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState, now_ms};
+use crate::store::StreamFilter;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -14,9 +14,9 @@ use streamweave_media::{
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::db::Db;
 use crate::live::media_index::{FileCache, MediaIndex};
 use crate::model::{RenditionRecord, SegmentRecord, StreamState, now_ms};
+use crate::store::Store;
 
 /// Messages buffered between a publisher and its ffmpeg.
 const INGEST_QUEUE_MESSAGES: usize = 512;
@@ -25,7 +25,7 @@ const PIPELINE_EVENT_QUEUE: usize = 64;
 
 /// Everything live ingest needs.
 pub struct LiveHub {
-    pub db: Db,
+    pub db: Store,
     pub blockstore: Arc<Blockstore>,
     pub index: Arc<MediaIndex>,
     pub cache: Arc<FileCache>,
@@ -44,7 +44,7 @@ pub struct LiveHub {
 impl LiveHub {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        db: Db,
+        db: Store,
         blockstore: Arc<Blockstore>,
         index: Arc<MediaIndex>,
         cache: Arc<FileCache>,

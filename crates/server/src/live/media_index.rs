@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use streamweave_cas::Cid;
 
-use crate::db::Db;
 use crate::model::{RenditionRecord, SegmentRecord, StreamState};
+use crate::store::Store;
 
 /// A segment as players see it.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ const MAX_RESIDENT_ENDED_STREAMS: usize = 512;
 
 /// In-memory index of streams' media.
 pub struct MediaIndex {
-    db: Db,
+    db: Store,
     streams: RwLock<HashMap<String, SharedMedia>>,
 }
 
@@ -116,7 +116,7 @@ macro_rules! write_lock {
 pub(crate) use read_lock;
 
 impl MediaIndex {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Store) -> Self {
         MediaIndex {
             db,
             streams: RwLock::new(HashMap::new()),

@@ -4,7 +4,6 @@
 //! core's rules, and group-commits what it can into one durable transaction.
 //! A caller is answered only after its commit.
 
-use crate::ledger_store::LedgerStore;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -15,8 +14,8 @@ use streamweave_ledger::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use crate::ledger_db::{LedgerBatch, LedgerDb, Refusal};
 use crate::model::now_ms;
+use crate::store::{LedgerBatch, Refusal, Store};
 
 /// Commands waiting for the engine; senders wait when it is full.
 pub const ENGINE_QUEUE: usize = 4096;
@@ -107,7 +106,7 @@ pub struct Payments {
 impl Payments {
     /// Loads the channels and starts the engine and the settle timer.
     pub async fn start(
-        db: LedgerDb,
+        db: Store,
         domain: PaymentDomain,
         settle_window_ms: u64,
     ) -> anyhow::Result<Payments> {
@@ -188,7 +187,7 @@ impl Payments {
 }
 
 async fn run_engine(
-    db: LedgerDb,
+    db: Store,
     mut channels: HashMap<B256, Channel>,
     shared: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
     mut requests: mpsc::Receiver<Request>,
@@ -455,7 +454,7 @@ const PAYOUT_INTERVAL: Duration = Duration::from_secs(5);
 /// Withdraws an account's whole earned balance once it reaches the account's
 /// threshold. Off the voucher path; a payout refused because the balance fell
 /// meanwhile is simply tried again next round.
-async fn run_payouts(db: LedgerDb, payments: Payments) {
+async fn run_payouts(db: Store, payments: Payments) {
     let mut tick = tokio::time::interval(PAYOUT_INTERVAL);
     loop {
         tick.tick().await;
@@ -469,7 +468,7 @@ async fn run_payouts(db: LedgerDb, payments: Payments) {
         for (owner, threshold) in thresholds {
             let asset = Address::ZERO;
             let earned = match db.balance(&AccountRef::Revenue { owner, asset }).await {
-                Ok(earned) => u128::try_from(earned).unwrap_or(0),
+                Ok(earned) => earned.non_negative().0,
                 Err(err) => {
                     error!(%err, "reading an earned balance");
                     continue;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use streamweave_ledger::{Address, Amount};
 use tracing::warn;
 
-use crate::db::Db;
+use crate::store::Store;
 
 /// How often counted statistics are written.
 pub const FLUSH_INTERVAL_MS: u64 = 1_000;
@@ -80,12 +80,12 @@ impl StreamTotals {
 
 /// The counters not yet written, and the database they go to.
 pub struct WatchStats {
-    db: Db,
+    db: Store,
     pending: Mutex<HashMap<(String, Address), ViewerDelta>>,
 }
 
 impl WatchStats {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Store) -> Self {
         WatchStats {
             db,
             pending: Mutex::new(HashMap::new()),

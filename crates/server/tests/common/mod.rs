@@ -316,3 +316,98 @@ pub async fn run_json(args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&output.stdout).expect("JSON output")
 }
+
+/// Where a test server keeps its state: the data dir's SQLite (the default),
+/// or PostgreSQL (`--database`) in a schema of the test's own.
+pub enum TestDatabase {
+    Sqlite,
+    Postgres {
+        admin: sqlx::PgPool,
+        schema: String,
+        url: String,
+    },
+}
+
+impl TestDatabase {
+    /// PostgreSQL in a fresh schema (`STREAMWEAVE_TEST_POSTGRES`, default the
+    /// local test database). `None` after saying why when it is unreachable;
+    /// with `CI` set that fails instead.
+    pub async fn postgres() -> Option<TestDatabase> {
+        let base = std::env::var("STREAMWEAVE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let admin = match sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&base)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(err) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "PostgreSQL at {base} is required in CI: {err}"
+                );
+                eprintln!("skipping: PostgreSQL at {base} unreachable ({err})");
+                return None;
+            }
+        };
+        let schema = format!("sw_it_{:016x}", rand::random::<u64>());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+        Some(TestDatabase::Postgres { admin, schema, url })
+    }
+
+    /// `args` plus what points the server at this database.
+    pub fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        if let TestDatabase::Postgres { url, .. } = self {
+            all.extend(["--database", url.as_str()]);
+        }
+        all
+    }
+
+    /// `streamweave ledger audit` on this database is clean; on PostgreSQL,
+    /// the node's data dir holds no SQLite database at all.
+    pub fn assert_ledger_audits(&self, data_dir: &Path) {
+        match self {
+            TestDatabase::Sqlite => assert_ledger_audits(data_dir),
+            TestDatabase::Postgres { url, .. } => {
+                let output = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+                    .args(["ledger", "audit", "--database", url])
+                    .output()
+                    .expect("audit");
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                assert!(output.status.success(), "{stdout}");
+                assert!(stdout.starts_with("ledger ok:"), "{stdout}");
+                let sqlite: Vec<_> = std::fs::read_dir(data_dir)
+                    .expect("data dir")
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.contains("sqlite"))
+                    .collect();
+                assert!(sqlite.is_empty(), "state left in SQLite: {sqlite:?}");
+            }
+        }
+    }
+
+    /// Drops the test's schema.
+    pub async fn drop_schema(self) {
+        if let TestDatabase::Postgres { admin, schema, .. } = self {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&admin)
+                .await
+                .expect("drop schema");
+        }
+    }
+}
+
+/// Held by tests of one file that must not run at the same time (each runs
+/// ffmpeg on the machine's few cores).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

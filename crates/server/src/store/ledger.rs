@@ -1,0 +1,492 @@
+//! The ledger: transfers are inserted once (their ids make retries
+//! idempotent), balances move in the same transaction and never leave their
+//! range (only the outside world's may go below zero, none beyond
+//! ±(2^128-1): checked here and by each schema), channels are saved whole.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use streamweave_ledger::{AccountRef, Address, B256, Balance, Channel, Transfer};
+
+use super::{Dialect, Statement, Store, decode_err, get_parsed};
+
+/// One operation's writes: all of them or none.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerBatch {
+    pub transfers: Vec<Transfer>,
+    pub channels: Vec<Channel>,
+}
+
+/// Why a batch was refused (the rest of a group commit goes on).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("insufficient balance in {0}")]
+    Insufficient(String),
+    #[error("the balance of {0} would exceed the amount range (2^128-1 base units)")]
+    Overflow(String),
+    /// A transfer id already used for a different transfer: the request
+    /// reused an idempotency key with another body.
+    #[error("the id {0} was already used for a different request")]
+    IdempotencyConflict(String),
+}
+
+/// A stored transfer with its position and time.
+#[derive(Debug, Clone)]
+pub struct StoredTransfer {
+    pub seq: i64,
+    pub transfer: Transfer,
+    pub created_at_ms: i64,
+}
+
+/// Rows per multi-row INSERT (SQLite allows 32766 bound values; 9 per row).
+const INSERT_CHUNK_ROWS: usize = 1000;
+
+fn account_columns(account: &AccountRef) -> (&'static str, Option<String>, String) {
+    match account {
+        AccountRef::Available { owner, asset } => (
+            "available",
+            Some(format!("{owner:#x}")),
+            format!("{asset:#x}"),
+        ),
+        AccountRef::Revenue { owner, asset } => (
+            "revenue",
+            Some(format!("{owner:#x}")),
+            format!("{asset:#x}"),
+        ),
+        AccountRef::Escrow { channel } => ("escrow", None, format!("{channel:#x}")),
+        AccountRef::Clearing { channel } => ("clearing", None, format!("{channel:#x}")),
+        AccountRef::Platform { asset } => ("platform", None, format!("{asset:#x}")),
+        AccountRef::World { asset } => ("world", None, format!("{asset:#x}")),
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(row: &AnyRow) -> Result<T, sqlx::Error> {
+    serde_json::from_str(row.try_get::<&str, _>("body")?).map_err(decode_err)
+}
+
+impl Store {
+    /// Commits a group of batches in one transaction (one durable commit).
+    /// Each batch is all-or-nothing: a refused batch is rolled back to its
+    /// savepoint and reported; the others commit.
+    pub async fn commit(
+        &self,
+        batches: &[LedgerBatch],
+        now_ms: i64,
+    ) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // The common case (vouchers, settlements, deposits): the whole group
+        // in one go, when no batch can depend on another's order.
+        if batches.len() > 1 && order_independent(batches) {
+            let merged = merge(batches);
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            if apply_batch(&mut savepoint, self.dialect, &merged, now_ms)
+                .await?
+                .is_ok()
+            {
+                savepoint.commit().await?;
+                tx.commit().await?;
+                return Ok(vec![Ok(()); batches.len()]);
+            }
+            savepoint.rollback().await?;
+        }
+        // Something was refused: each batch on its own, so the others still commit.
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            match apply_batch(&mut savepoint, self.dialect, batch, now_ms).await? {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(()));
+                }
+                Err(refusal) => {
+                    savepoint.rollback().await?;
+                    results.push(Err(refusal));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// Every channel, oldest first.
+    pub async fn channels(&self) -> Result<Vec<Channel>, sqlx::Error> {
+        let rows = sqlx::query("SELECT body FROM channels ORDER BY created_at_ms, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(json_body).collect()
+    }
+
+    /// Every transfer in commit order (for the audit).
+    pub async fn all_transfers(&self) -> Result<Vec<Transfer>, sqlx::Error> {
+        let rows = sqlx::query("SELECT body FROM ledger_transfers ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(json_body).collect()
+    }
+
+    /// Cached balances by account key (the audit re-derives and compares them).
+    pub async fn stored_balances(&self) -> Result<Vec<(String, Balance)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT key, CAST(balance AS TEXT) AS balance FROM ledger_accounts")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("key")?, get_parsed(row, "balance")?)))
+            .collect()
+    }
+
+    /// An account's balance (zero if it never moved).
+    pub async fn balance(&self, account: &AccountRef) -> Result<Balance, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT CAST(balance AS TEXT) AS balance FROM ledger_accounts WHERE key = $1",
+        )
+        .bind(account.key())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => get_parsed(&row, "balance"),
+            None => Ok(Balance::ZERO),
+        }
+    }
+
+    /// Transfers touching an owner's accounts, newest first, before `before_seq`.
+    pub async fn transfers_of(
+        &self,
+        owner: Address,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredTransfer>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT t.seq, t.body, t.created_at_ms FROM ledger_transfers t \
+             WHERE (t.debit IN (SELECT key FROM ledger_accounts WHERE owner = $1) \
+                OR t.credit IN (SELECT key FROM ledger_accounts WHERE owner = $1)) \
+               AND t.seq < $2 ORDER BY t.seq DESC LIMIT $3",
+        )
+        .bind(format!("{owner:#x}"))
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredTransfer {
+                    seq: row.try_get("seq")?,
+                    transfer: json_body(row)?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The first transfer of `batch` that was not inserted (its id was taken)
+/// and differs from what is stored under its id.
+async fn first_reused_id(
+    tx: &mut sqlx::AnyConnection,
+    batch: &LedgerBatch,
+    inserted: &HashSet<String>,
+) -> Result<Option<Refusal>, sqlx::Error> {
+    let retried: Vec<&Transfer> = batch
+        .transfers
+        .iter()
+        .filter(|t| !inserted.contains(&t.id))
+        .collect();
+    if retried.is_empty() {
+        return Ok(None);
+    }
+    let mut select = Statement::new("SELECT id, body FROM ledger_transfers WHERE id IN (");
+    for (index, transfer) in retried.iter().enumerate() {
+        if index > 0 {
+            select.push(", ");
+        }
+        select.bind(transfer.id.clone());
+    }
+    select.push(")");
+    let mut stored = std::collections::HashMap::new();
+    for row in select.query()?.fetch_all(&mut *tx).await? {
+        stored.insert(
+            row.try_get::<String, _>("id")?,
+            row.try_get::<String, _>("body")?,
+        );
+    }
+    for transfer in retried {
+        let body = TransferRow::new(transfer)?.body;
+        if stored.get(&transfer.id).is_some_and(|kept| *kept != body) {
+            return Ok(Some(Refusal::IdempotencyConflict(transfer.id.clone())));
+        }
+    }
+    Ok(None)
+}
+
+async fn apply_batch(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    batch: &LedgerBatch,
+    now_ms: i64,
+) -> Result<Result<(), Refusal>, sqlx::Error> {
+    // 1. Insert the transfers; ids already present are retries and move nothing.
+    let mut inserted = HashSet::new();
+    for chunk in batch.transfers.chunks(INSERT_CHUNK_ROWS) {
+        let mut insert = Statement::new(
+            "INSERT INTO ledger_transfers (id, debit, credit, body, asset, amount, kind, channel, created_at_ms) VALUES ",
+        );
+        for (index, transfer) in chunk.iter().enumerate() {
+            let row = TransferRow::new(transfer)?;
+            insert.push(if index == 0 { "(" } else { ", (" });
+            insert
+                .bind(row.id)
+                .push(", ")
+                .bind(row.debit)
+                .push(", ")
+                .bind(row.credit)
+                .push(", ")
+                .bind(row.body)
+                .push(", ")
+                .bind(row.asset)
+                .push(", ")
+                .bind_ledger_amount(row.amount, dialect)
+                .push(", ")
+                .bind(row.kind)
+                .push(", ")
+                .bind(row.channel)
+                .push(", ")
+                .bind(now_ms)
+                .push(")");
+        }
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        for row in insert.query()?.fetch_all(&mut *tx).await? {
+            inserted.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    // A retried id must carry the same transfer, or the key was reused.
+    if let Some(conflict) = first_reused_id(tx, batch, &inserted).await? {
+        return Ok(Err(conflict));
+    }
+    // 2. Net balance change per account, checked once against the stored
+    //    (on PostgreSQL: locked) balances.
+    let deltas = match net_deltas(&batch.transfers, &inserted) {
+        Ok(deltas) => deltas,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if !deltas.is_empty() {
+        let mut current = locked_balances(tx, dialect, &deltas).await?;
+        if current.len() < deltas.len() {
+            // New accounts: created at zero first, so that concurrent
+            // writers on PostgreSQL lock the same rows instead of racing.
+            let mut create = Statement::new(
+                "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES ",
+            );
+            let mut first = true;
+            for (account, _) in &deltas {
+                let key = account.key();
+                if current.contains_key(&key) {
+                    continue;
+                }
+                let (kind, owner, asset) = account_columns(account);
+                create.push(if first { "(" } else { ", (" });
+                first = false;
+                create
+                    .bind(key)
+                    .push(", ")
+                    .bind(kind)
+                    .push(", ")
+                    .bind(owner)
+                    .push(", ")
+                    .bind(asset)
+                    .push(", ")
+                    .bind_ledger_amount("0".to_string(), dialect)
+                    .push(")");
+            }
+            create.push(" ON CONFLICT (key) DO NOTHING");
+            create.query()?.execute(&mut *tx).await?;
+            current = locked_balances(tx, dialect, &deltas).await?;
+        }
+        let mut update = Statement::new(
+            "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES ",
+        );
+        for (index, (account, delta)) in deltas.iter().enumerate() {
+            let key = account.key();
+            let stored = current.get(&key).copied().unwrap_or(Balance::ZERO);
+            let Some(next) = stored.checked_add(*delta) else {
+                return Ok(Err(Refusal::Overflow(key)));
+            };
+            if next.is_negative() && !account.may_go_negative() {
+                return Ok(Err(Refusal::Insufficient(key)));
+            }
+            let (kind, owner, asset) = account_columns(account);
+            update.push(if index == 0 { "(" } else { ", (" });
+            update
+                .bind(key)
+                .push(", ")
+                .bind(kind)
+                .push(", ")
+                .bind(owner)
+                .push(", ")
+                .bind(asset)
+                .push(", ")
+                .bind_ledger_amount(next.to_string(), dialect)
+                .push(")");
+        }
+        update.push(" ON CONFLICT (key) DO UPDATE SET balance = excluded.balance");
+        update.query()?.execute(&mut *tx).await?;
+    }
+    // 3. Channels: the last state of each.
+    let channels = last_states(&batch.channels);
+    if !channels.is_empty() {
+        let mut upsert = Statement::new(
+            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms) VALUES ",
+        );
+        for (index, channel) in channels.into_iter().enumerate() {
+            upsert.push(if index == 0 { "(" } else { ", (" });
+            upsert
+                .bind(format!("{:#x}", channel.id))
+                .push(", ")
+                .bind(format!("{:#x}", channel.payer))
+                .push(", ")
+                .bind(format!("{:#x}", channel.payee))
+                .push(", ")
+                .bind(channel.state.name())
+                .push(", ")
+                .bind(serde_json::to_string(channel).map_err(decode_err)?)
+                .push(", ")
+                .bind(now_ms)
+                .push(", ")
+                .bind(now_ms)
+                .push(")");
+        }
+        upsert.push(
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, \
+             updated_at_ms = excluded.updated_at_ms",
+        );
+        upsert.query()?.execute(&mut *tx).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// The stored balances of the accounts a batch moves, locked for the rest
+/// of the transaction (in key order, so concurrent writers cannot deadlock).
+async fn locked_balances(
+    tx: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+    deltas: &[(AccountRef, Balance)],
+) -> Result<HashMap<String, Balance>, sqlx::Error> {
+    let mut select = Statement::new(
+        "SELECT key, CAST(balance AS TEXT) AS balance FROM ledger_accounts WHERE key IN (",
+    );
+    for (index, (account, _)) in deltas.iter().enumerate() {
+        if index > 0 {
+            select.push(", ");
+        }
+        select.bind(account.key());
+    }
+    select.push(") ORDER BY key").push(dialect.lock_rows());
+    let mut current = HashMap::with_capacity(deltas.len());
+    for row in select.query()?.fetch_all(&mut *tx).await? {
+        current.insert(
+            row.try_get::<String, _>("key")?,
+            get_parsed(&row, "balance")?,
+        );
+    }
+    Ok(current)
+}
+
+/// Whether a group's batches may be checked as one: no transfer debits an
+/// account a user spends from (only the outside world, escrow and clearing,
+/// which the channel rules keep covered), so no batch can be funded by a
+/// later one.
+fn order_independent(batches: &[LedgerBatch]) -> bool {
+    batches.iter().flat_map(|b| &b.transfers).all(|t| {
+        matches!(
+            t.debit,
+            AccountRef::World { .. } | AccountRef::Escrow { .. } | AccountRef::Clearing { .. }
+        )
+    })
+}
+
+/// All batches of a group as one.
+fn merge(batches: &[LedgerBatch]) -> LedgerBatch {
+    LedgerBatch {
+        transfers: batches
+            .iter()
+            .flat_map(|b| b.transfers.iter().cloned())
+            .collect(),
+        channels: batches
+            .iter()
+            .flat_map(|b| b.channels.iter().cloned())
+            .collect(),
+    }
+}
+
+/// A transfer as stored.
+struct TransferRow {
+    id: String,
+    debit: String,
+    credit: String,
+    body: String,
+    asset: String,
+    amount: String,
+    kind: String,
+    channel: Option<String>,
+}
+
+impl TransferRow {
+    fn new(transfer: &Transfer) -> Result<Self, sqlx::Error> {
+        Ok(TransferRow {
+            id: transfer.id.clone(),
+            debit: transfer.debit.key(),
+            credit: transfer.credit.key(),
+            body: serde_json::to_string(transfer).map_err(decode_err)?,
+            asset: format!("{:#x}", transfer.asset),
+            amount: transfer.amount.to_string(),
+            kind: serde_json::to_value(transfer.kind)
+                .map_err(decode_err)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            channel: transfer.channel.map(|c: B256| format!("{c:#x}")),
+        })
+    }
+}
+
+/// Net change per account of the transfers that were inserted (each id
+/// once), in the order they apply; a change beyond the balance range is an
+/// overflow, refused.
+fn net_deltas(
+    transfers: &[Transfer],
+    inserted: &HashSet<String>,
+) -> Result<Vec<(AccountRef, Balance)>, Refusal> {
+    let mut seen = HashSet::new();
+    let mut deltas: Vec<(AccountRef, Balance)> = Vec::new();
+    let mut index: HashMap<AccountRef, usize> = HashMap::new();
+    for transfer in transfers {
+        if !inserted.contains(&transfer.id) || !seen.insert(transfer.id.as_str()) {
+            continue;
+        }
+        for (account, credit) in [(transfer.debit, false), (transfer.credit, true)] {
+            let slot = *index.entry(account).or_insert_with(|| {
+                deltas.push((account, Balance::ZERO));
+                deltas.len() - 1
+            });
+            let delta = &mut deltas[slot].1;
+            let moved = if credit {
+                delta.credit(transfer.amount)
+            } else {
+                delta.debit(transfer.amount)
+            };
+            *delta = moved.ok_or_else(|| Refusal::Overflow(account.key()))?;
+        }
+    }
+    Ok(deltas)
+}
+
+/// The last state of each channel, in first-seen order.
+fn last_states(channels: &[Channel]) -> Vec<&Channel> {
+    let mut order: Vec<&Channel> = Vec::new();
+    for channel in channels {
+        match order.iter_mut().find(|c| c.id == channel.id) {
+            Some(slot) => *slot = channel,
+            None => order.push(channel),
+        }
+    }
+    order
+}

@@ -1,0 +1,381 @@
+//! Streams, their renditions (the ladder) and segments (the media index).
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, decode_err, get_u64, to_i64};
+use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState};
+
+/// The columns `stream_from_row` reads (a macro, so queries stay static strings).
+macro_rules! stream_columns {
+    () => {
+        "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
+         access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms, \
+         archive_public, description, category, tags"
+    };
+}
+pub(super) use stream_columns;
+
+pub(super) fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(StreamRecord {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        stream_key: row.try_get("stream_key")?,
+        owner: row.try_get("owner")?,
+        state: StreamState::parse(&state)
+            .ok_or_else(|| decode_err(format!("bad state {state}")))?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        started_at_ms: row.try_get("started_at_ms")?,
+        ended_at_ms: row.try_get("ended_at_ms")?,
+        end_error: row.try_get("end_error")?,
+        access: match row.try_get::<&str, _>("access")? {
+            "per_second" => AccessMode::PerSecond,
+            _ => AccessMode::Free,
+        },
+        price: match (
+            row.try_get::<Option<String>, _>("price_amount")?,
+            row.try_get::<Option<i64>, _>("price_period_seconds")?,
+        ) {
+            (Some(amount), Some(period)) => Some(streamweave_ledger::Price {
+                amount: amount.parse().map_err(decode_err)?,
+                period_seconds: u32::try_from(period).map_err(decode_err)?,
+            }),
+            _ => None,
+        },
+        preview_seconds: u32::try_from(row.try_get::<i64, _>("preview_seconds")?).unwrap_or(0),
+        retention_days: row
+            .try_get::<Option<i64>, _>("retention_days")?
+            .and_then(|d| u32::try_from(d).ok()),
+        expired_at_ms: row.try_get("expired_at_ms")?,
+        archive_public: row.try_get::<i64, _>("archive_public")? != 0,
+        description: row.try_get("description")?,
+        category: row.try_get("category")?,
+        tags: row
+            .try_get::<&str, _>("tags")?
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+/// Tags as stored: `,a,b,` (empty when none), so `instr(tags, ',a,')` finds one.
+fn stored_tags(tags: &[String]) -> String {
+    if tags.is_empty() {
+        String::new()
+    } else {
+        format!(",{},", tags.join(","))
+    }
+}
+
+/// What a stream list may be narrowed to; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct StreamFilter {
+    pub state: Option<StreamState>,
+    /// Owner address, lower-case.
+    pub owner: Option<String>,
+    pub category: Option<String>,
+    pub tag: Option<String>,
+    /// Part of the title (any case), or a creator's address.
+    pub search: Option<String>,
+}
+
+impl Store {
+    /// Marks streams that were live when the server stopped as ended.
+    pub async fn end_interrupted_streams(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE streams SET state = 'ended', ended_at_ms = $1, \
+             end_error = 'the server stopped while the stream was live' WHERE state = 'live'",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms, access, price_amount, \
+             price_period_seconds, preview_seconds, retention_days, archive_public, description, \
+             category, tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&stream.id)
+        .bind(&stream.title)
+        .bind(&stream.stream_key)
+        .bind(&stream.owner)
+        .bind(stream.state.as_str())
+        .bind(stream.created_at_ms)
+        .bind(stream.access.as_str())
+        .bind(stream.price.map(|p| p.amount.to_string()))
+        .bind(stream.price.map(|p| i64::from(p.period_seconds)))
+        .bind(i64::from(stream.preview_seconds))
+        .bind(stream.retention_days.map(i64::from))
+        .bind(i64::from(stream.archive_public))
+        .bind(&stream.description)
+        .bind(&stream.category)
+        .bind(stored_tags(&stream.tags))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Saves what `PATCH /api/v1/streams/{id}` may change.
+    pub async fn update_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE streams SET title = $1, access = $2, price_amount = $3, price_period_seconds = $4, \
+             preview_seconds = $5, retention_days = $6, archive_public = $7, description = $8, \
+             category = $9, tags = $10 WHERE id = $11",
+        )
+        .bind(&stream.title)
+        .bind(stream.access.as_str())
+        .bind(stream.price.map(|p| p.amount.to_string()))
+        .bind(stream.price.map(|p| i64::from(p.period_seconds)))
+        .bind(i64::from(stream.preview_seconds))
+        .bind(stream.retention_days.map(i64::from))
+        .bind(i64::from(stream.archive_public))
+        .bind(&stream.description)
+        .bind(&stream.category)
+        .bind(stored_tags(&stream.tags))
+        .bind(&stream.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_stream_key(&self, id: &str, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE streams SET stream_key = $1 WHERE id = $2")
+            .bind(key)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn stream(&self, id: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
+        sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(stream_from_row)
+        .transpose()
+    }
+
+    pub async fn stream_by_key(&self, key: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
+        sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE stream_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(stream_from_row)
+        .transpose()
+    }
+
+    /// Streams matching `filter`, newest first; at most `limit`.
+    pub async fn streams(
+        &self,
+        filter: &StreamFilter,
+        limit: i64,
+    ) -> Result<Vec<StreamRecord>, sqlx::Error> {
+        let state = filter.state.map(|s| s.as_str());
+        let tag = filter.tag.as_ref().map(|t| format!(",{t},"));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            stream_columns!(),
+            " FROM streams WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR owner = $2) \
+             AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR instr(tags, $4) > 0) \
+             AND ($5 IS NULL OR instr(lower(title), lower($5)) > 0 OR owner = lower($5)) \
+             ORDER BY created_at_ms DESC, id LIMIT $6"
+        ))
+        .bind(state)
+        .bind(&filter.owner)
+        .bind(&filter.category)
+        .bind(tag)
+        .bind(&filter.search)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stream_from_row).collect()
+    }
+
+    /// Moves an idle stream to live with its ladder, in one transaction.
+    /// Returns `false` when the stream was not idle.
+    pub async fn start_stream(
+        &self,
+        id: &str,
+        now_ms: i64,
+        source: (u32, u32),
+        renditions: &[RenditionRecord],
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE streams SET state = 'live', started_at_ms = $1, source_width = $2, source_height = $3 \
+             WHERE id = $4 AND state = 'idle'",
+        )
+        .bind(now_ms)
+        .bind(i64::from(source.0))
+        .bind(i64::from(source.1))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (position, rendition) in renditions.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO renditions (stream_id, name, position, kind, width, height, bandwidth_bps, codecs) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(&rendition.name)
+            .bind(to_i64(position))
+            .bind(if rendition.height.is_some() { "video" } else { "audio" })
+            .bind(rendition.width.map(i64::from))
+            .bind(rendition.height.map(i64::from))
+            .bind(to_i64(rendition.bandwidth_bps))
+            .bind(&rendition.codecs)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn end_stream(
+        &self,
+        id: &str,
+        now_ms: i64,
+        error: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE streams SET state = 'ended', ended_at_ms = $1, end_error = $2 WHERE id = $3 AND state <> 'ended'",
+        )
+        .bind(now_ms)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_init(
+        &self,
+        id: &str,
+        rendition: &str,
+        cid: &str,
+        size: u64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE renditions SET init_cid = $1, init_size = $2 WHERE stream_id = $3 AND name = $4",
+        )
+        .bind(cid)
+        .bind(to_i64(size))
+        .bind(id)
+        .bind(rendition)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts segments in one transaction (one durable commit).
+    pub async fn insert_segments(
+        &self,
+        id: &str,
+        segments: impl Iterator<Item = &SegmentRecord>,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for segment in segments {
+            sqlx::query(
+                "INSERT INTO segments (stream_id, rendition, sequence, duration_ms, size, cid, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(&segment.rendition)
+            .bind(to_i64(segment.sequence))
+            .bind(i64::from(segment.duration_ms))
+            .bind(to_i64(segment.size))
+            .bind(&segment.cid)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Which streams' access rules govern a stored file: `None` when no
+    /// stream references the CID, else whether some free stream does.
+    pub async fn cid_is_free(&self, cid: &str) -> Result<Option<bool>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS streams, \
+             COUNT(CASE WHEN s.access = 'free' OR s.archive_public = 1 THEN 1 END) AS free \
+             FROM streams s WHERE s.id IN \
+             (SELECT stream_id FROM segments WHERE cid = $1 UNION SELECT stream_id FROM renditions WHERE init_cid = $1)",
+        )
+        .bind(cid)
+        .fetch_one(&self.pool)
+        .await?;
+        let streams: i64 = row.try_get("streams")?;
+        let free: i64 = row.try_get("free")?;
+        Ok((streams > 0).then_some(free > 0))
+    }
+
+    /// The ladder of a stream, in position order.
+    pub async fn renditions(&self, id: &str) -> Result<Vec<RenditionRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT name, width, height, bandwidth_bps, codecs, init_cid, init_size FROM renditions \
+             WHERE stream_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let dimension = |value: Option<i64>| value.map(|v| u32::try_from(v).unwrap_or(0));
+        rows.iter()
+            .map(|row| {
+                Ok(RenditionRecord {
+                    name: row.try_get("name")?,
+                    width: dimension(row.try_get("width")?),
+                    height: dimension(row.try_get("height")?),
+                    bandwidth_bps: get_u64(row, "bandwidth_bps")?,
+                    codecs: row.try_get("codecs")?,
+                    init_cid: row.try_get("init_cid")?,
+                    init_size: row
+                        .try_get::<Option<i64>, _>("init_size")?
+                        .map(|s| s.max(0) as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// Every segment of a stream, by rendition position then sequence.
+    pub async fn segments(&self, id: &str) -> Result<Vec<SegmentRecord>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT s.rendition, s.sequence, s.duration_ms, s.size, s.cid FROM segments s \
+             JOIN renditions r ON r.stream_id = s.stream_id AND r.name = s.rendition \
+             WHERE s.stream_id = $1 ORDER BY r.position, s.sequence",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SegmentRecord {
+                    rendition: row.try_get("rendition")?,
+                    sequence: get_u64(row, "sequence")?,
+                    duration_ms: u32::try_from(get_u64(row, "duration_ms")?).unwrap_or(u32::MAX),
+                    size: get_u64(row, "size")?,
+                    cid: row.try_get("cid")?,
+                })
+            })
+            .collect()
+    }
+}
