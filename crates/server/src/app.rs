@@ -117,6 +117,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     let events = Arc::new(crate::live::events::Events::default());
     hub.events = events.clone();
+    let transcode_niceness = hub.transcode_niceness;
     let hub = Arc::new(hub);
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_REQUEST_QUEUE);
     tokio::spawn(hub.run(publish_rx));
@@ -197,8 +198,28 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .context("opening the upload store")?,
     );
     tokio::spawn(crate::uploads::expire_forever(uploads.clone()));
+    let library = crate::library::Library::start(
+        db.clone(),
+        blockstore.clone(),
+        uploads.clone(),
+        crate::library::LibrarySettings {
+            ffmpeg: settings.ffmpeg.clone(),
+            ffprobe: settings.ffprobe.clone(),
+            niceness: transcode_niceness,
+            transcode: TranscodeSettings {
+                segment_duration_ms: settings.segment_duration_ms,
+                x264_preset: settings.x264_preset.clone(),
+            },
+            jobs: settings.transcode_jobs,
+            max_video_ms: settings.max_video_seconds.saturating_mul(1000),
+            work_dir: settings.data_dir.join("work").join("videos"),
+        },
+    )
+    .await
+    .context("starting video processing")?;
     let state = AppState {
         uploads,
+        library,
         settings: settings.clone(),
         db,
         blockstore,

@@ -123,6 +123,15 @@ pub struct ServeArgs {
     /// Unfinished uploads are removed after this many seconds (default 24 h).
     #[arg(long, env = "STREAMWEAVE_UPLOAD_EXPIRY_S")]
     pub upload_expiry_s: Option<u64>,
+    /// Uploaded videos transcoding at once (default 1).
+    #[arg(long, env = "STREAMWEAVE_TRANSCODE_JOBS")]
+    pub transcode_jobs: Option<usize>,
+    /// Longest uploaded video accepted, in seconds (default 6 hours).
+    #[arg(long, env = "STREAMWEAVE_MAX_VIDEO_SECONDS")]
+    pub max_video_seconds: Option<u64>,
+    /// The ffprobe executable (default: beside `--ffmpeg`, else on PATH).
+    #[arg(long, env = "STREAMWEAVE_FFPROBE")]
+    pub ffprobe: Option<PathBuf>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -166,6 +175,9 @@ struct FileConfig {
     max_upload_bytes: Option<u64>,
     upload_quota_bytes: Option<u64>,
     upload_expiry_s: Option<u64>,
+    transcode_jobs: Option<usize>,
+    max_video_seconds: Option<u64>,
+    ffprobe: Option<PathBuf>,
     dev: Option<bool>,
 }
 
@@ -207,6 +219,9 @@ pub struct Settings {
     pub max_upload_bytes: u64,
     pub upload_quota_bytes: u64,
     pub upload_expiry_s: u64,
+    pub transcode_jobs: usize,
+    pub max_video_seconds: u64,
+    pub ffprobe: PathBuf,
     pub dev: bool,
 }
 
@@ -288,6 +303,22 @@ impl Settings {
             _ => vec![data_dir.join("replicas")],
         };
         let dev = args.dev || file.dev.unwrap_or(false);
+        let ffmpeg = args
+            .ffmpeg
+            .clone()
+            .or(file.ffmpeg.clone())
+            .unwrap_or_else(|| PathBuf::from("ffmpeg"));
+        // ffprobe ships with ffmpeg: beside an ffmpeg given by path.
+        let ffprobe = args
+            .ffprobe
+            .clone()
+            .or(file.ffprobe.clone())
+            .unwrap_or_else(
+                || match ffmpeg.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(dir) if dir.join("ffprobe").exists() => dir.join("ffprobe"),
+                    _ => PathBuf::from("ffprobe"),
+                },
+            );
         Ok(Settings {
             data_dir,
             http,
@@ -298,10 +329,7 @@ impl Settings {
             segment_duration_ms,
             live_window_segments,
             max_live_streams: args.max_live_streams.or(file.max_live_streams).unwrap_or(8),
-            ffmpeg: args
-                .ffmpeg
-                .or(file.ffmpeg)
-                .unwrap_or_else(|| PathBuf::from("ffmpeg")),
+            ffmpeg,
             x264_preset: args
                 .x264_preset
                 .or(file.x264_preset)
@@ -379,6 +407,17 @@ impl Settings {
                 .or(file.upload_expiry_s)
                 .unwrap_or(86_400)
                 .max(1),
+            transcode_jobs: args
+                .transcode_jobs
+                .or(file.transcode_jobs)
+                .unwrap_or(1)
+                .clamp(1, 64),
+            max_video_seconds: args
+                .max_video_seconds
+                .or(file.max_video_seconds)
+                .unwrap_or(6 * 3600)
+                .max(1),
+            ffprobe,
             dev,
         })
     }

@@ -6,6 +6,7 @@ mod cli;
 mod community;
 mod config;
 mod http;
+mod library;
 mod live;
 mod model;
 mod money;

@@ -34,6 +34,25 @@ impl StreamState {
     }
 }
 
+/// Where a stream's media comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamSource {
+    /// A publisher (RTMP) goes live.
+    Live,
+    /// An uploaded file, transcoded once (a video).
+    Upload,
+}
+
+impl StreamSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamSource::Live => "live",
+            StreamSource::Upload => "upload",
+        }
+    }
+}
+
 /// A stream row.
 #[derive(Debug, Clone)]
 pub struct StreamRecord {
@@ -63,6 +82,10 @@ pub struct StreamRecord {
     pub category: Option<String>,
     /// Lower-case tags.
     pub tags: Vec<String>,
+    /// Live broadcast or uploaded video.
+    pub source: StreamSource,
+    /// A video's duration, once transcoded.
+    pub duration_ms: Option<u64>,
 }
 
 impl StreamRecord {

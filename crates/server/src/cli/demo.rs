@@ -42,6 +42,8 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         description: "A 720p test pattern with a 1 kHz tone, free to watch.".into(),
         category: Some("demo".into()),
         tags: vec!["test-pattern".into(), "free".into()],
+        source: crate::model::StreamSource::Live,
+        duration_ms: None,
     };
     state
         .db
@@ -88,6 +90,8 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         description: "A test pattern priced at 0.05 USDC a minute: sign in with a demo wallet and pay by the second.".into(),
         category: Some("demo".into()),
         tags: vec!["test-pattern".into(), "paid".into()],
+        source: crate::model::StreamSource::Live,
+        duration_ms: None,
     };
     state
         .db

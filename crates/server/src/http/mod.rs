@@ -15,6 +15,7 @@ mod sessions;
 mod streams;
 mod thumbnails;
 mod uploads;
+mod videos;
 mod web;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub sockets: Arc<tokio::sync::Semaphore>,
     /// Resumable uploads in progress.
     pub uploads: Arc<crate::uploads::Uploads>,
+    /// Uploaded videos' processing.
+    pub library: Arc<crate::library::Library>,
     /// Sign-in challenges per client address.
     pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
 }
@@ -113,6 +116,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(chat::routes())
         .merge(thumbnails::routes())
         .merge(uploads::routes())
+        .merge(videos::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.

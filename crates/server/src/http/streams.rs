@@ -104,7 +104,7 @@ fn label(text: &str, what: &str) -> Result<String, ApiError> {
 }
 
 /// Applies what a create or update body says about description, category and tags.
-fn apply_details(
+pub(super) fn apply_details(
     stream: &mut StreamRecord,
     description: Option<&str>,
     category: Option<&str>,
@@ -146,7 +146,10 @@ fn apply_details(
 }
 
 /// Applies a retention setting: 0 (or absent at creation) keeps forever.
-fn apply_retention(stream: &mut StreamRecord, days: Option<u32>) -> Result<(), ApiError> {
+pub(super) fn apply_retention(
+    stream: &mut StreamRecord,
+    days: Option<u32>,
+) -> Result<(), ApiError> {
     match days {
         None => Ok(()),
         Some(0) => {
@@ -183,7 +186,7 @@ fn parse_price(body: &PriceBody) -> Result<streamweave_ledger::Price, ApiError> 
 }
 
 /// Applies access settings, checking that a paid stream has a price and an owner to pay.
-fn apply_access(
+pub(super) fn apply_access(
     stream: &mut StreamRecord,
     access: Option<AccessMode>,
     price: Option<&PriceBody>,
@@ -216,7 +219,7 @@ fn apply_access(
     Ok(())
 }
 
-fn validate_title(title: &str) -> Result<String, ApiError> {
+pub(super) fn validate_title(title: &str) -> Result<String, ApiError> {
     let title = title.trim().to_string();
     let chars = title.chars().count();
     if chars == 0 || chars > MAX_TITLE_CHARS {
@@ -291,7 +294,7 @@ fn rfc3339(ms: i64) -> String {
 /// cause itself (ffmpeg's output, paths) is internal.
 const PUBLIC_END_ERROR: &str = "the broadcast ended unexpectedly";
 
-fn view(
+pub(super) fn view(
     state: &AppState,
     stream: &StreamRecord,
     renditions: Vec<RenditionRecord>,
@@ -338,7 +341,7 @@ fn view(
     }
 }
 
-fn random_token(length: usize) -> String {
+pub(super) fn random_token(length: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..length)
@@ -404,6 +407,8 @@ async fn create_stream(
         description: String::new(),
         category: None,
         tags: Vec::new(),
+        source: crate::model::StreamSource::Live,
+        duration_ms: None,
     };
     apply_details(
         &mut record,
@@ -446,6 +451,8 @@ pub struct ListStreamsQuery {
     pub tag: Option<String>,
     /// Search: part of the title (any case), or a creator's address.
     pub q: Option<String>,
+    /// Only live broadcasts (`live`) or uploaded videos (`upload`).
+    pub source: Option<String>,
 }
 
 /// List streams, newest first.
@@ -464,6 +471,24 @@ async fn list_streams(
     caller: Option<Caller>,
     Query(query): Query<ListStreamsQuery>,
 ) -> Result<Json<Vec<StreamView>>, ApiError> {
+    let source = match query.source.as_deref() {
+        None | Some("") => None,
+        Some("live") => Some(crate::model::StreamSource::Live),
+        Some("upload") => Some(crate::model::StreamSource::Upload),
+        Some(_) => return Err(ApiError::bad_request("source must be live or upload")),
+    };
+    list_views(&state, caller.as_ref(), &query, source)
+        .await
+        .map(Json)
+}
+
+/// Stream views matching `query` (and `source`), newest first.
+pub(super) async fn list_views(
+    state: &AppState,
+    caller: Option<&Caller>,
+    query: &ListStreamsQuery,
+    source: Option<crate::model::StreamSource>,
+) -> Result<Vec<StreamView>, ApiError> {
     let non_empty = |text: &Option<String>| {
         text.as_deref()
             .map(str::trim)
@@ -494,6 +519,7 @@ async fn list_streams(
             }
             q => q,
         },
+        source,
     };
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
@@ -503,13 +529,13 @@ async fn list_streams(
     let mut views = Vec::with_capacity(streams.len());
     for stream in &streams {
         views.push(view(
-            &state,
+            state,
             stream,
             state.db.renditions(&stream.id).await?,
-            caller.as_ref(),
+            caller,
         ));
     }
-    Ok(Json(views))
+    Ok(views)
 }
 
 /// Describe a stream.
@@ -570,7 +596,7 @@ pub struct StreamKeyView {
     pub rtmp_url: String,
 }
 
-async fn owned_stream(
+pub(super) async fn owned_stream(
     state: &AppState,
     caller: &Caller,
     id: &str,

@@ -87,6 +87,11 @@ fn upload_error(err: UploadError) -> ApiError {
             "Wrong offset",
         ),
         UploadError::Busy => (StatusCode::LOCKED, "upload-busy", "Upload busy"),
+        UploadError::Incomplete { .. } => (
+            StatusCode::CONFLICT,
+            "upload-incomplete",
+            "Upload incomplete",
+        ),
         UploadError::ChecksumMismatch => (
             // tus: 460 Checksum Mismatch.
             StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),

@@ -92,6 +92,9 @@ impl LiveHub {
                 return PublishDecision::Refuse("temporarily unavailable".into());
             }
         };
+        if stream.source == crate::model::StreamSource::Upload {
+            return PublishDecision::Refuse("this key belongs to an uploaded video".into());
+        }
         match stream.state {
             StreamState::Idle => {}
             StreamState::Live => {
@@ -293,7 +296,7 @@ impl LiveHub {
     }
 }
 
-fn rendition_records(
+pub fn rendition_records(
     renditions: &[Rendition],
     source_width: u32,
     source_height: u32,

@@ -10,4 +10,4 @@ mod hub;
 pub mod media_index;
 pub mod thumbnails;
 
-pub use hub::LiveHub;
+pub use hub::{LiveHub, rendition_records};

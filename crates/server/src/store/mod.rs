@@ -18,6 +18,7 @@ mod stats;
 mod streams;
 #[cfg(test)]
 mod suite;
+mod videos;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub use chat::TipTotals;
 pub use dialect::Dialect;
 pub use ledger::{LedgerBatch, Refusal};
 pub use streams::StreamFilter;
+pub use videos::{JobEnd, VideoJob};
 
 /// The file of the embedded database in a data directory.
 pub const SQLITE_FILE: &str = "streamweave.sqlite";

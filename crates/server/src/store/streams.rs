@@ -4,14 +4,16 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, decode_err, get_u64, to_i64};
-use crate::model::{AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamState};
+use crate::model::{
+    AccessMode, RenditionRecord, SegmentRecord, StreamRecord, StreamSource, StreamState,
+};
 
 /// The columns `stream_from_row` reads (a macro, so queries stay static strings).
 macro_rules! stream_columns {
     () => {
         "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
          access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms, \
-         archive_public, description, category, tags"
+         archive_public, description, category, tags, source, duration_ms"
     };
 }
 pub(super) use stream_columns;
@@ -57,6 +59,13 @@ pub(super) fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, sqlx::Error>
             .filter(|t| !t.is_empty())
             .map(str::to_string)
             .collect(),
+        source: match row.try_get::<&str, _>("source")? {
+            "upload" => StreamSource::Upload,
+            _ => StreamSource::Live,
+        },
+        duration_ms: row
+            .try_get::<Option<i64>, _>("duration_ms")?
+            .and_then(|ms| u64::try_from(ms).ok()),
     })
 }
 
@@ -79,6 +88,8 @@ pub struct StreamFilter {
     pub tag: Option<String>,
     /// Part of the title (any case), or a creator's address.
     pub search: Option<String>,
+    /// Only live broadcasts, or only uploaded videos.
+    pub source: Option<StreamSource>,
 }
 
 impl Store {
@@ -95,10 +106,20 @@ impl Store {
     }
 
     pub async fn insert_stream(&self, stream: &StreamRecord) -> Result<(), sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        self.insert_stream_in(&mut connection, stream).await
+    }
+
+    /// Inserts a stream row on `connection` (inside a caller's transaction).
+    pub(super) async fn insert_stream_in(
+        &self,
+        connection: &mut sqlx::AnyConnection,
+        stream: &StreamRecord,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms, access, price_amount, \
              price_period_seconds, preview_seconds, retention_days, archive_public, description, \
-             category, tags) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             category, tags, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&stream.id)
         .bind(&stream.title)
@@ -115,7 +136,8 @@ impl Store {
         .bind(&stream.description)
         .bind(&stream.category)
         .bind(stored_tags(&stream.tags))
-        .execute(&self.pool)
+        .bind(stream.source.as_str())
+        .execute(&mut *connection)
         .await?;
         Ok(())
     }
@@ -194,6 +216,7 @@ impl Store {
             " FROM streams WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR owner = $2) \
              AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR instr(tags, $4) > 0) \
              AND ($5 IS NULL OR instr(lower(title), lower($5)) > 0 OR owner = lower($5)) \
+             AND ($7 IS NULL OR source = $7) \
              ORDER BY created_at_ms DESC, id LIMIT $6"
         ))
         .bind(state)
@@ -202,6 +225,7 @@ impl Store {
         .bind(tag)
         .bind(&filter.search)
         .bind(limit)
+        .bind(filter.source.map(|s| s.as_str()))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stream_from_row).collect()
@@ -230,22 +254,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        for (position, rendition) in renditions.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO renditions (stream_id, name, position, kind, width, height, bandwidth_bps, codecs) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(id)
-            .bind(&rendition.name)
-            .bind(to_i64(position))
-            .bind(if rendition.height.is_some() { "video" } else { "audio" })
-            .bind(rendition.width.map(i64::from))
-            .bind(rendition.height.map(i64::from))
-            .bind(to_i64(rendition.bandwidth_bps))
-            .bind(&rendition.codecs)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_renditions(&mut tx, id, renditions).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -378,4 +387,29 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A stream's ladder, in order.
+pub(super) async fn insert_renditions(
+    tx: &mut sqlx::AnyConnection,
+    id: &str,
+    renditions: &[RenditionRecord],
+) -> Result<(), sqlx::Error> {
+    for (position, rendition) in renditions.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO renditions (stream_id, name, position, kind, width, height, bandwidth_bps, codecs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(&rendition.name)
+        .bind(to_i64(position))
+        .bind(if rendition.height.is_some() { "video" } else { "audio" })
+        .bind(rendition.width.map(i64::from))
+        .bind(rendition.height.map(i64::from))
+        .bind(to_i64(rendition.bandwidth_bps))
+        .bind(&rendition.codecs)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }

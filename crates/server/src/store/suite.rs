@@ -56,7 +56,118 @@ async fn run_suite(store: &Store) {
     chat_and_tips_suite(store).await;
     stats_suite(store).await;
     archives_suite(store).await;
+    videos_suite(store).await;
     audit_agrees(store).await;
+}
+
+async fn videos_suite(store: &Store) {
+    use crate::model::StreamSource;
+    use crate::store::{JobEnd, StreamFilter, VideoJob};
+    let owner = "0x00000000000000000000000000000000000000f1";
+    let mut video = stream_record("v-one", owner, "a film", 7000);
+    video.source = StreamSource::Upload;
+    store
+        .insert_video(&video, "upload-1", 7000)
+        .await
+        .expect("video");
+    let mut other = stream_record("v-two", owner, "another", 7001);
+    other.source = StreamSource::Upload;
+    store
+        .insert_video(&other, "upload-2", 7001)
+        .await
+        .expect("video");
+    // Queued in order; they survive a restart as rows.
+    let queued = store.queued_video_jobs().await.expect("jobs");
+    assert_eq!(
+        queued,
+        vec![
+            VideoJob {
+                stream_id: "v-one".into(),
+                upload_id: "upload-1".into(),
+                owner: owner.into()
+            },
+            VideoJob {
+                stream_id: "v-two".into(),
+                upload_id: "upload-2".into(),
+                owner: owner.into()
+            },
+        ]
+    );
+    // Listing by source.
+    let uploads = store
+        .streams(
+            &StreamFilter {
+                source: Some(StreamSource::Upload),
+                ..StreamFilter::default()
+            },
+            10,
+        )
+        .await
+        .expect("list");
+    assert_eq!(uploads.len(), 2);
+    assert!(uploads.iter().all(|s| s.source == StreamSource::Upload));
+    // The ladder, then done: ended as a recording, with its duration.
+    store
+        .set_video_renditions("v-one", (1080, 1920), &ladder())
+        .await
+        .expect("renditions");
+    assert_eq!(
+        store.renditions("v-one").await.expect("renditions").len(),
+        ladder().len()
+    );
+    store
+        .finish_video("v-one", JobEnd::Done, Some(12_345), None, 7100)
+        .await
+        .expect("finish");
+    let ready = store
+        .stream("v-one")
+        .await
+        .expect("stream")
+        .expect("exists");
+    assert_eq!(ready.state, StreamState::Ended);
+    assert_eq!(ready.duration_ms, Some(12_345));
+    assert!(ready.end_error.is_none());
+    assert_eq!(
+        store
+            .video_job_state("v-one")
+            .await
+            .expect("state")
+            .as_deref(),
+        Some("done")
+    );
+    // A failure keeps its reason.
+    store
+        .finish_video(
+            "v-two",
+            JobEnd::Failed,
+            None,
+            Some("the file has no video stream"),
+            7200,
+        )
+        .await
+        .expect("finish");
+    let failed = store
+        .stream("v-two")
+        .await
+        .expect("stream")
+        .expect("exists");
+    assert_eq!(
+        failed.end_error.as_deref(),
+        Some("the file has no video stream")
+    );
+    assert_eq!(
+        store
+            .video_job_state("v-two")
+            .await
+            .expect("state")
+            .as_deref(),
+        Some("failed")
+    );
+    assert!(store.queued_video_jobs().await.expect("jobs").is_empty());
+    // Removal: retention takes it on its next round.
+    store.expire_video_now("v-one", 8000).await.expect("expire");
+    let expired = store.expire_streams(8000).await.expect("expire");
+    assert!(expired.iter().any(|(id, _)| id == "v-one"), "{expired:?}");
 }
 
 async fn ledger_suite(store: &Store) {
@@ -449,6 +560,8 @@ fn stream_record(id: &str, owner: &str, title: &str, created_at_ms: i64) -> Stre
         description: String::new(),
         category: None,
         tags: vec![],
+        source: crate::model::StreamSource::Live,
+        duration_ms: None,
     }
 }
 

@@ -75,6 +75,8 @@ pub enum UploadError {
     ChecksumMismatch,
     #[error("another request is writing this upload")]
     Busy,
+    #[error("the upload has {offset} of its {length} bytes")]
+    Incomplete { offset: u64, length: u64 },
     #[error("upload storage: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -387,6 +389,25 @@ impl Uploads {
             self.delete_files(id).await;
         }
         expired.len()
+    }
+}
+
+impl Uploads {
+    /// The data file of a complete upload, for processing.
+    pub fn complete_file(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<PathBuf, UploadError> {
+        let info = self.get(id, owner, now_ms)?;
+        if !info.is_complete() {
+            return Err(UploadError::Incomplete {
+                offset: info.offset,
+                length: info.length,
+            });
+        }
+        Ok(self.data_path(id))
     }
 }
 
