@@ -79,6 +79,7 @@ impl Store {
     }
 
     /// The state of a video's job (`queued`, `done`, `failed`, `cancelled`).
+    #[cfg(test)]
     pub async fn video_job_state(&self, stream_id: &str) -> Result<Option<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT state FROM video_jobs WHERE stream_id = $1")
             .bind(stream_id)
