@@ -271,6 +271,8 @@ pub struct StreamView {
     /// Watching now: paying sessions, or for a free stream the distinct
     /// addresses that fetched its playlists in the last 15 s.
     pub viewers: usize,
+    /// `live` (a broadcast) or `upload` (a video: see `/api/v1/videos`).
+    pub source: crate::model::StreamSource,
 }
 
 /// Answer to a stream's creation: its view plus what the creator publishes with.
@@ -338,6 +340,7 @@ pub(super) fn view(
             AccessMode::Free => state.audience.count(&stream.id, now_ms()),
             AccessMode::PerSecond => state.sessions.viewers(&stream.id, now_ms()),
         },
+        source: stream.source,
     }
 }
 

@@ -1,0 +1,192 @@
+//! Uploaded videos against the real binary and ffmpeg: a file uploaded with
+//! the SDK becomes a ready video with its ladder and CIDs, plays like a
+//! recording, and its upload is removed; a file that is not a video fails
+//! with a reason a person understands.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::{Value, json};
+use streamweave_client::Client;
+use streamweave_ledger::SigningKey;
+
+async fn upload(client: &Client, path: &std::path::Path) -> String {
+    let length = std::fs::metadata(path).expect("file").len();
+    let url = client
+        .create_upload(length, &path.file_name().expect("name").to_string_lossy())
+        .await
+        .expect("create upload");
+    client
+        .send_upload(&url, path, 256 * 1024, |_, _| {})
+        .await
+        .expect("send");
+    url.rsplit('/').next().expect("id").to_string()
+}
+
+async fn wait_for_status(server: &Server, id: &str, token: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let video = server
+            .get_json_as(&format!("/api/v1/videos/{id}"), token)
+            .await;
+        if video["status"] != "processing" {
+            return video;
+        }
+        assert!(Instant::now() < deadline, "still processing: {video}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploaded_file_becomes_a_video_that_plays() {
+    let server = Server::start(&[]).await;
+    let key = SigningKey::from_bytes(&[0xb1; 32]).expect("key");
+    let mut client = Client::new(&server.http, key.clone());
+    client.sign_in().await.expect("sign in");
+    let token = common::sign_in(&server, &key).await;
+    let http = reqwest::Client::new();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let film = dir.path().join("film.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30:duration=5",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=5"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"])
+        .arg(&film)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let upload_id = upload(&client, &film).await;
+
+    let response = http
+        .post(server.url("/api/v1/videos"))
+        .bearer_auth(&token)
+        .json(&json!({"upload_id": upload_id, "title": "A test film", "category": "film", "tags": ["demo"]}))
+        .send()
+        .await
+        .expect("create video");
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(created["status"], "processing");
+    assert_eq!(created["source"], "upload");
+    let id = created["id"].as_str().expect("id").to_string();
+
+    let ready = wait_for_status(&server, &id, &token).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let duration = ready["duration_ms"].as_u64().expect("duration");
+    assert!((4900..=5100).contains(&duration), "{ready}");
+    let renditions: Vec<&str> = ready["renditions"]
+        .as_array()
+        .expect("renditions")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(renditions, ["360p", "audio"]);
+
+    // It plays like a recording: the playlist ends, every segment is its CID.
+    let playlist = reqwest::get(server.url(&format!("/live/{id}/360p/index.m3u8")))
+        .await
+        .expect("playlist")
+        .text()
+        .await
+        .expect("text");
+    assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+    let segments = server
+        .get_json(&format!("/api/v1/streams/{id}/segments"))
+        .await;
+    let first = &segments.as_array().expect("segments")[0];
+    let bytes = reqwest::get(server.url(&format!(
+        "/live/{id}/{}/{}.m4s",
+        first["rendition"].as_str().expect("rendition"),
+        first["sequence"]
+    )))
+    .await
+    .expect("segment")
+    .bytes()
+    .await
+    .expect("bytes");
+    assert_eq!(
+        streamweave_cas::file_cid(&bytes).to_string(),
+        first["cid"].as_str().expect("cid")
+    );
+    // The upload's bytes are gone once processed.
+    assert!(
+        !server
+            .data_dir
+            .join("uploads")
+            .join(format!("{upload_id}.bin"))
+            .exists()
+    );
+    // Listed among videos, and among streams by source.
+    let videos = server.get_json("/api/v1/videos").await;
+    assert!(
+        videos
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|v| v["id"] == id.as_str())
+    );
+    let uploads = server.get_json("/api/v1/streams?source=upload").await;
+    assert_eq!(uploads.as_array().expect("list").len(), 1);
+    let live_only = server.get_json("/api/v1/streams?source=live").await;
+    assert!(live_only.as_array().expect("list").is_empty());
+
+    // A text file named .mp4 fails with a reason, and its bytes go too.
+    let notes = dir.path().join("notes.mp4");
+    std::fs::write(&notes, "these are notes, not a film\n".repeat(100)).expect("write");
+    let notes_upload = upload(&client, &notes).await;
+    let response = http
+        .post(server.url("/api/v1/videos"))
+        .bearer_auth(&token)
+        .json(&json!({"upload_id": notes_upload, "title": "Not a film"}))
+        .send()
+        .await
+        .expect("create video");
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.expect("json");
+    let failed = wait_for_status(&server, created["id"].as_str().expect("id"), &token).await;
+    assert_eq!(failed["status"], "failed");
+    let reason = failed["failure_reason"].as_str().expect("reason");
+    assert!(reason.contains("not a video"), "{reason}");
+    assert!(
+        !server
+            .data_dir
+            .join("uploads")
+            .join(format!("{notes_upload}.bin"))
+            .exists()
+    );
+
+    // An unfinished upload cannot become a video; another's upload is not found.
+    let partial = client
+        .create_upload(1000, "partial.mp4")
+        .await
+        .expect("create");
+    let partial_id = partial.rsplit('/').next().expect("id");
+    let response = http
+        .post(server.url("/api/v1/videos"))
+        .bearer_auth(&token)
+        .json(&json!({"upload_id": partial_id, "title": "Half"}))
+        .send()
+        .await
+        .expect("create video");
+    assert_eq!(response.status(), 409);
+    let stranger =
+        common::sign_in(&server, &SigningKey::from_bytes(&[0xb2; 32]).expect("key")).await;
+    let response = http
+        .post(server.url("/api/v1/videos"))
+        .bearer_auth(&stranger)
+        .json(&json!({"upload_id": partial_id, "title": "Not mine"}))
+        .send()
+        .await
+        .expect("create video");
+    assert_eq!(response.status(), 404);
+}
