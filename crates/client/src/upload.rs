@@ -160,4 +160,27 @@ impl Client {
         }
         Ok(())
     }
+
+    /// Makes a video of a finished upload (`price`: paid per second).
+    pub async fn create_video(
+        &self,
+        upload_id: &str,
+        title: &str,
+        price: Option<streamweave_ledger::Price>,
+    ) -> Result<serde_json::Value> {
+        let mut body = serde_json::json!({ "upload_id": upload_id, "title": title });
+        if let Some(price) = price {
+            body["access"] = serde_json::json!("per_second");
+            body["price"] = serde_json::json!({
+                "amount": price.amount.to_string(),
+                "period_seconds": price.period_seconds
+            });
+        }
+        self.post("/api/v1/videos", body).await
+    }
+
+    /// A video, with its processing status and progress.
+    pub async fn video(&self, id: &str) -> Result<serde_json::Value> {
+        self.get(&format!("/api/v1/videos/{id}")).await
+    }
 }

@@ -211,6 +211,32 @@ enum Command {
     /// Streams, as their creator.
     #[command(subcommand)]
     Streams(StreamsCommand),
+    /// Upload a video file (resumable: run again to resume), make a video of
+    /// it and follow its processing; prints the video (JSON).
+    Upload {
+        /// The file.
+        file: PathBuf,
+        /// The server (`http://127.0.0.1:8080`).
+        #[arg(long)]
+        server: String,
+        /// The creator's wallet key file.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        title: String,
+        /// Price per period in base units; free when absent.
+        #[arg(long)]
+        price: Option<String>,
+        /// The price's period.
+        #[arg(long, default_value_t = 60)]
+        period_seconds: u32,
+        /// MiB sent per request.
+        #[arg(long, default_value_t = 8)]
+        chunk_mib: usize,
+        /// Print the video as soon as it is created, without following its processing.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Recordings as IPFS folders and CAR files.
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -645,6 +671,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 client.sign_in().await?;
                 let stream = client.create_stream(&title, price, preview_seconds).await?;
                 println!("{}", serde_json::to_string_pretty(&stream)?);
+                Ok(())
+            })
+        }
+        Command::Upload {
+            file,
+            server,
+            key,
+            title,
+            price,
+            period_seconds,
+            chunk_mib,
+            no_wait,
+        } => {
+            let key = cli::keys::read_key(&key)?;
+            let price = price
+                .map(|amount| {
+                    Ok::<_, anyhow::Error>(streamweave_ledger::Price {
+                        amount: amount
+                            .parse()
+                            .map_err(|err| anyhow::anyhow!("--price: {err}"))?,
+                        period_seconds,
+                    })
+                })
+                .transpose()?;
+            runtime()?.block_on(async move {
+                let mut client = streamweave_client::Client::new(&server, key);
+                client.sign_in().await?;
+                let chunk_bytes = chunk_mib.clamp(1, 1024) * 1024 * 1024;
+                let upload = cli::upload::upload_file(&client, &server, &file, chunk_bytes).await?;
+                let video = client.create_video(&upload, &title, price).await?;
+                cli::upload::forget_resume(&file);
+                let video = match video["id"].as_str() {
+                    Some(id) if !no_wait => cli::upload::follow_processing(&client, id).await?,
+                    _ => video,
+                };
+                println!("{}", serde_json::to_string_pretty(&video)?);
+                if video["status"] == "failed" {
+                    anyhow::bail!(
+                        "the video failed: {}",
+                        video["failure_reason"]
+                            .as_str()
+                            .unwrap_or("no reason given")
+                    );
+                }
                 Ok(())
             })
         }

@@ -190,3 +190,77 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
         .expect("create video");
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upload_command_resumes_after_being_cut_off() {
+    use std::io::{BufRead, BufReader};
+
+    let server = Server::start(&[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("creator.key");
+    let keys = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["keys", "new", "--out"])
+        .arg(&key_file)
+        .output()
+        .expect("keys new");
+    assert!(keys.status.success());
+    // Lossless frames make a file of several MiB from a few seconds.
+    let film = dir.path().join("big.mkv");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30:duration=4",
+        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0"])
+        .arg(&film)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let size = std::fs::metadata(&film).expect("film").len();
+    assert!(size > 4 * 1024 * 1024, "{size} bytes");
+    // The first attempt is killed once a part has arrived.
+    let mut first = upload_command(&film, &server.http, &key_file)
+        .spawn()
+        .expect("upload");
+    let stderr = first.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("progress").expect("line");
+        if line.starts_with("uploading: ") && line != "uploading: 0%" {
+            break;
+        }
+    }
+    first.kill().expect("kill");
+    let _ = first.wait();
+    let note = dir.path().join("big.mkv.upload.json");
+    assert!(note.exists(), "the upload's address is kept for resuming");
+
+    // The second resumes, makes the video and follows it until ready.
+    let mut resume = upload_command(&film, &server.http, &key_file);
+    let second = tokio::task::spawn_blocking(move || resume.output().expect("upload"))
+        .await
+        .expect("join");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{said}");
+    assert!(said.contains("resuming /api/v1/uploads/"), "{said}");
+    let video: Value = serde_json::from_slice(&second.stdout).expect("video JSON");
+    assert_eq!(video["status"], "ready", "{video}");
+    assert_eq!(video["title"], "Resumed");
+    assert!(!note.exists(), "the note goes once the video exists");
+}
+
+fn upload_command(film: &std::path::Path, server: &str, key: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_streamweave"));
+    command
+        .arg("upload")
+        .arg(film)
+        .args(["--server", server, "--title", "Resumed", "--chunk-mib", "1"])
+        .arg("--key")
+        .arg(key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}

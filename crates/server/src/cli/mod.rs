@@ -1,5 +1,6 @@
-//! Commands beside `serve`: keys, the demo, and the benchmarks.
+//! Commands beside `serve`: keys, uploads, the demo, and the benchmarks.
 
 pub mod bench;
 pub mod demo;
 pub mod keys;
+pub mod upload;
