@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use streamweave_cas::Blockstore;
@@ -217,7 +218,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     )
     .await
     .context("starting video processing")?;
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = AppState {
+        draining: draining.clone(),
         uploads,
         library,
         settings: settings.clone(),
@@ -259,12 +262,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         max_connections_per_ip = limits.max_connections_per_ip,
         "HTTP connection limits"
     );
+    let drain_grace_ms = settings.drain_grace_ms;
     let task = tokio::spawn(async move {
         http::listener::serve(
             http_listener,
             router,
             limits,
-            shutdown_signal(),
+            drain(draining, Duration::from_millis(drain_grace_ms)),
             std::time::Duration::from_secs(10),
         )
         .await;
@@ -279,6 +283,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         state,
         task,
     })
+}
+
+/// On Ctrl-C or SIGTERM: `/readyz` turns 503 first, and the node keeps
+/// serving for `grace` so that balancers stop sending it new requests; then
+/// the listener stops and in-flight requests finish.
+async fn drain(draining: Arc<std::sync::atomic::AtomicBool>, grace: Duration) {
+    shutdown_signal().await;
+    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    if !grace.is_zero() {
+        info!(
+            grace_ms = grace.as_millis() as u64,
+            "draining: not ready, still serving"
+        );
+        tokio::time::sleep(grace).await;
+    }
 }
 
 async fn shutdown_signal() {

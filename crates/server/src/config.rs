@@ -132,6 +132,11 @@ pub struct ServeArgs {
     /// The ffprobe executable (default: beside `--ffmpeg`, else on PATH).
     #[arg(long, env = "STREAMWEAVE_FFPROBE")]
     pub ffprobe: Option<PathBuf>,
+    /// On SIGTERM, milliseconds to keep serving with `/readyz` at 503
+    /// before closing the listener (set it to the balancer's health-check
+    /// interval; default 0).
+    #[arg(long, env = "STREAMWEAVE_DRAIN_GRACE_MS")]
+    pub drain_grace_ms: Option<u64>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -178,6 +183,7 @@ struct FileConfig {
     transcode_jobs: Option<usize>,
     max_video_seconds: Option<u64>,
     ffprobe: Option<PathBuf>,
+    drain_grace_ms: Option<u64>,
     dev: Option<bool>,
 }
 
@@ -222,6 +228,7 @@ pub struct Settings {
     pub transcode_jobs: usize,
     pub max_video_seconds: u64,
     pub ffprobe: PathBuf,
+    pub drain_grace_ms: u64,
     pub dev: bool,
 }
 
@@ -418,6 +425,7 @@ impl Settings {
                 .unwrap_or(6 * 3600)
                 .max(1),
             ffprobe,
+            drain_grace_ms: args.drain_grace_ms.or(file.drain_grace_ms).unwrap_or(0),
             dev,
         })
     }

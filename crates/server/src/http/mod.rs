@@ -6,6 +6,7 @@ mod chat;
 mod events;
 mod ipfs;
 pub mod listener;
+mod ops;
 mod payments;
 mod playback;
 pub mod problem;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub uploads: Arc<crate::uploads::Uploads>,
     /// Uploaded videos' processing.
     pub library: Arc<crate::library::Library>,
+    /// Set on SIGTERM: `/readyz` answers 503 so balancers move traffic away.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Sign-in challenges per client address.
     pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
 }
@@ -137,12 +140,20 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/api/v1/streams/{id}/events", get(events::stream_events))
+        .route("/metrics", get(ops::metrics_text))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/api/v1/streams/{id}/chat", get(chat::chat_socket))
         .merge(web::routes())
         .fallback(problem::not_found_fallback)
         .method_not_allowed_fallback(problem::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(ops::observe))
+        .layer(TraceLayer::new_for_http().make_span_with(ops::request_span))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            ops::RequestIds::default(),
+        ))
         .with_state(state);
     // Other sites embed the player (`<sw-player server=...>`): the API and
     // playback answer any origin. Authorization is a bearer token, never a

@@ -403,7 +403,22 @@ async fn submit_voucher(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<VoucherRequest>,
 ) -> Result<Json<VoucherAccepted>, ApiError> {
-    let id = parse_b256(&id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
+    let outcome = accept_voucher(&state, &id, &body).await;
+    match &outcome {
+        Ok((_, gross)) => crate::metrics::metrics().observe_voucher("accepted", gross.0),
+        Err(err) => crate::metrics::metrics().observe_voucher(err.slug(), 0),
+    }
+    outcome.map(|(accepted, _)| Json(accepted))
+}
+
+/// Accepts a voucher; answers the channel and the gross it moved (zero for
+/// a repeat).
+async fn accept_voucher(
+    state: &AppState,
+    id: &str,
+    body: &VoucherRequest,
+) -> Result<(VoucherAccepted, Amount), ApiError> {
+    let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
     let channel = state
         .payments
         .channel(&id)
@@ -414,7 +429,7 @@ async fn submit_voucher(
             streamweave_ledger::SignatureError::Malformed,
         ))
     })?;
-    super::sessions::check_prepay_window(&state, &channel.id, amount)?;
+    super::sessions::check_prepay_window(state, &channel.id, amount)?;
     // Recovery is the expensive part: done here, in parallel, before the engine.
     let verified = channel
         .verify_voucher(amount, &signature)
@@ -465,10 +480,17 @@ async fn submit_voucher(
     let channel = done
         .channel
         .ok_or_else(|| ApiError::new(ProblemKind::Internal, "no channel"))?;
-    Ok(Json(VoucherAccepted {
-        new: done.new,
-        channel: channel_view(&channel),
-    }))
+    let gross = match (done.new, done.redeemed_before) {
+        (true, Some(before)) => Amount(channel.redeemed.0.saturating_sub(before.0)),
+        _ => Amount(0),
+    };
+    Ok((
+        VoucherAccepted {
+            new: done.new,
+            channel: channel_view(&channel),
+        },
+        gross,
+    ))
 }
 
 /// Start closing a channel (payer or payee): vouchers are accepted until the

@@ -108,6 +108,11 @@ impl ApiError {
         }
     }
 
+    /// The problem's stable slug (`not-found`, `insufficient-balance`, ...).
+    pub fn slug(&self) -> &'static str {
+        self.kind.parts().1
+    }
+
     /// The human-readable explanation.
     pub fn detail(&self) -> &str {
         self.detail.as_deref().unwrap_or("the request failed")

@@ -1,5 +1,5 @@
 //! Web pages and browser assets, built by `npm run build --prefix web` and
-//! embedded in the binary: `/` (discovery), `/watch/{id}`, `/studio`,
+//! embedded in the binary: `/` (discovery), `/watch/{id}`, `/library`, `/studio`,
 //! `/account`, and `/assets/*` (`streamweave.js` is the web components
 //! module other sites embed).
 
@@ -22,6 +22,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/watch/{id}",
             get(|headers: HeaderMap| page("watch", headers)),
+        )
+        .route(
+            "/library",
+            get(|headers: HeaderMap| page("library", headers)),
         )
         .route("/studio", get(|headers: HeaderMap| page("studio", headers)))
         .route(
@@ -90,6 +94,7 @@ mod tests {
         for path in [
             "pages/index.html",
             "pages/watch.html",
+            "pages/library.html",
             "pages/studio.html",
             "pages/account.html",
             "assets/streamweave.js",

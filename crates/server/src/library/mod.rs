@@ -164,6 +164,17 @@ impl Library {
                     )
                 }
             };
+            crate::metrics::metrics()
+                .videos_processed
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: match end {
+                        JobEnd::Done => "ready",
+                        JobEnd::Failed => "failed",
+                        JobEnd::Cancelled => "cancelled",
+                    }
+                    .to_string(),
+                })
+                .inc();
             match end {
                 JobEnd::Done => info!(video = %id, "video ready"),
                 _ => {

@@ -113,6 +113,9 @@ impl LiveHub {
                 return PublishDecision::Refuse("the server is at its live stream limit".into());
             }
             active.insert(stream.id.clone());
+            crate::metrics::metrics()
+                .live_streams
+                .set(active.len() as i64);
         }
         let (input_tx, input_rx) = mpsc::channel::<IngestMessage>(INGEST_QUEUE_MESSAGES);
         let (events_tx, events_rx) = mpsc::channel(PIPELINE_EVENT_QUEUE);
@@ -214,10 +217,11 @@ impl LiveHub {
         } else if let Some(cause) = &failure {
             warn!(stream = %stream_id, %cause, "publish failed before going live");
         }
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&stream_id);
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.remove(&stream_id);
+        crate::metrics::metrics()
+            .live_streams
+            .set(active.len() as i64);
     }
 
     async fn put_file(&self, bytes: Bytes) -> anyhow::Result<Cid> {
@@ -282,6 +286,9 @@ impl LiveHub {
         for ((record, cid), segment) in records.iter().zip(&segments) {
             self.index.push_segment(stream_id, record, *cid);
             if let Ok(latency) = segment.listed_at.elapsed() {
+                crate::metrics::metrics()
+                    .ingest_to_playlist_seconds
+                    .observe(latency.as_secs_f64());
                 debug!(
                     target: "streamweave::ingest_latency",
                     stream = %stream_id,

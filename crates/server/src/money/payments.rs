@@ -242,7 +242,16 @@ async fn run_engine(
         {
             Ok(vec![Ok(()); batches.len()])
         } else {
-            db.commit(&batches, now_ms()).await
+            let started = std::time::Instant::now();
+            let committed = db.commit(&batches, now_ms()).await;
+            let metrics = crate::metrics::metrics();
+            metrics
+                .engine_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .engine_batch_operations
+                .observe(batches.len() as f64);
+            committed
         };
         match committed {
             Ok(results) => {

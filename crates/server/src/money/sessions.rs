@@ -110,6 +110,16 @@ impl Sessions {
         inner.sessions.get(id).map(|s| s.meter.max_voucher())
     }
 
+    /// Sessions, on any stream, that requested something recently.
+    pub fn active(&self, now_ms: i64) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .sessions
+            .values()
+            .filter(|s| now_ms - s.last_request_ms <= SESSION_IDLE_TIMEOUT_MS)
+            .count()
+    }
+
     /// Sessions on a stream that requested something recently.
     pub fn viewers(&self, stream_id: &str, now_ms: i64) -> usize {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -73,6 +73,14 @@ impl Store {
         }
     }
 
+    /// Answers when the database does (readiness checks).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     /// Opens (creating if needed) the embedded database under `data_dir`:
     /// WAL, durable commits, foreign keys, a busy timeout.
     pub async fn sqlite(data_dir: &Path) -> Result<Store, OpenError> {

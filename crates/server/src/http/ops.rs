@@ -1,0 +1,130 @@
+//! Operations: `/metrics` (Prometheus), `/healthz` (the process answers),
+//! `/readyz` (the database answers and the node is not draining), and the
+//! middleware that counts every request.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{AppState, MAX_OPEN_SOCKETS};
+use crate::metrics::{RequestLabels, metrics};
+use crate::model::now_ms;
+
+/// Counts a request by its route (not its path: ids would explode the
+/// label set), method and status, with its latency and body size.
+pub async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    metrics().observe_request(
+        RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        },
+        started.elapsed(),
+        bytes,
+    );
+    response
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+pub async fn metrics_text(State(state): State<AppState>) -> Response {
+    let metrics = metrics();
+    let open = MAX_OPEN_SOCKETS.saturating_sub(state.sockets.available_permits());
+    metrics.open_websockets.set(open as i64);
+    metrics
+        .active_viewers
+        .set(state.sessions.active(now_ms()) as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The process is up.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready for traffic: the database answers and the node is not draining.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "readiness: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database too slow\n").into_response(),
+    }
+}
+
+/// Request ids (`x-request-id`) for requests that come without one: a
+/// per-process random prefix and a counter, cheap and unique enough to find
+/// a request's lines in the logs.
+#[derive(Clone)]
+pub struct RequestIds {
+    prefix: std::sync::Arc<str>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        use rand::Rng;
+        let prefix: String = (0..8)
+            .map(|_| rand::rng().sample(rand::distr::Alphanumeric) as char)
+            .collect();
+        RequestIds {
+            prefix: prefix.into(),
+            next: Default::default(),
+        }
+    }
+}
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(
+        &mut self,
+        _request: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// The span of a request: method, route path and its id, so every line a
+/// request logs carries them.
+pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        id = %id
+    )
+}

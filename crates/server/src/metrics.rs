@@ -1,0 +1,224 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text): HTTP requests by
+//! route and status with latency, bytes served, vouchers accepted and
+//! refused by reason, the payments engine's commits, live streams, ingest
+//! latency, sockets, viewers and gross revenue. One registry per process,
+//! reachable from every module ([`metrics`]); values that are cheaper to
+//! read than to track (sockets, viewers) are set when scraped.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route (`/live/{id}/{rendition}/{file}`), or `unmatched`.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `accepted`, or the refusal's problem type.
+    pub outcome: String,
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_latency: Family<RouteLabels, Histogram>,
+    pub http_response_bytes: Counter,
+    pub vouchers: Family<OutcomeLabels, Counter>,
+    pub engine_commit_seconds: Histogram,
+    pub engine_batch_operations: Histogram,
+    pub live_streams: Gauge,
+    pub ingest_to_playlist_seconds: Histogram,
+    pub open_websockets: Gauge,
+    pub active_viewers: Gauge,
+    /// Base units accepted through vouchers (use `rate()` for gross per minute).
+    pub gross_base_units: Counter,
+    pub videos_processed: Family<OutcomeLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to about 13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("streamweave");
+        let metrics = Metrics {
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_histogram),
+            http_response_bytes: Counter::default(),
+            vouchers: Family::default(),
+            engine_commit_seconds: latency_histogram(),
+            engine_batch_operations: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            live_streams: Gauge::default(),
+            ingest_to_playlist_seconds: latency_histogram(),
+            open_websockets: Gauge::default(),
+            active_viewers: Gauge::default(),
+            gross_base_units: Counter::default(),
+            videos_processed: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response's head, by route",
+            metrics.http_latency.clone(),
+        );
+        registry.register(
+            "http_response_bytes",
+            "Bytes of response bodies with a known length",
+            metrics.http_response_bytes.clone(),
+        );
+        registry.register(
+            "vouchers",
+            "Vouchers by outcome (accepted, or the refusal's problem type)",
+            metrics.vouchers.clone(),
+        );
+        registry.register(
+            "payments_commit_duration_seconds",
+            "Durable commits of the payments engine",
+            metrics.engine_commit_seconds.clone(),
+        );
+        registry.register(
+            "payments_commit_operations",
+            "Operations per commit of the payments engine",
+            metrics.engine_batch_operations.clone(),
+        );
+        registry.register(
+            "live_streams",
+            "Streams live now on this node",
+            metrics.live_streams.clone(),
+        );
+        registry.register(
+            "ingest_to_playlist_seconds",
+            "From ffmpeg listing a segment to players seeing it",
+            metrics.ingest_to_playlist_seconds.clone(),
+        );
+        registry.register(
+            "open_websockets",
+            "Event and chat WebSockets open now",
+            metrics.open_websockets.clone(),
+        );
+        registry.register(
+            "active_viewers",
+            "Paid viewing sessions active now",
+            metrics.active_viewers.clone(),
+        );
+        registry.register(
+            "gross_base_units",
+            "Base units accepted through vouchers",
+            metrics.gross_base_units.clone(),
+        );
+        registry.register(
+            "videos_processed",
+            "Uploaded videos processed, by outcome",
+            metrics.videos_processed.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            tracing::warn!("encoding metrics failed");
+        }
+        text
+    }
+
+    /// Counts one HTTP request.
+    pub fn observe_request(
+        &self,
+        labels: RequestLabels,
+        elapsed: Duration,
+        body_bytes: Option<u64>,
+    ) {
+        self.http_latency
+            .get_or_create(&RouteLabels {
+                route: labels.route.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.http_requests.get_or_create(&labels).inc();
+        if let Some(bytes) = body_bytes {
+            self.http_response_bytes.inc_by(bytes);
+        }
+    }
+
+    /// Counts a voucher's outcome (`accepted` with the gross it moved).
+    pub fn observe_voucher(&self, outcome: &str, gross_base_units: u128) {
+        self.vouchers
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if gross_base_units > 0 {
+            self.gross_base_units
+                .inc_by(u64::try_from(gross_base_units).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_every_family() {
+        let metrics = Metrics::new();
+        metrics.observe_request(
+            RequestLabels {
+                route: "/live/{id}/master.m3u8".into(),
+                method: "GET".into(),
+                status: 200,
+            },
+            Duration::from_millis(3),
+            Some(512),
+        );
+        metrics.observe_voucher("accepted", 50_000);
+        metrics.observe_voucher("/problems/not-increasing", 0);
+        metrics.live_streams.set(2);
+        let text = metrics.encode();
+        for needle in [
+            "streamweave_http_requests_total{route=\"/live/{id}/master.m3u8\",method=\"GET\",status=\"200\"} 1",
+            "streamweave_http_response_bytes_total 512",
+            "streamweave_vouchers_total{outcome=\"accepted\"} 1",
+            "streamweave_vouchers_total{outcome=\"/problems/not-increasing\"} 1",
+            "streamweave_gross_base_units_total 50000",
+            "streamweave_live_streams 2",
+            "streamweave_http_request_duration_seconds_bucket",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+    }
+}
