@@ -118,9 +118,16 @@ impl Store {
         })
     }
 
-    /// The embedded database of an existing data directory (for offline
-    /// tools); a directory without one is an error, never a new database.
-    pub async fn open_existing(data_dir: &Path) -> Result<Store, OpenError> {
+    /// The store of an existing node (for offline tools): its PostgreSQL
+    /// database when given, else the data directory's SQLite, where a
+    /// directory without one is an error, never a new database.
+    pub async fn open_existing(
+        data_dir: &Path,
+        database: Option<&str>,
+    ) -> Result<Store, OpenError> {
+        if let Some(url) = database {
+            return Store::postgres(url).await;
+        }
         if !data_dir.join(SQLITE_FILE).exists() {
             return Err(OpenError::NoData(data_dir.to_path_buf()));
         }

@@ -1152,10 +1152,12 @@ async fn sqlite_store_passes_the_suite() {
     );
     // Reopening finds everything migrated and in place.
     drop(store);
-    let again = Store::open_existing(dir.path()).await.expect("reopen");
+    let again = Store::open_existing(dir.path(), None)
+        .await
+        .expect("reopen");
     assert!(again.stream("s-free").await.expect("stream").is_some());
     assert!(
-        Store::open_existing(&dir.path().join("missing"))
+        Store::open_existing(&dir.path().join("missing"), None)
             .await
             .is_err()
     );
