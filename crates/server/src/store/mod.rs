@@ -75,7 +75,9 @@ impl Store {
     /// WAL, durable commits, foreign keys, a busy timeout.
     pub async fn sqlite(data_dir: &Path) -> Result<Store, OpenError> {
         sqlx::any::install_default_drivers();
-        let path = data_dir.join(SQLITE_FILE);
+        // Absolute, so no part of a relative path is read as a URL's host.
+        let path = std::path::absolute(data_dir.join(SQLITE_FILE))
+            .map_err(|err| OpenError::Database(sqlx::Error::Io(err)))?;
         let url = format!("sqlite://{}?mode=rwc", url_path(&path));
         let pool = AnyPoolOptions::new()
             .max_connections(Dialect::Sqlite.max_connections())

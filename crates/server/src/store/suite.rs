@@ -1246,3 +1246,22 @@ async fn postgres_store_passes_the_suite() {
     pool.close().await;
     schema.drop_schema().await;
 }
+
+#[tokio::test]
+async fn sqlite_lives_exactly_in_the_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("Node Data %20?#");
+    std::fs::create_dir_all(&data_dir).expect("mkdir");
+    let store = Store::sqlite(&data_dir).await.expect("open");
+    store
+        .insert_stream(&stream_record("s1", "0x01", "t", 1))
+        .await
+        .expect("insert");
+    assert!(data_dir.join(SQLITE_FILE).is_file());
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+}
