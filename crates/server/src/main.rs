@@ -78,6 +78,9 @@ enum BlocksCommand {
         /// The server's data directory.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The node's PostgreSQL database, when it keeps its state there.
+        #[arg(long)]
+        database: Option<String>,
         #[arg(long, default_value_t = 3600)]
         grace_s: u64,
     },
@@ -90,6 +93,9 @@ enum ArchiveCommand {
         /// The server's data directory.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The node's PostgreSQL database, when it keeps its state there.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Write a stream's recording as a CARv1 with one root (deterministic
     /// bytes, `--out` is the CAR file) and print its root CID, size and Piece CID.
@@ -102,6 +108,9 @@ struct RecordingArgs {
     /// The server's data directory.
     #[arg(long)]
     data_dir: PathBuf,
+    /// The node's PostgreSQL database, when it keeps its state there.
+    #[arg(long)]
+    database: Option<String>,
     /// The stream.
     #[arg(long)]
     stream: String,
@@ -402,13 +411,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(RecordingArgs {
             data_dir,
+            database,
             stream,
             out,
             segment_duration_ms,
         }) => runtime()?.block_on(async move {
-            let summary =
-                archive::export::export_stream(&data_dir, &stream, &out, segment_duration_ms)
-                    .await?;
+            let store = store::Store::open_existing(&data_dir, database.as_deref()).await?;
+            let summary = archive::export::export_stream(
+                &store,
+                &data_dir,
+                &stream,
+                &out,
+                segment_duration_ms,
+            )
+            .await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }),
@@ -524,53 +540,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Blocks(BlocksCommand::Gc { data_dir, grace_s }) => {
+        Command::Blocks(BlocksCommand::Gc {
+            data_dir,
+            database,
+            grace_s,
+        }) => runtime()?.block_on(async move {
+            let db = store::Store::open_existing(&data_dir, database.as_deref()).await?;
+            let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
+            let referenced = db.referenced_cids().await?;
+            let report = archive::gc::collect(
+                &blockstore,
+                &referenced,
+                std::time::Duration::from_secs(grace_s),
+            )?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }),
+        Command::Archive(ArchiveCommand::Status { data_dir, database }) => {
             runtime()?.block_on(async move {
-                let db = store::Store::open_existing(&data_dir).await?;
-                let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
-                let referenced = db.referenced_cids().await?;
-                let report = archive::gc::collect(
-                    &blockstore,
-                    &referenced,
-                    std::time::Duration::from_secs(grace_s),
-                )?;
-                println!("{}", serde_json::to_string(&report)?);
+                let db = store::Store::open_existing(&data_dir, database.as_deref()).await?;
+                let replicas = db.replicas(None).await?;
+                if replicas.is_empty() {
+                    println!("no archive replicas yet (archives are made when streams end)");
+                }
+                println!(
+                    "{:<14} {:<62} {:<9} {:>8}  target",
+                    "stream", "root", "state", "attempts"
+                );
+                for replica in replicas {
+                    println!(
+                        "{:<14} {:<62} {:<9} {:>8}  {}{}",
+                        replica.stream_id,
+                        replica.root_cid,
+                        replica.state,
+                        replica.attempts,
+                        replica.target,
+                        replica
+                            .last_error
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    );
+                }
                 Ok(())
             })
         }
-        Command::Archive(ArchiveCommand::Status { data_dir }) => runtime()?.block_on(async move {
-            let db = store::Store::open_existing(&data_dir).await?;
-            let replicas = db.replicas(None).await?;
-            if replicas.is_empty() {
-                println!("no archive replicas yet (archives are made when streams end)");
-            }
-            println!(
-                "{:<14} {:<62} {:<9} {:>8}  target",
-                "stream", "root", "state", "attempts"
-            );
-            for replica in replicas {
-                println!(
-                    "{:<14} {:<62} {:<9} {:>8}  {}{}",
-                    replica.stream_id,
-                    replica.root_cid,
-                    replica.state,
-                    replica.attempts,
-                    replica.target,
-                    replica
-                        .last_error
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
-                );
-            }
-            Ok(())
-        }),
         Command::Archive(ArchiveCommand::Export(RecordingArgs {
             data_dir,
+            database,
             stream,
             out,
             segment_duration_ms,
         })) => runtime()?.block_on(async move {
-            let db = store::Store::open_existing(&data_dir).await?;
+            let db = store::Store::open_existing(&data_dir, database.as_deref()).await?;
             if db.stream(&stream).await?.is_none() {
                 anyhow::bail!("no stream {stream}");
             }

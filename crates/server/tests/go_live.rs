@@ -198,5 +198,17 @@ async fn scenario(database: &TestDatabase) {
     );
     drop(restarted);
     database.assert_ledger_audits(&data_dir);
+    // The offline tools read the same store.
+    let status = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        .args(["archive", "status", "--data-dir"])
+        .arg(&data_dir)
+        .args(database.args(&[]))
+        .output()
+        .expect("archive status");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     drop(server);
 }

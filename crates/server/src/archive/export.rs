@@ -19,14 +19,15 @@ pub struct ExportSummary {
     pub bytes: u64,
 }
 
-/// Writes stream `stream_id` of the server data in `data_dir` under `out`.
+/// Writes stream `stream_id` of the server data in `data_dir` (its rows in
+/// `db`) under `out`.
 pub async fn export_stream(
+    db: &Store,
     data_dir: &Path,
     stream_id: &str,
     out: &Path,
     segment_duration_ms: u32,
 ) -> anyhow::Result<ExportSummary> {
-    let db = Store::open_existing(data_dir).await?;
     let blockstore = Blockstore::open(data_dir.join("blocks")).context("opening the blockstore")?;
     if db.stream(stream_id).await?.is_none() {
         bail!("no stream {stream_id}");

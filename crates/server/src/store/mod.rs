@@ -85,7 +85,9 @@ impl Store {
     /// WAL, durable commits, foreign keys, a busy timeout.
     pub async fn sqlite(data_dir: &Path) -> Result<Store, OpenError> {
         sqlx::any::install_default_drivers();
-        let path = data_dir.join(SQLITE_FILE);
+        // Absolute, so no part of a relative path is read as a URL's host.
+        let path = std::path::absolute(data_dir.join(SQLITE_FILE))
+            .map_err(|err| OpenError::Database(sqlx::Error::Io(err)))?;
         let url = format!("sqlite://{}?mode=rwc", url_path(&path));
         let pool = AnyPoolOptions::new()
             .max_connections(Dialect::Sqlite.max_connections())
@@ -128,9 +130,16 @@ impl Store {
         })
     }
 
-    /// The embedded database of an existing data directory (for offline
-    /// tools); a directory without one is an error, never a new database.
-    pub async fn open_existing(data_dir: &Path) -> Result<Store, OpenError> {
+    /// The store of an existing node (for offline tools): its PostgreSQL
+    /// database when given, else the data directory's SQLite, where a
+    /// directory without one is an error, never a new database.
+    pub async fn open_existing(
+        data_dir: &Path,
+        database: Option<&str>,
+    ) -> Result<Store, OpenError> {
+        if let Some(url) = database {
+            return Store::postgres(url).await;
+        }
         if !data_dir.join(SQLITE_FILE).exists() {
             return Err(OpenError::NoData(data_dir.to_path_buf()));
         }

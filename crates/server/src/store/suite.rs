@@ -1272,10 +1272,12 @@ async fn sqlite_store_passes_the_suite() {
     );
     // Reopening finds everything migrated and in place.
     drop(store);
-    let again = Store::open_existing(dir.path()).await.expect("reopen");
+    let again = Store::open_existing(dir.path(), None)
+        .await
+        .expect("reopen");
     assert!(again.stream("s-free").await.expect("stream").is_some());
     assert!(
-        Store::open_existing(&dir.path().join("missing"))
+        Store::open_existing(&dir.path().join("missing"), None)
             .await
             .is_err()
     );
@@ -1363,4 +1365,23 @@ async fn postgres_store_passes_the_suite() {
     Store::postgres(&schema.url).await.expect("reconnect");
     pool.close().await;
     schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn sqlite_lives_exactly_in_the_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("Node Data %20?#");
+    std::fs::create_dir_all(&data_dir).expect("mkdir");
+    let store = Store::sqlite(&data_dir).await.expect("open");
+    store
+        .insert_stream(&stream_record("s1", "0x01", "t", 1))
+        .await
+        .expect("insert");
+    assert!(data_dir.join(SQLITE_FILE).is_file());
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
 }
