@@ -694,16 +694,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             preview_seconds,
         }) => {
             let key = cli::keys::read_key(&key)?;
-            let price = price
-                .map(|amount| {
-                    Ok::<_, anyhow::Error>(streamweave_ledger::Price {
-                        amount: amount
-                            .parse()
-                            .map_err(|err| anyhow::anyhow!("--price: {err}"))?,
-                        period_seconds,
-                    })
-                })
-                .transpose()?;
+            let price = price_flags(price.as_deref(), period_seconds)?;
             runtime()?.block_on(async move {
                 let mut client = streamweave_client::Client::new(&server, key);
                 client.sign_in().await?;
@@ -723,16 +714,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             no_wait,
         } => {
             let key = cli::keys::read_key(&key)?;
-            let price = price
-                .map(|amount| {
-                    Ok::<_, anyhow::Error>(streamweave_ledger::Price {
-                        amount: amount
-                            .parse()
-                            .map_err(|err| anyhow::anyhow!("--price: {err}"))?,
-                        period_seconds,
-                    })
-                })
-                .transpose()?;
+            let price = price_flags(price.as_deref(), period_seconds)?;
             runtime()?.block_on(async move {
                 let mut client = streamweave_client::Client::new(&server, key);
                 client.sign_in().await?;
@@ -762,6 +744,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Demo(args) => runtime()?.block_on(cli::demo::run(args)),
     }
+}
+
+/// `--price AMOUNT --period-seconds S` as a price; none without `--price`.
+fn price_flags(
+    amount: Option<&str>,
+    period_seconds: u32,
+) -> anyhow::Result<Option<streamweave_ledger::Price>> {
+    amount
+        .map(|amount| {
+            Ok(streamweave_ledger::Price {
+                amount: amount
+                    .parse()
+                    .map_err(|err| anyhow::anyhow!("--price: {err}"))?,
+                period_seconds,
+            })
+        })
+        .transpose()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

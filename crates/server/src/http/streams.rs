@@ -344,6 +344,38 @@ pub(super) fn view(
     }
 }
 
+/// A stream as created: idle, free, with a fresh id and key (a video's key
+/// is never handed out, so nothing publishes to it).
+pub(super) fn new_record(
+    title: String,
+    owner: Option<String>,
+    source: crate::model::StreamSource,
+    archive_public: bool,
+) -> StreamRecord {
+    StreamRecord {
+        id: random_token(12),
+        title,
+        stream_key: format!("sk_{}", random_token(32)),
+        owner,
+        state: StreamState::Idle,
+        created_at_ms: now_ms(),
+        started_at_ms: None,
+        ended_at_ms: None,
+        end_error: None,
+        access: AccessMode::Free,
+        price: None,
+        preview_seconds: 0,
+        retention_days: None,
+        expired_at_ms: None,
+        archive_public,
+        description: String::new(),
+        category: None,
+        tags: Vec::new(),
+        source,
+        duration_ms: None,
+    }
+}
+
 pub(super) fn random_token(length: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -379,40 +411,13 @@ async fn create_stream(
     caller: Caller,
     ApiJson(body): ApiJson<CreateStream>,
 ) -> Result<(StatusCode, Json<StreamCreated>), ApiError> {
-    let title = body.title.trim().to_string();
-    let chars = title.chars().count();
-    if chars == 0 || chars > MAX_TITLE_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "title must have 1 to {MAX_TITLE_CHARS} characters"
-        )));
-    }
-    if title.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "title must not contain control characters",
-        ));
-    }
-    let mut record = StreamRecord {
-        id: random_token(12),
+    let title = validate_title(&body.title)?;
+    let mut record = new_record(
         title,
-        stream_key: format!("sk_{}", random_token(32)),
-        owner: caller.address().map(|a| format!("{a:#x}")),
-        state: StreamState::Idle,
-        created_at_ms: now_ms(),
-        started_at_ms: None,
-        ended_at_ms: None,
-        end_error: None,
-        access: AccessMode::Free,
-        price: None,
-        preview_seconds: 0,
-        retention_days: None,
-        expired_at_ms: None,
-        archive_public: body.archive_public.unwrap_or(false),
-        description: String::new(),
-        category: None,
-        tags: Vec::new(),
-        source: crate::model::StreamSource::Live,
-        duration_ms: None,
-    };
+        caller.address().map(|a| format!("{a:#x}")),
+        crate::model::StreamSource::Live,
+        body.archive_public.unwrap_or(false),
+    );
     apply_details(
         &mut record,
         body.description.as_deref(),

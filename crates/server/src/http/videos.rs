@@ -16,7 +16,7 @@ use super::auth::Caller;
 use super::problem::{ApiError, ApiJson, Problem};
 use super::streams::{
     ListStreamsQuery, PriceBody, StreamView, apply_access, apply_details, apply_retention,
-    find_stream, list_views, owned_stream, random_token, validate_title, view,
+    find_stream, list_views, new_record, owned_stream, validate_title, view,
 };
 use crate::library::Processing;
 use crate::model::{AccessMode, StreamRecord, StreamSource, StreamState, now_ms};
@@ -153,30 +153,12 @@ async fn create_video(
         }
         Err(_) => return Err(ApiError::not_found("no such upload")),
     }
-    let now = now_ms();
-    let mut record = StreamRecord {
-        id: random_token(12),
-        title: validate_title(&body.title)?,
-        // Nothing publishes to a video: its key is never handed out.
-        stream_key: format!("sk_{}", random_token(32)),
-        owner: Some(owner.clone()),
-        state: StreamState::Idle,
-        created_at_ms: now,
-        started_at_ms: None,
-        ended_at_ms: None,
-        end_error: None,
-        access: AccessMode::Free,
-        price: None,
-        preview_seconds: 0,
-        retention_days: None,
-        expired_at_ms: None,
-        archive_public: body.archive_public.unwrap_or(false),
-        description: String::new(),
-        category: None,
-        tags: Vec::new(),
-        source: StreamSource::Upload,
-        duration_ms: None,
-    };
+    let mut record = new_record(
+        validate_title(&body.title)?,
+        Some(owner.clone()),
+        StreamSource::Upload,
+        body.archive_public.unwrap_or(false),
+    );
     apply_details(
         &mut record,
         body.description.as_deref(),
@@ -190,7 +172,10 @@ async fn create_video(
         body.price.as_ref(),
         body.preview_seconds,
     )?;
-    state.db.insert_video(&record, &body.upload_id, now).await?;
+    state
+        .db
+        .insert_video(&record, &body.upload_id, record.created_at_ms)
+        .await?;
     state
         .library
         .enqueue(VideoJob {
