@@ -151,6 +151,13 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     println!("  (from a checkout: cargo run --release -p streamweave-server -- watch ...)");
     println!();
     info!(stream = %record.id, "demo publisher started");
+    // A film in the library, uploaded and processed like any creator's.
+    tokio::spawn(upload_demo_film(
+        ffmpeg.clone(),
+        data_dir.to_path_buf(),
+        state.settings.public_url.clone(),
+        creator.clone(),
+    ));
     tokio::select! {
         result = running.wait() => result,
         status = paid_publisher.wait() => {
@@ -162,6 +169,62 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok(())
         }
+    }
+}
+
+/// Makes a 20-second test film and uploads it as the demo creator's video,
+/// once per data directory; logs instead of failing the demo.
+async fn upload_demo_film(
+    ffmpeg: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+    server: String,
+    creator: streamweave_ledger::SigningKey,
+) {
+    let outcome: anyhow::Result<Option<String>> = async {
+        let mut client = streamweave_client::Client::new(&server, creator.clone());
+        client.sign_in().await?;
+        let owner = format!("{:#x}", creator.address());
+        let (http, url) = client.http(&format!("/api/v1/videos?owner={owner}"));
+        let existing: serde_json::Value = http.get(url).send().await?.json().await?;
+        if existing.as_array().is_some_and(|videos| !videos.is_empty()) {
+            return Ok(None);
+        }
+        let film = data_dir.join("demo-film.mp4");
+        let made = Command::new(&ffmpeg)
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=30:duration=20",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=330:sample_rate=48000:duration=20",
+            ])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ])
+            .args(["-c:a", "aac"])
+            .arg(&film)
+            .status()
+            .await?;
+        anyhow::ensure!(made.success(), "ffmpeg could not make the demo film");
+        let upload = crate::cli::upload::upload_file(&client, &server, &film, 8 << 20).await?;
+        let video = client.create_video(&upload, "A demo film", None).await?;
+        crate::cli::upload::forget_resume(&film);
+        let _ = tokio::fs::remove_file(&film).await;
+        Ok(video["id"].as_str().map(str::to_string))
+    }
+    .await;
+    match outcome {
+        Ok(Some(id)) => {
+            info!(video = %id, "demo film uploaded; it appears in the library once processed")
+        }
+        Ok(None) => {}
+        Err(err) => warn!("the demo film could not be uploaded: {err:#}"),
     }
 }
 
