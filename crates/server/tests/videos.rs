@@ -264,3 +264,64 @@ fn upload_command(film: &std::path::Path, server: &str, key: &std::path::Path) -
         .stderr(std::process::Stdio::piped());
     command
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_video_interrupted_by_a_restart_is_processed_after_it() {
+    let mut server = Server::start(&[]).await;
+    let key = SigningKey::from_bytes(&[0xb3; 32]).expect("key");
+    let mut client = Client::new(&server.http, key.clone());
+    client.sign_in().await.expect("sign in");
+    let token = common::sign_in(&server, &key).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let film = dir.path().join("long.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30:duration=15",
+        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&film)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let upload_id = upload(&client, &film).await;
+    let created: Value = reqwest::Client::new()
+        .post(server.url("/api/v1/videos"))
+        .bearer_auth(&token)
+        .json(&json!({"upload_id": upload_id, "title": "Interrupted"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id").to_string();
+    // Killed while transcoding.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let video = server.get_json(&format!("/api/v1/videos/{id}")).await;
+        if video["progress"]["percent"].as_u64().is_some() {
+            break;
+        }
+        assert_eq!(video["status"], "processing", "{video}");
+        assert!(Instant::now() < deadline, "processing never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let data_dir = server.data_dir.clone();
+    server.kill();
+
+    let restarted = Server::start_in(&data_dir, &[]).await;
+    let token = common::sign_in(&restarted, &key).await;
+    let again = restarted
+        .get_json_as(&format!("/api/v1/videos/{id}"), &token)
+        .await;
+    assert_eq!(again["status"], "processing", "queued again: {again}");
+    let ready = wait_for_status(&restarted, &id, &token).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let duration = ready["duration_ms"].as_u64().expect("duration");
+    assert!((14_900..=15_100).contains(&duration), "{ready}");
+    drop(server);
+}
