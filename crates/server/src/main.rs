@@ -312,9 +312,13 @@ enum Command {
     /// Print, one per line, the ffmpeg arguments of the ladder for a source
     /// (FLV on stdin); the transcode benchmark runs exactly these.
     LadderArgs {
-        /// Source height in pixels.
+        /// Source height in pixels (a live source: FLV on stdin).
+        #[arg(long, required_unless_present = "file")]
+        source_height: Option<u32>,
+        /// An uploaded file instead: the arguments a video's transcode runs
+        /// for it (probed with ffprobe).
         #[arg(long)]
-        source_height: u32,
+        file: Option<PathBuf>,
         /// Output directory.
         #[arg(long)]
         out_dir: PathBuf,
@@ -395,16 +399,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::LadderArgs {
             source_height,
+            file,
             out_dir,
             segment_duration_ms,
             x264_preset,
         } => {
-            let ladder = streamweave_media::ladder_for_source(source_height);
             let settings = streamweave_media::TranscodeSettings {
                 segment_duration_ms,
                 x264_preset,
             };
-            for arg in streamweave_media::ladder::ffmpeg_args(&ladder, &settings, &out_dir) {
+            let args = match (file, source_height) {
+                (Some(file), _) => {
+                    let source = runtime()?.block_on(streamweave_media::probe::probe_file(
+                        std::path::Path::new("ffprobe"),
+                        &file,
+                        u64::MAX,
+                    ))?;
+                    let ladder = streamweave_media::ladder::ladder_for_file(&source);
+                    streamweave_media::ladder::file_ffmpeg_args(
+                        &file, &source, &ladder, &settings, &out_dir,
+                    )
+                }
+                (None, Some(height)) => {
+                    let ladder = streamweave_media::ladder_for_source(height);
+                    streamweave_media::ladder::ffmpeg_args(&ladder, &settings, &out_dir)
+                }
+                (None, None) => anyhow::bail!("give --source-height or --file"),
+            };
+            for arg in args {
                 println!("{arg}");
             }
             Ok(())
