@@ -237,6 +237,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         thumbnails: Arc::new(crate::live::thumbnails::Thumbnails::default()),
         audience: Arc::new(crate::live::audience::Audience::default()),
         sockets: Arc::new(tokio::sync::Semaphore::new(http::MAX_OPEN_SOCKETS)),
+        request_limits: Arc::new(crate::http::rate_limit::RequestLimits::new(
+            settings.rate_limit_playback,
+            settings.rate_limit_api,
+            settings.rate_limit_writes,
+            settings.dev && !settings.rate_limit_loopback,
+            settings.trusted_proxies.clone(),
+        )),
         challenge_limiter: Arc::new(crate::http::rate_limit::RateLimiter::new(
             settings.challenges_per_ip_per_minute,
             settings.challenges_per_ip_per_minute.min(30),

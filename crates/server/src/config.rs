@@ -137,6 +137,22 @@ pub struct ServeArgs {
     /// interval; default 0).
     #[arg(long, env = "STREAMWEAVE_DRAIN_GRACE_MS")]
     pub drain_grace_ms: Option<u64>,
+    /// API reads per minute from one address (0: no limit; default 100).
+    #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_API")]
+    pub rate_limit_api: Option<u32>,
+    /// API writes per minute from one address (0: no limit; default 30).
+    #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_WRITES")]
+    pub rate_limit_writes: Option<u32>,
+    /// Playback requests (media, pages, vouchers, upload chunks) per minute
+    /// from one address (0: no limit; default 6000).
+    #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_PLAYBACK")]
+    pub rate_limit_playback: Option<u32>,
+    /// Limit loopback clients too on `--dev` servers (which exempt them).
+    #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_LOOPBACK")]
+    pub rate_limit_loopback: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (repeatable addresses).
+    #[arg(long, env = "STREAMWEAVE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
     /// Development mode: conveniences that must never run in production.
     #[arg(long, env = "STREAMWEAVE_DEV")]
     pub dev: bool,
@@ -184,6 +200,11 @@ struct FileConfig {
     max_video_seconds: Option<u64>,
     ffprobe: Option<PathBuf>,
     drain_grace_ms: Option<u64>,
+    rate_limit_api: Option<u32>,
+    rate_limit_writes: Option<u32>,
+    rate_limit_playback: Option<u32>,
+    rate_limit_loopback: Option<bool>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
     dev: Option<bool>,
 }
 
@@ -229,6 +250,11 @@ pub struct Settings {
     pub max_video_seconds: u64,
     pub ffprobe: PathBuf,
     pub drain_grace_ms: u64,
+    pub rate_limit_api: u32,
+    pub rate_limit_writes: u32,
+    pub rate_limit_playback: u32,
+    pub rate_limit_loopback: bool,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub dev: bool,
 }
 
@@ -426,6 +452,22 @@ impl Settings {
                 .max(1),
             ffprobe,
             drain_grace_ms: args.drain_grace_ms.or(file.drain_grace_ms).unwrap_or(0),
+            rate_limit_api: args.rate_limit_api.or(file.rate_limit_api).unwrap_or(100),
+            rate_limit_writes: args
+                .rate_limit_writes
+                .or(file.rate_limit_writes)
+                .unwrap_or(30),
+            rate_limit_playback: args
+                .rate_limit_playback
+                .or(file.rate_limit_playback)
+                .unwrap_or(6000),
+            rate_limit_loopback: args.rate_limit_loopback
+                || file.rate_limit_loopback.unwrap_or(false),
+            trusted_proxies: if args.trusted_proxy.is_empty() {
+                file.trusted_proxies.unwrap_or_default()
+            } else {
+                args.trusted_proxy
+            },
             dev,
         })
     }

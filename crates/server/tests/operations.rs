@@ -106,3 +106,47 @@ async fn health_metrics_request_ids_and_a_drain() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_over_an_address_limit_answer_429_with_retry_after() {
+    let server = Server::start(&["--rate-limit-api", "6", "--rate-limit-writes", "3"]).await;
+    let client = reqwest::Client::new();
+    // Bursts of a fifth of a minute's allowance: one read now, then 429.
+    let first = client
+        .get(server.url("/api/v1/streams"))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(first.status(), 200);
+    let second = client
+        .get(server.url("/api/v1/streams"))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(second.status(), 429);
+    let wait: u64 = second.headers()["retry-after"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("seconds");
+    assert!((1..=10).contains(&wait), "{wait}");
+    let problem: serde_json::Value = second.json().await.expect("problem");
+    assert_eq!(problem["type"], "/problems/too-many-requests");
+    // Playback and health are another class, not limited here.
+    for _ in 0..20 {
+        let health = client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), 200);
+    }
+    // Writes have their own allowance.
+    let write = client
+        .post(server.url("/api/v1/auth/challenge"))
+        .json(&serde_json::json!({"address": "0x00000000000000000000000000000000000000aa"}))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(write.status(), 200);
+}

@@ -79,6 +79,8 @@ pub struct AppState {
     pub library: Arc<crate::library::Library>,
     /// Set on SIGTERM: `/readyz` answers 503 so balancers move traffic away.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests per client address, by class.
+    pub request_limits: Arc<rate_limit::RequestLimits>,
     /// Sign-in challenges per client address.
     pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
 }
@@ -148,6 +150,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(problem::not_found_fallback)
         .method_not_allowed_fallback(problem::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::limit,
+        ))
         .layer(axum::middleware::from_fn(ops::observe))
         .layer(TraceLayer::new_for_http().make_span_with(ops::request_span))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())

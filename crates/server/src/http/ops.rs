@@ -128,3 +128,36 @@ pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         id = %id
     )
 }
+
+/// Refuses a request over its address's limit for its class with 429 and
+/// `Retry-After`.
+pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Some(peer) = peer {
+        let limits = &state.request_limits;
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
+        let class = super::rate_limit::classify(request.method(), request.uri().path());
+        if let Some(wait_ms) = limits.check(class, ip, now_ms()) {
+            let wait_s = wait_ms.div_ceil(1000).max(1);
+            let mut response = super::problem::ApiError::custom(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+                format!("too many requests from your address; try again in {wait_s} s"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&wait_s.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+    }
+    next.run(request).await
+}

@@ -125,3 +125,166 @@ mod tests {
         assert!(limiter.buckets.lock().unwrap().len() <= MAX_TRACKED_ADDRESSES);
     }
 }
+
+/// What a request is, for its rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestClass {
+    /// Media, pages, assets, vouchers and upload chunks: what a viewer
+    /// paying by the second or a creator uploading does all the time.
+    Playback,
+    /// API reads.
+    Read,
+    /// API writes (POST, PUT, PATCH, DELETE).
+    Write,
+}
+
+/// Sorts a request into its class by method and path.
+pub fn classify(method: &axum::http::Method, path: &str) -> RequestClass {
+    use axum::http::Method;
+    let api = path.starts_with("/api/");
+    let voucher = path.starts_with("/api/v1/channels/") && path.ends_with("/vouchers");
+    let upload_chunk =
+        path.starts_with("/api/v1/uploads/") && (method == Method::PATCH || method == Method::HEAD);
+    if !api || voucher || upload_chunk {
+        RequestClass::Playback
+    } else if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        RequestClass::Read
+    } else {
+        RequestClass::Write
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is a trusted
+/// proxy, the last address in `X-Forwarded-For` that is not one.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted_proxies: &[IpAddr]) -> IpAddr {
+    if !trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    forwarded_for
+        .into_iter()
+        .flat_map(|header| header.rsplit(','))
+        .filter_map(|part| part.trim().parse::<IpAddr>().ok())
+        .find(|ip| !trusted_proxies.contains(ip))
+        .unwrap_or(peer)
+}
+
+/// Per-address limits for each class of request.
+pub struct RequestLimits {
+    playback: Option<RateLimiter>,
+    read: Option<RateLimiter>,
+    write: Option<RateLimiter>,
+    /// Loopback clients are not limited (dev servers: the demo, tests, tools).
+    pub exempt_loopback: bool,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl RequestLimits {
+    /// Limits per minute (0: none) for each class; bursts of a fifth of a
+    /// minute's allowance.
+    pub fn new(
+        playback_per_minute: u32,
+        read_per_minute: u32,
+        write_per_minute: u32,
+        exempt_loopback: bool,
+        trusted_proxies: Vec<IpAddr>,
+    ) -> Self {
+        let limiter = |per_minute: u32| {
+            (per_minute > 0).then(|| RateLimiter::new(per_minute, (per_minute / 5).max(1)))
+        };
+        RequestLimits {
+            playback: limiter(playback_per_minute),
+            read: limiter(read_per_minute),
+            write: limiter(write_per_minute),
+            exempt_loopback,
+            trusted_proxies,
+        }
+    }
+
+    /// `None` when the request may go on; else the milliseconds to wait.
+    pub fn check(&self, class: RequestClass, ip: IpAddr, now_ms: i64) -> Option<u64> {
+        if self.exempt_loopback && ip.is_loopback() {
+            return None;
+        }
+        let limiter = match class {
+            RequestClass::Playback => self.playback.as_ref(),
+            RequestClass::Read => self.read.as_ref(),
+            RequestClass::Write => self.write.as_ref(),
+        }?;
+        if limiter.allow(ip, now_ms) {
+            None
+        } else {
+            Some(limiter.retry_after_ms(ip, now_ms).max(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn requests_fall_into_classes() {
+        assert_eq!(
+            classify(&Method::GET, "/live/abc/360p/3.m4s"),
+            RequestClass::Playback
+        );
+        assert_eq!(classify(&Method::GET, "/"), RequestClass::Playback);
+        assert_eq!(
+            classify(&Method::POST, "/api/v1/channels/0xab/vouchers"),
+            RequestClass::Playback
+        );
+        assert_eq!(
+            classify(&Method::PATCH, "/api/v1/uploads/abc"),
+            RequestClass::Playback
+        );
+        assert_eq!(
+            classify(&Method::GET, "/api/v1/streams"),
+            RequestClass::Read
+        );
+        assert_eq!(
+            classify(&Method::POST, "/api/v1/streams"),
+            RequestClass::Write
+        );
+        assert_eq!(
+            classify(&Method::DELETE, "/api/v1/videos/x"),
+            RequestClass::Write
+        );
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = [10, 0, 0, 1].into();
+        let client: IpAddr = [203, 0, 113, 7].into();
+        let header = Some("198.51.100.9, 203.0.113.7");
+        // Not a trusted proxy: the header is anyone's to forge.
+        assert_eq!(client_ip(client, header, &[proxy]), client);
+        // Behind the proxy: the last address it did not add itself.
+        assert_eq!(client_ip(proxy, header, &[proxy]), client);
+        assert_eq!(client_ip(proxy, Some("garbage"), &[proxy]), proxy);
+    }
+
+    #[test]
+    fn limits_by_class_with_loopback_exempt_on_dev_servers() {
+        let limits = RequestLimits::new(0, 100, 50, true, Vec::new());
+        let remote: IpAddr = [203, 0, 113, 7].into();
+        for _ in 0..10 {
+            assert_eq!(limits.check(RequestClass::Write, remote, 0), None);
+        }
+        assert!(limits.check(RequestClass::Write, remote, 0).is_some());
+        assert_eq!(
+            limits.check(RequestClass::Read, remote, 0),
+            None,
+            "its own bucket"
+        );
+        assert_eq!(
+            limits.check(RequestClass::Playback, remote, 0),
+            None,
+            "no limit"
+        );
+        let local: IpAddr = [127, 0, 0, 1].into();
+        for _ in 0..100 {
+            assert_eq!(limits.check(RequestClass::Write, local, 0), None);
+        }
+    }
+}

@@ -64,6 +64,18 @@ impl Server {
                 ADMIN_TOKEN,
             ])
             .args(extra_args)
+            // Tests make requests faster than any person: no request limits
+            // unless a test sets them.
+            .args(
+                [
+                    "--rate-limit-api",
+                    "--rate-limit-writes",
+                    "--rate-limit-playback",
+                ]
+                .into_iter()
+                .filter(|flag| !extra_args.contains(flag))
+                .flat_map(|flag| [flag, "0"]),
+            )
             .envs(env.iter().copied())
             .env("RUST_LOG", "info,streamweave_media=debug")
             .stdout(Stdio::null())
