@@ -351,7 +351,30 @@ impl TestDatabase {
                 return None;
             }
         };
-        let schema = format!("sw_it_{:016x}", rand::random::<u64>());
+        // Named by creation time: schemas that failed runs left behind are
+        // dropped by later runs once an hour old, never a running one's.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sw_it_%'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap_or_default();
+        for old in stale {
+            let created_s = old
+                .strip_prefix("sw_it_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|t| t.parse::<u64>().ok());
+            if created_s.is_some_and(|t| t + 3600 < now_s) {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {old} CASCADE")))
+                    .execute(&admin)
+                    .await;
+            }
+        }
+        let schema = format!("sw_it_{now_s}_{:016x}", rand::random::<u64>());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&admin)
             .await
