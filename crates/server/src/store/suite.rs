@@ -1227,6 +1227,77 @@ async fn archives_suite(store: &Store) {
     );
 }
 
+/// Two stores on one database (two nodes) write the same balances and tip
+/// totals at once: every write counts exactly once.
+async fn concurrent_writers_suite(first: &Store, second: &Store) {
+    const ROUNDS: usize = 25;
+    let asset = Address::repeat_byte(0x88);
+    let shared = AccountRef::Available {
+        owner: Address::repeat_byte(0x8a),
+        asset,
+    };
+    let other = AccountRef::Available {
+        owner: Address::repeat_byte(0x8b),
+        asset,
+    };
+    let world = AccountRef::World { asset };
+    let writer = |store: Store, node: usize| async move {
+        for round in 0..ROUNDS {
+            let deposit = crate::payments::deposit(
+                format!("node{node}-in-{round}"),
+                Address::repeat_byte(0x8a),
+                asset,
+                Amount(10),
+            );
+            let mut moved = crate::payments::withdrawal(
+                format!("node{node}-move-{round}"),
+                shared,
+                asset,
+                Amount(3),
+            );
+            moved.credit = other;
+            let results = store
+                .commit(&[batch(vec![deposit, moved])], 20)
+                .await
+                .expect("commit");
+            assert_eq!(results, vec![Ok(())]);
+            let tip = TipTotals {
+                tips: 1,
+                gross: Amount(5),
+                creator: Amount(4),
+                fee: Amount(1),
+            };
+            let shown = message(
+                &format!("node{node}-tip-{round}"),
+                "0x00000000000000000000000000000000000000b1",
+                "",
+                Some("5"),
+                2000,
+            );
+            assert!(
+                store
+                    .record_tip(&format!("node{node}-tip-{round}"), "s-free", &tip, &shown)
+                    .await
+                    .expect("tip")
+            );
+        }
+    };
+    let tips_before = first.stream_tip_totals("s-free").await.expect("totals");
+    let (a, b) = tokio::join!(
+        tokio::spawn(writer(first.clone(), 1)),
+        tokio::spawn(writer(second.clone(), 2))
+    );
+    a.expect("first node");
+    b.expect("second node");
+    let rounds = ROUNDS as i128 * 2;
+    assert_eq!(first.balance(&shared).await.expect("balance"), 7 * rounds);
+    assert_eq!(second.balance(&other).await.expect("balance"), 3 * rounds);
+    assert_eq!(first.balance(&world).await.expect("balance"), -10 * rounds);
+    let tips = second.stream_tip_totals("s-free").await.expect("totals");
+    assert_eq!(tips.tips, tips_before.tips + 2 * ROUNDS as u64);
+    assert_eq!(tips.gross.0, tips_before.gross.0 + 5 * 2 * ROUNDS as u128);
+}
+
 /// Stored balances are exactly what the transfers say.
 async fn audit_agrees(store: &Store) {
     let transfers = store.all_transfers().await.expect("transfers");
@@ -1250,6 +1321,9 @@ async fn sqlite_store_passes_the_suite() {
     let store = Store::sqlite(dir.path()).await.expect("open");
     assert_eq!(store.dialect(), Dialect::Sqlite);
     run_suite(&store).await;
+    let second = Store::sqlite(dir.path()).await.expect("open again");
+    concurrent_writers_suite(&store, &second).await;
+    audit_agrees(&store).await;
     // The schema itself refuses what the code would: negative balances, edits of transfers.
     let pool = store.pool();
     assert!(
@@ -1310,7 +1384,34 @@ impl PostgresSchema {
                 return None;
             }
         };
-        let name = format!("sw_test_{:016x}", rand::random::<u64>());
+        // Named by creation time: schemas that failed runs left behind are
+        // dropped by later runs once an hour old, never a running one's.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'swt\\_%'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap_or_default();
+        for old in stale {
+            // Only names this helper makes: swt_suite_<unix seconds>_<16 hex digits>.
+            let created_s = old.strip_prefix("swt_suite_").and_then(|rest| {
+                let (time, random) = rest.split_once('_')?;
+                let ours = time.len() == 10
+                    && random.len() == 16
+                    && random.bytes().all(|b| b.is_ascii_hexdigit());
+                ours.then(|| time.parse::<u64>().ok()).flatten()
+            });
+            if created_s.is_some_and(|t| t + 3600 < now_s) {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {old} CASCADE")))
+                    .execute(&admin)
+                    .await;
+            }
+        }
+        let name = format!("swt_suite_{now_s}_{:016x}", rand::random::<u64>());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
             .execute(&admin)
             .await
@@ -1339,6 +1440,9 @@ async fn postgres_store_passes_the_suite() {
     let store = Store::postgres(&schema.url).await.expect("connect");
     assert_eq!(store.dialect(), Dialect::Postgres);
     run_suite(&store).await;
+    let second = Store::postgres(&schema.url).await.expect("connect again");
+    concurrent_writers_suite(&store, &second).await;
+    audit_agrees(&store).await;
     let pool = store.pool();
     assert!(
         sqlx::query("UPDATE ledger_accounts SET balance = -1 WHERE kind = 'available'")

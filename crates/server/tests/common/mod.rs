@@ -363,7 +363,34 @@ impl TestDatabase {
                 return None;
             }
         };
-        let schema = format!("sw_it_{:016x}", rand::random::<u64>());
+        // Named by creation time: schemas that failed runs left behind are
+        // dropped by later runs once an hour old, never a running one's.
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'swt\\_%'",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap_or_default();
+        for old in stale {
+            // Only names this helper makes: swt_node_<unix seconds>_<16 hex digits>.
+            let created_s = old.strip_prefix("swt_node_").and_then(|rest| {
+                let (time, random) = rest.split_once('_')?;
+                let ours = time.len() == 10
+                    && random.len() == 16
+                    && random.bytes().all(|b| b.is_ascii_hexdigit());
+                ours.then(|| time.parse::<u64>().ok()).flatten()
+            });
+            if created_s.is_some_and(|t| t + 3600 < now_s) {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {old} CASCADE")))
+                    .execute(&admin)
+                    .await;
+            }
+        }
+        let schema = format!("swt_node_{now_s}_{:016x}", rand::random::<u64>());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&admin)
             .await
