@@ -1243,13 +1243,13 @@ async fn concurrent_writers_suite(first: &Store, second: &Store) {
     let world = AccountRef::World { asset };
     let writer = |store: Store, node: usize| async move {
         for round in 0..ROUNDS {
-            let deposit = crate::payments::deposit(
+            let deposit = crate::money::payments::deposit(
                 format!("node{node}-in-{round}"),
                 Address::repeat_byte(0x8a),
                 asset,
                 Amount(10),
             );
-            let mut moved = crate::payments::withdrawal(
+            let mut moved = crate::money::payments::withdrawal(
                 format!("node{node}-move-{round}"),
                 shared,
                 asset,
