@@ -31,9 +31,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_server() {
   local log="$1"; shift
   HTTP="127.0.0.1:$(free_port)"; RTMP="127.0.0.1:$(free_port)"
-  # One load generator is one client address: no per-address connection cap.
+  # One load generator is one client address: no per-address connection cap
+  # and no per-address request limits.
   "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" \
-    --max-http-connections-per-ip 0 "$@" 2>"$log" &
+    --max-http-connections-per-ip 0 --rate-limit-api 0 --rate-limit-writes 0 \
+    --rate-limit-playback 0 "$@" 2>"$log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   for _ in $(seq 100); do curl -sf "http://$HTTP/api/openapi.json" >/dev/null && return 0; sleep 0.1; done
