@@ -36,7 +36,7 @@ await esbuild.build({
 copyFileSync(join(here, 'src/app.css'), join(out, 'assets/app.css'));
 
 // The pages share one shell; src/app.js fills <main> by `data-page`.
-const pages = { index: 'Discover', watch: 'Watch', studio: 'Studio', account: 'Account' };
+const pages = { index: 'Discover', watch: 'Watch', library: 'Library', studio: 'Studio', account: 'Account' };
 for (const [page, title] of Object.entries(pages)) {
   writeFileSync(join(out, 'pages', `${page}.html`), `<!doctype html>
 <html lang="en">
@@ -54,6 +54,7 @@ for (const [page, title] of Object.entries(pages)) {
   <a class="logo" href="/">StreamWeave</a>
   <nav aria-label="Main">
     <a href="/">Discover</a>
+    <a href="/library">Library</a>
     <a href="/studio">Studio</a>
     <a href="/account">Account</a>
   </nav>

@@ -79,6 +79,15 @@ export function pricePerMinute(price) {
   return owedFor(price, 60_000);
 }
 
+/** 65 -> "1:05", 3725 -> "1:02:05" (seconds as a clock). */
+export function formatDuration(seconds) {
+  const total = Math.max(0, Math.round(Number(seconds) || 0));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const rest = String(total % 60).padStart(2, '0');
+  return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${rest}` : `${minutes}:${rest}`;
+}
+
 export function shortAddress(address) {
   return address ? `${address.slice(0, 6)}…${address.slice(-4)}` : '';
 }

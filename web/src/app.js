@@ -1,9 +1,10 @@
-// StreamWeave's pages: discovery, watch, studio and account. They use the
+// StreamWeave's pages: discovery, watch, library, studio and account. They use the
 // same public API and web components as any other site would.
 import {
-  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, h, importDemoKey, onAuth,
-  parseAmount, pricePerMinute, request, shortAddress, signIn,
+  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, h, importDemoKey,
+  onAuth, parseAmount, pricePerMinute, request, shortAddress, signIn,
 } from '/assets/streamweave.js';
+import { VideoUpload, formatBytes } from './upload.js';
 
 const main = document.getElementById('main');
 const page = document.body.dataset.page;
@@ -27,13 +28,32 @@ function priceText(stream) {
 
 // ---- / : discovery ---------------------------------------------------------
 
+/** A stream's badge: Live, Ended, Offline, or Video for an uploaded video. */
+function streamBadge(stream) {
+  return stream.source === 'upload' ? h('span', { class: 'badge video' }, 'Video') : stateBadge(stream.state);
+}
+
+/** Whether a recording is gone: removed, or past its retention (removal follows shortly). */
+function gone(stream) {
+  if (stream.expired_at) return true;
+  return stream.retention_days != null && stream.ended_at != null && Date.parse(stream.ended_at) + stream.retention_days * 86_400_000 <= Date.now();
+}
+
+/** Milliseconds of media: a video's duration, or how long a recording's broadcast lasted. */
+function durationMs(stream) {
+  if (stream.duration_ms != null) return stream.duration_ms;
+  if (stream.started_at && stream.ended_at) return Math.max(0, Date.parse(stream.ended_at) - Date.parse(stream.started_at));
+  return null;
+}
+
 function card(stream) {
   const thumb = h('img', { src: `/api/v1/streams/${stream.id}/thumbnail.jpg`, alt: '', loading: 'lazy', width: 320, height: 180 });
   const fallback = h('span', { class: 'thumb-fallback', 'aria-hidden': 'true' }, stream.title.slice(0, 1).toUpperCase());
   thumb.addEventListener('error', () => thumb.replaceWith(fallback));
   return h('li', {},
     h('a', { class: 'card', href: `/watch/${stream.id}`, dataset: { stream: stream.id } },
-      h('div', { class: 'thumb' }, thumb, stateBadge(stream.state)),
+      h('div', { class: 'thumb' }, thumb, streamBadge(stream),
+        stream.state === 'ended' && durationMs(stream) != null ? h('span', { class: 'duration' }, formatDuration(durationMs(stream) / 1000)) : null),
       h('div', { class: 'card-body' },
         h('strong', { class: 'card-title' }, stream.title),
         h('span', { class: 'muted' }, stream.owner ? shortAddress(stream.owner) : 'StreamWeave'),
@@ -76,8 +96,8 @@ async function discovery() {
     h('h2', {}, title),
     list.length ? h('ul', { class: 'cards' }, list.map(card)) : h('p', { class: 'muted' }, empty));
   const live = streams.filter((s) => s.state === 'live').sort((a, b) => b.viewers - a.viewers);
-  const upcoming = streams.filter((s) => s.state === 'idle');
-  const ended = streams.filter((s) => s.state === 'ended' && !s.expired_at).slice(0, 24);
+  const upcoming = streams.filter((s) => s.state === 'idle' && s.source !== 'upload');
+  const ended = streams.filter((s) => s.state === 'ended' && !gone(s) && !(s.source === 'upload' && s.end_error)).slice(0, 24);
   const filtering = query.has('q') || query.has('category') || query.has('tag');
   setMain(
     h('div', { class: 'discover-head' }, h('h1', {}, 'Discover'), form),
@@ -87,6 +107,7 @@ async function discovery() {
     section('Live now', live, filtering ? 'Nothing live matches.' : 'Nobody is live right now.'),
     upcoming.length ? section('Starting soon', upcoming, '') : null,
     section('Recently ended', ended, 'No recordings yet.'),
+    h('p', {}, h('a', { href: '/library' }, 'Browse the library of videos and recordings')),
   );
 }
 
@@ -102,13 +123,28 @@ async function watch() {
     return;
   }
   document.title = `${stream.title} · StreamWeave`;
+  let video = null;
+  if (stream.source === 'upload') {
+    try { video = await request(`/api/v1/videos/${encodeURIComponent(id)}`, { token: currentAuth()?.token }); } catch { /* the stream view is enough to play */ }
+  }
+  const duration = durationMs(video ?? stream);
+  let player;
+  if (video && video.status !== 'ready') {
+    player = h('div', { class: 'panel center', 'data-video-status': video.status },
+      h('strong', {}, video.status === 'failed' ? 'This video could not be processed' : 'This video is being processed'),
+      h('p', { class: 'muted' }, video.status === 'failed' ? (video.failure_reason || '') : 'It plays here once it is ready.'));
+    if (video.status === 'processing') setTimeout(() => { if (location.pathname.startsWith('/watch/')) watch(); }, 3000);
+  } else {
+    player = h('sw-player', { stream: stream.id });
+  }
   setMain(h('div', { class: 'watch' },
     h('div', { class: 'watch-main' },
-      h('sw-player', { stream: stream.id }),
+      player,
       h('h1', { class: 'stream-title' }, stream.title),
       h('p', { class: 'muted' },
-        stream.owner ? `by ${shortAddress(stream.owner)} · ` : '', priceText(stream),
+        stream.owner ? h('span', {}, 'by ', h('a', { href: `/library?owner=${stream.owner}`, title: 'Their videos and recordings' }, shortAddress(stream.owner)), ' · ') : '', priceText(stream),
         stream.preview_seconds ? ` · ${stream.preview_seconds} s free preview` : '',
+        stream.state === 'ended' && duration != null ? h('span', { 'data-duration-ms': duration }, ` · ${formatDuration(duration / 1000)}`) : '',
         stream.category ? ` · ${stream.category}` : ''),
       stream.tags.length ? h('p', { class: 'chips' }, stream.tags.map((t) => h('a', { class: 'chip', href: `/?tag=${encodeURIComponent(t)}` }, `#${t}`))) : null,
       stream.description ? h('p', { class: 'description' }, stream.description) : null),
@@ -117,13 +153,106 @@ async function watch() {
       h('sw-chat', { stream: stream.id }))));
 }
 
+// ---- /library ---------------------------------------------------------------
+
+const DURATIONS = {
+  short: { label: 'Under 5 min', min: 0, max: 5 * 60_000 },
+  medium: { label: '5 to 20 min', min: 5 * 60_000, max: 20 * 60_000 },
+  long: { label: 'Over 20 min', min: 20 * 60_000, max: Infinity },
+};
+
+const SORTS = {
+  newest: { label: 'Newest', compare: (a, b) => Date.parse(b.ended_at ?? b.created_at) - Date.parse(a.ended_at ?? a.created_at) },
+  oldest: { label: 'Oldest', compare: (a, b) => Date.parse(a.ended_at ?? a.created_at) - Date.parse(b.ended_at ?? b.created_at) },
+  longest: { label: 'Longest', compare: (a, b) => (durationMs(b) ?? 0) - (durationMs(a) ?? 0) },
+  shortest: { label: 'Shortest', compare: (a, b) => (durationMs(a) ?? 0) - (durationMs(b) ?? 0) },
+  title: { label: 'Title', compare: (a, b) => a.title.localeCompare(b.title) },
+};
+
+/** Every ready video and kept recording, with durations. */
+async function libraryItems() {
+  const [streams, videos] = await Promise.all([
+    request('/api/v1/streams?state=ended&limit=200'),
+    request('/api/v1/videos?state=ended&limit=200'),
+  ]);
+  const ready = new Map(videos.filter((v) => v.status === 'ready').map((v) => [v.id, v]));
+  const items = streams.filter((s) => !gone(s) && (s.source !== 'upload' || ready.has(s.id))).map((s) => ready.get(s.id) ?? s);
+  // Videos beyond the streams' page are still part of the library.
+  for (const video of ready.values()) if (!gone(video) && !items.some((i) => i.id === video.id)) items.push(video);
+  return items;
+}
+
+function libraryMatches(item, params) {
+  const q = (params.get('q') ?? '').trim().toLowerCase();
+  if (q && !item.title.toLowerCase().includes(q) && !(item.owner ?? '').includes(q) && !item.description.toLowerCase().includes(q)) return false;
+  if (params.get('category') && item.category !== params.get('category')) return false;
+  if (params.get('tag') && !item.tags.includes(params.get('tag'))) return false;
+  if (params.get('access') && item.access !== params.get('access')) return false;
+  if (params.get('kind') && item.source !== params.get('kind')) return false;
+  if (params.get('owner') && item.owner !== params.get('owner').toLowerCase()) return false;
+  const range = Object.hasOwn(DURATIONS, params.get('duration') ?? '') ? DURATIONS[params.get('duration')] : null;
+  const ms = durationMs(item);
+  if (range && (ms == null || ms < range.min || ms >= range.max)) return false;
+  return true;
+}
+
+async function library() {
+  let items;
+  try {
+    items = await libraryItems();
+  } catch (err) {
+    setMain(h('p', { class: 'error' }, `Cannot list the library: ${errorText(err)}`));
+    return;
+  }
+  const params = new URLSearchParams(location.search);
+  const results = h('div', { 'aria-live': 'polite' });
+  const select = (name, label, options) => {
+    const el = h('select', { name, 'aria-label': label, onchange: () => update(name, el.value) },
+      Object.entries(options).map(([value, text]) => h('option', { value }, text)));
+    const wanted = params.get(name) ?? '';
+    el.value = Object.hasOwn(options, wanted) ? wanted : Object.keys(options)[0];
+    return h('label', {}, label, el);
+  };
+  const categories = [...new Set(items.map((i) => i.category).filter(Boolean))].sort();
+  const tags = [...new Set(items.flatMap((i) => i.tags))].sort();
+  const search = h('input', { type: 'search', name: 'q', value: params.get('q') ?? '', placeholder: 'Title, description or creator', 'aria-label': 'Search the library' });
+  const render = () => {
+    const sort = Object.hasOwn(SORTS, params.get('sort') ?? '') ? SORTS[params.get('sort')] : SORTS.newest;
+    const shown = items.filter((i) => libraryMatches(i, params)).sort(sort.compare);
+    results.replaceChildren(
+      h('p', { class: 'muted', 'data-count': shown.length }, `${shown.length} of ${items.length}`),
+      shown.length ? h('ul', { class: 'cards' }, shown.map(card)) : h('p', { class: 'muted' }, items.length ? 'Nothing matches these filters.' : 'Nothing here yet: videos and recordings of ended streams appear here.'));
+  };
+  const update = (name, value) => {
+    if (value && !(name === 'sort' && value === 'newest')) params.set(name, value); else params.delete(name);
+    history.replaceState(null, '', params.size ? `/library?${params}` : '/library');
+    render();
+  };
+  search.addEventListener('input', () => update('q', search.value.trim()));
+  setMain(
+    h('div', { class: 'discover-head' }, h('h1', {}, params.get('owner') ? `Library of ${shortAddress(params.get('owner'))}` : 'Library'),
+      h('form', { class: 'search', role: 'search', onsubmit: (e) => { e.preventDefault(); update('q', search.value.trim()); } }, search)),
+    h('div', { class: 'row filters', role: 'group', 'aria-label': 'Filters' },
+      select('kind', 'Type', { '': 'Videos and recordings', upload: 'Videos', live: 'Recordings' }),
+      select('category', 'Category', { '': 'Any', ...Object.fromEntries(categories.map((c) => [c, c])) }),
+      select('tag', 'Tag', { '': 'Any', ...Object.fromEntries(tags.map((t) => [t, `#${t}`])) }),
+      select('access', 'Access', { '': 'Any', free: 'Free', per_second: 'Paid' }),
+      select('duration', 'Duration', { '': 'Any', ...Object.fromEntries(Object.entries(DURATIONS).map(([k, d]) => [k, d.label])) }),
+      select('sort', 'Sort by', Object.fromEntries(Object.entries(SORTS).map(([k, d]) => [k, d.label])))),
+    params.get('owner') ? h('p', {}, h('a', { href: '/library' }, 'Everyone\'s videos and recordings')) : null,
+    results,
+  );
+  render();
+}
+
 // ---- /studio ---------------------------------------------------------------
 
 function signInPrompt(what) {
   return h('div', { class: 'panel center' }, h('h1', {}, what), h('p', {}, 'Sign in with a wallet to continue.'), h('sw-wallet'));
 }
 
-function streamForm(stream, onSaved) {
+/** Title, description, category, tags, access and price inputs, as for streams and videos. */
+function detailFields(stream) {
   const field = (label, input) => h('label', {}, label, input);
   const title = h('input', { name: 'title', required: true, maxlength: 200, value: stream?.title ?? '' });
   const description = h('textarea', { name: 'description', rows: 3, maxlength: 2000 }, stream?.description ?? '');
@@ -133,24 +262,38 @@ function streamForm(stream, onSaved) {
   access.value = stream?.access ?? 'per_second';
   const perMinute = h('input', { name: 'price', inputmode: 'decimal', value: stream?.price ? formatAmount(pricePerMinute(stream.price), { symbol: false }) : '0.05' });
   const preview = h('input', { name: 'preview', type: 'number', min: 0, max: 3600, value: stream?.preview_seconds ?? 0 });
-  const error = h('p', { class: 'error', role: 'alert' });
   const priceFields = h('div', { class: 'row' }, field('Price per minute (USDC)', perMinute), field('Free preview (seconds)', preview));
   const sync = () => { priceFields.hidden = access.value !== 'per_second'; };
   access.addEventListener('change', sync);
   sync();
-  const form = h('form', { class: 'panel form', onsubmit: async (e) => {
-    e.preventDefault();
-    error.textContent = '';
-    const body = {
-      title: title.value, description: description.value, category: category.value.trim(),
-      tags: tags.value.split(',').map((t) => t.trim()).filter(Boolean), access: access.value,
-    };
-    try {
+  return {
+    title,
+    nodes: [field('Title', title), field('Description', description),
+      h('div', { class: 'row' }, field('Category', category), field('Tags', tags), field('Access', access)), priceFields],
+    /** The request body's details; throws on a price that is not an amount. */
+    body() {
+      const body = {
+        title: title.value, description: description.value, category: category.value.trim(),
+        tags: tags.value.split(',').map((t) => t.trim()).filter(Boolean), access: access.value,
+      };
       if (access.value === 'per_second') {
         body.price = { amount: parseAmount(perMinute.value).toString(), period_seconds: 60 };
         body.preview_seconds = Number(preview.value) || 0;
       }
       if (!stream && !body.category) delete body.category;
+      return body;
+    },
+  };
+}
+
+function streamForm(stream, onSaved) {
+  const details = detailFields(stream);
+  const error = h('p', { class: 'error', role: 'alert' });
+  const form = h('form', { class: 'panel form', onsubmit: async (e) => {
+    e.preventDefault();
+    error.textContent = '';
+    try {
+      const body = details.body();
       const saved = stream
         ? await authed(`/api/v1/streams/${stream.id}`, { method: 'PATCH', body })
         : await authed('/api/v1/streams', { method: 'POST', body });
@@ -160,9 +303,7 @@ function streamForm(stream, onSaved) {
     }
   } },
   h('h2', {}, stream ? 'Edit stream' : 'New stream'),
-  field('Title', title), field('Description', description),
-  h('div', { class: 'row' }, field('Category', category), field('Tags', tags), field('Access', access)),
-  priceFields, h('button', { type: 'submit' }, stream ? 'Save' : 'Create stream'), error);
+  details.nodes, h('button', { type: 'submit' }, stream ? 'Save' : 'Create stream'), error);
   return form;
 }
 
@@ -246,6 +387,190 @@ function splitEditor(auth) {
   rows, h('div', { class: 'row' }, h('button', { type: 'button', class: 'secondary', onclick: () => addRow() }, 'Add collaborator'), h('button', { type: 'submit' }, 'Save split')), status);
 }
 
+// ---- /studio: videos -------------------------------------------------------
+
+function processingText(video) {
+  if (video.status === 'ready') return `Ready${video.duration_ms != null ? ` · ${formatDuration(video.duration_ms / 1000)}` : ''}`;
+  if (video.status === 'failed') return `Failed: ${video.failure_reason || 'the video could not be processed'}`;
+  const p = video.progress;
+  if (!p) return 'Waiting to be processed…';
+  const parts = [`Processing ${p.percent}%`];
+  if (p.speed) parts.push(`${p.speed}× speed`);
+  if (p.eta_seconds != null) parts.push(`about ${formatDuration(p.eta_seconds)} left`);
+  return parts.join(' · ');
+}
+
+/** The upload form, its progress, the processing of the new video and the creator's videos. */
+function videoStudio(auth) {
+  const file = h('input', { type: 'file', name: 'file', accept: 'video/*', required: true });
+  const details = detailFields(null);
+  const formError = h('p', { class: 'error', role: 'alert' });
+  const submit = h('button', { type: 'submit', 'data-action': 'upload' }, 'Upload');
+  const bar = h('progress', { max: 100, value: 0, 'aria-label': 'Upload progress' });
+  const uploadText = h('span', { class: 'muted', role: 'status', 'data-upload-progress': '' });
+  const pauseButton = h('button', { type: 'button', class: 'secondary', 'data-action': 'pause-upload' }, 'Pause');
+  const resumeButton = h('button', { type: 'button', class: 'secondary', 'data-action': 'resume-upload', hidden: true }, 'Resume');
+  const cancelButton = h('button', { type: 'button', class: 'secondary', 'data-action': 'cancel-upload' }, 'Cancel');
+  const progressBox = h('div', { class: 'upload-progress', hidden: true, 'data-upload-state': 'idle' },
+    bar, h('div', { class: 'row spread' }, uploadText, h('div', { class: 'row' }, pauseButton, resumeButton, cancelButton)));
+  const processBar = h('progress', { max: 100, 'aria-label': 'Processing progress' });
+  const processText = h('span', { role: 'status', 'data-processing': '' });
+  const processLink = h('a', { hidden: true }, 'Watch');
+  const processBox = h('div', { class: 'upload-progress', hidden: true }, processBar, h('div', { class: 'row spread' }, processText, processLink));
+  const list = h('div', { 'data-videos': '' }, h('p', { class: 'muted' }, 'Loading your videos…'));
+  let upload = null;
+  let tracking = null;
+
+  const setBusy = (busy) => { submit.disabled = busy; file.disabled = busy; };
+  const showUploadState = (state) => {
+    progressBox.dataset.uploadState = state;
+    pauseButton.hidden = state !== 'uploading';
+    resumeButton.hidden = state !== 'paused' && state !== 'failed';
+    cancelButton.hidden = !['uploading', 'paused', 'failed'].includes(state);
+    if (state === 'paused') uploadText.textContent = `Paused at ${bar.value}%: resume to go on. After leaving this page, upload the same file again to go on from here.`;
+    if (state === 'cancelled') { uploadText.textContent = 'Upload cancelled.'; setBusy(false); }
+    if (state === 'done') uploadText.textContent = 'Uploaded. Making the video…';
+  };
+
+  const track = (video) => {
+    tracking = video.id;
+    processBox.hidden = false;
+    processLink.hidden = true;
+    const show = (v) => {
+      processBox.dataset.videoStatus = v.status;
+      processText.className = v.status === 'failed' ? 'error' : v.status === 'ready' ? 'ok' : '';
+      processText.textContent = `${v.title}: ${processingText(v)}`;
+      if (v.progress) processBar.value = v.progress.percent; else if (v.status === 'processing') processBar.removeAttribute('value');
+      if (v.status !== 'processing') processBar.value = v.status === 'ready' ? 100 : 0;
+      processLink.hidden = v.status !== 'ready';
+      processLink.href = `/watch/${v.id}`;
+    };
+    show(video);
+    const poll = async () => {
+      if (tracking !== video.id || current !== instance) return;
+      try {
+        const latest = await authed(`/api/v1/videos/${encodeURIComponent(video.id)}`);
+        show(latest);
+        if (latest.status !== 'processing') { refreshList(); return; }
+      } catch (err) {
+        if (err.status === 404) { processText.textContent = `${video.title}: removed.`; refreshList(); return; }
+        processText.textContent = `${video.title}: ${errorText(err)} (trying again)`;
+      }
+      setTimeout(poll, 1000);
+    };
+    setTimeout(poll, 1000);
+  };
+
+  const remove = async (video, button) => {
+    const what = video.status === 'processing' ? 'Stop processing and remove' : 'Remove';
+    if (!confirm(`${what} "${video.title}"?`)) return;
+    button.disabled = true;
+    try {
+      await authed(`/api/v1/videos/${encodeURIComponent(video.id)}`, { method: 'DELETE' });
+      if (tracking === video.id) { tracking = null; processBox.hidden = true; }
+    } catch (err) {
+      formError.textContent = errorText(err);
+    }
+    refreshList();
+  };
+
+  const refreshList = async () => {
+    let videos;
+    try {
+      videos = await authed(`/api/v1/videos?owner=${auth.address}&limit=200`);
+    } catch (err) {
+      list.replaceChildren(h('p', { class: 'error' }, `Cannot list your videos: ${errorText(err)}`));
+      return;
+    }
+    videos = videos.filter((v) => !gone(v));
+    if (!tracking) {
+      const processing = videos.find((v) => v.status === 'processing');
+      if (processing) track(processing);
+    }
+    if (!videos.length) { list.replaceChildren(h('p', { class: 'muted' }, 'No videos yet.')); return; }
+    list.replaceChildren(h('table', {},
+      h('thead', {}, h('tr', {}, ['Video', 'Status', 'Access', 'Uploaded', ''].map((t) => h('th', {}, t)))),
+      h('tbody', {}, videos.map((v) => {
+        const del = h('button', { class: 'secondary', 'data-action': 'delete-video' }, v.status === 'processing' ? 'Cancel' : 'Delete');
+        del.addEventListener('click', () => remove(v, del));
+        return h('tr', { dataset: { video: v.id, status: v.status } },
+          h('td', {}, v.status === 'ready' ? h('a', { href: `/watch/${v.id}` }, v.title) : v.title),
+          h('td', { class: v.status === 'failed' ? 'error' : null }, processingText(v)),
+          h('td', {}, priceText(v)),
+          h('td', {}, new Date(v.created_at).toLocaleString()),
+          h('td', {}, del));
+      }))));
+  };
+
+  const makeVideo = async (uploadId, body) => {
+    try {
+      const video = await authed('/api/v1/videos', { method: 'POST', body: { ...body, upload_id: uploadId } });
+      progressBox.hidden = true;
+      file.value = '';
+      details.title.value = '';
+      track(video);
+      refreshList();
+    } catch (err) {
+      formError.textContent = `The upload finished, but the video was not made: ${errorText(err)}`;
+    }
+    setBusy(false);
+  };
+
+  pauseButton.addEventListener('click', () => upload?.pause());
+  resumeButton.addEventListener('click', () => { formError.textContent = ''; upload?.resume(currentAuth()); });
+  cancelButton.addEventListener('click', async () => { await upload?.cancel(); upload = null; });
+
+  const form = h('form', { class: 'form', onsubmit: async (e) => {
+    e.preventDefault();
+    formError.textContent = '';
+    const chosen = file.files[0];
+    if (!chosen) { formError.textContent = 'Choose a video file.'; return; }
+    let body;
+    try { body = details.body(); } catch (err) { formError.textContent = errorText(err); return; }
+    const account = currentAuth();
+    if (!account) { formError.textContent = 'Sign in first.'; return; }
+    setBusy(true);
+    bar.value = 0;
+    progressBox.hidden = false;
+    uploadText.textContent = `Starting ${chosen.name} (${formatBytes(chosen.size)})…`;
+    upload = new VideoUpload(chosen, account, {
+      onState: showUploadState,
+      onProgress: (sent, total) => {
+        bar.value = total ? Math.floor((sent / total) * 100) : 0;
+        progressBox.dataset.uploadPercent = String(bar.value);
+        if (upload?.state === 'uploading') uploadText.textContent = `${upload.resumed ? 'Going on with the earlier upload: ' : ''}${formatBytes(sent)} of ${formatBytes(total)} (${bar.value}%)`;
+      },
+      onError: (text) => { formError.textContent = `Upload stopped: ${text}`; },
+      onDone: (uploadId) => makeVideo(uploadId, body),
+    });
+    try {
+      await upload.start();
+      if (upload.resumed) uploadText.textContent = `Going on with the earlier upload of ${chosen.name}…`;
+    } catch (err) {
+      formError.textContent = errorText(err);
+      setBusy(false);
+    }
+  } },
+  h('label', {}, 'Video file', file), details.nodes, submit);
+
+  const el = h('section', { class: 'panel videos', 'aria-label': 'Videos' },
+    h('h2', {}, 'Upload a video'),
+    h('p', { class: 'muted' }, 'Uploads resume where they stopped. Viewers can seek in a video; paid videos are paid by the second like streams.'),
+    form, progressBox, formError, processBox,
+    h('h2', {}, 'Your videos'), list);
+  const instance = { address: auth.address, el };
+  current = instance;
+  refreshList();
+  return instance;
+}
+
+let current = null;
+
+/** The videos section survives re-renders of the studio, so an upload goes on while streams are selected. */
+function videosFor(auth) {
+  return current?.address === auth.address ? current.el : videoStudio(auth).el;
+}
+
 async function studio() {
   const hash = new URLSearchParams(location.hash.slice(1));
   if (hash.get('demo-key') && (await demoWalletAvailable())) {
@@ -290,7 +615,7 @@ async function renderStudio(auth) {
   }
   setMain(h('div', { class: 'studio' },
     h('nav', { class: 'studio-side', 'aria-label': 'Your streams' }, h('h2', {}, 'Your streams'), newButton, creating, list, splitEditor(auth)),
-    detail));
+    detail), videosFor(auth));
 }
 
 // ---- /account --------------------------------------------------------------
@@ -366,6 +691,6 @@ async function renderAccount(auth) {
   );
 }
 
-const pages = { index: discovery, watch, studio, account };
+const pages = { index: discovery, watch, library, studio, account };
 window.addEventListener('popstate', () => { if (page === 'index') discovery(); });
 pages[page]?.().catch((err) => setMain(h('p', { class: 'error' }, errorText(err))));

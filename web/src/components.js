@@ -8,7 +8,7 @@ import uPlot from 'uplot';
 import uPlotCss from 'uplot/dist/uPlot.min.css';
 import baseCss from './base.css';
 import {
-  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, onAuth, parseAmount,
+  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, onAuth, parseAmount,
   pricePerMinute, request, secondsFor, shortAddress, signIn, signOut,
 } from './api.js';
 import { PaymentStopped, StreamPayment } from './pay.js';
@@ -185,6 +185,39 @@ class SwPlayer extends Base {
     this.video.addEventListener('waiting', () => {
       if (this.state === 'cap' || this.state === 'funds') this.video.pause();
     });
+    // Recordings and videos remember where they were left off.
+    this.video.addEventListener('timeupdate', () => {
+      if (Date.now() - (this.savedAt ?? 0) < 2000) return;
+      this.savedAt = Date.now();
+      this.savePosition(this.video.currentTime);
+    });
+    this.video.addEventListener('pause', () => this.savePosition(this.video.currentTime));
+    this.video.addEventListener('ended', () => this.savePosition(0));
+  }
+
+  /** Whether the stream is on demand (an ended recording or a video): seekable, resumable. */
+  isVod() {
+    return this.stream?.state === 'ended';
+  }
+
+  positionKey() {
+    return `streamweave.position:${this.server ? `${this.server}:` : ''}${this.stream.id}`;
+  }
+
+  /** Where this browser left the recording off, in seconds (0: from the start). */
+  savedPosition() {
+    if (!this.isVod()) return 0;
+    try { return Math.max(0, Number(localStorage.getItem(this.positionKey())) || 0); } catch { return 0; }
+  }
+
+  savePosition(seconds) {
+    if (!this.isVod() || !this.hls || this.resuming) return;
+    const duration = this.video.duration;
+    try {
+      // Near either end there is nothing to resume.
+      if (seconds < 3 || (Number.isFinite(duration) && duration - seconds < Math.min(5, duration / 20))) localStorage.removeItem(this.positionKey());
+      else localStorage.setItem(this.positionKey(), String(Math.floor(seconds)));
+    } catch { /* storage unavailable: start from the beginning next time */ }
   }
 
   say(text, kind = 'muted') {
@@ -199,7 +232,9 @@ class SwPlayer extends Base {
   }
 
   showBadge(streamState) {
-    this.badge.textContent = streamState === 'live' ? 'Live' : streamState === 'ended' ? 'Ended' : 'Offline';
+    const video = this.stream?.source === 'upload';
+    this.badge.textContent = streamState === 'live' ? 'Live' : video ? 'Video' : streamState === 'ended' ? 'Ended' : 'Offline';
+    this.liveButton.hidden = streamState === 'ended';
     this.badge.className = `badge ${streamState}`;
     this.badge.dataset.state = streamState;
   }
@@ -447,6 +482,20 @@ class SwPlayer extends Base {
     }
     const config = { liveSyncDurationCount: 3, fragLoadPolicy: { default: { maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000, timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 } } } };
     if (this.payment) config.fLoader = this.payingLoader();
+    const resumeAt = this.savedPosition();
+    if (resumeAt > 0) {
+      config.startPosition = resumeAt;
+      // Until playback reaches it (or the viewer seeks), the position stays the one to resume at.
+      this.resuming = true;
+      const reached = (event) => {
+        if (event.type === 'timeupdate' && this.video.currentTime < resumeAt - 1) return;
+        this.resuming = false;
+        this.video.removeEventListener('timeupdate', reached);
+        this.video.removeEventListener('seeked', reached);
+      };
+      this.video.addEventListener('timeupdate', reached);
+      this.video.addEventListener('seeked', reached);
+    }
     const auth = this.auth();
     if (!this.payment && auth && this.stream.owner === auth.address) {
       // The creator previews their own paid stream without paying.
@@ -462,7 +511,11 @@ class SwPlayer extends Base {
       this.video.play().catch(() => {});
     });
     hls.on(Hls.Events.FRAG_BUFFERED, () => {
-      if (!this.payment && this.state !== 'playing') { this.setState('playing'); this.say(this.stream.state === 'ended' ? 'Playing the recording.' : 'Playing.'); }
+      if (!this.payment && this.state !== 'playing') {
+        this.setState('playing');
+        const what = this.stream.source === 'upload' ? 'the video' : 'the recording';
+        this.say(this.stream.state !== 'ended' ? 'Playing.' : resumeAt > 0 ? `Playing ${what} from where you left off (${formatDuration(resumeAt)}).` : `Playing ${what}.`);
+      }
     });
     hls.on(Hls.Events.ERROR, (_e, data) => {
       if (!data.fatal) return;

@@ -1,0 +1,229 @@
+// Uploaded videos in a real browser: a creator signs in to the studio with
+// a demo wallet and uploads a file made by ffmpeg on a slow connection: it
+// goes on where it stopped after leaving the page, and pauses and resumes.
+// The video processes to ready; the library finds it and it plays, and the
+// watch page resumes where playback was left off. A paid video plays
+// through a payment channel and seeks. Screenshots land in web/test-results/.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startServer } from './support.mjs';
+
+const bin = process.env.STREAMWEAVE_BIN;
+const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
+const results = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results');
+
+/** A 12 s test pattern with a tone, about 4.5 MB (big enough to pause on a slow link). */
+function makeVideo(path) {
+  execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-t', '12', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '3M', '-maxrate', '3M', '-bufsize', '6M', '-g', '60',
+    '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', '-movflags', '+faststart', path]);
+}
+
+async function api(base, path, { method = 'GET', body, token } = {}) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** Uploads a file in one tus PATCH and makes a video of it. */
+async function uploadFromNode(base, token, file, details) {
+  const bytes = readFileSync(file);
+  const auth = { authorization: `Bearer ${token}`, 'tus-resumable': '1.0.0' };
+  const created = await fetch(`${base}/api/v1/uploads`, { method: 'POST', headers: { ...auth, 'upload-length': String(bytes.length) } });
+  assert.equal(created.status, 201);
+  const location = created.headers.get('location');
+  const patched = await fetch(new URL(location, base), { method: 'PATCH', headers: { ...auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' }, body: bytes });
+  assert.equal(patched.status, 204);
+  return api(base, '/api/v1/videos', { method: 'POST', token, body: { upload_id: location.split('/').pop(), ...details } });
+}
+
+const videoTime = (page) => page.evaluate(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video').currentTime ?? 0);
+
+test('a creator uploads a video (paused and resumed), it processes, and it plays from the library', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 240_000 }, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'streamweave-videos-'));
+  const { child, base } = await startServer(bin, join(work, 'data'));
+  let browser;
+  try {
+    const file = join(work, 'test-pattern.mp4');
+    makeVideo(file);
+    const size = statSync(file).size;
+
+    browser = await chromium.launch({ executablePath: browserPath, args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
+    const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('dialog', (dialog) => dialog.accept());
+    mkdirSync(results, { recursive: true });
+
+    // 1. Sign in to the studio with a demo wallet.
+    await page.goto(`${base}/studio`);
+    await page.locator('sw-wallet [data-action=demo-wallet]').first().click();
+    const section = page.locator('section.videos');
+    await section.waitFor({ timeout: 15_000 });
+    await section.locator('[data-videos]', { hasText: 'No videos yet.' }).waitFor({ timeout: 10_000 });
+
+    // 2. Fill in the details and upload on a slow connection.
+    const fill = async () => {
+      await section.locator('input[name=file]').setInputFiles(file);
+      await section.locator('input[name=title]').fill('Test pattern upload');
+      await section.locator('textarea[name=description]').fill('Twelve seconds of colour bars and a tone.');
+      await section.locator('input[name=category]').fill('demo');
+      await section.locator('input[name=tags]').fill('pattern, tone');
+      await section.locator('select[name=access]').selectOption('free');
+    };
+    const slow = async (on) => {
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Network.enable');
+      await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: on ? 20 : 0, downloadThroughput: -1, uploadThroughput: on ? 400 * 1024 : -1 });
+    };
+    await fill();
+    await slow(true);
+    await section.locator('[data-action=upload]').click();
+    const progress = section.locator('.upload-progress[data-upload-state]');
+    await page.waitForFunction(() => Number(document.querySelector('[data-upload-state]')?.dataset.uploadPercent ?? 0) >= 5, null, { timeout: 30_000, polling: 100 });
+
+    // The page is left mid-upload; uploading the same file again goes on
+    // from what the server has.
+    await section.locator('[data-action=pause-upload]').click();
+    const stored = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('tus::')).map((k) => JSON.parse(localStorage.getItem(k)).uploadUrl));
+    assert.equal(stored.length, 1, 'the upload is remembered for resuming');
+    // The server keeps what arrived before the pause (once it sees the request end).
+    const token = await page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')).token);
+    let serverOffset = 0;
+    for (let i = 0; i < 50 && serverOffset === 0; i++) {
+      const head = await fetch(new URL(stored[0], base), { method: 'HEAD', headers: { 'tus-resumable': '1.0.0', authorization: `Bearer ${token}` } });
+      serverOffset = Number(head.headers.get('upload-offset'));
+      if (serverOffset === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(serverOffset > 0, `the server kept the bytes sent before the pause (${serverOffset})`);
+    await page.reload();
+    await section.waitFor({ timeout: 15_000 });
+    await fill();
+    await slow(true);
+    await page.evaluate(() => {
+      window.uploadPercents = [];
+      const box = document.querySelector('[data-upload-state]');
+      new MutationObserver(() => window.uploadPercents.push(Number(box.dataset.uploadPercent))).observe(box, { attributeFilter: ['data-upload-percent'] });
+    });
+    await section.locator('[data-action=upload]').click();
+    await section.locator('[data-upload-progress]', { hasText: 'Going on with the earlier upload' }).waitFor({ timeout: 10_000 });
+    const keptPercent = Math.floor((serverOffset / size) * 100);
+    await page.waitForFunction((from) => Number(document.querySelector('[data-upload-state]')?.dataset.uploadPercent ?? 0) >= from + 5, keptPercent, { timeout: 30_000, polling: 100 });
+    const percents = await page.evaluate(() => window.uploadPercents);
+    assert.ok(Math.min(...percents) >= keptPercent, `went on from ${keptPercent}% (${percents.join(', ')})`);
+
+    // 3. Pause: the upload stops where it is; resume: it goes on to the end.
+    await section.locator('[data-action=pause-upload]').click();
+    assert.equal(await progress.getAttribute('data-upload-state'), 'paused');
+    const pausedAt = Number(await progress.getAttribute('data-upload-percent'));
+    assert.ok(pausedAt > 0 && pausedAt < 100, `paused part way (${pausedAt}%)`);
+    await section.locator('[data-upload-progress]', { hasText: 'Paused at' }).waitFor();
+    await section.screenshot({ path: join(results, 'upload.png') });
+    await page.waitForTimeout(1500);
+    assert.equal(Number(await progress.getAttribute('data-upload-percent')), pausedAt, 'nothing is sent while paused');
+    await slow(false);
+    await section.locator('[data-action=resume-upload]').click();
+    await page.waitForFunction(() => document.querySelector('[data-upload-state]')?.dataset.uploadState === 'done', null, { timeout: 60_000, polling: 100 });
+
+    // 4. The video is made and processed: progress, then ready.
+    const processing = section.locator('[data-video-status]');
+    await processing.waitFor({ timeout: 15_000 });
+    const seen = new Set();
+    for (let i = 0; i < 240; i++) {
+      seen.add(await section.locator('[data-processing]').textContent());
+      if (await processing.getAttribute('data-video-status') !== 'processing') break;
+      await page.waitForTimeout(500);
+    }
+    assert.equal(await processing.getAttribute('data-video-status'), 'ready', `processed: ${[...seen].join(' | ')}`);
+    assert.ok([...seen].some((t) => /Processing \d+%/.test(t)), `processing progress was shown: ${[...seen].join(' | ')}`);
+    const [video] = await (await fetch(`${base}/api/v1/videos?q=Test%20pattern`)).json();
+    assert.equal(video.status, 'ready');
+    assert.equal(video.source, 'upload');
+    assert.ok(video.duration_ms >= 11_000 && video.duration_ms <= 13_000, `duration ${video.duration_ms} ms`);
+    const uploaded = await (await fetch(`${base}/api/v1/streams/${video.id}`)).json();
+    assert.equal(uploaded.title, 'Test pattern upload');
+    assert.ok(size > 1_000_000);
+    await section.locator(`tr[data-video="${video.id}"][data-status=ready]`).waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: join(results, 'studio-videos.png'), fullPage: true });
+
+    // 5. The library lists it; filters and search find it.
+    await page.goto(`${base}/library`);
+    const videoCard = page.locator(`a.card[data-stream="${video.id}"]`);
+    await videoCard.waitFor({ timeout: 10_000 });
+    await videoCard.locator('.badge', { hasText: 'Video' }).waitFor();
+    await videoCard.locator('.duration', { hasText: '0:12' }).waitFor();
+    await page.locator('select[name=duration]').selectOption('long');
+    await videoCard.waitFor({ state: 'detached', timeout: 5_000 });
+    await page.locator('select[name=duration]').selectOption('short');
+    await page.locator('select[name=category]').selectOption('demo');
+    await page.locator('select[name=tag]').selectOption('tone');
+    await page.locator('select[name=access]').selectOption('free');
+    await videoCard.waitFor({ timeout: 5_000 });
+    await page.locator('input[name=q]').fill('no such title');
+    await videoCard.waitFor({ state: 'detached', timeout: 5_000 });
+    await page.locator('input[name=q]').fill('pattern');
+    await videoCard.waitFor({ timeout: 5_000 });
+    await page.waitForFunction(() => [...document.querySelectorAll('a.card img')].every((i) => i.complete), null, { timeout: 10_000 }).catch(() => {});
+    await page.screenshot({ path: join(results, 'library.png') });
+
+    // 6. It plays from the library, and shows its duration.
+    await videoCard.click();
+    await page.waitForURL(`${base}/watch/${video.id}`);
+    await page.locator('[data-duration-ms]', { hasText: '0:12' }).waitFor({ timeout: 10_000 });
+    await page.waitForFunction(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video').currentTime > 6, null, { timeout: 60_000, polling: 250 });
+    await page.evaluate(() => document.querySelector('sw-player').shadowRoot.querySelector('video').pause());
+    const leftAt = await videoTime(page);
+
+    // 7. Back on the watch page, playback resumes where it was left off.
+    await page.reload();
+    await page.waitForFunction(() => document.querySelector('sw-player')?.getAttribute('state') === 'playing', null, { timeout: 30_000, polling: 250 });
+    await page.locator('sw-player [data-status]', { hasText: 'where you left off' }).waitFor({ timeout: 10_000 });
+    const resumedAt = await videoTime(page);
+    assert.ok(resumedAt >= leftAt - 3, `resumed at ${resumedAt} s (left at ${leftAt} s)`);
+
+    // 8. A paid video plays through a payment channel, and seeks (it is on demand).
+    const creator = await page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')));
+    const paid = await uploadFromNode(base, creator.token, file, { title: 'Paid pattern', access: 'per_second', price: { amount: '60000', period_seconds: 60 } });
+    for (let i = 0; (await api(base, `/api/v1/videos/${paid.id}`)).status === 'processing'; i++) {
+      assert.ok(i < 240, 'the paid video is processed');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.equal((await api(base, `/api/v1/videos/${paid.id}`)).status, 'ready');
+    const viewer = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+    viewer.on('pageerror', (e) => errors.push(e.message));
+    await viewer.goto(`${base}/watch/${paid.id}`);
+    await viewer.locator('.watch-main p.muted', { hasText: '0.06 USDC/min' }).waitFor({ timeout: 10_000 });
+    await viewer.locator('sw-player [data-action=demo-wallet]').click();
+    await viewer.locator('sw-player [data-action=start]').click({ timeout: 30_000 });
+    await viewer.waitForFunction(() => document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime > 2, null, { timeout: 60_000, polling: 250 });
+    await viewer.evaluate(() => { document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime = 8; });
+    await viewer.waitForFunction(() => document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime > 9, null, { timeout: 30_000, polling: 250 });
+    const spent = await viewer.locator('sw-player [data-meter=spent]').getAttribute('data-base-units');
+    assert.ok(BigInt(spent) > 0n, `the viewer paid (${spent})`);
+    await viewer.screenshot({ path: join(results, 'watch-video.png') });
+
+    // 9. The creator removes the free one from the studio.
+    await page.goto(`${base}/studio`);
+    await section.locator(`tr[data-video="${video.id}"] [data-action=delete-video]`).click({ timeout: 15_000 });
+    await section.locator(`tr[data-video="${video.id}"]`).waitFor({ state: 'detached', timeout: 10_000 });
+
+    assert.deepEqual(errors, [], 'no script errors');
+  } finally {
+    await browser?.close();
+    child.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+});
