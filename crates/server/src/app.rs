@@ -201,6 +201,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     tokio::spawn(crate::uploads::expire_forever(uploads.clone()));
     let library = crate::library::Library::start(
         db.clone(),
+        events.clone(),
         blockstore.clone(),
         uploads.clone(),
         crate::library::LibrarySettings {

@@ -79,6 +79,38 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
     assert_eq!(created["status"], "processing");
     assert_eq!(created["source"], "upload");
     let id = created["id"].as_str().expect("id").to_string();
+    // Processing is pushed on the video's events WebSocket, ending in `ready`.
+    let events_url = format!(
+        "{}/api/v1/streams/{id}/events",
+        server.http.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(events_url)
+        .await
+        .expect("events socket");
+    let pushed = tokio::time::timeout(Duration::from_secs(120), async {
+        use futures_util::StreamExt;
+        let mut seen = Vec::new();
+        while let Some(Ok(message)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let event: Value = serde_json::from_str(&text).expect("event");
+                if event["type"] == "processing" {
+                    let status = event["status"].as_str().unwrap_or_default().to_string();
+                    seen.push(status.clone());
+                    if status != "processing" {
+                        break;
+                    }
+                }
+            }
+        }
+        seen
+    })
+    .await
+    .expect("processing events");
+    assert_eq!(
+        pushed.last().map(String::as_str),
+        Some("ready"),
+        "{pushed:?}"
+    );
 
     let ready = wait_for_status(&server, &id, &token).await;
     assert_eq!(ready["status"], "ready", "{ready}");

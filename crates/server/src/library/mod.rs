@@ -49,6 +49,7 @@ struct Running {
 /// The processing side of the library.
 pub struct Library {
     store: Store,
+    events: Arc<crate::live::events::Events>,
     blockstore: Arc<Blockstore>,
     uploads: Arc<Uploads>,
     settings: LibrarySettings,
@@ -70,6 +71,7 @@ impl Library {
     /// Starts the workers; jobs queued before a restart start again.
     pub async fn start(
         store: Store,
+        events: Arc<crate::live::events::Events>,
         blockstore: Arc<Blockstore>,
         uploads: Arc<Uploads>,
         settings: LibrarySettings,
@@ -77,6 +79,7 @@ impl Library {
         let (queue, mut jobs) = mpsc::channel(JOB_QUEUE);
         let library = Arc::new(Library {
             store,
+            events,
             blockstore,
             uploads,
             slots: Arc::new(Semaphore::new(settings.jobs.max(1))),
@@ -143,6 +146,25 @@ impl Library {
                 },
             );
         let slots = self.slots.clone();
+        // Progress reaches the video's events WebSocket, at most twice a second.
+        let mut reports = progress_tx.subscribe();
+        let events = self.events.clone();
+        let watched = job.stream_id.clone();
+        tokio::spawn(async move {
+            while reports.changed().await.is_ok() {
+                let progress = *reports.borrow_and_update();
+                events.publish(
+                    &watched,
+                    crate::live::events::StreamEvent::Processing {
+                        status: "processing".into(),
+                        percent: progress.percent(),
+                        speed_milli: progress.speed_milli,
+                        eta_seconds: progress.eta_ms().map(|ms| ms.div_ceil(1000)),
+                    },
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
         tokio::spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
@@ -188,6 +210,20 @@ impl Library {
             {
                 error!(video = %id, %err, "recording the end of a video job failed");
             }
+            self.events.publish(
+                &id,
+                crate::live::events::StreamEvent::Processing {
+                    status: if end == JobEnd::Done {
+                        "ready"
+                    } else {
+                        "failed"
+                    }
+                    .into(),
+                    percent: if end == JobEnd::Done { 100 } else { 0 },
+                    speed_milli: None,
+                    eta_seconds: None,
+                },
+            );
             // The upload has served its purpose either way.
             if let Err(err) = self.uploads.remove(&job.upload_id, &job.owner).await {
                 warn!(video = %id, %err, "removing a processed upload");

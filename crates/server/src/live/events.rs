@@ -29,6 +29,16 @@ pub enum StreamEvent {
         /// The platform's fee of it.
         fee: String,
     },
+    /// An uploaded video's processing: `processing` with progress, then
+    /// `ready` or `failed`.
+    Processing {
+        status: String,
+        /// 0 to 100.
+        percent: u8,
+        /// Media seconds per second, thousandths (`2500` is 2.5x).
+        speed_milli: Option<u32>,
+        eta_seconds: Option<u64>,
+    },
     /// A viewer tipped the creator (creator and admins only; the chat shows it to all).
     Tip {
         from: String,
