@@ -165,3 +165,69 @@ async fn a_transcode_can_be_cancelled() {
     assert!(first.percent() < 100);
     assert_eq!(first.duration_ms, 120_000);
 }
+
+#[tokio::test]
+async fn an_hdr_source_is_tone_mapped_to_sdr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stored = dir.path().join("hdr.mkv");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=24:duration=3",
+        ])
+        .args([
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p10le",
+        ])
+        .args([
+            "-x265-params",
+            "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc",
+        ])
+        .args(["-color_primaries", "bt2020", "-color_trc", "smpte2084"])
+        .args(["-colorspace", "bt2020nc"])
+        .arg(&stored)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let source = probe_file(Path::new("ffprobe"), &stored, 60_000)
+        .await
+        .expect("probe");
+    assert!(source.hdr, "PQ transfer is HDR");
+    let ladder = ladder_for_file(&source);
+    let out = dir.path().join("out");
+    let (progress_tx, _progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
+    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    transcode_file(
+        FileTranscode {
+            ffmpeg: Path::new("ffmpeg"),
+            niceness: None,
+            input: &stored,
+            source: &source,
+            renditions: &ladder,
+            settings: &TranscodeSettings::default(),
+            out_dir: &out,
+        },
+        &progress_tx,
+        cancel_rx,
+    )
+    .await
+    .expect("transcode");
+    let (init, segments) = rendition_files(&out, "360p").expect("files");
+    let mut bytes = std::fs::read(init).expect("init");
+    bytes.extend(std::fs::read(&segments[0]).expect("segment"));
+    let joined = dir.path().join("first.mp4");
+    std::fs::write(&joined, bytes).expect("write");
+    let probed = ffprobe_entry(&joined, "stream=codec_name,pix_fmt,color_transfer");
+    assert!(probed.starts_with("h264,yuv420p"), "{probed}");
+    assert!(
+        !probed.contains("smpte2084"),
+        "tone-mapped to SDR: {probed}"
+    );
+}

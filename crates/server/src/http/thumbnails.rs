@@ -44,11 +44,18 @@ async fn thumbnail(
             .filter(|r| r.info.height.is_some() && r.init.is_some() && !r.segments.is_empty())
             .min_by_key(|r| r.info.height)
             .ok_or_else(|| ApiError::not_found("no video yet"))?;
-        let last = rendition.segments.len() - 1;
+        // Live: the newest frame. A recording or video: a poster from a
+        // tenth of the way in (its last frame is often black).
+        let count = rendition.segments.len();
+        let chosen = if media.state == crate::model::StreamState::Live {
+            count - 1
+        } else {
+            count / 10
+        };
         (
             rendition.init.expect("filtered on init"),
-            last,
-            rendition.segments[last].cid,
+            chosen,
+            rendition.segments[chosen].cid,
         )
     };
     let now = now_ms();

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use bytes::Bytes;
 use streamweave_cas::{Blockstore, Cid};
 use streamweave_media::ladder::{TranscodeSettings, ladder_for_file};
@@ -318,11 +319,25 @@ impl Library {
         self.store
             .set_init(stream_id, rendition, &init_cid.to_string(), init_size)
             .await?;
-        let mut records = Vec::with_capacity(listed.segments.len());
+        // Segments are read, hashed and stored in parallel.
+        let mut writes = tokio::task::JoinSet::new();
         for (sequence, segment) in listed.segments.iter().enumerate() {
-            let bytes = Bytes::from(tokio::fs::read(dir.join(&segment.uri)).await?);
-            let size = bytes.len() as u64;
-            let cid = self.put_file(bytes).await?;
+            let path = dir.join(&segment.uri);
+            let blockstore = self.blockstore.clone();
+            writes.spawn_blocking(move || -> anyhow::Result<(usize, u64, Cid)> {
+                let bytes = std::fs::read(&path)?;
+                let cid = blockstore.put_file(&bytes)?;
+                Ok((sequence, bytes.len() as u64, cid))
+            });
+        }
+        let mut stored = vec![None; listed.segments.len()];
+        while let Some(written) = writes.join_next().await {
+            let (sequence, size, cid) = written??;
+            stored[sequence] = Some((size, cid));
+        }
+        let mut records = Vec::with_capacity(listed.segments.len());
+        for (sequence, (segment, written)) in listed.segments.iter().zip(stored).enumerate() {
+            let (size, cid) = written.context("a segment write did not report")?;
             records.push(SegmentRecord {
                 rendition: rendition.to_string(),
                 sequence: sequence as u64,

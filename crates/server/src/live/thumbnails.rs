@@ -1,4 +1,5 @@
-//! Thumbnails: a frame of a stream's latest segment (smallest video
+//! Thumbnails: a frame of a live stream's latest segment, or of a
+//! recording's or video's segment a tenth of the way in (smallest video
 //! rendition), made by ffmpeg and cached per stream until a newer segment is
 //! at least [`REFRESH_MS`] younger. At most [`MAX_RUNNING`] ffmpeg processes
 //! run at once (a stream with a cached frame gets that frame instead of
