@@ -220,7 +220,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     .await
     .context("starting video processing")?;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chat = Arc::new(crate::community::chat::ChatRooms::default());
+    let tips = crate::community::tips::Tips {
+        store: db.clone(),
+        payments: payments.clone(),
+        chat: chat.clone(),
+        events: events.clone(),
+    };
     let state = AppState {
+        tips,
         draining: draining.clone(),
         uploads,
         library,
@@ -234,7 +242,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         sessions: Arc::new(crate::money::sessions::Sessions::default()),
         events,
         stats: stats.clone(),
-        chat: Arc::new(crate::community::chat::ChatRooms::default()),
+        chat,
         thumbnails: Arc::new(crate::live::thumbnails::Thumbnails::default()),
         audience: Arc::new(crate::live::audience::Audience::default()),
         sockets: Arc::new(tokio::sync::Semaphore::new(http::MAX_OPEN_SOCKETS)),

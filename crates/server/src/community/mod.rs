@@ -1,4 +1,5 @@
-//! Community: chat rooms (rules, mutes, bounded fan-out). Tips move money
-//! through the payments engine and appear here as chat messages.
+//! Community: chat rooms (rules, mutes, bounded fan-out) and tips, which
+//! move money through the payments engine and appear as chat messages.
 
 pub mod chat;
+pub mod tips;

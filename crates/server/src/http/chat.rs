@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use streamweave_ledger::{Address, Amount, tip_transfers};
+use streamweave_ledger::{Address, Amount};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -22,9 +22,7 @@ use super::payments::{engine_error, revenue_policy};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
 use super::streams::find_stream;
 use crate::community::chat::{ChatError, ChatEvent, ChatMessage, HISTORY_LEN, message_text};
-use crate::live::events::StreamEvent;
 use crate::model::{StreamRecord, now_ms};
-use crate::money::payments::Operation;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -285,73 +283,31 @@ async fn tip(
     };
     let tip_id = transfer_id(&format!("tip:{payer:#x}"), body.id.as_deref())?;
     let policy = revenue_policy(&state, creator).await?;
-    let transfers = tip_transfers(&tip_id, payer, Address::ZERO, &policy, amount);
-    // What the creator receives exactly (their share, plus a leftover unit
-    // when they come first in the policy).
-    let creator_share = transfers
-        .iter()
-        .filter(|t| {
-            t.credit
-                == streamweave_ledger::AccountRef::Revenue {
-                    owner: creator,
-                    asset: Address::ZERO,
-                }
-        })
-        .fold(Amount(0), |sum, t| Amount(sum.0.saturating_add(t.amount.0)));
-    state
-        .payments
-        .submit(Operation::Transfers(transfers))
+    let order = crate::community::tips::TipOrder {
+        tip_id: tip_id.clone(),
+        payer,
+        creator,
+        policy,
+        stream_id: stream.id.clone(),
+        amount,
+        text,
+    };
+    let paid = state
+        .tips
+        .pay(order, random_id("m"))
         .await
-        .map_err(engine_error)?;
-    let totals = policy.totals(amount);
-    let author = format!("{payer:#x}");
-    let muted = state.db.is_muted(&stream.id, &author).await?;
-    let message = ChatMessage {
-        id: random_id("m"),
-        author,
-        // A muted account's tip is paid and shown, without its words.
-        text: if muted { String::new() } else { text },
-        tip: Some(amount.to_string()),
-        time_ms: now_ms(),
-    };
-    // Counted and shown once per tip id, like the money.
-    let tip_totals = crate::store::TipTotals {
-        tips: 1,
-        gross: amount,
-        creator: creator_share,
-        fee: totals.fee,
-    };
-    let mut shown = None;
-    if state
-        .db
-        .record_tip(&tip_id, &stream.id, &tip_totals, &message)
-        .await?
-    {
-        state.chat.publish(
-            &stream.id,
-            ChatEvent::Message {
-                message: message.clone(),
-            },
-        );
-        state.events.publish(
-            &stream.id,
-            StreamEvent::Tip {
-                from: format!("{payer:#x}"),
-                gross: amount.to_string(),
-                creator: creator_share.to_string(),
-                fee: totals.fee.to_string(),
-            },
-        );
-        shown = Some(message.into());
-    }
+        .map_err(|err| match err {
+            crate::community::tips::TipError::Engine(err) => engine_error(err),
+            crate::community::tips::TipError::Store(err) => ApiError::from(err),
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(TipView {
             id: tip_id,
             amount,
-            fee: totals.fee,
-            recipients: totals.recipients,
-            message: shown,
+            fee: paid.fee,
+            recipients: paid.recipients,
+            message: paid.shown.map(Into::into),
         }),
     ))
 }

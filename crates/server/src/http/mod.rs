@@ -79,6 +79,8 @@ pub struct AppState {
     pub library: Arc<crate::library::Library>,
     /// Set on SIGTERM: `/readyz` answers 503 so balancers move traffic away.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Pays and shows tips.
+    pub tips: crate::community::tips::Tips,
     /// Requests per client address, by class.
     pub request_limits: Arc<rate_limit::RequestLimits>,
     /// Sign-in challenges per client address.
