@@ -257,27 +257,6 @@ impl Library {
         let ladder = ladder_for_file(&source);
         let out_dir = self.settings.work_dir.join(&job.stream_id);
         let _ = tokio::fs::remove_dir_all(&out_dir).await;
-        let transcoded = transcode_file(
-            FileTranscode {
-                ffmpeg: &self.settings.ffmpeg,
-                niceness: self.settings.niceness,
-                input: &input,
-                source: &source,
-                renditions: &ladder,
-                settings: &self.settings.transcode,
-                out_dir: &out_dir,
-            },
-            progress,
-            cancel,
-        )
-        .await;
-        match transcoded {
-            Ok(()) => {}
-            Err(TranscodeError::Cancelled) => return Err(JobError::Cancelled),
-            Err(TranscodeError::Failed(reason)) => return Err(JobError::Refused(reason)),
-            Err(TranscodeError::Io(err)) => return Err(JobError::Internal(err.into())),
-            Err(other) => return Err(JobError::Internal(anyhow::anyhow!("{other}"))),
-        }
         let mut records = crate::live::rendition_records(&ladder, source.width, source.height);
         if source.is_portrait() {
             // Portrait rungs are scaled by their width (the short side).
@@ -294,34 +273,107 @@ impl Library {
             .set_video_renditions(&job.stream_id, (source.width, source.height), &records)
             .await
             .map_err(|err| JobError::Internal(err.into()))?;
-        for rendition in &ladder {
-            self.store_rendition(&job.stream_id, &rendition.name, &out_dir)
-                .await
-                .map_err(JobError::Internal)?;
+        let transcode = transcode_file(
+            FileTranscode {
+                ffmpeg: &self.settings.ffmpeg,
+                niceness: self.settings.niceness,
+                input: &input,
+                source: &source,
+                renditions: &ladder,
+                settings: &self.settings.transcode,
+                out_dir: &out_dir,
+            },
+            progress,
+            cancel,
+        );
+        tokio::pin!(transcode);
+        // Segments are stored as ffmpeg lists them, so little is left to
+        // store when it finishes.
+        let mut stored: HashMap<String, usize> = HashMap::new();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        let transcoded = loop {
+            tokio::select! {
+                done = &mut transcode => break done,
+                _ = tick.tick() => {
+                    for rendition in &ladder {
+                        let count = stored.entry(rendition.name.clone()).or_insert(0);
+                        if let Err(err) = self
+                            .store_listed(&job.stream_id, &rendition.name, &out_dir, count, false)
+                            .await
+                        {
+                            // Retried after ffmpeg ends, when every file is complete.
+                            tracing::debug!(video = %job.stream_id, %err, "storing while transcoding");
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = match transcoded {
+            Ok(()) => Ok(()),
+            Err(TranscodeError::Cancelled) => Err(JobError::Cancelled),
+            Err(TranscodeError::Failed(reason)) => Err(JobError::Refused(reason)),
+            Err(TranscodeError::Io(err)) => Err(JobError::Internal(err.into())),
+            Err(other) => Err(JobError::Internal(anyhow::anyhow!("{other}"))),
+        };
+        let outcome = match outcome {
+            Ok(()) => {
+                let mut rest = Ok(());
+                for rendition in &ladder {
+                    let count = stored.entry(rendition.name.clone()).or_insert(0);
+                    rest = self
+                        .store_listed(&job.stream_id, &rendition.name, &out_dir, count, true)
+                        .await;
+                    if rest.is_err() {
+                        break;
+                    }
+                }
+                rest.map_err(JobError::Internal)
+            }
+            failed => failed,
+        };
+        if let Err(failed) = outcome {
+            // A video that did not finish lists no media.
+            let _ = self
+                .store
+                .set_video_renditions(&job.stream_id, (source.width, source.height), &[])
+                .await;
+            return Err(failed);
         }
         Ok(source.duration_ms)
     }
 
-    /// Stores one rendition's init file and segments (durations from its
-    /// playlist) and their rows.
-    async fn store_rendition(
+    /// Stores the segments of `rendition` that its playlist lists beyond the
+    /// first `stored` (and, with the first, the init file), with their rows;
+    /// `finished`: ffmpeg has ended, so every listed file is complete.
+    async fn store_listed(
         &self,
         stream_id: &str,
         rendition: &str,
         out_dir: &std::path::Path,
+        stored: &mut usize,
+        finished: bool,
     ) -> anyhow::Result<()> {
         let dir = out_dir.join(rendition);
-        let playlist = tokio::fs::read(dir.join("index.m3u8")).await?;
+        let playlist = match tokio::fs::read(dir.join("index.m3u8")).await {
+            Ok(playlist) => playlist,
+            Err(err) if !finished && err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
         let listed = parse_media_playlist(&playlist)?;
-        let init = Bytes::from(tokio::fs::read(dir.join("init.mp4")).await?);
-        let init_size = init.len() as u64;
-        let init_cid = self.put_file(init).await?;
-        self.store
-            .set_init(stream_id, rendition, &init_cid.to_string(), init_size)
-            .await?;
+        if listed.segments.len() <= *stored {
+            return Ok(());
+        }
+        if *stored == 0 {
+            let init = Bytes::from(tokio::fs::read(dir.join("init.mp4")).await?);
+            let init_size = init.len() as u64;
+            let init_cid = self.put_file(init).await?;
+            self.store
+                .set_init(stream_id, rendition, &init_cid.to_string(), init_size)
+                .await?;
+        }
         // Segments are read, hashed and stored in parallel.
         let mut writes = tokio::task::JoinSet::new();
-        for (sequence, segment) in listed.segments.iter().enumerate() {
+        for (sequence, segment) in listed.segments.iter().enumerate().skip(*stored) {
             let path = dir.join(&segment.uri);
             let blockstore = self.blockstore.clone();
             writes.spawn_blocking(move || -> anyhow::Result<(usize, u64, Cid)> {
@@ -330,14 +382,16 @@ impl Library {
                 Ok((sequence, bytes.len() as u64, cid))
             });
         }
-        let mut stored = vec![None; listed.segments.len()];
-        while let Some(written) = writes.join_next().await {
-            let (sequence, size, cid) = written??;
-            stored[sequence] = Some((size, cid));
+        let mut written = HashMap::new();
+        while let Some(done) = writes.join_next().await {
+            let (sequence, size, cid) = done??;
+            written.insert(sequence, (size, cid));
         }
-        let mut records = Vec::with_capacity(listed.segments.len());
-        for (sequence, (segment, written)) in listed.segments.iter().zip(stored).enumerate() {
-            let (size, cid) = written.context("a segment write did not report")?;
+        let mut records = Vec::with_capacity(written.len());
+        for (sequence, segment) in listed.segments.iter().enumerate().skip(*stored) {
+            let (size, cid) = written
+                .remove(&sequence)
+                .context("a segment write did not report")?;
             records.push(SegmentRecord {
                 rendition: rendition.to_string(),
                 sequence: sequence as u64,
@@ -349,6 +403,7 @@ impl Library {
         self.store
             .insert_segments(stream_id, records.iter(), now_ms())
             .await?;
+        *stored = listed.segments.len();
         Ok(())
     }
 
