@@ -231,3 +231,80 @@ async fn an_hdr_source_is_tone_mapped_to_sdr() {
         "tone-mapped to SDR: {probed}"
     );
 }
+
+/// Presentation times of a file's video packets, in order.
+fn video_packet_times(path: &Path) -> Vec<f64> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v"])
+        .args(["-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let mut times: Vec<f64> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|t| t.trim_end_matches(',').parse().ok())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+fn frame_gaps(times: &[f64]) -> (f64, f64) {
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let min = gaps.iter().copied().fold(f64::MAX, f64::min);
+    let max = gaps.iter().copied().fold(0.0, f64::max);
+    (min, max)
+}
+
+#[tokio::test]
+async fn a_variable_frame_rate_becomes_constant() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stored = dir.path().join("vfr.mp4");
+    // Keep 7 frames of every 10: gaps of 1/30 s and 4/30 s.
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30:duration=4",
+        ])
+        .args(["-vf", "select='lt(mod(n\\,10)\\,7)'", "-fps_mode", "vfr"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&stored)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let (min, max) = frame_gaps(&video_packet_times(&stored));
+    assert!(max > 2.0 * min, "the source is variable: {min}..{max}");
+    let source = probe_file(Path::new("ffprobe"), &stored, 60_000)
+        .await
+        .expect("probe");
+    let ladder = ladder_for_file(&source);
+    let out = dir.path().join("out");
+    let (progress_tx, _progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
+    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    transcode_file(
+        FileTranscode {
+            ffmpeg: Path::new("ffmpeg"),
+            niceness: None,
+            input: &stored,
+            source: &source,
+            renditions: &ladder,
+            settings: &TranscodeSettings::default(),
+            out_dir: &out,
+        },
+        &progress_tx,
+        cancel_rx,
+    )
+    .await
+    .expect("transcode");
+    let (init, segments) = rendition_files(&out, "240p").expect("files");
+    let mut bytes = std::fs::read(init).expect("init");
+    for segment in &segments {
+        bytes.extend(std::fs::read(segment).expect("segment"));
+    }
+    let joined = dir.path().join("joined.mp4");
+    std::fs::write(&joined, bytes).expect("write");
+    let (min, max) = frame_gaps(&video_packet_times(&joined));
+    assert!(max - min < 0.002, "constant frame rate: gaps {min}..{max}");
+}
