@@ -138,10 +138,7 @@ async fn create_video(
     if !is_upload_id(&body.upload_id) {
         return Err(ApiError::not_found("no such upload"));
     }
-    match state
-        .uploads
-        .complete_file(&body.upload_id, &owner, now_ms())
-    {
+    match state.uploads.claim(&body.upload_id, &owner, now_ms()).await {
         Ok(_) => {}
         Err(crate::uploads::UploadError::Incomplete { offset, length }) => {
             return Err(ApiError::custom(
@@ -150,6 +147,9 @@ async fn create_video(
                 "Upload incomplete",
                 format!("the upload has {offset} of its {length} bytes; finish it first"),
             ));
+        }
+        Err(err @ crate::uploads::UploadError::Io(_)) => {
+            return Err(ApiError::from(anyhow::anyhow!("claiming an upload: {err}")));
         }
         Err(_) => return Err(ApiError::not_found("no such upload")),
     }

@@ -4,8 +4,8 @@
 //! ([`UploadInfo`]). The offset is the data file's length, so what was
 //! written before a crash counts after it. Limits: one upload's size
 //! (`--max-upload-bytes`), the bytes a creator holds in uploads
-//! (`--upload-quota-bytes`), and an expiry for unfinished uploads
-//! (`--upload-expiry-s`), after which their bytes are removed.
+//! (`--upload-quota-bytes`), and an expiry (`--upload-expiry-s`) after which
+//! an upload's bytes are removed unless a video is being made of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -256,7 +256,7 @@ impl Uploads {
             .get(id)
             .filter(|u| u.owner == owner)
             .ok_or(UploadError::NotFound)?;
-        if !info.is_complete() && info.expires_at_ms <= now_ms {
+        if info.expires_at_ms <= now_ms {
             return Err(UploadError::Expired);
         }
         Ok(info.clone())
@@ -369,14 +369,33 @@ impl Uploads {
         }
     }
 
-    /// Removes unfinished uploads past their expiry; answers how many.
+    /// Keeps a complete upload until it is removed: a video is being made of
+    /// it (its job removes it when done).
+    pub async fn claim(&self, id: &str, owner: &str, now_ms: i64) -> Result<(), UploadError> {
+        let mut info = self.get(id, owner, now_ms)?;
+        if !info.is_complete() {
+            return Err(UploadError::Incomplete {
+                offset: info.offset,
+                length: info.length,
+            });
+        }
+        info.expires_at_ms = i64::MAX;
+        self.save(&info).await?;
+        if let Some(stored) = self.lock().uploads.get_mut(id) {
+            stored.expires_at_ms = i64::MAX;
+        }
+        Ok(())
+    }
+
+    /// Removes uploads past their expiry (unfinished, or finished but never
+    /// made into a video); answers how many.
     pub async fn expire(&self, now_ms: i64) -> usize {
         let expired: Vec<String> = {
             let mut state = self.lock();
             let expired: Vec<String> = state
                 .uploads
                 .values()
-                .filter(|u| !u.is_complete() && u.expires_at_ms <= now_ms)
+                .filter(|u| u.expires_at_ms <= now_ms)
                 .filter(|u| !state.busy.contains(&u.id))
                 .map(|u| u.id.clone())
                 .collect();
@@ -567,6 +586,24 @@ mod tests {
             .create("0xa", 1000, BTreeMap::new(), 60_000)
             .await
             .unwrap();
+        // A finished upload not made into a video expires too; a claimed one stays.
+        let kept = uploads.create("0xd", 1, BTreeMap::new(), 0).await.unwrap();
+        uploads
+            .append(&kept.id, "0xd", 0, None, body(&[b"k"]), 0)
+            .await
+            .unwrap();
+        let unused = uploads.create("0xd", 1, BTreeMap::new(), 0).await.unwrap();
+        uploads
+            .append(&unused.id, "0xd", 0, None, body(&[b"u"]), 0)
+            .await
+            .unwrap();
+        uploads.claim(&kept.id, "0xd", 1).await.unwrap();
+        uploads.expire(120_000).await;
+        assert!(uploads.get(&kept.id, "0xd", 120_000).is_ok());
+        assert!(matches!(
+            uploads.get(&unused.id, "0xd", 120_000),
+            Err(UploadError::NotFound)
+        ));
         // Termination.
         let gone = uploads.create("0xc", 1, BTreeMap::new(), 0).await.unwrap();
         uploads.remove(&gone.id, "0xc").await.unwrap();
