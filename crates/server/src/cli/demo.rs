@@ -133,6 +133,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         creator_key.trim().trim_start_matches("0x")
     );
     println!("  A free stream: {base}/watch/{}", record.id);
+    println!("  The library (a demo film appears once processed): {base}/library");
     println!(
         "(HLS: {}/live/{}/master.m3u8; Ctrl-C stops)",
         state.settings.public_url, record.id
