@@ -1,12 +1,14 @@
-//! An uploaded file through the ladder with the real ffmpeg: a portrait
+//! Uploaded files through the ladder with the real ffmpeg: a portrait
 //! 10-bit HEVC source with 5.1 audio comes out as 8-bit H.264 renditions
-//! scaled by its short side, stereo AAC, CMAF HLS cut at the same instants.
+//! scaled by its short side and stereo AAC, CMAF HLS cut at the same
+//! instants; HDR is tone-mapped, a variable frame rate made constant, and a
+//! transcode can be cancelled.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use streamweave_media::ladder::{TranscodeSettings, ladder_for_file};
-use streamweave_media::probe::probe_file;
+use streamweave_media::ladder::{Rendition, TranscodeSettings, ladder_for_file};
+use streamweave_media::probe::{SourceInfo, probe_file};
 use streamweave_media::vod::{
     FileTranscode, TranscodeError, TranscodeProgress, rendition_files, transcode_file,
 };
@@ -20,38 +22,98 @@ fn ffprobe_entry(path: &Path, entries: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// Makes `out` with ffmpeg from `args` (inputs and codecs).
+fn make_source(args: &[&str], out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "making {}", out.display());
+}
+
+/// Probes `stored` and its ladder (sources here are short).
+async fn probe(stored: &Path, max_ms: u64) -> (SourceInfo, Vec<Rendition>) {
+    let source = probe_file(Path::new("ffprobe"), stored, max_ms)
+        .await
+        .expect("probe");
+    let ladder = ladder_for_file(&source);
+    (source, ladder)
+}
+
+/// Transcodes `stored` into `out`, uncancelled; answers the last progress.
+async fn transcode(
+    stored: &Path,
+    source: &SourceInfo,
+    ladder: &[Rendition],
+    out: &Path,
+) -> TranscodeProgress {
+    let (progress_tx, progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
+    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    transcode_file(
+        FileTranscode {
+            ffmpeg: Path::new("ffmpeg"),
+            niceness: None,
+            input: stored,
+            source,
+            renditions: ladder,
+            settings: &TranscodeSettings::default(),
+            out_dir: out,
+        },
+        &progress_tx,
+        cancel_rx,
+    )
+    .await
+    .expect("transcode");
+    *progress_rx.borrow()
+}
+
+/// The init file and the first `segments` segments of `rendition` as one
+/// playable file at `joined`.
+fn join_rendition(out: &Path, rendition: &str, segments: usize, joined: PathBuf) -> PathBuf {
+    let (init, files) = rendition_files(out, rendition).expect("files");
+    let mut bytes = std::fs::read(init).expect("init");
+    for segment in files.iter().take(segments) {
+        bytes.extend(std::fs::read(segment).expect("segment"));
+    }
+    std::fs::write(&joined, bytes).expect("write");
+    joined
+}
+
 #[tokio::test]
 async fn a_portrait_ten_bit_file_becomes_the_ladder() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = dir.path().join("stored.mkv");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
+    make_source(
+        &[
             "-f",
             "lavfi",
             "-i",
             "testsrc2=size=480x272:rate=50:duration=4",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=duration=4"])
-        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=4",
             "-c:v",
             "libx265",
             "-preset",
             "ultrafast",
             "-pix_fmt",
             "yuv420p10le",
-        ])
-        .args(["-x265-params", "log-level=error", "-c:a", "aac", "-ac", "6"])
-        .args(["-vf", "transpose=1"])
-        .arg(&stored)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    let source = probe_file(Path::new("ffprobe"), &stored, 60_000)
-        .await
-        .expect("probe");
+            "-x265-params",
+            "log-level=error",
+            "-c:a",
+            "aac",
+            "-ac",
+            "6",
+            "-vf",
+            "transpose=1",
+        ],
+        &stored,
+    );
+    let (source, ladder) = probe(&stored, 60_000).await;
     assert_eq!((source.width, source.height), (272, 480));
-    let ladder = ladder_for_file(&source);
     let names: Vec<&str> = ladder.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
@@ -59,32 +121,14 @@ async fn a_portrait_ten_bit_file_becomes_the_ladder() {
         "never upscaled: one rung at the short side"
     );
     let out = dir.path().join("out");
-    let (progress_tx, progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
-    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    transcode_file(
-        FileTranscode {
-            ffmpeg: Path::new("ffmpeg"),
-            niceness: None,
-            input: &stored,
-            source: &source,
-            renditions: &ladder,
-            settings: &TranscodeSettings::default(),
-            out_dir: &out,
-        },
-        &progress_tx,
-        cancel_rx,
-    )
-    .await
-    .expect("transcode");
-    let done = *progress_rx.borrow();
+    let done = transcode(&stored, &source, &ladder, &out).await;
     assert!(done.finished);
     assert_eq!(done.percent(), 100);
     let (init, segments) = rendition_files(&out, "272p").expect("files");
     assert!(init.exists());
     assert!(segments.len() >= 2);
 
-    let video = out.join("272p");
-    let playlist = std::fs::read_to_string(video.join("index.m3u8")).expect("playlist");
+    let playlist = std::fs::read_to_string(out.join("272p").join("index.m3u8")).expect("playlist");
     let media_s: f64 = playlist
         .lines()
         .filter_map(|l| l.strip_prefix("#EXTINF:"))
@@ -92,47 +136,35 @@ async fn a_portrait_ten_bit_file_becomes_the_ladder() {
         .sum();
     assert!((3.9..=4.1).contains(&media_s), "4 s of media: {playlist}");
     assert!(playlist.contains("#EXT-X-ENDLIST"));
-    let first = video.join("seg_0.m4s");
-    let joined = dir.path().join("first.mp4");
-    let mut bytes = std::fs::read(video.join("init.mp4")).expect("init");
-    bytes.extend(std::fs::read(&first).expect("segment"));
-    std::fs::write(&joined, bytes).expect("write");
+    let video = join_rendition(&out, "272p", 1, dir.path().join("first.mp4"));
     assert_eq!(
-        ffprobe_entry(&joined, "stream=codec_name,width,height,pix_fmt"),
+        ffprobe_entry(&video, "stream=codec_name,width,height,pix_fmt"),
         "h264,272,480,yuv420p"
     );
-    let audio = out.join("audio");
-    let mut bytes = std::fs::read(audio.join("init.mp4")).expect("init");
-    bytes.extend(std::fs::read(audio.join("seg_0.m4s")).expect("segment"));
-    let joined = dir.path().join("audio.mp4");
-    std::fs::write(&joined, bytes).expect("write");
-    assert_eq!(
-        ffprobe_entry(&joined, "stream=codec_name,channels"),
-        "aac,2"
-    );
+    let audio = join_rendition(&out, "audio", 1, dir.path().join("audio.mp4"));
+    assert_eq!(ffprobe_entry(&audio, "stream=codec_name,channels"), "aac,2");
 }
 
 #[tokio::test]
 async fn a_transcode_can_be_cancelled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = dir.path().join("long.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
+    make_source(
+        &[
             "-f",
             "lavfi",
             "-i",
             "testsrc2=size=1280x720:rate=30:duration=120",
-        ])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "40"])
-        .arg(&stored)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    let source = probe_file(Path::new("ffprobe"), &stored, 600_000)
-        .await
-        .expect("probe");
-    let ladder = ladder_for_file(&source);
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "40",
+        ],
+        &stored,
+    );
+    let (source, ladder) = probe(&stored, 600_000).await;
     let out = dir.path().join("out");
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -170,60 +202,34 @@ async fn a_transcode_can_be_cancelled() {
 async fn an_hdr_source_is_tone_mapped_to_sdr() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = dir.path().join("hdr.mkv");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
+    make_source(
+        &[
             "-f",
             "lavfi",
             "-i",
             "testsrc2=size=640x360:rate=24:duration=3",
-        ])
-        .args([
             "-c:v",
             "libx265",
             "-preset",
             "ultrafast",
             "-pix_fmt",
             "yuv420p10le",
-        ])
-        .args([
             "-x265-params",
             "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc",
-        ])
-        .args(["-color_primaries", "bt2020", "-color_trc", "smpte2084"])
-        .args(["-colorspace", "bt2020nc"])
-        .arg(&stored)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    let source = probe_file(Path::new("ffprobe"), &stored, 60_000)
-        .await
-        .expect("probe");
+            "-color_primaries",
+            "bt2020",
+            "-color_trc",
+            "smpte2084",
+            "-colorspace",
+            "bt2020nc",
+        ],
+        &stored,
+    );
+    let (source, ladder) = probe(&stored, 60_000).await;
     assert!(source.hdr, "PQ transfer is HDR");
-    let ladder = ladder_for_file(&source);
     let out = dir.path().join("out");
-    let (progress_tx, _progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
-    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    transcode_file(
-        FileTranscode {
-            ffmpeg: Path::new("ffmpeg"),
-            niceness: None,
-            input: &stored,
-            source: &source,
-            renditions: &ladder,
-            settings: &TranscodeSettings::default(),
-            out_dir: &out,
-        },
-        &progress_tx,
-        cancel_rx,
-    )
-    .await
-    .expect("transcode");
-    let (init, segments) = rendition_files(&out, "360p").expect("files");
-    let mut bytes = std::fs::read(init).expect("init");
-    bytes.extend(std::fs::read(&segments[0]).expect("segment"));
-    let joined = dir.path().join("first.mp4");
-    std::fs::write(&joined, bytes).expect("write");
+    transcode(&stored, &source, &ladder, &out).await;
+    let joined = join_rendition(&out, "360p", 1, dir.path().join("first.mp4"));
     let probed = ffprobe_entry(&joined, "stream=codec_name,pix_fmt,color_transfer");
     assert!(probed.starts_with("h264,yuv420p"), "{probed}");
     assert!(
@@ -260,51 +266,29 @@ async fn a_variable_frame_rate_becomes_constant() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stored = dir.path().join("vfr.mp4");
     // Keep 7 frames of every 10: gaps of 1/30 s and 4/30 s.
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
+    make_source(
+        &[
             "-f",
             "lavfi",
             "-i",
             "testsrc2=size=320x240:rate=30:duration=4",
-        ])
-        .args(["-vf", "select='lt(mod(n\\,10)\\,7)'", "-fps_mode", "vfr"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(&stored)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
+            "-vf",
+            "select='lt(mod(n\\,10)\\,7)'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+        &stored,
+    );
     let (min, max) = frame_gaps(&video_packet_times(&stored));
     assert!(max > 2.0 * min, "the source is variable: {min}..{max}");
-    let source = probe_file(Path::new("ffprobe"), &stored, 60_000)
-        .await
-        .expect("probe");
-    let ladder = ladder_for_file(&source);
+    let (source, ladder) = probe(&stored, 60_000).await;
     let out = dir.path().join("out");
-    let (progress_tx, _progress_rx) = tokio::sync::watch::channel(TranscodeProgress::default());
-    let (_cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    transcode_file(
-        FileTranscode {
-            ffmpeg: Path::new("ffmpeg"),
-            niceness: None,
-            input: &stored,
-            source: &source,
-            renditions: &ladder,
-            settings: &TranscodeSettings::default(),
-            out_dir: &out,
-        },
-        &progress_tx,
-        cancel_rx,
-    )
-    .await
-    .expect("transcode");
-    let (init, segments) = rendition_files(&out, "240p").expect("files");
-    let mut bytes = std::fs::read(init).expect("init");
-    for segment in &segments {
-        bytes.extend(std::fs::read(segment).expect("segment"));
-    }
-    let joined = dir.path().join("joined.mp4");
-    std::fs::write(&joined, bytes).expect("write");
+    transcode(&stored, &source, &ladder, &out).await;
+    let joined = join_rendition(&out, "240p", usize::MAX, dir.path().join("joined.mp4"));
     let (min, max) = frame_gaps(&video_packet_times(&joined));
     assert!(max - min < 0.002, "constant frame rate: gaps {min}..{max}");
 }

@@ -59,7 +59,6 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("streamweave");
         let metrics = Metrics {
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_histogram),
@@ -73,72 +72,75 @@ impl Metrics {
             active_viewers: Gauge::default(),
             gross_base_units: Counter::default(),
             videos_processed: Family::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("streamweave"),
         };
+        metrics.registered()
+    }
+
+    /// Registers every metric (they share their values with their clones).
+    fn registered(mut self) -> Metrics {
+        let registry = &mut self.registry;
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
-            metrics.http_requests.clone(),
+            self.http_requests.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
             "Time to the response's head, by route",
-            metrics.http_latency.clone(),
+            self.http_latency.clone(),
         );
         registry.register(
             "http_response_bytes",
             "Bytes of response bodies with a known length",
-            metrics.http_response_bytes.clone(),
+            self.http_response_bytes.clone(),
         );
         registry.register(
             "vouchers",
             "Vouchers by outcome (accepted, or the refusal's problem type)",
-            metrics.vouchers.clone(),
+            self.vouchers.clone(),
         );
         registry.register(
             "payments_commit_duration_seconds",
             "Durable commits of the payments engine",
-            metrics.engine_commit_seconds.clone(),
+            self.engine_commit_seconds.clone(),
         );
         registry.register(
             "payments_commit_operations",
             "Operations per commit of the payments engine",
-            metrics.engine_batch_operations.clone(),
+            self.engine_batch_operations.clone(),
         );
         registry.register(
             "live_streams",
             "Streams live now on this node",
-            metrics.live_streams.clone(),
+            self.live_streams.clone(),
         );
         registry.register(
             "ingest_to_playlist_seconds",
             "From ffmpeg listing a segment to players seeing it",
-            metrics.ingest_to_playlist_seconds.clone(),
+            self.ingest_to_playlist_seconds.clone(),
         );
         registry.register(
             "open_websockets",
             "Event and chat WebSockets open now",
-            metrics.open_websockets.clone(),
+            self.open_websockets.clone(),
         );
         registry.register(
             "active_viewers",
             "Paid viewing sessions active now",
-            metrics.active_viewers.clone(),
+            self.active_viewers.clone(),
         );
         registry.register(
             "gross_base_units",
             "Base units accepted through vouchers",
-            metrics.gross_base_units.clone(),
+            self.gross_base_units.clone(),
         );
         registry.register(
             "videos_processed",
             "Uploaded videos processed, by outcome",
-            metrics.videos_processed.clone(),
+            self.videos_processed.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
+        self
     }
 
     /// The registry in the OpenMetrics text format.

@@ -26,6 +26,19 @@ async fn upload(client: &Client, path: &std::path::Path) -> String {
     url.rsplit('/').next().expect("id").to_string()
 }
 
+/// `POST /api/v1/videos` as the bearer of `token`; answers status and body.
+async fn post_video(server: &Server, token: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(server.url("/api/v1/videos"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("create video");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 async fn wait_for_status(server: &Server, id: &str, token: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -47,7 +60,6 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
     let mut client = Client::new(&server.http, key.clone());
     client.sign_in().await.expect("sign in");
     let token = common::sign_in(&server, &key).await;
-    let http = reqwest::Client::new();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let film = dir.path().join("film.mp4");
@@ -67,15 +79,13 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
     assert!(status.success());
     let upload_id = upload(&client, &film).await;
 
-    let response = http
-        .post(server.url("/api/v1/videos"))
-        .bearer_auth(&token)
-        .json(&json!({"upload_id": upload_id, "title": "A test film", "category": "film", "tags": ["demo"]}))
-        .send()
-        .await
-        .expect("create video");
-    assert_eq!(response.status(), 201);
-    let created: Value = response.json().await.expect("json");
+    let (status, created) = post_video(
+        &server,
+        &token,
+        json!({"upload_id": upload_id, "title": "A test film", "category": "film", "tags": ["demo"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
     assert_eq!(created["status"], "processing");
     assert_eq!(created["source"], "upload");
     let id = created["id"].as_str().expect("id").to_string();
@@ -176,15 +186,13 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
     let notes = dir.path().join("notes.mp4");
     std::fs::write(&notes, "these are notes, not a film\n".repeat(100)).expect("write");
     let notes_upload = upload(&client, &notes).await;
-    let response = http
-        .post(server.url("/api/v1/videos"))
-        .bearer_auth(&token)
-        .json(&json!({"upload_id": notes_upload, "title": "Not a film"}))
-        .send()
-        .await
-        .expect("create video");
-    assert_eq!(response.status(), 201);
-    let created: Value = response.json().await.expect("json");
+    let (status, created) = post_video(
+        &server,
+        &token,
+        json!({"upload_id": notes_upload, "title": "Not a film"}),
+    )
+    .await;
+    assert_eq!(status, 201);
     let failed = wait_for_status(&server, created["id"].as_str().expect("id"), &token).await;
     assert_eq!(failed["status"], "failed");
     let reason = failed["failure_reason"].as_str().expect("reason");
@@ -203,24 +211,22 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
         .await
         .expect("create");
     let partial_id = partial.rsplit('/').next().expect("id");
-    let response = http
-        .post(server.url("/api/v1/videos"))
-        .bearer_auth(&token)
-        .json(&json!({"upload_id": partial_id, "title": "Half"}))
-        .send()
-        .await
-        .expect("create video");
-    assert_eq!(response.status(), 409);
+    let (status, _) = post_video(
+        &server,
+        &token,
+        json!({"upload_id": partial_id, "title": "Half"}),
+    )
+    .await;
+    assert_eq!(status, 409);
     let stranger =
         common::sign_in(&server, &SigningKey::from_bytes(&[0xb2; 32]).expect("key")).await;
-    let response = http
-        .post(server.url("/api/v1/videos"))
-        .bearer_auth(&stranger)
-        .json(&json!({"upload_id": partial_id, "title": "Not mine"}))
-        .send()
-        .await
-        .expect("create video");
-    assert_eq!(response.status(), 404);
+    let (status, _) = post_video(
+        &server,
+        &stranger,
+        json!({"upload_id": partial_id, "title": "Not mine"}),
+    )
+    .await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -320,16 +326,13 @@ async fn a_video_interrupted_by_a_restart_is_processed_after_it() {
         .expect("ffmpeg");
     assert!(status.success());
     let upload_id = upload(&client, &film).await;
-    let created: Value = reqwest::Client::new()
-        .post(server.url("/api/v1/videos"))
-        .bearer_auth(&token)
-        .json(&json!({"upload_id": upload_id, "title": "Interrupted"}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
+    let (status, created) = post_video(
+        &server,
+        &token,
+        json!({"upload_id": upload_id, "title": "Interrupted"}),
+    )
+    .await;
+    assert_eq!(status, 201);
     let id = created["id"].as_str().expect("id").to_string();
     // Killed while transcoding.
     let deadline = Instant::now() + Duration::from_secs(60);

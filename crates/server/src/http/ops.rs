@@ -113,9 +113,14 @@ impl tower_http::request_id::MakeRequestId for RequestIds {
     }
 }
 
-/// The span of a request: method, route path and its id, so every line a
-/// request logs carries them.
+/// The span of an API request: method, path and its id, so every line it
+/// logs carries them. Playback (media, pages, vouchers) gets none: it logs
+/// little, and a span per segment or playlist is measurable work.
 pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let class = super::rate_limit::classify(request.method(), request.uri().path());
+    if class == super::rate_limit::RequestClass::Playback {
+        return tracing::Span::none();
+    }
     let id = request
         .headers()
         .get("x-request-id")

@@ -91,8 +91,7 @@ fn video_view(state: &AppState, record: &StreamRecord, stream: StreamView) -> Vi
                 .map(|m| format!("{}.{:03}", m / 1000, m % 1000)),
             eta_seconds: progress.eta_ms().map(|ms| ms.div_ceil(1000)),
         }),
-        _ if status == "processing" => None,
-        _ => None,
+        Some(Processing::Queued) | None => None,
     };
     VideoView {
         failure_reason: if failed {

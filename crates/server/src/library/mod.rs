@@ -333,10 +333,13 @@ impl Library {
         };
         if let Err(failed) = outcome {
             // A video that did not finish lists no media.
-            let _ = self
+            if let Err(err) = self
                 .store
                 .set_video_renditions(&job.stream_id, (source.width, source.height), &[])
-                .await;
+                .await
+            {
+                warn!(video = %job.stream_id, %err, "removing an unfinished video's media rows");
+            }
             return Err(failed);
         }
         Ok(source.duration_ms)
