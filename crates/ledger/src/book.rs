@@ -5,7 +5,7 @@
 //! the balances of one asset always sum to zero; the `World` account (money
 //! outside the platform) is the only one allowed below zero.
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::{Address, B128, B256};
 use serde::{Deserialize, Serialize};
 
 use crate::Amount;
@@ -43,6 +43,14 @@ pub enum AccountRef {
         /// Asset.
         asset: Address,
     },
+    /// An event's ticket money, held until the event is finalized (released
+    /// to the creator's side, the undelivered part refunded) or cancelled.
+    Event {
+        /// Event id.
+        event: B128,
+        /// Asset.
+        asset: Address,
+    },
     /// Money outside the platform: deposits come from it, withdrawals go to it.
     World {
         /// Asset.
@@ -59,6 +67,7 @@ impl AccountRef {
             AccountRef::Escrow { channel } => format!("escrow:{channel:#x}"),
             AccountRef::Clearing { channel } => format!("clearing:{channel:#x}"),
             AccountRef::Platform { asset } => format!("platform:{asset:#x}"),
+            AccountRef::Event { event, asset } => format!("event:{asset:#x}:{event:#x}"),
             AccountRef::World { asset } => format!("world:{asset:#x}"),
         }
     }
@@ -93,6 +102,15 @@ pub enum TransferKind {
     CloseLeftover,
     /// Available -> revenue/platform: a tip and its split.
     Tip,
+    /// Available -> event: tickets bought.
+    TicketSale,
+    /// Event -> available: a ticket's refund (cancellation, undelivered time).
+    TicketRefund,
+    /// Event -> revenue/platform: ticket money released at finalization.
+    TicketRelease,
+    /// Available -> available/revenue/platform: a market sale (the seller's
+    /// part, the creator's royalty, the platform's fee).
+    MarketSale,
 }
 
 /// An immutable movement of money.

@@ -18,7 +18,7 @@ mod metering;
 mod siwe;
 mod split;
 
-pub use alloy_primitives::{Address, B256};
+pub use alloy_primitives::{Address, B128, B256};
 pub use amount::{Amount, AmountError};
 pub use audit::{AuditReport, Balances, audit};
 pub use balance::{Balance, BalanceError};

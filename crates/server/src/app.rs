@@ -221,13 +221,28 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     .context("starting video processing")?;
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let chat = Arc::new(crate::community::chat::ChatRooms::default());
+    let ticketing = crate::ticketing::Ticketing {
+        store: db.clone(),
+        blockstore: blockstore.clone(),
+        events: events.clone(),
+        settings: crate::ticketing::TicketingSettings {
+            platform_fee_bps: settings.platform_fee_bps,
+            segment_duration_ms: settings.segment_duration_ms,
+            finalize_after_ms: i64::try_from(settings.event_finalize_after_s)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
+        },
+    };
+    tokio::spawn(ticketing.clone().run_finalizer());
     let tips = crate::community::tips::Tips {
         store: db.clone(),
         payments: payments.clone(),
         chat: chat.clone(),
         events: events.clone(),
+        ticketing: ticketing.clone(),
     };
     let state = AppState {
+        ticketing,
         tips,
         draining: draining.clone(),
         uploads,

@@ -137,6 +137,13 @@ pub struct ServeArgs {
     /// interval; default 0).
     #[arg(long, env = "STREAMWEAVE_DRAIN_GRACE_MS")]
     pub drain_grace_ms: Option<u64>,
+    /// The market's fee on every sale, in basis points (default 200 = 2%).
+    #[arg(long, env = "STREAMWEAVE_MARKET_FEE_BPS")]
+    pub market_fee_bps: Option<u16>,
+    /// Seconds after an event's stream ends before the event is finalized
+    /// on its own (default 3600).
+    #[arg(long, env = "STREAMWEAVE_EVENT_FINALIZE_AFTER_S")]
+    pub event_finalize_after_s: Option<u64>,
     /// API reads per minute from one address (0: no limit; default 100).
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_API")]
     pub rate_limit_api: Option<u32>,
@@ -200,6 +207,8 @@ struct FileConfig {
     max_video_seconds: Option<u64>,
     ffprobe: Option<PathBuf>,
     drain_grace_ms: Option<u64>,
+    market_fee_bps: Option<u16>,
+    event_finalize_after_s: Option<u64>,
     rate_limit_api: Option<u32>,
     rate_limit_writes: Option<u32>,
     rate_limit_playback: Option<u32>,
@@ -250,6 +259,8 @@ pub struct Settings {
     pub max_video_seconds: u64,
     pub ffprobe: PathBuf,
     pub drain_grace_ms: u64,
+    pub market_fee_bps: u16,
+    pub event_finalize_after_s: u64,
     pub rate_limit_api: u32,
     pub rate_limit_writes: u32,
     pub rate_limit_playback: u32,
@@ -304,6 +315,11 @@ impl Settings {
         anyhow::ensure!(
             platform_fee_bps <= 10_000,
             "the platform fee is at most 10000 bps"
+        );
+        let market_fee_bps = args.market_fee_bps.or(file.market_fee_bps).unwrap_or(200);
+        anyhow::ensure!(
+            market_fee_bps <= 10_000,
+            "the market fee is at most 10000 bps"
         );
         let admin_texts = if args.admins.is_empty() {
             file.admins.unwrap_or_default()
@@ -452,6 +468,11 @@ impl Settings {
                 .max(1),
             ffprobe,
             drain_grace_ms: args.drain_grace_ms.or(file.drain_grace_ms).unwrap_or(0),
+            market_fee_bps,
+            event_finalize_after_s: args
+                .event_finalize_after_s
+                .or(file.event_finalize_after_s)
+                .unwrap_or(3600),
             rate_limit_api: args.rate_limit_api.or(file.rate_limit_api).unwrap_or(100),
             rate_limit_writes: args
                 .rate_limit_writes

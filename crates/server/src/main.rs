@@ -12,6 +12,7 @@ mod metrics;
 mod model;
 mod money;
 mod store;
+mod ticketing;
 mod uploads;
 
 use std::io::IsTerminal;
@@ -817,9 +818,12 @@ async fn audit(data_dir: Option<PathBuf>, database: Option<String>) -> anyhow::R
             ));
         }
     }
+    // Events: each account holds sold - refunded - released; each
+    // collectible has exactly one owner.
+    report.violations.extend(ledger.audit_events().await?);
     if report.is_clean() {
         println!(
-            "ledger ok: {} transfers, {} channels, {} accounts; debits = credits",
+            "ledger ok: {} transfers, {} channels, {} accounts; debits = credits; events balanced",
             report.transfers, report.channels, report.accounts
         );
         Ok(())

@@ -103,6 +103,8 @@ pub enum AccessMode {
     Free,
     /// Viewers pay by the second through a session.
     PerSecond,
+    /// An event's room: ticket holders watch through a session.
+    Ticket,
 }
 
 impl AccessMode {
@@ -110,7 +112,13 @@ impl AccessMode {
         match self {
             AccessMode::Free => "free",
             AccessMode::PerSecond => "per_second",
+            AccessMode::Ticket => "ticket",
         }
+    }
+
+    /// Whether watching needs a session (anything but free).
+    pub fn is_gated(self) -> bool {
+        self != AccessMode::Free
     }
 }
 

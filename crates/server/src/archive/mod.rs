@@ -19,6 +19,7 @@ pub mod gc;
 pub mod replication;
 
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -113,6 +114,38 @@ pub fn master_playlist(renditions: &[RenditionRecord]) -> String {
         .collect();
     let audio = entries.iter().find(|e| e.resolution.is_none());
     playlist::render_master_playlist(&videos, audio)
+}
+
+/// The archive of a stream's recording as it is now, with its segment
+/// count: the one built at this many segments, else built (and recorded)
+/// now. `None` while the stream has no media.
+pub async fn current_archive(
+    db: &Store,
+    blockstore: &Arc<Blockstore>,
+    stream_id: &str,
+    segment_duration_ms: u32,
+) -> anyhow::Result<Option<(ArchiveSummary, usize)>> {
+    let segments = db.segments(stream_id).await?.len();
+    if segments == 0 {
+        return Ok(None);
+    }
+    if let Some(built) = db.archive_at(stream_id, segments).await? {
+        return Ok(Some((built, segments)));
+    }
+    let built = build_root(db, blockstore, stream_id, segment_duration_ms).await?;
+    let store = blockstore.clone();
+    let root = built.root;
+    let summary =
+        tokio::task::spawn_blocking(move || car_of::<std::io::Sink>(&store, &root, None)).await??;
+    db.insert_archive(
+        stream_id,
+        segments,
+        &summary,
+        &built.added,
+        crate::model::now_ms(),
+    )
+    .await?;
+    Ok(Some((summary, segments)))
 }
 
 /// Builds (and stores) the directory of a stream's recording so far.

@@ -54,6 +54,8 @@ pub struct Tips {
     pub payments: Payments,
     pub chat: Arc<ChatRooms>,
     pub events: Arc<Events>,
+    /// Counts tips during an event on its leaderboard.
+    pub ticketing: crate::ticketing::Ticketing,
 }
 
 impl Tips {
@@ -101,6 +103,25 @@ impl Tips {
             .store
             .record_tip(&order.tip_id, &order.stream_id, &tip_totals, &message)
             .await?;
+        // On an event's leaderboard while it is live (once per tip id, like the totals).
+        let on_board = crate::store::EventTipRecord {
+            tipper: order.payer,
+            amount: order.amount,
+            at_ms: message.time_ms,
+        };
+        // A store failure fails the request: a retry with the same id
+        // moves no money again and counts the tip once.
+        match self
+            .ticketing
+            .tip_paid(&order.tip_id, &order.stream_id, on_board)
+            .await
+        {
+            Ok(()) => {}
+            Err(crate::ticketing::TicketingError::Store(err)) => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(tip = %order.tip_id, %err, "counting a tip on an event's leaderboard")
+            }
+        }
         let shown = first_time.then(|| {
             self.chat.publish(
                 &order.stream_id,

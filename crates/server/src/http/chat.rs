@@ -68,6 +68,7 @@ async fn post(
     author: Address,
     text: &str,
 ) -> Result<ChatMessage, ApiError> {
+    super::ticketing::check_room_speaker(state, stream_id, author).await?;
     let author = format!("{author:#x}");
     if state.db.is_muted(stream_id, &author).await? {
         return Err(ApiError::new(
@@ -276,6 +277,7 @@ async fn tip(
     if creator == payer {
         return Err(ApiError::bad_request("you cannot tip yourself"));
     }
+    super::ticketing::check_room_speaker(&state, &stream.id, payer).await?;
     let amount = movement_amount(&body.amount)?;
     let text = match body.message.as_deref().map(str::trim) {
         None | Some("") => String::new(),

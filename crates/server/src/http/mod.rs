@@ -6,6 +6,7 @@ mod chat;
 mod events;
 mod ipfs;
 pub mod listener;
+mod market;
 mod ops;
 mod payments;
 mod playback;
@@ -15,6 +16,7 @@ pub mod rate_limit;
 mod sessions;
 mod streams;
 mod thumbnails;
+mod ticketing;
 mod uploads;
 mod videos;
 mod web;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Pays and shows tips.
     pub tips: crate::community::tips::Tips,
+    /// Events: leaderboards and finalization.
+    pub ticketing: crate::ticketing::Ticketing,
     /// Requests per client address, by class.
     pub request_limits: Arc<rate_limit::RequestLimits>,
     /// Sign-in challenges per client address.
@@ -124,6 +128,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(thumbnails::routes())
         .merge(uploads::routes())
         .merge(videos::routes())
+        .merge(ticketing::routes())
+        .merge(market::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.

@@ -17,9 +17,10 @@ use super::auth::Caller;
 use super::playback::{master_for, playlist_response, rendition_response, stream_media};
 use super::problem::{ApiError, ApiJson, Problem};
 use super::streams::PriceBody;
+use super::ticketing::ticket_required;
 use crate::live::media_index::read_lock;
 use crate::model::{AccessMode, now_ms};
-use crate::money::sessions::Session;
+use crate::money::sessions::{Pass, Session};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,8 +36,10 @@ const PREPAY_SEGMENTS: u64 = 2;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartSession {
-    /// A channel of the caller's, open, paying this stream's creator.
-    pub channel_id: String,
+    /// Per-second streams: a channel of the caller's, open, paying this
+    /// stream's creator. Absent for an event's room (`{}`: the caller's
+    /// ticket admits them).
+    pub channel_id: Option<String>,
     /// Most this session may spend (base units).
     pub max_spend: Option<String>,
 }
@@ -46,12 +49,16 @@ pub struct SessionView {
     pub id: String,
     /// `/play/{id}/master.m3u8`: any HLS client plays it while another component pays.
     pub playback_url: String,
-    pub price: PriceBody,
+    /// Per-second sessions: the price.
+    pub price: Option<PriceBody>,
     pub preview_seconds: u32,
-    pub channel_id: String,
+    /// Per-second sessions: the paying channel.
+    pub channel_id: Option<String>,
     /// The channel's redeemed amount when the session began: what it owes counts from here.
-    #[schema(value_type = String)]
-    pub paid_from: Amount,
+    #[schema(value_type = Option<String>)]
+    pub paid_from: Option<Amount>,
+    /// Ticket sessions: the ticket that admits the viewer (one session per ticket at a time).
+    pub ticket_id: Option<String>,
 }
 
 fn session_id() -> String {
@@ -70,6 +77,7 @@ fn session_id() -> String {
     responses(
         (status = 201, body = SessionView),
         (status = 400, description = "Free stream, or a channel that cannot pay it", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An event's room without a ticket (`ticket-required`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such stream or channel", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -85,6 +93,9 @@ async fn start_session(
         .stream(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such stream"))?;
+    if stream.access == AccessMode::Ticket {
+        return start_room_session(&state, &caller, viewer, &stream).await;
+    }
     let (AccessMode::PerSecond, Some(price), Some(owner)) =
         (stream.access, stream.price, stream.owner.as_deref())
     else {
@@ -94,6 +105,10 @@ async fn start_session(
     };
     let channel_id: B256 = body
         .channel_id
+        .as_deref()
+        .ok_or_else(|| {
+            ApiError::bad_request("channel_id: a paid stream is watched through a channel")
+        })?
         .parse()
         .map_err(|_| ApiError::not_found("no such channel"))?;
     let channel = state
@@ -132,21 +147,88 @@ async fn start_session(
     let session = Session {
         id: session_id(),
         stream_id: stream.id.clone(),
-        channel: channel.id,
         viewer,
-        meter,
+        pass: Pass::Channel {
+            channel: channel.id,
+            meter,
+        },
         last_request_ms: now,
     };
     let view = SessionView {
         id: session.id.clone(),
         playback_url: format!("/play/{}/master.m3u8", session.id),
-        price: PriceBody {
+        price: Some(PriceBody {
             amount: price.amount.to_string(),
             period_seconds: price.period_seconds,
-        },
+        }),
         preview_seconds: stream.preview_seconds,
-        channel_id: format!("{:#x}", channel.id),
-        paid_from: channel.redeemed,
+        channel_id: Some(format!("{:#x}", channel.id)),
+        paid_from: Some(channel.redeemed),
+        ticket_id: None,
+    };
+    state.sessions.start(session);
+    state.stats.session_started(&stream.id, viewer, now);
+    let count = state.sessions.viewers(&stream.id, now);
+    state.events.publish(
+        &stream.id,
+        crate::live::events::StreamEvent::Viewers { count },
+    );
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// A session in an event's room: for a holder of a ticket that was not
+/// refunded (a new one ends the ticket's previous session), the creator or
+/// an admin; the event must not be cancelled.
+async fn start_room_session(
+    state: &AppState,
+    caller: &Caller,
+    viewer: streamweave_ledger::Address,
+    stream: &crate::model::StreamRecord,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    let event = state
+        .db
+        .event_of_stream(&stream.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such event"))?;
+    if event.state == crate::store::EventState::Cancelled {
+        return Err(ticket_required(
+            "the event was cancelled and its tickets refunded",
+        ));
+    }
+    let pass = if caller.may_act_for(event.creator) {
+        Pass::Host
+    } else {
+        match state.db.valid_ticket(&event.id, viewer).await? {
+            Some(ticket) => Pass::Ticket {
+                ticket_id: ticket.id,
+            },
+            None => {
+                return Err(
+                    ticket_required("this is an event's room: buy a ticket to watch")
+                        .with(json!({ "event_id": event.id })),
+                );
+            }
+        }
+    };
+    let now = now_ms();
+    let session = Session {
+        id: session_id(),
+        stream_id: stream.id.clone(),
+        viewer,
+        pass,
+        last_request_ms: now,
+    };
+    let view = SessionView {
+        id: session.id.clone(),
+        playback_url: format!("/play/{}/master.m3u8", session.id),
+        price: None,
+        preview_seconds: 0,
+        channel_id: None,
+        paid_from: None,
+        ticket_id: match &session.pass {
+            Pass::Ticket { ticket_id } => Some(ticket_id.clone()),
+            _ => None,
+        },
     };
     state.sessions.start(session);
     state.stats.session_started(&stream.id, viewer, now);
@@ -192,13 +274,15 @@ fn live_session(state: &AppState, session: &str) -> Result<Session, ApiError> {
         .sessions
         .get(session, now)
         .ok_or_else(|| ApiError::not_found("no such session, or it ended"))?;
-    let channel = state
-        .payments
-        .channel(&found.channel)
-        .ok_or_else(|| ApiError::not_found("no such channel"))?;
-    if channel.state == ChannelState::Closed {
-        state.sessions.end(&found.id);
-        return Err(ApiError::not_found("the session's channel has closed"));
+    if let Some(channel) = found.pass.channel() {
+        let channel = state
+            .payments
+            .channel(&channel)
+            .ok_or_else(|| ApiError::not_found("no such channel"))?;
+        if channel.state == ChannelState::Closed {
+            state.sessions.end(&found.id);
+            return Err(ApiError::not_found("the session's channel has closed"));
+        }
     }
     state.sessions.touch(session, now);
     Ok(found)
@@ -248,8 +332,17 @@ async fn session_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = live_session(&state, &session)?;
-    let price = found.meter.price;
-    let channel_id = found.channel;
+    let Pass::Channel {
+        channel: channel_id,
+        meter,
+    } = &found.pass
+    else {
+        // A ticket or the host: admitted, nothing to pay per segment.
+        return rendition_response(&state, &found.stream_id, &rendition, &file, &headers, None)
+            .await;
+    };
+    let price = meter.price;
+    let channel_id = *channel_id;
     let gate = |sequence: u64, duration_ms: u32| -> Result<(), ApiError> {
         let paid = state
             .payments

@@ -192,6 +192,16 @@ pub(super) fn apply_access(
     price: Option<&PriceBody>,
     preview_seconds: Option<u32>,
 ) -> Result<(), ApiError> {
+    if stream.access == AccessMode::Ticket && (access.is_some() || price.is_some()) {
+        return Err(ApiError::bad_request(
+            "an event's stream is watched by ticket: change the event instead",
+        ));
+    }
+    if access == Some(AccessMode::Ticket) {
+        return Err(ApiError::bad_request(
+            "ticket access belongs to events: create an event (POST /api/v1/events)",
+        ));
+    }
     if let Some(price) = price {
         stream.price = Some(parse_price(price)?);
     }
@@ -338,7 +348,9 @@ pub(super) fn view(
         tags: stream.tags.clone(),
         viewers: match stream.access {
             AccessMode::Free => state.audience.count(&stream.id, now_ms()),
-            AccessMode::PerSecond => state.sessions.viewers(&stream.id, now_ms()),
+            AccessMode::PerSecond | AccessMode::Ticket => {
+                state.sessions.viewers(&stream.id, now_ms())
+            }
         },
         source: stream.source,
     }
@@ -733,41 +745,20 @@ async fn stream_archive(
         (_, Some(caller)) => owned_stream(&state, &caller, &id).await?,
         (_, None) => return Err(ApiError::not_found("no such stream")),
     };
-    let segments = state.db.segments(&stream.id).await?.len();
-    if segments == 0 {
-        return Err(ApiError::not_found("the stream has no media yet"));
-    }
     let complete = stream.state == StreamState::Ended;
-    if let Some(built) = state.db.archive_at(&stream.id, segments).await? {
-        let replicas = state.db.replicas(Some(&built.root_cid)).await?;
-        return Ok(Json(archive_view(
-            &stream.id, built, segments, complete, replicas,
-        )));
-    }
-    let built = crate::archive::build_root(
+    let Some((summary, segments)) = crate::archive::current_archive(
         &state.db,
         &state.blockstore,
         &stream.id,
         state.settings.segment_duration_ms,
     )
-    .await?;
-    let blockstore = state.blockstore.clone();
-    let root = built.root;
-    let summary = tokio::task::spawn_blocking(move || {
-        crate::archive::car_of::<std::io::Sink>(&blockstore, &root, None)
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
-    state
-        .db
-        .insert_archive(&stream.id, segments, &summary, &built.added, now_ms())
-        .await?;
+    .await?
+    else {
+        return Err(ApiError::not_found("the stream has no media yet"));
+    };
+    let replicas = state.db.replicas(Some(&summary.root_cid)).await?;
     Ok(Json(archive_view(
-        &stream.id,
-        summary,
-        segments,
-        complete,
-        Vec::new(),
+        &stream.id, summary, segments, complete, replicas,
     )))
 }
 
@@ -883,9 +874,7 @@ async fn update_stream(
         body.preview_seconds,
     )?;
     state.db.update_stream(&stream).await?;
-    state
-        .index
-        .set_paid(&stream.id, stream.access == AccessMode::PerSecond);
+    state.index.set_paid(&stream.id, stream.access.is_gated());
     let renditions = state.db.renditions(&stream.id).await?;
     Ok(Json(view(&state, &stream, renditions, Some(&caller))))
 }

@@ -1,6 +1,6 @@
 //! Web pages and browser assets, built by `npm run build --prefix web` and
-//! embedded in the binary: `/` (discovery), `/watch/{id}`, `/library`, `/studio`,
-//! `/account`, and `/assets/*` (`streamweave.js` is the web components
+//! embedded in the binary: `/` (discovery), `/watch/{id}`, `/library`,
+//! `/events`, `/events/{id}`, `/market`, `/studio`, `/account`, and `/assets/*` (`streamweave.js` is the web components
 //! module other sites embed).
 
 use axum::Router;
@@ -27,6 +27,12 @@ pub fn routes() -> Router<AppState> {
             "/library",
             get(|headers: HeaderMap| page("library", headers)),
         )
+        .route("/events", get(|headers: HeaderMap| page("events", headers)))
+        .route(
+            "/events/{id}",
+            get(|headers: HeaderMap| page("event", headers)),
+        )
+        .route("/market", get(|headers: HeaderMap| page("market", headers)))
         .route("/studio", get(|headers: HeaderMap| page("studio", headers)))
         .route(
             "/account",
@@ -95,6 +101,9 @@ mod tests {
             "pages/index.html",
             "pages/watch.html",
             "pages/library.html",
+            "pages/events.html",
+            "pages/event.html",
+            "pages/market.html",
             "pages/studio.html",
             "pages/account.html",
             "assets/streamweave.js",

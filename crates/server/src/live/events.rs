@@ -47,6 +47,11 @@ pub enum StreamEvent {
         creator: String,
         fee: String,
     },
+    /// An event's leaderboard changed (a tip during the show), or froze.
+    Leaderboard {
+        frozen: bool,
+        standings: Vec<crate::ticketing::StandingView>,
+    },
 }
 
 impl StreamEvent {

@@ -126,7 +126,7 @@ impl LiveHub {
         );
         config.niceness = self.transcode_niceness;
         tokio::spawn(run_pipeline(config, input_rx, events_tx));
-        let paid = stream.access == crate::model::AccessMode::PerSecond;
+        let paid = stream.access.is_gated();
         tokio::spawn(self.clone().store_events(stream.id, paid, events_rx));
         PublishDecision::Accept(input_tx)
     }

@@ -135,7 +135,7 @@ impl MediaIndex {
         let segments = self.db.segments(stream_id).await?;
         let mut media = StreamMedia::new(
             stream.state,
-            stream.access == crate::model::AccessMode::PerSecond,
+            stream.access.is_gated(),
             renditions
                 .into_iter()
                 .map(|info| {

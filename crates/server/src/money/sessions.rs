@@ -1,6 +1,7 @@
-//! Viewing sessions: one viewer watching one paid stream through one channel,
-//! each with its meter (streamweave_ledger::Meter). In memory and bounded; a
-//! restart ends every session (players start a new one).
+//! Viewing sessions: one viewer watching one gated stream, either paying
+//! through a channel with its meter (streamweave_ledger::Meter) or admitted
+//! by a ticket (an event's room). In memory and bounded; a restart ends
+//! every session (players start a new one).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,21 +13,68 @@ pub const MAX_SESSIONS: usize = 100_000;
 /// A session with no request for this long ends.
 pub const SESSION_IDLE_TIMEOUT_MS: i64 = 120_000;
 
+/// What lets a session watch.
+#[derive(Debug, Clone)]
+pub enum Pass {
+    /// Paid by the second on a channel.
+    Channel { channel: B256, meter: Meter },
+    /// A ticket to the stream's event (one session per ticket at a time).
+    Ticket { ticket_id: String },
+    /// The event's creator or an admin in the room.
+    Host,
+}
+
+/// What a pass is keyed by: a new session on the same key ends the old one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum PassKey {
+    Channel(B256),
+    Ticket(String),
+}
+
+impl Pass {
+    fn key(&self) -> Option<PassKey> {
+        match self {
+            Pass::Channel { channel, .. } => Some(PassKey::Channel(*channel)),
+            Pass::Ticket { ticket_id } => Some(PassKey::Ticket(ticket_id.clone())),
+            Pass::Host => None,
+        }
+    }
+
+    /// The channel paying, for channel sessions.
+    pub fn channel(&self) -> Option<B256> {
+        match self {
+            Pass::Channel { channel, .. } => Some(*channel),
+            _ => None,
+        }
+    }
+}
+
 /// One session.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: String,
     pub stream_id: String,
-    pub channel: B256,
     pub viewer: Address,
-    pub meter: Meter,
+    pub pass: Pass,
     pub last_request_ms: i64,
 }
 
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<String, Session>,
-    by_channel: HashMap<B256, String>,
+    by_pass: HashMap<PassKey, String>,
+}
+
+impl Inner {
+    fn remove(&mut self, id: &str) -> Option<Session> {
+        let session = self.sessions.remove(id)?;
+        if let Some(key) = session.pass.key()
+            && self.by_pass.get(&key).is_some_and(|current| current == id)
+        {
+            self.by_pass.remove(&key);
+        }
+        Some(session)
+    }
 }
 
 /// Every live session.
@@ -36,10 +84,13 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Starts a session; a session already on the channel ends (one at a time).
+    /// Starts a session; a session already on the same channel or ticket
+    /// ends (one at a time).
     pub fn start(&self, session: Session) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(previous) = inner.by_channel.insert(session.channel, session.id.clone()) {
+        if let Some(key) = session.pass.key()
+            && let Some(previous) = inner.by_pass.insert(key, session.id.clone())
+        {
             inner.sessions.remove(&previous);
         }
         if inner.sessions.len() >= MAX_SESSIONS {
@@ -47,10 +98,9 @@ impl Sessions {
                 .sessions
                 .values()
                 .min_by_key(|s| s.last_request_ms)
-                .map(|s| (s.id.clone(), s.channel));
-            if let Some((id, channel)) = oldest {
-                inner.sessions.remove(&id);
-                inner.by_channel.remove(&channel);
+                .map(|s| s.id.clone());
+            if let Some(id) = oldest {
+                inner.remove(&id);
             }
         }
         inner.sessions.insert(session.id.clone(), session);
@@ -64,9 +114,7 @@ impl Sessions {
             .get(id)
             .map(|s| now_ms - s.last_request_ms > SESSION_IDLE_TIMEOUT_MS)?;
         if expired {
-            if let Some(session) = inner.sessions.remove(id) {
-                inner.by_channel.remove(&session.channel);
-            }
+            inner.remove(id);
             return None;
         }
         inner.sessions.get(id).cloned()
@@ -85,7 +133,9 @@ impl Sessions {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let session = inner.sessions.get_mut(id)?;
         session.last_request_ms = now_ms;
-        let meter = &mut session.meter;
+        let Pass::Channel { meter, .. } = &mut session.pass else {
+            return None;
+        };
         let paid_before_ms = meter.granted_ms.saturating_sub(meter.free_ms);
         let decision = meter.decide(position, duration_ms, paid);
         let paid_media_ms = meter
@@ -106,8 +156,11 @@ impl Sessions {
     /// The largest voucher acceptable now on a channel with a session.
     pub fn max_voucher(&self, channel: &B256) -> Option<streamweave_ledger::Amount> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let id = inner.by_channel.get(channel)?;
-        inner.sessions.get(id).map(|s| s.meter.max_voucher())
+        let id = inner.by_pass.get(&PassKey::Channel(*channel))?;
+        match &inner.sessions.get(id)?.pass {
+            Pass::Channel { meter, .. } => Some(meter.max_voucher()),
+            _ => None,
+        }
     }
 
     /// Sessions, on any stream, that requested something recently.
@@ -135,19 +188,41 @@ impl Sessions {
     /// The stream a channel's session watches.
     pub fn stream_of_channel(&self, channel: &B256) -> Option<String> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let id = inner.by_channel.get(channel)?;
+        let id = inner.by_pass.get(&PassKey::Channel(*channel))?;
         inner.sessions.get(id).map(|s| s.stream_id.clone())
+    }
+
+    /// Ends every session on a stream (an event cancelled: its tickets
+    /// were refunded). Answers how many ended.
+    pub fn end_stream(&self, stream_id: &str) -> usize {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: Vec<String> = inner
+            .sessions
+            .values()
+            .filter(|s| s.stream_id == stream_id)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &ids {
+            inner.remove(id);
+        }
+        ids.len()
+    }
+
+    /// Ends the session admitted by a ticket (it changed hands).
+    pub fn end_ticket(&self, ticket_id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = inner
+            .by_pass
+            .get(&PassKey::Ticket(ticket_id.to_string()))
+            .cloned()
+        {
+            inner.remove(&id);
+        }
     }
 
     /// Ends a session.
     pub fn end(&self, id: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match inner.sessions.remove(id) {
-            Some(session) => {
-                inner.by_channel.remove(&session.channel);
-                true
-            }
-            None => false,
-        }
+        inner.remove(id).is_some()
     }
 }

@@ -271,7 +271,8 @@ impl Store {
     pub async fn referenced_cids(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT cid FROM segments UNION SELECT init_cid FROM renditions WHERE init_cid IS NOT NULL \
-             UNION SELECT root_cid FROM archives UNION SELECT cid FROM archive_blocks",
+             UNION SELECT root_cid FROM archives UNION SELECT cid FROM archive_blocks \
+             UNION SELECT metadata_cid FROM collectibles",
         )
         .fetch_all(&self.pool)
         .await

@@ -57,6 +57,7 @@ fn account_columns(account: &AccountRef) -> (&'static str, Option<String>, Strin
         AccountRef::Escrow { channel } => ("escrow", None, format!("{channel:#x}")),
         AccountRef::Clearing { channel } => ("clearing", None, format!("{channel:#x}")),
         AccountRef::Platform { asset } => ("platform", None, format!("{asset:#x}")),
+        AccountRef::Event { asset, .. } => ("event", None, format!("{asset:#x}")),
         AccountRef::World { asset } => ("world", None, format!("{asset:#x}")),
     }
 }
@@ -218,7 +219,7 @@ async fn first_reused_id(
     Ok(None)
 }
 
-async fn apply_batch(
+pub(super) async fn apply_batch(
     tx: &mut sqlx::AnyConnection,
     dialect: Dialect,
     batch: &LedgerBatch,

@@ -13,6 +13,7 @@ mod accounts;
 mod archives;
 mod chat;
 pub mod dialect;
+mod events;
 mod ledger;
 mod stats;
 mod streams;
@@ -29,6 +30,11 @@ use sqlx::{Executor, Row};
 
 pub use chat::TipTotals;
 pub use dialect::Dialect;
+pub use events::{
+    CollectibleRecord, CommerceRefusal, EventRecord, EventState, EventTipRecord, Finalization,
+    ItemKind, ListingFilter, ListingRecord, ListingState, Sale, TicketPurchase, TicketRecord,
+    random_id,
+};
 pub use ledger::{LedgerBatch, Refusal};
 pub use streams::StreamFilter;
 pub use videos::{JobEnd, VideoJob};

@@ -32,8 +32,10 @@ pub(super) fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, sqlx::Error>
         ended_at_ms: row.try_get("ended_at_ms")?,
         end_error: row.try_get("end_error")?,
         access: match row.try_get::<&str, _>("access")? {
+            "free" => AccessMode::Free,
             "per_second" => AccessMode::PerSecond,
-            _ => AccessMode::Free,
+            "ticket" => AccessMode::Ticket,
+            other => return Err(decode_err(format!("bad access {other}"))),
         },
         price: match (
             row.try_get::<Option<String>, _>("price_amount")?,
@@ -98,6 +100,14 @@ impl Store {
         let done = sqlx::query(
             "UPDATE streams SET state = 'ended', ended_at_ms = $1, \
              end_error = 'the server stopped while the stream was live' WHERE state = 'live'",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        // Their events ended with them.
+        sqlx::query(
+            "UPDATE events SET state = 'ended', ended_at_ms = $1 WHERE state = 'live' \
+             AND stream_id IN (SELECT id FROM streams WHERE state = 'ended')",
         )
         .bind(now_ms)
         .execute(&self.pool)
@@ -231,8 +241,10 @@ impl Store {
         rows.iter().map(stream_from_row).collect()
     }
 
-    /// Moves an idle stream to live with its ladder, in one transaction.
-    /// Returns `false` when the stream was not idle.
+    /// Moves an idle stream to live with its ladder, in one transaction
+    /// (an event's stream takes its event live with it). Returns `false`
+    /// when the stream was not idle, or is the room of an event that is no
+    /// longer scheduled (cancelled, finalized).
     pub async fn start_stream(
         &self,
         id: &str,
@@ -243,7 +255,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE streams SET state = 'live', started_at_ms = $1, source_width = $2, source_height = $3 \
-             WHERE id = $4 AND state = 'idle'",
+             WHERE id = $4 AND state = 'idle' \
+             AND NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $4 AND state <> 'scheduled')",
         )
         .bind(now_ms)
         .bind(i64::from(source.0))
@@ -254,6 +267,13 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
+        sqlx::query(
+            "UPDATE events SET state = 'live', went_live_at_ms = $1 WHERE stream_id = $2 AND state = 'scheduled'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         insert_renditions(&mut tx, id, renditions).await?;
         tx.commit().await?;
         Ok(true)
@@ -265,14 +285,23 @@ impl Store {
         now_ms: i64,
         error: Option<&str>,
     ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE streams SET state = 'ended', ended_at_ms = $1, end_error = $2 WHERE id = $3 AND state <> 'ended'",
         )
         .bind(now_ms)
         .bind(error)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE events SET state = 'ended', ended_at_ms = $1 WHERE stream_id = $2 AND state = 'live'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -335,7 +364,16 @@ impl Store {
         .await?;
         let streams: i64 = row.try_get("streams")?;
         let free: i64 = row.try_get("free")?;
-        Ok((streams > 0).then_some(free > 0))
+        if streams == 0 {
+            // A collectible's metadata is public.
+            let metadata =
+                sqlx::query("SELECT 1 AS found FROM collectibles WHERE metadata_cid = $1")
+                    .bind(cid)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Ok(metadata.map(|_| true));
+        }
+        Ok(Some(free > 0))
     }
 
     /// The ladder of a stream, in position order.
