@@ -268,9 +268,12 @@ pub fn sale_split(
     })
 }
 
-/// The highest price a ticket may be listed at: `floor(face * bps / 10000)`.
+/// The highest price a ticket may be listed at: `floor(face * bps / 10000)`
+/// (`bps` may exceed 10000: resale above face value; a cap beyond the
+/// amount range is the range's end).
 pub fn resale_cap(face_price: Amount, resale_max_bps: u16) -> Amount {
-    bps_floor(face_price, resale_max_bps)
+    let product = U256::from(face_price.0) * U256::from(resale_max_bps);
+    Amount(u128::try_from(product / U256::from(BPS_DENOMINATOR)).unwrap_or(u128::MAX))
 }
 
 // ---- Memberships ----
@@ -581,9 +584,10 @@ mod tests {
         );
         assert_eq!(
             resale_cap(Amount(999), 12_000),
-            Amount(999),
-            "capped at 100%"
+            Amount(1198),
+            "above face value when the creator allows it"
         );
+        assert_eq!(resale_cap(Amount(u128::MAX), 65_535), Amount(u128::MAX));
         assert_eq!(resale_cap(Amount(999), 5_000), Amount(499));
     }
 

@@ -211,7 +211,7 @@ pub async fn rendition_response(
                                 StatusCode::PAYMENT_REQUIRED,
                                 "session-required",
                                 "Payment required",
-                                "this stream is paid by the second: start a session (POST /api/v1/streams/{id}/sessions) and play its playback_url",
+                                "this stream is paid by the second or watched by ticket: start a session (POST /api/v1/streams/{id}/sessions) and play its playback_url",
                             ));
                         }
                     }

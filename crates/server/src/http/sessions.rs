@@ -338,8 +338,16 @@ async fn session_file(
     } = &found.pass
     else {
         // A ticket or the host: admitted, nothing to pay per segment.
-        return rendition_response(&state, &found.stream_id, &rendition, &file, &headers, None)
-            .await;
+        let admitted = |_: u64, _: u32| Ok(());
+        return rendition_response(
+            &state,
+            &found.stream_id,
+            &rendition,
+            &file,
+            &headers,
+            Some(&admitted),
+        )
+        .await;
     };
     let price = meter.price;
     let channel_id = *channel_id;

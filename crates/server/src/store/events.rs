@@ -687,6 +687,8 @@ impl Store {
             return Ok(Err(refusal.into()));
         }
         tx.commit().await?;
+        // In the order a repeated purchase reads them back.
+        tickets.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Ok(tickets))
     }
 
