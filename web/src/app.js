@@ -1,10 +1,11 @@
-// StreamWeave's pages: discovery, watch, library, studio and account. They use the
+// StreamWeave's pages: discovery, watch, library, events, market, studio and account. They use the
 // same public API and web components as any other site would.
 import {
   ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, h, importDemoKey,
   onAuth, parseAmount, pricePerMinute, request, shortAddress, signIn,
 } from '/assets/streamweave.js';
 import { VideoUpload, formatBytes } from './upload.js';
+import { accountEventSections, eventPage, eventStudio, eventsPage, marketPage } from './events.js';
 
 const main = document.getElementById('main');
 const page = document.body.dataset.page;
@@ -23,6 +24,7 @@ function stateBadge(state) {
 }
 
 function priceText(stream) {
+  if (stream.access === 'ticket') return 'Ticketed event';
   return stream.access === 'per_second' && stream.price ? `${formatAmount(pricePerMinute(stream.price))}/min` : 'Free';
 }
 
@@ -147,10 +149,21 @@ async function watch() {
         stream.state === 'ended' && duration != null ? h('span', { 'data-duration-ms': duration }, ` · ${formatDuration(duration / 1000)}`) : '',
         stream.category ? ` · ${stream.category}` : ''),
       stream.tags.length ? h('p', { class: 'chips' }, stream.tags.map((t) => h('a', { class: 'chip', href: `/?tag=${encodeURIComponent(t)}` }, `#${t}`))) : null,
+      stream.access === 'ticket' ? eventNote(stream) : null,
       stream.description ? h('p', { class: 'description' }, stream.description) : null),
     h('aside', { class: 'watch-side', 'aria-label': 'Chat and tips' },
       stream.owner ? h('sw-tip', { stream: stream.id }) : null,
       h('sw-chat', { stream: stream.id }))));
+}
+
+/** An event's stream: a link to its event page (tickets, the room, the leaderboard). */
+function eventNote(stream) {
+  const note = h('p', { class: 'muted', 'data-event-note': '' }, 'This stream is a ticketed event.');
+  request('/api/v1/events').then(({ events }) => {
+    const event = (events ?? []).find((e) => e.stream_id === stream.id);
+    if (event) note.replaceChildren('This stream is a ticketed event: ', h('a', { href: `/events/${encodeURIComponent(event.id)}` }, 'tickets and the room'), '.');
+  }, () => {});
+  return note;
 }
 
 // ---- /library ---------------------------------------------------------------
@@ -615,7 +628,7 @@ async function renderStudio(auth) {
   }
   setMain(h('div', { class: 'studio' },
     h('nav', { class: 'studio-side', 'aria-label': 'Your streams' }, h('h2', {}, 'Your streams'), newButton, creating, list, splitEditor(auth)),
-    detail), videosFor(auth));
+    detail), eventStudio(auth), videosFor(auth));
 }
 
 // ---- /account --------------------------------------------------------------
@@ -684,6 +697,7 @@ async function renderAccount(auth) {
         authed('/api/v1/accounts/me/payout-threshold', { method: 'PUT', body: { threshold: value } }).then(() => { status.className = 'ok'; status.textContent = value ? 'Earnings pay out automatically at that threshold.' : 'Automatic payouts are off.'; }, fail);
       } }, h('label', {}, 'Automatic payout threshold (USDC)', threshold), h('button', { type: 'submit', class: 'secondary' }, 'Save'))),
     status,
+    accountEventSections(auth),
     h('section', { class: 'panel' }, h('h2', {}, 'Channels'),
       channels.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Channel', 'With', 'Deposit', 'Redeemed', 'State', ''].map((t) => h('th', {}, t)))), h('tbody', {}, channelRows)) : h('p', { class: 'muted' }, 'No channels yet: they open when you watch a paid stream.')),
     h('section', { class: 'panel' }, h('div', { class: 'row spread' }, h('h2', {}, 'History'), csv),
@@ -691,6 +705,6 @@ async function renderAccount(auth) {
   );
 }
 
-const pages = { index: discovery, watch, library, studio, account };
+const pages = { index: discovery, watch, library, studio, account, events: eventsPage, event: eventPage, market: marketPage };
 window.addEventListener('popstate', () => { if (page === 'index') discovery(); });
 pages[page]?.().catch((err) => setMain(h('p', { class: 'error' }, errorText(err))));

@@ -2,7 +2,8 @@
 // site embeds a paid stream with two lines of HTML:
 //   <script type="module" src="https://HOST/assets/streamweave.js"></script>
 //   <sw-player stream="STREAM_ID" server="https://HOST"></sw-player>
-// Elements: <sw-wallet>, <sw-player>, <sw-chat>, <sw-tip>, <sw-earnings>.
+// Elements: <sw-wallet>, <sw-player>, <sw-chat>, <sw-tip>, <sw-earnings>,
+// <sw-leaderboard>. A ticketed event's room is <sw-player stream="ID" ticket>.
 import Hls from 'hls.js';
 import uPlot from 'uplot';
 import uPlotCss from 'uplot/dist/uPlot.min.css';
@@ -139,7 +140,11 @@ class SwPlayer extends Base {
   connectedCallback() {
     this.build();
     this.load();
-    this.stopAuth = this.watchAuth(() => { if (this.stream && !this.hls && this.isPaid() && !this.hasAttribute('preview')) this.showGate(); });
+    this.stopAuth = this.watchAuth(() => {
+      if (!this.stream || this.hls) return;
+      if (this.isTicketed()) this.startTicket();
+      else if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
+    });
   }
 
   disconnectedCallback() {
@@ -154,7 +159,12 @@ class SwPlayer extends Base {
   }
 
   isPaid() {
-    return this.stream?.access === 'per_second';
+    return this.stream?.access === 'per_second' && !this.isTicketed();
+  }
+
+  /** An event's stream: ticket holders (and its creator) watch through a ticket session, no vouchers. */
+  isTicketed() {
+    return this.hasAttribute('ticket') || this.stream?.access === 'ticket' || this.stream?.access === 'ticketed';
   }
 
   build() {
@@ -261,7 +271,8 @@ class SwPlayer extends Base {
       }, 15_000);
     }
     // `preview`: the creator watches their own paid stream without paying.
-    if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
+    if (this.isTicketed()) this.startTicket();
+    else if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
     else this.startFree();
   }
 
@@ -275,7 +286,10 @@ class SwPlayer extends Base {
         const was = this.stream.state;
         this.stream.state = event.state;
         this.showBadge(event.state);
-        if (was === 'idle' && event.state === 'live' && (!this.isPaid() || this.hasAttribute('preview')) && !this.hls) this.startFree();
+        if (was === 'idle' && event.state === 'live' && !this.hls) {
+          if (this.isTicketed()) this.startTicket();
+          else if (!this.isPaid() || this.hasAttribute('preview')) this.startFree();
+        }
       }
     };
     this.events = socket;
@@ -290,6 +304,60 @@ class SwPlayer extends Base {
     }
     this.overlay.hidden = true;
     this.attach(this.server + this.stream.playback_url);
+  }
+
+  // -- ticketed events --
+  /** Starts a ticket session (a ticket holder or the event's creator) and plays it. */
+  async startTicket() {
+    clearTimeout(this.retry);
+    if (this.hls || this.startingTicket) return;
+    const auth = this.auth();
+    if (!auth) {
+      this.setState('signed-out');
+      this.overlayText('Ticket holders only', 'Sign in with the wallet that holds your ticket to watch.', h('sw-wallet', { server: this.server || null }));
+      return;
+    }
+    if (this.stream.state === 'idle') {
+      this.setState('offline');
+      this.overlayText('Not started yet', 'The show has not started. It plays here as soon as it does.');
+      return;
+    }
+    this.startingTicket = true;
+    let session;
+    try {
+      await this.endTicketSession();
+      session = await this.authed(`/api/v1/streams/${encodeURIComponent(this.stream.id)}/sessions`, { method: 'POST', body: {} });
+    } catch (err) {
+      this.startingTicket = false;
+      if (this.stream.state === 'ended' && err.type !== 'ticket-required') {
+        this.setState('ended');
+        this.overlayText('The show has ended', err.message);
+        return;
+      }
+      if (err.type === 'ticket-required' || err.status === 403) {
+        this.setState('ticket-required');
+        this.overlayText('You need a ticket', err.message && err.type !== 'ticket-required' ? err.message : 'This show is for ticket holders: buy a ticket to watch.');
+        this.dispatchEvent(new CustomEvent('sw-ticket-required', { detail: { problem: err.problem }, bubbles: true, composed: true }));
+        return;
+      }
+      this.setState('error');
+      this.say(`Cannot start watching: ${err.message} (trying again)`, 'error');
+      this.retry = setTimeout(() => this.startTicket(), 5000);
+      return;
+    }
+    this.startingTicket = false;
+    if (!this.isConnected) return;
+    this.ticketSession = session;
+    this.overlay.hidden = true;
+    this.say('Starting…');
+    this.attach(this.server + session.playback_url);
+  }
+
+  async endTicketSession() {
+    const session = this.ticketSession;
+    this.ticketSession = null;
+    if (!session) return;
+    try { await this.authed(`/api/v1/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' }); } catch { /* gone already */ }
   }
 
   overlayText(title, text, ...actions) {
@@ -523,7 +591,7 @@ class SwPlayer extends Base {
       if (data.details === 'levelEmptyError' || data.type === Hls.ErrorTypes.NETWORK_ERROR) {
         this.say('Waiting for the stream…');
         this.teardown(false);
-        this.retry = setTimeout(() => (this.payment ? this.restartPaid() : this.startFree()), 2000);
+        this.retry = setTimeout(() => (this.payment ? this.restartPaid() : this.isTicketed() ? this.startTicket() : this.startFree()), 2000);
         return;
       }
       this.say(`Playback error: ${data.details}`, 'error');
@@ -547,7 +615,10 @@ class SwPlayer extends Base {
     clearTimeout(this.retry);
     this.hls?.destroy();
     this.hls = null;
-    if (endSession) this.payment?.end();
+    if (endSession) {
+      this.payment?.end();
+      this.endTicketSession();
+    }
   }
 }
 
@@ -669,6 +740,7 @@ class SwTip extends Base {
       const body = { amount: amount.toString(), id: crypto.randomUUID() };
       if (this.message.value.trim()) body.message = this.message.value.trim();
       await this.authed(`/api/v1/streams/${encodeURIComponent(this.getAttribute('stream'))}/tips`, { method: 'POST', body });
+      this.dispatchEvent(new CustomEvent('sw-tipped', { detail: { stream: this.getAttribute('stream'), amount: body.amount }, bubbles: true, composed: true }));
       this.status.className = 'ok';
       this.status.textContent = `Sent ${formatAmount(amount)}. Thank you!`;
       this.message.value = '';
@@ -797,7 +869,112 @@ class SwEarnings extends Base {
   }
 }
 
-const elements = { 'sw-wallet': SwWallet, 'sw-player': SwPlayer, 'sw-chat': SwChat, 'sw-tip': SwTip, 'sw-earnings': SwEarnings };
+// ---- <sw-leaderboard> ----------------------------------------------------
+
+const LEADERBOARD_CSS = `
+ol { list-style: none; margin: .5rem 0 0; padding: 0; display: grid; gap: .25rem; }
+li { display: grid; grid-template-columns: 2rem minmax(0, 1fr) auto; gap: .4rem; align-items: center; padding: .3rem .45rem; border-radius: 6px; background: #0f1116; }
+li.first { background: #2a2340; border: 1px solid #5b4b9a; }
+li.me .who { color: var(--sw-ok); }
+.rank { font-weight: 700; color: var(--sw-muted); text-align: center; }
+li.first .rank { color: #ffd166; }
+.who { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.total { font-variant-numeric: tabular-nums; font-weight: 600; }
+.head { display: flex; justify-content: space-between; align-items: baseline; gap: .5rem; }
+.tag { font-size: .75rem; font-weight: 700; padding: .1rem .45rem; border-radius: 999px; background: #333; text-transform: uppercase; letter-spacing: .04em; }
+`;
+
+/**
+ * An event's tip leaderboard, live: <sw-leaderboard event="EVENT_ID" stream="STREAM_ID">.
+ * Read once, then kept current by the stream's events (`leaderboard` messages).
+ */
+class SwLeaderboard extends Base {
+  constructor() {
+    super(LEADERBOARD_CSS);
+    this.standings = [];
+    this.frozen = false;
+  }
+
+  connectedCallback() {
+    this.list = h('ol', { 'aria-label': 'Top tippers', 'aria-live': 'polite' });
+    this.tag = h('span', { class: 'tag', hidden: true }, 'Final');
+    this.note = h('p', { class: 'muted', role: 'status' });
+    this.body.append(h('div', { class: 'panel' },
+      h('div', { class: 'head' }, h('strong', {}, 'Tip leaderboard'), this.tag),
+      h('small', { class: 'muted' }, 'The top tipper when the show is finalized gets its collectible.'),
+      this.list, this.note));
+    this.stopAuth = this.watchAuth(() => this.render());
+    this.onTipped = () => setTimeout(() => this.refresh(), 300);
+    window.addEventListener('sw-tipped', this.onTipped);
+    this.refresh();
+    this.connect();
+    // Read on a timer too, so the board converges even without a socket.
+    this.timer = setInterval(() => { if (!this.frozen) this.refresh(); }, 10_000);
+  }
+
+  disconnectedCallback() {
+    this.closed = true;
+    this.socket?.close();
+    this.stopAuth?.();
+    clearInterval(this.timer);
+    window.removeEventListener('sw-tipped', this.onTipped);
+  }
+
+  async refresh() {
+    const id = this.getAttribute('event');
+    if (!id) return;
+    try {
+      const board = await this.api(`/api/v1/events/${encodeURIComponent(id)}/leaderboard`);
+      this.frozen = Boolean(board.frozen);
+      this.standings = board.standings ?? [];
+      this.note.className = 'muted';
+      this.note.textContent = '';
+      this.render();
+    } catch (err) {
+      this.note.className = 'error';
+      this.note.textContent = `Cannot read the leaderboard: ${err.message}`;
+    }
+  }
+
+  connect() {
+    const stream = this.getAttribute('stream');
+    if (!stream || this.closed) return;
+    const socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${encodeURIComponent(stream)}/events`));
+    this.socket = socket;
+    socket.onmessage = (m) => {
+      let event;
+      try { event = JSON.parse(m.data); } catch { return; }
+      if (event.type === 'leaderboard' && Array.isArray(event.standings)) {
+        this.standings = event.standings;
+        if (event.frozen != null) this.frozen = Boolean(event.frozen);
+        this.render();
+      }
+      if (event.type === 'state' && event.state === 'ended') setTimeout(() => this.refresh(), 1000);
+    };
+    socket.onclose = () => { if (!this.closed && !this.frozen) setTimeout(() => this.connect(), 3000); };
+  }
+
+  render() {
+    if (!this.list) return;
+    const me = this.auth()?.address;
+    this.tag.hidden = !this.frozen;
+    this.dataset.frozen = String(this.frozen);
+    if (!this.standings.length) {
+      this.list.replaceChildren(h('li', { class: 'empty' }, h('span'), h('span', { class: 'muted' }, this.frozen ? 'Nobody tipped.' : 'No tips yet: be the first.')));
+      return;
+    }
+    const limit = Number(this.getAttribute('limit')) || 10;
+    this.list.replaceChildren(...this.standings.slice(0, limit).map((s) => {
+      const mine = me && s.tipper?.toLowerCase() === me;
+      return h('li', { class: [s.rank === 1 ? 'first' : '', mine ? 'me' : ''].join(' ').trim() || null, dataset: { rank: s.rank, tipper: s.tipper?.toLowerCase(), total: s.total } },
+        h('span', { class: 'rank' }, String(s.rank)),
+        h('span', { class: 'who', title: s.tipper }, shortAddress(s.tipper), mine ? ' (you)' : ''),
+        h('span', { class: 'total' }, formatAmount(s.total)));
+    }));
+  }
+}
+
+const elements = { 'sw-wallet': SwWallet, 'sw-player': SwPlayer, 'sw-chat': SwChat, 'sw-tip': SwTip, 'sw-earnings': SwEarnings, 'sw-leaderboard': SwLeaderboard };
 for (const [name, element] of Object.entries(elements)) {
   if (!customElements.get(name)) customElements.define(name, element);
 }

@@ -198,6 +198,13 @@ impl Client {
         self.post("/api/v1/streams", body).await
     }
 
+    /// Schedules an event created by this wallet (signed in): `event` is
+    /// the body of `POST /api/v1/events` (title, starts_at, duration_seconds,
+    /// ticket terms). Answers the event, with its `id` and `stream_key`.
+    pub async fn create_event(&self, event: Value) -> Result<Value> {
+        self.post("/api/v1/events", event).await
+    }
+
     /// Dev mode: funds this wallet from the faucet.
     pub async fn faucet(&self, amount: Amount) -> Result<()> {
         self.post(

@@ -802,6 +802,18 @@ mod tests {
         }
 
         #[test]
+        fn sales_follow_the_spec_formula(price in 0u128..=u128::from(u64::MAX), fee in 0u16..=5_000, royalty in 0u16..=5_000) {
+            let sale = sale_split(Amount(price), fee, royalty).expect("within 100%");
+            prop_assert_eq!(sale.fee.0, (price * u128::from(fee)).div_ceil(10_000));
+            prop_assert_eq!(sale.royalty.0, price * u128::from(royalty) / 10_000);
+        }
+
+        #[test]
+        fn the_resale_cap_is_the_spec_formula(face in 0u128..=u128::from(u64::MAX), bps in any::<u16>()) {
+            prop_assert_eq!(resale_cap(Amount(face), bps).0, face * u128::from(bps) / 10_000);
+        }
+
+        #[test]
         fn largest_remainder_is_exact_and_proportional(
             total in any::<u128>(),
             weights in prop::collection::vec(0u128..u128::MAX, 1..20),

@@ -91,4 +91,4 @@ CREATE UNIQUE INDEX listings_open_item ON listings (kind, item_id) WHERE state =
 CREATE INDEX listings_state ON listings (state, created_at_ms);
 
 ALTER TABLE streams DROP CONSTRAINT streams_access_check;
-ALTER TABLE streams ADD CONSTRAINT streams_access_check CHECK (access IN ('free', 'per_second', 'ticket'));
+ALTER TABLE streams ADD CONSTRAINT streams_access_check CHECK (access IN ('free', 'per_second', 'ticket', 'members'));

@@ -1,6 +1,7 @@
 -- no-transaction
--- Streams may be watched by ticket (an event's room): the access check
--- gains 'ticket'. SQLite cannot alter a CHECK, so the table is rebuilt
+-- Streams may be watched by ticket (an event's room) or by members of a
+-- tier: the access check gains 'ticket' and 'members' (whose rules come
+-- with memberships). SQLite cannot alter a CHECK, so the table is rebuilt
 -- (SQLite's documented procedure: foreign keys off, copy, swap, check).
 PRAGMA foreign_keys = OFF;
 BEGIN;
@@ -16,7 +17,7 @@ CREATE TABLE streams_new (
     source_width INTEGER,
     source_height INTEGER,
     end_error TEXT,
-    access TEXT NOT NULL DEFAULT 'free' CHECK (access IN ('free', 'per_second', 'ticket')),
+    access TEXT NOT NULL DEFAULT 'free' CHECK (access IN ('free', 'per_second', 'ticket', 'members')),
     price_amount TEXT,
     price_period_seconds INTEGER,
     preview_seconds INTEGER NOT NULL DEFAULT 0 CHECK (preview_seconds >= 0),

@@ -134,6 +134,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("  A free stream: {base}/watch/{}", record.id);
     println!("  The library (a demo film appears once processed): {base}/library");
+    println!("  Events with tickets (a demo event is scheduled): {base}/events");
     println!(
         "(HLS: {}/live/{}/master.m3u8; Ctrl-C stops)",
         state.settings.public_url, record.id
@@ -156,6 +157,11 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(upload_demo_film(
         ffmpeg.clone(),
         data_dir.to_path_buf(),
+        state.settings.public_url.clone(),
+        creator.clone(),
+    ));
+    // An event with tickets on sale, as its creator schedules one.
+    tokio::spawn(schedule_demo_event(
         state.settings.public_url.clone(),
         creator.clone(),
     ));
@@ -226,6 +232,44 @@ async fn upload_demo_film(
         }
         Ok(None) => {}
         Err(err) => warn!("the demo film could not be uploaded: {err:#}"),
+    }
+}
+
+/// Schedules the demo creator's event (starting in 15 minutes, an hour
+/// long, 100 tickets at 1 USDC) unless one is already scheduled; logs
+/// instead of failing the demo.
+async fn schedule_demo_event(server: String, creator: streamweave_ledger::SigningKey) {
+    let outcome: anyhow::Result<Option<String>> = async {
+        let mut client = streamweave_client::Client::new(&server, creator.clone());
+        client.sign_in().await?;
+        let owner = format!("{:#x}", creator.address());
+        let (http, url) = client.http("/api/v1/events?state=scheduled");
+        let listed: serde_json::Value = http.get(url).send().await?.json().await?;
+        let scheduled = listed["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["creator"] == owner.as_str()));
+        if scheduled {
+            return Ok(None);
+        }
+        let starts_at = chrono::Utc::now() + chrono::Duration::minutes(15);
+        let event = client
+            .create_event(serde_json::json!({
+                "title": "Demo: a live show with tickets",
+                "description": "Buy a ticket with the demo wallet, then watch in the room when it goes live; the top tipper gets the show's collectible.",
+                "category": "demo",
+                "starts_at": starts_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "duration_seconds": 3600,
+                "royalty_bps": 500,
+                "ticket": {"price": "1000000", "supply": 100},
+            }))
+            .await?;
+        Ok(event["id"].as_str().map(str::to_string))
+    }
+    .await;
+    match outcome {
+        Ok(Some(id)) => info!(event = %id, "demo event scheduled"),
+        Ok(None) => {}
+        Err(err) => warn!("the demo event could not be scheduled: {err:#}"),
     }
 }
 

@@ -57,7 +57,287 @@ async fn run_suite(store: &Store) {
     stats_suite(store).await;
     archives_suite(store).await;
     videos_suite(store).await;
+    events_suite(store).await;
     audit_agrees(store).await;
+}
+
+async fn events_suite(store: &Store) {
+    let creator = Address::repeat_byte(0xe1);
+    let fan = Address::repeat_byte(0xe2);
+    let other = Address::repeat_byte(0xe3);
+    for (who, id) in [(fan, "ev-fund-fan"), (other, "ev-fund-other")] {
+        store
+            .commit(&[batch(vec![deposit(id, who, 10_000)])], 1)
+            .await
+            .expect("commit")
+            .remove(0)
+            .expect("funded");
+    }
+    let mut stream = stream_record("ev-room", &format!("{creator:#x}"), "show", 8000);
+    stream.access = AccessMode::Ticket;
+    let event = EventRecord {
+        id: "0x0000000000000000000000000000e001".into(),
+        stream_id: stream.id.clone(),
+        creator,
+        title: "show".into(),
+        description: String::new(),
+        category: None,
+        starts_at_ms: 100_000,
+        duration_seconds: 100,
+        ticket_price: Amount(1000),
+        ticket_supply: 3,
+        per_wallet: 2,
+        sale_ends_at_ms: 200_000,
+        resale_max_bps: 10_000,
+        royalty_bps: 500,
+        state: EventState::Scheduled,
+        tickets_sold: 0,
+        released: Amount(0),
+        delivered_ms: None,
+        went_live_at_ms: None,
+        ended_at_ms: None,
+        closed_at_ms: None,
+        leaderboard: None,
+        created_at_ms: 8000,
+    };
+    store.insert_event(&stream, &event).await.expect("event");
+    assert_eq!(
+        store
+            .stream("ev-room")
+            .await
+            .expect("stream")
+            .expect("room")
+            .access,
+        AccessMode::Ticket
+    );
+    let purchase = |buyer: Address, quantity: u64, key: &str| TicketPurchase {
+        event_id: event.id.clone(),
+        buyer,
+        quantity,
+        purchase_id: format!("{buyer:#x}:{key}"),
+        now_ms: 9000,
+    };
+    let two = store
+        .buy_tickets(&purchase(fan, 2, "a"))
+        .await
+        .expect("buy")
+        .expect("bought");
+    assert_eq!(two.len(), 2);
+    // A retry answers the same tickets and moves nothing more.
+    assert_eq!(
+        store
+            .buy_tickets(&purchase(fan, 2, "a"))
+            .await
+            .expect("buy"),
+        Ok(two.clone())
+    );
+    assert_eq!(
+        store
+            .buy_tickets(&purchase(fan, 1, "b"))
+            .await
+            .expect("buy"),
+        Err(CommerceRefusal::WalletLimit {
+            per_wallet: 2,
+            held: 2
+        })
+    );
+    assert_eq!(
+        store
+            .buy_tickets(&purchase(other, 2, "c"))
+            .await
+            .expect("buy"),
+        Err(CommerceRefusal::SoldOut { left: 1 })
+    );
+    let late = TicketPurchase {
+        now_ms: 200_000,
+        ..purchase(other, 1, "d")
+    };
+    assert_eq!(
+        store.buy_tickets(&late).await.expect("buy"),
+        Err(CommerceRefusal::SaleOver)
+    );
+    let account = event.account().expect("account");
+    assert_eq!(
+        store.balance(&account).await.expect("balance"),
+        Balance::from(Amount(2000))
+    );
+    assert_eq!(
+        store.balance(&available(fan)).await.expect("balance"),
+        Balance::from(Amount(8000))
+    );
+    // Tips count only while the event is live.
+    let tip = EventTipRecord {
+        tipper: fan,
+        amount: Amount(50),
+        at_ms: 9500,
+    };
+    assert_eq!(
+        store
+            .record_event_tip("ev-tip-early", "ev-room", &tip)
+            .await
+            .expect("tip"),
+        None
+    );
+    // A listing of a ticket, bought: item and money together.
+    let listing = ListingRecord {
+        id: "ev-listing".into(),
+        kind: ItemKind::Ticket,
+        item_id: two[0].id.clone(),
+        event_id: event.id.clone(),
+        seller: fan,
+        price: Amount(900),
+        state: ListingState::Open,
+        buyer: None,
+        created_at_ms: 9000,
+        closed_at_ms: None,
+    };
+    assert!(store.insert_listing(&listing).await.expect("listing"));
+    assert!(
+        !store
+            .insert_listing(&ListingRecord {
+                id: "ev-listing-2".into(),
+                ..listing.clone()
+            })
+            .await
+            .expect("listing"),
+        "one open listing per item"
+    );
+    let sale = |buyer: Address| Sale {
+        listing_id: listing.id.clone(),
+        buyer,
+        fee: Amount(18),
+        royalty: Amount(0),
+        seller_part: Amount(882),
+        now_ms: 9100,
+    };
+    assert_eq!(
+        store.buy_listing(&sale(fan)).await.expect("buy"),
+        Err(CommerceRefusal::OwnListing)
+    );
+    let sold = store
+        .buy_listing(&sale(other))
+        .await
+        .expect("buy")
+        .expect("sold");
+    assert_eq!(sold.state, ListingState::Sold);
+    assert_eq!(
+        store.buy_listing(&sale(creator)).await.expect("buy"),
+        Err(CommerceRefusal::ListingClosed)
+    );
+    assert_eq!(
+        store
+            .ticket(&two[0].id)
+            .await
+            .expect("ticket")
+            .expect("t")
+            .owner,
+        other
+    );
+    assert_eq!(
+        store.balance(&available(other)).await.expect("balance"),
+        Balance::from(Amount(9100))
+    );
+    // Live, a tip counts; ended, finalized with refunds to the holders now.
+    assert!(
+        store
+            .start_stream("ev-room", 100_000, (1280, 720), &ladder())
+            .await
+            .expect("live")
+    );
+    assert_eq!(
+        store
+            .event(&event.id)
+            .await
+            .expect("event")
+            .expect("e")
+            .state,
+        EventState::Live
+    );
+    assert_eq!(
+        store
+            .record_event_tip("ev-tip", "ev-room", &tip)
+            .await
+            .expect("tip"),
+        Some(event.id.clone())
+    );
+    assert_eq!(store.event_tips(&event.id).await.expect("tips"), vec![tip]);
+    store
+        .end_stream("ev-room", 150_000, None)
+        .await
+        .expect("end");
+    let ended = store.event(&event.id).await.expect("event").expect("e");
+    assert_eq!(ended.state, EventState::Ended);
+    let finalization = Finalization {
+        event_id: event.id.clone(),
+        expected_state: EventState::Ended,
+        expected_tickets_sold: 2,
+        delivered_ms: 50_000,
+        leaderboard_json: "[]".into(),
+        refunds: vec![
+            (two[0].id.clone(), Amount(500)),
+            (two[1].id.clone(), Amount(500)),
+        ],
+        release: vec![Transfer {
+            id: format!("event:{}:release:0", event.id),
+            debit: account,
+            credit: AccountRef::Revenue {
+                owner: creator,
+                asset: Address::ZERO,
+            },
+            asset: Address::ZERO,
+            amount: Amount(1000),
+            kind: TransferKind::TicketRelease,
+            channel: None,
+        }],
+        released: Amount(1000),
+        collectible: CollectibleRecord {
+            id: "ev-collectible".into(),
+            event_id: event.id.clone(),
+            creator,
+            owner: fan,
+            royalty_bps: 500,
+            archive_root_cid: None,
+            metadata_cid: "bafkreidemo".into(),
+            minted_at_ms: 160_000,
+        },
+        now_ms: 160_000,
+    };
+    store
+        .finalize_event(&finalization)
+        .await
+        .expect("finalize")
+        .expect("finalized");
+    assert_eq!(
+        store.finalize_event(&finalization).await.expect("again"),
+        Err(CommerceRefusal::EventState(EventState::Finalized))
+    );
+    assert_eq!(
+        store.balance(&account).await.expect("balance"),
+        Balance::ZERO
+    );
+    // The refund went to the ticket's holder at finalization.
+    assert_eq!(
+        store.balance(&available(other)).await.expect("balance"),
+        Balance::from(Amount(9600))
+    );
+    let collectible = store
+        .collectible_of_event(&event.id)
+        .await
+        .expect("collectible")
+        .expect("minted");
+    assert_eq!(collectible.owner, fan);
+    assert_eq!(
+        store.collectibles_of(fan).await.expect("of"),
+        vec![collectible]
+    );
+    assert_eq!(
+        store.cid_is_free("bafkreidemo").await.expect("cid"),
+        Some(true)
+    );
+    assert_eq!(
+        store.audit_events().await.expect("audit"),
+        Vec::<String>::new()
+    );
 }
 
 async fn videos_suite(store: &Store) {
