@@ -82,6 +82,7 @@ fn asset_of(account: &AccountRef, channels: &HashMap<B256, &Channel>) -> Option<
         | AccountRef::Revenue { asset, .. }
         | AccountRef::Platform { asset }
         | AccountRef::Event { asset, .. }
+        | AccountRef::Pool { asset }
         | AccountRef::World { asset } => Some(*asset),
         AccountRef::Escrow { channel } | AccountRef::Clearing { channel } => {
             channels.get(channel).map(|c| c.token)

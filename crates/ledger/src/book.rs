@@ -51,6 +51,12 @@ pub enum AccountRef {
         /// Asset.
         asset: Address,
     },
+    /// The engagement pool: the pool part of platform-tier payments, paid
+    /// out to creators when a round closes (what nobody earned carries).
+    Pool {
+        /// Asset.
+        asset: Address,
+    },
     /// Money outside the platform: deposits come from it, withdrawals go to it.
     World {
         /// Asset.
@@ -68,6 +74,7 @@ impl AccountRef {
             AccountRef::Clearing { channel } => format!("clearing:{channel:#x}"),
             AccountRef::Platform { asset } => format!("platform:{asset:#x}"),
             AccountRef::Event { event, asset } => format!("event:{asset:#x}:{event:#x}"),
+            AccountRef::Pool { asset } => format!("pool:{asset:#x}"),
             AccountRef::World { asset } => format!("world:{asset:#x}"),
         }
     }
@@ -111,6 +118,12 @@ pub enum TransferKind {
     /// Available -> available/revenue/platform: a market sale (the seller's
     /// part, the creator's royalty, the platform's fee).
     MarketSale,
+    /// Available -> platform/pool/revenue: a membership's payment (a
+    /// creator tier split by the creator's policy; a platform tier's pool
+    /// part to the pool, the rest to the platform).
+    Membership,
+    /// Pool -> revenue: a creator's allocation when a round closes.
+    PoolAllocation,
 }
 
 /// An immutable movement of money.

@@ -234,6 +234,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         },
     };
     tokio::spawn(ticketing.clone().run_finalizer());
+    let memberships = crate::memberships::Memberships::new(
+        db.clone(),
+        blockstore.clone(),
+        crate::memberships::MembershipSettings {
+            platform_fee_bps: settings.platform_fee_bps,
+            pool_bps: settings.pool_bps,
+            mode: settings.pool_mode,
+            clock: settings.pool_clock,
+        },
+    );
+    // Renewals, served media and round closes: a few times a round, at
+    // least every 5 s.
+    let period_ms = (settings.pool_clock.length_ms / 4).clamp(250, 5000);
+    tokio::spawn(
+        memberships
+            .clone()
+            .run(std::time::Duration::from_millis(period_ms.unsigned_abs())),
+    );
     let tips = crate::community::tips::Tips {
         store: db.clone(),
         payments: payments.clone(),
@@ -242,6 +260,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ticketing: ticketing.clone(),
     };
     let state = AppState {
+        memberships,
         ticketing,
         tips,
         draining: draining.clone(),

@@ -144,6 +144,20 @@ pub struct ServeArgs {
     /// on its own (default 3600).
     #[arg(long, env = "STREAMWEAVE_EVENT_FINALIZE_AFTER_S")]
     pub event_finalize_after_s: Option<u64>,
+    /// Length of the engagement pool's rounds: `weekly` (closing Sundays at
+    /// 02:00 UTC, the default) or `daily`.
+    #[arg(long, env = "STREAMWEAVE_POOL_ROUND")]
+    pub pool_round: Option<String>,
+    /// Rounds of this many seconds instead (tests, demos).
+    #[arg(long, env = "STREAMWEAVE_POOL_ROUND_SECONDS")]
+    pub pool_round_seconds: Option<u64>,
+    /// Of platform-tier revenue, the part paid into the pool, in basis
+    /// points (default 7000).
+    #[arg(long, env = "STREAMWEAVE_POOL_BPS")]
+    pub pool_bps: Option<u16>,
+    /// How a round divides the pool: `user-centric` (default) or `pro-rata`.
+    #[arg(long, env = "STREAMWEAVE_POOL_MODE")]
+    pub pool_mode: Option<String>,
     /// API reads per minute from one address (0: no limit; default 100).
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_API")]
     pub rate_limit_api: Option<u32>,
@@ -209,6 +223,10 @@ struct FileConfig {
     drain_grace_ms: Option<u64>,
     market_fee_bps: Option<u16>,
     event_finalize_after_s: Option<u64>,
+    pool_round: Option<String>,
+    pool_round_seconds: Option<u64>,
+    pool_bps: Option<u16>,
+    pool_mode: Option<String>,
     rate_limit_api: Option<u32>,
     rate_limit_writes: Option<u32>,
     rate_limit_playback: Option<u32>,
@@ -261,6 +279,9 @@ pub struct Settings {
     pub drain_grace_ms: u64,
     pub market_fee_bps: u16,
     pub event_finalize_after_s: u64,
+    pub pool_clock: crate::memberships::RoundClock,
+    pub pool_bps: u16,
+    pub pool_mode: streamweave_ledger::economics::PoolMode,
     pub rate_limit_api: u32,
     pub rate_limit_writes: u32,
     pub rate_limit_playback: u32,
@@ -321,6 +342,27 @@ impl Settings {
             market_fee_bps <= 10_000,
             "the market fee is at most 10000 bps"
         );
+        let pool_clock = match (
+            args.pool_round_seconds.or(file.pool_round_seconds),
+            args.pool_round.or(file.pool_round).as_deref(),
+        ) {
+            (Some(0), _) => anyhow::bail!("--pool-round-seconds must be at least 1"),
+            (Some(seconds), _) => crate::memberships::RoundClock::every(seconds),
+            (None, None | Some("weekly")) => crate::memberships::RoundClock::weekly(),
+            (None, Some("daily")) => crate::memberships::RoundClock::daily(),
+            (None, Some(other)) => {
+                anyhow::bail!("--pool-round must be weekly or daily, not {other:?}")
+            }
+        };
+        let pool_bps = args.pool_bps.or(file.pool_bps).unwrap_or(7000);
+        anyhow::ensure!(pool_bps <= 10_000, "the pool's part is at most 10000 bps");
+        let pool_mode = match args.pool_mode.or(file.pool_mode).as_deref() {
+            None | Some("user-centric") => streamweave_ledger::economics::PoolMode::UserCentric,
+            Some("pro-rata") => streamweave_ledger::economics::PoolMode::ProRata,
+            Some(other) => {
+                anyhow::bail!("--pool-mode must be user-centric or pro-rata, not {other:?}")
+            }
+        };
         let admin_texts = if args.admins.is_empty() {
             file.admins.unwrap_or_default()
         } else {
@@ -469,6 +511,9 @@ impl Settings {
             ffprobe,
             drain_grace_ms: args.drain_grace_ms.or(file.drain_grace_ms).unwrap_or(0),
             market_fee_bps,
+            pool_clock,
+            pool_bps,
+            pool_mode,
             event_finalize_after_s: args
                 .event_finalize_after_s
                 .or(file.event_finalize_after_s)

@@ -8,6 +8,7 @@ mod config;
 mod http;
 mod library;
 mod live;
+mod memberships;
 mod metrics;
 mod model;
 mod money;
@@ -821,6 +822,8 @@ async fn audit(data_dir: Option<PathBuf>, database: Option<String>) -> anyhow::R
     // Events: each account holds sold - refunded - released; each
     // collectible has exactly one owner.
     report.violations.extend(ledger.audit_events().await?);
+    // The pool holds the last round's carry plus what open rounds took in.
+    report.violations.extend(ledger.audit_pool().await?);
     if report.is_clean() {
         println!(
             "ledger ok: {} transfers, {} channels, {} accounts; debits = credits; events balanced",

@@ -86,6 +86,9 @@ pub struct StreamRecord {
     pub source: StreamSource,
     /// A video's duration, once transcoded.
     pub duration_ms: Option<u64>,
+    /// `members` streams: the tiers whose members watch (tier ids, or
+    /// `platform` for any platform tier).
+    pub member_tiers: Vec<String>,
 }
 
 impl StreamRecord {
@@ -105,6 +108,8 @@ pub enum AccessMode {
     PerSecond,
     /// An event's room: ticket holders watch through a session.
     Ticket,
+    /// Members of the stream's tiers watch through a session.
+    Members,
 }
 
 impl AccessMode {
@@ -113,6 +118,7 @@ impl AccessMode {
             AccessMode::Free => "free",
             AccessMode::PerSecond => "per_second",
             AccessMode::Ticket => "ticket",
+            AccessMode::Members => "members",
         }
     }
 

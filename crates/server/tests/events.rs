@@ -9,90 +9,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, H264, Server, TestDatabase, publish, sign_in, wait_child};
+use common::{
+    H264, Server, TestDatabase, Wallet, balances, fund, get, post, problem_type, publish,
+    wait_child, wallet, wallet_of,
+};
 use serde_json::{Value, json};
 use streamweave_ledger::SigningKey;
 
 const FEE_BPS: u128 = 300;
 const MARKET_FEE_BPS: u128 = 200;
-
-async fn send(
-    server: &Server,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, server.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("text");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn post(server: &Server, path: &str, token: &str, body: Value) -> (u16, Value) {
-    send(server, reqwest::Method::POST, path, Some(token), Some(body)).await
-}
-
-async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
-    send(server, reqwest::Method::GET, path, token, None).await
-}
-
-/// A signed-in wallet.
-struct Wallet {
-    address: String,
-    token: String,
-}
-
-async fn wallet(server: &Server, seed: u8) -> Wallet {
-    wallet_of(server, &SigningKey::from_bytes(&[seed; 32]).expect("key")).await
-}
-
-async fn wallet_of(server: &Server, key: &SigningKey) -> Wallet {
-    Wallet {
-        address: format!("{:#x}", key.address()),
-        token: sign_in(server, key).await,
-    }
-}
-
-async fn fund(server: &Server, wallet: &Wallet, amount: u128) {
-    let (status, body) = post(
-        server,
-        "/api/v1/admin/deposits",
-        ADMIN_TOKEN,
-        json!({"address": wallet.address, "amount": amount.to_string(), "id": format!("fund-{}", wallet.address)}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-}
-
-/// (available, earned) of a wallet.
-async fn balances(server: &Server, wallet: &Wallet) -> (u128, u128) {
-    let (status, body) = get(
-        server,
-        &format!("/api/v1/accounts/{}/balances", wallet.address),
-        Some(&wallet.token),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let field = |name: &str| {
-        body[name]
-            .as_str()
-            .expect(name)
-            .parse::<u128>()
-            .expect(name)
-    };
-    (field("available"), field("earned"))
-}
 
 fn rfc3339_in(seconds: i64) -> String {
     let at = chrono::Utc::now() + chrono::Duration::seconds(seconds);
@@ -103,10 +28,6 @@ async fn create_event(server: &Server, creator: &Wallet, body: Value) -> Value {
     let (status, event) = post(server, "/api/v1/events", &creator.token, body).await;
     assert_eq!(status, 201, "{event}");
     event
-}
-
-fn problem_type(body: &Value) -> &str {
-    body["type"].as_str().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -44,6 +44,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         tags: vec!["test-pattern".into(), "free".into()],
         source: crate::model::StreamSource::Live,
         duration_ms: None,
+        member_tiers: Vec::new(),
     };
     state
         .db
@@ -92,6 +93,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         tags: vec!["test-pattern".into(), "paid".into()],
         source: crate::model::StreamSource::Live,
         duration_ms: None,
+        member_tiers: Vec::new(),
     };
     state
         .db

@@ -519,7 +519,7 @@ async fn faucet(
     move_money(&state, body, "faucet", true).await
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.is_admin() {
         Ok(())
     } else {

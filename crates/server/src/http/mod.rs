@@ -7,6 +7,7 @@ mod events;
 mod ipfs;
 pub mod listener;
 mod market;
+mod memberships;
 mod ops;
 mod payments;
 mod playback;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub tips: crate::community::tips::Tips,
     /// Events: leaderboards and finalization.
     pub ticketing: crate::ticketing::Ticketing,
+    /// Memberships, what members are served, the pool's rounds.
+    pub memberships: crate::memberships::Memberships,
     /// Requests per client address, by class.
     pub request_limits: Arc<rate_limit::RequestLimits>,
     /// Sign-in challenges per client address.
@@ -130,6 +133,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(videos::routes())
         .merge(ticketing::routes())
         .merge(market::routes())
+        .merge(memberships::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.

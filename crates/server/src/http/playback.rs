@@ -55,12 +55,32 @@ pub async fn stream_media(state: &AppState, id: &str) -> Result<SharedMedia, Api
 
 /// Renders the master playlist of a stream's media.
 pub fn master_for(media: &StreamMedia) -> Result<String, ApiError> {
+    master_up_to(media, None)
+}
+
+/// The short side of a rendition's picture (`720p` is 720 either way
+/// round); `None` for audio.
+pub fn short_side(info: &crate::model::RenditionRecord) -> Option<u32> {
+    match (info.width, info.height) {
+        (Some(width), Some(height)) => Some(width.min(height)),
+        (None, height) => height,
+        (width, None) => width,
+    }
+}
+
+/// The master playlist listing only renditions up to `max_height` (a
+/// member's tier), audio always.
+pub fn master_up_to(media: &StreamMedia, max_height: Option<u32>) -> Result<String, ApiError> {
     if media.renditions.is_empty() {
         return Err(ApiError::not_found("the stream has not started yet"));
     }
     let entries: Vec<(bool, MasterEntry<'_>)> = media
         .renditions
         .iter()
+        .filter(|r| match (max_height, short_side(&r.info)) {
+            (Some(max), Some(side)) => side <= max,
+            _ => true,
+        })
         .map(|r| {
             (
                 r.info.height.is_some(),

@@ -14,7 +14,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Caller;
-use super::playback::{master_for, playlist_response, rendition_response, stream_media};
+use super::playback::{
+    master_for, master_up_to, playlist_response, rendition_response, short_side, stream_media,
+};
 use super::problem::{ApiError, ApiJson, Problem};
 use super::streams::PriceBody;
 use super::ticketing::ticket_required;
@@ -25,6 +27,7 @@ use crate::money::sessions::{Pass, Session};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(start_session))
+        .routes(routes!(session_progress))
         .routes(routes!(end_session))
         .routes(routes!(session_master))
         .routes(routes!(session_file))
@@ -59,6 +62,12 @@ pub struct SessionView {
     pub paid_from: Option<Amount>,
     /// Ticket sessions: the ticket that admits the viewer (one session per ticket at a time).
     pub ticket_id: Option<String>,
+    /// Member sessions: the membership that admits the viewer.
+    pub membership_id: Option<String>,
+    /// Member sessions: the best quality the tier allows (short side, pixels).
+    pub max_height: Option<u32>,
+    /// Member sessions: when the playback URL stops working (then start a new session).
+    pub expires_at: Option<String>,
 }
 
 fn session_id() -> String {
@@ -95,6 +104,9 @@ async fn start_session(
         .ok_or_else(|| ApiError::not_found("no such stream"))?;
     if stream.access == AccessMode::Ticket {
         return start_room_session(&state, &caller, viewer, &stream).await;
+    }
+    if stream.access == AccessMode::Members {
+        return start_member_session(&state, viewer, &stream).await;
     }
     let (AccessMode::PerSecond, Some(price), Some(owner)) =
         (stream.access, stream.price, stream.owner.as_deref())
@@ -165,6 +177,9 @@ async fn start_session(
         channel_id: Some(format!("{:#x}", channel.id)),
         paid_from: Some(channel.redeemed),
         ticket_id: None,
+        membership_id: None,
+        max_height: None,
+        expires_at: None,
     };
     state.sessions.start(session);
     state.stats.session_started(&stream.id, viewer, now);
@@ -229,6 +244,9 @@ async fn start_room_session(
             Pass::Ticket { ticket_id } => Some(ticket_id.clone()),
             _ => None,
         },
+        membership_id: None,
+        max_height: None,
+        expires_at: None,
     };
     state.sessions.start(session);
     state.stats.session_started(&stream.id, viewer, now);
@@ -238,6 +256,147 @@ async fn start_room_session(
         crate::live::events::StreamEvent::Viewers { count },
     );
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// A member session: for an active member of one of the stream's tiers
+/// (the creator watches their own stream as host), valid 4 hours, limited
+/// to the tier's quality and, across streams, to its `max_streams`.
+async fn start_member_session(
+    state: &AppState,
+    viewer: streamweave_ledger::Address,
+    stream: &crate::model::StreamRecord,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    let now = now_ms();
+    let mut best: Option<(crate::store::MembershipRecord, crate::store::TierRecord)> = None;
+    if !stream.owned_by(viewer) {
+        for membership in state.db.memberships_of(viewer).await? {
+            if membership.expires_at_ms <= now {
+                continue;
+            }
+            let Some(tier) = state.db.tier(&membership.tier_id).await? else {
+                continue;
+            };
+            let admits = stream.member_tiers.iter().any(|t| {
+                *t == tier.id
+                    || (t == "platform" && tier.offerer == crate::store::Offerer::Platform)
+            });
+            if admits
+                && best
+                    .as_ref()
+                    .is_none_or(|(_, b)| tier.max_height > b.max_height)
+            {
+                best = Some((membership, tier));
+            }
+        }
+    }
+    let (pass, max_streams, membership_id, max_height) = match best {
+        Some((membership, tier)) => (
+            Pass::Member {
+                max_height: tier.max_height,
+                expires_at_ms: now + crate::money::sessions::MEMBER_SESSION_MS,
+                counted: Default::default(),
+            },
+            usize::try_from(tier.max_streams).unwrap_or(1),
+            Some(membership.id),
+            Some(tier.max_height),
+        ),
+        None if stream.owned_by(viewer) => (Pass::Host, usize::MAX, None, None),
+        None => {
+            return Err(ApiError::custom(
+                StatusCode::FORBIDDEN,
+                "membership-required",
+                "Membership required",
+                "this stream is for members of its tiers: join one to watch",
+            )
+            .with(json!({ "tiers": stream.member_tiers })));
+        }
+    };
+    let session = Session {
+        id: session_id(),
+        stream_id: stream.id.clone(),
+        viewer,
+        pass,
+        last_request_ms: now,
+    };
+    let view = SessionView {
+        id: session.id.clone(),
+        playback_url: format!("/play/{}/master.m3u8", session.id),
+        price: None,
+        preview_seconds: 0,
+        channel_id: None,
+        paid_from: None,
+        ticket_id: None,
+        membership_id,
+        max_height,
+        expires_at: max_height
+            .map(|_| super::auth::rfc3339(now + crate::money::sessions::MEMBER_SESSION_MS)),
+    };
+    if matches!(session.pass, Pass::Host) {
+        state.sessions.start(session);
+    } else if let Err(active) = state.sessions.start_member(session, max_streams, now) {
+        let listed: Vec<_> = active
+            .iter()
+            .map(|s| json!({ "id": s.id, "stream_id": s.stream_id }))
+            .collect();
+        return Err(ApiError::custom(
+            StatusCode::CONFLICT,
+            "too-many-streams",
+            "Too many streams at once",
+            format!(
+                "your tier allows {max_streams} at once: end one (DELETE /api/v1/sessions/{{id}}) first"
+            ),
+        )
+        .with(json!({ "max_streams": max_streams, "active_sessions": listed })));
+    }
+    state.stats.session_started(&stream.id, viewer, now);
+    let count = state.sessions.viewers(&stream.id, now);
+    state.events.publish(
+        &stream.id,
+        crate::live::events::StreamEvent::Viewers { count },
+    );
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// Where the player is, in media milliseconds.
+    pub position_ms: u64,
+}
+
+/// Where a member is in what they watch (every 30 s or so): the position to
+/// resume from. Watch time for the pool is what the server served, never
+/// this.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sessions/{session}/progress",
+    tag = "playback",
+    security(("bearer" = [])),
+    params(("session" = String, Path, description = "Session id")),
+    request_body = Progress,
+    responses((status = 204, description = "Recorded"), (status = 404, body = Problem, content_type = "application/problem+json"))
+)]
+async fn session_progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session): Path<String>,
+    ApiJson(body): ApiJson<Progress>,
+) -> Result<StatusCode, ApiError> {
+    let now = now_ms();
+    let found = state
+        .sessions
+        .get(&session, now)
+        .filter(|s| caller.may_act_for(s.viewer))
+        .ok_or_else(|| ApiError::not_found("no such session"))?;
+    if body.position_ms > 30 * 86_400_000 {
+        return Err(ApiError::bad_request("position_ms is beyond any media"));
+    }
+    state.sessions.touch(&found.id, now);
+    state
+        .db
+        .set_progress(found.viewer, &found.stream_id, body.position_ms, now)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// End a session (the viewer's).
@@ -274,6 +433,17 @@ fn live_session(state: &AppState, session: &str) -> Result<Session, ApiError> {
         .sessions
         .get(session, now)
         .ok_or_else(|| ApiError::not_found("no such session, or it ended"))?;
+    if let Pass::Member { expires_at_ms, .. } = &found.pass
+        && now >= *expires_at_ms
+    {
+        state.sessions.end(&found.id);
+        return Err(ApiError::custom(
+            StatusCode::UNAUTHORIZED,
+            "session-expired",
+            "Session expired",
+            "member sessions last 4 hours: start a new one",
+        ));
+    }
     if let Some(channel) = found.pass.channel() {
         let channel = state
             .payments
@@ -305,7 +475,13 @@ async fn session_master(
 ) -> Result<Response, ApiError> {
     let found = live_session(&state, &session)?;
     let media = stream_media(&state, &found.stream_id).await?;
-    let body = read_lock!(media).playlist("master", master_for)?;
+    let body = match &found.pass {
+        // Only what the member's tier allows.
+        Pass::Member { max_height, .. } => {
+            bytes::Bytes::from(master_up_to(&read_lock!(media), Some(*max_height))?)
+        }
+        _ => read_lock!(media).playlist("master", master_for)?,
+    };
     Ok(playlist_response(body))
 }
 
@@ -332,6 +508,9 @@ async fn session_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = live_session(&state, &session)?;
+    if let Pass::Member { max_height, .. } = &found.pass {
+        return member_file(&state, &found, *max_height, &rendition, &file, &headers).await;
+    }
     let Pass::Channel {
         channel: channel_id,
         meter,
@@ -397,6 +576,77 @@ async fn session_file(
         &file,
         &headers,
         Some(&gate),
+    )
+    .await
+}
+
+/// A member session's file: renditions above the tier's quality refused,
+/// each segment counted as served once (its media time, and how far into
+/// the item the member got).
+async fn member_file(
+    state: &AppState,
+    found: &Session,
+    max_height: u32,
+    rendition: &str,
+    file: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let media = stream_media(state, &found.stream_id).await?;
+    let (too_high, segment_ms) = {
+        let media = read_lock!(media);
+        let found_rendition = media
+            .rendition(rendition)
+            .ok_or_else(|| ApiError::not_found("no such rendition"))?;
+        let too_high = short_side(&found_rendition.info).is_some_and(|side| side > max_height);
+        // Where each segment ends in the item (for how far the member got).
+        let ends: Vec<u64> = found_rendition
+            .segments
+            .iter()
+            .scan(0u64, |end, s| {
+                *end += u64::from(s.duration_ms);
+                Some(*end)
+            })
+            .collect();
+        (too_high, ends)
+    };
+    if too_high {
+        return Err(ApiError::custom(
+            StatusCode::FORBIDDEN,
+            "tier-quality",
+            "Above your tier's quality",
+            format!("your tier allows up to {max_height}p"),
+        ));
+    }
+    let member = found.viewer;
+    let stream_id = found.stream_id.clone();
+    let session_id = found.id.clone();
+    let count = |sequence: u64, duration_ms: u32| -> Result<(), ApiError> {
+        let now = now_ms();
+        if state.sessions.first_serving(&session_id, sequence, now) {
+            let end = usize::try_from(sequence)
+                .ok()
+                .and_then(|i| segment_ms.get(i))
+                .copied()
+                .unwrap_or(0);
+            state.memberships.served(
+                member,
+                &stream_id,
+                crate::store::WatchDelta {
+                    served_ms: u64::from(duration_ms),
+                    furthest_ms: end,
+                },
+                now,
+            );
+        }
+        Ok(())
+    };
+    rendition_response(
+        state,
+        &found.stream_id,
+        rendition,
+        file,
+        headers,
+        Some(&count),
     )
     .await
 }

@@ -35,7 +35,8 @@ const MAX_TITLE_CHARS: usize = 200;
 pub struct CreateStream {
     /// 1 to 200 characters.
     pub title: String,
-    /// `free` (default) or `per_second` (needs `price` and a signed-in creator).
+    /// `free` (default), `per_second` (needs `price` and a signed-in
+    /// creator) or `members` (needs `tiers`).
     pub access: Option<AccessMode>,
     pub price: Option<PriceBody>,
     /// Free seconds before a paid stream charges (default 0).
@@ -51,6 +52,9 @@ pub struct CreateStream {
     pub category: Option<String>,
     /// Up to 10 tags, each 1 to 32 of `a-z 0-9 -` (upper case is lowered).
     pub tags: Option<Vec<String>>,
+    /// `members` streams: the tiers whose members watch (tier ids of the
+    /// creator's or the platform's, or `platform` for any platform tier).
+    pub tiers: Option<Vec<String>>,
 }
 
 /// A price: `amount` base units per `period_seconds`.
@@ -80,6 +84,9 @@ pub struct UpdateStream {
     pub category: Option<String>,
     /// Replaces the tags.
     pub tags: Option<Vec<String>>,
+    /// `members` streams: the tiers whose members watch (tier ids of the
+    /// creator's or the platform's, or `platform` for any platform tier).
+    pub tiers: Option<Vec<String>>,
 }
 
 /// Longest description, in characters.
@@ -348,7 +355,7 @@ pub(super) fn view(
         tags: stream.tags.clone(),
         viewers: match stream.access {
             AccessMode::Free => state.audience.count(&stream.id, now_ms()),
-            AccessMode::PerSecond | AccessMode::Ticket => {
+            AccessMode::PerSecond | AccessMode::Ticket | AccessMode::Members => {
                 state.sessions.viewers(&stream.id, now_ms())
             }
         },
@@ -385,6 +392,7 @@ pub(super) fn new_record(
         tags: Vec::new(),
         source,
         duration_ms: None,
+        member_tiers: Vec::new(),
     }
 }
 
@@ -443,6 +451,7 @@ async fn create_stream(
         body.price.as_ref(),
         body.preview_seconds,
     )?;
+    super::memberships::apply_member_tiers(&state, &mut record, body.tiers.as_deref()).await?;
     state.db.insert_stream(&record).await?;
     tracing::info!(stream = %record.id, "stream created");
     Ok((
@@ -873,6 +882,7 @@ async fn update_stream(
         body.price.as_ref(),
         body.preview_seconds,
     )?;
+    super::memberships::apply_member_tiers(&state, &mut stream, body.tiers.as_deref()).await?;
     state.db.update_stream(&stream).await?;
     state.index.set_paid(&stream.id, stream.access.is_gated());
     let renditions = state.db.renditions(&stream.id).await?;

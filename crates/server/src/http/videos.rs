@@ -48,6 +48,9 @@ pub struct CreateVideo {
     pub description: Option<String>,
     pub category: Option<String>,
     pub tags: Option<Vec<String>>,
+    /// `members` streams: the tiers whose members watch (tier ids of the
+    /// creator's or the platform's, or `platform` for any platform tier).
+    pub tiers: Option<Vec<String>>,
 }
 
 /// Processing progress.
@@ -171,6 +174,7 @@ async fn create_video(
         body.price.as_ref(),
         body.preview_seconds,
     )?;
+    super::memberships::apply_member_tiers(&state, &mut record, body.tiers.as_deref()).await?;
     state
         .db
         .insert_video(&record, &body.upload_id, record.created_at_ms)

@@ -22,6 +22,27 @@ pub enum Pass {
     Ticket { ticket_id: String },
     /// The event's creator or an admin in the room.
     Host,
+    /// A member of one of the stream's tiers.
+    Member {
+        /// The tier's quality limit (short side of the picture).
+        max_height: u32,
+        /// Member sessions last 4 hours, then the player asks again.
+        expires_at_ms: i64,
+        /// Segments (by sequence) already counted as served.
+        counted: std::collections::HashSet<u64>,
+    },
+}
+
+/// A member session ends after this long without a request.
+pub const MEMBER_IDLE_TIMEOUT_MS: i64 = 60_000;
+/// How long a member session's playback URL is valid.
+pub const MEMBER_SESSION_MS: i64 = 4 * 3600 * 1000;
+
+/// An active member session, as the 409 of a limit lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSession {
+    pub id: String,
+    pub stream_id: String,
 }
 
 /// What a pass is keyed by: a new session on the same key ends the old one.
@@ -36,7 +57,14 @@ impl Pass {
         match self {
             Pass::Channel { channel, .. } => Some(PassKey::Channel(*channel)),
             Pass::Ticket { ticket_id } => Some(PassKey::Ticket(ticket_id.clone())),
-            Pass::Host => None,
+            Pass::Host | Pass::Member { .. } => None,
+        }
+    }
+
+    fn idle_timeout_ms(&self) -> i64 {
+        match self {
+            Pass::Member { .. } => MEMBER_IDLE_TIMEOUT_MS,
+            _ => SESSION_IDLE_TIMEOUT_MS,
         }
     }
 
@@ -66,6 +94,26 @@ struct Inner {
 }
 
 impl Inner {
+    fn insert(&mut self, session: Session) {
+        let inner = self;
+        if let Some(key) = session.pass.key()
+            && let Some(previous) = inner.by_pass.insert(key, session.id.clone())
+        {
+            inner.sessions.remove(&previous);
+        }
+        if inner.sessions.len() >= MAX_SESSIONS {
+            let oldest = inner
+                .sessions
+                .values()
+                .min_by_key(|s| s.last_request_ms)
+                .map(|s| s.id.clone());
+            if let Some(id) = oldest {
+                inner.remove(&id);
+            }
+        }
+        inner.sessions.insert(session.id.clone(), session);
+    }
+
     fn remove(&mut self, id: &str) -> Option<Session> {
         let session = self.sessions.remove(id)?;
         if let Some(key) = session.pass.key()
@@ -88,22 +136,7 @@ impl Sessions {
     /// ends (one at a time).
     pub fn start(&self, session: Session) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(key) = session.pass.key()
-            && let Some(previous) = inner.by_pass.insert(key, session.id.clone())
-        {
-            inner.sessions.remove(&previous);
-        }
-        if inner.sessions.len() >= MAX_SESSIONS {
-            let oldest = inner
-                .sessions
-                .values()
-                .min_by_key(|s| s.last_request_ms)
-                .map(|s| s.id.clone());
-            if let Some(id) = oldest {
-                inner.remove(&id);
-            }
-        }
-        inner.sessions.insert(session.id.clone(), session);
+        inner.insert(session);
     }
 
     /// The session, if it exists and has not idled out.
@@ -112,7 +145,7 @@ impl Sessions {
         let expired = inner
             .sessions
             .get(id)
-            .map(|s| now_ms - s.last_request_ms > SESSION_IDLE_TIMEOUT_MS)?;
+            .map(|s| now_ms - s.last_request_ms > s.pass.idle_timeout_ms())?;
         if expired {
             inner.remove(id);
             return None;
@@ -190,6 +223,50 @@ impl Sessions {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let id = inner.by_pass.get(&PassKey::Channel(*channel))?;
         inner.sessions.get(id).map(|s| s.stream_id.clone())
+    }
+
+    /// Starts a member session unless the member has `max_streams` active
+    /// ones already (checked and started under one lock, so racing starts
+    /// cannot exceed it); answers the active ones when refused.
+    pub fn start_member(
+        &self,
+        session: Session,
+        max_streams: usize,
+        now_ms: i64,
+    ) -> Result<(), Vec<ActiveSession>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let active: Vec<ActiveSession> = inner
+            .sessions
+            .values()
+            .filter(|s| {
+                s.viewer == session.viewer
+                    && matches!(s.pass, Pass::Member { .. })
+                    && now_ms - s.last_request_ms <= MEMBER_IDLE_TIMEOUT_MS
+            })
+            .map(|s| ActiveSession {
+                id: s.id.clone(),
+                stream_id: s.stream_id.clone(),
+            })
+            .collect();
+        if active.len() >= max_streams {
+            return Err(active);
+        }
+        inner.insert(session);
+        Ok(())
+    }
+
+    /// Whether a member session's segment is served for the first time
+    /// (then it counts as watched); touches the session.
+    pub fn first_serving(&self, id: &str, sequence: u64, now_ms: i64) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(session) = inner.sessions.get_mut(id) else {
+            return false;
+        };
+        session.last_request_ms = now_ms;
+        match &mut session.pass {
+            Pass::Member { counted, .. } => counted.len() < 1_000_000 && counted.insert(sequence),
+            _ => false,
+        }
     }
 
     /// Ends every session on a stream (an event cancelled: its tickets

@@ -272,7 +272,7 @@ impl Store {
         sqlx::query_scalar(
             "SELECT cid FROM segments UNION SELECT init_cid FROM renditions WHERE init_cid IS NOT NULL \
              UNION SELECT root_cid FROM archives UNION SELECT cid FROM archive_blocks \
-             UNION SELECT metadata_cid FROM collectibles",
+             UNION SELECT metadata_cid FROM collectibles UNION SELECT statement_cid FROM pool_rounds",
         )
         .fetch_all(&self.pool)
         .await

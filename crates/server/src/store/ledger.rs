@@ -58,6 +58,7 @@ fn account_columns(account: &AccountRef) -> (&'static str, Option<String>, Strin
         AccountRef::Clearing { channel } => ("clearing", None, format!("{channel:#x}")),
         AccountRef::Platform { asset } => ("platform", None, format!("{asset:#x}")),
         AccountRef::Event { asset, .. } => ("event", None, format!("{asset:#x}")),
+        AccountRef::Pool { asset } => ("pool", None, format!("{asset:#x}")),
         AccountRef::World { asset } => ("world", None, format!("{asset:#x}")),
     }
 }

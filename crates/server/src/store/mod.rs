@@ -15,6 +15,7 @@ mod chat;
 pub mod dialect;
 mod events;
 mod ledger;
+mod memberships;
 mod stats;
 mod streams;
 #[cfg(test)]
@@ -36,6 +37,10 @@ pub use events::{
     random_id,
 };
 pub use ledger::{LedgerBatch, Refusal};
+pub use memberships::{
+    MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer, PaymentKind,
+    RoundRecord, TierRecord, WatchDelta,
+};
 pub use streams::StreamFilter;
 pub use videos::{JobEnd, VideoJob};
 

@@ -13,7 +13,7 @@ macro_rules! stream_columns {
     () => {
         "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
          access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms, \
-         archive_public, description, category, tags, source, duration_ms"
+         archive_public, description, category, tags, source, duration_ms, member_tiers"
     };
 }
 pub(super) use stream_columns;
@@ -35,6 +35,7 @@ pub(super) fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, sqlx::Error>
             "free" => AccessMode::Free,
             "per_second" => AccessMode::PerSecond,
             "ticket" => AccessMode::Ticket,
+            "members" => AccessMode::Members,
             other => return Err(decode_err(format!("bad access {other}"))),
         },
         price: match (
@@ -68,7 +69,13 @@ pub(super) fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, sqlx::Error>
         duration_ms: row
             .try_get::<Option<i64>, _>("duration_ms")?
             .and_then(|ms| u64::try_from(ms).ok()),
+        member_tiers: serde_json::from_str(row.try_get::<&str, _>("member_tiers")?)
+            .map_err(decode_err)?,
     })
+}
+
+fn member_tiers_json(tiers: &[String]) -> String {
+    serde_json::to_string(tiers).unwrap_or_else(|_| "[]".into())
 }
 
 /// Tags as stored: `,a,b,` (empty when none), so `instr(tags, ',a,')` finds one.
@@ -129,7 +136,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO streams (id, title, stream_key, owner, state, created_at_ms, access, price_amount, \
              price_period_seconds, preview_seconds, retention_days, archive_public, description, \
-             category, tags, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             category, tags, source, member_tiers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&stream.id)
         .bind(&stream.title)
@@ -147,6 +155,7 @@ impl Store {
         .bind(&stream.category)
         .bind(stored_tags(&stream.tags))
         .bind(stream.source.as_str())
+        .bind(member_tiers_json(&stream.member_tiers))
         .execute(&mut *connection)
         .await?;
         Ok(())
@@ -157,7 +166,7 @@ impl Store {
         sqlx::query(
             "UPDATE streams SET title = $1, access = $2, price_amount = $3, price_period_seconds = $4, \
              preview_seconds = $5, retention_days = $6, archive_public = $7, description = $8, \
-             category = $9, tags = $10 WHERE id = $11",
+             category = $9, tags = $10, member_tiers = $11 WHERE id = $12",
         )
         .bind(&stream.title)
         .bind(stream.access.as_str())
@@ -169,6 +178,7 @@ impl Store {
         .bind(&stream.description)
         .bind(&stream.category)
         .bind(stored_tags(&stream.tags))
+        .bind(member_tiers_json(&stream.member_tiers))
         .bind(&stream.id)
         .execute(&self.pool)
         .await?;
@@ -365,12 +375,14 @@ impl Store {
         let streams: i64 = row.try_get("streams")?;
         let free: i64 = row.try_get("free")?;
         if streams == 0 {
-            // A collectible's metadata is public.
-            let metadata =
-                sqlx::query("SELECT 1 AS found FROM collectibles WHERE metadata_cid = $1")
-                    .bind(cid)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            // A collectible's metadata and a pool round's statement are public.
+            let metadata = sqlx::query(
+                "SELECT 1 AS found FROM collectibles WHERE metadata_cid = $1 \
+                 UNION SELECT 1 AS found FROM pool_rounds WHERE statement_cid = $1",
+            )
+            .bind(cid)
+            .fetch_optional(&self.pool)
+            .await?;
             return Ok(metadata.map(|_| true));
         }
         Ok(Some(free > 0))

@@ -842,6 +842,7 @@ fn stream_record(id: &str, owner: &str, title: &str, created_at_ms: i64) -> Stre
         tags: vec![],
         source: crate::model::StreamSource::Live,
         duration_ms: None,
+        member_tiers: Vec::new(),
     }
 }
 

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+use streamweave_ledger::SigningKey;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A running server process, killed on drop.
@@ -449,4 +452,88 @@ impl TestDatabase {
 pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+// ---- Requests as signed-in wallets (the events and memberships tests) ----
+
+pub async fn send(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("text");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub async fn post(server: &Server, path: &str, token: &str, body: Value) -> (u16, Value) {
+    send(server, reqwest::Method::POST, path, Some(token), Some(body)).await
+}
+
+pub async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
+    send(server, reqwest::Method::GET, path, token, None).await
+}
+
+/// A signed-in wallet.
+pub struct Wallet {
+    pub address: String,
+    pub token: String,
+}
+
+pub async fn wallet(server: &Server, seed: u8) -> Wallet {
+    wallet_of(server, &SigningKey::from_bytes(&[seed; 32]).expect("key")).await
+}
+
+pub async fn wallet_of(server: &Server, key: &SigningKey) -> Wallet {
+    Wallet {
+        address: format!("{:#x}", key.address()),
+        token: sign_in(server, key).await,
+    }
+}
+
+pub async fn fund(server: &Server, wallet: &Wallet, amount: u128) {
+    let (status, body) = post(
+        server,
+        "/api/v1/admin/deposits",
+        ADMIN_TOKEN,
+        json!({"address": wallet.address, "amount": amount.to_string(), "id": format!("fund-{}", wallet.address)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// (available, earned) of a wallet.
+pub async fn balances(server: &Server, wallet: &Wallet) -> (u128, u128) {
+    let (status, body) = get(
+        server,
+        &format!("/api/v1/accounts/{}/balances", wallet.address),
+        Some(&wallet.token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let field = |name: &str| {
+        body[name]
+            .as_str()
+            .expect(name)
+            .parse::<u128>()
+            .expect(name)
+    };
+    (field("available"), field("earned"))
+}
+
+pub fn problem_type(body: &Value) -> &str {
+    body["type"].as_str().unwrap_or_default()
 }
