@@ -263,6 +263,9 @@ pub struct StreamView {
     pub access: AccessMode,
     /// For `per_second` streams.
     pub price: Option<PriceBody>,
+    /// For `members` streams: the tiers whose members watch (tier ids, or
+    /// `platform` for any platform tier).
+    pub tiers: Vec<String>,
     pub preview_seconds: u32,
     /// Master playlist, relative to the server.
     pub playback_url: String,
@@ -360,6 +363,7 @@ pub(super) fn view(
             }
         },
         source: stream.source,
+        tiers: stream.member_tiers.clone(),
     }
 }
 

@@ -58,7 +58,282 @@ async fn run_suite(store: &Store) {
     archives_suite(store).await;
     videos_suite(store).await;
     events_suite(store).await;
+    memberships_suite(store).await;
     audit_agrees(store).await;
+}
+
+async fn memberships_suite(store: &Store) {
+    let member = Address::repeat_byte(0xd1);
+    let creator = Address::repeat_byte(0xd2);
+    store
+        .commit(&[batch(vec![deposit("ms-fund", member, 1000)])], 1)
+        .await
+        .expect("commit")
+        .remove(0)
+        .expect("funded");
+    let mut tier = TierRecord {
+        id: "ms-tier".into(),
+        offerer: Offerer::Platform,
+        name: "Basic".into(),
+        description: String::new(),
+        price: Amount(600),
+        period_seconds: 60,
+        max_height: 360,
+        max_streams: 1,
+        suspended: false,
+        created_at_ms: 10,
+    };
+    store.insert_tier(&tier).await.expect("tier");
+    tier.price = Amount(700);
+    store.update_tier(&tier).await.expect("update");
+    assert_eq!(
+        store.tier("ms-tier").await.expect("tier"),
+        Some(tier.clone())
+    );
+    assert_eq!(
+        store.tiers(Some(Offerer::Platform)).await.expect("tiers"),
+        vec![tier.clone()]
+    );
+    assert!(
+        store
+            .tiers(Some(Offerer::Creator(creator)))
+            .await
+            .expect("tiers")
+            .is_empty()
+    );
+    let pool = AccountRef::Pool {
+        asset: Address::ZERO,
+    };
+    let pay = |id: &str, amount: u128| Transfer {
+        id: id.to_string(),
+        debit: available(member),
+        credit: pool,
+        asset: Address::ZERO,
+        amount: Amount(amount),
+        kind: TransferKind::Membership,
+        channel: None,
+    };
+    let membership = MembershipRecord {
+        id: "ms-1".into(),
+        member,
+        offerer: Offerer::Platform,
+        tier_id: "ms-tier".into(),
+        next_tier_id: None,
+        expires_at_ms: 60_000,
+        auto_renew: true,
+        renewal_failure: None,
+        renewal_failed_at_ms: None,
+        created_at_ms: 0,
+    };
+    let write = MembershipWrite {
+        previous: None,
+        membership: membership.clone(),
+        payment: Some(MembershipPayment {
+            id: "ms-pay-1".into(),
+            kind: PaymentKind::Join,
+            tier_id: "ms-tier".into(),
+            amount: Amount(700),
+            pool_amount: Amount(700),
+            round: 3,
+        }),
+        transfers: vec![pay("ms-pay-1:pool", 700)],
+        now_ms: 0,
+    };
+    assert_eq!(
+        store.write_membership(&write).await.expect("write"),
+        Ok(membership.clone())
+    );
+    // A retry answers what is stored and moves nothing.
+    assert_eq!(
+        store.write_membership(&write).await.expect("retry"),
+        Ok(membership.clone())
+    );
+    assert_eq!(
+        store.balance(&pool).await.expect("pool"),
+        Balance::from(Amount(700))
+    );
+    // Computed from a stale state: refused.
+    let stale = MembershipWrite {
+        payment: Some(MembershipPayment {
+            id: "ms-pay-2".into(),
+            ..write.payment.clone().expect("payment")
+        }),
+        transfers: vec![pay("ms-pay-2:pool", 100)],
+        ..write.clone()
+    };
+    assert_eq!(
+        store.write_membership(&stale).await.expect("stale"),
+        Err(CommerceRefusal::Changed)
+    );
+    // More than the balance: refused, nothing written.
+    let renewal = MembershipWrite {
+        previous: Some(("ms-tier".into(), 60_000)),
+        membership: MembershipRecord {
+            expires_at_ms: 120_000,
+            ..membership.clone()
+        },
+        payment: Some(MembershipPayment {
+            id: "ms-pay-3".into(),
+            kind: PaymentKind::Renewal,
+            tier_id: "ms-tier".into(),
+            amount: Amount(700),
+            pool_amount: Amount(700),
+            round: 4,
+        }),
+        transfers: vec![pay("ms-pay-3:pool", 700)],
+        now_ms: 60_000,
+    };
+    assert!(matches!(
+        store.write_membership(&renewal).await.expect("renewal"),
+        Err(CommerceRefusal::Ledger(Refusal::Insufficient(_)))
+    ));
+    assert_eq!(
+        store.membership("ms-1").await.expect("read"),
+        Some(membership.clone())
+    );
+    assert_eq!(
+        store.memberships_due(60_000, 1000).await.expect("due"),
+        vec![membership.clone()]
+    );
+    store
+        .record_renewal_failure("ms-1", "not enough", 60_000)
+        .await
+        .expect("failure");
+    assert!(
+        store
+            .memberships_due(60_500, 1000)
+            .await
+            .expect("due")
+            .is_empty(),
+        "retried later, not at once"
+    );
+    assert_eq!(
+        store
+            .membership_with(member, Offerer::Platform)
+            .await
+            .expect("with")
+            .and_then(|m| m.renewal_failure),
+        Some("not enough".into())
+    );
+    assert!(
+        store
+            .set_auto_renew("ms-1", member, false)
+            .await
+            .expect("stop")
+    );
+    assert!(
+        !store
+            .set_auto_renew("ms-1", creator, false)
+            .await
+            .expect("not theirs")
+    );
+    assert_eq!(store.memberships_of(member).await.expect("of").len(), 1);
+    // What members were served, and the round's inputs.
+    let mut stream = stream_record("ms-stream", &format!("{creator:#x}"), "members", 1);
+    stream.access = AccessMode::Members;
+    stream.member_tiers = vec!["platform".into()];
+    store.insert_stream(&stream).await.expect("stream");
+    assert_eq!(
+        store
+            .stream("ms-stream")
+            .await
+            .expect("read")
+            .expect("s")
+            .member_tiers,
+        vec!["platform".to_string()]
+    );
+    let item = (member, "ms-stream".to_string());
+    for _ in 0..2 {
+        store
+            .add_member_watch(
+                3,
+                &[(
+                    item.clone(),
+                    WatchDelta {
+                        served_ms: 2000,
+                        furthest_ms: 4000,
+                    },
+                )],
+            )
+            .await
+            .expect("watch");
+    }
+    let watched = store.round_watch(3).await.expect("round");
+    assert_eq!(watched.len(), 1);
+    assert_eq!(
+        (
+            watched[0].served_ms,
+            watched[0].furthest_ms,
+            watched[0].creator
+        ),
+        (4000, 4000, Some(creator))
+    );
+    assert_eq!(
+        store.round_contributions(3).await.expect("C"),
+        vec![(member, Amount(700))]
+    );
+    assert_eq!(
+        store.rounds_with_activity(0, 10).await.expect("rounds"),
+        vec![3]
+    );
+    store
+        .set_progress(member, "ms-stream", 1500, 5)
+        .await
+        .expect("progress");
+    assert_eq!(
+        store.history(member).await.expect("history")[0].position_ms,
+        1500
+    );
+    // Closing: the pool pays the creator, keeps the carry; once only.
+    let round = RoundRecord {
+        round: 3,
+        starts_at_ms: 0,
+        ends_at_ms: 60_000,
+        contributions: Amount(700),
+        view_inflow: Amount(0),
+        carry_in: Amount(0),
+        carry_out: Amount(0),
+        mode: "user-centric".into(),
+        statement_cid: "bafkreistatement".into(),
+        closed_at_ms: 61_000,
+        allocations: vec![(creator, Amount(700))],
+    };
+    let allocation = Transfer {
+        id: "pool:3:creator:0".into(),
+        debit: pool,
+        credit: AccountRef::Revenue {
+            owner: creator,
+            asset: Address::ZERO,
+        },
+        asset: Address::ZERO,
+        amount: Amount(700),
+        kind: TransferKind::PoolAllocation,
+        channel: None,
+    };
+    assert_eq!(
+        store
+            .close_pool_round(&round, std::slice::from_ref(&allocation))
+            .await
+            .expect("close"),
+        Ok(true)
+    );
+    assert_eq!(
+        store
+            .close_pool_round(&round, std::slice::from_ref(&allocation))
+            .await
+            .expect("again"),
+        Ok(false)
+    );
+    assert_eq!(store.pool_rounds(10).await.expect("rounds"), vec![round]);
+    assert_eq!(store.balance(&pool).await.expect("pool"), Balance::ZERO);
+    assert_eq!(
+        store.audit_pool().await.expect("audit"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.cid_is_free("bafkreistatement").await.expect("cid"),
+        Some(true)
+    );
 }
 
 async fn events_suite(store: &Store) {
