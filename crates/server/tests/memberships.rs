@@ -586,5 +586,30 @@ async fn scenario(database: &TestDatabase) {
             creator.address
         );
     }
+    // A creator's pool earnings per round.
+    let (_, mine) = get(
+        &server,
+        &format!("/api/v1/pool/rounds?creator={}", creators[0].address),
+        None,
+    )
+    .await;
+    let earned: u128 = mine["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .flat_map(|r| r["allocations"].as_array().expect("allocations").clone())
+        .map(|a| {
+            assert_eq!(a["creator"], creators[0].address.as_str());
+            amount(&a["amount"])
+        })
+        .sum();
+    assert_eq!(earned, paid[&creators[0].address]);
+    let (_, none) = get(
+        &server,
+        &format!("/api/v1/pool/rounds?creator={}", unwatched.address),
+        None,
+    )
+    .await;
+    assert_eq!(none["rounds"], json!([]));
     database.assert_ledger_audits(&server.data_dir);
 }

@@ -137,6 +137,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     println!("  A free stream: {base}/watch/{}", record.id);
     println!("  The library (a demo film appears once processed): {base}/library");
     println!("  Events with tickets (a demo event is scheduled): {base}/events");
+    println!("  Memberships (a platform tier and the demo creator's): {base}/membership");
     println!(
         "(HLS: {}/live/{}/master.m3u8; Ctrl-C stops)",
         state.settings.public_url, record.id
@@ -162,6 +163,11 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         state.settings.public_url.clone(),
         creator.clone(),
     ));
+    // Memberships: a platform tier (feeding the pool) and the demo
+    // creator's own tier, once per data directory.
+    offer_demo_tiers(&state.db, creator.address())
+        .await
+        .context("offering the demo tiers")?;
     // An event with tickets on sale, as its creator schedules one.
     tokio::spawn(schedule_demo_event(
         state.settings.public_url.clone(),
@@ -235,6 +241,38 @@ async fn upload_demo_film(
         Ok(None) => {}
         Err(err) => warn!("the demo film could not be uploaded: {err:#}"),
     }
+}
+
+/// A platform tier and a tier of the demo creator's, unless offered already.
+async fn offer_demo_tiers(
+    db: &crate::store::Store,
+    creator: streamweave_ledger::Address,
+) -> anyhow::Result<()> {
+    use crate::store::{Offerer, TierRecord};
+    let tier = |offerer, name: &str, price: u128, max_height, max_streams| TierRecord {
+        id: crate::store::random_id(),
+        offerer,
+        name: name.into(),
+        description: String::new(),
+        price: streamweave_ledger::Amount(price),
+        period_seconds: 2_592_000,
+        max_height,
+        max_streams,
+        suspended: false,
+        created_at_ms: now_ms(),
+    };
+    if db.tiers(Some(Offerer::Platform)).await?.is_empty() {
+        let mut standard = tier(Offerer::Platform, "Standard", 5_000_000, 720, 2);
+        standard.description =
+            "The whole catalog up to 720p on two screens; 70% feeds the creators' pool.".into();
+        db.insert_tier(&standard).await?;
+    }
+    if db.tiers(Some(Offerer::Creator(creator))).await?.is_empty() {
+        let mut fan = tier(Offerer::Creator(creator), "Fan club", 2_000_000, 1080, 1);
+        fan.description = "The demo creator's members-only streams in full HD.".into();
+        db.insert_tier(&fan).await?;
+    }
+    Ok(())
 }
 
 /// Schedules the demo creator's event (starting in 15 minutes, an hour

@@ -90,6 +90,13 @@ pub struct TierList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+pub struct RoundsQuery {
+    /// Only rounds that paid this creator, with only their allocation (a
+    /// creator's pool earnings per round).
+    pub creator: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct TiersQuery {
     /// `platform` or a creator's address.
     pub offerer: Option<String>,
@@ -582,10 +589,24 @@ async fn my_history(
     get,
     path = "/api/v1/pool/rounds",
     tag = "memberships",
-    responses((status = 200, body = RoundList))
+    params(RoundsQuery),
+    responses((status = 200, body = RoundList), (status = 400, body = Problem, content_type = "application/problem+json"))
 )]
-async fn list_rounds(State(state): State<AppState>) -> Result<Json<RoundList>, ApiError> {
-    let rounds = state.db.pool_rounds(100).await?;
+async fn list_rounds(
+    State(state): State<AppState>,
+    Query(query): Query<RoundsQuery>,
+) -> Result<Json<RoundList>, ApiError> {
+    let creator = match query.creator.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(super::auth::parse_address(text)?),
+    };
+    let mut rounds = state.db.pool_rounds(100).await?;
+    if let Some(creator) = creator {
+        rounds.retain_mut(|round| {
+            round.allocations.retain(|(c, _)| *c == creator);
+            !round.allocations.is_empty()
+        });
+    }
     Ok(Json(RoundList {
         rounds: rounds.into_iter().map(round_view).collect(),
     }))
