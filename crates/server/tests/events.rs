@@ -494,6 +494,16 @@ async fn scenario(database: &TestDatabase) {
     assert_eq!(metadata["event"]["id"], show_id.as_str());
     assert_eq!(metadata["recording"], collectible["archive_root_cid"]);
     assert_eq!(metadata["leaderboard"][0]["tipper"], bob.address.as_str());
+    // The prize is the recording: its holder plays the archive, others may not.
+    let archive_master = format!(
+        "/ipfs/{}/master.m3u8",
+        collectible["archive_root_cid"].as_str().expect("root")
+    );
+    assert_eq!(get(&server, &archive_master, Some(&bob.token)).await.0, 200);
+    assert_eq!(
+        get(&server, &archive_master, Some(&carol.token)).await.0,
+        402
+    );
     let (_, frozen) = get(
         &server,
         &format!("/api/v1/events/{show_id}/leaderboard"),

@@ -135,6 +135,29 @@ fn paid_refusal() -> ApiError {
     )
 }
 
+/// Whether the caller holds the collectible of the event whose recording
+/// this is: the prize is the recording itself.
+async fn holds_the_recording(
+    state: &AppState,
+    stream: &StreamRecord,
+    caller: Option<&Caller>,
+) -> Result<bool, ApiError> {
+    let Some(address) = caller.and_then(Caller::address) else {
+        return Ok(false);
+    };
+    if stream.access != AccessMode::Ticket {
+        return Ok(false);
+    }
+    let Some(event) = state.db.event_of_stream(&stream.id).await? else {
+        return Ok(false);
+    };
+    Ok(state
+        .db
+        .collectible_of_event(&event.id)
+        .await?
+        .is_some_and(|c| c.owner == address))
+}
+
 fn may_read(stream: &StreamRecord, caller: Option<&Caller>) -> bool {
     stream.access == AccessMode::Free
         || stream.archive_public
@@ -178,7 +201,9 @@ async fn serve(
     let format = response_format(query, headers)?;
     // Which stream's rules apply: an archive root's, or a stored file's.
     if let Some(stream) = state.db.archive_stream(&root.to_string()).await? {
-        if !may_read(&stream, caller.as_ref()) {
+        if !may_read(&stream, caller.as_ref())
+            && !holds_the_recording(state, &stream, caller.as_ref()).await?
+        {
             return Err(paid_refusal());
         }
     } else {

@@ -1,6 +1,6 @@
 //! Web pages and browser assets, built by `npm run build --prefix web` and
 //! embedded in the binary: `/` (discovery), `/watch/{id}`, `/library`,
-//! `/events`, `/events/{id}`, `/market`, `/studio`, `/account`, and `/assets/*` (`streamweave.js` is the web components
+//! `/events`, `/events/{id}`, `/market`, `/membership`, `/studio`, `/account`, and `/assets/*` (`streamweave.js` is the web components
 //! module other sites embed).
 
 use axum::Router;
@@ -33,6 +33,10 @@ pub fn routes() -> Router<AppState> {
             get(|headers: HeaderMap| page("event", headers)),
         )
         .route("/market", get(|headers: HeaderMap| page("market", headers)))
+        .route(
+            "/membership",
+            get(|headers: HeaderMap| page("membership", headers)),
+        )
         .route("/studio", get(|headers: HeaderMap| page("studio", headers)))
         .route(
             "/account",
@@ -104,6 +108,7 @@ mod tests {
             "pages/events.html",
             "pages/event.html",
             "pages/market.html",
+            "pages/membership.html",
             "pages/studio.html",
             "pages/account.html",
             "assets/streamweave.js",
