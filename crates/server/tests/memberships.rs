@@ -116,8 +116,8 @@ async fn start_session(server: &Server, stream: &str, member: &Wallet) -> (u16, 
 
 async fn end_session(server: &Server, id: &str, member: &Wallet) {
     let (status, body) = send(
-        server,
         reqwest::Method::DELETE,
+        server,
         &format!("/api/v1/sessions/{id}"),
         Some(&member.token),
         None,
@@ -230,8 +230,8 @@ async fn scenario(database: &TestDatabase) {
     .await;
     let suspended_id = suspended["id"].as_str().expect("id");
     let (status, _) = send(
-        &server,
         reqwest::Method::PATCH,
+        &server,
         &format!("/api/v1/tiers/{suspended_id}"),
         Some(ADMIN_TOKEN),
         Some(json!({"suspended": true})),

@@ -8,32 +8,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, hex, sign_in};
+use common::{Server, hex, send, sign_in};
 use serde_json::{Value, json};
 use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey, personal_sign_digest};
-
-async fn call(
-    method: reqwest::Method,
-    server: &Server,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, server.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("text");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_channel_pays_exactly_and_the_audit_agrees() {
@@ -93,7 +70,7 @@ async fn scenario(database: Option<String>) {
     let stranger_token = sign_in(&server, &stranger).await;
 
     // A tampered or unknown sign-in is refused.
-    let (status, challenge) = call(
+    let (status, challenge) = send(
         Method::POST,
         &server,
         "/api/v1/auth/challenge",
@@ -107,7 +84,7 @@ async fn scenario(database: Option<String>) {
         .expect("message")
         .replace("Sign in", "Sign on");
     let signature = payer.sign_digest(personal_sign_digest(message.as_bytes()));
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         "/api/v1/auth/login",
@@ -117,12 +94,12 @@ async fn scenario(database: Option<String>) {
     .await;
     assert_eq!(status, 401);
 
-    let (status, config) = call(Method::GET, &server, "/api/v1/payments/config", None, None).await;
+    let (status, config) = send(Method::GET, &server, "/api/v1/payments/config", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(config["chain_id"], 31337);
     assert_eq!(config["platform_fee_bps"], 300);
 
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         "/api/v1/dev/faucet",
@@ -131,7 +108,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, _) = call(
+    let (status, _) = send(
         Method::PUT,
         &server,
         "/api/v1/accounts/me/revenue-policy",
@@ -142,7 +119,7 @@ async fn scenario(database: Option<String>) {
     assert_eq!(status, 200);
 
     let salt = B256::repeat_byte(9);
-    let (status, channel) = call(
+    let (status, channel) = send(
         Method::POST,
         &server,
         "/api/v1/channels",
@@ -171,7 +148,7 @@ async fn scenario(database: Option<String>) {
         json!({"amount": amount.to_string(), "signature": hex(&signature)})
     };
     let path = format!("/api/v1/channels/{id}/vouchers");
-    let (status, body) = call(
+    let (status, body) = send(
         Method::POST,
         &server,
         &path,
@@ -181,7 +158,7 @@ async fn scenario(database: Option<String>) {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["new"], true);
-    let (status, body) = call(
+    let (status, body) = send(
         Method::POST,
         &server,
         &path,
@@ -193,7 +170,7 @@ async fn scenario(database: Option<String>) {
         (status, body["channel"]["redeemed"].as_str()),
         (200, Some("2501"))
     );
-    let (status, body) = call(
+    let (status, body) = send(
         Method::POST,
         &server,
         &path,
@@ -216,7 +193,7 @@ async fn scenario(database: Option<String>) {
         ),
         (3000, &stranger, 422, "/problems/voucher-wrong-signer"),
     ] {
-        let (status, body) = call(
+        let (status, body) = send(
             Method::POST,
             &server,
             &path,
@@ -230,7 +207,7 @@ async fn scenario(database: Option<String>) {
             "{amount}"
         );
     }
-    let (status, body) = call(
+    let (status, body) = send(
         Method::POST,
         &server,
         &path,
@@ -242,7 +219,7 @@ async fn scenario(database: Option<String>) {
         (status, body["type"].as_str()),
         (422, Some("/problems/signature-malformed"))
     );
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         &path,
@@ -253,7 +230,7 @@ async fn scenario(database: Option<String>) {
     assert_eq!(status, 400);
 
     // Balances: 2501 gross; fee ceil(2501*0.03)=76; rest 2425 -> creator floor(2425*2/3)=1616, collaborator 808, 1 waiting.
-    let (status, balances) = call(
+    let (status, balances) = send(
         Method::GET,
         &server,
         &format!("/api/v1/accounts/{:#x}/balances", payer.address()),
@@ -264,7 +241,7 @@ async fn scenario(database: Option<String>) {
     assert_eq!(status, 200);
     assert_eq!(balances["available"], "9000000");
     assert_eq!(balances["escrowed"], (1_000_000 - 2501).to_string());
-    let (_, earned) = call(
+    let (_, earned) = send(
         Method::GET,
         &server,
         &format!("/api/v1/accounts/{:#x}/balances", creator.address()),
@@ -275,7 +252,7 @@ async fn scenario(database: Option<String>) {
     assert_eq!(earned["earned"], "1616");
 
     // Who may see what.
-    let (status, _) = call(
+    let (status, _) = send(
         Method::GET,
         &server,
         &format!("/api/v1/channels/{id}"),
@@ -284,7 +261,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 404, "another account's channel is invisible");
-    let (status, _) = call(
+    let (status, _) = send(
         Method::GET,
         &server,
         &format!("/api/v1/accounts/{:#x}/balances", payer.address()),
@@ -293,7 +270,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         "/api/v1/admin/deposits",
@@ -302,7 +279,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         &format!("/api/v1/channels/{id}/topup"),
@@ -311,7 +288,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 404);
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         &format!("/api/v1/channels/{id}/close"),
@@ -320,7 +297,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 404);
-    let (status, _) = call(
+    let (status, _) = send(
         Method::GET,
         &server,
         &format!("/api/v1/channels/{id}"),
@@ -331,7 +308,7 @@ async fn scenario(database: Option<String>) {
     assert_eq!(status, 401);
 
     // A creator's stream and its key belong to the creator alone.
-    let (status, stream) = call(
+    let (status, stream) = send(
         Method::POST,
         &server,
         "/api/v1/streams",
@@ -341,7 +318,7 @@ async fn scenario(database: Option<String>) {
     .await;
     assert_eq!(status, 201);
     let stream_id = stream["id"].as_str().expect("id");
-    let (status, _) = call(
+    let (status, _) = send(
         Method::GET,
         &server,
         &format!("/api/v1/streams/{stream_id}/key"),
@@ -350,7 +327,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 404, "another creator's key is invisible");
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         &format!("/api/v1/streams/{stream_id}/key/rotate"),
@@ -359,7 +336,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 404);
-    let (status, key) = call(
+    let (status, key) = send(
         Method::GET,
         &server,
         &format!("/api/v1/streams/{stream_id}/key"),
@@ -371,7 +348,7 @@ async fn scenario(database: Option<String>) {
         (status, key["stream_key"].as_str()),
         (200, stream["stream_key"].as_str())
     );
-    let (status, rotated) = call(
+    let (status, rotated) = send(
         Method::POST,
         &server,
         &format!("/api/v1/streams/{stream_id}/key/rotate"),
@@ -384,7 +361,7 @@ async fn scenario(database: Option<String>) {
 
     // Prices: a paid stream pays its owner, shows its price to anyone, and only its owner changes it.
     let paid = json!({"title": "paid", "access": "per_second", "price": {"amount": "50000", "period_seconds": 60}, "preview_seconds": 10});
-    let (status, body) = call(
+    let (status, body) = send(
         Method::POST,
         &server,
         "/api/v1/streams",
@@ -397,7 +374,7 @@ async fn scenario(database: Option<String>) {
         (400, Some("/problems/bad-request")),
         "the operator token has no wallet to be paid"
     );
-    let (status, created) = call(
+    let (status, created) = send(
         Method::POST,
         &server,
         "/api/v1/streams",
@@ -407,7 +384,7 @@ async fn scenario(database: Option<String>) {
     .await;
     assert_eq!(status, 201, "{created}");
     let paid_id = created["id"].as_str().expect("id");
-    let (_, public) = call(
+    let (_, public) = send(
         Method::GET,
         &server,
         &format!("/api/v1/streams/{paid_id}"),
@@ -423,7 +400,7 @@ async fn scenario(database: Option<String>) {
     assert_eq!(public["preview_seconds"], 10);
     assert_eq!(public["owner"], format!("{:#x}", creator.address()));
     assert!(public.get("stream_key").is_none(), "the key is not public");
-    let (status, _) = call(
+    let (status, _) = send(
         Method::PATCH,
         &server,
         &format!("/api/v1/streams/{paid_id}"),
@@ -432,7 +409,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 404);
-    let (status, body) = call(
+    let (status, body) = send(
         Method::PATCH,
         &server,
         &format!("/api/v1/streams/{paid_id}"),
@@ -441,7 +418,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = call(
+    let (status, body) = send(
         Method::PATCH,
         &server,
         &format!("/api/v1/streams/{paid_id}"),
@@ -455,7 +432,7 @@ async fn scenario(database: Option<String>) {
     );
 
     // Close, let the settle window pass: the rest returns, leftover units are released.
-    let (status, closing) = call(
+    let (status, closing) = send(
         Method::POST,
         &server,
         &format!("/api/v1/channels/{id}/close"),
@@ -467,7 +444,7 @@ async fn scenario(database: Option<String>) {
     let mut closed = Value::Null;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        closed = call(
+        closed = send(
             Method::GET,
             &server,
             &format!("/api/v1/channels/{id}"),
@@ -481,7 +458,7 @@ async fn scenario(database: Option<String>) {
         }
     }
     assert_eq!(closed["state"], "closed", "{closed}");
-    let (_, balances) = call(
+    let (_, balances) = send(
         Method::GET,
         &server,
         &format!("/api/v1/accounts/{:#x}/balances", payer.address()),
@@ -491,7 +468,7 @@ async fn scenario(database: Option<String>) {
     .await;
     assert_eq!(balances["available"], (10_000_000 - 2501).to_string());
     assert_eq!(balances["escrowed"], "0");
-    let (_, earned) = call(
+    let (_, earned) = send(
         Method::GET,
         &server,
         &format!("/api/v1/accounts/{:#x}/balances", creator.address()),
@@ -521,7 +498,7 @@ async fn scenario(database: Option<String>) {
     assert!(csv.contains("channel_open,out,1000000"));
     assert!(csv.contains("close_refund,in,997499"));
 
-    let (status, _) = call(
+    let (status, _) = send(
         Method::GET,
         &server,
         &format!("/api/v1/accounts/{:#x}/transfers", payer.address()),
@@ -530,7 +507,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 403, "another account's history is private");
-    let (status, _) = call(
+    let (status, _) = send(
         Method::POST,
         &server,
         "/api/v1/withdrawals",
@@ -539,7 +516,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 401);
-    let (status, body) = call(
+    let (status, body) = send(
         Method::POST,
         &server,
         "/api/v1/withdrawals",
@@ -553,7 +530,7 @@ async fn scenario(database: Option<String>) {
     );
 
     // An automatic payout empties the earned balance once it reaches the threshold.
-    let (status, _) = call(
+    let (status, _) = send(
         Method::PUT,
         &server,
         "/api/v1/accounts/me/payout-threshold",
@@ -564,7 +541,7 @@ async fn scenario(database: Option<String>) {
     assert_eq!(status, 200);
     let mut paid_out = false;
     for _ in 0..60 {
-        let (_, earned) = call(
+        let (_, earned) = send(
             Method::GET,
             &server,
             &format!("/api/v1/accounts/{:#x}/balances", creator.address()),

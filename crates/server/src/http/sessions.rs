@@ -182,13 +182,24 @@ async fn start_session(
         expires_at: None,
     };
     state.sessions.start(session);
-    state.stats.session_started(&stream.id, viewer, now);
-    let count = state.sessions.viewers(&stream.id, now);
+    Ok(started(state, &stream.id, viewer, now, view))
+}
+
+/// A session began: counted in the statistics, the viewer count pushed.
+fn started(
+    state: &AppState,
+    stream_id: &str,
+    viewer: streamweave_ledger::Address,
+    now: i64,
+    view: SessionView,
+) -> (StatusCode, Json<SessionView>) {
+    state.stats.session_started(stream_id, viewer, now);
+    let count = state.sessions.viewers(stream_id, now);
     state.events.publish(
-        &stream.id,
+        stream_id,
         crate::live::events::StreamEvent::Viewers { count },
     );
-    Ok((StatusCode::CREATED, Json(view)))
+    (StatusCode::CREATED, Json(view))
 }
 
 /// A session in an event's room: for a holder of a ticket that was not
@@ -249,13 +260,7 @@ async fn start_room_session(
         expires_at: None,
     };
     state.sessions.start(session);
-    state.stats.session_started(&stream.id, viewer, now);
-    let count = state.sessions.viewers(&stream.id, now);
-    state.events.publish(
-        &stream.id,
-        crate::live::events::StreamEvent::Viewers { count },
-    );
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(started(state, &stream.id, viewer, now, view))
 }
 
 /// A member session: for an active member of one of the stream's tiers
@@ -348,13 +353,7 @@ async fn start_member_session(
         )
         .with(json!({ "max_streams": max_streams, "active_sessions": listed })));
     }
-    state.stats.session_started(&stream.id, viewer, now);
-    let count = state.sessions.viewers(&stream.id, now);
-    state.events.publish(
-        &stream.id,
-        crate::live::events::StreamEvent::Viewers { count },
-    );
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(started(state, &stream.id, viewer, now, view))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

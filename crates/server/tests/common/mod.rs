@@ -456,9 +456,11 @@ pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 
 // ---- Requests as signed-in wallets (the events and memberships tests) ----
 
+/// Any request, as `token` when given: (status, the body as JSON, or as a
+/// JSON string when it is not JSON).
 pub async fn send(
-    server: &Server,
     method: reqwest::Method,
+    server: &Server,
     path: &str,
     token: Option<&str>,
     body: Option<Value>,
@@ -480,11 +482,11 @@ pub async fn send(
 }
 
 pub async fn post(server: &Server, path: &str, token: &str, body: Value) -> (u16, Value) {
-    send(server, reqwest::Method::POST, path, Some(token), Some(body)).await
+    send(reqwest::Method::POST, server, path, Some(token), Some(body)).await
 }
 
 pub async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
-    send(server, reqwest::Method::GET, path, token, None).await
+    send(reqwest::Method::GET, server, path, token, None).await
 }
 
 /// A signed-in wallet.
