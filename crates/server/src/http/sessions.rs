@@ -182,7 +182,7 @@ async fn start_session(
         expires_at: None,
     };
     state.sessions.start(session);
-    Ok(started(state, &stream.id, viewer, now, view))
+    Ok(started(&state, &stream.id, viewer, now, view))
 }
 
 /// A session began: counted in the statistics, the viewer count pushed.
