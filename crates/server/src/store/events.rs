@@ -1098,6 +1098,21 @@ impl Store {
             .pool
             .begin_with(self.dialect.begin_read_then_write())
             .await?;
+        // A ticket's event is locked first, as finalization and
+        // cancellation lock it before its tickets and listings: one order,
+        // no deadlock.
+        let ticket_event =
+            sqlx::query("SELECT event_id FROM listings WHERE id = $1 AND kind = 'ticket'")
+                .bind(&sale.listing_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let event = match ticket_event {
+            Some(row) => {
+                let event_id: String = row.try_get("event_id")?;
+                locked_event(&mut tx, self.dialect, &event_id).await?
+            }
+            None => None,
+        };
         let sql = format!(
             "SELECT {LISTING_COLUMNS} FROM listings WHERE id = $1{}",
             self.dialect.lock_rows()
@@ -1142,7 +1157,6 @@ impl Store {
         }
         if listing.kind == ItemKind::Ticket {
             let refunded: Amount = get_parsed(&item, "refunded")?;
-            let event = locked_event(&mut tx, self.dialect, &listing.event_id).await?;
             let open = event
                 .is_some_and(|e| e.state == EventState::Scheduled && sale.now_ms < e.starts_at_ms);
             if !open || !refunded.is_zero() {
