@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use common::{
     ADMIN_TOKEN, Server, TestDatabase, Wallet, balances, fund, get, post, problem_type, publish,
-    send, wait_child, wallet,
+    send, wallet,
 };
 use serde_json::{Value, json};
 use streamweave_ledger::economics::{PoolMode, RoundInputs, close_round};
 use streamweave_ledger::{Address, Amount};
 
-const ROUND_SECONDS: u64 = 12;
+const ROUND_SECONDS: u64 = 15;
 
 const SMALL: &[&str] = &[
     "-c:v",
@@ -72,7 +72,7 @@ async fn members_stream(
     assert_eq!(status, 201, "{stream}");
     let id = stream["id"].as_str().expect("id").to_string();
     let key = stream["stream_key"].as_str().expect("key");
-    let ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), size, 14, SMALL);
+    let ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), size, 45, SMALL);
     (id, ffmpeg)
 }
 
@@ -254,6 +254,43 @@ async fn scenario(database: &TestDatabase) {
         "nothing moved"
     );
 
+    // Three creators live for members; a fourth's stream nobody watches.
+    let (stream_a, mut ffmpeg_a) =
+        members_stream(&server, &creators[0], json!(["platform"]), "854x480").await;
+    let (stream_b, mut ffmpeg_b) =
+        members_stream(&server, &creators[1], json!(["platform"]), "640x360").await;
+    let (stream_c, mut ffmpeg_c) =
+        members_stream(&server, &creators[2], json!(["platform"]), "640x360").await;
+    let (status, _) = post(
+        &server,
+        "/api/v1/streams",
+        &unwatched.token,
+        json!({"title": "nobody", "access": "members", "tiers": ["platform"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, needs_tiers) = post(
+        &server,
+        "/api/v1/streams",
+        &unwatched.token,
+        json!({"title": "x", "access": "members"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{needs_tiers}");
+    for stream in [&stream_a, &stream_b, &stream_c] {
+        server
+            .wait_for_state(stream, "live", Duration::from_secs(30))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Paying and watching in one round, so that each member's money follows
+    // their own watching (rounds split elsewhere are checked all the same).
+    let round_ms = i64::try_from(ROUND_SECONDS).expect("seconds") * 1000;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    if round_ms - now_ms % round_ms < 11_000 {
+        let next = round_ms - now_ms % round_ms + 200;
+        tokio::time::sleep(Duration::from_millis(u64::try_from(next).expect("ms"))).await;
+    }
     // Joining, an upgrade charged for the rest of the period, a downgrade later.
     let (status, joined) = post(
         &server,
@@ -321,36 +358,6 @@ async fn scenario(database: &TestDatabase) {
         (29_900..=30_000).contains(&charged),
         "upgrade charge {charged}"
     );
-
-    // Three creators live for members; a fourth's stream nobody watches.
-    let (stream_a, mut ffmpeg_a) =
-        members_stream(&server, &creators[0], json!(["platform"]), "854x480").await;
-    let (stream_b, mut ffmpeg_b) =
-        members_stream(&server, &creators[1], json!(["platform"]), "640x360").await;
-    let (stream_c, mut ffmpeg_c) =
-        members_stream(&server, &creators[2], json!(["platform"]), "640x360").await;
-    let (status, _) = post(
-        &server,
-        "/api/v1/streams",
-        &unwatched.token,
-        json!({"title": "nobody", "access": "members", "tiers": ["platform"]}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (status, needs_tiers) = post(
-        &server,
-        "/api/v1/streams",
-        &unwatched.token,
-        json!({"title": "x", "access": "members"}),
-    )
-    .await;
-    assert_eq!(status, 400, "{needs_tiers}");
-    for stream in [&stream_a, &stream_b, &stream_c] {
-        server
-            .wait_for_state(stream, "live", Duration::from_secs(30))
-            .await;
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Bob (premium until renewal: 720, two at once) sees 480p; a visitor
     // without a membership is refused.
@@ -493,13 +500,14 @@ async fn scenario(database: &TestDatabase) {
     assert_eq!(balances(&server, &carol).await.0, 10_000);
     let flash_revenue = 2 * (40_000 - (40_000u128 * 300).div_ceil(10_000));
 
+    // The shows end.
     for ffmpeg in [&mut ffmpeg_a, &mut ffmpeg_b, &mut ffmpeg_c] {
-        assert!(wait_child(ffmpeg, Duration::from_secs(60)));
+        let _ = ffmpeg.kill();
+        let _ = ffmpeg.wait();
     }
 
     // The rounds close: every allocation as the statement says, re-derived.
     let last_activity_ms = chrono::Utc::now().timestamp_millis();
-    let round_ms = i64::try_from(ROUND_SECONDS).expect("seconds") * 1000;
     let closes_at_ms = (last_activity_ms / round_ms + 1) * round_ms + 4000;
     let wait_ms = closes_at_ms - chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))).await;
