@@ -36,7 +36,7 @@ await esbuild.build({
 copyFileSync(join(here, 'src/app.css'), join(out, 'assets/app.css'));
 
 // The pages share one shell; src/app.js fills <main> by `data-page`.
-const pages = { index: 'Discover', watch: 'Watch', library: 'Library', events: 'Events', event: 'Event', market: 'Market', studio: 'Studio', account: 'Account' };
+const pages = { index: 'Discover', watch: 'Watch', library: 'Library', events: 'Events', event: 'Event', market: 'Market', membership: 'Membership', studio: 'Studio', account: 'Account' };
 for (const [page, title] of Object.entries(pages)) {
   writeFileSync(join(out, 'pages', `${page}.html`), `<!doctype html>
 <html lang="en">
@@ -57,6 +57,7 @@ for (const [page, title] of Object.entries(pages)) {
     <a href="/library">Library</a>
     <a href="/events">Events</a>
     <a href="/market">Market</a>
+    <a href="/membership">Membership</a>
     <a href="/studio">Studio</a>
     <a href="/account">Account</a>
   </nav>

@@ -34,7 +34,9 @@ fn content_type(path: &Path) -> &'static str {
 
 fn main() {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/dist");
-    println!("cargo:rerun-if-changed={}", dist.display());
+    // Watched paths are relative to the package, so that checkouts sharing
+    // one target directory each have their own assets looked at.
+    println!("cargo:rerun-if-changed=../../web/dist");
     let mut found = Vec::new();
     files(&dist, &mut found);
     found.sort();
@@ -48,7 +50,6 @@ fn main() {
     }
     let mut table = String::from("pub static ASSETS: &[(&str, &str, &str, &[u8])] = &[\n");
     for path in &found {
-        println!("cargo:rerun-if-changed={}", path.display());
         let bytes = std::fs::read(path).expect("reading a built asset");
         let mut hasher = DefaultHasher::new();
         bytes.hash(&mut hasher);
@@ -57,6 +58,7 @@ fn main() {
             .expect("under dist")
             .to_string_lossy()
             .replace('\\', "/");
+        println!("cargo:rerun-if-changed=../../web/dist/{relative}");
         writeln!(
             table,
             "    ({:?}, {:?}, \"\\\"{:016x}\\\"\", include_bytes!({:?})),",

@@ -88,6 +88,16 @@ export function formatDuration(seconds) {
   return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${rest}` : `${minutes}:${rest}`;
 }
 
+/** A membership period in words: 2592000 -> "30 days", 86400 -> "day", 604800 -> "week". */
+export function periodText(seconds) {
+  const s = Number(seconds);
+  const units = [[31_536_000, 'year'], [604_800, 'week'], [86_400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
+  for (const [size, name] of units) {
+    if (s % size === 0 && s >= size) return s === size ? name : `${s / size} ${name}s`;
+  }
+  return `${s} seconds`;
+}
+
 export function shortAddress(address) {
   return address ? `${address.slice(0, 6)}…${address.slice(-4)}` : '';
 }

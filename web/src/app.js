@@ -1,4 +1,4 @@
-// StreamWeave's pages: discovery, watch, library, events, market, studio and account. They use the
+// StreamWeave's pages: discovery, watch, library, events, market, membership, studio and account. They use the
 // same public API and web components as any other site would.
 import {
   ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, h, importDemoKey,
@@ -6,6 +6,7 @@ import {
 } from '/assets/streamweave.js';
 import { VideoUpload, formatBytes } from './upload.js';
 import { accountEventSections, eventPage, eventStudio, eventsPage, marketPage } from './events.js';
+import { membersNote, membershipPage, membershipStudio, poolEarnings, tierPrice } from './membership.js';
 
 const main = document.getElementById('main');
 const page = document.body.dataset.page;
@@ -25,6 +26,7 @@ function stateBadge(state) {
 
 function priceText(stream) {
   if (stream.access === 'ticket') return 'Ticketed event';
+  if (stream.access === 'members') return 'Members only';
   return stream.access === 'per_second' && stream.price ? `${formatAmount(pricePerMinute(stream.price))}/min` : 'Free';
 }
 
@@ -137,7 +139,9 @@ async function watch() {
       h('p', { class: 'muted' }, video.status === 'failed' ? (video.failure_reason || '') : 'It plays here once it is ready.'));
     if (video.status === 'processing') setTimeout(() => { if (location.pathname.startsWith('/watch/')) watch(); }, 3000);
   } else {
-    player = h('sw-player', { stream: stream.id });
+    // `?t=SECONDS` (the watch history's resume links) starts a video or recording there.
+    const start = Number(new URLSearchParams(location.search).get('t'));
+    player = h('sw-player', { stream: stream.id, start: Number.isFinite(start) && start > 0 ? String(Math.floor(start)) : null });
   }
   setMain(h('div', { class: 'watch' },
     h('div', { class: 'watch-main' },
@@ -150,6 +154,7 @@ async function watch() {
         stream.category ? ` · ${stream.category}` : ''),
       stream.tags.length ? h('p', { class: 'chips' }, stream.tags.map((t) => h('a', { class: 'chip', href: `/?tag=${encodeURIComponent(t)}` }, `#${t}`))) : null,
       stream.access === 'ticket' ? eventNote(stream) : null,
+      stream.access === 'members' ? membersNote(stream) : null,
       stream.description ? h('p', { class: 'description' }, stream.description) : null),
     h('aside', { class: 'watch-side', 'aria-label': 'Chat and tips' },
       stream.owner ? h('sw-tip', { stream: stream.id }) : null,
@@ -249,7 +254,7 @@ async function library() {
       select('kind', 'Type', { '': 'Videos and recordings', upload: 'Videos', live: 'Recordings' }),
       select('category', 'Category', { '': 'Any', ...Object.fromEntries(categories.map((c) => [c, c])) }),
       select('tag', 'Tag', { '': 'Any', ...Object.fromEntries(tags.map((t) => [t, `#${t}`])) }),
-      select('access', 'Access', { '': 'Any', free: 'Free', per_second: 'Paid' }),
+      select('access', 'Access', { '': 'Any', free: 'Free', per_second: 'Paid', members: 'Members' }),
       select('duration', 'Duration', { '': 'Any', ...Object.fromEntries(Object.entries(DURATIONS).map(([k, d]) => [k, d.label])) }),
       select('sort', 'Sort by', Object.fromEntries(Object.entries(SORTS).map(([k, d]) => [k, d.label])))),
     params.get('owner') ? h('p', {}, h('a', { href: '/library' }, 'Everyone\'s videos and recordings')) : null,
@@ -271,18 +276,24 @@ function detailFields(stream) {
   const description = h('textarea', { name: 'description', rows: 3, maxlength: 2000 }, stream?.description ?? '');
   const category = h('input', { name: 'category', value: stream?.category ?? '', placeholder: 'music, gaming, talk…' });
   const tags = h('input', { name: 'tags', value: (stream?.tags ?? []).join(', '), placeholder: 'comma separated' });
-  const access = h('select', { name: 'access' }, h('option', { value: 'free' }, 'Free'), h('option', { value: 'per_second' }, 'Paid by the second'));
+  const access = h('select', { name: 'access' }, h('option', { value: 'free' }, 'Free'), h('option', { value: 'per_second' }, 'Paid by the second'),
+    h('option', { value: 'members' }, 'Members (memberships)'));
   access.value = stream?.access ?? 'per_second';
+  const tierPicker = memberTierPicker(stream);
   const perMinute = h('input', { name: 'price', inputmode: 'decimal', value: stream?.price ? formatAmount(pricePerMinute(stream.price), { symbol: false }) : '0.05' });
   const preview = h('input', { name: 'preview', type: 'number', min: 0, max: 3600, value: stream?.preview_seconds ?? 0 });
   const priceFields = h('div', { class: 'row' }, field('Price per minute (USDC)', perMinute), field('Free preview (seconds)', preview));
-  const sync = () => { priceFields.hidden = access.value !== 'per_second'; };
+  const sync = () => {
+    priceFields.hidden = access.value !== 'per_second';
+    tierPicker.el.hidden = access.value !== 'members';
+    if (access.value === 'members') tierPicker.load();
+  };
   access.addEventListener('change', sync);
   sync();
   return {
     title,
     nodes: [field('Title', title), field('Description', description),
-      h('div', { class: 'row' }, field('Category', category), field('Tags', tags), field('Access', access)), priceFields],
+      h('div', { class: 'row' }, field('Category', category), field('Tags', tags), field('Access', access)), priceFields, tierPicker.el],
     /** The request body's details; throws on a price that is not an amount. */
     body() {
       const body = {
@@ -293,10 +304,41 @@ function detailFields(stream) {
         body.price = { amount: parseAmount(perMinute.value).toString(), period_seconds: 60 };
         body.preview_seconds = Number(preview.value) || 0;
       }
+      if (access.value === 'members') {
+        body.tiers = tierPicker.chosen();
+        if (!body.tiers.length) throw new Error('Choose which memberships admit to it.');
+      }
       if (!stream && !body.category) delete body.category;
       return body;
     },
   };
+}
+
+/** Which memberships admit to a members stream: any StreamWeave membership, and the creator's own tiers. */
+function memberTierPicker(stream) {
+  const chosen = new Set(stream?.tiers?.length ? stream.tiers : ['platform']);
+  const list = h('div', { class: 'row tier-picker' });
+  const el = h('fieldset', { class: 'tiers-field', 'data-tier-picker': '' },
+    h('legend', {}, 'Members of'), list,
+    h('small', { class: 'muted' }, 'Make tiers of your own under "Memberships" below.'));
+  const box = (value, text) => {
+    const input = h('input', { type: 'checkbox', name: 'tiers', value, checked: chosen.has(value) });
+    input.addEventListener('change', () => { if (input.checked) chosen.add(value); else chosen.delete(value); });
+    return h('label', { class: 'check' }, input, text);
+  };
+  let loading = null;
+  const load = () => {
+    if (loading) return loading;
+    const auth = currentAuth();
+    list.replaceChildren(box('platform', 'Any StreamWeave membership'));
+    loading = (auth ? request(`/api/v1/tiers?offerer=${auth.address}`) : Promise.resolve({ tiers: [] })).then(({ tiers }) => {
+      for (const tier of tiers ?? []) list.append(box(tier.id, `${tier.name} (${tierPrice(tier)}, up to ${tier.max_height}p)`));
+      // A tier the stream names that is not listed (a platform tier picked through the API).
+      for (const id of chosen) if (id !== 'platform' && !(tiers ?? []).some((t) => t.id === id)) list.append(box(id, `Tier ${id}`));
+    }, () => {}).finally(() => { setTimeout(() => { loading = null; }, 0); });
+    return loading;
+  };
+  return { el, load, chosen: () => [...chosen] };
 }
 
 function streamForm(stream, onSaved) {
@@ -628,7 +670,7 @@ async function renderStudio(auth) {
   }
   setMain(h('div', { class: 'studio' },
     h('nav', { class: 'studio-side', 'aria-label': 'Your streams' }, h('h2', {}, 'Your streams'), newButton, creating, list, splitEditor(auth)),
-    detail), eventStudio(auth), videosFor(auth));
+    detail), membershipStudio(auth), poolEarnings(auth), eventStudio(auth), videosFor(auth));
 }
 
 // ---- /account --------------------------------------------------------------
@@ -705,6 +747,6 @@ async function renderAccount(auth) {
   );
 }
 
-const pages = { index: discovery, watch, library, studio, account, events: eventsPage, event: eventPage, market: marketPage };
+const pages = { index: discovery, watch, library, studio, account, events: eventsPage, event: eventPage, market: marketPage, membership: membershipPage };
 window.addEventListener('popstate', () => { if (page === 'index') discovery(); });
 pages[page]?.().catch((err) => setMain(h('p', { class: 'error' }, errorText(err))));

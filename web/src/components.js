@@ -4,12 +4,15 @@
 //   <sw-player stream="STREAM_ID" server="https://HOST"></sw-player>
 // Elements: <sw-wallet>, <sw-player>, <sw-chat>, <sw-tip>, <sw-earnings>,
 // <sw-leaderboard>. A ticketed event's room is <sw-player stream="ID" ticket>.
+// A members stream plays through a member session (the viewer's membership
+// admits them, at the tier's quality); <sw-player start="SECONDS"> starts a
+// video or recording there.
 import Hls from 'hls.js';
 import uPlot from 'uplot';
 import uPlotCss from 'uplot/dist/uPlot.min.css';
 import baseCss from './base.css';
 import {
-  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, onAuth, parseAmount,
+  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, onAuth, parseAmount, periodText,
   pricePerMinute, request, secondsFor, shortAddress, signIn, signOut,
 } from './api.js';
 import { PaymentStopped, StreamPayment } from './pay.js';
@@ -143,6 +146,7 @@ class SwPlayer extends Base {
     this.stopAuth = this.watchAuth(() => {
       if (!this.stream || this.hls) return;
       if (this.isTicketed()) this.startTicket();
+      else if (this.isMembers()) this.startMember();
       else if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
     });
   }
@@ -152,6 +156,7 @@ class SwPlayer extends Base {
     this.stopAuth?.();
     this.events?.close();
     clearInterval(this.poll);
+    window.removeEventListener('pagehide', this.onPageHide);
   }
 
   attributeChangedCallback(_name, old, value) {
@@ -160,6 +165,11 @@ class SwPlayer extends Base {
 
   isPaid() {
     return this.stream?.access === 'per_second' && !this.isTicketed();
+  }
+
+  /** A members stream: members of its tiers (and its creator) watch through a member session. */
+  isMembers() {
+    return this.stream?.access === 'members' && !this.hasAttribute('ticket');
   }
 
   /** An event's stream: ticket holders (and its creator) watch through a ticket session, no vouchers. */
@@ -173,13 +183,14 @@ class SwPlayer extends Base {
     this.badge = h('span', { class: 'badge', 'data-state': '' }, '…');
     this.viewersEl = h('span', { class: 'muted', 'data-viewers': '' });
     this.quality = h('select', { 'aria-label': 'Quality', onchange: () => { if (this.hls) this.hls.currentLevel = Number(this.quality.value); } }, h('option', { value: '-1' }, 'Auto'));
+    this.qualityNote = h('small', { class: 'muted', 'data-quality-note': '', hidden: true });
     this.liveButton = h('button', { class: 'secondary', onclick: () => this.goLive(), title: 'Jump to the live edge' }, 'Live edge');
     this.topUpButton = h('button', { hidden: true, 'data-action': 'top-up', onclick: () => this.topUp() }, 'Top up 30 minutes');
     this.status = h('p', { role: 'status', class: 'muted', 'data-status': '' });
     this.meter = h('dl', { class: 'meter', hidden: true, 'aria-label': 'Payment meter' });
     this.body.append(
       h('div', { class: 'stage' }, this.video, this.overlay),
-      h('div', { class: 'bar' }, this.badge, this.viewersEl, h('span', { class: 'spacer' }), this.topUpButton, this.quality, this.liveButton),
+      h('div', { class: 'bar' }, this.badge, this.viewersEl, h('span', { class: 'spacer' }), this.topUpButton, this.qualityNote, this.quality, this.liveButton),
       this.status,
       this.meter,
     );
@@ -197,11 +208,12 @@ class SwPlayer extends Base {
     });
     // Recordings and videos remember where they were left off.
     this.video.addEventListener('timeupdate', () => {
+      if (this.memberSession && this.hls && this.video.currentTime > 0) this.memberPosition = this.video.currentTime;
       if (Date.now() - (this.savedAt ?? 0) < 2000) return;
       this.savedAt = Date.now();
       this.savePosition(this.video.currentTime);
     });
-    this.video.addEventListener('pause', () => this.savePosition(this.video.currentTime));
+    this.video.addEventListener('pause', () => { this.savePosition(this.video.currentTime); this.sendProgress(); });
     this.video.addEventListener('ended', () => this.savePosition(0));
   }
 
@@ -214,9 +226,12 @@ class SwPlayer extends Base {
     return `streamweave.position:${this.server ? `${this.server}:` : ''}${this.stream.id}`;
   }
 
-  /** Where this browser left the recording off, in seconds (0: from the start). */
+  /** Where to start a recording, in seconds: the `start` attribute, else where this browser left it off (0: from the start). */
   savedPosition() {
     if (!this.isVod()) return 0;
+    if (this.resumeAt > 0) return this.resumeAt;
+    const start = Number(this.getAttribute('start'));
+    if (Number.isFinite(start) && start > 0) return start;
     try { return Math.max(0, Number(localStorage.getItem(this.positionKey())) || 0); } catch { return 0; }
   }
 
@@ -272,6 +287,7 @@ class SwPlayer extends Base {
     }
     // `preview`: the creator watches their own paid stream without paying.
     if (this.isTicketed()) this.startTicket();
+    else if (this.isMembers()) this.startMember();
     else if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
     else this.startFree();
   }
@@ -281,13 +297,14 @@ class SwPlayer extends Base {
     const socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${this.stream.id}/events`));
     socket.onmessage = (message) => {
       const event = JSON.parse(message.data);
-      if (event.type === 'viewers' && this.isPaid()) this.viewersEl.textContent = `${event.count} watching`;
+      if (event.type === 'viewers' && (this.isPaid() || this.isMembers())) this.viewersEl.textContent = `${event.count} watching`;
       if (event.type === 'state') {
         const was = this.stream.state;
         this.stream.state = event.state;
         this.showBadge(event.state);
         if (was === 'idle' && event.state === 'live' && !this.hls) {
           if (this.isTicketed()) this.startTicket();
+          else if (this.isMembers()) this.startMember();
           else if (!this.isPaid() || this.hasAttribute('preview')) this.startFree();
         }
       }
@@ -358,6 +375,153 @@ class SwPlayer extends Base {
     this.ticketSession = null;
     if (!session) return;
     try { await this.authed(`/api/v1/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' }); } catch { /* gone already */ }
+  }
+
+  // -- members streams --
+  /** Where memberships are bought (on this element's server). */
+  membershipUrl() {
+    const owner = this.stream?.owner;
+    return `${this.server}/membership${owner ? `?creator=${encodeURIComponent(owner)}` : ''}`;
+  }
+
+  /** "Members only": who may watch (the stream's tiers, by name) and where to join. */
+  membersOnly(signedIn, tiers = this.stream.tiers ?? []) {
+    const who = h('span', { 'data-member-tiers': '' }, 'This stream is for members.');
+    this.overlayText('Members only', signedIn ? 'Your account has no membership that admits you to this stream.' : 'Sign in with a member\'s wallet to watch.',
+      who,
+      h('a', { href: this.membershipUrl(), 'data-action': 'memberships', style: 'color:var(--sw-accent)' }, 'See memberships'),
+      signedIn ? null : h('sw-wallet', { server: this.server || null }));
+    Promise.all(tiers.map((id) => (id === 'platform'
+      ? Promise.resolve('any StreamWeave membership')
+      : this.api(`/api/v1/tiers/${encodeURIComponent(id)}`).then((t) => `${t.name} (${formatAmount(t.price)} per ${periodText(t.period_seconds)})`, () => null))))
+      .then((names) => {
+        const known = names.filter(Boolean);
+        if (known.length) who.textContent = `Members of ${known.join(', ')} watch.`;
+      });
+  }
+
+  /** Starts a member session (a member of one of the stream's tiers, or its creator) and plays it. */
+  async startMember() {
+    clearTimeout(this.retry);
+    if (this.hls || this.startingMember) return;
+    const auth = this.auth();
+    if (!auth) {
+      this.setState('signed-out');
+      this.membersOnly(false);
+      return;
+    }
+    if (this.stream.state === 'idle') {
+      this.setState('offline');
+      this.overlayText('Offline', 'The stream has not started yet. Members watch it here as soon as it does.');
+      return;
+    }
+    this.startingMember = true;
+    let session;
+    try {
+      await this.endMemberSession();
+      session = await this.authed(`/api/v1/streams/${encodeURIComponent(this.stream.id)}/sessions`, { method: 'POST', body: {} });
+    } catch (err) {
+      this.startingMember = false;
+      if (err.type === 'membership-required') {
+        this.setState('membership-required');
+        this.membersOnly(true, err.problem.tiers ?? this.stream.tiers);
+        this.dispatchEvent(new CustomEvent('sw-membership-required', { detail: { problem: err.problem }, bubbles: true, composed: true }));
+        return;
+      }
+      if (err.type === 'too-many-streams') {
+        this.setState('too-many-streams');
+        this.tooMany(err.problem);
+        return;
+      }
+      if (err.status === 401) {
+        this.setState('signed-out');
+        this.membersOnly(false);
+        return;
+      }
+      this.setState('error');
+      this.say(`Cannot start watching: ${err.message} (trying again)`, 'error');
+      this.retry = setTimeout(() => this.startMember(), 5000);
+      return;
+    }
+    this.startingMember = false;
+    if (!this.isConnected) { this.memberSession = session; this.endMemberSession(); return; }
+    this.memberSession = session;
+    this.memberPosition = 0;
+    this.overlay.hidden = true;
+    this.say('Starting…');
+    clearInterval(this.progressTimer);
+    this.progressTimer = setInterval(() => this.sendProgress(), 30_000);
+    if (!this.onPageHide) {
+      // Leaving the page frees the tier's stream at once (else it idles out in a minute).
+      this.onPageHide = () => {
+        const s = this.memberSession;
+        const auth = this.auth();
+        if (!s || !auth) return;
+        fetch(`${this.server}/api/v1/sessions/${encodeURIComponent(s.id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${auth.token}` }, keepalive: true }).catch(() => {});
+      };
+      window.addEventListener('pagehide', this.onPageHide);
+    }
+    this.attach(this.server + session.playback_url);
+  }
+
+  /** The tier's limit of streams at once is reached: the member's sessions, each with a button to end it. */
+  tooMany(problem) {
+    const active = problem.active_sessions ?? [];
+    const list = h('ul', { style: 'list-style:none;padding:0;margin:0;display:grid;gap:.4rem;text-align:left', 'data-active-sessions': '' });
+    const error = h('span', { class: 'error', role: 'alert' });
+    const retry = h('button', { class: 'secondary', 'data-action': 'retry-member', onclick: () => this.startMember() }, 'Try again');
+    this.overlayText('Too many streams at once',
+      `Your membership allows ${problem.max_streams ?? 1} stream${problem.max_streams === 1 ? '' : 's'} at once. End one to watch here.`,
+      list, retry, error);
+    for (const s of active) {
+      const title = h('span', {}, s.stream_id === this.stream.id ? 'This stream (another tab or device)' : 'Another stream');
+      const end = h('button', {
+        'data-action': 'end-session', 'data-session': s.id,
+        onclick: async () => {
+          end.disabled = true;
+          error.textContent = '';
+          try {
+            await this.authed(`/api/v1/sessions/${encodeURIComponent(s.id)}`, { method: 'DELETE' });
+          } catch (err) {
+            // Already ended is what was wanted.
+            if (err.status !== 404) { error.textContent = err.message; end.disabled = false; return; }
+          }
+          this.startMember();
+        },
+      }, 'End it and watch here');
+      list.append(h('li', { class: 'row', style: 'justify-content:space-between;align-items:center', dataset: { session: s.id, stream: s.stream_id } }, title, end));
+      this.api(`/api/v1/streams/${encodeURIComponent(s.stream_id)}`).then((stream) => {
+        title.replaceChildren(h('a', { href: `${this.server}/watch/${encodeURIComponent(stream.id)}`, style: 'color:var(--sw-accent)' }, stream.title),
+          stream.id === this.stream.id ? ' (this stream, elsewhere)' : '');
+      }, () => {});
+    }
+  }
+
+  /** Tells the server where the member is (every 30 s, on pause and at the end): the watch history's resume point. */
+  sendProgress() {
+    const session = this.memberSession;
+    if (!session?.membership_id || !(this.memberPosition > 0)) return Promise.resolve();
+    const position = Math.floor(this.memberPosition * 1000);
+    return this.authed(`/api/v1/sessions/${encodeURIComponent(session.id)}/progress`, { method: 'POST', body: { position_ms: position } })
+      .catch(() => { /* the next one, or the session's restart, catches up */ });
+  }
+
+  async endMemberSession() {
+    clearInterval(this.progressTimer);
+    clearTimeout(this.firstProgress);
+    const session = this.memberSession;
+    if (!session) return;
+    await this.sendProgress();
+    this.memberSession = null;
+    try { await this.authed(`/api/v1/sessions/${encodeURIComponent(session.id)}`, { method: 'DELETE' }); } catch { /* gone already */ }
+  }
+
+  /** A new member session where this one stopped (it expired after 4 hours, or ended). */
+  restartMember(why) {
+    if (this.isVod() && this.video.currentTime > 0) this.resumeAt = Math.floor(this.video.currentTime);
+    this.say(why);
+    this.teardown(false);
+    this.startMember();
   }
 
   overlayText(title, text, ...actions) {
@@ -551,6 +715,7 @@ class SwPlayer extends Base {
     const config = { liveSyncDurationCount: 3, fragLoadPolicy: { default: { maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000, timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 } } } };
     if (this.payment) config.fLoader = this.payingLoader();
     const resumeAt = this.savedPosition();
+    this.resumeAt = 0;
     if (resumeAt > 0) {
       config.startPosition = resumeAt;
       // Until playback reaches it (or the viewer seeks), the position stays the one to resume at.
@@ -576,18 +741,33 @@ class SwPlayer extends Base {
     hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
       this.quality.replaceChildren(h('option', { value: '-1' }, 'Auto'),
         ...data.levels.map((level, i) => h('option', { value: String(i) }, level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kb/s`)));
+      this.showTierLimit(data.levels);
       this.video.play().catch(() => {});
     });
     hls.on(Hls.Events.FRAG_BUFFERED, () => {
       if (!this.payment && this.state !== 'playing') {
         this.setState('playing');
+        // The first position soon, so the watch history has it; then every 30 s.
+        if (this.memberSession) this.firstProgress = setTimeout(() => this.sendProgress(), 3000);
         const what = this.stream.source === 'upload' ? 'the video' : 'the recording';
         this.say(this.stream.state !== 'ended' ? 'Playing.' : resumeAt > 0 ? `Playing ${what} from where you left off (${formatDuration(resumeAt)}).` : `Playing ${what}.`);
       }
     });
     hls.on(Hls.Events.ERROR, (_e, data) => {
+      if (this.memberSession && data.response?.code === 401) {
+        // Member sessions last 4 hours (`session-expired`): on with a new one.
+        this.restartMember('The session expired: starting a new one…');
+        return;
+      }
       if (!data.fatal) return;
       if (['cap', 'funds', 'price', 'closed'].includes(this.state)) return;
+      if (this.memberSession) {
+        // The session ended elsewhere, idled out or the stream is not ready yet: a new one shortly.
+        this.say('Waiting for the stream…');
+        this.teardown(false);
+        this.retry = setTimeout(() => this.startMember(), 2000);
+        return;
+      }
       if (data.details === 'levelEmptyError' || data.type === Hls.ErrorTypes.NETWORK_ERROR) {
         this.say('Waiting for the stream…');
         this.teardown(false);
@@ -607,6 +787,18 @@ class SwPlayer extends Base {
     }
   }
 
+  /** A member session's quality menu lists what the tier allows; say so, and what is above it. */
+  showTierLimit(levels) {
+    const max = this.memberSession?.max_height;
+    this.qualityNote.hidden = !max;
+    if (!max) { this.qualityNote.textContent = ''; delete this.qualityNote.dataset.maxHeight; return; }
+    const listed = new Set(levels.map((l) => l.height).filter(Boolean));
+    const above = (this.stream.renditions ?? []).map((r) => r.height).filter((height) => height && height > max && !listed.has(height));
+    this.qualityNote.dataset.maxHeight = String(max);
+    this.qualityNote.textContent = `Your tier allows up to ${max}p`;
+    this.qualityNote.title = above.length ? `This stream also has ${[...new Set(above)].sort((a, b) => a - b).map((x) => `${x}p`).join(', ')}, for higher tiers.` : '';
+  }
+
   goLive() {
     if (this.hls?.liveSyncPosition != null) this.video.currentTime = this.hls.liveSyncPosition;
   }
@@ -618,6 +810,7 @@ class SwPlayer extends Base {
     if (endSession) {
       this.payment?.end();
       this.endTicketSession();
+      this.endMemberSession();
     }
   }
 }
