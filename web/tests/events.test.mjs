@@ -10,7 +10,6 @@
 // Screenshots land in web/test-results/ (events.png, event-room.png, collectible.png).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,56 +17,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { startServer } from './support.mjs';
+import { api, call, pageAuth, publish, signInNode, startServer, until, videoTime } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
 const results = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results');
 
-function publish(rtmp, key, seconds) {
-  return spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
-    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', String(seconds), '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '60', '-pix_fmt', 'yuv420p', '-c:a', 'aac',
-    '-f', 'flv', `rtmp://${rtmp}/live/${key}`], { stdio: 'ignore' });
-}
-
-/** One request; answers {status, data} without throwing (the caller asserts). */
-async function call(base, path, { method = 'GET', body, token } = {}) {
-  const res = await fetch(base + path, {
-    method,
-    headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
-  return { status: res.status, data, type: res.headers.get('content-type') };
-}
-
-async function api(base, path, options = {}) {
-  const { status, data } = await call(base, path, options);
-  if (status < 200 || status > 299) throw new Error(`${options.method ?? 'GET'} ${path}: ${status} ${JSON.stringify(data)}`);
-  return data;
-}
-
-async function signInNode(base, account) {
-  const challenge = await api(base, '/api/v1/auth/challenge', { method: 'POST', body: { address: account.address } });
-  const signature = await account.signMessage({ message: challenge.message });
-  return (await api(base, '/api/v1/auth/login', { method: 'POST', body: { message: challenge.message, signature } })).token;
-}
-
-async function until(what, fn, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
-
-const pageAuth = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')));
-const videoTime = (page) => page.evaluate(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video')?.currentTime ?? 0);
 
 test('a viewer buys a ticket, watches the room, tops the leaderboard and gets the collectible; no ticket, no playback', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 300_000 }, async () => {
   const work = mkdtempSync(join(tmpdir(), 'streamweave-events-'));

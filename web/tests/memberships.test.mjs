@@ -14,64 +14,19 @@
 // member-limit.png, members-only.png, studio-memberships.png, pool-earnings.png).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { startServer } from './support.mjs';
+import { api, call, pageAuth, publish, signInNode, startServer, until, videoTime } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
 const results = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results');
 const ADMIN = 'memberships-test';
 
-function publish(rtmp, key, size, seconds) {
-  return spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
-    '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=30`, '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', String(seconds), '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '60', '-pix_fmt', 'yuv420p', '-c:a', 'aac',
-    '-f', 'flv', `rtmp://${rtmp}/live/${key}`], { stdio: 'ignore' });
-}
-
-/** One request; answers {status, data} without throwing (the caller asserts). */
-async function call(base, path, { method = 'GET', body, token } = {}) {
-  const res = await fetch(base + path, {
-    method,
-    headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  let data = null;
-  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
-  return { status: res.status, data };
-}
-
-async function api(base, path, options = {}) {
-  const { status, data } = await call(base, path, options);
-  if (status < 200 || status > 299) throw new Error(`${options.method ?? 'GET'} ${path}: ${status} ${JSON.stringify(data)}`);
-  return data;
-}
-
-async function signInNode(base, account) {
-  const challenge = await api(base, '/api/v1/auth/challenge', { method: 'POST', body: { address: account.address } });
-  const signature = await account.signMessage({ message: challenge.message });
-  return (await api(base, '/api/v1/auth/login', { method: 'POST', body: { message: challenge.message, signature } })).token;
-}
-
-async function until(what, fn, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
-
-const pageAuth = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')));
-const videoTime = (page) => page.evaluate(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video')?.currentTime ?? 0);
 const playerInfo = (page) => page.evaluate(() => {
   const p = document.querySelector('sw-player');
   return p && { state: p.getAttribute('state'), status: p.shadowRoot.querySelector('[data-status]')?.textContent, overlay: p.shadowRoot.querySelector('.overlay')?.hidden ? '' : p.shadowRoot.querySelector('.overlay')?.textContent };
@@ -124,7 +79,7 @@ test('members join on the page, watch at the tier\'s quality and limit, see hist
     const other = await api(base, '/api/v1/streams', { method: 'POST', token: creatorToken, body: { title: 'Members Chess Night', access: 'members', tiers: ['platform'] } });
     assert.equal(stream.access, 'members');
     assert.deepEqual(stream.tiers, ['platform']);
-    publishers.push(publish(rtmp, stream.stream_key, '854x480', 300), publish(rtmp, other.stream_key, '640x360', 300));
+    publishers.push(publish(rtmp, stream.stream_key, 300, '854x480'), publish(rtmp, other.stream_key, 300));
 
     browser = await chromium.launch({ executablePath: browserPath, args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
     const errors = [];

@@ -31,3 +31,54 @@ export async function startServer(bin, dataDir, extraArgs = []) {
   }
   return { child, base, rtmp };
 }
+
+/** ffmpeg publishing `seconds` of a `size` test pattern with a tone over RTMP. */
+export function publish(rtmp, key, seconds, size = '640x360') {
+  return spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
+    '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=30`, '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-t', String(seconds), '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '60', '-pix_fmt', 'yuv420p', '-c:a', 'aac',
+    '-f', 'flv', `rtmp://${rtmp}/live/${key}`], { stdio: 'ignore' });
+}
+
+/** One request; answers {status, data, type} without throwing (the caller asserts). */
+export async function call(base, path, { method = 'GET', body, token } = {}) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  return { status: res.status, data, type: res.headers.get('content-type') };
+}
+
+/** A request that must succeed; answers its JSON. */
+export async function api(base, path, options = {}) {
+  const { status, data } = await call(base, path, options);
+  if (status < 200 || status > 299) throw new Error(`${options.method ?? 'GET'} ${path}: ${status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+/** Signs a viem account in from Node; answers its bearer token. */
+export async function signInNode(base, account) {
+  const challenge = await api(base, '/api/v1/auth/challenge', { method: 'POST', body: { address: account.address } });
+  const signature = await account.signMessage({ message: challenge.message });
+  return (await api(base, '/api/v1/auth/login', { method: 'POST', body: { message: challenge.message, signature } })).token;
+}
+
+/** Polls `fn` every half second until it answers something truthy. */
+export async function until(what, fn, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** What a page's sign-in stored ({address, token}). */
+export const pageAuth = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')));
+/** The page's player's current time, in seconds. */
+export const videoTime = (page) => page.evaluate(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video')?.currentTime ?? 0);
