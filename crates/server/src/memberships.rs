@@ -289,8 +289,8 @@ impl Memberships {
                 ),
             };
             let payment_id = format!("membership:{member:#x}:{key}");
-            let (transfers, pooled, payment) = if charge.is_zero() {
-                (Vec::new(), Amount(0), None)
+            let (transfers, payment) = if charge.is_zero() {
+                (Vec::new(), None)
             } else {
                 let (transfers, pooled) = self
                     .payment_transfers(&payment_id, member, tier.offerer, charge)
@@ -307,9 +307,8 @@ impl Memberships {
                     pool_amount: pooled,
                     round: self.settings.clock.round_at(now_ms),
                 };
-                (transfers, pooled, Some(payment))
+                (transfers, Some(payment))
             };
-            let _ = pooled;
             let membership = MembershipRecord {
                 id: previous.as_ref().map_or_else(random_id, |m| m.id.clone()),
                 member,

@@ -70,6 +70,34 @@ pub struct SessionView {
     pub expires_at: Option<String>,
 }
 
+impl SessionView {
+    /// A session admitted without paying per segment: by a ticket, a
+    /// membership, or as the host.
+    fn admitted(session: &Session) -> SessionView {
+        let (ticket_id, max_height, expires_at_ms) = match &session.pass {
+            Pass::Ticket { ticket_id } => (Some(ticket_id.clone()), None, None),
+            Pass::Member {
+                max_height,
+                expires_at_ms,
+                ..
+            } => (None, Some(*max_height), Some(*expires_at_ms)),
+            Pass::Channel { .. } | Pass::Host => (None, None, None),
+        };
+        SessionView {
+            id: session.id.clone(),
+            playback_url: format!("/play/{}/master.m3u8", session.id),
+            price: None,
+            preview_seconds: 0,
+            channel_id: None,
+            paid_from: None,
+            ticket_id,
+            membership_id: None,
+            max_height,
+            expires_at: expires_at_ms.map(super::auth::rfc3339),
+        }
+    }
+}
+
 fn session_id() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -244,21 +272,7 @@ async fn start_room_session(
         pass,
         last_request_ms: now,
     };
-    let view = SessionView {
-        id: session.id.clone(),
-        playback_url: format!("/play/{}/master.m3u8", session.id),
-        price: None,
-        preview_seconds: 0,
-        channel_id: None,
-        paid_from: None,
-        ticket_id: match &session.pass {
-            Pass::Ticket { ticket_id } => Some(ticket_id.clone()),
-            _ => None,
-        },
-        membership_id: None,
-        max_height: None,
-        expires_at: None,
-    };
+    let view = SessionView::admitted(&session);
     state.sessions.start(session);
     Ok(started(state, &stream.id, viewer, now, view))
 }
@@ -294,7 +308,7 @@ async fn start_member_session(
             }
         }
     }
-    let (pass, max_streams, membership_id, max_height) = match best {
+    let (pass, max_streams, membership_id) = match best {
         Some((membership, tier)) => (
             Pass::Member {
                 max_height: tier.max_height,
@@ -303,9 +317,8 @@ async fn start_member_session(
             },
             usize::try_from(tier.max_streams).unwrap_or(1),
             Some(membership.id),
-            Some(tier.max_height),
         ),
-        None if stream.owned_by(viewer) => (Pass::Host, usize::MAX, None, None),
+        None if stream.owned_by(viewer) => (Pass::Host, usize::MAX, None),
         None => {
             return Err(ApiError::custom(
                 StatusCode::FORBIDDEN,
@@ -324,17 +337,8 @@ async fn start_member_session(
         last_request_ms: now,
     };
     let view = SessionView {
-        id: session.id.clone(),
-        playback_url: format!("/play/{}/master.m3u8", session.id),
-        price: None,
-        preview_seconds: 0,
-        channel_id: None,
-        paid_from: None,
-        ticket_id: None,
         membership_id,
-        max_height,
-        expires_at: max_height
-            .map(|_| super::auth::rfc3339(now + crate::money::sessions::MEMBER_SESSION_MS)),
+        ..SessionView::admitted(&session)
     };
     if matches!(session.pass, Pass::Host) {
         state.sessions.start(session);

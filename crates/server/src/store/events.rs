@@ -5,10 +5,13 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use streamweave_ledger::{AccountRef, Address, Amount, B128, Transfer, TransferKind};
+use streamweave_ledger::{AccountRef, Address, Amount, B128, Balance, Transfer, TransferKind};
 
 use super::ledger::apply_batch;
-use super::{LedgerBatch, Refusal, Statement, Store, decode_err, get_parsed, get_u64, to_i64};
+use super::{
+    LedgerBatch, Refusal, Statement, Store, decode_err, get_parsed, get_u64, row_by, rows_by,
+    to_i64,
+};
 
 /// Where an event is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -487,13 +490,7 @@ impl Store {
 
     pub async fn event(&self, id: &str) -> Result<Option<EventRecord>, sqlx::Error> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(event_row)
-            .transpose()
+        row_by(&self.pool, sql, id, event_row).await
     }
 
     /// The event whose room `stream_id` is.
@@ -502,13 +499,7 @@ impl Store {
         stream_id: &str,
     ) -> Result<Option<EventRecord>, sqlx::Error> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(stream_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(event_row)
-            .transpose()
+        row_by(&self.pool, sql, stream_id, event_row).await
     }
 
     /// Events by start (soonest first), optionally in one state.
@@ -598,14 +589,7 @@ impl Store {
             "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1{}",
             self.dialect.lock_rows()
         );
-        let Some(event) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&purchase.event_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .as_ref()
-            .map(event_row)
-            .transpose()?
-        else {
+        let Some(event) = row_by(&mut *tx, sql, &purchase.event_id, event_row).await? else {
             return Ok(Err(CommerceRefusal::NoSuchEvent));
         };
         if !matches!(event.state, EventState::Scheduled | EventState::Live) {
@@ -694,13 +678,7 @@ impl Store {
 
     pub async fn ticket(&self, id: &str) -> Result<Option<TicketRecord>, sqlx::Error> {
         let sql = format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(ticket_row)
-            .transpose()
+        row_by(&self.pool, sql, id, ticket_row).await
     }
 
     /// Tickets held by `owner`, newest first.
@@ -708,13 +686,7 @@ impl Store {
         let sql = format!(
             "SELECT {TICKET_COLUMNS} FROM tickets WHERE owner = $1 ORDER BY created_at_ms DESC, id LIMIT 1000"
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(hex(owner))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(ticket_row)
-            .collect()
+        rows_by(&self.pool, sql, &hex(owner), ticket_row).await
     }
 
     /// Every ticket of an event, in purchase order.
@@ -722,13 +694,7 @@ impl Store {
         let sql = format!(
             "SELECT {TICKET_COLUMNS} FROM tickets WHERE event_id = $1 ORDER BY created_at_ms, id"
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(event_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(ticket_row)
-            .collect()
+        rows_by(&self.pool, sql, event_id, ticket_row).await
     }
 
     /// A ticket of `owner`'s for the event that was not refunded.
@@ -944,13 +910,7 @@ impl Store {
 
     pub async fn collectible(&self, id: &str) -> Result<Option<CollectibleRecord>, sqlx::Error> {
         let sql = format!("SELECT {COLLECTIBLE_COLUMNS} FROM collectibles WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(collectible_row)
-            .transpose()
+        row_by(&self.pool, sql, id, collectible_row).await
     }
 
     pub async fn collectible_of_event(
@@ -958,13 +918,7 @@ impl Store {
         event_id: &str,
     ) -> Result<Option<CollectibleRecord>, sqlx::Error> {
         let sql = format!("SELECT {COLLECTIBLE_COLUMNS} FROM collectibles WHERE event_id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(event_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(collectible_row)
-            .transpose()
+        row_by(&self.pool, sql, event_id, collectible_row).await
     }
 
     pub async fn collectibles_of(
@@ -974,13 +928,7 @@ impl Store {
         let sql = format!(
             "SELECT {COLLECTIBLE_COLUMNS} FROM collectibles WHERE owner = $1 ORDER BY minted_at_ms DESC LIMIT 1000"
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(hex(owner))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(collectible_row)
-            .collect()
+        rows_by(&self.pool, sql, &hex(owner), collectible_row).await
     }
 
     /// A collectible's owners, first (minted) to current.
@@ -1025,13 +973,7 @@ impl Store {
 
     pub async fn listing(&self, id: &str) -> Result<Option<ListingRecord>, sqlx::Error> {
         let sql = format!("SELECT {LISTING_COLUMNS} FROM listings WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(listing_row)
-            .transpose()
+        row_by(&self.pool, sql, id, listing_row).await
     }
 
     /// Listings, newest first.
@@ -1117,14 +1059,7 @@ impl Store {
             "SELECT {LISTING_COLUMNS} FROM listings WHERE id = $1{}",
             self.dialect.lock_rows()
         );
-        let Some(listing) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&sale.listing_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .as_ref()
-            .map(listing_row)
-            .transpose()?
-        else {
+        let Some(listing) = row_by(&mut *tx, sql, &sale.listing_id, listing_row).await? else {
             return Ok(Err(CommerceRefusal::NoSuchListing));
         };
         if listing.state == ListingState::Sold && listing.buyer == Some(sale.buyer) {
@@ -1256,21 +1191,20 @@ impl Store {
             .collect::<Result<_, _>>()?;
         for event in &events {
             let tickets = self.event_tickets(&event.id).await?;
-            let mut expected: i128 = 0;
+            // sold - refunded - released, exactly over the amount range.
+            let mut expected = Some(Balance::ZERO);
             for ticket in &tickets {
-                let (Ok(paid), Ok(refunded)) = (
-                    i128::try_from(ticket.price_paid.0),
-                    i128::try_from(ticket.refunded.0),
-                ) else {
-                    violations.push(format!("ticket {}: amounts out of range", ticket.id));
-                    continue;
-                };
-                if refunded > paid {
+                if ticket.refunded > ticket.price_paid {
                     violations.push(format!("ticket {}: refunded more than paid", ticket.id));
                 }
-                expected = expected.saturating_add(paid).saturating_sub(refunded);
+                expected = expected
+                    .and_then(|e| e.credit(ticket.price_paid))
+                    .and_then(|e| e.debit(ticket.refunded));
             }
-            expected = expected.saturating_sub(i128::try_from(event.released.0).unwrap_or(0));
+            let Some(expected) = expected.and_then(|e| e.debit(event.released)) else {
+                violations.push(format!("event {}: its sums overflow", event.id));
+                continue;
+            };
             if tickets.len() as u64 != event.tickets_sold {
                 violations.push(format!(
                     "event {}: {} tickets but {} sold",
@@ -1280,7 +1214,7 @@ impl Store {
                 ));
             }
             let held = self.balance(&event.account()?).await?;
-            if held.to_string() != expected.to_string() {
+            if held != expected {
                 violations.push(format!(
                     "event {}: its account holds {held} but sold - refunded - released is {expected}",
                     event.id
@@ -1327,13 +1261,7 @@ async fn locked_event(
         "SELECT {EVENT_COLUMNS} FROM events WHERE id = $1{}",
         dialect.lock_rows()
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .as_ref()
-        .map(event_row)
-        .transpose()
+    row_by(&mut *tx, sql, id, event_row).await
 }
 
 async fn withdraw_event_listings(

@@ -9,7 +9,8 @@ use streamweave_ledger::{Address, Amount, Transfer};
 
 use super::ledger::apply_batch;
 use super::{
-    CommerceRefusal, LedgerBatch, Statement, Store, decode_err, get_parsed, get_u64, to_i64,
+    CommerceRefusal, LedgerBatch, Statement, Store, decode_err, get_parsed, get_u64, row_by,
+    rows_by, to_i64,
 };
 
 /// Who offers a tier.
@@ -251,13 +252,7 @@ impl Store {
 
     pub async fn tier(&self, id: &str) -> Result<Option<TierRecord>, sqlx::Error> {
         let sql = format!("SELECT {TIER_COLUMNS} FROM tiers WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(tier_row)
-            .transpose()
+        row_by(&self.pool, sql, id, tier_row).await
     }
 
     /// Tiers by price, optionally of one offerer.
@@ -278,13 +273,7 @@ impl Store {
 
     pub async fn membership(&self, id: &str) -> Result<Option<MembershipRecord>, sqlx::Error> {
         let sql = format!("SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(membership_row)
-            .transpose()
+        row_by(&self.pool, sql, id, membership_row).await
     }
 
     pub async fn membership_with(
@@ -312,13 +301,7 @@ impl Store {
         let sql = format!(
             "SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE member = $1 ORDER BY created_at_ms, id"
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(format!("{member:#x}"))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(membership_row)
-            .collect()
+        rows_by(&self.pool, sql, &format!("{member:#x}"), membership_row).await
     }
 
     /// Memberships to renew now: auto-renewing, expired, and not failed in
@@ -739,7 +722,7 @@ impl Store {
                 asset: Address::ZERO,
             })
             .await?;
-        if held.to_string() != expected.to_string() {
+        if held != streamweave_ledger::Balance::from(expected) {
             return Ok(vec![format!(
                 "the pool holds {held} but the last carry plus open rounds' contributions is {expected}"
             )]);

@@ -209,6 +209,38 @@ where
     row.try_get::<&str, _>(column)?.parse().map_err(decode_err)
 }
 
+/// The row `sql` finds by its one parameter `key`, read by `read`.
+pub(crate) async fn row_by<'c, T>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    sql: String,
+    key: &str,
+    read: fn(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Option<T>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.to_owned())
+        .fetch_optional(executor)
+        .await?
+        .as_ref()
+        .map(read)
+        .transpose()
+}
+
+/// Every row `sql` finds by its one parameter `key`, read by `read`.
+pub(crate) async fn rows_by<'c, T>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    sql: String,
+    key: &str,
+    read: fn(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key.to_owned())
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(read)
+        .collect()
+}
+
 /// A statement assembled at run time (multi-row inserts, `IN` lists, the
 /// dialect's fragments), numbering its placeholders `$1, $2, ...`, which
 /// both databases accept.
