@@ -53,7 +53,32 @@ function joinError(err) {
 // ---- /membership ------------------------------------------------------------
 
 export async function membershipPage() {
-  onAuth((auth) => renderMembership(auth));
+  onAuth((auth) => {
+    listenToAccount(auth);
+    renderMembership(auth);
+  });
+}
+
+// Renewals happen on the server at expiry: it tells the member's open
+// pages at once (a paid renewal, or one that could not be paid and why).
+let accountSocket = null;
+
+function listenToAccount(auth) {
+  accountSocket?.close();
+  accountSocket = null;
+  if (!auth) return;
+  const url = `${location.origin.replace(/^http/, 'ws')}/api/v1/accounts/me/events?token=${encodeURIComponent(auth.token)}`;
+  const socket = new WebSocket(url);
+  socket.onmessage = (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch { return; }
+    if (event.type === 'membership_renewal_failed') {
+      renderMembership(auth, { kind: 'error', text: `A membership could not renew: ${event.reason}. Add funds and join again to keep watching.` });
+    } else if (event.type === 'membership_renewed') {
+      renderMembership(auth, { kind: 'ok', text: `A membership renewed, until ${day(event.expires_at)}.` });
+    }
+  };
+  accountSocket = socket;
 }
 
 let rendering = 0;

@@ -236,12 +236,14 @@ test('members join on the page, watch at the tier\'s quality and limit, see hist
     await visitor.locator('[data-tiers=creator]', { hasText: 'This creator offers no memberships yet' }).waitFor({ timeout: 10_000 });
     await visitor.locator(`[data-tiers=platform] li[data-tier="${flash.id}"] [data-action=join]`).click();
     await visitor.locator('[data-membership-status].ok', { hasText: 'You are a member of Flash' }).waitFor({ timeout: 15_000 });
+    // Pushed to the open page (no reload): the failure and its reason.
+    const pushed = visitor.locator('[data-membership-status].error', { hasText: 'could not renew' });
+    await pushed.waitFor({ timeout: 60_000 });
     const visitorAuth = await pageAuth(visitor);
-    const failed = await until('the renewal to fail', async () => {
-      const { memberships: list } = await api(base, '/api/v1/accounts/me/memberships', { token: visitorAuth.token });
-      return list.find((m) => m.renewal_failure);
-    }, 60_000);
-    await visitor.reload();
+    const { memberships: list } = await api(base, '/api/v1/accounts/me/memberships', { token: visitorAuth.token });
+    const failed = list.find((m) => m.renewal_failure);
+    assert.ok(failed, 'the API lists the failure');
+    assert.ok((await pushed.innerText()).includes(failed.renewal_failure), 'the pushed notice gives the reason');
     const failure = visitor.locator(`[data-memberships] tr[data-membership="${failed.id}"] [data-renewal-failure]`);
     await failure.waitFor({ timeout: 15_000 });
     assert.ok(await failure.isVisible());

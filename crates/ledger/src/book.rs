@@ -124,6 +124,9 @@ pub enum TransferKind {
     Membership,
     /// Pool -> revenue: a creator's allocation when a round closes.
     PoolAllocation,
+    /// Revenue of the view-pool recipient -> pool: the voucher steps' pool
+    /// part (`V`), moved when a round closes.
+    ViewPoolInflow,
 }
 
 /// An immutable movement of money.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, U256};
 
 use crate::Amount;
-use crate::split::{BPS_DENOMINATOR, RevenuePolicy};
+use crate::split::{BPS_DENOMINATOR, Recipient, RevenuePolicy};
 
 /// Why an economic computation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,9 @@ pub enum EconomicsError {
     /// A result that does not fit the range of amounts.
     #[error("amount overflow")]
     Overflow,
+    /// A policy that cannot take the view pool as one more recipient.
+    #[error("the revenue policy cannot take the view pool: {0}")]
+    Policy(crate::split::PolicyError),
 }
 
 fn to_amount(value: U256) -> Result<Amount, EconomicsError> {
@@ -326,6 +329,68 @@ pub fn platform_tier_revenue(price: Amount, pool_bps: u16) -> (Amount, Amount) {
 
 // ---- The pool ----
 
+/// The recipient that stands for the engagement pool in a channel's policy
+/// (`keccak256("streamweave.view-pool")`, last 20 bytes): nobody holds its
+/// key, and what a channel credits to it feeds the pool's rounds as `V`.
+pub const VIEW_POOL_RECIPIENT: Address =
+    alloy_primitives::address!("0x0c901b8ec97f12dad74c767a0ba8caa5a5ce74fb");
+
+/// The policy a channel copies when part of each voucher step feeds the
+/// pool: every share scaled by `10000 - view_pool_bps` and the pool added
+/// last with `sum_of_shares * view_pool_bps`, both reduced by their common
+/// divisor. The pool's running total is then
+/// `floor(rest * view_pool_bps / 10000)` of each step's `rest`, exactly the
+/// `view_pool_bps` part of the creator shares. `view_pool_bps` 0 answers
+/// the policy unchanged.
+pub fn with_view_pool(
+    policy: &RevenuePolicy,
+    view_pool_bps: u16,
+) -> Result<RevenuePolicy, EconomicsError> {
+    if view_pool_bps == 0 {
+        return Ok(policy.clone());
+    }
+    if view_pool_bps >= BPS_DENOMINATOR {
+        return Err(EconomicsError::BasisPoints);
+    }
+    let keep = u128::from(BPS_DENOMINATOR - view_pool_bps);
+    let sum = policy
+        .recipients
+        .iter()
+        .try_fold(0u128, |sum, r| sum.checked_add(u128::from(r.share)))
+        .ok_or(EconomicsError::Overflow)?;
+    let mut shares: Vec<u128> = policy
+        .recipients
+        .iter()
+        .map(|r| u128::from(r.share) * keep)
+        .collect();
+    shares.push(sum * u128::from(view_pool_bps));
+    let divisor = shares.iter().fold(0u128, |g, s| gcd(g, *s)).max(1);
+    let mut addresses: Vec<Address> = policy.recipients.iter().map(|r| r.address).collect();
+    addresses.push(VIEW_POOL_RECIPIENT);
+    let recipients = addresses
+        .into_iter()
+        .zip(shares)
+        .map(|(address, share)| {
+            u64::try_from(share / divisor)
+                .map(|share| Recipient { address, share })
+                .map_err(|_| EconomicsError::Overflow)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pooled = RevenuePolicy {
+        platform_fee_bps: policy.platform_fee_bps,
+        recipients,
+    };
+    pooled.validate().map_err(EconomicsError::Policy)?;
+    Ok(pooled)
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// What a member watched of one content item in a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watched {
@@ -493,6 +558,54 @@ mod tests {
 
     fn addr(n: u8) -> Address {
         Address::repeat_byte(n)
+    }
+
+    #[test]
+    fn the_view_pool_recipient_is_its_documented_hash() {
+        let hash = alloy_primitives::keccak256(b"streamweave.view-pool");
+        assert_eq!(VIEW_POOL_RECIPIENT, Address::from_slice(&hash[12..]));
+    }
+
+    #[test]
+    fn the_view_pool_takes_its_part_of_the_creator_shares() {
+        // A creator and a collaborator 3:1, 10% to the pool: 27:9:4.
+        let policy = RevenuePolicy {
+            platform_fee_bps: 300,
+            recipients: vec![
+                Recipient {
+                    address: addr(1),
+                    share: 3,
+                },
+                Recipient {
+                    address: addr(2),
+                    share: 1,
+                },
+            ],
+        };
+        let pooled = with_view_pool(&policy, 1000).unwrap();
+        let shares: Vec<u64> = pooled.recipients.iter().map(|r| r.share).collect();
+        assert_eq!(shares, [27, 9, 4]);
+        assert_eq!(pooled.recipients[2].address, VIEW_POOL_RECIPIENT);
+        // 100000 gross: fee 3000, rest 97000, the pool 9700.
+        assert_eq!(pooled.totals(Amount(100_000)).recipients[2], Amount(9_700));
+        assert_eq!(with_view_pool(&policy, 0).unwrap(), policy);
+        assert_eq!(
+            with_view_pool(&policy, 10_000),
+            Err(EconomicsError::BasisPoints)
+        );
+        let full = RevenuePolicy {
+            platform_fee_bps: 0,
+            recipients: (0..16)
+                .map(|n| Recipient {
+                    address: addr(n + 1),
+                    share: 1,
+                })
+                .collect(),
+        };
+        assert!(matches!(
+            with_view_pool(&full, 100),
+            Err(EconomicsError::Policy(_))
+        ));
     }
 
     #[test]
@@ -762,6 +875,28 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_view_pool_total_is_its_bps_of_the_rest(
+            shares in prop::collection::vec(1u64..=u64::from(u32::MAX), 1..16),
+            fee_bps in 0u16..=10_000,
+            view_pool_bps in 1u16..10_000,
+            gross in any::<u128>(),
+        ) {
+            let policy = RevenuePolicy {
+                platform_fee_bps: fee_bps,
+                recipients: shares.iter().enumerate().map(|(n, share)| Recipient {
+                    address: addr(u8::try_from(n + 1).unwrap()),
+                    share: *share,
+                }).collect(),
+            };
+            let pooled = with_view_pool(&policy, view_pool_bps).unwrap();
+            let totals = pooled.totals(Amount(gross));
+            let rest = gross - policy.fee(Amount(gross)).0;
+            let expected = U256::from(rest) * U256::from(view_pool_bps) / U256::from(10_000u32);
+            prop_assert_eq!(U256::from(totals.recipients[shares.len()].0), expected);
+            prop_assert_eq!(totals.fee, policy.totals(Amount(gross)).fee);
+        }
+
         #[test]
         fn one_off_splits_conserve_every_unit(policy in arb_policy(), amount in any::<u128>(), with_fee in any::<bool>()) {
             let split = one_off_split(&policy, Amount(amount), with_fee);

@@ -243,6 +243,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             mode: settings.pool_mode,
             clock: settings.pool_clock,
         },
+        Arc::new(crate::live::events::AccountEvents::default()),
     );
     // Renewals, served media and round closes: a few times a round, at
     // least every 5 s.

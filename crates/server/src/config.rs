@@ -158,6 +158,11 @@ pub struct ServeArgs {
     /// How a round divides the pool: `user-centric` (default) or `pro-rata`.
     #[arg(long, env = "STREAMWEAVE_POOL_MODE")]
     pub pool_mode: Option<String>,
+    /// Of the creator shares of every voucher step, the part paid into the
+    /// pool, in basis points (default 0): channels opened from then on
+    /// carry the pool as one more recipient of their policy.
+    #[arg(long, env = "STREAMWEAVE_VIEW_POOL_BPS")]
+    pub view_pool_bps: Option<u16>,
     /// API reads per minute from one address (0: no limit; default 100).
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_API")]
     pub rate_limit_api: Option<u32>,
@@ -227,6 +232,7 @@ struct FileConfig {
     pool_round_seconds: Option<u64>,
     pool_bps: Option<u16>,
     pool_mode: Option<String>,
+    view_pool_bps: Option<u16>,
     rate_limit_api: Option<u32>,
     rate_limit_writes: Option<u32>,
     rate_limit_playback: Option<u32>,
@@ -282,6 +288,7 @@ pub struct Settings {
     pub pool_clock: crate::memberships::RoundClock,
     pub pool_bps: u16,
     pub pool_mode: streamweave_ledger::economics::PoolMode,
+    pub view_pool_bps: u16,
     pub rate_limit_api: u32,
     pub rate_limit_writes: u32,
     pub rate_limit_playback: u32,
@@ -356,6 +363,11 @@ impl Settings {
         };
         let pool_bps = args.pool_bps.or(file.pool_bps).unwrap_or(7000);
         anyhow::ensure!(pool_bps <= 10_000, "the pool's part is at most 10000 bps");
+        let view_pool_bps = args.view_pool_bps.or(file.view_pool_bps).unwrap_or(0);
+        anyhow::ensure!(
+            view_pool_bps < 10_000,
+            "--view-pool-bps is below 10000 (creators keep a part)"
+        );
         let pool_mode = match args.pool_mode.or(file.pool_mode).as_deref() {
             None | Some("user-centric") => streamweave_ledger::economics::PoolMode::UserCentric,
             Some("pro-rata") => streamweave_ledger::economics::PoolMode::ProRata,
@@ -514,6 +526,7 @@ impl Settings {
             pool_clock,
             pool_bps,
             pool_mode,
+            view_pool_bps,
             event_finalize_after_s: args
                 .event_finalize_after_s
                 .or(file.event_finalize_after_s)

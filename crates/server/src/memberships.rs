@@ -19,6 +19,8 @@ use streamweave_ledger::economics::{
 use streamweave_ledger::{AccountRef, Address, Amount, RevenuePolicy, Transfer, TransferKind};
 use tracing::{info, warn};
 
+use crate::live::events::{AccountEvent, AccountEvents};
+
 use crate::store::{
     CommerceRefusal, MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer,
     PaymentKind, RoundRecord, Store, TierRecord, WatchDelta, random_id,
@@ -122,18 +124,29 @@ pub struct Memberships {
     pub store: Store,
     pub blockstore: Arc<Blockstore>,
     pub settings: MembershipSettings,
+    /// Where renewals are told to their members.
+    pub account_events: Arc<AccountEvents>,
     served: Arc<Mutex<Served>>,
 }
+
+/// How long after its end a round waits before it closes.
+const CLOSE_GRACE_MS: i64 = 2_000;
 
 /// Pending served-media entries kept in memory before a flush forces one.
 const MAX_PENDING: usize = 100_000;
 
 impl Memberships {
-    pub fn new(store: Store, blockstore: Arc<Blockstore>, settings: MembershipSettings) -> Self {
+    pub fn new(
+        store: Store,
+        blockstore: Arc<Blockstore>,
+        settings: MembershipSettings,
+        account_events: Arc<AccountEvents>,
+    ) -> Self {
         Memberships {
             store,
             blockstore,
             settings,
+            account_events,
             served: Arc::default(),
         }
     }
@@ -352,10 +365,9 @@ impl Memberships {
             .clone()
             .unwrap_or_else(|| membership.tier_id.clone());
         let Some(tier) = self.store.tier(&tier_id).await? else {
-            self.store
-                .record_renewal_failure(&membership.id, "the tier no longer exists", now_ms)
-                .await?;
-            return Ok(());
+            return self
+                .renewal_failed(membership, "the tier no longer exists", now_ms)
+                .await;
         };
         let key = format!("renewal:{}:{}", membership.id, membership.expires_at_ms);
         let outcome = if tier.suspended {
@@ -364,22 +376,57 @@ impl Memberships {
             self.renew_with(membership, &tier, &key, now_ms).await
         };
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(expires_at_ms) => {
+                self.account_events.publish(
+                    &format!("{:#x}", membership.member),
+                    AccountEvent::MembershipRenewed {
+                        membership_id: membership.id.clone(),
+                        tier_id: tier.id.clone(),
+                        expires_at: crate::http::auth::rfc3339(expires_at_ms),
+                    },
+                );
+                Ok(())
+            }
             Err(err @ (MembershipError::Suspended | MembershipError::Refused(_))) => {
                 let reason = match &err {
                     MembershipError::Refused(CommerceRefusal::Ledger(
                         crate::store::Refusal::Insufficient(_),
-                    )) => format!("not enough available balance for {}", tier.price),
+                    )) => format!(
+                        "not enough available balance to pay {} base units for \"{}\"",
+                        tier.price, tier.name
+                    ),
                     other => other.to_string(),
                 };
-                warn!(membership = %membership.id, %reason, "renewal failed");
-                self.store
-                    .record_renewal_failure(&membership.id, &reason, now_ms)
-                    .await?;
-                Ok(())
+                self.renewal_failed(membership, &reason, now_ms).await
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Records why a renewal failed (shown on the member's account) and
+    /// tells the member's open sockets.
+    async fn renewal_failed(
+        &self,
+        membership: &MembershipRecord,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), MembershipError> {
+        warn!(membership = %membership.id, %reason, "renewal failed");
+        self.store
+            .record_renewal_failure(&membership.id, reason, now_ms)
+            .await?;
+        self.account_events.publish(
+            &format!("{:#x}", membership.member),
+            AccountEvent::MembershipRenewalFailed {
+                membership_id: membership.id.clone(),
+                tier_id: membership
+                    .next_tier_id
+                    .clone()
+                    .unwrap_or_else(|| membership.tier_id.clone()),
+                reason: reason.to_string(),
+            },
+        );
+        Ok(())
     }
 
     async fn renew_with(
@@ -388,21 +435,19 @@ impl Memberships {
         tier: &TierRecord,
         key: &str,
         now_ms: i64,
-    ) -> Result<(), MembershipError> {
+    ) -> Result<i64, MembershipError> {
         let payment_id = format!("membership:{}", key);
         let (transfers, pooled) = self
             .payment_transfers(&payment_id, membership.member, tier.offerer, tier.price)
             .await?;
+        let expires_at_ms =
+            membership_expiry(now_ms, Some(membership.expires_at_ms), tier.period_seconds)?;
         let write = MembershipWrite {
             previous: Some((membership.tier_id.clone(), membership.expires_at_ms)),
             membership: MembershipRecord {
                 tier_id: tier.id.clone(),
                 next_tier_id: None,
-                expires_at_ms: membership_expiry(
-                    now_ms,
-                    Some(membership.expires_at_ms),
-                    tier.period_seconds,
-                )?,
+                expires_at_ms,
                 renewal_failure: None,
                 renewal_failed_at_ms: None,
                 ..membership.clone()
@@ -419,7 +464,7 @@ impl Memberships {
             now_ms,
         };
         self.store.write_membership(&write).await??;
-        Ok(())
+        Ok(expires_at_ms)
     }
 
     /// Counts media served to a member on an item (server-measured: a
@@ -470,11 +515,32 @@ impl Memberships {
     /// members' watching, oldest first.
     pub async fn close_due_rounds(&self, now_ms: i64) -> Result<Vec<i64>, MembershipError> {
         self.flush_served().await?;
-        let current = self.settings.clock.round_at(now_ms);
+        // Voucher steps stamped just before a round's end may commit just
+        // after it: a round closes a moment after it ends.
+        let current = self
+            .settings
+            .clock
+            .round_at(now_ms.saturating_sub(CLOSE_GRACE_MS));
         let last = self.store.pool_rounds(1).await?.into_iter().next();
         let after = last.as_ref().map_or(i64::MIN, |r| r.round);
+        let mut rounds = self.store.rounds_with_activity(after, current).await?;
+        // A round with only view-pool money still closes, so `V` reaches
+        // the pool (and carries) rather than waiting for members.
+        let previous = current - 1;
+        if rounds.is_empty() && previous > after {
+            let (_, ends_at_ms) = self.settings.clock.bounds(previous);
+            let since = last.as_ref().map(|r| r.ends_at_ms);
+            if !self
+                .store
+                .view_pool_inflow(since, ends_at_ms)
+                .await?
+                .is_zero()
+            {
+                rounds.push(previous);
+            }
+        }
         let mut closed = Vec::new();
-        for round in self.store.rounds_with_activity(after, current).await? {
+        for round in rounds {
             if self.close_round(round, now_ms).await? {
                 closed.push(round);
             }
@@ -486,7 +552,16 @@ impl Memberships {
     /// statement published, the allocations paid. `false` if closed already.
     pub async fn close_round(&self, round: i64, now_ms: i64) -> Result<bool, MembershipError> {
         let last = self.store.pool_rounds(1).await?.into_iter().next();
-        let carry_in = last.map_or(Amount(0), |r| r.carry_out);
+        let carry_in = last.as_ref().map_or(Amount(0), |r| r.carry_out);
+        let (starts_at_ms, ends_at_ms) = self.settings.clock.bounds(round);
+        // `V`: everything voucher steps credited the view pool since the
+        // last closed round ended (rounds without activity are not closed,
+        // and had no engagement to share it by).
+        let view_since_ms = last.as_ref().map(|r| r.ends_at_ms);
+        let view_inflow = self
+            .store
+            .view_pool_inflow(view_since_ms, ends_at_ms)
+            .await?;
         let contributions: BTreeMap<Address, Amount> = self
             .store
             .round_contributions(round)
@@ -526,7 +601,7 @@ impl Memberships {
         }
         let inputs = RoundInputs {
             contributions: contributions.clone(),
-            view_inflow: Amount(0),
+            view_inflow,
             carry: carry_in,
             engagement: engagement.clone(),
         };
@@ -535,8 +610,20 @@ impl Memberships {
             PoolMode::UserCentric => "user-centric",
             PoolMode::ProRata => "pro-rata",
         };
-        let (starts_at_ms, ends_at_ms) = self.settings.clock.bounds(round);
         let mut transfers = Vec::new();
+        if !view_inflow.is_zero() {
+            transfers.push(Transfer {
+                id: format!("view-pool:{round}"),
+                debit: crate::store::view_pool_account(),
+                credit: AccountRef::Pool {
+                    asset: Address::ZERO,
+                },
+                asset: Address::ZERO,
+                amount: view_inflow,
+                kind: TransferKind::ViewPoolInflow,
+                channel: None,
+            });
+        }
         let mut paid = Vec::new();
         for (creator, amount) in &outcome.allocations {
             if amount.is_zero() {
@@ -587,7 +674,8 @@ impl Memberships {
             "mode": mode,
             "pool_bps": self.settings.pool_bps,
             "contributions": text(&contributions),
-            "view_inflow": "0",
+            "view_inflow": view_inflow.to_string(),
+            "view_inflow_since": view_since_ms.map(crate::http::auth::rfc3339),
             "carry_in": carry_in.to_string(),
             "engagement": engagement.iter().map(|(m, per)| (format!("{m:#x}"), per.iter().map(|(c, e)| (format!("{c:#x}"), e.to_string())).collect::<BTreeMap<_, _>>())).collect::<BTreeMap<_, _>>(),
             "watched": watched,
@@ -610,7 +698,7 @@ impl Memberships {
             starts_at_ms,
             ends_at_ms,
             contributions: total_contributions,
-            view_inflow: Amount(0),
+            view_inflow,
             carry_in,
             carry_out: outcome.carry,
             mode: mode.into(),

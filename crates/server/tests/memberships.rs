@@ -4,7 +4,7 @@
 //! once (racing starts included), progress and history, then two members
 //! and three creators through short pool rounds: every allocation checked
 //! against the published statement (re-derived with the spec's arithmetic)
-//! and the ledger, a creator nobody watched paid nothing, the pool holding
+//! and the ledger, a paid stream's channel feeding the pool its view part, a creator nobody watched paid nothing, the pool holding
 //! exactly the carry, and a clean audit.
 
 mod common;
@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use common::{
     ADMIN_TOKEN, Server, TestDatabase, Wallet, balances, fund, get, post, problem_type, publish,
-    send, wallet,
+    send, wallet, wallet_of,
 };
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use streamweave_ledger::economics::{PoolMode, RoundInputs, close_round};
-use streamweave_ledger::{Address, Amount};
+use streamweave_client::Client;
+use streamweave_ledger::economics::{PoolMode, RoundInputs, VIEW_POOL_RECIPIENT, close_round};
+use streamweave_ledger::{Address, Amount, SigningKey};
 
 const ROUND_SECONDS: u64 = 15;
 
@@ -144,6 +146,8 @@ async fn scenario(database: &TestDatabase) {
         "7000",
         "--pool-round-seconds",
         &round_seconds,
+        "--view-pool-bps",
+        "1000",
     ]))
     .await;
     let creators = [
@@ -277,11 +281,72 @@ async fn scenario(database: &TestDatabase) {
     )
     .await;
     assert_eq!(status, 400, "{needs_tiers}");
-    for stream in [&stream_a, &stream_b, &stream_c] {
+    // A paid stream too: a tenth of its creator shares feeds the pool (V).
+    let seller = wallet(&server, 0x35).await;
+    let (status, paid_stream) = post(
+        &server,
+        "/api/v1/streams",
+        &seller.token,
+        json!({"title": "pay per second", "access": "per_second",
+               "price": {"amount": "60000", "period_seconds": 60}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{paid_stream}");
+    let paid_id = paid_stream["id"].as_str().expect("id").to_string();
+    let mut ffmpeg_paid = publish(
+        &format!(
+            "{}/live/{}",
+            server.rtmp,
+            paid_stream["stream_key"].as_str().expect("key")
+        ),
+        "320x180",
+        45,
+        SMALL,
+    );
+    for stream in [&stream_a, &stream_b, &stream_c, &paid_id] {
         server
             .wait_for_state(stream, "live", Duration::from_secs(30))
             .await;
     }
+    // A viewer pays per second; the channel's policy carries the pool.
+    let viewer_key = SigningKey::from_bytes(&[0x46; 32]).expect("key");
+    let mut viewer = Client::new(&server.http, viewer_key.clone());
+    viewer.sign_in().await.expect("sign in");
+    let viewer_wallet = wallet_of(&server, &viewer_key).await;
+    fund(&server, &viewer_wallet, 1_000_000).await;
+    let watched = viewer
+        .watch(&paid_id, 6, Amount(500_000), None)
+        .await
+        .expect("watch the paid stream");
+    assert!(watched.segments > 0, "{watched:?}");
+    let (status, channel) = get(
+        &server,
+        &format!("/api/v1/channels/{}", watched.channel_id),
+        Some(&viewer_wallet.token),
+    )
+    .await;
+    assert_eq!(status, 200, "{channel}");
+    let recipients: Vec<(Address, u64)> = channel["recipients"]
+        .as_array()
+        .expect("recipients")
+        .iter()
+        .map(|r| {
+            (
+                address(r["address"].as_str().expect("address")),
+                r["share"].as_u64().expect("share"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recipients,
+        [(address(&seller.address), 9), (VIEW_POOL_RECIPIENT, 1)],
+        "{channel}"
+    );
+    let redeemed = amount(&channel["redeemed"]);
+    assert!(redeemed > 0, "{channel}");
+    let rest = redeemed - (redeemed * 300).div_ceil(10_000);
+    let view_pooled = rest / 10;
+
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Paying and watching in one round, so that each member's money follows
     // their own watching (rounds split elsewhere are checked all the same).
@@ -461,6 +526,17 @@ async fn scenario(database: &TestDatabase) {
         json!({"name": "Flash", "price": "40000", "period_seconds": 2, "max_height": 360, "max_streams": 1}),
     )
     .await;
+    let ws_base = server.http.replacen("http", "ws", 1);
+    let refused =
+        tokio_tungstenite::connect_async(format!("{ws_base}/api/v1/accounts/me/events?token=nope"))
+            .await;
+    assert!(refused.is_err(), "an account's events need its token");
+    let (mut carol_events, _) = tokio_tungstenite::connect_async(format!(
+        "{ws_base}/api/v1/accounts/me/events?token={}",
+        carol.token
+    ))
+    .await
+    .expect("carol's events");
     let (status, flash_membership) = post(
         &server,
         "/api/v1/memberships",
@@ -469,6 +545,27 @@ async fn scenario(database: &TestDatabase) {
     )
     .await;
     assert_eq!(status, 201, "{flash_membership}");
+    // Pushed to the member: one renewal paid, then the one that could not be.
+    let mut pushed = Vec::new();
+    while pushed.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(20), carol_events.next())
+            .await
+            .expect("an account event within 20 s")
+            .expect("socket open")
+            .expect("message");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            pushed.push(serde_json::from_str::<Value>(&text).expect("json"));
+        }
+    }
+    assert_eq!(pushed[0]["type"], "membership_renewed", "{pushed:?}");
+    assert_eq!(pushed[1]["type"], "membership_renewal_failed", "{pushed:?}");
+    assert_eq!(pushed[1]["membership_id"], flash_membership["id"]);
+    assert!(
+        pushed[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not enough")),
+        "{pushed:?}"
+    );
     let mut failure = Value::Null;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -501,14 +598,19 @@ async fn scenario(database: &TestDatabase) {
     let flash_revenue = 2 * (40_000 - (40_000u128 * 300).div_ceil(10_000));
 
     // The shows end.
-    for ffmpeg in [&mut ffmpeg_a, &mut ffmpeg_b, &mut ffmpeg_c] {
+    for ffmpeg in [
+        &mut ffmpeg_a,
+        &mut ffmpeg_b,
+        &mut ffmpeg_c,
+        &mut ffmpeg_paid,
+    ] {
         let _ = ffmpeg.kill();
         let _ = ffmpeg.wait();
     }
 
     // The rounds close: every allocation as the statement says, re-derived.
     let last_activity_ms = chrono::Utc::now().timestamp_millis();
-    let closes_at_ms = (last_activity_ms / round_ms + 1) * round_ms + 4000;
+    let closes_at_ms = (last_activity_ms / round_ms + 1) * round_ms + 8000;
     let wait_ms = closes_at_ms - chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0))).await;
     let (_, listed) = get(&server, "/api/v1/pool/rounds", None).await;
@@ -521,6 +623,16 @@ async fn scenario(database: &TestDatabase) {
         "every pool part is in a closed round: {listed}"
     );
     assert!(!rounds.is_empty(), "rounds closed");
+    let view_inflow: u128 = rounds.iter().map(|r| amount(&r["view_inflow"])).sum();
+    assert_eq!(
+        view_inflow, view_pooled,
+        "V is the channel's pool part: {listed}"
+    );
+    assert_eq!(
+        balances(&server, &seller).await.1,
+        rest * 9 / 10,
+        "the seller keeps nine tenths of the rest"
+    );
     let mut paid: BTreeMap<String, u128> = BTreeMap::new();
     for round in &rounds {
         let cid = round["statement_cid"].as_str().expect("cid");

@@ -322,6 +322,18 @@ async fn set_revenue_policy(
     policy
         .validate()
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    if policy
+        .recipients
+        .iter()
+        .any(|r| r.address == streamweave_ledger::economics::VIEW_POOL_RECIPIENT)
+    {
+        return Err(ApiError::bad_request(
+            "the view pool's address is not a recipient to name",
+        ));
+    }
+    // Channels add the pool as one more recipient: leave it room.
+    streamweave_ledger::economics::with_view_pool(&policy, state.settings.view_pool_bps)
+        .map_err(|err| ApiError::bad_request(err.to_string()))?;
     state.ledger.set_policy(owner, &policy, now_ms()).await?;
     Ok(Json(RevenuePolicyView {
         platform_fee_bps: policy.platform_fee_bps,

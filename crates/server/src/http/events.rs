@@ -1,4 +1,6 @@
-//! `GET /api/v1/streams/{id}/events`: a WebSocket of [`StreamEvent`]s.
+//! WebSockets of events: a stream's ([`StreamEvent`],
+//! `GET /api/v1/streams/{id}/events`) and an account's ([`AccountEvent`],
+//! `GET /api/v1/accounts/me/events`).
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -8,7 +10,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use super::problem::ApiError;
-use crate::live::events::StreamEvent;
+use crate::live::events::{AccountEvent, StreamEvent};
 use crate::model::now_ms;
 
 #[derive(Debug, Deserialize)]
@@ -103,4 +105,59 @@ async fn forward(
 async fn send(socket: &mut WebSocket, event: &StreamEvent) -> Result<(), axum::Error> {
     let text = serde_json::to_string(event).unwrap_or_default();
     socket.send(Message::Text(text.into())).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountEventsQuery {
+    /// A session token (browsers cannot set headers on a WebSocket).
+    pub token: String,
+}
+
+/// Upgrades to a WebSocket that pushes the signed-in account's events
+/// (membership renewals and their failures) as JSON text.
+pub async fn account_events(
+    State(state): State<AppState>,
+    Query(query): Query<AccountEventsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Some(address) = state
+        .ledger
+        .token_address(&super::auth::token_hash(&query.token), now_ms())
+        .await?
+    else {
+        return Err(ApiError::new(
+            super::problem::ProblemKind::Unauthorized,
+            "sign in: ?token= names a valid session token",
+        ));
+    };
+    let mut receiver = state
+        .memberships
+        .account_events
+        .subscribe(&format!("{address:#x}"));
+    let permit = super::socket_permit(&state)?;
+    Ok(upgrade
+        .max_message_size(4096)
+        .on_upgrade(move |mut socket| async move {
+            loop {
+                tokio::select! {
+                    event = receiver.recv() => match event {
+                        Ok(event) => {
+                            let text = serde_json::to_string::<AccountEvent>(&event).unwrap_or_default();
+                            if socket.send(Message::Text(text.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {
+                            let _ = socket.send(Message::Close(None)).await;
+                            break;
+                        }
+                    },
+                    incoming = socket.recv() => match incoming {
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+            drop(permit);
+        }))
 }

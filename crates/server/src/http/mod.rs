@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/api/v1/streams/{id}/events", get(events::stream_events))
+        .route("/api/v1/accounts/me/events", get(events::account_events))
         .route("/metrics", get(ops::metrics_text))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -276,7 +276,20 @@ async fn open_channel(
             "expires_in_s must be between 1 and 2592000",
         ));
     }
-    let policy = revenue_policy(&state, payee).await?;
+    // Voucher steps feed the pool through one more recipient (economics
+    // spec: the view pool's `V`); tips and tiers split by the plain policy.
+    let policy = streamweave_ledger::economics::with_view_pool(
+        &revenue_policy(&state, payee).await?,
+        state.settings.view_pool_bps,
+    )
+    .map_err(|err| {
+        ApiError::custom(
+            StatusCode::CONFLICT,
+            "payee-policy",
+            "The payee's revenue policy cannot be used",
+            format!("the payee's {err}"),
+        )
+    })?;
     let now = u64::try_from(now_ms()).unwrap_or(0);
     let done = state
         .payments

@@ -1,6 +1,7 @@
-//! Live feedback per stream: viewer counts, live state and, to the creator,
-//! earnings as vouchers move money. Bounded broadcast channels: a consumer
-//! that falls behind is dropped, never buffered without limit.
+//! Live feedback per stream (viewer counts, live state and, to the creator,
+//! earnings as vouchers move money) and per account (renewals). Bounded
+//! broadcast channels: a consumer that falls behind is dropped, never
+//! buffered without limit.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,32 +62,64 @@ impl StreamEvent {
     }
 }
 
-/// Per-stream broadcast channels, made on first use.
-#[derive(Default)]
-pub struct Events {
-    streams: Mutex<HashMap<String, broadcast::Sender<StreamEvent>>>,
+/// What happens to an account that its owner should hear of at once
+/// (`GET /api/v1/accounts/me/events`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AccountEvent {
+    /// A membership renewed at expiry.
+    MembershipRenewed {
+        membership_id: String,
+        tier_id: String,
+        /// RFC 3339.
+        expires_at: String,
+    },
+    /// A renewal that could not be paid, with the reason shown to the member.
+    MembershipRenewalFailed {
+        membership_id: String,
+        tier_id: String,
+        reason: String,
+    },
 }
 
-impl Events {
-    fn sender(&self, stream_id: &str) -> broadcast::Sender<StreamEvent> {
-        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget channels nobody listens to, so the map stays bounded by live interest.
-        if streams.len() > 10_000 {
-            streams.retain(|_, sender| sender.receiver_count() > 0);
+/// Per-stream events.
+pub type Events = Topics<StreamEvent>;
+/// Per-account events, keyed by the account's address (`{:#x}`).
+pub type AccountEvents = Topics<AccountEvent>;
+
+/// Broadcast channels by topic (a stream id, an account), made on first use.
+pub struct Topics<E> {
+    topics: Mutex<HashMap<String, broadcast::Sender<E>>>,
+}
+
+impl<E> Default for Topics<E> {
+    fn default() -> Self {
+        Topics {
+            topics: Mutex::default(),
         }
-        streams
-            .entry(stream_id.to_string())
+    }
+}
+
+impl<E: Clone> Topics<E> {
+    fn sender(&self, topic: &str) -> broadcast::Sender<E> {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget channels nobody listens to, so the map stays bounded by live interest.
+        if topics.len() > 10_000 {
+            topics.retain(|_, sender| sender.receiver_count() > 0);
+        }
+        topics
+            .entry(topic.to_string())
             .or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
             .clone()
     }
 
-    /// Sends to everyone listening to the stream (nobody is fine).
-    pub fn publish(&self, stream_id: &str, event: StreamEvent) {
-        let _ = self.sender(stream_id).send(event);
+    /// Sends to everyone listening to the topic (nobody is fine).
+    pub fn publish(&self, topic: &str, event: E) {
+        let _ = self.sender(topic).send(event);
     }
 
-    /// Listens to a stream.
-    pub fn subscribe(&self, stream_id: &str) -> broadcast::Receiver<StreamEvent> {
-        self.sender(stream_id).subscribe()
+    /// Listens to a topic.
+    pub fn subscribe(&self, topic: &str) -> broadcast::Receiver<E> {
+        self.sender(topic).subscribe()
     }
 }

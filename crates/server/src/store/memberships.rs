@@ -203,6 +203,14 @@ fn membership_row(row: &AnyRow) -> Result<MembershipRecord, sqlx::Error> {
     })
 }
 
+/// Where voucher steps credit the pool's part before a round takes it.
+pub fn view_pool_account() -> streamweave_ledger::AccountRef {
+    streamweave_ledger::AccountRef::Revenue {
+        owner: streamweave_ledger::economics::VIEW_POOL_RECIPIENT,
+        asset: Address::ZERO,
+    }
+}
+
 fn sum(amounts: impl IntoIterator<Item = Amount>) -> Result<Amount, sqlx::Error> {
     amounts.into_iter().try_fold(Amount(0), |total, amount| {
         total
@@ -546,6 +554,28 @@ impl Store {
         Ok(by_member.into_iter().collect())
     }
 
+    /// `V`: what voucher steps credited to the view pool's recipient from
+    /// `since_ms` (all of it when `None`) up to `until_ms`.
+    pub async fn view_pool_inflow(
+        &self,
+        since_ms: Option<i64>,
+        until_ms: i64,
+    ) -> Result<Amount, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT CAST(amount AS TEXT) AS amount FROM ledger_transfers \
+             WHERE credit = $1 AND created_at_ms >= $2 AND created_at_ms < $3",
+        )
+        .bind(view_pool_account().key())
+        .bind(since_ms.unwrap_or(i64::MIN))
+        .bind(until_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        sum(rows
+            .iter()
+            .map(|row| get_parsed::<Amount>(row, "amount"))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Rounds after `after` and before `before` with pool money or
     /// members' watching in them, oldest first.
     pub async fn rounds_with_activity(
@@ -707,7 +737,9 @@ impl Store {
     /// carry plus the pool parts paid in rounds not closed yet.
     pub async fn audit_pool(&self) -> Result<Vec<String>, sqlx::Error> {
         let last = self.pool_rounds(1).await?.into_iter().next();
-        let (after, carry) = last.map_or((i64::MIN, Amount(0)), |r| (r.round, r.carry_out));
+        let (after, carry) = last
+            .as_ref()
+            .map_or((i64::MIN, Amount(0)), |r| (r.round, r.carry_out));
         let rows = sqlx::query("SELECT pool_amount FROM membership_payments WHERE round > $1")
             .bind(after)
             .fetch_all(&self.pool)
@@ -722,11 +754,22 @@ impl Store {
                 asset: Address::ZERO,
             })
             .await?;
+        let mut violations = Vec::new();
         if held != streamweave_ledger::Balance::from(expected) {
-            return Ok(vec![format!(
+            violations.push(format!(
                 "the pool holds {held} but the last carry plus open rounds' contributions is {expected}"
-            )]);
+            ));
         }
-        Ok(Vec::new())
+        // The view pool's recipient holds what voucher steps credited it
+        // since the last round took its `V`.
+        let since = last.map(|r| r.ends_at_ms);
+        let waiting = self.view_pool_inflow(since, i64::MAX).await?;
+        let held = self.balance(&view_pool_account()).await?;
+        if held != streamweave_ledger::Balance::from(waiting) {
+            violations.push(format!(
+                "the view pool's recipient holds {held} but voucher steps credited it {waiting} since the last round"
+            ));
+        }
+        Ok(violations)
     }
 }

@@ -39,7 +39,7 @@ pub use events::{
 pub use ledger::{LedgerBatch, Refusal};
 pub use memberships::{
     MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer, PaymentKind,
-    RoundRecord, TierRecord, WatchDelta,
+    RoundRecord, TierRecord, WatchDelta, view_pool_account,
 };
 pub use streams::StreamFilter;
 pub use videos::{JobEnd, VideoJob};
