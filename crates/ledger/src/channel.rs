@@ -69,6 +69,11 @@ pub struct Channel {
     pub policy: RevenuePolicy,
     /// Top-ups so far (for their transfer ids).
     pub topups: u32,
+    /// Names this committed state for storage's compare-and-set between
+    /// nodes (a fresh value per commit; 0 before the first). The protocol
+    /// ignores it.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// What opening a channel needs.
@@ -241,6 +246,7 @@ impl Channel {
             expires_at_ms: request.expires_at_ms,
             policy: request.policy,
             topups: 0,
+            revision: 0,
         };
         let open = transfer(
             format!("open:{id:#x}"),

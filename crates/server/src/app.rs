@@ -260,7 +260,28 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         events: events.clone(),
         ticketing: ticketing.clone(),
     };
+    // Other nodes: live events, chat and account events reach every node's
+    // listeners (viewer counts stay per node).
+    let cluster = match &settings.nats {
+        Some(url) => {
+            let cluster = crate::cluster::Cluster::connect(url).await?;
+            cluster
+                .bridge("stream-events", events.clone(), |event| {
+                    !matches!(event, crate::live::events::StreamEvent::Viewers { .. })
+                })
+                .await?;
+            cluster.bridge("chat", chat.rooms.clone(), |_| true).await?;
+            cluster
+                .bridge("account-events", memberships.account_events.clone(), |_| {
+                    true
+                })
+                .await?;
+            Some(cluster)
+        }
+        None => None,
+    };
     let state = AppState {
+        cluster,
         memberships,
         ticketing,
         tips,

@@ -163,6 +163,11 @@ pub struct ServeArgs {
     /// carry the pool as one more recipient of their policy.
     #[arg(long, env = "STREAMWEAVE_VIEW_POOL_BPS")]
     pub view_pool_bps: Option<u16>,
+    /// NATS server shared by the nodes of a cluster (`nats://host:4222`):
+    /// live events, chat and channel changes reach every node. Nodes of a
+    /// cluster share one PostgreSQL database (`--database`).
+    #[arg(long, env = "STREAMWEAVE_NATS")]
+    pub nats: Option<String>,
     /// API reads per minute from one address (0: no limit; default 100).
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_API")]
     pub rate_limit_api: Option<u32>,
@@ -233,6 +238,7 @@ struct FileConfig {
     pool_bps: Option<u16>,
     pool_mode: Option<String>,
     view_pool_bps: Option<u16>,
+    nats: Option<String>,
     rate_limit_api: Option<u32>,
     rate_limit_writes: Option<u32>,
     rate_limit_playback: Option<u32>,
@@ -289,6 +295,8 @@ pub struct Settings {
     pub pool_bps: u16,
     pub pool_mode: streamweave_ledger::economics::PoolMode,
     pub view_pool_bps: u16,
+    /// The cluster's NATS server, when this node is one of several.
+    pub nats: Option<String>,
     pub rate_limit_api: u32,
     pub rate_limit_writes: u32,
     pub rate_limit_playback: u32,
@@ -298,6 +306,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether other nodes share this node's database (and NATS).
+    pub fn clustered(&self) -> bool {
+        self.nats.is_some()
+    }
+
     /// Merges flags/env over the config file over defaults, and validates.
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         let file = match &args.config {
@@ -527,6 +540,7 @@ impl Settings {
             pool_bps,
             pool_mode,
             view_pool_bps,
+            nats: args.nats.or(file.nats),
             event_finalize_after_s: args
                 .event_finalize_after_s
                 .or(file.event_finalize_after_s)

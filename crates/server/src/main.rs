@@ -3,6 +3,7 @@
 mod app;
 mod archive;
 mod cli;
+mod cluster;
 mod community;
 mod config;
 mod http;

@@ -50,6 +50,8 @@ pub struct Metrics {
     /// Base units accepted through vouchers (use `rate()` for gross per minute).
     pub gross_base_units: Counter,
     pub videos_processed: Family<OutcomeLabels, Counter>,
+    /// Messages to other nodes dropped because NATS could not keep up.
+    pub cluster_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -72,6 +74,7 @@ impl Metrics {
             active_viewers: Gauge::default(),
             gross_base_units: Counter::default(),
             videos_processed: Family::default(),
+            cluster_dropped: Counter::default(),
             registry: Registry::with_prefix("streamweave"),
         };
         metrics.registered()
@@ -139,6 +142,11 @@ impl Metrics {
             "videos_processed",
             "Uploaded videos processed, by outcome",
             self.videos_processed.clone(),
+        );
+        registry.register(
+            "cluster_dropped_messages",
+            "Messages to other nodes dropped because NATS could not keep up",
+            self.cluster_dropped.clone(),
         );
         self
     }

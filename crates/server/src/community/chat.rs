@@ -3,6 +3,7 @@
 //! passed in; storage is the caller's (`Db`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -18,7 +19,7 @@ pub const HISTORY_LEN: i64 = 100;
 pub const CHAT_BUFFER: usize = 256;
 
 /// One message as readers see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ChatMessage {
     pub id: String,
     /// Author's address, lower-case.
@@ -32,7 +33,7 @@ pub struct ChatMessage {
 }
 
 /// What a room's readers receive.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent {
     /// The last messages, oldest first (sent once, on joining).
@@ -120,33 +121,30 @@ impl RateLimit {
     }
 }
 
-/// The rooms' broadcast channels and rate limits.
-#[derive(Default)]
+/// The rooms' broadcast channels (relayed between nodes) and rate limits.
 pub struct ChatRooms {
-    rooms: Mutex<HashMap<String, broadcast::Sender<ChatEvent>>>,
+    pub rooms: Arc<crate::live::events::Topics<ChatEvent>>,
     rate: Mutex<RateLimit>,
 }
 
-impl ChatRooms {
-    fn sender(&self, stream_id: &str) -> broadcast::Sender<ChatEvent> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if rooms.len() > 10_000 {
-            rooms.retain(|_, sender| sender.receiver_count() > 0);
+impl Default for ChatRooms {
+    fn default() -> Self {
+        ChatRooms {
+            rooms: Arc::new(crate::live::events::Topics::with_capacity(CHAT_BUFFER)),
+            rate: Mutex::default(),
         }
-        rooms
-            .entry(stream_id.to_string())
-            .or_insert_with(|| broadcast::channel(CHAT_BUFFER).0)
-            .clone()
     }
+}
 
-    /// Sends to everyone in the room (nobody is fine).
+impl ChatRooms {
+    /// Sends to everyone in the room, on every node (nobody is fine).
     pub fn publish(&self, stream_id: &str, event: ChatEvent) {
-        let _ = self.sender(stream_id).send(event);
+        self.rooms.publish(stream_id, event);
     }
 
     /// Joins a room.
     pub fn subscribe(&self, stream_id: &str) -> broadcast::Receiver<ChatEvent> {
-        self.sender(stream_id).subscribe()
+        self.rooms.subscribe(stream_id)
     }
 
     /// Applies the one-a-second rule.

@@ -69,6 +69,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
+    if state.cluster.as_ref().is_some_and(|c| !c.connected()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "NATS unreachable\n").into_response();
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(err)) => {

@@ -190,6 +190,12 @@ pub fn engine_error(err: EngineError) -> ApiError {
             "Balance overflow",
             refusal.to_string(),
         ),
+        EngineError::Refused(refusal @ Refusal::ChannelChanged(_)) => ApiError::custom(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "channel-busy",
+            "Channel busy",
+            format!("{refusal} on other nodes too often; retry"),
+        ),
         EngineError::Unavailable => {
             ApiError::new(ProblemKind::Internal, "the ledger is unavailable")
         }
@@ -311,11 +317,12 @@ async fn open_channel(
     Ok((StatusCode::CREATED, Json(channel_view(&channel))))
 }
 
-fn visible_channel(state: &AppState, caller: &Caller, id: &str) -> Result<Channel, ApiError> {
+async fn visible_channel(state: &AppState, caller: &Caller, id: &str) -> Result<Channel, ApiError> {
     let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
     let channel = state
         .payments
-        .channel(&id)
+        .channel_or_load(&id)
+        .await
         .ok_or_else(|| ApiError::not_found("no such channel"))?;
     if caller.may_act_for(channel.payer) || caller.may_act_for(channel.payee) {
         Ok(channel)
@@ -338,7 +345,9 @@ async fn get_channel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    Ok(Json(channel_view(&visible_channel(&state, &caller, &id)?)))
+    Ok(Json(channel_view(
+        &visible_channel(&state, &caller, &id).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -364,7 +373,7 @@ async fn top_up(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AmountRequest>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    let channel = visible_channel(&state, &caller, &id)?;
+    let channel = visible_channel(&state, &caller, &id).await?;
     let payer = caller.account()?;
     let amount = parse_amount(&body.amount, "amount")?;
     let done = state
@@ -434,7 +443,8 @@ async fn accept_voucher(
     let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
     let channel = state
         .payments
-        .channel(&id)
+        .channel_or_load(&id)
+        .await
         .ok_or_else(|| ApiError::not_found("no such channel"))?;
     let amount = parse_amount(&body.amount, "amount")?;
     let signature = alloy_hex(&body.signature).ok_or_else(|| {
@@ -521,7 +531,7 @@ async fn close_channel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    let channel = visible_channel(&state, &caller, &id)?;
+    let channel = visible_channel(&state, &caller, &id).await?;
     let by = if caller.is_admin() && caller.address().is_none() {
         channel.payer
     } else {

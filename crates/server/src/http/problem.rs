@@ -122,6 +122,11 @@ impl ApiError {
         Self::new(ProblemKind::NotFound, detail)
     }
 
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.kind.parts().0
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(ProblemKind::BadRequest, detail)
     }

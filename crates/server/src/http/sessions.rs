@@ -153,7 +153,8 @@ async fn start_session(
         .map_err(|_| ApiError::not_found("no such channel"))?;
     let channel = state
         .payments
-        .channel(&channel_id)
+        .channel_or_load(&channel_id)
+        .await
         .filter(|c| c.payer == viewer)
         .ok_or_else(|| ApiError::not_found("no such channel"))?;
     if format!("{:#x}", channel.payee) != owner {
@@ -572,7 +573,7 @@ async fn session_file(
             .with(details(required))),
         }
     };
-    rendition_response(
+    let answer = rendition_response(
         &state,
         &found.stream_id,
         &rendition,
@@ -580,7 +581,26 @@ async fn session_file(
         &headers,
         Some(&gate),
     )
-    .await
+    .await;
+    // On nodes sharing a database the voucher may have been accepted by
+    // another node: look once at the stored channel before asking again.
+    if state.settings.clustered()
+        && answer
+            .as_ref()
+            .is_err_and(|e| e.status() == StatusCode::PAYMENT_REQUIRED)
+        && state.payments.refresh(&channel_id).await
+    {
+        return rendition_response(
+            &state,
+            &found.stream_id,
+            &rendition,
+            &file,
+            &headers,
+            Some(&gate),
+        )
+        .await;
+    }
+    answer
 }
 
 /// A member session's file: renditions above the tier's quality refused,

@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// Messages buffered per stream before slow consumers are dropped.
 pub const EVENT_BUFFER: usize = 64;
 
 /// One event.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// Sessions watching now.
@@ -64,7 +64,7 @@ impl StreamEvent {
 
 /// What happens to an account that its owner should hear of at once
 /// (`GET /api/v1/accounts/me/events`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AccountEvent {
     /// A membership renewed at expiry.
@@ -87,16 +87,36 @@ pub type Events = Topics<StreamEvent>;
 /// Per-account events, keyed by the account's address (`{:#x}`).
 pub type AccountEvents = Topics<AccountEvent>;
 
-/// Broadcast channels by topic (a stream id, an account), made on first use.
+/// Carries what this node publishes to the other nodes of a cluster.
+pub type Relay<E> = Box<dyn Fn(&str, &E) + Send + Sync>;
+
+/// Broadcast channels by topic (a stream id, an account), made on first
+/// use; with a relay, what is published here also reaches other nodes.
 pub struct Topics<E> {
     topics: Mutex<HashMap<String, broadcast::Sender<E>>>,
+    capacity: usize,
+    relay: std::sync::OnceLock<Relay<E>>,
 }
 
 impl<E> Default for Topics<E> {
     fn default() -> Self {
+        Topics::with_capacity(EVENT_BUFFER)
+    }
+}
+
+impl<E> Topics<E> {
+    /// Topics whose slow listeners are dropped after `capacity` messages.
+    pub fn with_capacity(capacity: usize) -> Self {
         Topics {
             topics: Mutex::default(),
+            capacity,
+            relay: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends what is published from now on to other nodes too (once).
+    pub fn set_relay(&self, relay: Relay<E>) {
+        let _ = self.relay.set(relay);
     }
 }
 
@@ -109,12 +129,21 @@ impl<E: Clone> Topics<E> {
         }
         topics
             .entry(topic.to_string())
-            .or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
             .clone()
     }
 
-    /// Sends to everyone listening to the topic (nobody is fine).
+    /// Sends to everyone listening to the topic, here and on the other
+    /// nodes (nobody is fine).
     pub fn publish(&self, topic: &str, event: E) {
+        if let Some(relay) = self.relay.get() {
+            relay(topic, &event);
+        }
+        self.deliver(topic, event);
+    }
+
+    /// Sends to this node's listeners only (what another node published).
+    pub fn deliver(&self, topic: &str, event: E) {
         let _ = self.sender(topic).send(event);
     }
 

@@ -12,10 +12,10 @@ use streamweave_ledger::{
     TransferKind, VerifiedVoucher,
 };
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::model::now_ms;
-use crate::store::{LedgerBatch, Refusal, Store};
+use crate::store::{ChannelWrite, LedgerBatch, Refusal, Store};
 
 /// Commands waiting for the engine; senders wait when it is full.
 pub const ENGINE_QUEUE: usize = 4096;
@@ -23,7 +23,7 @@ pub const ENGINE_QUEUE: usize = 4096;
 const MAX_GROUP: usize = 512;
 
 /// What the engine can be asked.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Operation {
     Open(OpenChannel),
     TopUp {
@@ -53,7 +53,25 @@ impl Operation {
             Operation::Open(_) | Operation::TopUp { .. } | Operation::Transfers(_)
         )
     }
+
+    /// The existing channel it acts on, if any.
+    fn channel_id(&self) -> Option<B256> {
+        match self {
+            Operation::TopUp { channel, .. } | Operation::Close { channel, .. } => Some(*channel),
+            Operation::Voucher(voucher) => Some(voucher.channel),
+            _ => None,
+        }
+    }
+
+    /// Whether it writes channel states (and may meet another node's).
+    fn writes_channels(&self) -> bool {
+        !matches!(self, Operation::Transfers(_))
+    }
 }
+
+/// How often an operation is planned again after another node changed its
+/// channel first.
+const MAX_ATTEMPTS: u8 = 4;
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +110,8 @@ type Planned = Result<(LedgerBatch, Done), EngineError>;
 struct Request {
     operation: Operation,
     reply: Reply,
+    /// Plans so far (a channel changed on another node under the earlier ones).
+    attempts: u8,
 }
 
 /// A handle to the engine.
@@ -99,6 +119,7 @@ struct Request {
 pub struct Payments {
     requests: mpsc::Sender<Request>,
     channels: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
+    db: Store,
     pub domain: PaymentDomain,
     pub settle_window_ms: u64,
 }
@@ -129,6 +150,7 @@ impl Payments {
         let payments = Payments {
             requests: tx,
             channels: shared,
+            db: db.clone(),
             domain,
             settle_window_ms,
         };
@@ -163,6 +185,44 @@ impl Payments {
             .cloned()
     }
 
+    /// A channel as last committed, read from the database when this node
+    /// has not seen it (opened through another node).
+    pub async fn channel_or_load(&self, id: &B256) -> Option<Channel> {
+        if let Some(channel) = self.channel(id) {
+            return Some(channel);
+        }
+        self.refresh(id).await;
+        self.channel(id)
+    }
+
+    /// Reads a channel's stored state into this node's view when it moved
+    /// on there (vouchers accepted by another node); answers whether it did.
+    pub async fn refresh(&self, id: &B256) -> bool {
+        let stored = match self.db.channel(id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return false,
+            Err(err) => {
+                warn!(%err, "reading a channel");
+                return false;
+            }
+        };
+        let mut channels = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        match channels.get(id) {
+            // States only move forward: never back to an older read.
+            Some(known)
+                if known.revision == stored.revision
+                    || (known.redeemed > stored.redeemed)
+                    || (known.deposit > stored.deposit) =>
+            {
+                false
+            }
+            _ => {
+                channels.insert(*id, stored);
+                true
+            }
+        }
+    }
+
     /// Channels a user pays from or is paid by.
     pub fn channels_of(&self, address: Address) -> Vec<Channel> {
         let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
@@ -179,7 +239,11 @@ impl Payments {
     pub async fn submit(&self, operation: Operation) -> Result<Done, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { operation, reply })
+            .send(Request {
+                operation,
+                reply,
+                attempts: 0,
+            })
             .await
             .map_err(|_| EngineError::Unavailable)?;
         answer.await.map_err(|_| EngineError::Unavailable)?
@@ -195,17 +259,21 @@ async fn run_engine(
     settle_window_ms: u64,
 ) {
     let mut carried: Option<Request> = None;
+    // Operations to plan again, alone, over a channel reloaded from the
+    // database (another node committed it first).
+    let mut again: std::collections::VecDeque<Request> = std::collections::VecDeque::new();
     loop {
-        let first = match carried.take() {
+        let first = match again.pop_front().or_else(|| carried.take()) {
             Some(request) => request,
             None => match requests.recv().await {
                 Some(request) => request,
                 None => return,
             },
         };
-        // Build a group: a refusable operation alone, or a run of the others.
+        // Build a group: a refusable or repeated operation alone, or a run
+        // of the others.
         let mut group = vec![first];
-        if !group[0].operation.may_be_refused() {
+        if !group[0].operation.may_be_refused() && group[0].attempts == 0 {
             while group.len() < MAX_GROUP {
                 match requests.try_recv() {
                     Ok(next) if next.operation.may_be_refused() => {
@@ -217,20 +285,34 @@ async fn run_engine(
                 }
             }
         }
+        // A channel opened or changed on another node: read it first.
+        for request in &group {
+            if let Some(id) = request.operation.channel_id()
+                && !channels.contains_key(&id)
+            {
+                match db.channel(&id).await {
+                    Ok(Some(channel)) => {
+                        remember(&shared, &mut channels, channel);
+                    }
+                    Ok(None) => {}
+                    Err(err) => warn!(%err, "reading a channel"),
+                }
+            }
+        }
         let now = u64::try_from(now_ms()).unwrap_or(0);
         // Apply each operation to working copies; collect the batches.
         let mut working: HashMap<B256, Channel> = HashMap::new();
-        let mut planned: Vec<(Reply, Planned)> = Vec::with_capacity(group.len());
+        let mut planned: Vec<(Request, Planned)> = Vec::with_capacity(group.len());
         for request in group {
             let outcome = plan(
                 domain,
-                request.operation,
+                request.operation.clone(),
                 &channels,
                 &mut working,
                 now,
                 settle_window_ms,
             );
-            planned.push((request.reply, outcome));
+            planned.push((request, outcome));
         }
         let batches: Vec<LedgerBatch> = planned
             .iter()
@@ -258,26 +340,41 @@ async fn run_engine(
                 let mut results = results.into_iter();
                 let mut answers = Vec::with_capacity(planned.len());
                 let mut changed: Vec<Channel> = Vec::new();
-                for (reply, outcome) in planned {
+                let mut stale: Vec<B256> = Vec::new();
+                for (request, outcome) in planned {
                     let answer = match outcome {
                         Err(err) => Err(err),
                         Ok((batch, done)) => match results.next() {
                             Some(Ok(())) => {
-                                changed.extend(batch.channels);
+                                changed.extend(batch.channels.into_iter().map(|w| w.channel));
                                 Ok(done)
+                            }
+                            Some(Err(Refusal::ChannelChanged(id)))
+                                if request.operation.writes_channels()
+                                    && request.attempts + 1 < MAX_ATTEMPTS =>
+                            {
+                                stale.push(id);
+                                again.push_back(Request {
+                                    attempts: request.attempts + 1,
+                                    ..request
+                                });
+                                continue;
                             }
                             Some(Err(refusal)) => Err(EngineError::Refused(refusal)),
                             None => Err(EngineError::Unavailable),
                         },
                     };
-                    answers.push((reply, answer));
+                    answers.push((request.reply, answer));
                 }
                 // Readers see the committed state before anyone hears of it.
-                {
-                    let mut visible = shared.write().unwrap_or_else(|p| p.into_inner());
-                    for channel in changed {
-                        visible.insert(channel.id, channel.clone());
-                        channels.insert(channel.id, channel);
+                for channel in changed {
+                    remember(&shared, &mut channels, channel);
+                }
+                for id in stale {
+                    match db.channel(&id).await {
+                        Ok(Some(channel)) => remember(&shared, &mut channels, channel),
+                        Ok(None) => forget(&shared, &mut channels, &id),
+                        Err(err) => warn!(%err, "reloading a channel"),
                     }
                 }
                 for (reply, answer) in answers {
@@ -286,12 +383,38 @@ async fn run_engine(
             }
             Err(err) => {
                 error!(%err, "ledger commit failed");
-                for (reply, _) in planned {
-                    let _ = reply.send(Err(EngineError::Unavailable));
+                for (request, _) in planned {
+                    let _ = request.reply.send(Err(EngineError::Unavailable));
                 }
             }
         }
     }
+}
+
+/// Keeps a channel's committed state in the engine's map and the readers'.
+fn remember(
+    shared: &std::sync::RwLock<HashMap<B256, Channel>>,
+    channels: &mut HashMap<B256, Channel>,
+    channel: Channel,
+) {
+    let mut visible = shared.write().unwrap_or_else(|p| p.into_inner());
+    visible.insert(channel.id, channel.clone());
+    channels.insert(channel.id, channel);
+}
+
+fn forget(
+    shared: &std::sync::RwLock<HashMap<B256, Channel>>,
+    channels: &mut HashMap<B256, Channel>,
+    id: &B256,
+) {
+    shared.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+    channels.remove(id);
+}
+
+/// A new state's revision: random, so no two nodes name different states
+/// alike (below 2^63, as databases store it).
+fn fresh_revision() -> u64 {
+    (rand::random::<u64>() >> 1).max(1)
 }
 
 fn current<'a>(
@@ -310,15 +433,20 @@ fn plan(
     now_ms: u64,
     settle_window_ms: u64,
 ) -> Planned {
-    let with_channel = |channel: Channel,
+    let with_channel = |mut channel: Channel,
                         transfers: Vec<Transfer>,
                         new: bool,
                         working: &mut HashMap<B256, Channel>| {
+        let base_revision = current(&channel.id, channels, working).map(|c| c.revision);
+        channel.revision = fresh_revision();
         working.insert(channel.id, channel.clone());
         Ok((
             LedgerBatch {
                 transfers,
-                channels: vec![channel.clone()],
+                channels: vec![ChannelWrite {
+                    base_revision,
+                    channel: channel.clone(),
+                }],
             },
             Done {
                 channel: Some(channel),
@@ -412,11 +540,16 @@ fn plan(
                 let Some(mut state) = current(&id, channels, working).cloned() else {
                     continue;
                 };
+                let base_revision = Some(state.revision);
                 if let Some(transfers) = state.settle(at) {
                     info!(channel = %format!("{id:#x}"), "channel settled");
+                    state.revision = fresh_revision();
                     batch.transfers.extend(transfers);
                     working.insert(id, state.clone());
-                    batch.channels.push(state);
+                    batch.channels.push(ChannelWrite {
+                        base_revision,
+                        channel: state,
+                    });
                 }
             }
             Ok((

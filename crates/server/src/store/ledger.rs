@@ -15,7 +15,16 @@ use super::{Dialect, Statement, Store, decode_err, get_parsed};
 #[derive(Debug, Clone, Default)]
 pub struct LedgerBatch {
     pub transfers: Vec<Transfer>,
-    pub channels: Vec<Channel>,
+    pub channels: Vec<ChannelWrite>,
+}
+
+/// A channel's new state and the revision it was built on (`None`: a new
+/// channel). The write happens only if the stored revision is still that
+/// one, so nodes sharing a database never build on a replaced state.
+#[derive(Debug, Clone)]
+pub struct ChannelWrite {
+    pub base_revision: Option<u64>,
+    pub channel: Channel,
 }
 
 /// Why a batch was refused (the rest of a group commit goes on).
@@ -29,6 +38,10 @@ pub enum Refusal {
     /// reused an idempotency key with another body.
     #[error("the id {0} was already used for a different request")]
     IdempotencyConflict(String),
+    /// The channel's stored state is not the one the batch was built on
+    /// (another node committed first): reload and plan again.
+    #[error("the channel {0:#x} changed meanwhile")]
+    ChannelChanged(B256),
 }
 
 /// A stored transfer with its position and time.
@@ -61,6 +74,14 @@ fn account_columns(account: &AccountRef) -> (&'static str, Option<String>, Strin
         AccountRef::Pool { asset } => ("pool", None, format!("{asset:#x}")),
         AccountRef::World { asset } => ("world", None, format!("{asset:#x}")),
     }
+}
+
+/// A channel's body with the revision its row holds (bodies stored before
+/// revisions existed have none).
+fn channel_row(row: &AnyRow) -> Result<Channel, sqlx::Error> {
+    let mut channel: Channel = json_body(row)?;
+    channel.revision = u64::try_from(row.try_get::<i64, _>("revision")?).map_err(decode_err)?;
+    Ok(channel)
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(row: &AnyRow) -> Result<T, sqlx::Error> {
@@ -113,10 +134,21 @@ impl Store {
 
     /// Every channel, oldest first.
     pub async fn channels(&self) -> Result<Vec<Channel>, sqlx::Error> {
-        let rows = sqlx::query("SELECT body FROM channels ORDER BY created_at_ms, id")
+        let rows = sqlx::query("SELECT body, revision FROM channels ORDER BY created_at_ms, id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(json_body).collect()
+        rows.iter().map(channel_row).collect()
+    }
+
+    /// One channel as stored now (another node may have changed it).
+    pub async fn channel(&self, id: &B256) -> Result<Option<Channel>, sqlx::Error> {
+        sqlx::query("SELECT body, revision FROM channels WHERE id = $1")
+            .bind(format!("{id:#x}"))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(channel_row)
+            .transpose()
     }
 
     /// Every transfer in commit order (for the audit).
@@ -226,7 +258,12 @@ pub(super) async fn apply_batch(
     batch: &LedgerBatch,
     now_ms: i64,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
-    // 1. Insert the transfers; ids already present are retries and move nothing.
+    // 1. Channels: the last state of each, only over the revision it was
+    //    built on.
+    if let Some(changed) = write_channels(tx, &batch.channels, now_ms).await? {
+        return Ok(Err(Refusal::ChannelChanged(changed)));
+    }
+    // 2. Insert the transfers; ids already present are retries and move nothing.
     let mut inserted = HashSet::new();
     for chunk in batch.transfers.chunks(INSERT_CHUNK_ROWS) {
         let mut insert = Statement::new(
@@ -264,7 +301,7 @@ pub(super) async fn apply_batch(
     if let Some(conflict) = first_reused_id(tx, batch, &inserted).await? {
         return Ok(Err(conflict));
     }
-    // 2. Net balance change per account, checked once against the stored
+    // 3. Net balance change per account, checked once against the stored
     //    (on PostgreSQL: locked) balances.
     let deltas = match net_deltas(&batch.transfers, &inserted) {
         Ok(deltas) => deltas,
@@ -331,36 +368,6 @@ pub(super) async fn apply_batch(
         }
         update.push(" ON CONFLICT (key) DO UPDATE SET balance = excluded.balance");
         update.query()?.execute(&mut *tx).await?;
-    }
-    // 3. Channels: the last state of each.
-    let channels = last_states(&batch.channels);
-    if !channels.is_empty() {
-        let mut upsert = Statement::new(
-            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms) VALUES ",
-        );
-        for (index, channel) in channels.into_iter().enumerate() {
-            upsert.push(if index == 0 { "(" } else { ", (" });
-            upsert
-                .bind(format!("{:#x}", channel.id))
-                .push(", ")
-                .bind(format!("{:#x}", channel.payer))
-                .push(", ")
-                .bind(format!("{:#x}", channel.payee))
-                .push(", ")
-                .bind(channel.state.name())
-                .push(", ")
-                .bind(serde_json::to_string(channel).map_err(decode_err)?)
-                .push(", ")
-                .bind(now_ms)
-                .push(", ")
-                .bind(now_ms)
-                .push(")");
-        }
-        upsert.push(
-            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body, \
-             updated_at_ms = excluded.updated_at_ms",
-        );
-        upsert.query()?.execute(&mut *tx).await?;
     }
     Ok(Ok(()))
 }
@@ -481,14 +488,109 @@ fn net_deltas(
     Ok(deltas)
 }
 
-/// The last state of each channel, in first-seen order.
-fn last_states(channels: &[Channel]) -> Vec<&Channel> {
-    let mut order: Vec<&Channel> = Vec::new();
-    for channel in channels {
-        match order.iter_mut().find(|c| c.id == channel.id) {
-            Some(slot) => *slot = channel,
-            None => order.push(channel),
+/// Per channel, in first-seen order: the revision its first write was
+/// built on and its last state.
+fn last_states(writes: &[ChannelWrite]) -> Vec<(Option<u64>, &Channel)> {
+    let mut order: Vec<(Option<u64>, &Channel)> = Vec::new();
+    for write in writes {
+        match order.iter_mut().find(|(_, c)| c.id == write.channel.id) {
+            Some(slot) => slot.1 = &write.channel,
+            None => order.push((write.base_revision, &write.channel)),
         }
     }
     order
+}
+
+/// Stores channel states over their base revisions; answers the first
+/// channel whose stored revision moved on (nothing is then to be kept).
+async fn write_channels(
+    tx: &mut sqlx::AnyConnection,
+    writes: &[ChannelWrite],
+    now_ms: i64,
+) -> Result<Option<B256>, sqlx::Error> {
+    let states = last_states(writes);
+    let revision = |value: u64| i64::try_from(value).map_err(decode_err);
+    let (new, updated): (Vec<_>, Vec<_>) = states.into_iter().partition(|(base, _)| base.is_none());
+    if !new.is_empty() {
+        let mut insert = Statement::new(
+            "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms, revision) VALUES ",
+        );
+        for (index, (_, channel)) in new.iter().enumerate() {
+            insert.push(if index == 0 { "(" } else { ", (" });
+            insert
+                .bind(format!("{:#x}", channel.id))
+                .push(", ")
+                .bind(format!("{:#x}", channel.payer))
+                .push(", ")
+                .bind(format!("{:#x}", channel.payee))
+                .push(", ")
+                .bind(channel.state.name())
+                .push(", ")
+                .bind(serde_json::to_string(channel).map_err(decode_err)?)
+                .push(", ")
+                .bind(now_ms)
+                .push(", ")
+                .bind(now_ms)
+                .push(", ")
+                .bind(revision(channel.revision)?)
+                .push(")");
+        }
+        insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let created: HashSet<String> = insert
+            .query()?
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        if let Some((_, taken)) = new
+            .iter()
+            .find(|(_, c)| !created.contains(&format!("{:#x}", c.id)))
+        {
+            return Ok(Some(taken.id));
+        }
+    }
+    if !updated.is_empty() {
+        // One statement for the group: the new states as a table, joined on
+        // id and the expected revision.
+        let mut update = Statement::new("WITH next (id, state, body, revision, base) AS (VALUES ");
+        for (index, (base, channel)) in updated.iter().enumerate() {
+            update.push(if index == 0 { "(" } else { ", (" });
+            update
+                .bind(format!("{:#x}", channel.id))
+                .push(", ")
+                .bind(channel.state.name())
+                .push(", ")
+                .bind(serde_json::to_string(channel).map_err(decode_err)?)
+                .push(", CAST(")
+                .bind(revision(channel.revision)?)
+                .push(" AS BIGINT), CAST(")
+                .bind(revision(base.unwrap_or(0))?)
+                .push(" AS BIGINT))");
+        }
+        update
+            .push(
+                ") UPDATE channels SET state = next.state, body = next.body, revision = next.revision, \
+                 updated_at_ms = ",
+            )
+            .bind(now_ms)
+            .push(
+                " FROM next WHERE channels.id = next.id AND channels.revision = next.base \
+                 RETURNING channels.id",
+            );
+        let written: HashSet<String> = update
+            .query()?
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        if let Some((_, moved)) = updated
+            .iter()
+            .find(|(_, c)| !written.contains(&format!("{:#x}", c.id)))
+        {
+            return Ok(Some(moved.id));
+        }
+    }
+    Ok(None)
 }

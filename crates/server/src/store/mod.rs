@@ -36,7 +36,7 @@ pub use events::{
     ItemKind, ListingFilter, ListingRecord, ListingState, Sale, TicketPurchase, TicketRecord,
     random_id,
 };
-pub use ledger::{LedgerBatch, Refusal};
+pub use ledger::{ChannelWrite, LedgerBatch, Refusal};
 pub use memberships::{
     MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer, PaymentKind,
     RoundRecord, TierRecord, WatchDelta, view_pool_account,

@@ -818,28 +818,102 @@ async fn ledger_suite(store: &Store) {
         5,
     )
     .expect("opens");
+    let mut channel = channel;
+    channel.revision = 11;
+    let write = |base_revision: Option<u64>, channel: &streamweave_ledger::Channel| {
+        crate::store::ChannelWrite {
+            base_revision,
+            channel: channel.clone(),
+        }
+    };
     let results = store
         .commit(
             &[LedgerBatch {
-                transfers: opened,
-                channels: vec![channel.clone()],
+                transfers: opened.clone(),
+                channels: vec![write(None, &channel)],
             }],
             5,
         )
         .await
         .expect("commit");
     assert_eq!(results, vec![Ok(())]);
-    assert_eq!(store.channels().await.expect("channels"), vec![channel]);
+    assert_eq!(
+        store.channels().await.expect("channels"),
+        vec![channel.clone()]
+    );
+    // Opened again (another node, same id): refused, nothing moved.
+    let results = store
+        .commit(
+            &[LedgerBatch {
+                transfers: Vec::new(),
+                channels: vec![write(None, &channel)],
+            }],
+            5,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(results, vec![Err(Refusal::ChannelChanged(channel.id))]);
+    // A change over the stored revision is written; one over an older
+    // revision (another node wrote first) is refused whole, its transfers too.
+    let mut topped = channel.clone();
+    topped.deposit = Amount(150);
+    topped.revision = 12;
+    let top_up = |id: &str| streamweave_ledger::Transfer {
+        id: id.into(),
+        debit: available(alice),
+        credit: streamweave_ledger::AccountRef::Escrow {
+            channel: channel.id,
+        },
+        asset: Address::ZERO,
+        amount: Amount(1),
+        kind: TransferKind::ChannelTopUp,
+        channel: Some(channel.id),
+    };
+    let results = store
+        .commit(
+            &[
+                LedgerBatch {
+                    transfers: vec![top_up("t1")],
+                    channels: vec![write(Some(11), &topped)],
+                },
+                LedgerBatch {
+                    transfers: vec![top_up("t2")],
+                    channels: vec![write(Some(11), &topped)],
+                },
+            ],
+            6,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(
+        results,
+        vec![Ok(()), Err(Refusal::ChannelChanged(channel.id))]
+    );
+    assert_eq!(
+        store.channel(&channel.id).await.expect("read"),
+        Some(topped.clone())
+    );
+    assert!(
+        store
+            .transfers_of(alice, None, 10)
+            .await
+            .expect("history")
+            .iter()
+            .all(|t| t.transfer.id != "t2"),
+        "the refused batch's transfer is not kept"
+    );
+    assert_eq!(store.channels().await.expect("channels"), vec![topped]);
 
     // History: newest first, paged, only the owner's.
-    let history = store.transfers_of(alice, None, 2).await.expect("history");
-    assert_eq!(history.len(), 2);
-    assert!(history[0].seq > history[1].seq);
-    assert_eq!(history[0].transfer.kind, TransferKind::ChannelOpen);
-    assert_eq!(history[1].transfer.id, "d4");
-    assert_eq!(history[1].created_at_ms, 4);
+    let history = store.transfers_of(alice, None, 3).await.expect("history");
+    assert_eq!(history.len(), 3);
+    assert!(history[0].seq > history[1].seq && history[1].seq > history[2].seq);
+    assert_eq!(history[0].transfer.id, "t1");
+    assert_eq!(history[1].transfer.kind, TransferKind::ChannelOpen);
+    assert_eq!(history[2].transfer.id, "d4");
+    assert_eq!(history[2].created_at_ms, 4);
     let older = store
-        .transfers_of(alice, Some(history[1].seq), 10)
+        .transfers_of(alice, Some(history[2].seq), 10)
         .await
         .expect("history");
     assert_eq!(

@@ -1,0 +1,114 @@
+//! Several nodes as one platform: what one node publishes (a stream's live
+//! events, chat, an account's events) reaches the listeners of every node
+//! over NATS. Each kind of message has one subject; a message carries the
+//! node that sent it (so it is not delivered twice here) and its topic (a
+//! stream id, an account). Outgoing messages wait in a bounded queue: when
+//! NATS cannot keep up they are dropped and counted, never buffered without
+//! limit, as slow WebSocket readers are.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::live::events::Topics;
+
+/// Messages waiting to go out to NATS per kind.
+const OUTGOING: usize = 4096;
+
+/// A node's connection to the cluster's NATS server.
+#[derive(Clone)]
+pub struct Cluster {
+    client: async_nats::Client,
+    /// This node's name in messages (random per process).
+    pub node: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<E> {
+    node: String,
+    topic: String,
+    event: E,
+}
+
+impl Cluster {
+    /// Connects (and keeps reconnecting in the background).
+    pub async fn connect(url: &str) -> anyhow::Result<Cluster> {
+        let client = async_nats::ConnectOptions::new()
+            .name("streamweave")
+            .connect(url)
+            .await
+            .map_err(|err| anyhow::anyhow!("connecting to NATS at {url}: {err}"))?;
+        let node = format!("{:016x}", rand::random::<u64>());
+        info!(%url, %node, "joined the cluster");
+        Ok(Cluster { client, node })
+    }
+
+    /// Whether NATS is reachable now (`/readyz`).
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Relays `topics` between the nodes on subject `streamweave.{kind}`:
+    /// what `relayed` accepts of this node's events goes out, and what the
+    /// other nodes send is delivered to this node's listeners.
+    pub async fn bridge<E>(
+        &self,
+        kind: &'static str,
+        topics: Arc<Topics<E>>,
+        relayed: fn(&E) -> bool,
+    ) -> anyhow::Result<()>
+    where
+        E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let subject = format!("streamweave.{kind}");
+        let mut incoming = self
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|err| anyhow::anyhow!("subscribing to {subject}: {err}"))?;
+        let (outgoing, mut queue) = mpsc::channel::<Vec<u8>>(OUTGOING);
+        let node = self.node.clone();
+        topics.set_relay(Box::new(move |topic: &str, event: &E| {
+            if !relayed(event) {
+                return;
+            }
+            let envelope = Envelope {
+                node: node.clone(),
+                topic: topic.to_string(),
+                event: event.clone(),
+            };
+            let Ok(bytes) = serde_json::to_vec(&envelope) else {
+                return;
+            };
+            if outgoing.try_send(bytes).is_err() {
+                crate::metrics::metrics().cluster_dropped.inc();
+            }
+        }));
+        let client = self.client.clone();
+        let out_subject = subject.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = queue.recv().await {
+                if let Err(err) = client.publish(out_subject.clone(), bytes.into()).await {
+                    warn!(%err, "publishing to the cluster");
+                }
+            }
+        });
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(message) = incoming.next().await {
+                match serde_json::from_slice::<Envelope<E>>(&message.payload) {
+                    Ok(envelope) if envelope.node != node => {
+                        topics.deliver(&envelope.topic, envelope.event);
+                    }
+                    Ok(_) => {}
+                    Err(err) => warn!(%err, %subject, "an unreadable cluster message"),
+                }
+            }
+        });
+        Ok(())
+    }
+}

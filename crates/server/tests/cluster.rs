@@ -1,0 +1,225 @@
+//! Two nodes on one PostgreSQL database and one NATS server, as a cluster
+//! behind a balancer: a channel opened on one node is paid through both,
+//! vouchers racing on the two nodes never redeem a unit twice (each node
+//! plans over the channel's stored revision and plans again when the other
+//! committed first), an identical voucher sent to both is new once, the
+//! creator earns exactly the split of the final amount, chat posted on one
+//! node reaches readers on the other, and the audit passes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, TestDatabase, get, hex, post, send, sign_in};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey};
+use tokio_tungstenite::tungstenite::Message;
+
+const NATS: &str = "127.0.0.1:4222";
+
+/// NATS, or `false` after saying why (with `CI` set that fails instead).
+async fn nats_reachable() -> bool {
+    match tokio::net::TcpStream::connect(NATS).await {
+        Ok(_) => true,
+        Err(err) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "NATS at {NATS} is required in CI: {err}"
+            );
+            eprintln!("skipping: NATS at {NATS} unreachable ({err})");
+            false
+        }
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON event of `type` on a chat socket.
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("socket open")
+            .expect("message");
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).expect("json");
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_payments_and_chat() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    if !nats_reachable().await {
+        return;
+    }
+    let nats = format!("nats://{NATS}");
+    let a = Server::start(&database.args(&["--dev", "--nats", &nats])).await;
+    let b = Server::start(&database.args(&["--dev", "--nats", &nats])).await;
+    for node in [&a, &b] {
+        let (status, _) = get(node, "/readyz", None).await;
+        assert_eq!(status, 200, "ready with the database and NATS");
+    }
+    let payer = SigningKey::from_bytes(&[0x61; 32]).expect("key");
+    let creator = SigningKey::from_bytes(&[0x62; 32]).expect("key");
+    let session = SigningKey::from_bytes(&[0x63; 32]).expect("key");
+    let payer_token = sign_in(&a, &payer).await;
+    let creator_token = sign_in(&b, &creator).await;
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &a,
+        "/api/v1/dev/faucet",
+        None,
+        Some(json!({"address": format!("{:#x}", payer.address()), "amount": "1000000"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Opened on node A, paid through node B (which reads it from the database).
+    let salt = B256::repeat_byte(7);
+    let (status, channel) = post(
+        &a,
+        "/api/v1/channels",
+        &payer_token,
+        json!({"payee": format!("{:#x}", creator.address()), "deposit": "100000",
+               "signer": format!("{:#x}", session.address()), "salt": format!("{salt:#x}")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let id = PaymentDomain::EMBEDDED.channel_id(
+        payer.address(),
+        creator.address(),
+        Address::ZERO,
+        salt,
+        session.address(),
+    );
+    let path = format!("/api/v1/channels/{id:#x}/vouchers");
+    let voucher = |amount: u128| {
+        let signature = session.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(id, amount));
+        json!({"amount": amount.to_string(), "signature": hex(&signature)})
+    };
+    let (a, b) = (&a, &b);
+    let nodes = [a, b];
+    let pay = |node: usize, amount: u128| {
+        send(
+            reqwest::Method::POST,
+            nodes[node],
+            &path,
+            None,
+            Some(voucher(amount)),
+        )
+    };
+    let (status, paid) = pay(1, 1000).await;
+    assert_eq!((status, paid["new"].as_bool()), (200, Some(true)), "{paid}");
+    // Node A last saw the channel as opened: it plans again over B's step.
+    let (status, paid) = pay(0, 2000).await;
+    assert_eq!(status, 200, "{paid}");
+    assert_eq!(paid["channel"]["redeemed"], "2000");
+
+    // Racing vouchers on both nodes: every answer is an acceptance or a
+    // refusal as not increasing, and the highest one wins.
+    let racing = futures_util::future::join_all(
+        (3000u128..3020).map(|amount| pay(usize::from(amount % 2 == 1), amount)),
+    )
+    .await;
+    for (status, body) in &racing {
+        assert!(
+            *status == 200 || body["type"] == "/problems/voucher-not-increasing",
+            "{status} {body}"
+        );
+    }
+    // The same voucher on both at once: new exactly once.
+    let (on_a, on_b) = tokio::join!(pay(0, 5000), pay(1, 5000));
+    assert_eq!((on_a.0, on_b.0), (200, 200), "{on_a:?} {on_b:?}");
+    let new: Vec<bool> = [&on_a.1, &on_b.1]
+        .iter()
+        .map(|body| body["new"].as_bool().expect("new"))
+        .collect();
+    assert_eq!(
+        new.iter().filter(|n| **n).count(),
+        1,
+        "one new, one repeat: {new:?}"
+    );
+    for node in [a, b] {
+        let (status, seen) = get(
+            node,
+            &format!("/api/v1/channels/{id:#x}"),
+            Some(&payer_token),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(seen["redeemed"], "5000", "{seen}");
+    }
+    // The creator earned the split of 5000 exactly once: 5000 - ceil(3%).
+    let (status, balances) = get(
+        b,
+        &format!("/api/v1/accounts/{:#x}/balances", creator.address()),
+        Some(&creator_token),
+    )
+    .await;
+    assert_eq!(status, 200, "{balances}");
+    assert_eq!(balances["earned"], "4850", "{balances}");
+
+    // Chat: posted on node A, read on node B.
+    let (status, stream) = post(
+        a,
+        "/api/v1/streams",
+        &creator_token,
+        json!({"title": "one room, two nodes"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{stream}");
+    let stream_id = stream["id"].as_str().expect("id");
+    let chat = |node: &Server| {
+        format!(
+            "{}/api/v1/streams/{stream_id}/chat",
+            node.http.replacen("http", "ws", 1)
+        )
+    };
+    let (mut reader, _) = tokio_tungstenite::connect_async(chat(b))
+        .await
+        .expect("join on B");
+    next_of(&mut reader, "history").await;
+    let (mut poster, _) = tokio_tungstenite::connect_async(chat(a))
+        .await
+        .expect("join on A");
+    next_of(&mut poster, "history").await;
+    poster
+        .send(Message::Text(
+            json!({"type": "auth", "token": payer_token})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send");
+    next_of(&mut poster, "signed_in").await;
+    poster
+        .send(Message::Text(
+            json!({"type": "post", "text": "hello from A"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send");
+    let seen = next_of(&mut reader, "message").await;
+    assert_eq!(seen["message"]["text"], "hello from A");
+    assert_eq!(
+        seen["message"]["author"],
+        format!("{:#x}", payer.address()).as_str()
+    );
+    // Once, not echoed back to A's readers twice.
+    let mine = next_of(&mut poster, "message").await;
+    assert_eq!(mine["message"]["id"], seen["message"]["id"]);
+    let again = tokio::time::timeout(Duration::from_millis(500), poster.next()).await;
+    assert!(again.is_err(), "a message arrives once: {again:?}");
+
+    database.assert_ledger_audits(&a.data_dir);
+}
