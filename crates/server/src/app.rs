@@ -65,7 +65,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     // no SQLite file is created), else the data directory's SQLite.
     let db = Store::open(&settings.data_dir, settings.database.as_deref())
         .await
-        .context("opening the database")?;
+        .context("opening the database")?
+        .for_node(&node_name(&settings.data_dir)?);
     let interrupted = db.end_interrupted_streams(now_ms()).await?;
     if interrupted > 0 {
         info!(
@@ -280,7 +281,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let views = Arc::new(crate::live::views::Views::default());
+    {
+        let (views, db) = (views.clone(), db.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let counts = views.take();
+                if counts.is_empty() {
+                    continue;
+                }
+                if let Err(err) = db.add_views(&counts).await {
+                    tracing::warn!(%err, "writing plays");
+                    views.restore(counts);
+                }
+            }
+        });
+    }
     let state = AppState {
+        views,
         cluster,
         memberships,
         ticketing,
@@ -394,4 +414,23 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     info!("shutting down");
+}
+
+/// This node's name, kept in its data directory (`node-name`), so that a
+/// restarted node knows which live streams were its own.
+fn node_name(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-name");
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_string()),
+        Ok(_) => write_node_name(&path),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => write_node_name(&path),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_node_name(path: &std::path::Path) -> anyhow::Result<String> {
+    let name = format!("node-{:016x}", rand::random::<u64>());
+    std::fs::write(path, format!("{name}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(name)
 }

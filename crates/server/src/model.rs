@@ -89,6 +89,8 @@ pub struct StreamRecord {
     /// `members` streams: the tiers whose members watch (tier ids, or
     /// `platform` for any platform tier).
     pub member_tiers: Vec<String>,
+    /// Plays started (master playlists served, public or in a session).
+    pub views: u64,
 }
 
 impl StreamRecord {

@@ -146,6 +146,24 @@ async fn scenario(database: &TestDatabase) {
         2,
         "search by creator address"
     );
+    assert_eq!(
+        titles(server.get_json("/api/v1/streams?access=per_second").await),
+        ["Late Night Jazz"]
+    );
+    assert!(
+        titles(server.get_json("/api/v1/streams?duration=short").await).is_empty(),
+        "nothing has a length before it is played"
+    );
+    let listed = server.get_json("/api/v1/streams?sort=most_watched").await;
+    assert_eq!(listed[0]["views"], 0, "{listed}");
+    for bad in ["sort=loudest", "access=everyone", "duration=epic"] {
+        let response = client
+            .get(server.url(&format!("/api/v1/streams?{bad}")))
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(response.status(), 400, "{bad}");
+    }
     let stream_id = music["id"].as_str().expect("id").to_string();
 
     // Chat: a reader joins, a signed-in account posts over the socket.

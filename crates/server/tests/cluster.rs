@@ -4,13 +4,14 @@
 //! plans over the channel's stored revision and plans again when the other
 //! committed first), an identical voucher sent to both is new once, the
 //! creator earns exactly the split of the final amount, chat posted on one
-//! node reaches readers on the other, and the audit passes.
+//! node reaches readers on the other, a node that starts leaves the other's
+//! live streams live, and the audit passes.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Server, TestDatabase, get, hex, post, send, sign_in};
+use common::{Server, TestDatabase, get, hex, post, publish, send, sign_in};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey};
@@ -63,16 +64,55 @@ async fn two_nodes_share_payments_and_chat() {
     }
     let nats = format!("nats://{NATS}");
     let a = Server::start(&database.args(&["--dev", "--nats", &nats])).await;
+    // A live stream on node A goes on while node B starts (a starting node
+    // ends only the streams it was ingesting itself).
+    let creator = SigningKey::from_bytes(&[0x62; 32]).expect("key");
+    let creator_token = sign_in(&a, &creator).await;
+    let (status, live) = post(
+        &a,
+        "/api/v1/streams",
+        &creator_token,
+        json!({"title": "on node A"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{live}");
+    let live_id = live["id"].as_str().expect("id").to_string();
+    let mut ffmpeg = publish(
+        &format!(
+            "{}/live/{}",
+            a.rtmp,
+            live["stream_key"].as_str().expect("key")
+        ),
+        "320x180",
+        30,
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    a.wait_for_state(&live_id, "live", Duration::from_secs(30))
+        .await;
     let b = Server::start(&database.args(&["--dev", "--nats", &nats])).await;
+    let (_, seen) = get(&b, &format!("/api/v1/streams/{live_id}"), None).await;
+    assert_eq!(
+        seen["state"], "live",
+        "still live after node B started: {seen}"
+    );
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
     for node in [&a, &b] {
         let (status, _) = get(node, "/readyz", None).await;
         assert_eq!(status, 200, "ready with the database and NATS");
     }
     let payer = SigningKey::from_bytes(&[0x61; 32]).expect("key");
-    let creator = SigningKey::from_bytes(&[0x62; 32]).expect("key");
     let session = SigningKey::from_bytes(&[0x63; 32]).expect("key");
     let payer_token = sign_in(&a, &payer).await;
-    let creator_token = sign_in(&b, &creator).await;
     let (status, _) = send(
         reqwest::Method::POST,
         &a,

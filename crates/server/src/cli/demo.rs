@@ -45,6 +45,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         source: crate::model::StreamSource::Live,
         duration_ms: None,
         member_tiers: Vec::new(),
+        views: 0,
     };
     state
         .db
@@ -94,6 +95,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         source: crate::model::StreamSource::Live,
         duration_ms: None,
         member_tiers: Vec::new(),
+        views: 0,
     };
     state
         .db

@@ -120,6 +120,7 @@ async fn master_playlist(
 ) -> Result<Response, ApiError> {
     let media = stream_media(&state, &id).await?;
     let body = read_lock!(media).playlist("master", master_for)?;
+    state.views.played(&id);
     Ok(playlist_response(body))
 }
 

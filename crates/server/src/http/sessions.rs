@@ -486,6 +486,7 @@ async fn session_master(
         }
         _ => read_lock!(media).playlist("master", master_for)?,
     };
+    state.views.played(&found.stream_id);
     Ok(playlist_response(body))
 }
 

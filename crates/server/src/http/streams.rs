@@ -266,6 +266,8 @@ pub struct StreamView {
     /// For `members` streams: the tiers whose members watch (tier ids, or
     /// `platform` for any platform tier).
     pub tiers: Vec<String>,
+    /// Plays started (master playlists served, public or in a session).
+    pub views: u64,
     pub preview_seconds: u32,
     /// Master playlist, relative to the server.
     pub playback_url: String,
@@ -364,6 +366,7 @@ pub(super) fn view(
         },
         source: stream.source,
         tiers: stream.member_tiers.clone(),
+        views: stream.views,
     }
 }
 
@@ -397,6 +400,7 @@ pub(super) fn new_record(
         source,
         duration_ms: None,
         member_tiers: Vec::new(),
+        views: 0,
     }
 }
 
@@ -486,6 +490,13 @@ pub struct ListStreamsQuery {
     pub q: Option<String>,
     /// Only live broadcasts (`live`) or uploaded videos (`upload`).
     pub source: Option<String>,
+    /// `newest` (default) or `most_watched` (most plays first).
+    pub sort: Option<String>,
+    /// Only this access: `free`, `per_second`, `members` or `ticket`.
+    pub access: Option<String>,
+    /// Videos and recordings by length: `short` (under 4 minutes),
+    /// `medium` (4 to 20) or `long` (over 20).
+    pub duration: Option<String>,
 }
 
 /// List streams, newest first.
@@ -553,6 +564,45 @@ pub(super) async fn list_views(
             q => q,
         },
         source,
+        access: match query.access.as_deref() {
+            None | Some("") => None,
+            Some("free") => Some("free"),
+            Some("per_second") => Some("per_second"),
+            Some("members") => Some("members"),
+            Some("ticket") => Some("ticket"),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "access must be free, per_second, members or ticket",
+                ));
+            }
+        },
+        min_duration_ms: None,
+        max_duration_ms: None,
+        most_watched: match query.sort.as_deref() {
+            None | Some("") | Some("newest") => false,
+            Some("most_watched") => true,
+            Some(_) => {
+                return Err(ApiError::bad_request("sort must be newest or most_watched"));
+            }
+        },
+    };
+    const MINUTE_MS: i64 = 60_000;
+    let (min_duration_ms, max_duration_ms) = match query.duration.as_deref() {
+        None | Some("") => (None, None),
+        Some("short") => (None, Some(4 * MINUTE_MS)),
+        Some("medium") => (Some(4 * MINUTE_MS), Some(20 * MINUTE_MS)),
+        Some("long") => (Some(20 * MINUTE_MS), None),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "duration must be short, medium or long",
+            ));
+        }
+    };
+    // A duration filter only matches items with a known length.
+    let filter = StreamFilter {
+        min_duration_ms: min_duration_ms.or(query.duration.is_some().then_some(0)),
+        max_duration_ms,
+        ..filter
     };
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {

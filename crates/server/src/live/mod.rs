@@ -2,12 +2,13 @@
 //! publishes and stores what the pipeline produces; the media index keeps
 //! every stream's segments in memory for playlists; the audience counts free
 //! viewers; events carry live state and earnings to WebSockets; thumbnails
-//! are frames of the latest segment.
+//! are frames of the latest segment; views count plays started.
 
 pub mod audience;
 pub mod events;
 mod hub;
 pub mod media_index;
 pub mod thumbnails;
+pub mod views;
 
 pub use hub::{LiveHub, rendition_records};

@@ -23,6 +23,7 @@ mod suite;
 mod videos;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyPool;
@@ -65,6 +66,8 @@ pub enum OpenError {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// This node's name, recorded on the streams it ingests.
+    node: Arc<str>,
 }
 
 /// Whether `url` names a PostgreSQL database.
@@ -119,6 +122,7 @@ impl Store {
         Ok(Store {
             pool,
             dialect: Dialect::Sqlite,
+            node: Arc::from(""),
         })
     }
 
@@ -138,6 +142,7 @@ impl Store {
         Ok(Store {
             pool,
             dialect: Dialect::Postgres,
+            node: Arc::from(""),
         })
     }
 
@@ -155,6 +160,13 @@ impl Store {
             return Err(OpenError::NoData(data_dir.to_path_buf()));
         }
         Store::sqlite(data_dir).await
+    }
+
+    /// The same store, for the node named `node` (the streams it ingests
+    /// carry its name).
+    pub fn for_node(mut self, node: &str) -> Store {
+        self.node = Arc::from(node);
+        self
     }
 
     /// Which database this is.

@@ -13,7 +13,7 @@ macro_rules! stream_columns {
     () => {
         "id, title, stream_key, owner, state, created_at_ms, started_at_ms, ended_at_ms, end_error, \
          access, price_amount, price_period_seconds, preview_seconds, retention_days, expired_at_ms, \
-         archive_public, description, category, tags, source, duration_ms, member_tiers"
+         archive_public, description, category, tags, source, duration_ms, member_tiers, views"
     };
 }
 pub(super) use stream_columns;
@@ -71,6 +71,7 @@ pub(super) fn stream_from_row(row: &AnyRow) -> Result<StreamRecord, sqlx::Error>
             .and_then(|ms| u64::try_from(ms).ok()),
         member_tiers: serde_json::from_str(row.try_get::<&str, _>("member_tiers")?)
             .map_err(decode_err)?,
+        views: u64::try_from(row.try_get::<i64, _>("views")?).unwrap_or(0),
     })
 }
 
@@ -99,16 +100,26 @@ pub struct StreamFilter {
     pub search: Option<String>,
     /// Only live broadcasts, or only uploaded videos.
     pub source: Option<StreamSource>,
+    /// Only this access (`free`, `per_second`, `members`, `ticket`).
+    pub access: Option<&'static str>,
+    /// Only videos and recordings at least this long / shorter than this.
+    pub min_duration_ms: Option<i64>,
+    pub max_duration_ms: Option<i64>,
+    /// Most played first instead of newest first.
+    pub most_watched: bool,
 }
 
 impl Store {
-    /// Marks streams that were live when the server stopped as ended.
+    /// Marks streams this node was ingesting when it stopped as ended
+    /// (other nodes' live streams go on).
     pub async fn end_interrupted_streams(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE streams SET state = 'ended', ended_at_ms = $1, \
-             end_error = 'the server stopped while the stream was live' WHERE state = 'live'",
+             end_error = 'the server stopped while the stream was live' WHERE state = 'live' \
+             AND (live_node IS NULL OR live_node = $2)",
         )
         .bind(now_ms)
+        .bind(&*self.node)
         .execute(&self.pool)
         .await?;
         // Their events ended with them.
@@ -194,6 +205,19 @@ impl Store {
         Ok(())
     }
 
+    /// Adds plays counted in memory since the last time.
+    pub async fn add_views(&self, views: &[(String, u64)]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (id, count) in views {
+            sqlx::query("UPDATE streams SET views = views + $1 WHERE id = $2")
+                .bind(i64::try_from(*count).unwrap_or(i64::MAX))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
     pub async fn stream(&self, id: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
         sqlx::query(concat!(
             "SELECT ",
@@ -230,24 +254,39 @@ impl Store {
     ) -> Result<Vec<StreamRecord>, sqlx::Error> {
         let state = filter.state.map(|s| s.as_str());
         let tag = filter.tag.as_ref().map(|t| format!(",{t},"));
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            stream_columns!(),
-            " FROM streams WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR owner = $2) \
-             AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR instr(tags, $4) > 0) \
-             AND ($5 IS NULL OR instr(lower(title), lower($5)) > 0 OR owner = lower($5)) \
-             AND ($7 IS NULL OR source = $7) \
-             ORDER BY created_at_ms DESC, id LIMIT $6"
-        ))
-        .bind(state)
-        .bind(&filter.owner)
-        .bind(&filter.category)
-        .bind(tag)
-        .bind(&filter.search)
-        .bind(limit)
-        .bind(filter.source.map(|s| s.as_str()))
-        .fetch_all(&self.pool)
-        .await?;
+        // A recording's length is how long it was live.
+        let sql = |order: &str| {
+            format!(
+                "SELECT {} FROM streams WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR owner = $2) \
+                 AND ($3 IS NULL OR category = $3) AND ($4 IS NULL OR instr(tags, $4) > 0) \
+                 AND ($5 IS NULL OR instr(lower(title), lower($5)) > 0 OR owner = lower($5)) \
+                 AND ($7 IS NULL OR source = $7) AND ($8 IS NULL OR access = $8) \
+                 AND ($9 IS NULL OR COALESCE(duration_ms, CASE WHEN state = 'ended' \
+                     THEN ended_at_ms - started_at_ms END) >= $9) \
+                 AND ($10 IS NULL OR COALESCE(duration_ms, CASE WHEN state = 'ended' \
+                     THEN ended_at_ms - started_at_ms END) < $10) \
+                 ORDER BY {order} LIMIT $6",
+                stream_columns!()
+            )
+        };
+        let sql = if filter.most_watched {
+            sql("views DESC, created_at_ms DESC, id")
+        } else {
+            sql("created_at_ms DESC, id")
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(state)
+            .bind(&filter.owner)
+            .bind(&filter.category)
+            .bind(tag)
+            .bind(&filter.search)
+            .bind(limit)
+            .bind(filter.source.map(|s| s.as_str()))
+            .bind(filter.access)
+            .bind(filter.min_duration_ms)
+            .bind(filter.max_duration_ms)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(stream_from_row).collect()
     }
 
@@ -264,14 +303,15 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE streams SET state = 'live', started_at_ms = $1, source_width = $2, source_height = $3 \
-             WHERE id = $4 AND state = 'idle' \
+            "UPDATE streams SET state = 'live', started_at_ms = $1, source_width = $2, source_height = $3, \
+             live_node = $5 WHERE id = $4 AND state = 'idle' \
              AND NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $4 AND state <> 'scheduled')",
         )
         .bind(now_ms)
         .bind(i64::from(source.0))
         .bind(i64::from(source.1))
         .bind(id)
+        .bind(&*self.node)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {

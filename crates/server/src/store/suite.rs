@@ -1192,6 +1192,7 @@ fn stream_record(id: &str, owner: &str, title: &str, created_at_ms: i64) -> Stre
         source: crate::model::StreamSource::Live,
         duration_ms: None,
         member_tiers: Vec::new(),
+        views: 0,
     }
 }
 
@@ -1370,6 +1371,20 @@ async fn streams_suite(store: &Store) {
             }),
             vec![],
         ),
+        (
+            by(StreamFilter {
+                access: Some("free"),
+                ..Default::default()
+            }),
+            vec!["s-free"],
+        ),
+        (
+            by(StreamFilter {
+                min_duration_ms: Some(1),
+                ..Default::default()
+            }),
+            vec![],
+        ),
     ] {
         assert_eq!(
             ids(store.streams(&filter, 10).await.expect("list")),
@@ -1377,6 +1392,19 @@ async fn streams_suite(store: &Store) {
             "{filter:?}"
         );
     }
+
+    // Most watched: plays counted and added up.
+    store
+        .add_views(&[("s-paid".into(), 2), ("s-paid".into(), 1)])
+        .await
+        .expect("views");
+    let most_watched = StreamFilter {
+        most_watched: true,
+        ..Default::default()
+    };
+    let ranked = store.streams(&most_watched, 10).await.expect("list");
+    assert_eq!(ids(ranked.clone()), ["s-paid", "s-free"]);
+    assert_eq!(ranked[0].views, 3);
 
     // Going live with a ladder, once; segments; the media index.
     assert!(

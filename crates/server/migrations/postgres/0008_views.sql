@@ -1,0 +1,3 @@
+-- Plays started per stream or video, for "most watched".
+ALTER TABLE streams ADD COLUMN views BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX streams_views ON streams (views DESC, created_at_ms DESC);
