@@ -36,7 +36,7 @@ await esbuild.build({
 copyFileSync(join(here, 'src/app.css'), join(out, 'assets/app.css'));
 
 // The pages share one shell; src/app.js fills <main> by `data-page`.
-const pages = { index: 'Discover', watch: 'Watch', library: 'Library', events: 'Events', event: 'Event', market: 'Market', membership: 'Membership', studio: 'Studio', account: 'Account' };
+const pages = { index: 'Discover', watch: 'Watch', library: 'Library', creator: 'Creator', events: 'Events', event: 'Event', market: 'Market', membership: 'Membership', studio: 'Studio', account: 'Account' };
 for (const [page, title] of Object.entries(pages)) {
   writeFileSync(join(out, 'pages', `${page}.html`), `<!doctype html>
 <html lang="en">

@@ -1,4 +1,4 @@
-// StreamWeave's pages: discovery, watch, library, events, market, membership, studio and account. They use the
+// StreamWeave's pages: discovery, watch, library, a creator's page, events, market, membership, studio and account. They use the
 // same public API and web components as any other site would.
 import {
   ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, h, importDemoKey,
@@ -6,7 +6,7 @@ import {
 } from '/assets/streamweave.js';
 import { VideoUpload, formatBytes } from './upload.js';
 import { accountEventSections, eventPage, eventStudio, eventsPage, marketPage } from './events.js';
-import { membersNote, membershipPage, membershipStudio, poolEarnings, tierPrice } from './membership.js';
+import { membersNote, membershipPage, membershipStudio, poolEarnings, tierLimits, tierPrice } from './membership.js';
 
 const main = document.getElementById('main');
 const page = document.body.dataset.page;
@@ -50,21 +50,28 @@ function durationMs(stream) {
   return null;
 }
 
-function card(stream) {
+/**
+ * A stream's card: a link to watch it, then (outside it: links do not nest)
+ * its creator, linking to their page unless `owner` is false.
+ */
+function card(stream, { owner = true } = {}) {
   const thumb = h('img', { src: `/api/v1/streams/${stream.id}/thumbnail.jpg`, alt: '', loading: 'lazy', width: 320, height: 180 });
   const fallback = h('span', { class: 'thumb-fallback', 'aria-hidden': 'true' }, stream.title.slice(0, 1).toUpperCase());
   thumb.addEventListener('error', () => thumb.replaceWith(fallback));
-  return h('li', {},
+  return h('li', { class: 'card-item' },
     h('a', { class: 'card', href: `/watch/${stream.id}`, dataset: { stream: stream.id } },
       h('div', { class: 'thumb' }, thumb, streamBadge(stream),
         stream.state === 'ended' && durationMs(stream) != null ? h('span', { class: 'duration' }, formatDuration(durationMs(stream) / 1000)) : null),
       h('div', { class: 'card-body' },
         h('strong', { class: 'card-title' }, stream.title),
-        h('span', { class: 'muted' }, stream.owner ? shortAddress(stream.owner) : 'StreamWeave'),
         h('span', { class: 'card-meta' },
           h('span', {}, priceText(stream)),
           stream.state === 'live' ? h('span', {}, `${stream.viewers} watching`) : null,
-          stream.category ? h('span', { class: 'chip' }, stream.category) : null))));
+          stream.views != null ? h('span', { 'data-views': stream.views }, viewsText(stream.views)) : null,
+          stream.category ? h('span', { class: 'chip' }, stream.category) : null))),
+    !owner ? null : stream.owner
+      ? h('a', { class: 'card-owner', href: creatorHref(stream.owner), title: stream.owner }, `by ${shortAddress(stream.owner)}`)
+      : h('span', { class: 'card-owner muted' }, 'by StreamWeave'));
 }
 
 async function discovery() {
@@ -148,7 +155,7 @@ async function watch() {
       player,
       h('h1', { class: 'stream-title' }, stream.title),
       h('p', { class: 'muted' },
-        stream.owner ? h('span', {}, 'by ', h('a', { href: `/library?owner=${stream.owner}`, title: 'Their videos and recordings' }, shortAddress(stream.owner)), ' · ') : '', priceText(stream),
+        stream.owner ? h('span', {}, 'by ', h('a', { href: creatorHref(stream.owner), title: stream.owner }, shortAddress(stream.owner)), ' · ') : '', priceText(stream),
         stream.preview_seconds ? ` · ${stream.preview_seconds} s free preview` : '',
         stream.state === 'ended' && duration != null ? h('span', { 'data-duration-ms': duration }, ` · ${formatDuration(duration / 1000)}`) : '',
         stream.category ? ` · ${stream.category}` : ''),
@@ -173,94 +180,249 @@ function eventNote(stream) {
 
 // ---- /library ---------------------------------------------------------------
 
-const DURATIONS = {
-  short: { label: 'Under 5 min', min: 0, max: 5 * 60_000 },
-  medium: { label: '5 to 20 min', min: 5 * 60_000, max: 20 * 60_000 },
-  long: { label: 'Over 20 min', min: 20 * 60_000, max: Infinity },
-};
+// The server filters by access and length and sorts newest or most watched
+// first (`access=`, `duration=`, `sort=`); the other orders and filters
+// apply to what it answered.
+const ACCESSES = { free: 'Free', per_second: 'Pay per second', members: 'Members', ticket: 'Ticket' };
+const DURATIONS = { short: 'Under 4 min', medium: '4–20 min', long: 'Over 20 min' };
 
+const byCreated = (a, b) => Date.parse(a.created_at) - Date.parse(b.created_at);
 const SORTS = {
-  newest: { label: 'Newest', compare: (a, b) => Date.parse(b.ended_at ?? b.created_at) - Date.parse(a.ended_at ?? a.created_at) },
-  oldest: { label: 'Oldest', compare: (a, b) => Date.parse(a.ended_at ?? a.created_at) - Date.parse(b.ended_at ?? b.created_at) },
+  newest: { label: 'Newest', server: true },
+  most_watched: { label: 'Most watched', server: true },
+  oldest: { label: 'Oldest', compare: byCreated },
   longest: { label: 'Longest', compare: (a, b) => (durationMs(b) ?? 0) - (durationMs(a) ?? 0) },
   shortest: { label: 'Shortest', compare: (a, b) => (durationMs(a) ?? 0) - (durationMs(b) ?? 0) },
   title: { label: 'Title', compare: (a, b) => a.title.localeCompare(b.title) },
 };
 
-/** Every ready video and kept recording, with durations. */
-async function libraryItems() {
+/** A query value if it is one of `options`' keys, else null. */
+function known(options, value) {
+  return value && Object.hasOwn(options, value) ? value : null;
+}
+
+/**
+ * Every ready video and kept recording matching `params`' server filters
+ * (`owner`, `access`, `duration`), with durations, in the server's order.
+ */
+async function libraryItems(params) {
+  const query = new URLSearchParams({ state: 'ended', limit: '200' });
+  if (params.get('owner')) query.set('owner', params.get('owner').trim().toLowerCase());
+  if (known(ACCESSES, params.get('access'))) query.set('access', params.get('access'));
+  if (known(DURATIONS, params.get('duration'))) query.set('duration', params.get('duration'));
+  if (params.get('sort') === 'most_watched') query.set('sort', 'most_watched');
   const [streams, videos] = await Promise.all([
-    request('/api/v1/streams?state=ended&limit=200'),
-    request('/api/v1/videos?state=ended&limit=200'),
+    request(`/api/v1/streams?${query}`),
+    request(`/api/v1/videos?${query}`),
   ]);
   const ready = new Map(videos.filter((v) => v.status === 'ready').map((v) => [v.id, v]));
   const items = streams.filter((s) => !gone(s) && (s.source !== 'upload' || ready.has(s.id))).map((s) => ready.get(s.id) ?? s);
-  // Videos beyond the streams' page are still part of the library.
-  for (const video of ready.values()) if (!gone(video) && !items.some((i) => i.id === video.id)) items.push(video);
+  // Videos beyond the streams' page are still part of the library. Both
+  // lists come in the same order and the streams' page holds every video
+  // ranked before its last item, so these come after it: the order stays
+  // the server's.
+  const listed = new Set(items.map((i) => i.id));
+  for (const video of ready.values()) if (!gone(video) && !listed.has(video.id)) items.push(video);
   return items;
 }
 
+/** The filters applied to what the server answered. */
 function libraryMatches(item, params) {
   const q = (params.get('q') ?? '').trim().toLowerCase();
   if (q && !item.title.toLowerCase().includes(q) && !(item.owner ?? '').includes(q) && !item.description.toLowerCase().includes(q)) return false;
   if (params.get('category') && item.category !== params.get('category')) return false;
   if (params.get('tag') && !item.tags.includes(params.get('tag'))) return false;
-  if (params.get('access') && item.access !== params.get('access')) return false;
   if (params.get('kind') && item.source !== params.get('kind')) return false;
-  if (params.get('owner') && item.owner !== params.get('owner').toLowerCase()) return false;
-  const range = Object.hasOwn(DURATIONS, params.get('duration') ?? '') ? DURATIONS[params.get('duration')] : null;
-  const ms = durationMs(item);
-  if (range && (ms == null || ms < range.min || ms >= range.max)) return false;
   return true;
 }
 
+/** Items in the order `sortKey` asks for: the server's, or sorted here. */
+function sorted(items, sortKey) {
+  const sort = SORTS[known(SORTS, sortKey) ?? 'newest'];
+  return sort.server ? items : [...items].sort(sort.compare);
+}
+
+/** A labelled select of `options` ({value: text}) showing `params`' value of `name`. */
+function filterSelect(name, label, options, params, onchange) {
+  const el = h('select', { name, 'aria-label': label, onchange: () => onchange(el.value) },
+    Object.entries(options).map(([value, text]) => h('option', { value }, text)));
+  const wanted = params.get(name) ?? '';
+  el.value = Object.hasOwn(options, wanted) ? wanted : Object.keys(options)[0];
+  return h('label', {}, label, el);
+}
+
+let libraryTurn = 0;
+
 async function library() {
+  const turn = ++libraryTurn;
   let items;
   try {
-    items = await libraryItems();
+    items = await libraryItems(new URLSearchParams(location.search));
   } catch (err) {
-    setMain(h('p', { class: 'error' }, `Cannot list the library: ${errorText(err)}`));
+    if (turn === libraryTurn) setMain(h('h1', {}, 'Library'), h('p', { class: 'error' }, `Cannot list the library: ${errorText(err)}`));
     return;
   }
+  if (turn !== libraryTurn) return;
+  // Read after the fetch: the search may have changed meanwhile.
   const params = new URLSearchParams(location.search);
-  const results = h('div', { 'aria-live': 'polite' });
-  const select = (name, label, options) => {
-    const el = h('select', { name, 'aria-label': label, onchange: () => update(name, el.value) },
-      Object.entries(options).map(([value, text]) => h('option', { value }, text)));
-    const wanted = params.get(name) ?? '';
-    el.value = Object.hasOwn(options, wanted) ? wanted : Object.keys(options)[0];
-    return h('label', {}, label, el);
-  };
-  const categories = [...new Set(items.map((i) => i.category).filter(Boolean))].sort();
-  const tags = [...new Set(items.flatMap((i) => i.tags))].sort();
+  const owner = (params.get('owner') ?? '').trim().toLowerCase();
+  const results = h('div', { 'aria-live': 'polite', 'data-library': '' });
+  const filteredByServer = Boolean(known(ACCESSES, params.get('access')) || known(DURATIONS, params.get('duration')));
+  const categories = [...new Set([...items.map((i) => i.category).filter(Boolean), params.get('category')].filter(Boolean))].sort();
+  const tags = [...new Set([...items.flatMap((i) => i.tags), params.get('tag')].filter(Boolean))].sort();
   const search = h('input', { type: 'search', name: 'q', value: params.get('q') ?? '', placeholder: 'Title, description or creator', 'aria-label': 'Search the library' });
   const render = () => {
-    const sort = Object.hasOwn(SORTS, params.get('sort') ?? '') ? SORTS[params.get('sort')] : SORTS.newest;
-    const shown = items.filter((i) => libraryMatches(i, params)).sort(sort.compare);
+    const shown = sorted(items.filter((i) => libraryMatches(i, params)), params.get('sort'));
     results.replaceChildren(
       h('p', { class: 'muted', 'data-count': shown.length }, `${shown.length} of ${items.length}`),
-      shown.length ? h('ul', { class: 'cards' }, shown.map(card)) : h('p', { class: 'muted' }, items.length ? 'Nothing matches these filters.' : 'Nothing here yet: videos and recordings of ended streams appear here.'));
+      shown.length ? h('ul', { class: 'cards' }, shown.map((i) => card(i))) : h('p', { class: 'muted', 'data-empty': '' }, items.length || filteredByServer ? 'Nothing matches these filters.' : 'Nothing here yet: videos and recordings of ended streams appear here.'));
   };
+  // Access, length and order are the server's: changing them lists again.
   const update = (name, value) => {
+    const before = params.get(name);
     if (value && !(name === 'sort' && value === 'newest')) params.set(name, value); else params.delete(name);
     history.replaceState(null, '', params.size ? `/library?${params}` : '/library');
-    render();
+    if (name === 'access' || name === 'duration' || (name === 'sort' && (before === 'most_watched' || value === 'most_watched'))) {
+      library().then(() => main.querySelector(`select[name="${name}"]`)?.focus());
+    } else {
+      render();
+    }
   };
+  const select = (name, label, options) => filterSelect(name, label, options, params, (value) => update(name, value));
   search.addEventListener('input', () => update('q', search.value.trim()));
   setMain(
-    h('div', { class: 'discover-head' }, h('h1', {}, params.get('owner') ? `Library of ${shortAddress(params.get('owner'))}` : 'Library'),
+    h('div', { class: 'discover-head' }, h('h1', {}, owner ? `Library of ${shortAddress(owner)}` : 'Library'),
       h('form', { class: 'search', role: 'search', onsubmit: (e) => { e.preventDefault(); update('q', search.value.trim()); } }, search)),
     h('div', { class: 'row filters', role: 'group', 'aria-label': 'Filters' },
       select('kind', 'Type', { '': 'Videos and recordings', upload: 'Videos', live: 'Recordings' }),
       select('category', 'Category', { '': 'Any', ...Object.fromEntries(categories.map((c) => [c, c])) }),
       select('tag', 'Tag', { '': 'Any', ...Object.fromEntries(tags.map((t) => [t, `#${t}`])) }),
-      select('access', 'Access', { '': 'Any', free: 'Free', per_second: 'Paid', members: 'Members' }),
-      select('duration', 'Duration', { '': 'Any', ...Object.fromEntries(Object.entries(DURATIONS).map(([k, d]) => [k, d.label])) }),
+      select('access', 'Access', { '': 'Any', ...ACCESSES }),
+      select('duration', 'Duration', { '': 'Any', ...DURATIONS }),
       select('sort', 'Sort by', Object.fromEntries(Object.entries(SORTS).map(([k, d]) => [k, d.label])))),
-    params.get('owner') ? h('p', {}, h('a', { href: '/library' }, 'Everyone\'s videos and recordings')) : null,
+    owner ? h('p', {}, h('a', { href: creatorHref(owner) }, 'Their creator page'), ' · ', h('a', { href: '/library' }, 'Everyone\'s videos and recordings')) : null,
     results,
   );
   render();
+}
+
+// ---- /creators/{address} -----------------------------------------------------
+
+const ADDRESS = /^0x[0-9a-fA-F]{40}$/;
+
+/** A creator's page. */
+function creatorHref(address) {
+  return `/creators/${address.toLowerCase()}`;
+}
+
+function viewsText(views) {
+  const n = Number(views ?? 0);
+  return `${n.toLocaleString('en')} view${n === 1 ? '' : 's'}`;
+}
+
+async function creator() {
+  let raw = '';
+  try { raw = decodeURIComponent(location.pathname.split('/')[2] || '').trim(); } catch { raw = location.pathname.split('/')[2] || ''; }
+  if (!ADDRESS.test(raw)) {
+    document.title = 'Creator not found · StreamWeave';
+    setMain(h('h1', {}, 'Creator not found'),
+      h('p', { class: 'error', 'data-creator-error': '' }, raw
+        ? `"${raw}" is not a creator's address: an address is 0x followed by 40 hexadecimal digits.`
+        : 'This link names no creator.'),
+      h('p', {}, h('a', { href: '/library' }, 'Browse the library of videos and recordings')));
+    return;
+  }
+  const address = raw.toLowerCase();
+  const short = shortAddress(address);
+  document.title = `${short} · StreamWeave`;
+  const section = (title, key, ...children) => h('section', { class: 'creator-section', 'aria-label': title, dataset: { creatorSection: key } }, h('h2', {}, title), ...children);
+  const failed = (what, err) => h('p', { class: 'error' }, `Cannot load ${what}: ${errorText(err)}`);
+  const summary = h('p', { class: 'muted', 'data-creator-summary': '' });
+
+  // Their videos and recordings, sorted newest or most watched first (`?sort=`).
+  const params = new URLSearchParams(location.search);
+  const results = h('div', { 'aria-live': 'polite' }, h('p', { class: 'muted', role: 'status' }, 'Loading…'));
+  let listing = 0;
+  const list = async () => {
+    const turn = ++listing;
+    const sort = params.get('sort') === 'most_watched' ? 'most_watched' : 'newest';
+    let items;
+    try {
+      items = await libraryItems(new URLSearchParams({ owner: address, sort }));
+    } catch (err) {
+      if (turn === listing) results.replaceChildren(failed('their videos and recordings', err));
+      return null;
+    }
+    if (turn !== listing) return null;
+    results.replaceChildren(items.length
+      ? h('ul', { class: 'cards', 'data-count': items.length }, items.map((i) => card(i, { owner: false })))
+      : h('p', { class: 'muted', 'data-empty': '' }, 'No videos or recordings yet.'));
+    return items;
+  };
+  const sortSelect = filterSelect('sort', 'Sort by', { newest: 'Newest', most_watched: 'Most watched' }, params, (value) => {
+    if (value === 'most_watched') params.set('sort', value); else params.delete('sort');
+    history.replaceState(null, '', params.size ? `${location.pathname}?${params}` : location.pathname);
+    list();
+  });
+
+  const live = h('div', {}, h('p', { class: 'muted', role: 'status' }, 'Loading…'));
+  const tiers = h('div', {}, h('p', { class: 'muted', role: 'status' }, 'Loading…'));
+  const membershipHref = `/membership?creator=${address}`;
+  const hue = parseInt(address.slice(2, 6), 16) % 360;
+  setMain(
+    h('div', { class: 'creator-head' },
+      h('span', { class: 'creator-avatar', 'aria-hidden': 'true', style: `background: linear-gradient(135deg, hsl(${hue} 60% 45%), hsl(${(hue + 90) % 360} 55% 35%))` }, address.slice(2, 4).toUpperCase()),
+      h('div', {},
+        h('h1', { title: address, 'data-creator': address }, short),
+        summary),
+      h('p', { class: 'creator-links' },
+        h('a', { href: membershipHref }, 'Memberships'), ' · ',
+        h('a', { href: `/library?owner=${address}` }, 'Search their library'))),
+    section('Live now', 'live', live),
+    section('Videos and recordings', 'videos', h('div', { class: 'row filters' }, sortSelect), results),
+    section('Memberships', 'tiers', tiers),
+  );
+
+  const [liveNow, items, offered] = await Promise.all([
+    request(`/api/v1/streams?owner=${address}&state=live&limit=50`).catch((err) => err),
+    list(),
+    request(`/api/v1/tiers?offerer=${address}`).then((r) => r.tiers ?? []).catch((err) => err),
+  ]);
+  if (!main.contains(live)) return;
+
+  if (liveNow instanceof Error) {
+    live.replaceChildren(failed('their live streams', liveNow));
+  } else {
+    const streams = [...liveNow].sort((a, b) => b.viewers - a.viewers);
+    live.replaceChildren(streams.length
+      ? h('ul', { class: 'cards', 'data-count': streams.length }, streams.map((s) => card(s, { owner: false })))
+      : h('p', { class: 'muted', 'data-empty': '' }, 'Not live right now.'));
+  }
+
+  if (offered instanceof Error) {
+    tiers.replaceChildren(failed('their memberships', offered));
+  } else if (!offered.length) {
+    tiers.replaceChildren(h('p', { class: 'muted', 'data-empty': '' }, 'This creator offers no memberships yet.'));
+  } else {
+    const byPrice = (a, b) => (BigInt(a.price) < BigInt(b.price) ? -1 : BigInt(a.price) > BigInt(b.price) ? 1 : 0);
+    tiers.replaceChildren(
+      h('p', { class: 'muted' }, 'Members watch this creator\'s members-only streams without paying by the second. ',
+        h('a', { href: membershipHref, 'data-action': 'memberships' }, 'Join on the membership page'), '.'),
+      h('ul', { class: 'tiers' }, [...offered].sort(byPrice).map((tier) => h('li', { class: 'tier-card', dataset: { tier: tier.id } },
+        h('div', { class: 'row spread' }, h('strong', { class: 'tier-name' }, tier.name), tier.suspended ? h('span', { class: 'badge' }, 'Not sold now') : null),
+        h('p', { class: 'tier-price', 'data-price': tier.price }, tierPrice(tier)),
+        h('p', { class: 'muted' }, tierLimits(tier)),
+        tier.description ? h('p', { class: 'description' }, tier.description) : null,
+        tier.suspended ? null : h('a', { href: membershipHref }, 'Join')))));
+  }
+
+  const parts = [];
+  if (Array.isArray(liveNow) && liveNow.length) parts.push('Live now');
+  if (items) {
+    parts.push(`${items.length} ${items.length === 1 ? 'video or recording' : 'videos and recordings'}`);
+    parts.push(viewsText(items.reduce((sum, i) => sum + Number(i.views ?? 0), 0)));
+  }
+  summary.textContent = parts.join(' · ');
 }
 
 // ---- /studio ---------------------------------------------------------------
@@ -747,6 +909,6 @@ async function renderAccount(auth) {
   );
 }
 
-const pages = { index: discovery, watch, library, studio, account, events: eventsPage, event: eventPage, market: marketPage, membership: membershipPage };
+const pages = { index: discovery, watch, library, creator, studio, account, events: eventsPage, event: eventPage, market: marketPage, membership: membershipPage };
 window.addEventListener('popstate', () => { if (page === 'index') discovery(); });
 pages[page]?.().catch((err) => setMain(h('p', { class: 'error' }, errorText(err))));

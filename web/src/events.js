@@ -288,7 +288,7 @@ export async function eventPage() {
     const head = h('div', { class: 'event-head' },
       h('div', { class: 'row spread' }, h('h1', { class: 'stream-title' }, event.title), eventBadge(event.state)),
       h('p', { class: 'muted' },
-        'by ', h('a', { href: `/library?owner=${event.creator}`, title: event.creator }, shortAddress(event.creator)),
+        'by ', h('a', { href: `/creators/${event.creator.toLowerCase()}`, title: event.creator }, shortAddress(event.creator)),
         ` · ${when(event.starts_at)} · ${formatDuration(event.duration_seconds)}`,
         event.category ? ` · ${event.category}` : ''),
       event.state === 'scheduled' ? h('p', { class: 'event-countdown' }, countdown(event.starts_at)) : null);

@@ -242,7 +242,7 @@ async function renderMembership(auth, notice = null) {
         : h('p', { class: 'muted' }, 'No memberships yet: join one below.')) : null,
     creatorParam && !creator ? h('p', { class: 'error' }, `"${creatorParam}" is not an address.`) : null,
     creator ? tierSection(`Memberships of ${shortAddress(creator)}`, 'creator', creatorTiers, 'This creator offers no memberships yet.',
-      h('span', {}, 'Their members watch their members streams. ', h('a', { href: `/library?owner=${creator}` }, 'Their videos and recordings'), '.')) : null,
+      h('span', {}, 'Their members watch their members streams. ', h('a', { href: `/creators/${creator}` }, 'Their videos and recordings'), '.')) : null,
     tierSection('StreamWeave memberships', 'platform', platformTiers, 'No StreamWeave memberships are offered yet.', 'One membership for every stream open to StreamWeave members.'),
     h('section', { class: 'panel' }, creatorForm),
     auth ? h('section', { class: 'panel', 'aria-label': 'Watch history', 'data-watch-history': '' },

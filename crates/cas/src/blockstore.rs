@@ -17,11 +17,26 @@ use crate::pb::{self, UnixFsType};
 /// Deepest file DAG we walk (174^8 chunks is far beyond any real file).
 const MAX_DAG_DEPTH: usize = 8;
 
-/// An on-disk blockstore, safe to share between threads.
+/// Where blocks live beyond this disk (object storage shared by several
+/// nodes): every block written here is copied there before the write
+/// returns, and a block missing here is fetched from there (then kept here,
+/// a cache). Implementations block the calling thread.
+pub trait RemoteBlocks: Send + Sync + std::fmt::Debug {
+    /// A block's bytes, `None` when the remote does not have it.
+    fn fetch(&self, cid: &Cid) -> std::io::Result<Option<Vec<u8>>>;
+    /// Copies a block there.
+    fn store(&self, cid: &Cid, data: &[u8]) -> std::io::Result<()>;
+    /// Whether the remote has the block (before a local copy is dropped).
+    fn contains(&self, cid: &Cid) -> std::io::Result<bool>;
+}
+
+/// An on-disk blockstore, safe to share between threads; with a remote, the
+/// disk is a cache of the remote's blocks.
 #[derive(Debug)]
 pub struct Blockstore {
     root: PathBuf,
     temp_counter: AtomicU64,
+    remote: Option<std::sync::Arc<dyn RemoteBlocks>>,
 }
 
 impl Blockstore {
@@ -32,7 +47,24 @@ impl Blockstore {
         Ok(Blockstore {
             root,
             temp_counter: AtomicU64::new(0),
+            remote: None,
         })
+    }
+
+    /// The same blockstore over `remote`: writes go to both, reads of a
+    /// block this disk lacks come from the remote.
+    pub fn with_remote(mut self, remote: std::sync::Arc<dyn RemoteBlocks>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Drops this disk's copy of a block the remote has (cache eviction);
+    /// answers whether it was dropped. Without a remote, nothing is.
+    pub fn evict_block(&self, cid: &Cid) -> Result<bool, CasError> {
+        match &self.remote {
+            Some(remote) if remote.contains(cid)? => self.remove_block(cid),
+            _ => Ok(false),
+        }
     }
 
     fn path_of(&self, cid: &Cid) -> PathBuf {
@@ -101,6 +133,9 @@ impl Blockstore {
         if self.path_of(cid).try_exists()? {
             return Ok(());
         }
+        if let Some(remote) = &self.remote {
+            remote.store(cid, data)?;
+        }
         self.replace_block(cid, data)
     }
 
@@ -143,7 +178,18 @@ impl Blockstore {
                 verify(cid, &data)?;
                 Ok(Some(data))
             }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let Some(remote) = &self.remote else {
+                    return Ok(None);
+                };
+                let Some(data) = remote.fetch(cid)? else {
+                    return Ok(None);
+                };
+                // What the remote answers is checked like the disk.
+                verify(cid, &data)?;
+                self.replace_block(cid, &data)?;
+                Ok(Some(data))
+            }
             Err(err) => Err(err.into()),
         }
     }
@@ -244,9 +290,65 @@ fn verify(cid: &Cid, data: &[u8]) -> Result<(), CasError> {
     Ok(())
 }
 
+/// A blockstore is itself a remote for others (a directory every node
+/// mounts): what one node writes, the others read.
+impl RemoteBlocks for Blockstore {
+    fn fetch(&self, cid: &Cid) -> std::io::Result<Option<Vec<u8>>> {
+        self.get_block(cid).map_err(std::io::Error::other)
+    }
+
+    fn store(&self, cid: &Cid, data: &[u8]) -> std::io::Result<()> {
+        self.write_block(cid, data).map_err(std::io::Error::other)
+    }
+
+    fn contains(&self, cid: &Cid) -> std::io::Result<bool> {
+        self.path_of(cid).try_exists()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_share_blocks_through_a_remote_and_keep_a_cache() {
+        let shared = tempfile::tempdir().expect("tempdir");
+        let remote = std::sync::Arc::new(Blockstore::open(shared.path()).expect("open"));
+        let (a_dir, b_dir) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let a = Blockstore::open(a_dir.path())
+            .expect("open")
+            .with_remote(remote.clone());
+        let b = Blockstore::open(b_dir.path())
+            .expect("open")
+            .with_remote(remote.clone());
+        let bytes: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+        let cid = a.put_file(&bytes).expect("put on A");
+        assert!(remote.has_block(&cid).expect("has"), "written through");
+        // B reads what A wrote, and keeps a copy.
+        assert!(!b.has_block(&cid).expect("has"));
+        assert_eq!(b.get_file(&cid).expect("get on B").as_ref(), Some(&bytes));
+        assert!(b.has_block(&cid).expect("cached"));
+        // Evicted from B's disk, read again from the remote.
+        assert!(b.evict_block(&cid).expect("evict"));
+        assert!(!b.has_block(&cid).expect("has"));
+        assert_eq!(b.get_file(&cid).expect("get again").as_ref(), Some(&bytes));
+        // A block the remote lacks is never evicted, nor is anything without one.
+        let local_dir = tempfile::tempdir().expect("tempdir");
+        let local_only = Blockstore::open(local_dir.path()).expect("open");
+        let kept = local_only.put_file(b"mine").expect("put");
+        assert!(!local_only.evict_block(&kept).expect("evict"));
+        // The remote's bytes are checked: a corrupt copy is an error, not data.
+        let other = dag::file_cid(b"other");
+        fs::create_dir_all(remote.path_of(&other).parent().expect("shard")).expect("mkdir");
+        fs::write(remote.path_of(&other), b"not it").expect("tamper");
+        assert!(matches!(
+            b.get_block(&other),
+            Err(CasError::Io(_)) | Err(CasError::Corrupt(_))
+        ));
+    }
 
     #[test]
     fn files_round_trip_and_corruption_is_detected() {

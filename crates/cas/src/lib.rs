@@ -14,7 +14,7 @@ mod hamt;
 mod pb;
 mod piece;
 
-pub use blockstore::Blockstore;
+pub use blockstore::{Blockstore, RemoteBlocks};
 pub use car::{CarFile, DagScope, car_header, read_car, write_car, write_car_scoped};
 pub use cid::Cid;
 pub use dag::{

@@ -58,9 +58,26 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     check_ffmpeg(&settings).await?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let blockstore = Arc::new(
-        Blockstore::open(settings.data_dir.join("blocks")).context("opening the blockstore")?,
-    );
+    let mut local_blocks =
+        Blockstore::open(settings.data_dir.join("blocks")).context("opening the blockstore")?;
+    if let Some(url) = &settings.blockstore {
+        let remote = crate::archive::remote::S3Blocks::new(
+            url,
+            settings.blockstore_s3_endpoint.as_deref(),
+            tokio::runtime::Handle::current(),
+        )?;
+        remote.check().await?;
+        info!(%url, cache_bytes = settings.blockstore_cache_bytes, "blocks in object storage");
+        local_blocks = local_blocks.with_remote(Arc::new(remote));
+    }
+    let blockstore = Arc::new(local_blocks);
+    if settings.blockstore.is_some() {
+        tokio::spawn(crate::archive::remote::bound_cache(
+            blockstore.clone(),
+            settings.blockstore_cache_bytes,
+            std::time::Duration::from_secs(60),
+        ));
+    }
     // All state on one store: PostgreSQL when `--database` names one (then
     // no SQLite file is created), else the data directory's SQLite.
     let db = Store::open(&settings.data_dir, settings.database.as_deref())
@@ -272,6 +289,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 })
                 .await?;
             cluster.bridge("chat", chat.rooms.clone(), |_| true).await?;
+            // New segments and ladders: another node's live streams play here.
+            let media = index.clone();
+            cluster
+                .relay(
+                    "media",
+                    |relay| index.set_relay(relay),
+                    move |stream_id, notice| media.apply(stream_id, notice),
+                    |_| true,
+                )
+                .await?;
             cluster
                 .bridge("account-events", memberships.account_events.clone(), |_| {
                     true

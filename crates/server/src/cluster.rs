@@ -63,6 +63,28 @@ impl Cluster {
     where
         E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     {
+        let deliver_to = topics.clone();
+        self.relay(
+            kind,
+            |relay| topics.set_relay(relay),
+            move |topic, event| deliver_to.deliver(topic, event),
+            relayed,
+        )
+        .await
+    }
+
+    /// Relays messages of one kind: `install` receives the function that
+    /// sends this node's messages out, `deliver` gets the other nodes'.
+    pub async fn relay<E>(
+        &self,
+        kind: &'static str,
+        install: impl FnOnce(crate::live::events::Relay<E>),
+        deliver: impl Fn(&str, E) + Send + 'static,
+        relayed: fn(&E) -> bool,
+    ) -> anyhow::Result<()>
+    where
+        E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
         let subject = format!("streamweave.{kind}");
         let mut incoming = self
             .client
@@ -71,7 +93,7 @@ impl Cluster {
             .map_err(|err| anyhow::anyhow!("subscribing to {subject}: {err}"))?;
         let (outgoing, mut queue) = mpsc::channel::<Vec<u8>>(OUTGOING);
         let node = self.node.clone();
-        topics.set_relay(Box::new(move |topic: &str, event: &E| {
+        install(Box::new(move |topic: &str, event: &E| {
             if !relayed(event) {
                 return;
             }
@@ -102,7 +124,7 @@ impl Cluster {
             while let Some(message) = incoming.next().await {
                 match serde_json::from_slice::<Envelope<E>>(&message.payload) {
                     Ok(envelope) if envelope.node != node => {
-                        topics.deliver(&envelope.topic, envelope.event);
+                        deliver(&envelope.topic, envelope.event);
                     }
                     Ok(_) => {}
                     Err(err) => warn!(%err, %subject, "an unreadable cluster message"),

@@ -80,6 +80,17 @@ pub struct ServeArgs {
     /// Endpoint of an S3-compatible server (MinIO, Ceph...) for `--replica-s3`.
     #[arg(long, env = "STREAMWEAVE_REPLICA_S3_ENDPOINT")]
     pub replica_s3_endpoint: Option<String>,
+    /// Blocks in object storage (`s3://bucket/prefix`), shared by the nodes
+    /// of a cluster; the data directory keeps a bounded cache of them.
+    /// Default: the data directory alone.
+    #[arg(long, env = "STREAMWEAVE_BLOCKSTORE")]
+    pub blockstore: Option<String>,
+    /// Endpoint of an S3-compatible server for `--blockstore`.
+    #[arg(long, env = "STREAMWEAVE_BLOCKSTORE_S3_ENDPOINT")]
+    pub blockstore_s3_endpoint: Option<String>,
+    /// Bytes of remote blocks kept on local disk (default 10 GiB).
+    #[arg(long, env = "STREAMWEAVE_BLOCKSTORE_CACHE_BYTES")]
+    pub blockstore_cache_bytes: Option<u64>,
     /// Replicas kept of each archive: the first N targets (default: every
     /// configured target). More than the targets is refused.
     #[arg(long, env = "STREAMWEAVE_REPLICATION_FACTOR")]
@@ -214,6 +225,9 @@ struct FileConfig {
     replica_dirs: Option<Vec<PathBuf>>,
     replica_s3: Option<Vec<String>>,
     replica_s3_endpoint: Option<String>,
+    blockstore: Option<String>,
+    blockstore_s3_endpoint: Option<String>,
+    blockstore_cache_bytes: Option<u64>,
     replication_factor: Option<usize>,
     replica_verify_interval_s: Option<u64>,
     gc_interval_s: Option<u64>,
@@ -271,6 +285,10 @@ pub struct Settings {
     pub replica_dirs: Vec<PathBuf>,
     pub replica_s3: Vec<String>,
     pub replica_s3_endpoint: Option<String>,
+    /// `s3://bucket/prefix` when blocks live in object storage.
+    pub blockstore: Option<String>,
+    pub blockstore_s3_endpoint: Option<String>,
+    pub blockstore_cache_bytes: u64,
     pub replication_factor: Option<usize>,
     pub replica_verify_interval_s: u64,
     pub gc_interval_s: u64,
@@ -471,6 +489,12 @@ impl Settings {
                 args.replica_s3
             },
             replica_s3_endpoint: args.replica_s3_endpoint.or(file.replica_s3_endpoint),
+            blockstore: args.blockstore.or(file.blockstore),
+            blockstore_s3_endpoint: args.blockstore_s3_endpoint.or(file.blockstore_s3_endpoint),
+            blockstore_cache_bytes: args
+                .blockstore_cache_bytes
+                .or(file.blockstore_cache_bytes)
+                .unwrap_or(10 << 30),
             replication_factor: args.replication_factor.or(file.replication_factor),
             replica_verify_interval_s: args
                 .replica_verify_interval_s

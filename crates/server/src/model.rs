@@ -1,6 +1,6 @@
 //! Records the server keeps about streams and their media.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Lifecycle of a stream: created, publishing, over (and then VOD).
@@ -131,7 +131,7 @@ impl AccessMode {
 }
 
 /// One rendition of a stream's ladder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RenditionRecord {
     /// `720p`, `480p`, ..., `audio`.
     pub name: String,
@@ -150,7 +150,7 @@ pub struct RenditionRecord {
 }
 
 /// One stored segment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SegmentRecord {
     /// Rendition name.
     pub rendition: String,

@@ -6,9 +6,9 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{H264, Server, publish, wait_child};
+use common::{H264, Server, eventually, publish, start_s3, wait_child};
 use serde_json::Value;
 
 async fn archive_of(server: &Server, stream_id: &str) -> Value {
@@ -25,14 +25,6 @@ fn verify_file(path: &std::path::Path) -> bool {
         .expect("verify")
         .status
         .success()
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -238,50 +230,6 @@ async fn expired_recordings_go_and_only_their_blocks_are_collected() {
     .await
     .expect("master");
     assert_eq!(kept_master.status(), 200, "the kept archive still resolves");
-}
-
-/// A local S3-compatible server (moto, installed by scripts/test and named
-/// by STREAMWEAVE_S3_SERVER), killed on drop.
-struct S3Server {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_s3(bucket: &str) -> S3Server {
-    let program = std::env::var("STREAMWEAVE_S3_SERVER")
-        .expect("STREAMWEAVE_S3_SERVER names an S3-compatible server (scripts/test installs moto)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let child = Command::new(program)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start the S3 server");
-    let server = S3Server {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    eventually("the S3 server", async || {
-        client
-            .put(format!("{}/{bucket}", server.endpoint))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    server
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,13 +5,15 @@
 //! committed first), an identical voucher sent to both is new once, the
 //! creator earns exactly the split of the final amount, chat posted on one
 //! node reaches readers on the other, a node that starts leaves the other's
-//! live streams live, and the audit passes.
+//! live streams live, a live stream one node ingests is listed and grows on
+//! the other's playlist, its recording plays from the other (blocks in one
+//! S3 bucket), and the audit passes.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Server, TestDatabase, get, hex, post, publish, send, sign_in};
+use common::{Server, TestDatabase, get, hex, post, publish, send, sign_in, start_s3};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey};
@@ -63,7 +65,23 @@ async fn two_nodes_share_payments_and_chat() {
         return;
     }
     let nats = format!("nats://{NATS}");
-    let a = Server::start(&database.args(&["--dev", "--nats", &nats])).await;
+    // Blocks in one bucket: what one node stores, any node serves.
+    let s3 = start_s3("blocks").await;
+    let node_args = [
+        "--dev",
+        "--nats",
+        &nats,
+        "--blockstore",
+        "s3://blocks/cluster",
+        "--blockstore-s3-endpoint",
+        &s3.endpoint,
+    ];
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "streamweave-test"),
+        ("AWS_SECRET_ACCESS_KEY", "streamweave-test"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let a = Server::start_with_env(&database.args(&node_args), &aws).await;
     // A live stream on node A goes on while node B starts (a starting node
     // ends only the streams it was ingesting itself).
     let creator = SigningKey::from_bytes(&[0x62; 32]).expect("key");
@@ -98,14 +116,89 @@ async fn two_nodes_share_payments_and_chat() {
     );
     a.wait_for_state(&live_id, "live", Duration::from_secs(30))
         .await;
-    let b = Server::start(&database.args(&["--dev", "--nats", &nats])).await;
+    let b = Server::start_with_env(&database.args(&node_args), &aws).await;
     let (_, seen) = get(&b, &format!("/api/v1/streams/{live_id}"), None).await;
     assert_eq!(
         seen["state"], "live",
         "still live after node B started: {seen}"
     );
+    // Node B serves the live playlist too, and it grows as node A ingests.
+    let mut variant = None;
+    for _ in 0..40 {
+        let response = reqwest::get(format!("{}/live/{live_id}/master.m3u8", b.http))
+            .await
+            .expect("master");
+        if response.status() == 200 {
+            let text = response.text().await.expect("text");
+            variant = text
+                .lines()
+                .find(|l| l.ends_with(".m3u8"))
+                .map(str::to_string);
+            if variant.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let variant = variant.expect("B serves A's live master playlist");
+    let segments = |node: &Server| {
+        let url = format!("{}/live/{live_id}/{variant}", node.http);
+        async move {
+            let response = reqwest::get(&url).await.expect("playlist");
+            assert_eq!(response.status(), 200, "{url}");
+            let text = response.text().await.expect("text");
+            text.lines().filter(|l| l.starts_with("#EXTINF")).count()
+        }
+    };
+    let mut on_b = 0;
+    for _ in 0..40 {
+        on_b = segments(&b).await;
+        if on_b > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(on_b > 0, "B lists A's segments");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (later_on_b, on_a) = (segments(&b).await, segments(&a).await);
+    assert!(
+        later_on_b > on_b,
+        "B's playlist grew while live: {on_b} then {later_on_b}"
+    );
+    assert!(on_a - later_on_b <= 1, "A {on_a}, B {later_on_b}");
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
+    // The recording, ingested and stored by node A, plays from node B.
+    a.wait_for_state(&live_id, "ended", Duration::from_secs(30))
+        .await;
+    let fetch = |path: String| {
+        let url = format!("{}{path}", b.http);
+        async move {
+            let response = reqwest::get(&url).await.expect("fetch from B");
+            let status = response.status().as_u16();
+            (status, response.bytes().await.expect("body"))
+        }
+    };
+    let (status, master) = fetch(format!("/live/{live_id}/master.m3u8")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&master));
+    let master = String::from_utf8_lossy(&master).to_string();
+    let variant = master
+        .lines()
+        .find(|l| l.ends_with(".m3u8"))
+        .expect("a rendition")
+        .to_string();
+    let (status, playlist) = fetch(format!("/live/{live_id}/{variant}")).await;
+    assert_eq!(status, 200);
+    let playlist = String::from_utf8_lossy(&playlist).to_string();
+    let rendition = variant.trim_end_matches("/index.m3u8");
+    let segment = playlist
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .expect("a segment")
+        .to_string();
+    let (status, bytes) = fetch(format!("/live/{live_id}/{rendition}/{segment}")).await;
+    assert_eq!(status, 200, "segment {segment} from B");
+    assert!(bytes.len() > 1000, "{} bytes", bytes.len());
     for node in [&a, &b] {
         let (status, _) = get(node, "/readyz", None).await;
         assert_eq!(status, 200, "ready with the database and NATS");

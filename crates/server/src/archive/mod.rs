@@ -16,6 +16,7 @@
 
 pub mod export;
 pub mod gc;
+pub mod remote;
 pub mod replication;
 
 use std::io::Write;

@@ -27,6 +27,10 @@ pub fn routes() -> Router<AppState> {
             "/library",
             get(|headers: HeaderMap| page("library", headers)),
         )
+        .route(
+            "/creators/{address}",
+            get(|headers: HeaderMap| page("creator", headers)),
+        )
         .route("/events", get(|headers: HeaderMap| page("events", headers)))
         .route(
             "/events/{id}",
@@ -105,6 +109,7 @@ mod tests {
             "pages/index.html",
             "pages/watch.html",
             "pages/library.html",
+            "pages/creator.html",
             "pages/events.html",
             "pages/event.html",
             "pages/market.html",

@@ -1,6 +1,7 @@
 //! What players read: each stream's ladder and segment list in memory (loaded
-//! from the database on first use, appended to by ingest), and a bounded
-//! cache of recent segment bytes.
+//! from the database on first use, appended to by ingest, here or, through
+//! [`MediaNotice`]s, on another node of the cluster), and a bounded cache of
+//! recent segment bytes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,6 +36,9 @@ pub struct StreamMedia {
     pub renditions: Vec<RenditionMedia>,
     /// Rendered playlists by name, until the media changes.
     rendered: Mutex<HashMap<String, Bytes>>,
+    /// A notice was missed (another node's segment arrived out of order):
+    /// read again from the database on next use.
+    stale: bool,
 }
 
 impl StreamMedia {
@@ -44,6 +48,7 @@ impl StreamMedia {
             paid,
             renditions,
             rendered: Mutex::new(HashMap::new()),
+            stale: false,
         }
     }
 
@@ -91,10 +96,35 @@ pub type SharedMedia = Arc<RwLock<StreamMedia>>;
 /// Streams kept in memory once they are over; live streams always stay.
 const MAX_RESIDENT_ENDED_STREAMS: usize = 512;
 
+/// A change of a stream's media, as the ingesting node tells the others.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MediaNotice {
+    Live {
+        paid: bool,
+        renditions: Vec<RenditionRecord>,
+    },
+    Init {
+        rendition: String,
+        cid: String,
+        size: u64,
+    },
+    Segment {
+        segment: SegmentRecord,
+    },
+    Paid {
+        paid: bool,
+    },
+    Ended,
+    Forget,
+}
+
 /// In-memory index of streams' media.
 pub struct MediaIndex {
     db: Store,
     streams: RwLock<HashMap<String, SharedMedia>>,
+    /// Tells the other nodes what changes here.
+    relay: std::sync::OnceLock<crate::live::events::Relay<MediaNotice>>,
 }
 
 /// Reads a lock even if a writer panicked: the data is append-only, so a
@@ -120,12 +150,54 @@ impl MediaIndex {
         MediaIndex {
             db,
             streams: RwLock::new(HashMap::new()),
+            relay: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sends every change made here to the other nodes too (once).
+    pub fn set_relay(&self, relay: crate::live::events::Relay<MediaNotice>) {
+        let _ = self.relay.set(relay);
+    }
+
+    fn tell(&self, stream_id: &str, notice: MediaNotice) {
+        if let Some(relay) = self.relay.get() {
+            relay(stream_id, &notice);
+        }
+    }
+
+    /// Applies a change another node made.
+    pub fn apply(&self, stream_id: &str, notice: MediaNotice) {
+        match notice {
+            MediaNotice::Live { paid, renditions } => self.live_here(stream_id, paid, renditions),
+            MediaNotice::Init {
+                rendition,
+                cid,
+                size,
+            } => {
+                if let Ok(cid) = cid.parse() {
+                    self.init_here(stream_id, &rendition, cid, size);
+                }
+            }
+            MediaNotice::Segment { segment } => {
+                if let Ok(cid) = segment.cid.parse() {
+                    self.segment_here(stream_id, &segment, cid);
+                }
+            }
+            MediaNotice::Paid { paid } => self.with_resident(stream_id, |media| media.paid = paid),
+            MediaNotice::Ended => {
+                self.with_resident(stream_id, |media| media.state = StreamState::Ended)
+            }
+            MediaNotice::Forget => {
+                write_lock!(self.streams).remove(stream_id);
+            }
         }
     }
 
     /// The media of a stream, loading it from the database when not resident.
     pub async fn get(&self, stream_id: &str) -> anyhow::Result<Option<SharedMedia>> {
-        if let Some(media) = read_lock!(self.streams).get(stream_id) {
+        if let Some(media) = read_lock!(self.streams).get(stream_id)
+            && !read_lock!(media).stale
+        {
             return Ok(Some(media.clone()));
         }
         let Some(stream) = self.db.stream(stream_id).await? else {
@@ -169,15 +241,35 @@ impl MediaIndex {
         if streams.len() >= MAX_RESIDENT_ENDED_STREAMS {
             streams.retain(|_, media| read_lock!(media).state == StreamState::Live);
         }
-        let shared = streams
-            .entry(stream_id.to_string())
-            .or_insert_with(|| Arc::new(RwLock::new(media)))
-            .clone();
+        let shared = match streams.get(stream_id) {
+            // A stale copy is replaced in place, so holders see the fresh one.
+            Some(resident) if read_lock!(resident).stale => {
+                *write_lock!(resident) = media;
+                resident.clone()
+            }
+            Some(resident) => resident.clone(),
+            None => {
+                let shared = Arc::new(RwLock::new(media));
+                streams.insert(stream_id.to_string(), shared.clone());
+                shared
+            }
+        };
         Ok(Some(shared))
     }
 
     /// A stream went live with this ladder.
     pub fn set_live(&self, stream_id: &str, paid: bool, renditions: Vec<RenditionRecord>) {
+        self.tell(
+            stream_id,
+            MediaNotice::Live {
+                paid,
+                renditions: renditions.clone(),
+            },
+        );
+        self.live_here(stream_id, paid, renditions);
+    }
+
+    fn live_here(&self, stream_id: &str, paid: bool, renditions: Vec<RenditionRecord>) {
         let media = StreamMedia::new(
             StreamState::Live,
             paid,
@@ -202,6 +294,18 @@ impl MediaIndex {
     }
 
     pub fn set_init(&self, stream_id: &str, rendition: &str, cid: Cid, size: u64) {
+        self.tell(
+            stream_id,
+            MediaNotice::Init {
+                rendition: rendition.to_string(),
+                cid: cid.to_string(),
+                size,
+            },
+        );
+        self.init_here(stream_id, rendition, cid, size);
+    }
+
+    fn init_here(&self, stream_id: &str, rendition: &str, cid: Cid, size: u64) {
         self.with_resident(stream_id, |media| {
             if let Some(r) = media.rendition_mut(rendition) {
                 r.init = Some(cid);
@@ -212,29 +316,47 @@ impl MediaIndex {
     }
 
     pub fn push_segment(&self, stream_id: &str, segment: &SegmentRecord, cid: Cid) {
+        self.tell(
+            stream_id,
+            MediaNotice::Segment {
+                segment: segment.clone(),
+            },
+        );
+        self.segment_here(stream_id, segment, cid);
+    }
+
+    fn segment_here(&self, stream_id: &str, segment: &SegmentRecord, cid: Cid) {
         self.with_resident(stream_id, |media| {
-            if let Some(r) = media.rendition_mut(&segment.rendition)
-                && r.segments.len() as u64 == segment.sequence
-            {
+            let Some(r) = media.rendition_mut(&segment.rendition) else {
+                return;
+            };
+            let have = r.segments.len() as u64;
+            if have == segment.sequence {
                 r.segments.push(SegmentEntry {
                     duration_ms: segment.duration_ms,
                     cid,
                 });
+            } else if have < segment.sequence {
+                // One went missing on the way: the database has them all.
+                media.stale = true;
             }
         });
     }
 
     /// A stream's access mode changed.
     pub fn set_paid(&self, stream_id: &str, paid: bool) {
+        self.tell(stream_id, MediaNotice::Paid { paid });
         self.with_resident(stream_id, |media| media.paid = paid);
     }
 
     /// Drops a stream's resident media (its recording was removed).
     pub fn forget(&self, stream_id: &str) {
+        self.tell(stream_id, MediaNotice::Forget);
         write_lock!(self.streams).remove(stream_id);
     }
 
     pub fn set_ended(&self, stream_id: &str) {
+        self.tell(stream_id, MediaNotice::Ended);
         self.with_resident(stream_id, |media| media.state = StreamState::Ended);
     }
 }

@@ -539,3 +539,56 @@ pub async fn balances(server: &Server, wallet: &Wallet) -> (u128, u128) {
 pub fn problem_type(body: &Value) -> &str {
     body["type"].as_str().unwrap_or_default()
 }
+
+/// Waits up to a minute for `check` to hold.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A local S3-compatible server (moto, installed by scripts/test and named
+/// by STREAMWEAVE_S3_SERVER), killed on drop.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn start_s3(bucket: &str) -> S3Server {
+    let program = std::env::var("STREAMWEAVE_S3_SERVER")
+        .expect("STREAMWEAVE_S3_SERVER names an S3-compatible server (scripts/test installs moto)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = std::process::Command::new(program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the S3 server");
+    let server = S3Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    eventually("the S3 server", async || {
+        client
+            .put(format!("{}/{bucket}", server.endpoint))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    server
+}
