@@ -90,6 +90,29 @@ impl Meter {
         }
     }
 
+    /// The meter of a session picked up by another node, which knows the
+    /// channel's `paid` amount but not which segments were served: every
+    /// paid media millisecond, less the prepay window (the viewer may have
+    /// paid that far ahead), counts as granted. So the viewer never pays
+    /// again for what they paid for, and gets at most the prepay window
+    /// of media without paying.
+    pub fn resumed(mut self, paid: Amount) -> Self {
+        let units = paid.0.saturating_sub(self.base.0);
+        let paid_ms = if self.price.amount.0 == 0 {
+            u64::MAX
+        } else {
+            // The longest time `owed` covers with `units`.
+            let period_ms = u128::from(self.price.period_seconds) * 1000;
+            let covered =
+                U256::from(units) * U256::from(period_ms) / U256::from(self.price.amount.0);
+            u64::try_from(covered)
+                .unwrap_or(u64::MAX)
+                .saturating_add(self.free_ms)
+        };
+        self.granted_ms = paid_ms.saturating_sub(self.prepay_ms);
+        self
+    }
+
     /// With the first `free_ms` of media free (a stream's preview).
     pub fn with_preview(mut self, free_ms: u64) -> Self {
         self.free_ms = free_ms;
@@ -154,6 +177,29 @@ impl Meter {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_resumed_meter_never_charges_twice_nor_gives_more_than_the_window(
+            amount in 1u128..10_000_000,
+            period_seconds in 1u32..3600,
+            base in 0u128..1_000_000,
+            granted_ms in 0u64..10_000_000,
+            ahead_ms in 0u64..=4_000,
+            free_ms in 0u64..30_000,
+        ) {
+            let price = Price { amount: Amount(amount), period_seconds };
+            let prepay_ms = 4_000;
+            let meter = Meter::new(price, Amount(base), None, prepay_ms).with_preview(free_ms);
+            // What a viewer granted `granted_ms` paid, up to the window ahead.
+            let paid = Amount(base + meter.owed(granted_ms + ahead_ms).0);
+            let resumed = meter.clone().resumed(paid);
+            // Never more granted than paid for: no second payment for it...
+            prop_assert!(Amount(base + resumed.owed(resumed.granted_ms).0) <= paid);
+            // ...and at most the window less than what was really granted.
+            prop_assert!(resumed.granted_ms + prepay_ms >= granted_ms);
+        }
+    }
 
     const PER_MINUTE: Price = Price {
         amount: Amount(50_000),

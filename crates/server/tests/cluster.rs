@@ -356,3 +356,220 @@ async fn two_nodes_share_payments_and_chat() {
 
     database.assert_ledger_audits(&a.data_dir);
 }
+
+/// The flags and environment of a node of a test cluster.
+fn node_args<'a>(database: &'a TestDatabase, nats: &'a str, s3: &'a str) -> Vec<&'a str> {
+    database.args(&[
+        "--dev",
+        "--nats",
+        nats,
+        "--blockstore",
+        "s3://blocks/cluster",
+        "--blockstore-s3-endpoint",
+        s3,
+    ])
+}
+
+const AWS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "streamweave-test"),
+    ("AWS_SECRET_ACCESS_KEY", "streamweave-test"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+];
+
+/// A segment's status through a session, with the 402's required amount.
+async fn segment_status(node: &Server, path: &str) -> (u16, Option<u128>) {
+    let (status, body) = send(reqwest::Method::GET, node, path, None, None).await;
+    let required = body["required_amount"]
+        .as_str()
+        .and_then(|a| a.parse().ok());
+    (status, required)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_session_goes_on_after_its_node_is_killed() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    if !nats_reachable().await {
+        return;
+    }
+    let nats = format!("nats://{NATS}");
+    let s3 = start_s3("blocks").await;
+    let args = node_args(&database, &nats, &s3.endpoint);
+    let a = Server::start_with_env(&args, &AWS).await;
+    let c = Server::start_with_env(&args, &AWS).await;
+
+    // A paid stream ingested by node A: 1000 base units a second.
+    let creator = SigningKey::from_bytes(&[0x72; 32]).expect("key");
+    let creator_token = sign_in(&a, &creator).await;
+    let (status, stream) = post(
+        &a,
+        "/api/v1/streams",
+        &creator_token,
+        json!({"title": "paid on A", "access": "per_second",
+               "price": {"amount": "60000", "period_seconds": 60}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{stream}");
+    let stream_id = stream["id"].as_str().expect("id").to_string();
+    let mut ffmpeg = publish(
+        &format!(
+            "{}/live/{}",
+            a.rtmp,
+            stream["stream_key"].as_str().expect("key")
+        ),
+        "320x180",
+        40,
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    a.wait_for_state(&stream_id, "live", Duration::from_secs(30))
+        .await;
+
+    // The viewer starts a session on node C and pays two segments there.
+    let payer = SigningKey::from_bytes(&[0x73; 32]).expect("key");
+    let signer = SigningKey::from_bytes(&[0x74; 32]).expect("key");
+    let payer_token = sign_in(&c, &payer).await;
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &c,
+        "/api/v1/dev/faucet",
+        None,
+        Some(json!({"address": format!("{:#x}", payer.address()), "amount": "1000000"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let salt = B256::repeat_byte(3);
+    let (status, channel) = post(
+        &c,
+        "/api/v1/channels",
+        &payer_token,
+        json!({"payee": format!("{:#x}", creator.address()), "deposit": "500000",
+               "signer": format!("{:#x}", signer.address()), "salt": format!("{salt:#x}")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let channel_id = PaymentDomain::EMBEDDED.channel_id(
+        payer.address(),
+        creator.address(),
+        Address::ZERO,
+        salt,
+        signer.address(),
+    );
+    let vouchers = format!("/api/v1/channels/{channel_id:#x}/vouchers");
+    let voucher = |amount: u128| {
+        let signature =
+            signer.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(channel_id, amount));
+        Some(json!({"amount": amount.to_string(), "signature": hex(&signature)}))
+    };
+    let (status, session) = post(
+        &c,
+        &format!("/api/v1/streams/{stream_id}/sessions"),
+        &payer_token,
+        json!({"channel_id": format!("{channel_id:#x}")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let base = session["playback_url"]
+        .as_str()
+        .expect("url")
+        .trim_end_matches("master.m3u8")
+        .to_string();
+    // Wait for a few segments on node C's view of the stream.
+    let mut listed: Vec<String> = Vec::new();
+    let mut rendition = String::new();
+    for _ in 0..80 {
+        let response = reqwest::get(format!("{}{base}master.m3u8", c.http))
+            .await
+            .expect("master");
+        if response.status() == 200 {
+            let text = response.text().await.expect("text");
+            if let Some(variant) = text.lines().find(|l| l.ends_with(".m3u8")) {
+                rendition = variant.trim_end_matches("/index.m3u8").to_string();
+                let playlist = reqwest::get(format!("{}{base}{variant}", c.http))
+                    .await
+                    .expect("playlist")
+                    .text()
+                    .await
+                    .expect("text");
+                listed = playlist
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if listed.len() >= 4 {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(listed.len() >= 4, "segments listed on C: {listed:?}");
+    let mut paid = 0u128;
+    for segment in &listed[..2] {
+        let path = format!("{base}{rendition}/{segment}");
+        let (status, required) = segment_status(&c, &path).await;
+        assert_eq!(status, 402, "{path}");
+        let required = required.expect("required amount");
+        let (status, body) = send(
+            reqwest::Method::POST,
+            &c,
+            &vouchers,
+            None,
+            voucher(required),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        paid = required;
+        assert_eq!(segment_status(&c, &path).await.0, 200, "{path} once paid");
+    }
+    // Node C is killed; the player goes on through node A.
+    drop(c);
+    let path = format!("{base}{rendition}/{}", listed[2]);
+    let (status, required) = segment_status(&a, &path).await;
+    let segment_price = 2_000 + 500; // a 2 s segment at 1000 a second, with slack
+    match status {
+        200 => {}
+        402 => {
+            let required = required.expect("required amount");
+            assert!(
+                required > paid && required - paid <= segment_price,
+                "asks only for the next segment: paid {paid}, required {required}"
+            );
+            let (status, body) = send(
+                reqwest::Method::POST,
+                &a,
+                &vouchers,
+                None,
+                voucher(required),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            paid = required;
+            assert_eq!(
+                segment_status(&a, &path).await.0,
+                200,
+                "{path} once paid on A"
+            );
+        }
+        other => panic!("{path} on A: {other}"),
+    }
+    let (_, seen) = get(
+        &a,
+        &format!("/api/v1/channels/{channel_id:#x}"),
+        Some(&payer_token),
+    )
+    .await;
+    assert_eq!(seen["redeemed"], paid.to_string().as_str(), "{seen}");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    database.assert_ledger_audits(&a.data_dir);
+}

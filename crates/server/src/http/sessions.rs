@@ -210,6 +210,23 @@ async fn start_session(
         max_height: None,
         expires_at: None,
     };
+    // On a cluster, another node picks the session up if this one goes.
+    if state.settings.clustered() {
+        let Pass::Channel { meter, .. } = &session.pass else {
+            unreachable!("a channel session")
+        };
+        state
+            .db
+            .save_play_session(&crate::store::PlaySessionRecord {
+                id: session.id.clone(),
+                stream_id: stream.id.clone(),
+                viewer: format!("{viewer:#x}"),
+                channel: format!("{:#x}", channel.id),
+                meter: serde_json::to_string(meter).map_err(anyhow::Error::from)?,
+                created_at_ms: now,
+            })
+            .await?;
+    }
     state.sessions.start(session);
     Ok(started(&state, &stream.id, viewer, now, view))
 }
@@ -431,12 +448,14 @@ async fn end_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn live_session(state: &AppState, session: &str) -> Result<Session, ApiError> {
+async fn live_session(state: &AppState, session: &str) -> Result<Session, ApiError> {
     let now = now_ms();
-    let found = state
-        .sessions
-        .get(session, now)
-        .ok_or_else(|| ApiError::not_found("no such session, or it ended"))?;
+    let found = match state.sessions.get(session, now) {
+        Some(found) => found,
+        None => picked_up(state, session, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such session, or it ended"))?,
+    };
     if let Pass::Member { expires_at_ms, .. } = &found.pass
         && now >= *expires_at_ms
     {
@@ -477,7 +496,7 @@ async fn session_master(
     State(state): State<AppState>,
     Path(session): Path<String>,
 ) -> Result<Response, ApiError> {
-    let found = live_session(&state, &session)?;
+    let found = live_session(&state, &session).await?;
     let media = stream_media(&state, &found.stream_id).await?;
     let body = match &found.pass {
         // Only what the member's tier allows.
@@ -512,7 +531,7 @@ async fn session_file(
     Path((session, rendition, file)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let found = live_session(&state, &session)?;
+    let found = live_session(&state, &session).await?;
     if let Pass::Member { max_height, .. } = &found.pass {
         return member_file(&state, &found, *max_height, &rendition, &file, &headers).await;
     }
@@ -691,4 +710,45 @@ pub fn check_prepay_window(
         .with(json!({ "max_amount": max.to_string() }))),
         _ => Ok(()),
     }
+}
+
+/// A paid session another node of the cluster started (that node is gone,
+/// or the balancer moved the viewer): its meter resumes from the channel's
+/// redeemed amount, counting every paid millisecond less the prepay window
+/// as served, so the viewer neither pays twice nor gets more than the
+/// window free.
+async fn picked_up(state: &AppState, id: &str, now: i64) -> Result<Option<Session>, ApiError> {
+    if !state.settings.clustered() {
+        return Ok(None);
+    }
+    let Some(record) = state.db.play_session(id, now).await? else {
+        return Ok(None);
+    };
+    let (Ok(channel_id), Ok(viewer), Ok(meter)) = (
+        record.channel.parse::<B256>(),
+        record.viewer.parse::<streamweave_ledger::Address>(),
+        serde_json::from_str::<Meter>(&record.meter),
+    ) else {
+        return Ok(None);
+    };
+    state.payments.refresh(&channel_id).await;
+    let Some(channel) = state.payments.channel_or_load(&channel_id).await else {
+        return Ok(None);
+    };
+    if channel.state != ChannelState::Open {
+        return Ok(None);
+    }
+    let session = Session {
+        id: record.id,
+        stream_id: record.stream_id,
+        viewer,
+        pass: Pass::Channel {
+            channel: channel_id,
+            meter: meter.resumed(channel.redeemed),
+        },
+        last_request_ms: now,
+    };
+    tracing::info!(session = %session.id, "picked up a session another node started");
+    state.sessions.start(session.clone());
+    Ok(Some(session))
 }

@@ -16,6 +16,7 @@ pub mod dialect;
 mod events;
 mod ledger;
 mod memberships;
+mod sessions;
 mod stats;
 mod streams;
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use memberships::{
     MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer, PaymentKind,
     RoundRecord, TierRecord, WatchDelta, view_pool_account,
 };
+pub use sessions::PlaySessionRecord;
 pub use streams::StreamFilter;
 pub use videos::{JobEnd, VideoJob};
 
