@@ -353,6 +353,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             settings.rate_limit_playback,
             settings.rate_limit_api,
             settings.rate_limit_writes,
+            settings.rate_limit_wallet,
             settings.dev && !settings.rate_limit_loopback,
             settings.trusted_proxies.clone(),
         )),

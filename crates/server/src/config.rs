@@ -179,6 +179,10 @@ pub struct ServeArgs {
     /// cluster share one PostgreSQL database (`--database`).
     #[arg(long, env = "STREAMWEAVE_NATS")]
     pub nats: Option<String>,
+    /// API requests per minute of one signed-in wallet, from any address
+    /// (0: no limit; default 300).
+    #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_WALLET")]
+    pub rate_limit_wallet: Option<u32>,
     /// API reads per minute from one address (0: no limit; default 100).
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_API")]
     pub rate_limit_api: Option<u32>,
@@ -253,6 +257,7 @@ struct FileConfig {
     pool_mode: Option<String>,
     view_pool_bps: Option<u16>,
     nats: Option<String>,
+    rate_limit_wallet: Option<u32>,
     rate_limit_api: Option<u32>,
     rate_limit_writes: Option<u32>,
     rate_limit_playback: Option<u32>,
@@ -315,6 +320,7 @@ pub struct Settings {
     pub view_pool_bps: u16,
     /// The cluster's NATS server, when this node is one of several.
     pub nats: Option<String>,
+    pub rate_limit_wallet: u32,
     pub rate_limit_api: u32,
     pub rate_limit_writes: u32,
     pub rate_limit_playback: u32,
@@ -569,6 +575,10 @@ impl Settings {
                 .event_finalize_after_s
                 .or(file.event_finalize_after_s)
                 .unwrap_or(3600),
+            rate_limit_wallet: args
+                .rate_limit_wallet
+                .or(file.rate_limit_wallet)
+                .unwrap_or(300),
             rate_limit_api: args.rate_limit_api.or(file.rate_limit_api).unwrap_or(100),
             rate_limit_writes: args
                 .rate_limit_writes

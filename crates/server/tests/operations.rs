@@ -145,3 +145,47 @@ async fn requests_over_an_address_limit_answer_429_with_retry_after() {
         .expect("write");
     assert_eq!(write.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wallet_over_its_limit_answers_429_from_any_address() {
+    // No per-address API limits here: the wallet's own (10 a minute, bursts
+    // of 2) is what refuses.
+    let server = Server::start(&[
+        "--rate-limit-api",
+        "0",
+        "--rate-limit-writes",
+        "0",
+        "--rate-limit-wallet",
+        "10",
+    ])
+    .await;
+    let key = streamweave_ledger::SigningKey::from_bytes(&[0x5a; 32]).expect("key");
+    let token = common::sign_in(&server, &key).await;
+    let other = common::sign_in(
+        &server,
+        &streamweave_ledger::SigningKey::from_bytes(&[0x5b; 32]).expect("key"),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let me = |token: &str| {
+        client
+            .get(server.url("/api/v1/accounts/me/memberships"))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(me(&token).await.expect("read").status(), 200);
+    }
+    let refused = me(&token).await.expect("read");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = refused.json().await.expect("problem");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("this wallet")),
+        "{problem}"
+    );
+    // Another wallet from the same address is not affected.
+    assert_eq!(me(&other).await.expect("read").status(), 200);
+}

@@ -97,7 +97,29 @@ impl FromRequestParts<AppState> for Caller {
                 "send Authorization: Bearer TOKEN",
             )
         })?;
-        caller_for_token(state, token).await
+        let caller = caller_for_token(state, token).await?;
+        // A wallet's API requests are limited wherever they come from
+        // (playback and vouchers have their own, generous, limits).
+        if let Some(address) = caller.address()
+            && super::rate_limit::classify(&parts.method, parts.uri.path())
+                != super::rate_limit::RequestClass::Playback
+        {
+            let limits = &state.request_limits;
+            let ip = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| {
+                    let forwarded = parts
+                        .headers
+                        .get("x-forwarded-for")
+                        .and_then(|v| v.to_str().ok());
+                    super::rate_limit::client_ip(info.0.ip(), forwarded, &limits.trusted_proxies)
+                });
+            if let Some(wait_ms) = limits.check_wallet(address, ip, now_ms()) {
+                return Err(ApiError::too_many_requests(wait_ms, "this wallet"));
+            }
+        }
+        Ok(caller)
     }
 }
 

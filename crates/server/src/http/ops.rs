@@ -153,18 +153,8 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
         let class = super::rate_limit::classify(request.method(), request.uri().path());
         if let Some(wait_ms) = limits.check(class, ip, now_ms()) {
-            let wait_s = wait_ms.div_ceil(1000).max(1);
-            let mut response = super::problem::ApiError::custom(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-requests",
-                "Too many requests",
-                format!("too many requests from your address; try again in {wait_s} s"),
-            )
-            .into_response();
-            if let Ok(value) = HeaderValue::from_str(&wait_s.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
+            return super::problem::ApiError::too_many_requests(wait_ms, "your address")
+                .into_response();
         }
     }
     next.run(request).await

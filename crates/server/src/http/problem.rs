@@ -122,6 +122,18 @@ impl ApiError {
         Self::new(ProblemKind::NotFound, detail)
     }
 
+    /// 429 with `Retry-After` (and `retry_after_s` in the body).
+    pub fn too_many_requests(wait_ms: u64, from: &str) -> Self {
+        let wait_s = wait_ms.div_ceil(1000).max(1);
+        Self::custom(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-requests",
+            "Too many requests",
+            format!("too many requests from {from}; try again in {wait_s} s"),
+        )
+        .with(serde_json::json!({ "retry_after_s": wait_s }))
+    }
+
     /// The HTTP status it answers with.
     pub fn status(&self) -> StatusCode {
         self.kind.parts().0
@@ -195,11 +207,24 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             extensions: self.extensions,
         };
+        let retry_after_s = (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| {
+                body.extensions
+                    .as_ref()
+                    .and_then(|e| e.get("retry_after_s"))
+                    .and_then(serde_json::Value::as_u64)
+            })
+            .flatten();
         let mut response = (status, Json(body)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = retry_after_s
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         response
     }
 }

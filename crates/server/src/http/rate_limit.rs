@@ -1,6 +1,5 @@
-//! Per-address rate limits for unauthenticated endpoints that write
-//! (sign-in challenges): a token bucket per IP address, bounded in memory.
-//! Pure: time is an argument.
+//! Rate limits: a token bucket per client address and class of request,
+//! and per signed-in wallet, bounded in memory. Pure: time is an argument.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,10 +11,10 @@ pub const MAX_TRACKED_ADDRESSES: usize = 100_000;
 
 /// A token bucket per address: `per_minute` requests a minute, in bursts of
 /// up to `burst`.
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     per_minute: u32,
     burst: u32,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +25,7 @@ struct Bucket {
     at_ms: i64,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
     /// `per_minute` requests a minute per address, bursts of `burst`.
     pub fn new(per_minute: u32, burst: u32) -> Self {
         RateLimiter {
@@ -50,7 +49,7 @@ impl RateLimiter {
 
     /// Takes one request's token for `ip` at `now_ms`; `false` when it has
     /// none left (the caller answers 429).
-    pub fn allow(&self, ip: IpAddr, now_ms: i64) -> bool {
+    pub fn allow(&self, ip: K, now_ms: i64) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !buckets.contains_key(&ip) && buckets.len() >= MAX_TRACKED_ADDRESSES {
             let capacity = self.capacity();
@@ -76,7 +75,7 @@ impl RateLimiter {
     }
 
     /// Milliseconds until `ip` may try again (for `Retry-After`).
-    pub fn retry_after_ms(&self, ip: IpAddr, now_ms: i64) -> u64 {
+    pub fn retry_after_ms(&self, ip: K, now_ms: i64) -> u64 {
         let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let Some(bucket) = buckets.get(&ip) else {
             return 0;
@@ -168,11 +167,13 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted_proxies: &[I
         .unwrap_or(peer)
 }
 
-/// Per-address limits for each class of request.
+/// Per-address limits for each class of request, and per wallet.
 pub struct RequestLimits {
     playback: Option<RateLimiter>,
     read: Option<RateLimiter>,
     write: Option<RateLimiter>,
+    /// API requests of one signed-in wallet, from any address.
+    wallet: Option<RateLimiter<streamweave_ledger::Address>>,
     /// Loopback clients are not limited (dev servers: the demo, tests, tools).
     pub exempt_loopback: bool,
     pub trusted_proxies: Vec<IpAddr>,
@@ -185,6 +186,7 @@ impl RequestLimits {
         playback_per_minute: u32,
         read_per_minute: u32,
         write_per_minute: u32,
+        wallet_per_minute: u32,
         exempt_loopback: bool,
         trusted_proxies: Vec<IpAddr>,
     ) -> Self {
@@ -195,6 +197,8 @@ impl RequestLimits {
             playback: limiter(playback_per_minute),
             read: limiter(read_per_minute),
             write: limiter(write_per_minute),
+            wallet: (wallet_per_minute > 0)
+                .then(|| RateLimiter::new(wallet_per_minute, (wallet_per_minute / 5).max(1))),
             exempt_loopback,
             trusted_proxies,
         }
@@ -218,10 +222,59 @@ impl RequestLimits {
     }
 }
 
+impl RequestLimits {
+    /// `None` when the wallet's API request may go on; else the
+    /// milliseconds to wait. `ip` is the client's address (loopback clients
+    /// of dev servers are exempt, as from the per-address limits).
+    pub fn check_wallet(
+        &self,
+        wallet: streamweave_ledger::Address,
+        ip: Option<IpAddr>,
+        now_ms: i64,
+    ) -> Option<u64> {
+        if self.exempt_loopback && ip.is_some_and(|ip| ip.is_loopback()) {
+            return None;
+        }
+        let limiter = self.wallet.as_ref()?;
+        if limiter.allow(wallet, now_ms) {
+            None
+        } else {
+            Some(limiter.retry_after_ms(wallet, now_ms).max(1))
+        }
+    }
+}
+
 #[cfg(test)]
 mod request_tests {
     use super::*;
     use axum::http::Method;
+
+    #[test]
+    fn a_wallet_is_limited_from_any_address() {
+        let limits = RequestLimits::new(0, 0, 0, 60, true, Vec::new());
+        let wallet = streamweave_ledger::Address::repeat_byte(7);
+        let other = streamweave_ledger::Address::repeat_byte(8);
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        for n in 0..12 {
+            let ip = if n % 2 == 0 { a } else { b };
+            assert_eq!(limits.check_wallet(wallet, Some(ip), 0), None);
+        }
+        assert_eq!(
+            limits.check_wallet(wallet, Some(a), 0),
+            Some(1000),
+            "burst spent"
+        );
+        assert_eq!(
+            limits.check_wallet(other, Some(a), 0),
+            None,
+            "wallets are independent"
+        );
+        assert_eq!(
+            limits.check_wallet(wallet, Some([127, 0, 0, 1].into()), 0),
+            None,
+            "loopback exempt on dev servers"
+        );
+    }
 
     #[test]
     fn requests_fall_into_classes() {
@@ -266,7 +319,7 @@ mod request_tests {
 
     #[test]
     fn limits_by_class_with_loopback_exempt_on_dev_servers() {
-        let limits = RequestLimits::new(0, 100, 50, true, Vec::new());
+        let limits = RequestLimits::new(0, 100, 50, 0, true, Vec::new());
         let remote: IpAddr = [203, 0, 113, 7].into();
         for _ in 0..10 {
             assert_eq!(limits.check(RequestClass::Write, remote, 0), None);

@@ -74,6 +74,7 @@ impl Server {
                     "--rate-limit-api",
                     "--rate-limit-writes",
                     "--rate-limit-playback",
+                    "--rate-limit-wallet",
                 ]
                 .into_iter()
                 .filter(|flag| !extra_args.contains(flag))
