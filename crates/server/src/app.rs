@@ -60,15 +60,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let mut local_blocks =
         Blockstore::open(settings.data_dir.join("blocks")).context("opening the blockstore")?;
+    let mut remote_blocks = None;
     if let Some(url) = &settings.blockstore {
-        let remote = crate::archive::remote::S3Blocks::new(
+        let remote = Arc::new(crate::archive::remote::S3Blocks::new(
             url,
             settings.blockstore_s3_endpoint.as_deref(),
             tokio::runtime::Handle::current(),
-        )?;
+        )?);
         remote.check().await?;
         info!(%url, cache_bytes = settings.blockstore_cache_bytes, "blocks in object storage");
-        local_blocks = local_blocks.with_remote(Arc::new(remote));
+        local_blocks = local_blocks.with_remote(remote.clone());
+        remote_blocks = Some(remote);
     }
     let blockstore = Arc::new(local_blocks);
     if settings.blockstore.is_some() {
@@ -327,6 +329,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         });
     }
     let state = AppState {
+        remote_blocks,
         views,
         cluster,
         memberships,

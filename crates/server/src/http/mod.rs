@@ -88,6 +88,8 @@ pub struct AppState {
     pub ticketing: crate::ticketing::Ticketing,
     /// Memberships, what members are served, the pool's rounds.
     pub memberships: crate::memberships::Memberships,
+    /// The bucket holding every block, when blocks live in object storage.
+    pub remote_blocks: Option<Arc<crate::archive::remote::S3Blocks>>,
     /// Plays started, written to the streams every few seconds.
     pub views: Arc<crate::live::views::Views>,
     /// The other nodes, when this one is part of a cluster.

@@ -72,6 +72,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.cluster.as_ref().is_some_and(|c| !c.connected()) {
         return (StatusCode::SERVICE_UNAVAILABLE, "NATS unreachable\n").into_response();
     }
+    if let Some(remote) = &state.remote_blocks {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), remote.check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(%err, "readiness: the blockstore's bucket does not answer");
+                return (StatusCode::SERVICE_UNAVAILABLE, "blockstore unavailable\n")
+                    .into_response();
+            }
+            Err(_) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, "blockstore too slow\n").into_response();
+            }
+        }
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(err)) => {

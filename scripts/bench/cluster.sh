@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One node against a cluster of N nodes behind nginx (round robin), in one
+# run on the same machine: durable vouchers accepted per second (each node
+# on the same PostgreSQL database; the cluster's nodes also on NATS and one
+# S3 bucket) and segment requests per second with wrk. On one machine the
+# nodes share its cores, so this measures what clustering costs, not what
+# more machines add.
+# Usage: scripts/bench/cluster.sh [seconds-per-run] [nodes]
+source "$(dirname "$0")/common.sh"
+DURATION="${1:-10}"
+NODES="${2:-3}"
+need wrk nginx curl python3 psql ffmpeg
+build
+PG_URL="${STREAMWEAVE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+NATS="${STREAMWEAVE_NATS:-nats://127.0.0.1:4222}"
+venv="${STREAMWEAVE_VENV:-$HOME/.cache/streamweave/venv}"
+if [ ! -x "$venv/bin/moto_server" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+S3_PORT=$(free_port)
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$WORK/s3.log" 2>&1 &
+PIDS+=($!)
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
+for _ in $(seq 100); do curl -sf -X PUT "http://127.0.0.1:$S3_PORT/blocks" >/dev/null && break; sleep 0.1; done
+
+new_schema() {
+  local schema="sw_bench_${1}_$$"
+  psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
+  SCHEMAS+=("$schema")
+  DATABASE="$PG_URL?options=-c%20search_path%3D$schema"
+}
+SCHEMAS=()
+drop_schemas() { for schema in "${SCHEMAS[@]}"; do psql "$PG_URL" -qc "DROP SCHEMA $schema CASCADE" >/dev/null || true; done; }
+
+run_wrk() { # URL CONNECTIONS -> "requests/s errors"
+  wrk -t2 -c"$2" -d"${DURATION}s" "$1" 2>&1 | awk '
+    /Requests\/sec/ {rps=$2} /Non-2xx/ {errors=$NF}
+    END {printf "%.0f %s\n", rps, (errors==""?0:errors)}'
+}
+
+measure() { # NAME URL -> a table row
+  local name="$1" url="$2" vouchers rps errors
+  vouchers=$("$BIN" bench vouchers --server "$url" --channels 64 --seconds "$DURATION")
+  create_stream "cluster benchmark"
+  publish 640x360 6
+  wait_ended
+  read -r rps errors < <(run_wrk "$url/live/$STREAM_ID/360p/1.m4s" 100)
+  python3 - "$name" "$vouchers" "$rps" "$errors" <<'PY'
+import json, sys
+name, v, rps, errors = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+print(f'| {name} | {v["vouchers_per_second"]:.0f} | {v["p99_ms"]:.1f} ms | {v["errors"]} | {rps} | {errors} |')
+PY
+}
+
+echo "$(nproc) cores shared by every node, PostgreSQL, NATS, the S3 server, nginx and the load; ${DURATION}s per run"
+echo "| setup | vouchers/s (64 channels) | voucher p99 | voucher errors | segment req/s (wrk, 100 connections) | non-2xx |"
+echo "| --- | --- | --- | --- | --- | --- |"
+
+# One node on PostgreSQL.
+new_schema one
+start_server "$WORK/one.log" --dev --database "$DATABASE"
+measure "1 node" "http://$HTTP"
+"$BIN" ledger audit --database "$DATABASE" >/dev/null
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+
+# N nodes on one database, NATS and a bucket, behind nginx.
+new_schema cluster
+upstreams=""
+for node in $(seq "$NODES"); do
+  start_server "$WORK/node$node.log" --dev --database "$DATABASE" --nats "$NATS" \
+    --blockstore s3://blocks/bench --blockstore-s3-endpoint "http://127.0.0.1:$S3_PORT"
+  upstreams+="server $HTTP; "
+  FIRST_HTTP="${FIRST_HTTP:-$HTTP}"; FIRST_RTMP="${FIRST_RTMP:-$RTMP}"
+done
+LB_PORT=$(free_port)
+cat >"$WORK/lb.conf" <<CONF
+worker_processes auto;
+pid $WORK/lb.pid;
+error_log $WORK/lb-error.log;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  upstream nodes { $upstreams keepalive 256; }
+  server {
+    listen 127.0.0.1:$LB_PORT;
+    location / { proxy_pass http://nodes; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+nginx -c "$WORK/lb.conf" -g 'daemon off;' &
+PIDS+=($!)
+sleep 0.5
+# Streams are created and published through the first node; everything
+# else goes through the balancer.
+HTTP="$FIRST_HTTP"; RTMP="$FIRST_RTMP"
+measure "$NODES nodes behind nginx" "http://127.0.0.1:$LB_PORT"
+"$BIN" ledger audit --database "$DATABASE" >/dev/null
+drop_schemas
