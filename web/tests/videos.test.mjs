@@ -1,6 +1,8 @@
 // Uploaded videos in a real browser: a creator signs in to the studio with
 // a demo wallet and uploads a file made by ffmpeg on a slow connection: it
-// goes on where it stopped after leaving the page, and pauses and resumes.
+// goes on from the last whole chunk after leaving the page (every PATCH
+// carries a sha256 checksum, so the server keeps nothing of a chunk cut
+// short), and pauses and resumes.
 // The video processes to ready; the library finds it and it plays, and the
 // watch page resumes where playback was left off. A paid video plays
 // through a payment channel and seeks. Screenshots land in web/test-results/.
@@ -18,11 +20,14 @@ const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
 const results = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results');
 
-/** A 12 s test pattern with a tone, about 4.5 MB (big enough to pause on a slow link). */
+/** web/src/upload.js's CHUNK_SIZE: the most one PATCH carries. */
+const CHUNK_SIZE = 8 * 1024 * 1024;
+
+/** A 12 s noisy test pattern with a tone, about 11 MB: two chunks, the second big enough to pause in on a slow link. */
 function makeVideo(path) {
   execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y',
     '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', '12', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '3M', '-maxrate', '3M', '-bufsize', '6M', '-g', '60',
+    '-t', '12', '-vf', 'noise=alls=12:allf=t', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '7M', '-maxrate', '7M', '-bufsize', '14M', '-g', '60',
     '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', '-movflags', '+faststart', path]);
 }
 
@@ -59,6 +64,7 @@ test('a creator uploads a video (paused and resumed), it processes, and it plays
     const file = join(work, 'test-pattern.mp4');
     makeVideo(file);
     const size = statSync(file).size;
+    assert.ok(size > CHUNK_SIZE + 1_000_000, `more than one chunk (${size} bytes)`);
 
     browser = await chromium.launch({ executablePath: browserPath, args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
     const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
@@ -87,28 +93,29 @@ test('a creator uploads a video (paused and resumed), it processes, and it plays
     const slow = async (on) => {
       const cdp = await context.newCDPSession(page);
       await cdp.send('Network.enable');
-      await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: on ? 20 : 0, downloadThroughput: -1, uploadThroughput: on ? 400 * 1024 : -1 });
+      await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: on ? 20 : 0, downloadThroughput: -1, uploadThroughput: on ? 1024 * 1024 : -1 });
     };
     await fill();
     await slow(true);
+    const firstChunk = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.status() === 204, { timeout: 60_000 });
     await section.locator('[data-action=upload]').click();
     const progress = section.locator('.upload-progress[data-upload-state]');
-    await page.waitForFunction(() => Number(document.querySelector('[data-upload-state]')?.dataset.uploadPercent ?? 0) >= 5, null, { timeout: 30_000, polling: 100 });
+    await firstChunk;
+    const chunkPercent = Math.floor((CHUNK_SIZE / size) * 100);
+    await page.waitForFunction((from) => Number(document.querySelector('[data-upload-state]')?.dataset.uploadPercent ?? 0) >= from + 5, chunkPercent, { timeout: 30_000, polling: 100 });
 
-    // The page is left mid-upload; uploading the same file again goes on
-    // from what the server has.
+    // The page is left part way through the second chunk; uploading the
+    // same file again goes on from what the server has: the first chunk.
     await section.locator('[data-action=pause-upload]').click();
     const stored = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('tus::')).map((k) => JSON.parse(localStorage.getItem(k)).uploadUrl));
     assert.equal(stored.length, 1, 'the upload is remembered for resuming');
-    // The server keeps what arrived before the pause (once it sees the request end).
     const token = await page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')).token);
-    let serverOffset = 0;
-    for (let i = 0; i < 50 && serverOffset === 0; i++) {
-      const head = await fetch(new URL(stored[0], base), { method: 'HEAD', headers: { 'tus-resumable': '1.0.0', authorization: `Bearer ${token}` } });
-      serverOffset = Number(head.headers.get('upload-offset'));
-      if (serverOffset === 0) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(serverOffset > 0, `the server kept the bytes sent before the pause (${serverOffset})`);
+    // The server keeps the whole chunk, and nothing of the one cut short
+    // (its checksum cannot match), also once it sees that request end.
+    await new Promise((r) => setTimeout(r, 1000));
+    const head = await fetch(new URL(stored[0], base), { method: 'HEAD', headers: { 'tus-resumable': '1.0.0', authorization: `Bearer ${token}` } });
+    const serverOffset = Number(head.headers.get('upload-offset'));
+    assert.equal(serverOffset, CHUNK_SIZE, 'the server kept the whole chunk sent before the pause');
     await page.reload();
     await section.waitFor({ timeout: 15_000 });
     await fill();
