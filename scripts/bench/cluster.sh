@@ -67,13 +67,15 @@ kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 # N nodes on one database, NATS and a bucket, behind nginx.
 new_schema cluster
 upstreams=""
+# Every node answers for the balancer's address (sign-in messages name it).
+LB_PORT=$(free_port)
 for node in $(seq "$NODES"); do
   start_server "$WORK/node$node.log" --dev --database "$DATABASE" --nats "$NATS" \
-    --blockstore s3://blocks/bench --blockstore-s3-endpoint "http://127.0.0.1:$S3_PORT"
+    --blockstore s3://blocks/bench --blockstore-s3-endpoint "http://127.0.0.1:$S3_PORT" \
+    --public-url "http://127.0.0.1:$LB_PORT"
   upstreams+="server $HTTP; "
   FIRST_HTTP="${FIRST_HTTP:-$HTTP}"; FIRST_RTMP="${FIRST_RTMP:-$RTMP}"
 done
-LB_PORT=$(free_port)
 cat >"$WORK/lb.conf" <<CONF
 worker_processes auto;
 pid $WORK/lb.pid;
@@ -84,7 +86,10 @@ http {
   upstream nodes { $upstreams keepalive 256; }
   server {
     listen 127.0.0.1:$LB_PORT;
-    location / { proxy_pass http://nodes; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / {
+      proxy_pass http://nodes; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header Host \$host:\$server_port;
+    }
   }
 }
 CONF

@@ -158,6 +158,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             escrow: streamweave_ledger::Address::ZERO,
         },
         settings.settle_window_s * 1000,
+        settings.clustered(),
     )
     .await
     .context("starting the payments engine")?;

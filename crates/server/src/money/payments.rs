@@ -126,10 +126,13 @@ pub struct Payments {
 
 impl Payments {
     /// Loads the channels and starts the engine and the settle timer.
+    /// `shared_database`: other nodes write the same channels, so each
+    /// group reads its channels' stored states before planning.
     pub async fn start(
         db: Store,
         domain: PaymentDomain,
         settle_window_ms: u64,
+        shared_database: bool,
     ) -> anyhow::Result<Payments> {
         let channels: HashMap<B256, Channel> = db
             .channels()
@@ -146,6 +149,7 @@ impl Payments {
             rx,
             domain,
             settle_window_ms,
+            shared_database,
         ));
         let payments = Payments {
             requests: tx,
@@ -257,6 +261,7 @@ async fn run_engine(
     mut requests: mpsc::Receiver<Request>,
     domain: PaymentDomain,
     settle_window_ms: u64,
+    shared_database: bool,
 ) {
     let mut carried: Option<Request> = None;
     // Operations to plan again, alone, over a channel reloaded from the
@@ -285,18 +290,22 @@ async fn run_engine(
                 }
             }
         }
-        // A channel opened or changed on another node: read it first.
-        for request in &group {
-            if let Some(id) = request.operation.channel_id()
-                && !channels.contains_key(&id)
-            {
-                match db.channel(&id).await {
-                    Ok(Some(channel)) => {
+        // A channel opened or changed on another node: read it first (all
+        // of the group's, in one query, when other nodes share the database,
+        // so that a group rarely meets a revision it did not plan on).
+        let wanted: Vec<B256> = group
+            .iter()
+            .filter_map(|request| request.operation.channel_id())
+            .filter(|id| shared_database || !channels.contains_key(id))
+            .collect();
+        if !wanted.is_empty() {
+            match db.channels_by_id(&wanted).await {
+                Ok(stored) => {
+                    for channel in stored {
                         remember(&shared, &mut channels, channel);
                     }
-                    Ok(None) => {}
-                    Err(err) => warn!(%err, "reading a channel"),
                 }
+                Err(err) => warn!(%err, "reading channels"),
             }
         }
         let now = u64::try_from(now_ms()).unwrap_or(0);

@@ -140,6 +140,25 @@ impl Store {
         rows.iter().map(channel_row).collect()
     }
 
+    /// Channels as stored now, those of `ids` that exist.
+    pub async fn channels_by_id(&self, ids: &[B256]) -> Result<Vec<Channel>, sqlx::Error> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK_ROWS) {
+            let mut select = Statement::new("SELECT body, revision FROM channels WHERE id IN (");
+            for (index, id) in chunk.iter().enumerate() {
+                if index > 0 {
+                    select.push(", ");
+                }
+                select.bind(format!("{id:#x}"));
+            }
+            select.push(")");
+            for row in select.query()?.fetch_all(&self.pool).await? {
+                found.push(channel_row(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// One channel as stored now (another node may have changed it).
     pub async fn channel(&self, id: &B256) -> Result<Option<Channel>, sqlx::Error> {
         sqlx::query("SELECT body, revision FROM channels WHERE id = $1")
