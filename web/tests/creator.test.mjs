@@ -10,13 +10,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { api, call, publish, signInNode, startServer, until } from './support.mjs';
+import { api, call, publish, signInNode, startServer, until, uploadVideo } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -30,17 +30,6 @@ function makeVideo(path) {
     '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', '-movflags', '+faststart', path]);
 }
 
-/** Uploads a file in one tus PATCH and makes a video of it. */
-async function upload(base, token, file, details) {
-  const bytes = readFileSync(file);
-  const auth = { authorization: `Bearer ${token}`, 'tus-resumable': '1.0.0' };
-  const created = await fetch(`${base}/api/v1/uploads`, { method: 'POST', headers: { ...auth, 'upload-length': String(bytes.length) } });
-  assert.equal(created.status, 201);
-  const location = created.headers.get('location');
-  const patched = await fetch(new URL(location, base), { method: 'PATCH', headers: { ...auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' }, body: bytes });
-  assert.equal(patched.status, 204);
-  return api(base, '/api/v1/videos', { method: 'POST', token, body: { upload_id: location.split('/').pop(), ...details } });
-}
 
 const short = (address) => `${address.slice(0, 6)}…${address.slice(-4)}`;
 
@@ -79,8 +68,8 @@ test('the library sorts by views and filters by access and length; a creator\'s 
     // 1. Two free videos, then a membership tier.
     const file = join(work, 'clip.mp4');
     makeVideo(file);
-    const popular = await upload(base, token, file, { title: 'Popular clip', access: 'free', category: 'demo' });
-    const quiet = await upload(base, token, file, { title: 'Quiet clip', access: 'free', category: 'demo' });
+    const popular = await uploadVideo(base, token, file, { title: 'Popular clip', access: 'free', category: 'demo' });
+    const quiet = await uploadVideo(base, token, file, { title: 'Quiet clip', access: 'free', category: 'demo' });
     const tier = await api(base, '/api/v1/tiers', { method: 'POST', token, body: { name: 'Front Row', price: '3000000', max_height: 720, max_streams: 2, description: 'Every members stream of mine.' } });
 
     // 2. A paid broadcast: live on the creator's page while it lasts.

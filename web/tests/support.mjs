@@ -1,7 +1,9 @@
 // Shared by the tests: a free TCP port on 127.0.0.1, and a `streamweave
 // serve --dev` process on free ports waiting until it answers.
+import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 export function freePort() {
   return new Promise((resolve) => {
@@ -82,3 +84,26 @@ export async function until(what, fn, timeoutMs = 60_000) {
 export const pageAuth = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')));
 /** The page's player's current time, in seconds. */
 export const videoTime = (page) => page.evaluate(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video')?.currentTime ?? 0);
+
+/** web/src/upload.js's CHUNK_SIZE: the most one PATCH carries. */
+export const CHUNK_SIZE = 8 * 1024 * 1024;
+
+/** A 12 s noisy test pattern with a tone, about 11 MB: two chunks, the second big enough to pause in on a slow link. */
+export function makeTwoChunkVideo(path) {
+  execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-t', '12', '-vf', 'noise=alls=12:allf=t', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '7M', '-maxrate', '7M', '-bufsize', '14M', '-g', '60',
+    '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', '-movflags', '+faststart', path]);
+}
+
+/** Uploads a file in one tus PATCH and makes a video of it. */
+export async function uploadVideo(base, token, file, details) {
+  const bytes = readFileSync(file);
+  const auth = { authorization: `Bearer ${token}`, 'tus-resumable': '1.0.0' };
+  const created = await fetch(`${base}/api/v1/uploads`, { method: 'POST', headers: { ...auth, 'upload-length': String(bytes.length) } });
+  assert.equal(created.status, 201);
+  const location = created.headers.get('location');
+  const patched = await fetch(new URL(location, base), { method: 'PATCH', headers: { ...auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' }, body: bytes });
+  assert.equal(patched.status, 204);
+  return api(base, '/api/v1/videos', { method: 'POST', token, body: { upload_id: location.split('/').pop(), ...details } });
+}

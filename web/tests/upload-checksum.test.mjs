@@ -8,25 +8,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { startServer } from './support.mjs';
+import { CHUNK_SIZE, makeTwoChunkVideo, startServer } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
-/** web/src/upload.js's CHUNK_SIZE: the most one PATCH carries. */
-const CHUNK_SIZE = 8 * 1024 * 1024;
 
-/** A 12 s noisy test pattern with a tone, about 11 MB: two chunks. */
-function makeVideo(path) {
-  execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y',
-    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', '12', '-vf', 'noise=alls=12:allf=t', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '7M', '-maxrate', '7M', '-bufsize', '14M', '-g', '60',
-    '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', '-movflags', '+faststart', path]);
-}
 
 const sha256 = (bytes) => createHash('sha256').update(bytes).digest('base64');
 
@@ -36,7 +26,7 @@ test('every upload PATCH carries its sha256, and a chunk damaged on the way is r
   let browser;
   try {
     const file = join(work, 'noisy-pattern.mp4');
-    makeVideo(file);
+    makeTwoChunkVideo(file);
     const bytes = readFileSync(file);
     assert.ok(bytes.length > CHUNK_SIZE, `more than one chunk (${bytes.length} bytes)`);
     // The byte damaged on the way: without the `moov` box the file cannot be read.

@@ -8,28 +8,18 @@
 // through a payment channel and seeks. Screenshots land in web/test-results/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startServer } from './support.mjs';
+import { CHUNK_SIZE, makeTwoChunkVideo, startServer, uploadVideo } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
 const results = join(dirname(fileURLToPath(import.meta.url)), '..', 'test-results');
 
-/** web/src/upload.js's CHUNK_SIZE: the most one PATCH carries. */
-const CHUNK_SIZE = 8 * 1024 * 1024;
 
-/** A 12 s noisy test pattern with a tone, about 11 MB: two chunks, the second big enough to pause in on a slow link. */
-function makeVideo(path) {
-  execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y',
-    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', '12', '-vf', 'noise=alls=12:allf=t', '-c:v', 'libx264', '-preset', 'ultrafast', '-b:v', '7M', '-maxrate', '7M', '-bufsize', '14M', '-g', '60',
-    '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-shortest', '-movflags', '+faststart', path]);
-}
 
 async function api(base, path, { method = 'GET', body, token } = {}) {
   const res = await fetch(base + path, {
@@ -42,17 +32,6 @@ async function api(base, path, { method = 'GET', body, token } = {}) {
   return text ? JSON.parse(text) : null;
 }
 
-/** Uploads a file in one tus PATCH and makes a video of it. */
-async function uploadFromNode(base, token, file, details) {
-  const bytes = readFileSync(file);
-  const auth = { authorization: `Bearer ${token}`, 'tus-resumable': '1.0.0' };
-  const created = await fetch(`${base}/api/v1/uploads`, { method: 'POST', headers: { ...auth, 'upload-length': String(bytes.length) } });
-  assert.equal(created.status, 201);
-  const location = created.headers.get('location');
-  const patched = await fetch(new URL(location, base), { method: 'PATCH', headers: { ...auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' }, body: bytes });
-  assert.equal(patched.status, 204);
-  return api(base, '/api/v1/videos', { method: 'POST', token, body: { upload_id: location.split('/').pop(), ...details } });
-}
 
 const videoTime = (page) => page.evaluate(() => document.querySelector('sw-player')?.shadowRoot.querySelector('video').currentTime ?? 0);
 
@@ -62,7 +41,7 @@ test('a creator uploads a video (paused and resumed), it processes, and it plays
   let browser;
   try {
     const file = join(work, 'test-pattern.mp4');
-    makeVideo(file);
+    makeTwoChunkVideo(file);
     const size = statSync(file).size;
     assert.ok(size > CHUNK_SIZE + 1_000_000, `more than one chunk (${size} bytes)`);
 
@@ -203,7 +182,7 @@ test('a creator uploads a video (paused and resumed), it processes, and it plays
 
     // 8. A paid video plays through a payment channel, and seeks (it is on demand).
     const creator = await page.evaluate(() => JSON.parse(localStorage.getItem('streamweave.auth')));
-    const paid = await uploadFromNode(base, creator.token, file, { title: 'Paid pattern', access: 'per_second', price: { amount: '60000', period_seconds: 60 } });
+    const paid = await uploadVideo(base, creator.token, file, { title: 'Paid pattern', access: 'per_second', price: { amount: '60000', period_seconds: 60 } });
     for (let i = 0; (await api(base, `/api/v1/videos/${paid.id}`)).status === 'processing'; i++) {
       assert.ok(i < 240, 'the paid video is processed');
       await new Promise((r) => setTimeout(r, 500));

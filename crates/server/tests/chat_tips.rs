@@ -7,27 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, TestDatabase, sign_in};
-use futures_util::{SinkExt, StreamExt};
+use common::{Server, Socket, TestDatabase, next_event, sign_in};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use streamweave_ledger::{RevenuePolicy, SigningKey};
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_event(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .expect("an event within 5 s")
-            .expect("socket open")
-            .expect("message");
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).expect("json event");
-        }
-    }
-}
 
 async fn send(socket: &mut Socket, value: Value) {
     socket

@@ -13,7 +13,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, TestDatabase, get, hex, post, publish, send, sign_in, start_s3};
+use common::{
+    Server, Socket, TestDatabase, get, hex, next_event, post, publish, send, sign_in, start_s3,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey};
@@ -36,24 +38,59 @@ async fn nats_reachable() -> bool {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// The next JSON event of `type` on a chat socket.
 async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .expect("an event within 5 s")
-            .expect("socket open")
-            .expect("message");
-        if let Message::Text(text) = message {
-            let event: Value = serde_json::from_str(&text).expect("json");
-            if event["type"] == kind {
-                return event;
-            }
+        let event = next_event(socket).await;
+        if event["type"] == kind {
+            return event;
         }
     }
+}
+
+/// Signs `payer` in on `node`, funds them from the dev faucet and opens a
+/// channel of `deposit` to `payee` signed by `signer`: (token, channel id).
+async fn funded_channel(
+    node: &Server,
+    payer: &SigningKey,
+    payee: &SigningKey,
+    signer: &SigningKey,
+    salt: B256,
+    deposit: u128,
+) -> (String, B256) {
+    let token = sign_in(node, payer).await;
+    let (status, _) = send(
+        reqwest::Method::POST,
+        node,
+        "/api/v1/dev/faucet",
+        None,
+        Some(json!({"address": format!("{:#x}", payer.address()), "amount": "1000000"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, channel) = post(
+        node,
+        "/api/v1/channels",
+        &token,
+        json!({"payee": format!("{:#x}", payee.address()), "deposit": deposit.to_string(),
+               "signer": format!("{:#x}", signer.address()), "salt": format!("{salt:#x}")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    let id = PaymentDomain::EMBEDDED.channel_id(
+        payer.address(),
+        payee.address(),
+        Address::ZERO,
+        salt,
+        signer.address(),
+    );
+    (token, id)
+}
+
+/// A voucher's body: `amount` on `channel`, signed by `signer`.
+fn voucher_body(signer: &SigningKey, channel: B256, amount: u128) -> Value {
+    let signature = signer.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(channel, amount));
+    json!({"amount": amount.to_string(), "signature": hex(&signature)})
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,21 +104,8 @@ async fn two_nodes_share_payments_and_chat() {
     let nats = format!("nats://{NATS}");
     // Blocks in one bucket: what one node stores, any node serves.
     let s3 = start_s3("blocks").await;
-    let node_args = [
-        "--dev",
-        "--nats",
-        &nats,
-        "--blockstore",
-        "s3://blocks/cluster",
-        "--blockstore-s3-endpoint",
-        &s3.endpoint,
-    ];
-    let aws = [
-        ("AWS_ACCESS_KEY_ID", "streamweave-test"),
-        ("AWS_SECRET_ACCESS_KEY", "streamweave-test"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ];
-    let a = Server::start_with_env(&database.args(&node_args), &aws).await;
+    let args = node_args(&database, &nats, &s3.endpoint);
+    let a = Server::start_with_env(&args, &AWS).await;
     // A live stream on node A goes on while node B starts (a starting node
     // ends only the streams it was ingesting itself).
     let creator = SigningKey::from_bytes(&[0x62; 32]).expect("key");
@@ -116,7 +140,7 @@ async fn two_nodes_share_payments_and_chat() {
     );
     a.wait_for_state(&live_id, "live", Duration::from_secs(30))
         .await;
-    let b = Server::start_with_env(&database.args(&node_args), &aws).await;
+    let b = Server::start_with_env(&args, &AWS).await;
     let (_, seen) = get(&b, &format!("/api/v1/streams/{live_id}"), None).await;
     assert_eq!(
         seen["state"], "live",
@@ -205,40 +229,18 @@ async fn two_nodes_share_payments_and_chat() {
     }
     let payer = SigningKey::from_bytes(&[0x61; 32]).expect("key");
     let session = SigningKey::from_bytes(&[0x63; 32]).expect("key");
-    let payer_token = sign_in(&a, &payer).await;
-    let (status, _) = send(
-        reqwest::Method::POST,
-        &a,
-        "/api/v1/dev/faucet",
-        None,
-        Some(json!({"address": format!("{:#x}", payer.address()), "amount": "1000000"})),
-    )
-    .await;
-    assert_eq!(status, 200);
-
     // Opened on node A, paid through node B (which reads it from the database).
-    let salt = B256::repeat_byte(7);
-    let (status, channel) = post(
+    let (payer_token, id) = funded_channel(
         &a,
-        "/api/v1/channels",
-        &payer_token,
-        json!({"payee": format!("{:#x}", creator.address()), "deposit": "100000",
-               "signer": format!("{:#x}", session.address()), "salt": format!("{salt:#x}")}),
+        &payer,
+        &creator,
+        &session,
+        B256::repeat_byte(7),
+        100_000,
     )
     .await;
-    assert_eq!(status, 201, "{channel}");
-    let id = PaymentDomain::EMBEDDED.channel_id(
-        payer.address(),
-        creator.address(),
-        Address::ZERO,
-        salt,
-        session.address(),
-    );
     let path = format!("/api/v1/channels/{id:#x}/vouchers");
-    let voucher = |amount: u128| {
-        let signature = session.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(id, amount));
-        json!({"amount": amount.to_string(), "signature": hex(&signature)})
-    };
+    let voucher = |amount: u128| voucher_body(&session, id, amount);
     let (a, b) = (&a, &b);
     let nodes = [a, b];
     let pay = |node: usize, amount: u128| {
@@ -437,39 +439,10 @@ async fn a_paid_session_goes_on_after_its_node_is_killed() {
     // The viewer starts a session on node C and pays two segments there.
     let payer = SigningKey::from_bytes(&[0x73; 32]).expect("key");
     let signer = SigningKey::from_bytes(&[0x74; 32]).expect("key");
-    let payer_token = sign_in(&c, &payer).await;
-    let (status, _) = send(
-        reqwest::Method::POST,
-        &c,
-        "/api/v1/dev/faucet",
-        None,
-        Some(json!({"address": format!("{:#x}", payer.address()), "amount": "1000000"})),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let salt = B256::repeat_byte(3);
-    let (status, channel) = post(
-        &c,
-        "/api/v1/channels",
-        &payer_token,
-        json!({"payee": format!("{:#x}", creator.address()), "deposit": "500000",
-               "signer": format!("{:#x}", signer.address()), "salt": format!("{salt:#x}")}),
-    )
-    .await;
-    assert_eq!(status, 201, "{channel}");
-    let channel_id = PaymentDomain::EMBEDDED.channel_id(
-        payer.address(),
-        creator.address(),
-        Address::ZERO,
-        salt,
-        signer.address(),
-    );
+    let (payer_token, channel_id) =
+        funded_channel(&c, &payer, &creator, &signer, B256::repeat_byte(3), 500_000).await;
     let vouchers = format!("/api/v1/channels/{channel_id:#x}/vouchers");
-    let voucher = |amount: u128| {
-        let signature =
-            signer.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(channel_id, amount));
-        Some(json!({"amount": amount.to_string(), "signature": hex(&signature)}))
-    };
+    let voucher = |amount: u128| Some(voucher_body(&signer, channel_id, amount));
     let (status, session) = post(
         &c,
         &format!("/api/v1/streams/{stream_id}/sessions"),

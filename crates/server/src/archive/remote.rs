@@ -31,22 +31,11 @@ impl S3Blocks {
         endpoint: Option<&str>,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| anyhow::anyhow!("--blockstore {url}: expected s3://bucket/prefix"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        anyhow::ensure!(!bucket.is_empty(), "--blockstore {url}: no bucket");
-        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Some(endpoint) = endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_virtual_hosted_style_request(false);
-        }
+        let (store, prefix) = s3_bucket(url, endpoint)?;
         Ok(S3Blocks {
             url: url.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-            store: Arc::new(builder.build()?),
+            prefix,
+            store,
             runtime,
         })
     }
@@ -88,6 +77,31 @@ impl S3Blocks {
             Err(err) => Err(anyhow::anyhow!("the blockstore bucket {}: {err}", self.url)),
         }
     }
+}
+
+/// A bucket from `s3://bucket/prefix` and the prefix; credentials and
+/// region from the usual AWS variables, `endpoint` for an S3-compatible
+/// server (path-style requests, plain HTTP allowed for `http://`).
+pub fn s3_bucket(
+    url: &str,
+    endpoint: Option<&str>,
+) -> anyhow::Result<(Arc<dyn ObjectStore>, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| anyhow::anyhow!("{url}: expected s3://bucket/prefix"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    anyhow::ensure!(!bucket.is_empty(), "{url}: no bucket");
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(endpoint) = endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    Ok((
+        Arc::new(builder.build()?),
+        prefix.trim_matches('/').to_string(),
+    ))
 }
 
 fn io_error(err: object_store::Error) -> std::io::Error {

@@ -80,22 +80,11 @@ impl ReplicaTarget {
     /// An S3 bucket from `s3://bucket/prefix`; credentials and region come
     /// from the usual AWS variables, `endpoint` names an S3-compatible server.
     pub fn s3(url: &str, endpoint: Option<&str>, staging: PathBuf) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| anyhow::anyhow!("{url}: an S3 target is s3://bucket/prefix"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        anyhow::ensure!(!bucket.is_empty(), "{url}: no bucket");
-        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Some(endpoint) = endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_virtual_hosted_style_request(false);
-        }
+        let (store, prefix) = super::remote::s3_bucket(url, endpoint)?;
         Ok(ReplicaTarget::S3 {
             url: url.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-            store: Arc::new(builder.build()?),
+            prefix,
+            store,
             staging,
         })
     }

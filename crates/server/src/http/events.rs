@@ -61,16 +61,21 @@ pub async fn stream_events(
     Ok(upgrade
         .max_message_size(4096)
         .on_upgrade(move |socket| async move {
-            forward(socket, receiver, first, owner_view).await;
+            forward(socket, receiver, first, |event: &StreamEvent| {
+                owner_view || !event.private()
+            })
+            .await;
             drop(permit);
         }))
 }
 
-async fn forward(
+/// Sends `first`, then every event `visible` lets through, until the
+/// client leaves or falls behind (dropped, never buffered).
+async fn forward<E: serde::Serialize + Clone>(
     mut socket: WebSocket,
-    mut events: tokio::sync::broadcast::Receiver<StreamEvent>,
-    first: Vec<StreamEvent>,
-    owner_view: bool,
+    mut events: tokio::sync::broadcast::Receiver<E>,
+    first: Vec<E>,
+    visible: impl Fn(&E) -> bool,
 ) {
     for event in first {
         if send(&mut socket, &event).await.is_err() {
@@ -81,7 +86,7 @@ async fn forward(
         tokio::select! {
             event = events.recv() => match event {
                 Ok(event) => {
-                    if event.private() && !owner_view {
+                    if !visible(&event) {
                         continue;
                     }
                     if send(&mut socket, &event).await.is_err() {
@@ -102,7 +107,7 @@ async fn forward(
     }
 }
 
-async fn send(socket: &mut WebSocket, event: &StreamEvent) -> Result<(), axum::Error> {
+async fn send<E: serde::Serialize>(socket: &mut WebSocket, event: &E) -> Result<(), axum::Error> {
     let text = serde_json::to_string(event).unwrap_or_default();
     socket.send(Message::Text(text.into())).await
 }
@@ -130,34 +135,15 @@ pub async fn account_events(
             "sign in: ?token= names a valid session token",
         ));
     };
-    let mut receiver = state
+    let receiver = state
         .memberships
         .account_events
         .subscribe(&format!("{address:#x}"));
     let permit = super::socket_permit(&state)?;
     Ok(upgrade
         .max_message_size(4096)
-        .on_upgrade(move |mut socket| async move {
-            loop {
-                tokio::select! {
-                    event = receiver.recv() => match event {
-                        Ok(event) => {
-                            let text = serde_json::to_string::<AccountEvent>(&event).unwrap_or_default();
-                            if socket.send(Message::Text(text.into())).await.is_err() {
-                                break;
-                            }
-                        }
-                        Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {
-                            let _ = socket.send(Message::Close(None)).await;
-                            break;
-                        }
-                    },
-                    incoming = socket.recv() => match incoming {
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                        Some(Ok(_)) => {}
-                    },
-                }
-            }
+        .on_upgrade(move |socket| async move {
+            forward(socket, receiver, Vec::new(), |_: &AccountEvent| true).await;
             drop(permit);
         }))
 }

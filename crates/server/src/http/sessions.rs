@@ -593,24 +593,11 @@ async fn session_file(
             .with(details(required))),
         }
     };
-    let answer = rendition_response(
-        &state,
-        &found.stream_id,
-        &rendition,
-        &file,
-        &headers,
-        Some(&gate),
-    )
-    .await;
     // On nodes sharing a database the voucher may have been accepted by
     // another node: look once at the stored channel before asking again.
-    if state.settings.clustered()
-        && answer
-            .as_ref()
-            .is_err_and(|e| e.status() == StatusCode::PAYMENT_REQUIRED)
-        && state.payments.refresh(&channel_id).await
-    {
-        return rendition_response(
+    let mut refreshed = !state.settings.clustered();
+    loop {
+        let answer = rendition_response(
             &state,
             &found.stream_id,
             &rendition,
@@ -619,8 +606,14 @@ async fn session_file(
             Some(&gate),
         )
         .await;
+        let unpaid = answer
+            .as_ref()
+            .is_err_and(|e| e.status() == StatusCode::PAYMENT_REQUIRED);
+        if refreshed || !unpaid || !state.payments.refresh(&channel_id).await {
+            return answer;
+        }
+        refreshed = true;
     }
-    answer
 }
 
 /// A member session's file: renditions above the tier's quality refused,

@@ -555,18 +555,8 @@ async fn write_channels(
                 .push(")");
         }
         insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-        let created: HashSet<String> = insert
-            .query()?
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>("id"))
-            .collect::<Result<_, _>>()?;
-        if let Some((_, taken)) = new
-            .iter()
-            .find(|(_, c)| !created.contains(&format!("{:#x}", c.id)))
-        {
-            return Ok(Some(taken.id));
+        if let Some(taken) = first_unwritten(tx, insert, &new).await? {
+            return Ok(Some(taken));
         }
     }
     if !updated.is_empty() {
@@ -597,19 +587,29 @@ async fn write_channels(
                 " FROM next WHERE channels.id = next.id AND channels.revision = next.base \
                  RETURNING channels.id",
             );
-        let written: HashSet<String> = update
-            .query()?
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>("id"))
-            .collect::<Result<_, _>>()?;
-        if let Some((_, moved)) = updated
-            .iter()
-            .find(|(_, c)| !written.contains(&format!("{:#x}", c.id)))
-        {
-            return Ok(Some(moved.id));
+        if let Some(moved) = first_unwritten(tx, update, &updated).await? {
+            return Ok(Some(moved));
         }
     }
     Ok(None)
+}
+
+/// Runs a write that answers the ids of the channels it wrote; the first
+/// of `states` it did not write (its row was not as expected).
+async fn first_unwritten(
+    tx: &mut sqlx::AnyConnection,
+    write: Statement,
+    states: &[(Option<u64>, &Channel)],
+) -> Result<Option<B256>, sqlx::Error> {
+    let written: HashSet<String> = write
+        .query()?
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>("id"))
+        .collect::<Result<_, _>>()?;
+    Ok(states
+        .iter()
+        .find(|(_, c)| !written.contains(&format!("{:#x}", c.id)))
+        .map(|(_, c)| c.id))
 }
