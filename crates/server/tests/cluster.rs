@@ -93,40 +93,32 @@ fn voucher_body(signer: &SigningKey, channel: B256, amount: u128) -> Value {
     json!({"amount": amount.to_string(), "signature": hex(&signature)})
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_nodes_share_payments_and_chat() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
+/// PostgreSQL, NATS and an S3 bucket for a test cluster (`None` after
+/// saying why when one is unreachable outside CI).
+async fn services() -> Option<(TestDatabase, String, common::S3Server)> {
+    let database = TestDatabase::postgres().await?;
     if !nats_reachable().await {
-        return;
+        return None;
     }
-    let nats = format!("nats://{NATS}");
-    // Blocks in one bucket: what one node stores, any node serves.
-    let s3 = start_s3("blocks").await;
-    let args = node_args(&database, &nats, &s3.endpoint);
-    let a = Server::start_with_env(&args, &AWS).await;
-    // A live stream on node A goes on while node B starts (a starting node
-    // ends only the streams it was ingesting itself).
-    let creator = SigningKey::from_bytes(&[0x62; 32]).expect("key");
-    let creator_token = sign_in(&a, &creator).await;
-    let (status, live) = post(
-        &a,
-        "/api/v1/streams",
-        &creator_token,
-        json!({"title": "on node A"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{live}");
-    let live_id = live["id"].as_str().expect("id").to_string();
-    let mut ffmpeg = publish(
-        &format!(
-            "{}/live/{}",
-            a.rtmp,
-            live["stream_key"].as_str().expect("key")
-        ),
+    Some((database, format!("nats://{NATS}"), start_s3("blocks").await))
+}
+
+/// A stream created by `token` on `node` with `body`, published there
+/// (320x180 for `seconds`) and live: (id, the publisher).
+async fn live_on(
+    node: &Server,
+    token: &str,
+    body: Value,
+    seconds: u32,
+) -> (String, std::process::Child) {
+    let (status, stream) = post(node, "/api/v1/streams", token, body).await;
+    assert_eq!(status, 201, "{stream}");
+    let id = stream["id"].as_str().expect("id").to_string();
+    let key = stream["stream_key"].as_str().expect("key");
+    let ffmpeg = publish(
+        &format!("{}/live/{key}", node.rtmp),
         "320x180",
-        30,
+        seconds,
         &[
             "-c:v",
             "libx264",
@@ -138,8 +130,25 @@ async fn two_nodes_share_payments_and_chat() {
             "yuv420p",
         ],
     );
-    a.wait_for_state(&live_id, "live", Duration::from_secs(30))
+    node.wait_for_state(&id, "live", Duration::from_secs(30))
         .await;
+    (id, ffmpeg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_payments_and_chat() {
+    let Some((database, nats, s3)) = services().await else {
+        return;
+    };
+    // Blocks in one bucket: what one node stores, any node serves.
+    let args = node_args(&database, &nats, &s3.endpoint);
+    let a = Server::start_with_env(&args, &AWS).await;
+    // A live stream on node A goes on while node B starts (a starting node
+    // ends only the streams it was ingesting itself).
+    let creator = SigningKey::from_bytes(&[0x62; 32]).expect("key");
+    let creator_token = sign_in(&a, &creator).await;
+    let (live_id, mut ffmpeg) =
+        live_on(&a, &creator_token, json!({"title": "on node A"}), 30).await;
     let b = Server::start_with_env(&args, &AWS).await;
     let (_, seen) = get(&b, &format!("/api/v1/streams/{live_id}"), None).await;
     assert_eq!(
@@ -389,14 +398,9 @@ async fn segment_status(node: &Server, path: &str) -> (u16, Option<u128>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paid_session_goes_on_after_its_node_is_killed() {
-    let Some(database) = TestDatabase::postgres().await else {
+    let Some((database, nats, s3)) = services().await else {
         return;
     };
-    if !nats_reachable().await {
-        return;
-    }
-    let nats = format!("nats://{NATS}");
-    let s3 = start_s3("blocks").await;
     let args = node_args(&database, &nats, &s3.endpoint);
     let a = Server::start_with_env(&args, &AWS).await;
     let c = Server::start_with_env(&args, &AWS).await;
@@ -404,37 +408,14 @@ async fn a_paid_session_goes_on_after_its_node_is_killed() {
     // A paid stream ingested by node A: 1000 base units a second.
     let creator = SigningKey::from_bytes(&[0x72; 32]).expect("key");
     let creator_token = sign_in(&a, &creator).await;
-    let (status, stream) = post(
+    let (stream_id, mut ffmpeg) = live_on(
         &a,
-        "/api/v1/streams",
         &creator_token,
         json!({"title": "paid on A", "access": "per_second",
                "price": {"amount": "60000", "period_seconds": 60}}),
+        40,
     )
     .await;
-    assert_eq!(status, 201, "{stream}");
-    let stream_id = stream["id"].as_str().expect("id").to_string();
-    let mut ffmpeg = publish(
-        &format!(
-            "{}/live/{}",
-            a.rtmp,
-            stream["stream_key"].as_str().expect("key")
-        ),
-        "320x180",
-        40,
-        &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-        ],
-    );
-    a.wait_for_state(&stream_id, "live", Duration::from_secs(30))
-        .await;
 
     // The viewer starts a session on node C and pays two segments there.
     let payer = SigningKey::from_bytes(&[0x73; 32]).expect("key");
