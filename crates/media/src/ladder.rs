@@ -71,6 +71,25 @@ pub fn ladder_for_source(source_height: u32) -> Vec<Rendition> {
     rungs
 }
 
+/// The rendition a ladder of ours names `name` (`720p`, `audio`), as
+/// [`ladder_for_source`] makes it: so a stream continued from a new source
+/// keeps the ladder it started with. `None` for a name we never give.
+pub fn rendition_named(name: &str) -> Option<Rendition> {
+    if name == AUDIO_RENDITION {
+        return ladder_for_source(0).pop();
+    }
+    let height: u32 = name.strip_suffix('p')?.parse().ok()?;
+    if height == 0 || height % 2 == 1 || height > 8192 {
+        return None;
+    }
+    Some(
+        match VIDEO_RUNGS.iter().find(|(rung, _, _)| *rung == height) {
+            Some(&(height, kbps, level)) => video_rendition(height, kbps, level),
+            None => video_rendition(height, 500, 30),
+        },
+    )
+}
+
 fn video_rendition(height: u32, video_bitrate_kbps: u32, level: u8) -> Rendition {
     // Peak: the VBV max rate below plus audio, with a margin for container overhead.
     let peak_kbps = u64::from(video_bitrate_kbps) * 11 / 10 + u64::from(AUDIO_BITRATE_KBPS);
@@ -348,6 +367,18 @@ mod tests {
         );
         assert_eq!(names(&ladder_for_source(719)), ["480p", "360p", "audio"]);
         assert_eq!(names(&ladder_for_source(241)), ["240p", "audio"]);
+    }
+
+    #[test]
+    fn names_give_back_the_renditions_of_a_ladder() {
+        for source_height in [180, 241, 720, 1080] {
+            for rendition in ladder_for_source(source_height) {
+                assert_eq!(rendition_named(&rendition.name), Some(rendition));
+            }
+        }
+        for bad in ["", "p", "0p", "181p", "720", "x720p", "99999p", "video"] {
+            assert_eq!(rendition_named(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct PipelineConfig {
     /// Run ffmpeg under `nice -n N`, so delivery and ingest keep the CPU
     /// they need when transcoding saturates it. `None` runs it as is.
     pub niceness: Option<u8>,
+    /// The ladder to produce whatever the source's height (a stream
+    /// continued from a new source keeps its ladder); `None` picks it from
+    /// the source, never upscaling.
+    pub ladder: Option<Vec<Rendition>>,
 }
 
 impl PipelineConfig {
@@ -59,6 +63,7 @@ impl PipelineConfig {
             probe_timeout: Duration::from_secs(10),
             stall_timeout: (segment * 5).max(Duration::from_secs(15)),
             niceness: None,
+            ladder: None,
         }
     }
 }
@@ -238,7 +243,10 @@ async fn run(
             "unsupported source size {source_width}x{source_height}"
         ));
     }
-    let mut renditions = ladder::ladder_for_source(source_height);
+    let mut renditions = config
+        .ladder
+        .clone()
+        .unwrap_or_else(|| ladder::ladder_for_source(source_height));
     if !probe.has_audio {
         renditions.retain(|r| r.name != ladder::AUDIO_RENDITION);
     }

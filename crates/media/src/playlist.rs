@@ -69,6 +69,16 @@ pub struct PlaylistSegment {
     pub duration_ms: u32,
     /// URI, relative to the playlist or absolute.
     pub uri: String,
+    /// The source restarted here (a publisher continued the stream after
+    /// its ingest node was lost): a discontinuity begins with this segment,
+    /// whose init file is at this URI.
+    pub new_init_uri: Option<String>,
+}
+
+/// The URI of the init file that begins at segment `sequence` after a
+/// discontinuity (the first one is `init.mp4`).
+pub fn period_init_uri(sequence: u64) -> String {
+    format!("init-{sequence}.mp4")
 }
 
 /// Inputs of a media playlist.
@@ -104,13 +114,28 @@ pub fn render_media_playlist(spec: &MediaPlaylistSpec<'_>) -> String {
         .max()
         .unwrap_or(0)
         .max(spec.segment_duration_ms);
+    // What came before the window: how many discontinuities, and which
+    // init file its first segment needs.
+    let before = &spec.segments[..spec.segments.len() - window.len()];
+    let discontinuity_sequence = before.iter().filter(|s| s.new_init_uri.is_some()).count() as u64;
+    let first_init = before
+        .iter()
+        .rev()
+        .find_map(|s| s.new_init_uri.as_deref())
+        .unwrap_or(spec.init_uri);
     let mut segments = Vec::with_capacity(window.len());
     for (index, segment) in window.iter().enumerate() {
+        let map_uri = match (&segment.new_init_uri, index) {
+            (Some(uri), _) => Some(uri.as_str()),
+            (None, 0) => Some(first_init),
+            (None, _) => None,
+        };
         segments.push(MediaSegment {
             uri: segment.uri.clone(),
             duration: segment.duration_ms as f32 / 1000.0,
-            map: (index == 0).then(|| Map {
-                uri: spec.init_uri.to_string(),
+            discontinuity: segment.new_init_uri.is_some(),
+            map: map_uri.map(|uri| Map {
+                uri: uri.to_string(),
                 ..Map::default()
             }),
             ..MediaSegment::default()
@@ -120,6 +145,7 @@ pub fn render_media_playlist(spec: &MediaPlaylistSpec<'_>) -> String {
         version: Some(7),
         target_duration: u64::from(longest_ms.div_ceil(1000)),
         media_sequence: window.first().map_or(0, |s| s.sequence),
+        discontinuity_sequence,
         segments,
         end_list: spec.ended,
         playlist_type: spec.ended.then_some(MediaPlaylistType::Vod),
@@ -237,8 +263,48 @@ mod tests {
                 sequence,
                 duration_ms: 2000,
                 uri: format!("{sequence}.m4s"),
+                new_init_uri: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_restarted_source_starts_a_discontinuity_with_its_init() {
+        let mut all = segments(10);
+        all[6].new_init_uri = Some(period_init_uri(6));
+        let mut spec = MediaPlaylistSpec {
+            init_uri: "init.mp4",
+            segments: &all,
+            segment_duration_ms: 2000,
+            ended: true,
+            live_window_segments: 3,
+        };
+        let vod = render_media_playlist(&spec);
+        let lines: Vec<&str> = vod.lines().collect();
+        let at = lines.iter().position(|l| *l == "6.m4s").expect("listed");
+        assert!(
+            lines[..at].contains(&"#EXT-X-DISCONTINUITY")
+                && lines[..at].contains(&"#EXT-X-MAP:URI=\"init-6.mp4\""),
+            "{vod}"
+        );
+        assert_eq!(vod.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{vod}");
+        assert!(vod.starts_with("#EXTM3U") && vod.contains("#EXT-X-MAP:URI=\"init.mp4\""));
+        // Live, with the window past the restart: its init, and the count of
+        // discontinuities before the window.
+        spec.ended = false;
+        let live = render_media_playlist(&spec);
+        assert!(live.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{live}");
+        assert!(live.contains("#EXT-X-MAP:URI=\"init-6.mp4\""), "{live}");
+        assert!(!live.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{live}");
+        // The window straddling it: the first init, then the restart.
+        spec.live_window_segments = 5;
+        let live = render_media_playlist(&spec);
+        assert!(!live.contains("#EXT-X-DISCONTINUITY-SEQUENCE"), "{live}");
+        assert!(
+            live.contains("#EXT-X-MAP:URI=\"init.mp4\"") && live.contains("#EXT-X-DISCONTINUITY\n")
+        );
+        let reparsed = m3u8_rs::parse_media_playlist_res(live.as_bytes()).expect("valid");
+        assert!(reparsed.segments[1].discontinuity);
     }
 
     #[test]

@@ -86,12 +86,17 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .await
         .context("opening the database")?
         .for_node(&node_name(&settings.data_dir)?);
-    let interrupted = db.end_interrupted_streams(now_ms()).await?;
-    if interrupted > 0 {
-        info!(
-            interrupted,
-            "marked streams that were live at the last stop as ended"
-        );
+    // A single node ends what it was ingesting when it stopped; in a
+    // cluster the publisher may continue it here or on another node, and
+    // it ends once its ingest has been silent for `--ingest-end-after-ms`.
+    if !settings.clustered() {
+        let interrupted = db.end_interrupted_streams(now_ms()).await?;
+        if interrupted > 0 {
+            info!(
+                interrupted,
+                "marked streams that were live at the last stop as ended"
+            );
+        }
     }
     // Work files of pipelines that were running when the server stopped are orphans.
     let work_root = settings.data_dir.join("work");
@@ -136,11 +141,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     {
         hub.transcode_niceness = Some(settings.transcode_niceness);
     }
+    if settings.clustered() {
+        hub.takeover = Some(crate::live::Takeover {
+            resume_after_ms: settings.ingest_resume_after_ms,
+            end_after_ms: settings.ingest_end_after_ms,
+        });
+    }
     let events = Arc::new(crate::live::events::Events::default());
     hub.events = events.clone();
     let transcode_niceness = hub.transcode_niceness;
     let hub = Arc::new(hub);
     let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_REQUEST_QUEUE);
+    tokio::spawn(hub.clone().watch_ingest());
     tokio::spawn(hub.run(publish_rx));
     let rtmp_limits = RtmpLimits {
         max_publishers: settings.max_live_streams.saturating_mul(2).max(16),
@@ -366,6 +378,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             settings.challenges_per_ip_per_minute.min(30),
         )),
     };
+    if settings.clustered() {
+        tokio::spawn(share_admitted_sessions(
+            state.sessions.clone(),
+            state.db.clone(),
+        ));
+    }
     let router = http::router(state.clone());
     info!(
         http = %http_addr,
@@ -450,6 +468,35 @@ async fn shutdown_signal() {
 
 /// This node's name, kept in its data directory (`node-name`), so that a
 /// restarted node knows which live streams were its own.
+/// How often a clustered node writes when its admitted sessions were last
+/// used (a member's idle sessions stop counting this much later).
+const ADMITTED_SESSIONS_FLUSH: Duration = Duration::from_secs(10);
+
+/// Writes when this node's admitted sessions were last used, so the other
+/// nodes count a member's sessions, and drops those ended elsewhere.
+async fn share_admitted_sessions(sessions: Arc<crate::money::sessions::Sessions>, db: Store) {
+    let mut tick = tokio::time::interval(ADMITTED_SESSIONS_FLUSH);
+    let mut since_ms = 0;
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let seen = sessions.admitted_last_seen(since_ms);
+        if seen.is_empty() {
+            since_ms = now;
+            continue;
+        }
+        match db.touch_admitted_sessions(&seen).await {
+            Ok(ended) => {
+                since_ms = now;
+                for id in ended {
+                    sessions.end(&id);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "writing sessions' last use"),
+        }
+    }
+}
+
 fn node_name(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("node-name");
     match std::fs::read_to_string(&path) {

@@ -148,6 +148,15 @@ pub struct ServeArgs {
     /// interval; default 0).
     #[arg(long, env = "STREAMWEAVE_DRAIN_GRACE_MS")]
     pub drain_grace_ms: Option<u64>,
+    /// In a cluster, milliseconds a live stream's ingest may stay silent
+    /// (its node died) before its publisher may continue it on another
+    /// node (default 5000).
+    #[arg(long, env = "STREAMWEAVE_INGEST_RESUME_AFTER_MS")]
+    pub ingest_resume_after_ms: Option<u64>,
+    /// In a cluster, milliseconds of silent ingest after which a live
+    /// stream whose publisher did not come back is ended (default 60000).
+    #[arg(long, env = "STREAMWEAVE_INGEST_END_AFTER_MS")]
+    pub ingest_end_after_ms: Option<u64>,
     /// The market's fee on every sale, in basis points (default 200 = 2%).
     #[arg(long, env = "STREAMWEAVE_MARKET_FEE_BPS")]
     pub market_fee_bps: Option<u16>,
@@ -249,6 +258,8 @@ struct FileConfig {
     max_video_seconds: Option<u64>,
     ffprobe: Option<PathBuf>,
     drain_grace_ms: Option<u64>,
+    ingest_resume_after_ms: Option<u64>,
+    ingest_end_after_ms: Option<u64>,
     market_fee_bps: Option<u16>,
     event_finalize_after_s: Option<u64>,
     pool_round: Option<String>,
@@ -312,6 +323,10 @@ pub struct Settings {
     pub max_video_seconds: u64,
     pub ffprobe: PathBuf,
     pub drain_grace_ms: u64,
+    /// Silent ingest before a publisher may continue on another node.
+    pub ingest_resume_after_ms: u64,
+    /// Silent ingest before a live stream is ended (at least the above).
+    pub ingest_end_after_ms: u64,
     pub market_fee_bps: u16,
     pub event_finalize_after_s: u64,
     pub pool_clock: crate::memberships::RoundClock,
@@ -382,6 +397,13 @@ impl Settings {
             "the platform fee is at most 10000 bps"
         );
         let market_fee_bps = args.market_fee_bps.or(file.market_fee_bps).unwrap_or(200);
+        // Heartbeats go out several times within it; below a second a slow
+        // database commit would look like a dead node.
+        let ingest_resume_after_ms = args
+            .ingest_resume_after_ms
+            .or(file.ingest_resume_after_ms)
+            .unwrap_or(5000)
+            .max(1000);
         anyhow::ensure!(
             market_fee_bps <= 10_000,
             "the market fee is at most 10000 bps"
@@ -565,6 +587,12 @@ impl Settings {
                 .max(1),
             ffprobe,
             drain_grace_ms: args.drain_grace_ms.or(file.drain_grace_ms).unwrap_or(0),
+            ingest_resume_after_ms,
+            ingest_end_after_ms: args
+                .ingest_end_after_ms
+                .or(file.ingest_end_after_ms)
+                .unwrap_or(60_000)
+                .max(ingest_resume_after_ms),
             market_fee_bps,
             pool_clock,
             pool_bps,

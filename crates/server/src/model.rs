@@ -162,6 +162,11 @@ pub struct SegmentRecord {
     pub size: u64,
     /// CIDv1 of the file, as `ipfs add --cid-version=1` gives it.
     pub cid: String,
+    /// The source restarted at this segment (its publisher continued the
+    /// stream on another node): the CID of the init file it and the
+    /// following segments need; the playlist marks a discontinuity here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_cid: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch, for records.

@@ -527,3 +527,481 @@ async fn a_paid_session_goes_on_after_its_node_is_killed() {
     let _ = ffmpeg.wait();
     database.assert_ledger_audits(&a.data_dir);
 }
+
+/// nginx in front of `nodes`, its files in `dir`: a playback session's
+/// requests (`/play/{id}/...`) stay on one node (its meter lives there) and
+/// move to the next when that node is gone; everything else is spread over
+/// every node; a request that finds its node dead is retried on the next.
+/// Listens on `port` (the nodes' `--public-url`).
+async fn balancer(nodes: &[&Server], dir: &std::path::Path, port: u16) -> Server {
+    let upstreams: String = nodes
+        .iter()
+        .map(|node| {
+            format!(
+                "    server {} max_fails=1 fail_timeout=30s;\n",
+                node.http.trim_start_matches("http://")
+            )
+        })
+        .collect();
+    let dir_text = dir.display();
+    let conf = format!(
+        r#"worker_processes 1;
+pid {dir_text}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir_text}/body;
+  proxy_temp_path {dir_text}/proxy;
+  fastcgi_temp_path {dir_text}/fastcgi;
+  uwsgi_temp_path {dir_text}/uwsgi;
+  scgi_temp_path {dir_text}/scgi;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  map $uri $affinity {{ ~^/play/(?<session>[^/]+)/ $session; default $request_id; }}
+  upstream streamweave {{
+    hash $affinity consistent;
+{upstreams}  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://streamweave;
+      proxy_http_version 1.1;
+      proxy_set_header Host $host:$server_port;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_connect_timeout 1s;
+      proxy_read_timeout 1h;
+      proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+    }}
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+    let child = std::process::Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .spawn()
+        .expect("start nginx");
+    let balancer = Server::other(child, format!("http://127.0.0.1:{port}"));
+    common::eventually("nginx answers", async || {
+        reqwest::get(balancer.url("/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    balancer
+}
+
+/// Whether nginx is here (with `CI` set it must be).
+fn nginx_installed() -> bool {
+    let found = std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "nginx is required in CI"
+    );
+    if !found {
+        eprintln!("skipping: nginx is not installed");
+    }
+    found
+}
+
+/// A request through the balancer, tried again once when it fails on the
+/// way (a node died under it): (status, body, the node that answered).
+async fn through(
+    balancer: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, bytes::Bytes, String) {
+    let client = reqwest::Client::new();
+    let mut tries = 0;
+    loop {
+        let mut request = client.request(method.clone(), balancer.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        match request.send().await {
+            Ok(response) if !matches!(response.status().as_u16(), 502..=504) => {
+                let status = response.status().as_u16();
+                let node = response
+                    .headers()
+                    .get("x-streamweave-node")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                return (status, response.bytes().await.expect("body"), node);
+            }
+            failed => {
+                tries += 1;
+                assert!(tries <= 1, "{path}: failed again after a retry: {failed:?}");
+            }
+        }
+    }
+}
+
+/// A paying viewer of one session.
+struct Viewer {
+    token: String,
+    signer: SigningKey,
+    channel: B256,
+    /// `/play/{session}/`
+    base: String,
+    rendition: String,
+    /// The node the balancer keeps the session on.
+    node: String,
+    paid: u128,
+    seen: std::collections::HashSet<String>,
+}
+
+/// What one segment of the test streams costs at most (2 s at 1000 a
+/// second, with slack for a long segment).
+const SEGMENT_PRICE: u128 = 2_600;
+
+impl Viewer {
+    /// The rendition's segments as listed now through the balancer.
+    async fn listed(&self, balancer: &Server) -> Vec<String> {
+        let path = format!("{}{}/index.m3u8", self.base, self.rendition);
+        let (status, playlist, _) = through(balancer, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{path}");
+        String::from_utf8_lossy(&playlist)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Plays the newest segment not played yet, paying what it asks: only
+    /// ever the next segment's price, never one already paid.
+    async fn play_next(&mut self, balancer: &Server) -> String {
+        let mut segment = None;
+        for _ in 0..60 {
+            segment = self
+                .listed(balancer)
+                .await
+                .into_iter()
+                .rev()
+                .find(|s| !self.seen.contains(s));
+            if segment.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let segment = segment.expect("a new segment is listed");
+        let path = format!("{}{}/{segment}", self.base, self.rendition);
+        let (status, body, _) = through(balancer, reqwest::Method::GET, &path, None).await;
+        match status {
+            200 => {}
+            402 => {
+                let problem: Value = serde_json::from_slice(&body).expect("problem");
+                let required: u128 = problem["required_amount"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("required amount");
+                assert!(
+                    required > self.paid && required - self.paid <= SEGMENT_PRICE,
+                    "{path}: paid {}, asked for {required}",
+                    self.paid
+                );
+                let voucher = voucher_body(&self.signer, self.channel, required);
+                let vouchers = format!("/api/v1/channels/{:#x}/vouchers", self.channel);
+                let (status, body, _) =
+                    through(balancer, reqwest::Method::POST, &vouchers, Some(&voucher)).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                self.paid = required;
+                let (status, _, _) = through(balancer, reqwest::Method::GET, &path, None).await;
+                assert_eq!(status, 200, "{path} once paid");
+            }
+            other => panic!("{path}: {other} {}", String::from_utf8_lossy(&body)),
+        }
+        self.seen.insert(segment.clone());
+        segment
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_behind_nginx_lose_a_node_and_the_publishers_node() {
+    let Some((database, nats, s3)) = services().await else {
+        return;
+    };
+    if !nginx_installed() {
+        return;
+    }
+    let files = tempfile::tempdir().expect("tempdir");
+    // Every node answers for the balancer's address (sign-in names it).
+    let port = common::free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let mut args = node_args(&database, &nats, &s3.endpoint);
+    args.extend([
+        "--ingest-resume-after-ms",
+        "1500",
+        "--public-url",
+        &public_url,
+    ]);
+    let first_dir = files.path().join("node-1");
+    std::fs::create_dir_all(&first_dir).expect("node dir");
+    let mut first = Server::start_in_env(&first_dir, &args, &AWS).await;
+    let mut second = Server::start_with_env(&args, &AWS).await;
+    let third = Server::start_with_env(&args, &AWS).await;
+    let nginx_dir = files.path().join("nginx");
+    std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
+    let lb = balancer(&[&first, &second, &third], &nginx_dir, port).await;
+    let name = async |node: &Server| {
+        let response = reqwest::get(node.url("/healthz")).await.expect("healthz");
+        response.headers()["x-streamweave-node"]
+            .to_str()
+            .expect("name")
+            .to_string()
+    };
+    let names = [name(&first).await, name(&second).await, name(&third).await];
+
+    // A paid stream published to node 1: 1000 base units a second.
+    let creator = SigningKey::from_bytes(&[0x82; 32]).expect("key");
+    let creator_token = sign_in(&lb, &creator).await;
+    let (status, stream) = post(
+        &lb,
+        "/api/v1/streams",
+        &creator_token,
+        json!({"title": "three nodes", "access": "per_second",
+               "price": {"amount": "60000", "period_seconds": 60}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{stream}");
+    let stream_id = stream["id"].as_str().expect("id").to_string();
+    let key = stream["stream_key"].as_str().expect("key").to_string();
+    let mut publisher = publish(
+        &format!("{}/live/{key}", first.rtmp),
+        "320x180",
+        120,
+        common::H264,
+    );
+    lb.wait_for_state(&stream_id, "live", Duration::from_secs(30))
+        .await;
+
+    // Viewers through the balancer until one plays on each node.
+    let mut viewers: Vec<Option<Viewer>> = vec![None, None, None];
+    for attempt in 0u8..40 {
+        if viewers.iter().all(Option::is_some) {
+            break;
+        }
+        let payer = SigningKey::from_bytes(&[0x90 + attempt; 32]).expect("key");
+        let signer = SigningKey::from_bytes(&[0x40 + attempt; 32]).expect("key");
+        let (token, channel) = funded_channel(
+            &lb,
+            &payer,
+            &creator,
+            &signer,
+            B256::repeat_byte(attempt),
+            1_000_000,
+        )
+        .await;
+        let (status, session) = post(
+            &lb,
+            &format!("/api/v1/streams/{stream_id}/sessions"),
+            &token,
+            json!({"channel_id": format!("{channel:#x}")}),
+        )
+        .await;
+        assert_eq!(status, 201, "{session}");
+        let base = session["playback_url"]
+            .as_str()
+            .expect("url")
+            .trim_end_matches("master.m3u8")
+            .to_string();
+        let mut variant = None;
+        let mut node = String::new();
+        for _ in 0..80 {
+            let (status, master, served_by) = through(
+                &lb,
+                reqwest::Method::GET,
+                &format!("{base}master.m3u8"),
+                None,
+            )
+            .await;
+            node = served_by;
+            variant = (status == 200)
+                .then(|| {
+                    String::from_utf8_lossy(&master)
+                        .lines()
+                        .find(|l| l.ends_with(".m3u8"))
+                        .map(|l| l.trim_end_matches("/index.m3u8").to_string())
+                })
+                .flatten();
+            if variant.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let index = names.iter().position(|n| *n == node).expect("a known node");
+        if viewers[index].is_none() {
+            viewers[index] = Some(Viewer {
+                token,
+                signer,
+                channel,
+                base,
+                rendition: variant.expect("a rendition"),
+                node,
+                paid: 0,
+                seen: Default::default(),
+            });
+        }
+    }
+    let mut viewers: Vec<Viewer> = viewers
+        .into_iter()
+        .map(|v| v.expect("a session on every node"))
+        .collect();
+    for viewer in &mut viewers {
+        viewer.play_next(&lb).await;
+        viewer.play_next(&lb).await;
+    }
+
+    // Chat readers on nodes 1 and 3.
+    let chat = |http: &str| {
+        format!(
+            "{}/api/v1/streams/{stream_id}/chat",
+            http.replacen("http", "ws", 1)
+        )
+    };
+    let mut readers = Vec::new();
+    for node in [&first, &third] {
+        let (mut reader, _) = tokio_tungstenite::connect_async(chat(&node.http))
+            .await
+            .expect("join");
+        next_of(&mut reader, "history").await;
+        readers.push(reader);
+    }
+
+    // Node 2 dies. Every viewer goes on, the one it served on another node.
+    second.kill();
+    for viewer in &mut viewers {
+        viewer.play_next(&lb).await;
+        viewer.play_next(&lb).await;
+    }
+    let (_, _, moved) = through(
+        &lb,
+        reqwest::Method::GET,
+        &format!("{}master.m3u8", viewers[1].base),
+        None,
+    )
+    .await;
+    assert_ne!(moved, viewers[1].node, "node 2's session moved");
+    // Chat posted through the balancer reaches both remaining nodes.
+    let (mut poster, _) = tokio_tungstenite::connect_async(chat(&lb.http))
+        .await
+        .expect("join through the balancer");
+    next_of(&mut poster, "history").await;
+    poster
+        .send(Message::Text(
+            json!({"type": "auth", "token": creator_token})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send");
+    next_of(&mut poster, "signed_in").await;
+    poster
+        .send(Message::Text(
+            json!({"type": "post", "text": "still here"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("send");
+    for reader in &mut readers {
+        let seen = next_of(reader, "message").await;
+        assert_eq!(seen["message"]["text"], "still here");
+    }
+
+    // Node 1, the publisher's, dies; the publisher reconnects to node 3
+    // and the stream goes on after a discontinuity.
+    first.kill();
+    let _ = common::wait_child(&mut publisher, Duration::from_secs(20));
+    let mut continued = None;
+    for _ in 0..30 {
+        let mut attempt = publish(
+            &format!("{}/live/{key}", third.rtmp),
+            "320x180",
+            120,
+            common::H264,
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if attempt.try_wait().expect("try_wait").is_none() {
+            continued = Some(attempt);
+            break;
+        }
+    }
+    let mut publisher = continued.expect("node 3 takes the publisher");
+    let public = format!("/live/{stream_id}/{}/index.m3u8", viewers[2].rendition);
+    let mut after_restart = None;
+    for _ in 0..80 {
+        let (status, playlist, _) = through(&lb, reqwest::Method::GET, &public, None).await;
+        assert_eq!(status, 200);
+        let playlist = String::from_utf8_lossy(&playlist).to_string();
+        if let Some(at) = playlist.find("#EXT-X-DISCONTINUITY\n")
+            && playlist[at..].contains(".m4s")
+        {
+            after_restart = Some(playlist);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let after_restart = after_restart.expect("the playlist marks the restart");
+    let init = after_restart
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\"init-"))
+        .map(|l| format!("init-{}", l.trim_end_matches('"')))
+        .unwrap_or_else(|| panic!("the restart's init file: {after_restart}"));
+    let (status, init_bytes, _) = through(
+        &lb,
+        reqwest::Method::GET,
+        &format!("/live/{stream_id}/{}/{init}", viewers[2].rendition),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{init}");
+    assert_eq!(&init_bytes[4..8], b"ftyp", "{init} is an init file");
+    // Viewers pay on past the restart, nothing twice.
+    for viewer in viewers.iter_mut().skip(1) {
+        viewer.play_next(&lb).await;
+    }
+    // Node 1 comes back: the stream is node 3's now and stays live.
+    let first = Server::start_in_env(&first_dir, &args, &AWS).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, seen) = get(&lb, &format!("/api/v1/streams/{stream_id}"), None).await;
+    assert_eq!(seen["state"], "live", "{seen}");
+    viewers[2].play_next(&lb).await;
+
+    // The publisher stops: the stream ends; the recording lists the restart once.
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    lb.wait_for_state(&stream_id, "ended", Duration::from_secs(30))
+        .await;
+    let (status, recording, _) = through(&lb, reqwest::Method::GET, &public, None).await;
+    assert_eq!(status, 200);
+    let recording = String::from_utf8_lossy(&recording).to_string();
+    assert_eq!(
+        recording.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "{recording}"
+    );
+    assert!(recording.trim_end().ends_with("#EXT-X-ENDLIST"));
+    // Every viewer's channel redeemed exactly what it last paid.
+    for viewer in &viewers {
+        let (status, seen) = get(
+            &first,
+            &format!("/api/v1/channels/{:#x}", viewer.channel),
+            Some(&viewer.token),
+        )
+        .await;
+        assert_eq!(status, 200, "{seen}");
+        assert_eq!(seen["redeemed"], viewer.paid.to_string().as_str(), "{seen}");
+    }
+    database.assert_ledger_audits(&third.data_dir);
+}

@@ -63,10 +63,19 @@ pub async fn export_stream(
         for segment in segments.iter().filter(|s| s.rendition == rendition.name) {
             let uri = format!("{}.m4s", segment.sequence);
             write(&dir.join(&uri), &segment.cid)?;
+            let new_init_uri = match &segment.init_cid {
+                Some(init) => {
+                    let name = streamweave_media::playlist::period_init_uri(segment.sequence);
+                    write(&dir.join(&name), init)?;
+                    Some(name)
+                }
+                None => None,
+            };
             listed.push(PlaylistSegment {
                 sequence: segment.sequence,
                 duration_ms: segment.duration_ms,
                 uri,
+                new_init_uri,
             });
         }
         let media = crate::archive::vod_playlist(&listed, segment_duration_ms);

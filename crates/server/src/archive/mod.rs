@@ -173,10 +173,19 @@ pub async fn build_root(
         for segment in segments.iter().filter(|s| s.rendition == rendition.name) {
             let uri = format!("{}.m4s", segment.sequence);
             entries.push(entry_of(blockstore, uri.clone(), parse_cid(&segment.cid)?)?);
+            let new_init_uri = match &segment.init_cid {
+                Some(init) => {
+                    let name = playlist::period_init_uri(segment.sequence);
+                    entries.push(entry_of(blockstore, name.clone(), parse_cid(init)?)?);
+                    Some(name)
+                }
+                None => None,
+            };
             listed.push(PlaylistSegment {
                 sequence: segment.sequence,
                 duration_ms: segment.duration_ms,
                 uri,
+                new_init_uri,
             });
         }
         let media = vod_playlist(&listed, segment_duration_ms);

@@ -331,6 +331,12 @@ async fn buy_listing(
     if sold.kind == ItemKind::Ticket {
         // A ticket admits one holder: the seller's session ends.
         state.sessions.end_ticket(&sold.item_id);
+        if state.settings.clustered() {
+            state
+                .db
+                .end_admitted_sessions_of_ticket(&sold.item_id)
+                .await?;
+        }
     }
     Ok(Json(Purchase {
         sale: SaleView {

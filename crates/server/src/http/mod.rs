@@ -174,6 +174,10 @@ pub fn router(state: AppState) -> Router {
             ops::limit,
         ))
         .layer(axum::middleware::from_fn(ops::observe))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            ops::name_node,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(ops::request_span))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(

@@ -16,6 +16,18 @@ use crate::model::now_ms;
 
 /// Counts a request by its route (not its path: ids would explode the
 /// label set), method and status, with its latency and body size.
+/// In a cluster every answer names the node that gave it
+/// (`x-streamweave-node`): operators and balancer checks see where a
+/// request went.
+pub async fn name_node(State(state): State<AppState>, mut response: Response) -> Response {
+    if state.settings.clustered()
+        && let Ok(node) = HeaderValue::from_str(state.db.node())
+    {
+        response.headers_mut().insert("x-streamweave-node", node);
+    }
+    response
+}
+
 pub async fn observe(request: Request, next: Next) -> Response {
     let route = request
         .extensions()

@@ -319,6 +319,10 @@ async fn open_channel(
 
 async fn visible_channel(state: &AppState, caller: &Caller, id: &str) -> Result<Channel, ApiError> {
     let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
+    if state.settings.clustered() {
+        // Another node may have moved it since this one last looked.
+        state.payments.refresh(&id).await;
+    }
     let channel = state
         .payments
         .channel_or_load(&id)

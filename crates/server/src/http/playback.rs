@@ -132,7 +132,7 @@ async fn master_playlist(
     params(
         ("id" = String, Path, description = "Stream id"),
         ("rendition" = String, Path, description = "Rendition name, e.g. 720p or audio"),
-        ("file" = String, Path, description = "index.m3u8, init.mp4 or {sequence}.m4s"),
+        ("file" = String, Path, description = "index.m3u8, init.mp4, init-{sequence}.mp4 (after a restarted source) or {sequence}.m4s"),
     ),
     responses(
         (status = 200, description = "Playlist or media (segments: immutable, ranges supported)"),
@@ -219,6 +219,14 @@ pub async fn rendition_response(
                     .ok_or_else(|| ApiError::not_found("no init file yet"))?,
                 content_type,
             ),
+            FileRequest::PeriodInit(sequence) => (
+                usize::try_from(sequence)
+                    .ok()
+                    .and_then(|i| found.segments.get(i))
+                    .and_then(|segment| segment.init)
+                    .ok_or_else(|| ApiError::not_found("no such init file"))?,
+                content_type,
+            ),
             FileRequest::Segment(sequence) => {
                 let segment = usize::try_from(sequence)
                     .ok()
@@ -263,6 +271,7 @@ fn render_media(
             sequence: sequence as u64,
             duration_ms: s.duration_ms,
             uri: format!("{sequence}.m4s"),
+            new_init_uri: s.init.map(|_| playlist::period_init_uri(sequence as u64)),
         })
         .collect();
     Ok(playlist::render_media_playlist(&MediaPlaylistSpec {
@@ -277,18 +286,34 @@ fn render_media(
 enum FileRequest {
     Playlist,
     Init,
+    /// `init-N.mp4`: the init file of a source restarted at segment N.
+    PeriodInit(u64),
     Segment(u64),
+}
+
+/// A decimal number of at most 19 digits (fits a u64).
+fn file_number(digits: &str) -> Option<u64> {
+    (!digits.is_empty() && digits.len() <= 19 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 fn parse_file_name(file: &str) -> Result<FileRequest, ApiError> {
     match file {
         "index.m3u8" => Ok(FileRequest::Playlist),
         "init.mp4" => Ok(FileRequest::Init),
-        _ => file
-            .strip_suffix(".m4s")
-            .filter(|n| !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|n| n.parse().ok())
-            .map(FileRequest::Segment)
-            .ok_or_else(|| ApiError::not_found("no such file")),
+        _ => {
+            if let Some(number) = file.strip_suffix(".m4s").and_then(file_number) {
+                Ok(FileRequest::Segment(number))
+            } else if let Some(number) = file
+                .strip_prefix("init-")
+                .and_then(|rest| rest.strip_suffix(".mp4"))
+                .and_then(file_number)
+            {
+                Ok(FileRequest::PeriodInit(number))
+            } else {
+                Err(ApiError::not_found("no such file"))
+            }
+        }
     }
 }

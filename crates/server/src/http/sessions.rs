@@ -291,8 +291,58 @@ async fn start_room_session(
         last_request_ms: now,
     };
     let view = SessionView::admitted(&session);
+    if state.settings.clustered()
+        && let Some(record) = admitted_record(&session)
+    {
+        state.db.save_admitted_session(&record).await?;
+    }
     state.sessions.start(session);
     Ok(started(state, &stream.id, viewer, now, view))
+}
+
+/// How an admitted session is stored for the other nodes of a cluster.
+fn admitted_record(session: &Session) -> Option<crate::store::AdmittedSessionRecord> {
+    use crate::store::Admission;
+    let admission = match &session.pass {
+        Pass::Channel { .. } => return None,
+        Pass::Ticket { ticket_id } => Admission::Ticket {
+            ticket_id: ticket_id.clone(),
+        },
+        Pass::Host => Admission::Host,
+        Pass::Member {
+            max_height,
+            expires_at_ms,
+            ..
+        } => Admission::Member {
+            max_height: *max_height,
+            expires_at_ms: *expires_at_ms,
+        },
+    };
+    Some(crate::store::AdmittedSessionRecord {
+        id: session.id.clone(),
+        stream_id: session.stream_id.clone(),
+        viewer: format!("{:#x}", session.viewer),
+        admission,
+        last_seen_ms: session.last_request_ms,
+        created_at_ms: session.last_request_ms,
+    })
+}
+
+/// The 409 of a member at their tier's limit, listing their sessions.
+fn too_many_streams(max_streams: usize, active: &[(String, String)]) -> ApiError {
+    let listed: Vec<_> = active
+        .iter()
+        .map(|(id, stream_id)| json!({ "id": id, "stream_id": stream_id }))
+        .collect();
+    ApiError::custom(
+        StatusCode::CONFLICT,
+        "too-many-streams",
+        "Too many streams at once",
+        format!(
+            "your tier allows {max_streams} at once: end one (DELETE /api/v1/sessions/{{id}}) first"
+        ),
+    )
+    .with(json!({ "max_streams": max_streams, "active_sessions": listed }))
 }
 
 /// A member session: for an active member of one of the stream's tiers
@@ -358,22 +408,29 @@ async fn start_member_session(
         membership_id,
         ..SessionView::admitted(&session)
     };
-    if matches!(session.pass, Pass::Host) {
+    if state.settings.clustered() {
+        // Counted across the cluster's nodes, in the database.
+        let record = admitted_record(&session).expect("an admitted session");
+        if matches!(session.pass, Pass::Host) {
+            state.db.save_admitted_session(&record).await?;
+        } else if let Err(active) = state
+            .db
+            .start_member_session(
+                &record,
+                max_streams,
+                now - crate::money::sessions::MEMBER_IDLE_TIMEOUT_MS,
+            )
+            .await?
+        {
+            return Err(too_many_streams(max_streams, &active));
+        }
+        state.sessions.start(session);
+    } else if matches!(session.pass, Pass::Host) {
         state.sessions.start(session);
     } else if let Err(active) = state.sessions.start_member(session, max_streams, now) {
-        let listed: Vec<_> = active
-            .iter()
-            .map(|s| json!({ "id": s.id, "stream_id": s.stream_id }))
-            .collect();
-        return Err(ApiError::custom(
-            StatusCode::CONFLICT,
-            "too-many-streams",
-            "Too many streams at once",
-            format!(
-                "your tier allows {max_streams} at once: end one (DELETE /api/v1/sessions/{{id}}) first"
-            ),
-        )
-        .with(json!({ "max_streams": max_streams, "active_sessions": listed })));
+        let active: Vec<(String, String)> =
+            active.into_iter().map(|s| (s.id, s.stream_id)).collect();
+        return Err(too_many_streams(max_streams, &active));
     }
     Ok(started(state, &stream.id, viewer, now, view))
 }
@@ -434,12 +491,19 @@ async fn end_session(
     caller: Caller,
     Path(session): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let found = state
-        .sessions
-        .get(&session, now_ms())
-        .filter(|s| caller.may_act_for(s.viewer))
-        .ok_or_else(|| ApiError::not_found("no such session"))?;
+    let now = now_ms();
+    let resident = state.sessions.get(&session, now);
+    let found = match resident {
+        Some(found) => Some(found),
+        // Started on another node of the cluster.
+        None => picked_up(&state, &session, now).await?,
+    }
+    .filter(|s| caller.may_act_for(s.viewer))
+    .ok_or_else(|| ApiError::not_found("no such session"))?;
     state.sessions.end(&found.id);
+    if state.settings.clustered() {
+        state.db.end_admitted_session(&found.id).await?;
+    }
     let count = state.sessions.viewers(&found.stream_id, now_ms());
     state.events.publish(
         &found.stream_id,
@@ -518,7 +582,7 @@ async fn session_master(
     params(
         ("session" = String, Path, description = "Session id"),
         ("rendition" = String, Path, description = "Rendition name"),
-        ("file" = String, Path, description = "index.m3u8, init.mp4 or {sequence}.m4s"),
+        ("file" = String, Path, description = "index.m3u8, init.mp4, init-{sequence}.mp4 (after a restarted source) or {sequence}.m4s"),
     ),
     responses(
         (status = 200, description = "Playlist or media"),
@@ -705,6 +769,44 @@ pub fn check_prepay_window(
     }
 }
 
+/// A session admitted by a ticket, a membership or as host that another
+/// node started (its served-segment count starts again here).
+async fn admitted_elsewhere(
+    state: &AppState,
+    id: &str,
+    now: i64,
+) -> Result<Option<Session>, ApiError> {
+    use crate::store::Admission;
+    let Some(record) = state.db.admitted_session(id, now).await? else {
+        return Ok(None);
+    };
+    let Ok(viewer) = record.viewer.parse::<streamweave_ledger::Address>() else {
+        return Ok(None);
+    };
+    let pass = match record.admission {
+        Admission::Ticket { ticket_id } => Pass::Ticket { ticket_id },
+        Admission::Host => Pass::Host,
+        Admission::Member {
+            max_height,
+            expires_at_ms,
+        } => Pass::Member {
+            max_height,
+            expires_at_ms,
+            counted: Default::default(),
+        },
+    };
+    let session = Session {
+        id: record.id,
+        stream_id: record.stream_id,
+        viewer,
+        pass,
+        last_request_ms: now,
+    };
+    tracing::info!(session = %session.id, "picked up a session another node started");
+    state.sessions.start(session.clone());
+    Ok(Some(session))
+}
+
 /// A paid session another node of the cluster started (that node is gone,
 /// or the balancer moved the viewer): its meter resumes from the channel's
 /// redeemed amount, counting every paid millisecond less the prepay window
@@ -715,7 +817,7 @@ async fn picked_up(state: &AppState, id: &str, now: i64) -> Result<Option<Sessio
         return Ok(None);
     }
     let Some(record) = state.db.play_session(id, now).await? else {
-        return Ok(None);
+        return admitted_elsewhere(state, id, now).await;
     };
     let (Ok(channel_id), Ok(viewer), Ok(meter)) = (
         record.channel.parse::<B256>(),

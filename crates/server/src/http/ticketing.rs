@@ -691,6 +691,13 @@ async fn cancel_event(
     tracing::info!(event = %event.id, "event cancelled");
     // Its tickets were refunded: nobody watches on them any more.
     state.sessions.end_stream(&event.stream_id);
+    if state.settings.clustered() {
+        // Other nodes drop theirs when they next write what they served.
+        state
+            .db
+            .end_admitted_sessions_of_stream(&event.stream_id)
+            .await?;
+    }
     let event = find_event(&state, &id).await?;
     Ok(Json(full_view(&state, &event, Some(&caller)).await?))
 }

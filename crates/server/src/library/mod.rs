@@ -401,6 +401,7 @@ impl Library {
                 duration_ms: segment.duration_ms,
                 size,
                 cid: cid.to_string(),
+                init_cid: None,
             });
         }
         self.store

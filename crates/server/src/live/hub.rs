@@ -1,9 +1,10 @@
 //! Live orchestration: answers publish requests, runs one pipeline per live
 //! stream, and stores what it produces (blockstore, database, media index).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use streamweave_cas::{Blockstore, Cid};
@@ -11,7 +12,7 @@ use streamweave_media::{
     IngestMessage, PipelineConfig, PipelineEvent, PublishDecision, PublishRequest, Rendition,
     RenditionKind, SegmentOutput, TranscodeSettings, run_pipeline,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
 
 use crate::live::media_index::{FileCache, MediaIndex};
@@ -37,8 +38,37 @@ pub struct LiveHub {
     pub transcode_niceness: Option<u8>,
     /// Where live state changes are announced.
     pub events: Arc<crate::live::events::Events>,
-    /// Streams with a publisher right now (from accept to pipeline end).
-    active: Mutex<HashSet<String>>,
+    /// In a cluster, how long a live stream's ingest may be silent before
+    /// its publisher may continue it here, and before it is ended; `None`
+    /// on a single node (it ends its interrupted streams when it starts).
+    pub takeover: Option<Takeover>,
+    /// Streams with a publisher right now (from accept to pipeline end),
+    /// each with the signal that another node took it over.
+    active: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// When a cluster's nodes take over a silent stream's ingest.
+#[derive(Debug, Clone, Copy)]
+pub struct Takeover {
+    /// Silence after which a publisher may continue the stream on another node.
+    pub resume_after_ms: u64,
+    /// Silence after which the stream is ended.
+    pub end_after_ms: u64,
+}
+
+impl Takeover {
+    /// How often a node tells the others its ingest is alive.
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis((self.resume_after_ms / 4).clamp(100, 2000))
+    }
+}
+
+/// Where a continued stream's media goes on: per rendition, the next
+/// sequence number, and the init file its first new segment needs.
+#[derive(Default)]
+struct Continuation {
+    next_sequence: HashMap<String, u64>,
+    pending_init: HashMap<String, Cid>,
 }
 
 impl LiveHub {
@@ -64,7 +94,8 @@ impl LiveHub {
             max_live_streams,
             transcode_niceness: None,
             events: Arc::default(),
-            active: Mutex::new(HashSet::new()),
+            takeover: None,
+            active: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,28 +126,65 @@ impl LiveHub {
         if stream.source == crate::model::StreamSource::Upload {
             return PublishDecision::Refuse("this key belongs to an uploaded video".into());
         }
-        match stream.state {
-            StreamState::Idle => {}
+        let resuming = match stream.state {
+            StreamState::Idle => false,
             StreamState::Live => {
-                return PublishDecision::Refuse("the stream is already live".into());
+                if self.is_active(&stream.id) {
+                    return PublishDecision::Refuse("the stream is already live".into());
+                }
+                let Some(takeover) = self.takeover else {
+                    return PublishDecision::Refuse("the stream is already live".into());
+                };
+                let now = now_ms();
+                match self
+                    .db
+                    .claim_silent_stream(&stream.id, now, now - takeover.resume_after_ms as i64)
+                    .await
+                {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        return PublishDecision::Refuse(
+                            "the stream is already live (if its server just stopped, try again in a few seconds)"
+                                .into(),
+                        );
+                    }
+                    Err(err) => {
+                        error!(%err, "database error on publish");
+                        return PublishDecision::Refuse("temporarily unavailable".into());
+                    }
+                }
             }
             StreamState::Ended => {
                 return PublishDecision::Refuse("the stream has ended; create a new one".into());
             }
-        }
+        };
+        let lost = Arc::new(Notify::new());
         {
             let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-            if active.contains(&stream.id) {
+            if active.contains_key(&stream.id) {
                 return PublishDecision::Refuse("the stream is already live".into());
             }
             if active.len() >= self.max_live_streams {
                 return PublishDecision::Refuse("the server is at its live stream limit".into());
             }
-            active.insert(stream.id.clone());
+            active.insert(stream.id.clone(), lost.clone());
             crate::metrics::metrics()
                 .live_streams
                 .set(active.len() as i64);
         }
+        // A continued stream keeps its ladder and numbering.
+        let continuation = if resuming {
+            match self.continuation(&stream.id).await {
+                Ok(found) => Some(found),
+                Err(err) => {
+                    error!(stream = %stream.id, "reading a stream to continue: {err:#}");
+                    self.release(&stream.id);
+                    return PublishDecision::Refuse("temporarily unavailable".into());
+                }
+            }
+        } else {
+            None
+        };
         let (input_tx, input_rx) = mpsc::channel::<IngestMessage>(INGEST_QUEUE_MESSAGES);
         let (events_tx, events_rx) = mpsc::channel(PIPELINE_EVENT_QUEUE);
         let mut config = PipelineConfig::new(
@@ -125,10 +193,140 @@ impl LiveHub {
             self.transcode.clone(),
         );
         config.niceness = self.transcode_niceness;
+        if let Some((ladder, _)) = &continuation {
+            config.ladder = Some(ladder.clone());
+            info!(stream = %stream.id, "continuing a live stream whose ingest node went silent");
+        }
         tokio::spawn(run_pipeline(config, input_rx, events_tx));
         let paid = stream.access.is_gated();
-        tokio::spawn(self.clone().store_events(stream.id, paid, events_rx));
+        tokio::spawn(self.clone().store_events(
+            stream.id,
+            paid,
+            events_rx,
+            continuation.map(|(_, continuation)| continuation),
+            lost,
+        ));
         PublishDecision::Accept(input_tx)
+    }
+
+    fn is_active(&self, stream_id: &str) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(stream_id)
+    }
+
+    fn release(&self, stream_id: &str) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.remove(stream_id);
+        crate::metrics::metrics()
+            .live_streams
+            .set(active.len() as i64);
+    }
+
+    /// The ladder a stream started with and where its renditions go on.
+    async fn continuation(
+        &self,
+        stream_id: &str,
+    ) -> anyhow::Result<(Vec<Rendition>, Continuation)> {
+        let ladder: Vec<Rendition> = self
+            .db
+            .renditions(stream_id)
+            .await?
+            .iter()
+            .filter_map(|r| streamweave_media::ladder::rendition_named(&r.name))
+            .collect();
+        anyhow::ensure!(!ladder.is_empty(), "the stream has no ladder");
+        let next_sequence = self
+            .db
+            .next_sequences(stream_id)
+            .await?
+            .into_iter()
+            .collect();
+        Ok((
+            ladder,
+            Continuation {
+                next_sequence,
+                pending_init: HashMap::new(),
+            },
+        ))
+    }
+
+    /// In a cluster: tells the other nodes this node's ingest is alive,
+    /// stops pipelines another node took over, and ends live streams whose
+    /// ingest stayed silent (their node died and the publisher did not
+    /// come back). Runs until the process ends.
+    pub async fn watch_ingest(self: Arc<Self>) {
+        let Some(takeover) = self.takeover else {
+            return;
+        };
+        let mut beat = tokio::time::interval(takeover.heartbeat());
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let sweep_every = Duration::from_millis((takeover.end_after_ms / 4).clamp(500, 15_000));
+        let mut last_sweep = tokio::time::Instant::now();
+        loop {
+            beat.tick().await;
+            let ids: Vec<String> = self
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+            if !ids.is_empty() {
+                match self.db.heartbeat_ingest(&ids, now_ms()).await {
+                    Ok(lost) => {
+                        for id in lost {
+                            let signal = self
+                                .active
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get(&id)
+                                .cloned();
+                            if let Some(signal) = signal {
+                                warn!(stream = %id, "another node continues this stream: stopping here");
+                                signal.notify_one();
+                            }
+                        }
+                    }
+                    Err(err) => warn!(%err, "ingest heartbeat"),
+                }
+            }
+            if last_sweep.elapsed() >= sweep_every {
+                last_sweep = tokio::time::Instant::now();
+                self.end_silent_streams(takeover.end_after_ms).await;
+            }
+        }
+    }
+
+    async fn end_silent_streams(&self, end_after_ms: u64) {
+        let silent_since = now_ms() - end_after_ms as i64;
+        let silent = match self.db.silent_streams(silent_since).await {
+            Ok(silent) => silent,
+            Err(err) => {
+                warn!(%err, "looking for silent live streams");
+                return;
+            }
+        };
+        for id in silent {
+            if self.is_active(&id) {
+                continue;
+            }
+            match self.db.end_silent_stream(&id, now_ms(), silent_since).await {
+                Ok(true) => {
+                    warn!(stream = %id, "ended: its ingest stayed silent");
+                    self.index.set_ended(&id);
+                    self.events.publish(
+                        &id,
+                        crate::live::events::StreamEvent::State {
+                            state: "ended".into(),
+                        },
+                    );
+                }
+                Ok(false) => {}
+                Err(err) => warn!(stream = %id, %err, "ending a silent stream"),
+            }
+        }
     }
 
     /// Stores what a pipeline produces, in order.
@@ -137,11 +335,29 @@ impl LiveHub {
         stream_id: String,
         paid: bool,
         mut events: mpsc::Receiver<PipelineEvent>,
+        mut continuation: Option<Continuation>,
+        lost: Arc<Notify>,
     ) {
         let mut live = false;
+        let mut taken_over = false;
         let mut failure: Option<String> = None;
-        while let Some(event) = events.recv().await {
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                () = lost.notified() => {
+                    taken_over = true;
+                    break;
+                }
+            };
             let result = match event {
+                PipelineEvent::Started { .. } if continuation.is_some() => {
+                    // Already live, with its ladder: the media goes on.
+                    live = true;
+                    Ok(())
+                }
                 PipelineEvent::Started {
                     renditions,
                     source_width,
@@ -174,11 +390,34 @@ impl LiveHub {
                         Err(err) => Err(err.into()),
                     }
                 }
-                PipelineEvent::Init { rendition, bytes } => {
-                    self.store_init(&stream_id, &rendition, bytes).await
-                }
-                PipelineEvent::Segments(segments) => {
-                    self.store_segments(&stream_id, segments).await
+                PipelineEvent::Init { rendition, bytes } => match continuation.as_mut() {
+                    Some(continued) if continued.next_sequence.contains_key(&rendition) => {
+                        match self.put_file(bytes).await {
+                            Ok(cid) => {
+                                continued.pending_init.insert(rendition, cid);
+                                Ok(())
+                            }
+                            Err(err) => Err(err),
+                        }
+                    }
+                    _ => self.store_init(&stream_id, &rendition, bytes).await,
+                },
+                PipelineEvent::Segments(mut segments) => {
+                    let mut starts = HashMap::new();
+                    if let Some(continued) = continuation.as_mut() {
+                        for segment in &mut segments {
+                            let next = continued
+                                .next_sequence
+                                .get(&segment.rendition)
+                                .copied()
+                                .unwrap_or(0);
+                            segment.sequence += next;
+                            if let Some(init) = continued.pending_init.remove(&segment.rendition) {
+                                starts.insert(segment.rendition.clone(), init);
+                            }
+                        }
+                    }
+                    self.store_segments(&stream_id, segments, starts).await
                 }
                 PipelineEvent::Finished { error } => {
                     if failure.is_none() {
@@ -195,7 +434,10 @@ impl LiveHub {
             }
         }
         drop(events);
-        if live {
+        if taken_over {
+            // Another node ingests it now: the stream goes on there.
+            info!(stream = %stream_id, "handed over to another node");
+        } else if live {
             if let Err(err) = self
                 .db
                 .end_stream(&stream_id, now_ms(), failure.as_deref())
@@ -217,11 +459,7 @@ impl LiveHub {
         } else if let Some(cause) = &failure {
             warn!(stream = %stream_id, %cause, "publish failed before going live");
         }
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.remove(&stream_id);
-        crate::metrics::metrics()
-            .live_streams
-            .set(active.len() as i64);
+        self.release(&stream_id);
     }
 
     async fn put_file(&self, bytes: Bytes) -> anyhow::Result<Cid> {
@@ -249,10 +487,13 @@ impl LiveHub {
 
     /// Stores a batch of segments: blocks written in parallel, one database
     /// commit for the batch, then listed for players.
+    /// `starts`: renditions whose source restarted with the first of their
+    /// segments here, with the init file it needs.
     async fn store_segments(
         &self,
         stream_id: &str,
         segments: Vec<SegmentOutput>,
+        mut starts: HashMap<String, Cid>,
     ) -> anyhow::Result<()> {
         let mut writes = tokio::task::JoinSet::new();
         for (index, segment) in segments.iter().enumerate() {
@@ -276,6 +517,7 @@ impl LiveHub {
                     duration_ms: segment.duration_ms,
                     size: segment.bytes.len() as u64,
                     cid: cid.to_string(),
+                    init_cid: starts.remove(&segment.rendition).map(|c| c.to_string()),
                 },
                 cid,
             ));

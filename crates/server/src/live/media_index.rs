@@ -17,6 +17,18 @@ use crate::store::Store;
 pub struct SegmentEntry {
     pub duration_ms: u32,
     pub cid: Cid,
+    /// The init file of a source restarted at this segment (a discontinuity).
+    pub init: Option<Cid>,
+}
+
+impl SegmentEntry {
+    fn of(segment: &SegmentRecord, cid: Cid) -> SegmentEntry {
+        SegmentEntry {
+            duration_ms: segment.duration_ms,
+            cid,
+            init: segment.init_cid.as_deref().and_then(|c| c.parse().ok()),
+        }
+    }
 }
 
 /// One rendition's init file and segments (index = sequence number).
@@ -230,10 +242,7 @@ impl MediaIndex {
             if let Some(rendition) = media.rendition_mut(&segment.rendition) {
                 // Rows come ordered by sequence, so the index is the sequence.
                 if rendition.segments.len() as u64 == segment.sequence {
-                    rendition.segments.push(SegmentEntry {
-                        duration_ms: segment.duration_ms,
-                        cid,
-                    });
+                    rendition.segments.push(SegmentEntry::of(&segment, cid));
                 }
             }
         }
@@ -332,10 +341,7 @@ impl MediaIndex {
             };
             let have = r.segments.len() as u64;
             if have == segment.sequence {
-                r.segments.push(SegmentEntry {
-                    duration_ms: segment.duration_ms,
-                    cid,
-                });
+                r.segments.push(SegmentEntry::of(segment, cid));
             } else if have < segment.sequence {
                 // One went missing on the way: the database has them all.
                 media.stale = true;

@@ -11,4 +11,4 @@ pub mod media_index;
 pub mod thumbnails;
 pub mod views;
 
-pub use hub::{LiveHub, rendition_records};
+pub use hub::{LiveHub, Takeover, rendition_records};

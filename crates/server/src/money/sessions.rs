@@ -297,6 +297,18 @@ impl Sessions {
         }
     }
 
+    /// When each session admitted without a channel and used since
+    /// `since_ms` was last used (for the cluster's shared record of them).
+    pub fn admitted_last_seen(&self, since_ms: i64) -> Vec<(String, i64)> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .sessions
+            .values()
+            .filter(|s| !matches!(s.pass, Pass::Channel { .. }) && s.last_request_ms >= since_ms)
+            .map(|s| (s.id.clone(), s.last_request_ms))
+            .collect()
+    }
+
     /// Ends a session.
     pub fn end(&self, id: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

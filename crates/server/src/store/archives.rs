@@ -270,7 +270,8 @@ impl Store {
     /// blocks are found by walking from these.)
     pub async fn referenced_cids(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT cid FROM segments UNION SELECT init_cid FROM renditions WHERE init_cid IS NOT NULL \
+            "SELECT cid FROM segments UNION SELECT init_cid FROM segments WHERE init_cid IS NOT NULL \
+             UNION SELECT init_cid FROM renditions WHERE init_cid IS NOT NULL \
              UNION SELECT root_cid FROM archives UNION SELECT cid FROM archive_blocks \
              UNION SELECT metadata_cid FROM collectibles UNION SELECT statement_cid FROM pool_rounds",
         )

@@ -43,7 +43,7 @@ pub use memberships::{
     MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer, PaymentKind,
     RoundRecord, TierRecord, WatchDelta, view_pool_account,
 };
-pub use sessions::PlaySessionRecord;
+pub use sessions::{Admission, AdmittedSessionRecord, PlaySessionRecord};
 pub use streams::StreamFilter;
 pub use videos::{JobEnd, VideoJob};
 
@@ -169,6 +169,11 @@ impl Store {
     pub fn for_node(mut self, node: &str) -> Store {
         self.node = Arc::from(node);
         self
+    }
+
+    /// This node's name (empty until [`Store::for_node`]).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Which database this is.

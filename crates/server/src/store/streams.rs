@@ -304,7 +304,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE streams SET state = 'live', started_at_ms = $1, source_width = $2, source_height = $3, \
-             live_node = $5 WHERE id = $4 AND state = 'idle' \
+             live_node = $5, ingest_seen_ms = $1 WHERE id = $4 AND state = 'idle' \
              AND NOT EXISTS (SELECT 1 FROM events WHERE stream_id = $4 AND state <> 'scheduled')",
         )
         .bind(now_ms)
@@ -384,8 +384,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for segment in segments {
             sqlx::query(
-                "INSERT INTO segments (stream_id, rendition, sequence, duration_ms, size, cid, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                "INSERT INTO segments (stream_id, rendition, sequence, duration_ms, size, cid, created_at_ms, init_cid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             )
             .bind(id)
             .bind(&segment.rendition)
@@ -394,6 +394,7 @@ impl Store {
             .bind(to_i64(segment.size))
             .bind(&segment.cid)
             .bind(now_ms)
+            .bind(segment.init_cid.as_deref())
             .execute(&mut *tx)
             .await?;
         }
@@ -407,7 +408,8 @@ impl Store {
             "SELECT COUNT(*) AS streams, \
              COUNT(CASE WHEN s.access = 'free' OR s.archive_public = 1 THEN 1 END) AS free \
              FROM streams s WHERE s.id IN \
-             (SELECT stream_id FROM segments WHERE cid = $1 UNION SELECT stream_id FROM renditions WHERE init_cid = $1)",
+             (SELECT stream_id FROM segments WHERE cid = $1 OR init_cid = $1 \
+              UNION SELECT stream_id FROM renditions WHERE init_cid = $1)",
         )
         .bind(cid)
         .fetch_one(&self.pool)
@@ -458,7 +460,7 @@ impl Store {
     /// Every segment of a stream, by rendition position then sequence.
     pub async fn segments(&self, id: &str) -> Result<Vec<SegmentRecord>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT s.rendition, s.sequence, s.duration_ms, s.size, s.cid FROM segments s \
+            "SELECT s.rendition, s.sequence, s.duration_ms, s.size, s.cid, s.init_cid FROM segments s \
              JOIN renditions r ON r.stream_id = s.stream_id AND r.name = s.rendition \
              WHERE s.stream_id = $1 ORDER BY r.position, s.sequence",
         )
@@ -473,9 +475,116 @@ impl Store {
                     duration_ms: u32::try_from(get_u64(row, "duration_ms")?).unwrap_or(u32::MAX),
                     size: get_u64(row, "size")?,
                     cid: row.try_get("cid")?,
+                    init_cid: row.try_get("init_cid")?,
                 })
             })
             .collect()
+    }
+
+    /// The ingesting node's sign of life for its live streams. Answers the
+    /// ones no longer this node's (a publisher continued them elsewhere
+    /// while this node was unreachable): their pipelines here must stop.
+    pub async fn heartbeat_ingest(
+        &self,
+        ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut lost = Vec::new();
+        for id in ids {
+            let done = sqlx::query(
+                "UPDATE streams SET ingest_seen_ms = $1 WHERE id = $2 AND state = 'live' AND live_node = $3",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .bind(&*self.node)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 0 {
+                lost.push(id.clone());
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Makes this node the ingesting node of a live stream whose ingest has
+    /// been silent since before `silent_since_ms` (its node died): `false`
+    /// when it is not live, or its ingest is alive, or another node won.
+    pub async fn claim_silent_stream(
+        &self,
+        id: &str,
+        now_ms: i64,
+        silent_since_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE streams SET live_node = $1, ingest_seen_ms = $2 WHERE id = $3 AND state = 'live' \
+             AND COALESCE(ingest_seen_ms, started_at_ms, 0) < $4",
+        )
+        .bind(&*self.node)
+        .bind(now_ms)
+        .bind(id)
+        .bind(silent_since_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The next sequence number of each rendition of a stream that has segments.
+    pub async fn next_sequences(&self, id: &str) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT rendition, CAST(MAX(sequence) + 1 AS BIGINT) AS next FROM segments \
+             WHERE stream_id = $1 GROUP BY rendition",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("rendition")?, get_u64(row, "next")?)))
+            .collect()
+    }
+
+    /// Live streams whose ingest has been silent since before `silent_since_ms`.
+    pub async fn silent_streams(&self, silent_since_ms: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM streams WHERE state = 'live' \
+             AND COALESCE(ingest_seen_ms, started_at_ms, 0) < $1 ORDER BY id",
+        )
+        .bind(silent_since_ms)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Ends a live stream whose ingest is still silent since before
+    /// `silent_since_ms` (its publisher did not come back), with its event:
+    /// `false` when its ingest came back or it already ended.
+    pub async fn end_silent_stream(
+        &self,
+        id: &str,
+        now_ms: i64,
+        silent_since_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE streams SET state = 'ended', ended_at_ms = $1, \
+             end_error = 'the ingesting server stopped and the publisher did not come back' \
+             WHERE id = $2 AND state = 'live' AND COALESCE(ingest_seen_ms, started_at_ms, 0) < $3",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(silent_since_ms)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE events SET state = 'ended', ended_at_ms = $1 WHERE stream_id = $2 AND state = 'live'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 

@@ -59,6 +59,9 @@ async fn run_suite(store: &Store) {
     videos_suite(store).await;
     events_suite(store).await;
     memberships_suite(store).await;
+    admitted_sessions_suite(store).await;
+    // Last: its stream's segments stay referenced.
+    ingest_takeover_suite(store).await;
     audit_agrees(store).await;
 }
 
@@ -1226,6 +1229,7 @@ fn segment(rendition: &str, sequence: u64, cid: &str) -> SegmentRecord {
         duration_ms: 2000,
         size: 1000 + sequence,
         cid: cid.into(),
+        init_cid: None,
     }
 }
 
@@ -1514,6 +1518,296 @@ async fn streams_suite(store: &Store) {
         .expect("found");
     assert_eq!(interrupted.state, StreamState::Ended);
     assert!(interrupted.end_error.is_some());
+}
+
+/// Sessions admitted by a membership, a ticket or as host, shared by nodes:
+/// a member's limit holds across racing starts, a ticket admits one session
+/// at a time, ended sessions are gone everywhere.
+async fn admitted_sessions_suite(store: &Store) {
+    use crate::store::{Admission, AdmittedSessionRecord};
+    // A member of `memberships_suite`: their membership rows serialize starts.
+    let member = format!("{:#x}", Address::repeat_byte(0xd1));
+    let session = |id: &str, admission: Admission, at: i64| AdmittedSessionRecord {
+        id: id.to_string(),
+        stream_id: "s-members".into(),
+        viewer: member.clone(),
+        admission,
+        last_seen_ms: at,
+        created_at_ms: at,
+    };
+    let watching = Admission::Member {
+        max_height: 720,
+        expires_at_ms: 1_000_000,
+    };
+    // Six racing starts with a limit of two: exactly two start.
+    let starts = (0..6).map(|i| {
+        let record = session(&format!("m-{i}"), watching.clone(), 100_000);
+        async move { store.start_member_session(&record, 2, 40_000).await }
+    });
+    let outcomes = futures_util::future::join_all(starts).await;
+    let started: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Ok(Ok(()))))
+        .map(|(i, _)| format!("m-{i}"))
+        .collect();
+    assert_eq!(started.len(), 2, "{outcomes:?}");
+    let refused = outcomes
+        .iter()
+        .find_map(|o| match o {
+            Ok(Err(active)) => Some(active.clone()),
+            _ => None,
+        })
+        .expect("a refusal");
+    assert_eq!(
+        refused.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
+        started
+    );
+    let found = store
+        .admitted_session(&started[0], 100_500)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(found, session(&started[0], watching.clone(), 100_000));
+    // Ending one makes room; an idle one (not seen since) counts no more.
+    assert!(store.end_admitted_session(&started[0]).await.expect("end"));
+    assert!(
+        !store
+            .end_admitted_session(&started[0])
+            .await
+            .expect("end again")
+    );
+    assert_eq!(
+        store
+            .admitted_session(&started[0], 100_500)
+            .await
+            .expect("read"),
+        None
+    );
+    let third = session("m-third", watching.clone(), 101_000);
+    assert_eq!(
+        store
+            .start_member_session(&third, 2, 40_000)
+            .await
+            .expect("start"),
+        Ok(())
+    );
+    assert!(
+        store
+            .start_member_session(&session("m-4th", watching.clone(), 102_000), 2, 40_000)
+            .await
+            .expect("start")
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .start_member_session(&session("m-later", watching.clone(), 200_000), 2, 150_000)
+            .await
+            .expect("start"),
+        Ok(()),
+        "the others idled out"
+    );
+    // Touching: the latest use wins; an ended session is reported.
+    let ended = store
+        .touch_admitted_sessions(&[
+            ("m-third".to_string(), 150_000),
+            (started[0].clone(), 150_000),
+        ])
+        .await
+        .expect("touch");
+    assert_eq!(ended, [started[0].clone()]);
+    store
+        .touch_admitted_sessions(&[("m-third".to_string(), 120_000)])
+        .await
+        .expect("touch");
+    assert_eq!(
+        store
+            .admitted_session("m-third", 150_000)
+            .await
+            .expect("read")
+            .expect("found")
+            .last_seen_ms,
+        150_000
+    );
+    // A ticket admits one session at a time; a sale or a cancellation ends them.
+    let ticket = Admission::Ticket {
+        ticket_id: "tk-1".into(),
+    };
+    store
+        .save_admitted_session(&session("t-1", ticket.clone(), 300_000))
+        .await
+        .expect("save");
+    store
+        .save_admitted_session(&session("t-2", ticket.clone(), 300_100))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.admitted_session("t-1", 300_200).await.expect("read"),
+        None
+    );
+    assert!(
+        store
+            .admitted_session("t-2", 300_200)
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .end_admitted_sessions_of_ticket("tk-1")
+            .await
+            .expect("end"),
+        1
+    );
+    store
+        .save_admitted_session(&session("h-1", Admission::Host, 300_300))
+        .await
+        .expect("save");
+    assert_eq!(
+        store
+            .admitted_session("h-1", 300_400)
+            .await
+            .expect("read")
+            .map(|s| s.admission),
+        Some(Admission::Host)
+    );
+    assert!(
+        store
+            .end_admitted_sessions_of_stream("s-members")
+            .await
+            .expect("end")
+            >= 1
+    );
+    assert_eq!(
+        store.admitted_session("h-1", 300_400).await.expect("read"),
+        None
+    );
+}
+
+/// Two nodes and one live stream: node A ingests it and beats; once silent,
+/// node B claims it (once, against a racing C), A learns it lost it, the
+/// numbering goes on where it stopped, a restart's segment names its init
+/// file, and a stream nobody continues is ended only once silent long enough.
+async fn ingest_takeover_suite(store: &Store) {
+    let a = store.clone().for_node("node-a");
+    let b = store.clone().for_node("node-b");
+    let c = store.clone().for_node("node-c");
+    a.insert_stream(&stream_record(
+        "s-takeover",
+        "0x00000000000000000000000000000000000000c7",
+        "takeover",
+        10_000,
+    ))
+    .await
+    .expect("insert");
+    assert!(
+        a.start_stream("s-takeover", 10_000, (1280, 720), &ladder())
+            .await
+            .expect("start")
+    );
+    let ids = ["s-takeover".to_string()];
+    assert!(
+        a.heartbeat_ingest(&ids, 11_000)
+            .await
+            .expect("beat")
+            .is_empty()
+    );
+    // Alive: nobody claims it, nothing is silent.
+    assert!(
+        !b.claim_silent_stream("s-takeover", 12_000, 10_500)
+            .await
+            .expect("claim")
+    );
+    assert!(a.silent_streams(10_500).await.expect("silent").is_empty());
+    // Silent since 11_000: B and C race, one wins.
+    assert_eq!(
+        a.silent_streams(11_500).await.expect("silent"),
+        ["s-takeover"]
+    );
+    assert!(
+        b.claim_silent_stream("s-takeover", 20_000, 15_000)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !c.claim_silent_stream("s-takeover", 20_001, 15_001)
+            .await
+            .expect("claim")
+    );
+    // A, back, learns it is no longer its stream; B's beats go through.
+    assert_eq!(a.heartbeat_ingest(&ids, 20_100).await.expect("beat"), ids);
+    assert!(
+        b.heartbeat_ingest(&ids, 20_200)
+            .await
+            .expect("beat")
+            .is_empty()
+    );
+    // A restarting does not end it: it is B's.
+    assert_eq!(
+        a.end_interrupted_streams(20_300)
+            .await
+            .expect("interrupted"),
+        0
+    );
+    // The numbering goes on; the first new segment names its init file.
+    a.insert_segments(
+        "s-takeover",
+        [
+            segment("720p", 0, "t-v0"),
+            segment("720p", 1, "t-v1"),
+            segment("audio", 0, "t-a0"),
+        ]
+        .iter(),
+        11_000,
+    )
+    .await
+    .expect("segments");
+    let mut next = b.next_sequences("s-takeover").await.expect("next");
+    next.sort();
+    assert_eq!(next, [("720p".to_string(), 2), ("audio".to_string(), 1)]);
+    let mut restarted = segment("720p", 2, "t-v2");
+    restarted.init_cid = Some("t-init-2".into());
+    b.insert_segments("s-takeover", [restarted.clone()].iter(), 20_400)
+        .await
+        .expect("segments");
+    let stored = b.segments("s-takeover").await.expect("segments");
+    assert_eq!(stored[2], restarted);
+    assert_eq!(stored[0].init_cid, None);
+    assert_eq!(b.cid_is_free("t-init-2").await.expect("cid"), Some(true)); // a free stream's file
+    assert!(
+        b.referenced_cids()
+            .await
+            .expect("referenced")
+            .contains(&"t-init-2".to_string())
+    );
+    // Ended only while still silent, once.
+    assert!(
+        !c.end_silent_stream("s-takeover", 21_000, 20_000)
+            .await
+            .expect("end")
+    );
+    assert!(
+        c.end_silent_stream("s-takeover", 30_000, 25_000)
+            .await
+            .expect("end")
+    );
+    assert!(
+        !c.end_silent_stream("s-takeover", 30_001, 25_000)
+            .await
+            .expect("end")
+    );
+    let ended = c
+        .stream("s-takeover")
+        .await
+        .expect("stream")
+        .expect("found");
+    assert_eq!(ended.state, StreamState::Ended);
+    assert!(ended.end_error.expect("why").contains("did not come back"));
+    assert!(
+        !b.claim_silent_stream("s-takeover", 40_000, 35_000)
+            .await
+            .expect("claim")
+    );
 }
 
 fn message(id: &str, author: &str, text: &str, tip: Option<&str>, time_ms: i64) -> ChatMessage {

@@ -21,7 +21,7 @@ pub struct Server {
     _temp: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
@@ -50,7 +50,24 @@ impl Server {
         Server::start_in_env(data_dir, extra_args, &[]).await
     }
 
-    async fn start_in_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
+    /// A process serving HTTP at `http` that is not a node (a balancer in
+    /// front of nodes), killed on drop like one.
+    pub fn other(child: Child, http: String) -> Server {
+        Server {
+            child,
+            http,
+            rtmp: String::new(),
+            data_dir: PathBuf::new(),
+            _temp: None,
+        }
+    }
+
+    /// Starts a server on an existing data dir with extra environment variables.
+    pub async fn start_in_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let http_port = free_port();
         let rtmp_port = free_port();
         let http = format!("127.0.0.1:{http_port}");
