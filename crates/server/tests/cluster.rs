@@ -1005,3 +1005,106 @@ async fn three_nodes_behind_nginx_lose_a_node_and_the_publishers_node() {
     }
     database.assert_ledger_audits(&third.data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_sessions_are_counted_across_nodes() {
+    let Some((database, nats, s3)) = services().await else {
+        return;
+    };
+    let args = node_args(&database, &nats, &s3.endpoint);
+    let a = Server::start_with_env(&args, &AWS).await;
+    let b = Server::start_with_env(&args, &AWS).await;
+    let creator = SigningKey::from_bytes(&[0xa2; 32]).expect("key");
+    let creator_token = sign_in(&a, &creator).await;
+    let member = common::wallet(&b, 0xa3).await;
+    common::fund(&b, &member, 1_000_000).await;
+    // One stream at a time, up to 360p.
+    let (status, tier) = post(
+        &a,
+        "/api/v1/admin/tiers",
+        common::ADMIN_TOKEN,
+        json!({"name": "One", "price": "1000", "period_seconds": 3600,
+               "max_height": 360, "max_streams": 1}),
+    )
+    .await;
+    assert_eq!(status, 201, "{tier}");
+    let (status, joined) = post(
+        &b,
+        "/api/v1/memberships",
+        &member.token,
+        json!({"tier_id": tier["id"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{joined}");
+    let members = json!({"title": "members", "access": "members", "tiers": ["platform"]});
+    let (first_id, mut ffmpeg) = live_on(&a, &creator_token, members.clone(), 30).await;
+    let (status, second) = post(&a, "/api/v1/streams", &creator_token, members).await;
+    assert_eq!(status, 201, "{second}");
+    let second_id = second["id"].as_str().expect("id");
+    let start = |node: &Server, stream: &str| {
+        let path = format!("/api/v1/streams/{stream}/sessions");
+        let token = member.token.clone();
+        let url = node.url(&path);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("start");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+
+    // Started on A, the limit holds on B, which lists A's session.
+    let (status, session) = start(&a, &first_id).await;
+    assert_eq!(status, 201, "{session}");
+    let (status, refused) = start(&b, second_id).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["type"], "/problems/too-many-streams");
+    assert_eq!(refused["active_sessions"][0]["id"], session["id"]);
+    // B serves A's session within the tier's quality.
+    let playback = session["playback_url"].as_str().expect("url");
+    let mut master = String::new();
+    for _ in 0..80 {
+        let response = reqwest::get(b.url(playback)).await.expect("master");
+        if response.status() == 200 {
+            master = response.text().await.expect("text");
+            if master.contains(".m3u8") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(master.contains("180p/index.m3u8"), "{master}");
+    // Ended on B: room for one more, and only one of racing starts on
+    // both nodes gets it.
+    let (status, body) = send(
+        reqwest::Method::DELETE,
+        &b,
+        &format!("/api/v1/sessions/{}", session["id"].as_str().expect("id")),
+        Some(&member.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let racing = futures_util::future::join_all(
+        (0..6).map(|i| start(if i % 2 == 0 { &a } else { &b }, second_id)),
+    )
+    .await;
+    let statuses: Vec<u16> = racing.iter().map(|(status, _)| *status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{racing:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{racing:?}"
+    );
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    database.assert_ledger_audits(&a.data_dir);
+}
