@@ -5,10 +5,14 @@
 # S3 bucket) and segment requests per second with wrk. On one machine the
 # nodes share its cores, so this measures what clustering costs, not what
 # more machines add.
-# Usage: scripts/bench/cluster.sh [seconds-per-run] [nodes]
+# Then, with a stream live on node 1 for a while: how long after node 1 lists
+# a new segment the other nodes list it (each node logs every delivered
+# notice's delay; same machine, same clock).
+# Usage: scripts/bench/cluster.sh [seconds-per-run] [nodes] [live-seconds]
 source "$(dirname "$0")/common.sh"
 DURATION="${1:-10}"
 NODES="${2:-3}"
+LIVE_SECONDS="${3:-60}"
 need wrk nginx curl python3 psql ffmpeg
 build
 PG_URL="${STREAMWEAVE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
@@ -70,7 +74,7 @@ upstreams=""
 # Every node answers for the balancer's address (sign-in messages name it).
 LB_PORT=$(free_port)
 for node in $(seq "$NODES"); do
-  start_server "$WORK/node$node.log" --dev --database "$DATABASE" --nats "$NATS" \
+  RUST_LOG="info,streamweave::cluster_latency=debug" start_server "$WORK/node$node.log" --dev --database "$DATABASE" --nats "$NATS" \
     --blockstore s3://blocks/bench --blockstore-s3-endpoint "http://127.0.0.1:$S3_PORT" \
     --public-url "http://127.0.0.1:$LB_PORT"
   upstreams+="server $HTTP; "
@@ -101,4 +105,26 @@ sleep 0.5
 HTTP="$FIRST_HTTP"; RTMP="$FIRST_RTMP"
 measure "$NODES nodes behind nginx" "http://127.0.0.1:$LB_PORT"
 "$BIN" ledger audit --database "$DATABASE" >/dev/null
+
+# New-segment notices from node 1 to the others, live for a while.
+for node in $(seq 2 "$NODES"); do : >"$WORK/node$node.log"; done
+create_stream "notice latency"
+publish 640x360 "$LIVE_SECONDS"
+wait_ended
+echo
+python3 - "$WORK" "$NODES" "$LIVE_SECONDS" <<'PY'
+import re, sys
+work, nodes, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+values = []
+for node in range(2, nodes + 1):
+    text = open(f"{work}/node{node}.log").read()
+    values += [int(m.group(1)) for m in re.finditer(r'kind="?media"? delay_us=(\d+)', text)]
+values.sort()
+if not values:
+    sys.exit("no notice delays in the nodes' logs")
+def pct(p): return values[min(len(values) - 1, int(len(values) * p / 100))] / 1000
+print(f"New-segment notices, node 1 to the {nodes - 1} others, {seconds} s live (360p ladder): {len(values)} delivered")
+print("| p50 | p90 | p99 | max |\n| --- | --- | --- | --- |")
+print(f"| {pct(50):.2f} ms | {pct(90):.2f} ms | {pct(99):.2f} ms | {values[-1]/1000:.2f} ms |")
+PY
 drop_schemas

@@ -28,6 +28,10 @@ pub trait RemoteBlocks: Send + Sync + std::fmt::Debug {
     fn store(&self, cid: &Cid, data: &[u8]) -> std::io::Result<()>;
     /// Whether the remote has the block (before a local copy is dropped).
     fn contains(&self, cid: &Cid) -> std::io::Result<bool>;
+    /// Every block there: its CID, size and when it was written.
+    fn list(&self) -> std::io::Result<Vec<(Cid, u64, std::time::SystemTime)>>;
+    /// Deletes a block there (garbage collection); answers whether it was there.
+    fn delete(&self, cid: &Cid) -> std::io::Result<bool>;
 }
 
 /// An on-disk blockstore, safe to share between threads; with a remote, the
@@ -65,6 +69,11 @@ impl Blockstore {
             Some(remote) if remote.contains(cid)? => self.remove_block(cid),
             _ => Ok(false),
         }
+    }
+
+    /// The remote under this disk, if any (garbage collection sweeps it too).
+    pub fn remote(&self) -> Option<&dyn RemoteBlocks> {
+        self.remote.as_deref()
     }
 
     fn path_of(&self, cid: &Cid) -> PathBuf {
@@ -303,6 +312,14 @@ impl RemoteBlocks for Blockstore {
 
     fn contains(&self, cid: &Cid) -> std::io::Result<bool> {
         self.path_of(cid).try_exists()
+    }
+
+    fn list(&self) -> std::io::Result<Vec<(Cid, u64, std::time::SystemTime)>> {
+        self.blocks().map_err(std::io::Error::other)
+    }
+
+    fn delete(&self, cid: &Cid) -> std::io::Result<bool> {
+        self.remove_block(cid).map_err(std::io::Error::other)
     }
 }
 

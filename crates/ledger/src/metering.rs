@@ -119,6 +119,19 @@ impl Meter {
         self
     }
 
+    /// The largest cumulative voucher accepted for this session where this
+    /// meter does not see every segment served (another node of a cluster
+    /// serves them): one prepay window past the channel's `paid` amount,
+    /// never past the cap.
+    pub fn max_voucher_past(&self, paid: Amount) -> Amount {
+        let window = self.owed(self.free_ms.saturating_add(self.prepay_ms));
+        let ahead = paid.checked_add(window).unwrap_or(Amount(u128::MAX));
+        match self.max_spend {
+            Some(cap) => ahead.min(self.base.checked_add(cap).unwrap_or(Amount(u128::MAX))),
+            None => ahead,
+        }
+    }
+
     /// What `media_ms` of granted time costs, net of the preview.
     fn owed(&self, media_ms: u64) -> Amount {
         self.price
@@ -234,6 +247,26 @@ mod tests {
         };
         assert_eq!(huge.owed(1000), Some(Amount(u128::MAX)));
         assert_eq!(huge.owed(2000), None);
+    }
+
+    #[test]
+    fn a_window_past_what_was_paid_when_another_node_serves() {
+        // 50_000 a minute: 4 s of window cost 3334 (rounded up).
+        let meter = Meter::new(PER_MINUTE, Amount(100), None, 4000);
+        assert_eq!(meter.max_voucher_past(Amount(100)), Amount(100 + 3334));
+        assert_eq!(meter.max_voucher_past(Amount(9000)), Amount(9000 + 3334));
+        // The preview is free, not part of the window's price.
+        let previewed = meter.clone().with_preview(10_000);
+        assert_eq!(previewed.max_voucher_past(Amount(100)), Amount(100 + 3334));
+        // Never past the cap.
+        let capped = Meter::new(PER_MINUTE, Amount(100), Some(Amount(5000)), 4000);
+        assert_eq!(capped.max_voucher_past(Amount(4000)), Amount(5100));
+        assert_eq!(capped.max_voucher_past(Amount(1000)), Amount(1000 + 3334));
+        // No overflow at the top.
+        assert_eq!(
+            meter.max_voucher_past(Amount(u128::MAX - 1)),
+            Amount(u128::MAX)
+        );
     }
 
     #[test]

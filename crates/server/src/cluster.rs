@@ -31,6 +31,16 @@ struct Envelope<E> {
     node: String,
     topic: String,
     event: E,
+    /// When the sending node sent it (Unix microseconds): how long
+    /// messages take between nodes is measured where they arrive.
+    #[serde(default)]
+    sent_at_us: u64,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Cluster {
@@ -101,6 +111,7 @@ impl Cluster {
                 node: node.clone(),
                 topic: topic.to_string(),
                 event: event.clone(),
+                sent_at_us: unix_us(),
             };
             let Ok(bytes) = serde_json::to_vec(&envelope) else {
                 return;
@@ -125,6 +136,21 @@ impl Cluster {
                 match serde_json::from_slice::<Envelope<E>>(&message.payload) {
                     Ok(envelope) if envelope.node != node => {
                         deliver(&envelope.topic, envelope.event);
+                        // Sent to delivered here (a live segment: listed on
+                        // its node to listed on this one).
+                        let delay_us = unix_us().saturating_sub(envelope.sent_at_us);
+                        if envelope.sent_at_us > 0 {
+                            crate::metrics::metrics()
+                                .cluster_message_delay_seconds
+                                .get_or_create(&crate::metrics::KindLabels { kind })
+                                .observe(delay_us as f64 / 1e6);
+                            tracing::debug!(
+                                target: "streamweave::cluster_latency",
+                                kind,
+                                delay_us,
+                                "delivered from another node"
+                            );
+                        }
                     }
                     Ok(_) => {}
                     Err(err) => warn!(%err, %subject, "an unreadable cluster message"),

@@ -52,6 +52,14 @@ pub struct Metrics {
     pub videos_processed: Family<OutcomeLabels, Counter>,
     /// Messages to other nodes dropped because NATS could not keep up.
     pub cluster_dropped: Counter,
+    /// From another node sending a message to its delivery here, by kind.
+    pub cluster_message_delay_seconds: Family<KindLabels, Histogram>,
+}
+
+/// The kind of a cluster message (`media`, `chat`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -75,6 +83,7 @@ impl Metrics {
             gross_base_units: Counter::default(),
             videos_processed: Family::default(),
             cluster_dropped: Counter::default(),
+            cluster_message_delay_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::with_prefix("streamweave"),
         };
         metrics.registered()
@@ -147,6 +156,11 @@ impl Metrics {
             "cluster_dropped_messages",
             "Messages to other nodes dropped because NATS could not keep up",
             self.cluster_dropped.clone(),
+        );
+        registry.register(
+            "cluster_message_delay_seconds",
+            "From another node sending a message (a new segment, chat, an event) to its delivery here",
+            self.cluster_message_delay_seconds.clone(),
         );
         self
     }

@@ -530,8 +530,9 @@ async fn a_paid_session_goes_on_after_its_node_is_killed() {
 
 /// nginx in front of `nodes`, its files in `dir`: a playback session's
 /// requests (`/play/{id}/...`) stay on one node (its meter lives there) and
-/// move to the next when that node is gone; everything else is spread over
-/// every node; a request that finds its node dead is retried on the next.
+/// move to the next when that node is gone; each client's other requests
+/// stay on one node too; a request that finds its node dead is retried on
+/// the next.
 /// Listens on `port` (the nodes' `--public-url`).
 async fn balancer(nodes: &[&Server], dir: &std::path::Path, port: u16) -> Server {
     let upstreams: String = nodes
@@ -556,7 +557,7 @@ http {{
   uwsgi_temp_path {dir_text}/uwsgi;
   scgi_temp_path {dir_text}/scgi;
   map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-  map $uri $affinity {{ ~^/play/(?<session>[^/]+)/ $session; default $request_id; }}
+  map $uri $affinity {{ ~^/play/(?<session>[^/]+)/ $session; default $remote_addr; }}
   upstream streamweave {{
     hash $affinity consistent;
 {upstreams}  }}

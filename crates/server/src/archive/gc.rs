@@ -27,6 +27,10 @@ pub struct GcReport {
     pub removed_bytes: u64,
     /// Unreferenced blocks kept because they are younger than the grace period.
     pub kept_recent: usize,
+    /// Blocks removed from the shared remote (a cluster's bucket).
+    pub removed_remote: usize,
+    /// Their bytes.
+    pub removed_remote_bytes: u64,
 }
 
 /// Collects garbage: `referenced` are the database's CIDs.
@@ -79,6 +83,19 @@ pub fn collect(
             report.removed_bytes += size;
         }
     }
+    // The cluster's bucket, by the same rule: every node marks from the one
+    // database, so whichever node sweeps removes only what none references.
+    if let Some(remote) = blockstore.remote() {
+        for (cid, size, modified) in remote.list()? {
+            if marked.contains(&cid) || modified > cutoff {
+                continue;
+            }
+            if remote.delete(&cid)? {
+                report.removed_remote += 1;
+                report.removed_remote_bytes += size;
+            }
+        }
+    }
     Ok(report)
 }
 
@@ -106,5 +123,30 @@ mod tests {
         let other = store.put_file(b"still here").unwrap();
         assert!(collect(&store, &["not a cid".into()], Duration::ZERO).is_err());
         assert!(store.get_block(&other).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_shared_remote_is_swept_by_the_same_rule() {
+        let shared = tempfile::tempdir().unwrap();
+        let remote = std::sync::Arc::new(Blockstore::open(shared.path()).unwrap());
+        let local = tempfile::tempdir().unwrap();
+        let store = Blockstore::open(local.path())
+            .unwrap()
+            .with_remote(remote.clone());
+        let kept = store.put_file(b"referenced").unwrap();
+        let dropped = store.put_file(b"not referenced").unwrap();
+        // Another node's local copy is gone already: only the remote has it.
+        store.remove_block(&dropped).unwrap();
+        let young = collect(&store, &[kept.to_string()], Duration::from_secs(3600)).unwrap();
+        assert_eq!((young.removed_remote, young.kept_recent), (0, 0));
+        let report = collect(&store, &[kept.to_string()], Duration::ZERO).unwrap();
+        assert_eq!((report.removed, report.removed_remote), (0, 1));
+        assert_eq!(report.removed_remote_bytes, b"not referenced".len() as u64);
+        assert!(remote.get_block(&dropped).unwrap().is_none());
+        assert!(remote.get_block(&kept).unwrap().is_some());
+        assert_eq!(
+            store.get_file(&kept).unwrap().as_deref(),
+            Some(&b"referenced"[..])
+        );
     }
 }

@@ -140,6 +140,47 @@ impl RemoteBlocks for S3Blocks {
         })?
         .map_err(io_error)
     }
+
+    fn list(&self) -> std::io::Result<Vec<(Cid, u64, std::time::SystemTime)>> {
+        let store = self.store.clone();
+        let prefix = if self.prefix.is_empty() {
+            ObjectPath::from("blocks")
+        } else {
+            ObjectPath::from(format!("{}/blocks", self.prefix))
+        };
+        self.wait(async move {
+            use futures_util::TryStreamExt;
+            let objects: Vec<object_store::ObjectMeta> =
+                store.list(Some(&prefix)).try_collect().await?;
+            Ok(objects
+                .into_iter()
+                .filter_map(|meta| {
+                    let cid = meta
+                        .location
+                        .filename()
+                        .and_then(|n| Cid::try_from(n).ok())?;
+                    Some((
+                        cid,
+                        meta.size,
+                        std::time::SystemTime::from(meta.last_modified),
+                    ))
+                })
+                .collect())
+        })?
+        .map_err(io_error)
+    }
+
+    fn delete(&self, cid: &Cid) -> std::io::Result<bool> {
+        let (store, path) = (self.store.clone(), self.object(cid));
+        self.wait(async move {
+            match store.head(&path).await {
+                Ok(_) => store.delete(&path).await.map(|()| true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(err) => Err(err),
+            }
+        })?
+        .map_err(io_error)
+    }
 }
 
 /// Keeps the local copies of remote blocks under `max_bytes`, dropping the

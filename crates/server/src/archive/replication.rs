@@ -352,10 +352,12 @@ impl Replicator {
                 crate::archive::gc::collect(&blockstore, &referenced, grace)
             })
             .await??;
-            if report.removed > 0 {
+            if report.removed > 0 || report.removed_remote > 0 {
                 info!(
                     removed = report.removed,
                     bytes = report.removed_bytes,
+                    removed_remote = report.removed_remote,
+                    remote_bytes = report.removed_remote_bytes,
                     "collected unreferenced blocks"
                 );
             }

@@ -456,7 +456,7 @@ async fn accept_voucher(
             streamweave_ledger::SignatureError::Malformed,
         ))
     })?;
-    super::sessions::check_prepay_window(state, &channel.id, amount)?;
+    super::sessions::check_prepay_window(state, &channel.id, amount).await?;
     // Recovery is the expensive part: done here, in parallel, before the engine.
     let verified = channel
         .verify_voucher(amount, &signature)

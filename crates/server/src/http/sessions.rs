@@ -752,12 +752,27 @@ async fn member_file(
 }
 
 /// Refuses vouchers beyond a session's prepay window.
-pub fn check_prepay_window(
+pub async fn check_prepay_window(
     state: &AppState,
     channel: &B256,
     amount: Amount,
 ) -> Result<(), ApiError> {
-    match state.sessions.max_voucher(channel) {
+    let clustered = state.settings.clustered();
+    let shared_paid = || {
+        clustered.then(|| {
+            state
+                .payments
+                .channel(channel)
+                .map(|c| c.redeemed)
+                .unwrap_or_default()
+        })
+    };
+    let mut max = state.sessions.max_voucher(channel, shared_paid());
+    if clustered && max.is_some_and(|max| amount > max) && state.payments.refresh(channel).await {
+        // Another node moved the channel on since this one last looked.
+        max = state.sessions.max_voucher(channel, shared_paid());
+    }
+    match max {
         Some(max) if amount > max => Err(ApiError::custom(
             StatusCode::CONFLICT,
             "voucher-beyond-prepay-window",

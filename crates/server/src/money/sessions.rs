@@ -187,11 +187,21 @@ impl Sessions {
     }
 
     /// The largest voucher acceptable now on a channel with a session.
-    pub fn max_voucher(&self, channel: &B256) -> Option<streamweave_ledger::Amount> {
+    /// `shared_paid`: on a cluster node, the channel's redeemed amount (the
+    /// session may be served by another node, which this meter does not
+    /// see): then also one window past it.
+    pub fn max_voucher(
+        &self,
+        channel: &B256,
+        shared_paid: Option<streamweave_ledger::Amount>,
+    ) -> Option<streamweave_ledger::Amount> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let id = inner.by_pass.get(&PassKey::Channel(*channel))?;
         match &inner.sessions.get(id)?.pass {
-            Pass::Channel { meter, .. } => Some(meter.max_voucher()),
+            Pass::Channel { meter, .. } => Some(match shared_paid {
+                Some(paid) => meter.max_voucher().max(meter.max_voucher_past(paid)),
+                None => meter.max_voucher(),
+            }),
             _ => None,
         }
     }

@@ -482,8 +482,9 @@ impl Store {
     }
 
     /// The ingesting node's sign of life for its live streams. Answers the
-    /// ones no longer this node's (a publisher continued them elsewhere
+    /// ones live on another node now (a publisher continued them there
     /// while this node was unreachable): their pipelines here must stop.
+    /// A stream still starting here is neither.
     pub async fn heartbeat_ingest(
         &self,
         ids: &[String],
@@ -500,7 +501,18 @@ impl Store {
             .execute(&self.pool)
             .await?;
             if done.rows_affected() == 0 {
-                lost.push(id.clone());
+                // Not live yet (still starting) is not lost: live elsewhere is.
+                let elsewhere: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM streams WHERE id = $1 AND state = 'live' \
+                     AND (live_node IS NULL OR live_node <> $2)",
+                )
+                .bind(id)
+                .bind(&*self.node)
+                .fetch_optional(&self.pool)
+                .await?;
+                if elsewhere.is_some() {
+                    lost.push(id.clone());
+                }
             }
         }
         Ok(lost)
