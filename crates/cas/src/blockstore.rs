@@ -150,6 +150,12 @@ impl Blockstore {
 
     /// Writes a block's file atomically (temporary file, sync, rename).
     fn replace_block(&self, cid: &Cid, data: &[u8]) -> Result<(), CasError> {
+        self.write_block_file(cid, data, true)
+    }
+
+    /// Writes a block's file by temporary file and rename; `sync`: flushed
+    /// to the disk before the rename.
+    fn write_block_file(&self, cid: &Cid, data: &[u8], sync: bool) -> Result<(), CasError> {
         let path = self.path_of(cid);
         // `path_of` always has a parent: the shard directory.
         let dir = path.parent().expect("block paths have a shard directory");
@@ -162,13 +168,47 @@ impl Blockstore {
         let result = (|| {
             let mut file = fs::File::create(&temp)?;
             file.write_all(data)?;
-            file.sync_all()?;
+            if sync {
+                file.sync_all()?;
+            }
             fs::rename(&temp, &path)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&temp);
         }
         Ok(result?)
+    }
+
+    /// Stores every block of a file's DAG like [`Blockstore::put_file`]
+    /// but without flushing each block to the disk: for bulk writes (a
+    /// video's transcode) that call [`Blockstore::sync`] before anything
+    /// they wrote is acknowledged. A block already here is kept only if it
+    /// verifies (an earlier unsynced write may not have survived a crash).
+    pub fn put_file_unsynced(&self, bytes: &[u8]) -> Result<Cid, CasError> {
+        let dag = dag::build_file_dag(bytes);
+        for block in &dag.blocks {
+            let here = match fs::read(self.path_of(&block.cid)) {
+                Ok(found) => verify(&block.cid, &found).is_ok(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+                Err(err) => return Err(err.into()),
+            };
+            if here {
+                continue;
+            }
+            if let Some(remote) = &self.remote {
+                remote.store(&block.cid, &block.data)?;
+            }
+            self.write_block_file(&block.cid, &block.data, false)?;
+        }
+        Ok(dag.root)
+    }
+
+    /// Flushes everything written to the blockstore's filesystem to the disk
+    /// (`syncfs`): one flush for a bulk of unsynced writes.
+    pub fn sync(&self) -> Result<(), CasError> {
+        let root = fs::File::open(&self.root)?;
+        rustix::fs::syncfs(&root).map_err(std::io::Error::from)?;
+        Ok(())
     }
 
     /// Stores every block of a file's DAG and answers its CID. Idempotent.
@@ -326,6 +366,29 @@ impl RemoteBlocks for Blockstore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsynced_writes_are_the_same_blocks_and_a_bad_copy_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Blockstore::open(dir.path()).expect("open");
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        let cid = store.put_file_unsynced(&bytes).expect("put");
+        assert_eq!(cid, store.put_file(&bytes).expect("put synced"), "same DAG");
+        store.sync().expect("sync");
+        assert_eq!(
+            store.get_file(&cid).expect("get").as_deref(),
+            Some(&bytes[..])
+        );
+        // A block that did not survive (a crash before the flush) is written again.
+        let small = store.put_file_unsynced(b"small").expect("put");
+        fs::write(store.path_of(&small), b"").expect("truncate");
+        assert!(store.get_block(&small).is_err(), "a bad copy is an error");
+        assert_eq!(store.put_file_unsynced(b"small").expect("put again"), small);
+        assert_eq!(
+            store.get_file(&small).expect("get").as_deref(),
+            Some(&b"small"[..])
+        );
+    }
 
     #[test]
     fn nodes_share_blocks_through_a_remote_and_keep_a_cache() {

@@ -295,9 +295,25 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     };
     // Other nodes: live events, chat and account events reach every node's
     // listeners (viewer counts stay per node).
+    let other_viewers = Arc::new(crate::live::audience::OtherNodes::default());
+    let viewer_relay: Arc<
+        std::sync::OnceLock<crate::live::events::Relay<crate::live::audience::ViewerReport>>,
+    > = Arc::default();
     let cluster = match &settings.nats {
         Some(url) => {
             let cluster = crate::cluster::Cluster::connect(url).await?;
+            // Each node's viewer counts, reported every few seconds.
+            let (others, slot) = (other_viewers.clone(), viewer_relay.clone());
+            cluster
+                .relay(
+                    "viewers",
+                    |relay| {
+                        let _ = slot.set(relay);
+                    },
+                    move |stream_id, report| others.report(stream_id, report, now_ms()),
+                    |_| true,
+                )
+                .await?;
             cluster
                 .bridge("stream-events", events.clone(), |event| {
                     !matches!(event, crate::live::events::StreamEvent::Viewers { .. })
@@ -364,6 +380,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         chat,
         thumbnails: Arc::new(crate::live::thumbnails::Thumbnails::default()),
         audience: Arc::new(crate::live::audience::Audience::default()),
+        other_viewers,
         sockets: Arc::new(tokio::sync::Semaphore::new(http::MAX_OPEN_SOCKETS)),
         request_limits: Arc::new(crate::http::rate_limit::RequestLimits::new(
             settings.rate_limit_playback,
@@ -378,6 +395,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             settings.challenges_per_ip_per_minute.min(30),
         )),
     };
+    if let Some(cluster) = &state.cluster {
+        tokio::spawn(share_viewer_counts(
+            state.clone(),
+            cluster.node.clone(),
+            viewer_relay,
+        ));
+    }
     if settings.clustered() {
         tokio::spawn(share_admitted_sessions(
             state.sessions.clone(),
@@ -468,6 +492,74 @@ async fn shutdown_signal() {
 
 /// This node's name, kept in its data directory (`node-name`), so that a
 /// restarted node knows which live streams were its own.
+/// How often a clustered node reports its viewer counts to the others.
+const VIEWER_REPORTS: Duration = Duration::from_secs(5);
+
+/// Tells the other nodes how many viewers each stream has here, and pushes
+/// the cluster's totals to this node's event sockets when they change.
+async fn share_viewer_counts(
+    state: http::AppState,
+    node: String,
+    relay: Arc<
+        std::sync::OnceLock<crate::live::events::Relay<crate::live::audience::ViewerReport>>,
+    >,
+) {
+    use std::collections::HashMap;
+    let mut tick = tokio::time::interval(VIEWER_REPORTS);
+    let mut reported: HashMap<String, usize> = HashMap::new();
+    let mut shown: HashMap<String, usize> = HashMap::new();
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let mut here = state.sessions.viewer_counts(now);
+        for (stream, count) in state.audience.counts(now) {
+            *here.entry(stream).or_insert(0) += count;
+        }
+        if let Some(send) = relay.get() {
+            for (stream, count) in &here {
+                send(
+                    stream,
+                    &crate::live::audience::ViewerReport {
+                        node: node.clone(),
+                        count: *count,
+                    },
+                );
+            }
+            // Streams that had viewers here and have none now.
+            for stream in reported.keys().filter(|s| !here.contains_key(*s)) {
+                send(
+                    stream,
+                    &crate::live::audience::ViewerReport {
+                        node: node.clone(),
+                        count: 0,
+                    },
+                );
+            }
+        }
+        let mut streams: Vec<String> = here.keys().cloned().collect();
+        streams.extend(state.other_viewers.streams());
+        streams.extend(shown.keys().cloned());
+        streams.sort();
+        streams.dedup();
+        for stream in streams {
+            let total =
+                here.get(&stream).copied().unwrap_or(0) + state.other_viewers.count(&stream, now);
+            if shown.get(&stream).copied().unwrap_or(0) != total {
+                state.events.publish(
+                    &stream,
+                    crate::live::events::StreamEvent::Viewers { count: total },
+                );
+            }
+            if total == 0 {
+                shown.remove(&stream);
+            } else {
+                shown.insert(stream, total);
+            }
+        }
+        reported = here;
+    }
+}
+
 /// How often a clustered node writes when its admitted sessions were last
 /// used (a member's idle sessions stop counting this much later).
 const ADMITTED_SESSIONS_FLUSH: Duration = Duration::from_secs(10);

@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): HTTP requests by
 //! route and status with latency, bytes served, vouchers accepted and
 //! refused by reason, the payments engine's commits, live streams, ingest
-//! latency, sockets, viewers and gross revenue. One registry per process,
+//! latency, media failures and transcode speed, replicas by state,
+//! sockets, viewers, gross revenue and messages between nodes. One registry per process,
 //! reachable from every module ([`metrics`]); values that are cheaper to
 //! read than to track (sockets, viewers) are set when scraped.
 
@@ -54,6 +55,19 @@ pub struct Metrics {
     pub cluster_dropped: Counter,
     /// From another node sending a message to its delivery here, by kind.
     pub cluster_message_delay_seconds: Family<KindLabels, Histogram>,
+    /// Live pipelines and video jobs that ended with an error, by kind
+    /// (`live`, `video`).
+    pub media_failures: Family<KindLabels, Counter>,
+    /// Media seconds per wall second of each finished video transcode.
+    pub transcode_realtime_factor: Histogram,
+    /// Archive replicas by state, as of the replication worker's last round.
+    pub replicas: Family<StateLabels, Gauge>,
+}
+
+/// A replica's state (`pending`, `stored`, `verified`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
 }
 
 /// The kind of a cluster message (`media`, `chat`, ...).
@@ -84,6 +98,10 @@ impl Metrics {
             videos_processed: Family::default(),
             cluster_dropped: Counter::default(),
             cluster_message_delay_seconds: Family::new_with_constructor(latency_histogram),
+            media_failures: Family::default(),
+            // 0.125x to 64x realtime.
+            transcode_realtime_factor: Histogram::new(exponential_buckets(0.125, 2.0, 10)),
+            replicas: Family::default(),
             registry: Registry::with_prefix("streamweave"),
         };
         metrics.registered()
@@ -161,6 +179,21 @@ impl Metrics {
             "cluster_message_delay_seconds",
             "From another node sending a message (a new segment, chat, an event) to its delivery here",
             self.cluster_message_delay_seconds.clone(),
+        );
+        registry.register(
+            "media_failures",
+            "Live pipelines and video jobs that ended with an error, by kind (live, video)",
+            self.media_failures.clone(),
+        );
+        registry.register(
+            "transcode_realtime_factor",
+            "Media seconds per wall second of each finished video transcode",
+            self.transcode_realtime_factor.clone(),
+        );
+        registry.register(
+            "replicas",
+            "Archive replicas by state",
+            self.replicas.clone(),
         );
         self
     }

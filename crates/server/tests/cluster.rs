@@ -199,6 +199,17 @@ async fn two_nodes_share_payments_and_chat() {
         "B's playlist grew while live: {on_b} then {later_on_b}"
     );
     assert!(on_a - later_on_b <= 1, "A {on_a}, B {later_on_b}");
+    // B measured how long A's notices took.
+    let metrics = reqwest::get(b.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("streamweave_cluster_message_delay_seconds_count{kind=\"media\"}"),
+        "{metrics}"
+    );
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
     // The recording, ingested and stored by node A, plays from node B.
@@ -485,6 +496,12 @@ async fn a_paid_session_goes_on_after_its_node_is_killed() {
         paid = required;
         assert_eq!(segment_status(&c, &path).await.0, 200, "{path} once paid");
     }
+    // A counts C's viewer (C reports its counts every few seconds).
+    common::eventually("A counts the viewer watching on C", async || {
+        let (_, seen) = get(&a, &format!("/api/v1/streams/{stream_id}"), None).await;
+        seen["viewers"] == 1
+    })
+    .await;
     // Node C is killed; the player goes on through node A.
     drop(c);
     let path = format!("{base}{rendition}/{}", listed[2]);

@@ -126,6 +126,17 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
     assert_eq!(ready["status"], "ready", "{ready}");
     let duration = ready["duration_ms"].as_u64().expect("duration");
     assert!((4900..=5100).contains(&duration), "{ready}");
+    // The transcode's speed is measured.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("streamweave_transcode_realtime_factor_count 1"),
+        "{metrics}"
+    );
     let renditions: Vec<&str> = ready["renditions"]
         .as_array()
         .expect("renditions")

@@ -362,6 +362,13 @@ impl Replicator {
                 );
             }
         }
+        let states = crate::metrics::metrics();
+        for (state, count) in self.db.replica_counts().await? {
+            states
+                .replicas
+                .get_or_create(&crate::metrics::StateLabels { state })
+                .set(count);
+        }
         for (stream_id, segments) in self.db.streams_needing_archive(ARCHIVES_PER_TICK).await? {
             let built = archive::build_root(
                 &self.db,

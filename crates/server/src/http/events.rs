@@ -54,7 +54,11 @@ pub async fn stream_events(
             state: stream.state.as_str().to_string(),
         },
         StreamEvent::Viewers {
-            count: state.sessions.viewers(&id, now_ms()),
+            count: state.viewers(
+                &id,
+                stream.access == crate::model::AccessMode::Free,
+                now_ms(),
+            ),
         },
     ];
     let permit = super::socket_permit(&state)?;

@@ -74,6 +74,8 @@ pub struct AppState {
     pub chat: Arc<crate::community::chat::ChatRooms>,
     pub thumbnails: Arc<crate::live::thumbnails::Thumbnails>,
     pub audience: Arc<crate::live::audience::Audience>,
+    /// In a cluster, the other nodes' viewer counts.
+    pub other_viewers: Arc<crate::live::audience::OtherNodes>,
     /// Bounds the open WebSockets ([`MAX_OPEN_SOCKETS`]).
     pub sockets: Arc<tokio::sync::Semaphore>,
     /// Resumable uploads in progress.
@@ -98,6 +100,20 @@ pub struct AppState {
     pub request_limits: Arc<rate_limit::RequestLimits>,
     /// Sign-in challenges per client address.
     pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
+}
+
+impl AppState {
+    /// A stream's viewers on every node: this node's (sessions, or for a
+    /// free stream the addresses fetching its playlists) and what the other
+    /// nodes reported lately.
+    pub fn viewers(&self, stream_id: &str, free: bool, now_ms: i64) -> usize {
+        let here = if free {
+            self.audience.count(stream_id, now_ms)
+        } else {
+            self.sessions.viewers(stream_id, now_ms)
+        };
+        here + self.other_viewers.count(stream_id, now_ms)
+    }
 }
 
 #[derive(OpenApi)]

@@ -240,7 +240,7 @@ fn started(
     view: SessionView,
 ) -> (StatusCode, Json<SessionView>) {
     state.stats.session_started(stream_id, viewer, now);
-    let count = state.sessions.viewers(stream_id, now);
+    let count = state.viewers(stream_id, false, now);
     state.events.publish(
         stream_id,
         crate::live::events::StreamEvent::Viewers { count },
@@ -504,7 +504,7 @@ async fn end_session(
     if state.settings.clustered() {
         state.db.end_admitted_session(&found.id).await?;
     }
-    let count = state.sessions.viewers(&found.stream_id, now_ms());
+    let count = state.viewers(&found.stream_id, false, now_ms());
     state.events.publish(
         &found.stream_id,
         crate::live::events::StreamEvent::Viewers { count },

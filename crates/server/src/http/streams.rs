@@ -358,12 +358,7 @@ pub(super) fn view(
         description: stream.description.clone(),
         category: stream.category.clone(),
         tags: stream.tags.clone(),
-        viewers: match stream.access {
-            AccessMode::Free => state.audience.count(&stream.id, now_ms()),
-            AccessMode::PerSecond | AccessMode::Ticket | AccessMode::Members => {
-                state.sessions.viewers(&stream.id, now_ms())
-            }
-        },
+        viewers: state.viewers(&stream.id, stream.access == AccessMode::Free, now_ms()),
         source: stream.source,
         tiers: stream.member_tiers.clone(),
         views: stream.views,

@@ -171,7 +171,23 @@ impl Library {
                 return;
             };
             let id = job.stream_id.clone();
+            let began = std::time::Instant::now();
             let outcome = self.process(&job, &progress_tx, cancel_rx).await;
+            match &outcome {
+                Ok(duration_ms) => {
+                    let wall_ms = began.elapsed().as_millis().max(1) as f64;
+                    crate::metrics::metrics()
+                        .transcode_realtime_factor
+                        .observe(*duration_ms as f64 / wall_ms);
+                }
+                Err(JobError::Internal(_)) | Err(JobError::Refused(_)) => {
+                    crate::metrics::metrics()
+                        .media_failures
+                        .get_or_create(&crate::metrics::KindLabels { kind: "video" })
+                        .inc();
+                }
+                Err(JobError::Cancelled) => {}
+            }
             let (end, duration_ms, reason) = match outcome {
                 Ok(duration_ms) => (JobEnd::Done, Some(duration_ms), None),
                 Err(JobError::Cancelled) => {
@@ -198,18 +214,19 @@ impl Library {
                     .to_string(),
                 })
                 .inc();
-            match end {
-                JobEnd::Done => info!(video = %id, "video ready"),
-                _ => {
-                    warn!(video = %id, reason = reason.as_deref().unwrap_or(""), "video not processed")
-                }
-            }
             if let Err(err) = self
                 .store
                 .finish_video(&id, end, duration_ms, reason.as_deref(), now_ms())
                 .await
             {
                 error!(video = %id, %err, "recording the end of a video job failed");
+            }
+            // Logged once recorded: `ready` is what the API answers from here on.
+            match end {
+                JobEnd::Done => info!(video = %id, "video ready"),
+                _ => {
+                    warn!(video = %id, reason = reason.as_deref().unwrap_or(""), "video not processed")
+                }
             }
             self.events.publish(
                 &id,
@@ -327,6 +344,14 @@ impl Library {
                         break;
                     }
                 }
+                if rest.is_ok() {
+                    // Every block on the disk before the video is ready.
+                    let blockstore = self.blockstore.clone();
+                    rest = tokio::task::spawn_blocking(move || blockstore.sync())
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|synced| synced.map_err(anyhow::Error::from));
+                }
                 rest.map_err(JobError::Internal)
             }
             failed => failed,
@@ -381,7 +406,9 @@ impl Library {
             let blockstore = self.blockstore.clone();
             writes.spawn_blocking(move || -> anyhow::Result<(usize, u64, Cid)> {
                 let bytes = std::fs::read(&path)?;
-                let cid = blockstore.put_file(&bytes)?;
+                // Flushed once when the transcode is done (`sync` below):
+                // a flush per block would stall ffmpeg's own writes.
+                let cid = blockstore.put_file_unsynced(&bytes)?;
                 Ok((sequence, bytes.len() as u64, cid))
             });
         }
@@ -413,7 +440,7 @@ impl Library {
 
     async fn put_file(&self, bytes: Bytes) -> anyhow::Result<Cid> {
         let blockstore = self.blockstore.clone();
-        Ok(tokio::task::spawn_blocking(move || blockstore.put_file(&bytes)).await??)
+        Ok(tokio::task::spawn_blocking(move || blockstore.put_file_unsynced(&bytes)).await??)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Viewers of free streams, which need no session: the distinct network
 //! addresses that fetched one of the stream's playlists lately (players
 //! refresh a live playlist every segment). An estimate for display: viewers
-//! behind one address count once. Time is passed in.
+//! behind one address count once. And, in a cluster, the other nodes'
+//! counts as they last reported them ([`OtherNodes`]). Time is passed in.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,6 +38,18 @@ impl Audience {
             .insert(address, now_ms);
     }
 
+    /// Every stream's count within the window (streams with none left out).
+    pub fn counts(&self, now_ms: i64) -> HashMap<String, usize> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, addresses| {
+            addresses.retain(|_, at| now_ms - *at < WATCHING_WINDOW_MS);
+            !addresses.is_empty()
+        });
+        seen.iter()
+            .map(|(stream, addresses)| (stream.clone(), addresses.len()))
+            .collect()
+    }
+
     /// Distinct addresses that fetched a playlist of `stream_id` within the window.
     pub fn count(&self, stream_id: &str, now_ms: i64) -> usize {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -45,6 +58,74 @@ impl Audience {
         };
         addresses.retain(|_, at| now_ms - *at < WATCHING_WINDOW_MS);
         addresses.len()
+    }
+}
+
+/// How long another node's report counts: it reports every few seconds.
+pub const REPORT_FRESH_MS: i64 = 15_000;
+/// (stream, node) reports remembered at most.
+pub const MAX_REPORTS: usize = 100_000;
+
+/// What a node tells the others of a stream's viewers on it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ViewerReport {
+    pub node: String,
+    pub count: usize,
+}
+
+/// Per node: its count and when it reported it.
+type NodeReports = HashMap<String, (usize, i64)>;
+
+/// Other nodes' viewer counts per stream, as they last reported them.
+#[derive(Default)]
+pub struct OtherNodes {
+    reports: Mutex<HashMap<String, NodeReports>>,
+}
+
+impl OtherNodes {
+    /// Notes a node's count of a stream's viewers (zero forgets it).
+    pub fn report(&self, stream_id: &str, report: ViewerReport, now_ms: i64) {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        if report.count == 0 {
+            if let Some(nodes) = reports.get_mut(stream_id) {
+                nodes.remove(&report.node);
+                if nodes.is_empty() {
+                    reports.remove(stream_id);
+                }
+            }
+            return;
+        }
+        if reports.values().map(HashMap::len).sum::<usize>() >= MAX_REPORTS {
+            reports.retain(|_, nodes| {
+                nodes.retain(|_, (_, at)| now_ms - *at < REPORT_FRESH_MS);
+                !nodes.is_empty()
+            });
+            if reports.values().map(HashMap::len).sum::<usize>() >= MAX_REPORTS {
+                return;
+            }
+        }
+        reports
+            .entry(stream_id.to_string())
+            .or_default()
+            .insert(report.node, (report.count, now_ms));
+    }
+
+    /// Streams some other node reported viewers of.
+    pub fn streams(&self) -> Vec<String> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.keys().cloned().collect()
+    }
+
+    /// The viewers other nodes reported lately for a stream.
+    pub fn count(&self, stream_id: &str, now_ms: i64) -> usize {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.get(stream_id).map_or(0, |nodes| {
+            nodes
+                .values()
+                .filter(|(_, at)| now_ms - *at < REPORT_FRESH_MS)
+                .map(|(count, _)| count)
+                .sum()
+        })
     }
 }
 
@@ -69,6 +150,32 @@ mod tests {
         // ip(1) last fetched at 2 s: gone from "a" once 15 s have passed.
         assert_eq!(audience.count("a", 2_000 + WATCHING_WINDOW_MS), 1);
         assert_eq!(audience.count("a", 3_000 + WATCHING_WINDOW_MS), 0);
+    }
+
+    #[test]
+    fn other_nodes_add_up_while_their_reports_are_fresh() {
+        let others = OtherNodes::default();
+        let report = |node: &str, count| ViewerReport {
+            node: node.into(),
+            count,
+        };
+        others.report("s", report("b", 3), 1_000);
+        others.report("s", report("c", 4), 2_000);
+        others.report("s", report("b", 5), 3_000);
+        assert_eq!(others.count("s", 3_000), 9, "a node's latest report counts");
+        assert_eq!(others.count("t", 3_000), 0);
+        // C stopped reporting (died): its count goes.
+        assert_eq!(others.count("s", 2_000 + REPORT_FRESH_MS), 5);
+        others.report("s", report("b", 0), 4_000);
+        assert_eq!(others.count("s", 4_000), 4);
+        let audience = Audience::default();
+        audience.saw("a", ip(1), 1_000);
+        audience.saw("b", ip(1), 1_000);
+        audience.saw("b", ip(2), 9_000);
+        assert_eq!(
+            audience.counts(1_000 + WATCHING_WINDOW_MS),
+            HashMap::from([("b".to_string(), 1)])
+        );
     }
 
     #[test]

@@ -452,6 +452,12 @@ impl LiveHub {
                     state: "ended".into(),
                 },
             );
+            if failure.is_some() {
+                crate::metrics::metrics()
+                    .media_failures
+                    .get_or_create(&crate::metrics::KindLabels { kind: "live" })
+                    .inc();
+            }
             match &failure {
                 None => info!(stream = %stream_id, "ended"),
                 Some(cause) => warn!(stream = %stream_id, %cause, "ended with an error"),

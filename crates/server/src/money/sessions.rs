@@ -228,6 +228,19 @@ impl Sessions {
             .count()
     }
 
+    /// Every stream's count of sessions that requested something recently
+    /// (streams with none left out).
+    pub fn viewer_counts(&self, now_ms: i64) -> HashMap<String, usize> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = HashMap::new();
+        for session in inner.sessions.values() {
+            if now_ms - session.last_request_ms <= SESSION_IDLE_TIMEOUT_MS {
+                *counts.entry(session.stream_id.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// The stream a channel's session watches.
     pub fn stream_of_channel(&self, channel: &B256) -> Option<String> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

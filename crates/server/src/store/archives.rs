@@ -190,6 +190,18 @@ impl Store {
         rows.iter().map(replica_from_row).collect()
     }
 
+    /// How many replicas are in each state (`pending`, `stored`, `verified`, `failed`).
+    pub async fn replica_counts(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM archive_replicas GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("state")?, row.try_get("n")?)))
+            .collect()
+    }
+
     /// Records a replica's new state.
     pub async fn set_replica(
         &self,
