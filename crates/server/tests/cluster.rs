@@ -48,6 +48,26 @@ async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     }
 }
 
+/// Joins the chat at `url`, signs in with `token` and posts `text`;
+/// answers the poster's socket.
+async fn chat_post(url: &str, token: &str, text: &str) -> Socket {
+    let (mut poster, _) = tokio_tungstenite::connect_async(url).await.expect("join");
+    next_of(&mut poster, "history").await;
+    for (message, answer) in [
+        (json!({"type": "auth", "token": token}), Some("signed_in")),
+        (json!({"type": "post", "text": text}), None),
+    ] {
+        poster
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("send");
+        if let Some(answer) = answer {
+            next_of(&mut poster, answer).await;
+        }
+    }
+    poster
+}
+
 /// Signs `payer` in on `node`, funds them from the dev faucet and opens a
 /// channel of `deposit` to `payee` signed by `signer`: (token, channel id).
 async fn funded_channel(
@@ -200,12 +220,7 @@ async fn two_nodes_share_payments_and_chat() {
     );
     assert!(on_a - later_on_b <= 1, "A {on_a}, B {later_on_b}");
     // B measured how long A's notices took.
-    let metrics = reqwest::get(b.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = common::metrics_text(&b).await;
     assert!(
         metrics.contains("streamweave_cluster_message_delay_seconds_count{kind=\"media\"}"),
         "{metrics}"
@@ -343,27 +358,7 @@ async fn two_nodes_share_payments_and_chat() {
         .await
         .expect("join on B");
     next_of(&mut reader, "history").await;
-    let (mut poster, _) = tokio_tungstenite::connect_async(chat(a))
-        .await
-        .expect("join on A");
-    next_of(&mut poster, "history").await;
-    poster
-        .send(Message::Text(
-            json!({"type": "auth", "token": payer_token})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .expect("send");
-    next_of(&mut poster, "signed_in").await;
-    poster
-        .send(Message::Text(
-            json!({"type": "post", "text": "hello from A"})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .expect("send");
+    let mut poster = chat_post(&chat(a), &payer_token, "hello from A").await;
     let seen = next_of(&mut reader, "message").await;
     assert_eq!(seen["message"]["text"], "hello from A");
     assert_eq!(
@@ -911,27 +906,7 @@ async fn three_nodes_behind_nginx_lose_a_node_and_the_publishers_node() {
     .await;
     assert_ne!(moved, viewers[1].node, "node 2's session moved");
     // Chat posted through the balancer reaches both remaining nodes.
-    let (mut poster, _) = tokio_tungstenite::connect_async(chat(&lb.http))
-        .await
-        .expect("join through the balancer");
-    next_of(&mut poster, "history").await;
-    poster
-        .send(Message::Text(
-            json!({"type": "auth", "token": creator_token})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .expect("send");
-    next_of(&mut poster, "signed_in").await;
-    poster
-        .send(Message::Text(
-            json!({"type": "post", "text": "still here"})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .expect("send");
+    let _poster = chat_post(&chat(&lb.http), &creator_token, "still here").await;
     for reader in &mut readers {
         let seen = next_of(reader, "message").await;
         assert_eq!(seen["message"]["text"], "still here");

@@ -127,12 +127,7 @@ async fn an_uploaded_file_becomes_a_video_that_plays() {
     let duration = ready["duration_ms"].as_u64().expect("duration");
     assert!((4900..=5100).contains(&duration), "{ready}");
     // The transcode's speed is measured.
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = common::metrics_text(&server).await;
     assert!(
         metrics.contains("streamweave_transcode_realtime_factor_count 1"),
         "{metrics}"

@@ -14,8 +14,6 @@ use super::{AppState, MAX_OPEN_SOCKETS};
 use crate::metrics::{RequestLabels, metrics};
 use crate::model::now_ms;
 
-/// Counts a request by its route (not its path: ids would explode the
-/// label set), method and status, with its latency and body size.
 /// In a cluster every answer names the node that gave it
 /// (`x-streamweave-node`): operators and balancer checks see where a
 /// request went.
@@ -28,6 +26,8 @@ pub async fn name_node(State(state): State<AppState>, mut response: Response) ->
     response
 }
 
+/// Counts a request by its route (not its path: ids would explode the
+/// label set), method and status, with its latency and body size.
 pub async fn observe(request: Request, next: Next) -> Response {
     let route = request
         .extensions()

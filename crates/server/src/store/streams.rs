@@ -344,13 +344,7 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE events SET state = 'ended', ended_at_ms = $1 WHERE stream_id = $2 AND state = 'live'",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        end_live_event(&mut tx, id, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -588,16 +582,26 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query(
-            "UPDATE events SET state = 'ended', ended_at_ms = $1 WHERE stream_id = $2 AND state = 'live'",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        end_live_event(&mut tx, id, now_ms).await?;
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// The live event whose room a stream is ends with it.
+async fn end_live_event(
+    tx: &mut sqlx::AnyConnection,
+    stream_id: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE events SET state = 'ended', ended_at_ms = $1 WHERE stream_id = $2 AND state = 'live'",
+    )
+    .bind(now_ms)
+    .bind(stream_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// A stream's ladder, in order.

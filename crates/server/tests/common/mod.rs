@@ -558,6 +558,16 @@ pub fn problem_type(body: &Value) -> &str {
     body["type"].as_str().unwrap_or_default()
 }
 
+/// A node's `/metrics` text.
+pub async fn metrics_text(server: &Server) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// Waits up to a minute for `check` to hold.
 pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
