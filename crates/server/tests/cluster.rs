@@ -107,6 +107,24 @@ async fn funded_channel(
     (token, id)
 }
 
+/// Starts a session on `stream_id` paid through `channel`: answers its
+/// playback base (`/play/{id}/`).
+async fn paid_session(node: &Server, stream_id: &str, token: &str, channel: B256) -> String {
+    let (status, session) = post(
+        node,
+        &format!("/api/v1/streams/{stream_id}/sessions"),
+        token,
+        json!({"channel_id": format!("{channel:#x}")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    session["playback_url"]
+        .as_str()
+        .expect("url")
+        .trim_end_matches("master.m3u8")
+        .to_string()
+}
+
 /// A voucher's body: `amount` on `channel`, signed by `signer`.
 fn voucher_body(signer: &SigningKey, channel: B256, amount: u128) -> Value {
     let signature = signer.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(channel, amount));
@@ -430,19 +448,7 @@ async fn a_paid_session_goes_on_after_its_node_is_killed() {
         funded_channel(&c, &payer, &creator, &signer, B256::repeat_byte(3), 500_000).await;
     let vouchers = format!("/api/v1/channels/{channel_id:#x}/vouchers");
     let voucher = |amount: u128| Some(voucher_body(&signer, channel_id, amount));
-    let (status, session) = post(
-        &c,
-        &format!("/api/v1/streams/{stream_id}/sessions"),
-        &payer_token,
-        json!({"channel_id": format!("{channel_id:#x}")}),
-    )
-    .await;
-    assert_eq!(status, 201, "{session}");
-    let base = session["playback_url"]
-        .as_str()
-        .expect("url")
-        .trim_end_matches("master.m3u8")
-        .to_string();
+    let base = paid_session(&c, &stream_id, &payer_token, channel_id).await;
     // Wait for a few segments on node C's view of the stream.
     let mut listed: Vec<String> = Vec::new();
     let mut rendition = String::new();
@@ -815,19 +821,7 @@ async fn three_nodes_behind_nginx_lose_a_node_and_the_publishers_node() {
             1_000_000,
         )
         .await;
-        let (status, session) = post(
-            &lb,
-            &format!("/api/v1/streams/{stream_id}/sessions"),
-            &token,
-            json!({"channel_id": format!("{channel:#x}")}),
-        )
-        .await;
-        assert_eq!(status, 201, "{session}");
-        let base = session["playback_url"]
-            .as_str()
-            .expect("url")
-            .trim_end_matches("master.m3u8")
-            .to_string();
+        let base = paid_session(&lb, &stream_id, &token, channel).await;
         let mut variant = None;
         let mut node = String::new();
         for _ in 0..80 {
