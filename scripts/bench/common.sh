@@ -21,6 +21,9 @@ need() {
 }
 
 build() {
+  # scripts/bench/all builds once for every script (setup rebuilds the web
+  # app, and the binary that embeds it after).
+  if [ -n "${STREAMWEAVE_BENCH_BUILT:-}" ] && [ -x "$BIN" ]; then return 0; fi
   "$ROOT/scripts/setup"
   cargo build --release --locked -p streamweave-server --bin streamweave >&2
 }
