@@ -135,6 +135,15 @@ impl LiveHub {
                 let Some(takeover) = self.takeover else {
                     return PublishDecision::Refuse("the stream is already live".into());
                 };
+                // A node that could not take the publisher must not claim
+                // the stream (its silence would start over).
+                if self.active.lock().unwrap_or_else(|p| p.into_inner()).len()
+                    >= self.max_live_streams
+                {
+                    return PublishDecision::Refuse(
+                        "the server is at its live stream limit".into(),
+                    );
+                }
                 let now = now_ms();
                 match self
                     .db

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::Store;
+use super::{Store, decode_err};
 
 /// A paid session's start, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,21 +101,28 @@ const ADMITTED_COLUMNS: &str = "id, stream_id, viewer, kind, ticket_id, max_heig
 
 fn admitted_from_row(row: &sqlx::any::AnyRow) -> Result<AdmittedSessionRecord, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
+    let id: String = row.try_get("id")?;
+    let missing = |column: &str| decode_err(format!("{kind} session {id} has no {column}"));
     let admission = match kind.as_str() {
         "ticket" => Admission::Ticket {
             ticket_id: row
                 .try_get::<Option<String>, _>("ticket_id")?
-                .unwrap_or_default(),
+                .ok_or_else(|| missing("ticket_id"))?,
         },
         "member" => Admission::Member {
-            max_height: u32::try_from(row.try_get::<Option<i64>, _>("max_height")?.unwrap_or(0))
-                .unwrap_or(0),
-            expires_at_ms: row.try_get::<Option<i64>, _>("expires_at_ms")?.unwrap_or(0),
+            max_height: row
+                .try_get::<Option<i64>, _>("max_height")?
+                .and_then(|h| u32::try_from(h).ok())
+                .ok_or_else(|| missing("max_height"))?,
+            expires_at_ms: row
+                .try_get::<Option<i64>, _>("expires_at_ms")?
+                .ok_or_else(|| missing("expires_at_ms"))?,
         },
-        _ => Admission::Host,
+        "host" => Admission::Host,
+        other => return Err(decode_err(format!("unknown session kind {other}"))),
     };
     Ok(AdmittedSessionRecord {
-        id: row.try_get("id")?,
+        id,
         stream_id: row.try_get("stream_id")?,
         viewer: row.try_get("viewer")?,
         admission,
