@@ -49,6 +49,13 @@ pub enum ClientError {
     /// Something the server sent that makes no sense.
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// The chain (a server whose channels open on chain).
+    #[error(transparent)]
+    Chain(#[from] streamweave_chain::ChainError),
+    /// The server escrows on chain and this client has no chain connection
+    /// ([`Client::with_chain`]).
+    #[error("the server's channels open on chain: connect this client to the chain first")]
+    NoChain,
 }
 
 type Result<T> = std::result::Result<T, ClientError>;
@@ -62,7 +69,13 @@ pub struct Client {
     base: String,
     key: SigningKey,
     token: Option<String>,
+    /// The escrow on chain, sending from this client's key.
+    chain: Option<streamweave_chain::Escrow>,
 }
+
+/// How long a channel opened on chain may take to reach the server's
+/// ledger (its confirmations).
+const CHAIN_CHANNEL_WAIT: Duration = Duration::from_secs(120);
 
 /// A started session on a paid stream, paid from its own channel.
 pub struct PaidSession {
@@ -112,6 +125,98 @@ impl Client {
             base: server.trim_end_matches('/').to_string(),
             key,
             token: None,
+            chain: None,
+        }
+    }
+
+    /// Connects to the chain of a server whose channels open on chain
+    /// (`GET /api/v1/payments/config` says `on_chain`): channels are opened
+    /// on its escrow from this client's key, which pays their deposits.
+    pub async fn with_chain(mut self, rpc_url: &str) -> Result<Self> {
+        let config = self.get("/api/v1/payments/config").await?;
+        let escrow: Address = config["escrow"]
+            .as_str()
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("no escrow".into()))?;
+        let key = hex(&self.key.to_bytes());
+        self.chain = Some(streamweave_chain::Escrow::connect(rpc_url, escrow, Some(&key)).await?);
+        Ok(self)
+    }
+
+    /// The escrow on chain, when connected ([`Client::with_chain`]).
+    pub fn chain(&self) -> Option<&streamweave_chain::Escrow> {
+        self.chain.as_ref()
+    }
+
+    /// Opens a channel to `payee` on the escrow contract, from this
+    /// client's key: approves the deposit, opens with the payee's policy as
+    /// the server publishes it, and waits until the server's ledger has it
+    /// (once final). Answers its id.
+    pub async fn open_channel_on_chain(
+        &self,
+        payee: Address,
+        deposit: Amount,
+        signer: Address,
+        lifetime_s: u64,
+    ) -> Result<B256> {
+        let chain = self.chain.as_ref().ok_or(ClientError::NoChain)?;
+        let config = self.get("/api/v1/payments/config").await?;
+        let token: Address = config["assets"][0]["token"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("no token".into()))?;
+        let view = self
+            .get(&format!("/api/v1/payments/policies/{payee:#x}"))
+            .await?;
+        let policy = policy_of(&view)
+            .ok_or_else(|| ClientError::Protocol("an unreadable policy".into()))?;
+        let salt = B256::from(rand::random::<[u8; 32]>());
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let wait = Duration::from_secs(120);
+        chain
+            .transact(
+                streamweave_chain::TxCall::approve(token, chain.address(), deposit.0),
+                wait,
+            )
+            .await?;
+        chain
+            .transact(
+                streamweave_chain::TxCall::open(
+                    chain.address(),
+                    payee,
+                    token,
+                    deposit.0,
+                    salt,
+                    signer,
+                    now_s + lifetime_s,
+                    policy,
+                ),
+                wait,
+            )
+            .await?;
+        let domain = PaymentDomain {
+            chain_id: chain.chain_id(),
+            escrow: chain.address(),
+        };
+        let id = domain.channel_id(self.address(), payee, token, salt, signer);
+        self.wait_for_channel(id, CHAIN_CHANNEL_WAIT).await?;
+        Ok(id)
+    }
+
+    /// Waits until the server shows a channel (opened on chain: once its
+    /// log is final), answering it.
+    pub async fn wait_for_channel(&self, id: B256, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.get(&format!("/api/v1/channels/{id:#x}")).await {
+                Ok(channel) => return Ok(channel),
+                Err(ClientError::Api { status: 404, .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 
@@ -391,13 +496,21 @@ impl Client {
                 break key;
             }
         };
-        let channel = self
-            .post("/api/v1/channels", json!({"payee": owner, "deposit": deposit.to_string(), "signer": format!("{:#x}", session_key.address())}))
-            .await?;
-        let channel_id: B256 = channel["id"]
-            .as_str()
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| ClientError::Protocol("no channel id".into()))?;
+        let channel_id: B256 = if config["on_chain"] == true {
+            let payee: Address = owner
+                .parse()
+                .map_err(|_| ClientError::Protocol("the stream's owner is no address".into()))?;
+            self.open_channel_on_chain(payee, deposit, session_key.address(), 24 * 3600)
+                .await?
+        } else {
+            let channel = self
+                .post("/api/v1/channels", json!({"payee": owner, "deposit": deposit.to_string(), "signer": format!("{:#x}", session_key.address())}))
+                .await?;
+            channel["id"]
+                .as_str()
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| ClientError::Protocol("no channel id".into()))?
+        };
         let mut body = json!({"channel_id": format!("{channel_id:#x}")});
         if let Some(cap) = max_spend {
             body["max_spend"] = json!(cap.to_string());
@@ -537,6 +650,25 @@ fn lowest_video_rendition(master: &[u8]) -> Option<String> {
 }
 
 /// 0x-hex.
+/// The escrow's policy tuple from `GET /api/v1/payments/policies/{payee}`.
+fn policy_of(view: &Value) -> Option<streamweave_chain::abi::Policy> {
+    let recipients = view["recipients"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            Some(streamweave_chain::abi::Recipient {
+                account: r["account"].as_str()?.parse().ok()?,
+                share: r["share"].as_u64()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(streamweave_chain::abi::Policy {
+        feeBps: u16::try_from(view["fee_bps"].as_u64()?).ok()?,
+        feeRecipient: view["fee_recipient"].as_str()?.parse().ok()?,
+        recipients,
+    })
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::from("0x"), |mut out, b| {
         out.push_str(&format!("{b:02x}"));

@@ -74,6 +74,65 @@ pub struct Channel {
     /// ignores it.
     #[serde(default)]
     pub revision: u64,
+    /// The escrow contract's side, for a channel opened on chain (its
+    /// deposit, top-ups and close come from the escrow's logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<OnChain>,
+}
+
+/// What the ledger knows of an on-chain channel's escrow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnChain {
+    /// The total settled on chain (confirmed `Settled` logs).
+    pub settled: Amount,
+    /// The escrow's deadline: its expiry, in seconds of chain time.
+    pub expires_at_s: u64,
+    /// The end of the settle window once the payer asked to close.
+    pub closes_at_s: Option<u64>,
+    /// Where the platform's fee goes on chain.
+    pub fee_recipient: Address,
+    /// The position (block, log index) of the last log applied: a log at
+    /// or before it was applied already and changes nothing.
+    pub applied: (u64, u64),
+}
+
+impl OnChain {
+    /// When the escrow stops settling, in seconds of chain time.
+    pub fn deadline_s(&self) -> u64 {
+        self.closes_at_s
+            .map_or(self.expires_at_s, |c| c.min(self.expires_at_s))
+    }
+}
+
+/// A channel the escrow opened (its `ChannelOpened` log).
+#[derive(Debug, Clone)]
+pub struct ChainOpen {
+    /// The id the escrow computed.
+    pub id: B256,
+    /// The rest as in [`OpenChannel`]; `deposit` as the escrow received it.
+    pub channel: OpenChannel,
+    /// The escrow's expiry, in seconds.
+    pub expires_at_s: u64,
+    /// Where the fee goes on chain.
+    pub fee_recipient: Address,
+}
+
+/// A later log of an on-chain channel, in the ledger's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainStep {
+    /// `amount` more escrowed.
+    ToppedUp { amount: Amount },
+    /// The escrow's settled total is now `cumulative`.
+    Settled { cumulative: Amount },
+    /// The payer asked to close; vouchers are accepted until
+    /// `accept_until_ms` (a margin before `closes_at_s`, so the last one
+    /// settles in time).
+    CloseRequested {
+        closes_at_s: u64,
+        accept_until_ms: u64,
+    },
+    /// Closed on chain: the payer was refunded there.
+    Closed { settled: Amount },
 }
 
 /// What opening a channel needs.
@@ -134,6 +193,12 @@ pub enum ChannelError {
     /// The payee's policy is invalid.
     #[error("invalid revenue policy: {0}")]
     Policy(#[from] crate::split::PolicyError),
+    /// Opened on chain: deposits and closing happen on the escrow contract.
+    #[error("this channel is on chain: top it up or close it on the escrow contract")]
+    OnChain,
+    /// A channel id the escrow could not have computed for these parties.
+    #[error("channel id does not match its parties, escrow and chain")]
+    ForeignId,
 }
 
 impl ChannelError {
@@ -151,6 +216,8 @@ impl ChannelError {
             ChannelError::SelfPayment => "channel-self-payment",
             ChannelError::BadExpiry => "channel-bad-expiry",
             ChannelError::Policy(_) => "revenue-policy-invalid",
+            ChannelError::OnChain => "channel-on-chain",
+            ChannelError::ForeignId => "channel-foreign-id",
         }
     }
 }
@@ -247,6 +314,7 @@ impl Channel {
             policy: request.policy,
             topups: 0,
             revision: 0,
+            chain: None,
         };
         let open = transfer(
             format!("open:{id:#x}"),
@@ -281,6 +349,9 @@ impl Channel {
     pub fn top_up(&mut self, amount: Amount, now_ms: u64) -> Result<Vec<Transfer>, ChannelError> {
         if amount.is_zero() {
             return Err(ChannelError::ZeroAmount);
+        }
+        if self.chain.is_some() {
+            return Err(ChannelError::OnChain);
         }
         self.accepting(now_ms)?;
         let deposit = self
@@ -418,6 +489,9 @@ impl Channel {
     /// Starts the settle window (payer or payee). Closing twice keeps the
     /// first window.
     pub fn close(&mut self, now_ms: u64, settle_window_ms: u64) -> Result<(), ChannelError> {
+        if self.chain.is_some() {
+            return Err(ChannelError::OnChain);
+        }
         match self.state {
             ChannelState::Open => {
                 self.state = ChannelState::Closing {
@@ -432,8 +506,12 @@ impl Channel {
         }
     }
 
-    /// When the channel should settle, if it is not closed yet.
+    /// When the channel should settle, if it is not closed yet (never for
+    /// an on-chain channel: the escrow closes it).
     pub fn settles_at_ms(&self) -> Option<u64> {
+        if self.chain.is_some() {
+            return None;
+        }
         match self.state {
             ChannelState::Open => Some(self.expires_at_ms),
             ChannelState::Closing { settle_at_ms } => Some(settle_at_ms.min(self.expires_at_ms)),
@@ -448,16 +526,23 @@ impl Channel {
         if now_ms < self.settles_at_ms()? {
             return None;
         }
+        let payer = AccountRef::Available {
+            owner: self.payer,
+            asset: self.token,
+        };
+        Some(self.finish(payer))
+    }
+
+    /// Closes: escrow minus redeemed to `refund_to`, the held units to the
+    /// recipients.
+    fn finish(&mut self, refund_to: AccountRef) -> Vec<Transfer> {
         let mut transfers = Vec::new();
         let refund = Amount(self.deposit.0 - self.redeemed.0);
         if !refund.is_zero() {
             transfers.push(transfer(
                 format!("close:{:#x}:refund", self.id),
                 AccountRef::Escrow { channel: self.id },
-                AccountRef::Available {
-                    owner: self.payer,
-                    asset: self.token,
-                },
+                refund_to,
                 self.token,
                 refund,
                 TransferKind::CloseRefund,
@@ -486,6 +571,295 @@ impl Channel {
             ));
         }
         self.state = ChannelState::Closed;
-        Some(transfers)
+        transfers
+    }
+
+    /// A channel the escrow opened: its deposit arrives from outside (the
+    /// chain) into escrow. The ledger stops accepting vouchers at
+    /// `accept_until_ms`, a margin before the escrow's expiry.
+    pub fn open_on_chain(
+        open: ChainOpen,
+        domain: PaymentDomain,
+        accept_until_ms: u64,
+        position: (u64, u64),
+    ) -> Result<(Channel, Vec<Transfer>), ChannelError> {
+        let request = open.channel;
+        if request.deposit.is_zero() {
+            return Err(ChannelError::ZeroAmount);
+        }
+        if request.payer == request.payee {
+            return Err(ChannelError::SelfPayment);
+        }
+        request.policy.validate()?;
+        let id = domain.channel_id(
+            request.payer,
+            request.payee,
+            request.token,
+            request.salt,
+            request.signer,
+        );
+        if id != open.id || request.token == Address::ZERO {
+            return Err(ChannelError::ForeignId);
+        }
+        let channel = Channel {
+            id,
+            payer: request.payer,
+            payee: request.payee,
+            token: request.token,
+            salt: request.salt,
+            signer: request.signer,
+            chain_id: domain.chain_id,
+            escrow: domain.escrow,
+            deposit: request.deposit,
+            redeemed: Amount::ZERO,
+            last_signature: None,
+            state: ChannelState::Open,
+            expires_at_ms: accept_until_ms,
+            policy: request.policy,
+            topups: 0,
+            revision: 0,
+            chain: Some(OnChain {
+                settled: Amount::ZERO,
+                expires_at_s: open.expires_at_s,
+                closes_at_s: None,
+                fee_recipient: open.fee_recipient,
+                applied: position,
+            }),
+        };
+        let deposit = transfer(
+            format!("open:{id:#x}"),
+            AccountRef::World {
+                asset: channel.token,
+            },
+            AccountRef::Escrow { channel: id },
+            channel.token,
+            channel.deposit,
+            TransferKind::ChannelOpen,
+            id,
+        );
+        Ok((channel, vec![deposit]))
+    }
+
+    /// Applies a later escrow log at `position`. `None`: applied before
+    /// (at or behind the last applied position), nothing changes.
+    pub fn apply_chain(
+        &mut self,
+        position: (u64, u64),
+        step: ChainStep,
+    ) -> Result<Option<Vec<Transfer>>, ChannelError> {
+        let Some(chain) = self.chain.as_mut() else {
+            return Err(ChannelError::ForeignId);
+        };
+        if position <= chain.applied {
+            return Ok(None);
+        }
+        chain.applied = position;
+        let transfers = match step {
+            ChainStep::ToppedUp { amount } => {
+                let deposit = self
+                    .deposit
+                    .checked_add(amount)
+                    .ok_or(ChannelError::Overflow)?;
+                let topups = self.topups.checked_add(1).ok_or(ChannelError::Overflow)?;
+                self.deposit = deposit;
+                self.topups = topups;
+                vec![transfer(
+                    format!("topup:{:#x}:{topups}", self.id),
+                    AccountRef::World { asset: self.token },
+                    AccountRef::Escrow { channel: self.id },
+                    self.token,
+                    amount,
+                    TransferKind::ChannelTopUp,
+                    self.id,
+                )]
+            }
+            ChainStep::Settled { cumulative } => {
+                chain.settled = chain.settled.max(cumulative);
+                Vec::new()
+            }
+            ChainStep::CloseRequested {
+                closes_at_s,
+                accept_until_ms,
+            } => {
+                chain.closes_at_s = Some(closes_at_s);
+                if self.state == ChannelState::Open {
+                    self.state = ChannelState::Closing {
+                        settle_at_ms: accept_until_ms,
+                    };
+                }
+                Vec::new()
+            }
+            ChainStep::Closed { settled } => {
+                chain.settled = chain.settled.max(settled);
+                if self.state == ChannelState::Closed {
+                    Vec::new()
+                } else {
+                    // The payer's refund was paid (or credited) on chain.
+                    let world = AccountRef::World { asset: self.token };
+                    self.finish(world)
+                }
+            }
+        };
+        Ok(Some(transfers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::split::Recipient;
+
+    fn domain() -> PaymentDomain {
+        PaymentDomain {
+            chain_id: 31337,
+            escrow: Address::repeat_byte(0xee),
+        }
+    }
+
+    fn opened(deposit: u128) -> ChainOpen {
+        let channel = OpenChannel {
+            payer: Address::repeat_byte(1),
+            payee: Address::repeat_byte(2),
+            token: Address::repeat_byte(0x70),
+            salt: B256::repeat_byte(9),
+            signer: Address::repeat_byte(3),
+            deposit: Amount(deposit),
+            expires_at_ms: 0,
+            policy: RevenuePolicy {
+                platform_fee_bps: 300,
+                recipients: vec![
+                    Recipient {
+                        address: Address::repeat_byte(2),
+                        share: 2,
+                    },
+                    Recipient {
+                        address: Address::repeat_byte(4),
+                        share: 1,
+                    },
+                ],
+            },
+        };
+        ChainOpen {
+            id: domain().channel_id(
+                channel.payer,
+                channel.payee,
+                channel.token,
+                channel.salt,
+                channel.signer,
+            ),
+            channel,
+            expires_at_s: 2_000,
+            fee_recipient: Address::repeat_byte(0xfe),
+        }
+    }
+
+    fn net(transfers: &[Transfer], account: AccountRef) -> i128 {
+        transfers
+            .iter()
+            .map(|t| {
+                let amount = i128::try_from(t.amount.0).unwrap();
+                (if t.credit == account { amount } else { 0 })
+                    - (if t.debit == account { amount } else { 0 })
+            })
+            .sum()
+    }
+
+    #[test]
+    fn an_on_chain_channel_is_funded_from_outside_and_refunds_outside() {
+        let (mut channel, open) =
+            Channel::open_on_chain(opened(1_000), domain(), 1_900_000, (5, 0)).unwrap();
+        let world = AccountRef::World {
+            asset: channel.token,
+        };
+        let escrow = AccountRef::Escrow {
+            channel: channel.id,
+        };
+        assert_eq!(net(&open, world), -1_000);
+        assert_eq!(net(&open, escrow), 1_000);
+        // Top-ups and closes happen on the escrow, not through the ledger.
+        assert_eq!(channel.top_up(Amount(5), 0), Err(ChannelError::OnChain));
+        assert_eq!(channel.close(0, 1_000), Err(ChannelError::OnChain));
+        assert_eq!(channel.settles_at_ms(), None);
+
+        let topped = channel
+            .apply_chain(
+                (6, 1),
+                ChainStep::ToppedUp {
+                    amount: Amount(500),
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(net(&topped, escrow), 500);
+        assert_eq!(channel.deposit, Amount(1_500));
+        // The same log again (a restart, another node): nothing changes.
+        assert_eq!(
+            channel.apply_chain(
+                (6, 1),
+                ChainStep::ToppedUp {
+                    amount: Amount(500)
+                }
+            ),
+            Ok(None)
+        );
+        assert_eq!(channel.deposit, Amount(1_500));
+
+        channel.redeemed = Amount(1_001);
+        channel
+            .apply_chain(
+                (7, 0),
+                ChainStep::CloseRequested {
+                    closes_at_s: 1_500,
+                    accept_until_ms: 1_480_000,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            channel.state,
+            ChannelState::Closing {
+                settle_at_ms: 1_480_000
+            }
+        );
+        assert_eq!(channel.chain.as_ref().unwrap().deadline_s(), 1_500);
+        let closed = channel
+            .apply_chain(
+                (9, 2),
+                ChainStep::Closed {
+                    settled: Amount(1_001),
+                },
+            )
+            .unwrap()
+            .unwrap();
+        // 1001 redeemed: fee 31, rest 970 split 2:1 = 646 + 323, 1 held
+        // and released to the first recipient; 499 refunded outside.
+        assert_eq!(net(&closed, world), 499);
+        assert_eq!(
+            net(
+                &closed,
+                AccountRef::Revenue {
+                    owner: Address::repeat_byte(2),
+                    asset: channel.token
+                }
+            ),
+            1
+        );
+        assert_eq!(channel.state, ChannelState::Closed);
+        assert_eq!(channel.chain.as_ref().unwrap().settled, Amount(1_001));
+    }
+
+    #[test]
+    fn an_id_the_escrow_could_not_have_computed_is_refused() {
+        let mut open = opened(1_000);
+        open.id = B256::repeat_byte(0x55);
+        assert_eq!(
+            Channel::open_on_chain(open, domain(), 1, (1, 0)).unwrap_err(),
+            ChannelError::ForeignId
+        );
+        let mut other_escrow = domain();
+        other_escrow.escrow = Address::repeat_byte(0xef);
+        assert_eq!(
+            Channel::open_on_chain(opened(1_000), other_escrow, 1, (1, 0)).unwrap_err(),
+            ChannelError::ForeignId
+        );
     }
 }

@@ -24,7 +24,8 @@ pub use audit::{AuditReport, Balances, audit};
 pub use balance::{Balance, BalanceError};
 pub use book::{AccountRef, Transfer, TransferKind};
 pub use channel::{
-    Channel, ChannelError, ChannelState, OpenChannel, VerifiedVoucher, VoucherOutcome,
+    ChainOpen, ChainStep, Channel, ChannelError, ChannelState, OnChain, OpenChannel,
+    VerifiedVoucher, VoucherOutcome,
 };
 pub use crypto::{PaymentDomain, Signature65, SignatureError, SigningKey, personal_sign_digest};
 pub use metering::{GateDecision, Meter, Price};

@@ -163,17 +163,37 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, rtmp_limits));
 
     let ledger = db.clone();
+    let chain = match &settings.chain {
+        Some(chain) => Some(Arc::new(crate::chain::ChainLink::connect(chain).await?)),
+        None => None,
+    };
+    let (domain, settle_window_ms) = match &chain {
+        Some(link) => (link.domain(), link.settle_window_s.saturating_mul(1000)),
+        None => (
+            PaymentDomain {
+                chain_id: settings.chain_id,
+                escrow: streamweave_ledger::Address::ZERO,
+            },
+            settings.settle_window_s * 1000,
+        ),
+    };
     let payments = Payments::start(
         ledger.clone(),
-        PaymentDomain {
-            chain_id: settings.chain_id,
-            escrow: streamweave_ledger::Address::ZERO,
-        },
-        settings.settle_window_s * 1000,
+        domain,
+        settle_window_ms,
         settings.clustered(),
     )
     .await
     .context("starting the payments engine")?;
+    if let Some(link) = &chain {
+        link.start(db.clone(), payments.clone(), settings.platform_fee_bps);
+        info!(
+            chain_id = domain.chain_id,
+            escrow = %format!("{:#x}", domain.escrow),
+            settler = ?link.escrow.sender().map(|a| format!("{a:#x}")),
+            "following the escrow on chain"
+        );
+    }
     let mut targets: Vec<crate::archive::replication::ReplicaTarget> = settings
         .replica_dirs
         .iter()
@@ -394,6 +414,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             settings.challenges_per_ip_per_minute,
             settings.challenges_per_ip_per_minute.min(30),
         )),
+        chain,
     };
     if let Some(cluster) = &state.cluster {
         tokio::spawn(share_viewer_counts(

@@ -62,9 +62,42 @@ pub struct ServeArgs {
     /// Settle window of closing channels, in seconds.
     #[arg(long, env = "STREAMWEAVE_SETTLE_WINDOW_S")]
     pub settle_window_s: Option<u64>,
-    /// EIP-155 chain id of vouchers (31337 for the embedded ledger).
+    /// EIP-155 chain id of vouchers (31337 for the embedded ledger; the
+    /// chain's own with `--chain-rpc`).
     #[arg(long, env = "STREAMWEAVE_CHAIN_ID")]
     pub chain_id: Option<u64>,
+    /// An EVM node's JSON-RPC URL: channels are escrowed on chain by the
+    /// escrow contract (`--escrow`) in `--chain-token`, and vouchers are
+    /// settled there in batches.
+    #[arg(long, env = "STREAMWEAVE_CHAIN_RPC", requires_all = ["escrow", "chain_token"])]
+    pub chain_rpc: Option<String>,
+    /// The escrow contract's address (with `--chain-rpc`).
+    #[arg(long, env = "STREAMWEAVE_ESCROW", requires = "chain_rpc")]
+    pub escrow: Option<String>,
+    /// The ERC-20 token the platform accepts on chain (with `--chain-rpc`).
+    #[arg(long, env = "STREAMWEAVE_CHAIN_TOKEN", requires = "chain_rpc")]
+    pub chain_token: Option<String>,
+    /// Blocks on top of a log's before the ledger applies it (default 2).
+    #[arg(long, env = "STREAMWEAVE_CONFIRMATIONS")]
+    pub confirmations: Option<u64>,
+    /// A channel's unsettled amount, in base units, above which it is
+    /// settled on chain (default 1000000).
+    #[arg(long, env = "STREAMWEAVE_SETTLE_THRESHOLD")]
+    pub settle_threshold: Option<String>,
+    /// The key (32 bytes hex) that sends settlements and finalizations;
+    /// without one, this node only watches the chain.
+    #[arg(long, env = "STREAMWEAVE_SETTLER_KEY", hide_env_values = true)]
+    pub settler_key: Option<String>,
+    /// Where the platform's fee goes on chain (default: the settler key's
+    /// address). Channels must name it in their policy.
+    #[arg(long, env = "STREAMWEAVE_FEE_RECIPIENT")]
+    pub fee_recipient: Option<String>,
+    /// The first block to read the escrow's logs from (its deployment).
+    #[arg(long, env = "STREAMWEAVE_CHAIN_START_BLOCK")]
+    pub chain_start_block: Option<u64>,
+    /// How often the chain is read, in milliseconds (default 1000).
+    #[arg(long, env = "STREAMWEAVE_CHAIN_POLL_MS")]
+    pub chain_poll_ms: Option<u64>,
     /// Admin accounts (comma separated addresses).
     #[arg(long, env = "STREAMWEAVE_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -297,6 +330,8 @@ pub struct Settings {
     pub platform_fee_bps: u16,
     pub settle_window_s: u64,
     pub chain_id: u64,
+    /// The escrow on chain, when channels are escrowed there.
+    pub chain: Option<ChainSettings>,
     pub admins: Vec<streamweave_ledger::Address>,
     pub replica_dirs: Vec<PathBuf>,
     pub replica_s3: Vec<String>,
@@ -356,6 +391,7 @@ impl Settings {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
+        let chain = ChainSettings::from_args(&args)?;
         let http = args
             .http
             .or(file.http)
@@ -426,6 +462,11 @@ impl Settings {
         anyhow::ensure!(
             view_pool_bps < 10_000,
             "--view-pool-bps is below 10000 (creators keep a part)"
+        );
+        anyhow::ensure!(
+            chain.is_none() || view_pool_bps == 0,
+            "--view-pool-bps is not available with --chain-rpc: the pool's account holds no key \
+             on chain"
         );
         let pool_mode = match args.pool_mode.or(file.pool_mode).as_deref() {
             None | Some("user-centric") => streamweave_ledger::economics::PoolMode::UserCentric,
@@ -509,6 +550,7 @@ impl Settings {
             platform_fee_bps,
             settle_window_s: args.settle_window_s.or(file.settle_window_s).unwrap_or(600),
             chain_id: args.chain_id.or(file.chain_id).unwrap_or(31337),
+            chain,
             admins,
             replica_dirs,
             replica_s3: if args.replica_s3.is_empty() {
@@ -625,6 +667,65 @@ impl Settings {
             },
             dev,
         })
+    }
+}
+
+/// The escrow on chain and how this node follows and settles it.
+#[derive(Debug, Clone)]
+pub struct ChainSettings {
+    pub rpc_url: String,
+    pub escrow: streamweave_ledger::Address,
+    pub token: streamweave_ledger::Address,
+    pub confirmations: u64,
+    pub settle_threshold: streamweave_ledger::Amount,
+    pub settler_key: Option<String>,
+    /// `None`: the settler key's address.
+    pub fee_recipient: Option<streamweave_ledger::Address>,
+    pub start_block: u64,
+    pub poll_ms: u64,
+}
+
+impl ChainSettings {
+    fn from_args(args: &ServeArgs) -> anyhow::Result<Option<ChainSettings>> {
+        let Some(rpc_url) = args.chain_rpc.clone() else {
+            return Ok(None);
+        };
+        let address = |text: &Option<String>, flag: &str| -> anyhow::Result<_> {
+            let text = text
+                .as_deref()
+                .with_context(|| format!("{flag} is needed with --chain-rpc"))?;
+            text.parse::<streamweave_ledger::Address>()
+                .ok()
+                .filter(|_| text.len() == 42 && text.starts_with("0x"))
+                .with_context(|| format!("{flag} must be an address (0x and 40 hex digits)"))
+        };
+        let escrow = address(&args.escrow, "--escrow")?;
+        let token = address(&args.chain_token, "--chain-token")?;
+        let fee_recipient = match &args.fee_recipient {
+            Some(_) => Some(address(&args.fee_recipient, "--fee-recipient")?),
+            None => None,
+        };
+        anyhow::ensure!(
+            fee_recipient.is_some() || args.settler_key.is_some(),
+            "--chain-rpc needs --settler-key or --fee-recipient (where the platform's fee goes)"
+        );
+        let settle_threshold = match &args.settle_threshold {
+            Some(text) => text
+                .parse()
+                .map_err(|err| anyhow::anyhow!("--settle-threshold: {err}"))?,
+            None => streamweave_ledger::Amount(1_000_000),
+        };
+        Ok(Some(ChainSettings {
+            rpc_url,
+            escrow,
+            token,
+            confirmations: args.confirmations.unwrap_or(2),
+            settle_threshold,
+            settler_key: args.settler_key.clone(),
+            fee_recipient,
+            start_block: args.chain_start_block.unwrap_or(0),
+            poll_ms: args.chain_poll_ms.unwrap_or(1000).max(50),
+        }))
     }
 }
 

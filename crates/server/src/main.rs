@@ -2,6 +2,7 @@
 
 mod app;
 mod archive;
+mod chain;
 mod cli;
 mod cluster;
 mod community;
@@ -61,6 +62,47 @@ enum LedgerCommand {
         /// A node's PostgreSQL database instead (`postgres://...`).
         #[arg(long)]
         database: Option<String>,
+        /// Also reconcile the on-chain channels with their escrow on this
+        /// node: deposits equal, settled at most redeemed, the escrow's
+        /// token balance covering what it owes.
+        #[arg(long)]
+        chain_rpc: Option<String>,
+    },
+}
+
+/// anvil's first development key: its account holds test ether on every
+/// anvil node. For development chains only.
+pub const ANVIL_DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+#[derive(Debug, Subcommand)]
+enum ChainCommand {
+    /// Deploy a test USDC (6 decimals, `mint` open to anyone) and the escrow
+    /// on a development chain; prints `{"chain_id","escrow","token"}`.
+    Deploy {
+        /// The node's JSON-RPC URL.
+        #[arg(long)]
+        chain_rpc: String,
+        /// The deployer's key (default: anvil's first development key).
+        #[arg(long, env = "STREAMWEAVE_DEPLOY_KEY", hide_env_values = true, default_value = ANVIL_DEV_KEY)]
+        private_key: String,
+        /// The escrow's settle window: how long vouchers still settle after
+        /// a payer asks to close.
+        #[arg(long, default_value_t = 600)]
+        settle_window_s: u64,
+    },
+    /// Mint test USDC (the test token only) to an address.
+    Mint {
+        #[arg(long)]
+        chain_rpc: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        to: String,
+        /// Base units.
+        #[arg(long)]
+        amount: String,
+        #[arg(long, env = "STREAMWEAVE_DEPLOY_KEY", hide_env_values = true, default_value = ANVIL_DEV_KEY)]
+        private_key: String,
     },
 }
 
@@ -215,7 +257,17 @@ enum Command {
     /// Run the platform.
     Serve(config::ServeArgs),
     /// Run the platform in dev mode with a live test stream.
-    Demo(config::ServeArgs),
+    Demo {
+        #[command(flatten)]
+        args: config::ServeArgs,
+        /// Escrow on chain: start anvil (from contracts/node_modules),
+        /// deploy the test USDC and the escrow, and settle there.
+        #[arg(long, conflicts_with = "chain_rpc")]
+        chain: bool,
+    },
+    /// The escrow on an EVM chain.
+    #[command(subcommand)]
+    Chain(ChainCommand),
     /// Print the CID `ipfs add --cid-version=1` gives a file, or `ipfs add
     /// -r --cid-version=1` a folder (large folders as HAMT shards, as Kubo).
     Cid {
@@ -311,6 +363,10 @@ enum Command {
         /// Dev servers: take this much from the faucet first.
         #[arg(long)]
         faucet: Option<String>,
+        /// A server whose channels open on chain: the node to open them on
+        /// (the key pays the deposit in the server's token).
+        #[arg(long)]
+        chain_rpc: Option<String>,
     },
     /// Print, one per line, the ffmpeg arguments of the ladder for a source
     /// (FLV on stdin); the transcode benchmark runs exactly these.
@@ -453,9 +509,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }),
-        Command::Ledger(LedgerCommand::Audit { data_dir, database }) => {
-            runtime()?.block_on(audit(data_dir, database))
-        }
+        Command::Ledger(LedgerCommand::Audit {
+            data_dir,
+            database,
+            chain_rpc,
+        }) => runtime()?.block_on(audit(data_dir, database, chain_rpc)),
         Command::Bench(BenchCommand::Recover { threads, seconds }) => {
             let rate = cli::bench::recover_rate(threads.max(1), seconds.max(1));
             println!(
@@ -539,6 +597,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_spend,
             deposit,
             faucet,
+            chain_rpc,
         } => {
             let key = cli::keys::read_key(&key)?;
             let parse = |text: &str, what: &str| {
@@ -557,6 +616,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(async move {
                 let mut client = streamweave_client::Client::new(&server, key);
                 client.sign_in().await?;
+                if let Some(rpc_url) = chain_rpc {
+                    client = client.with_chain(&rpc_url).await?;
+                }
                 if let Some(amount) = faucet {
                     client.faucet(amount).await?;
                 }
@@ -767,7 +829,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = config::Settings::resolve(args)?;
             app::start(settings).await?.wait().await
         }),
-        Command::Demo(args) => runtime()?.block_on(cli::demo::run(args)),
+        Command::Demo { args, chain } => runtime()?.block_on(cli::demo::run(args, chain)),
+        Command::Chain(ChainCommand::Deploy {
+            chain_rpc,
+            private_key,
+            settle_window_s,
+        }) => runtime()?.block_on(async move {
+            let deployment =
+                streamweave_chain::deploy(&chain_rpc, &private_key, settle_window_s).await?;
+            println!("{}", serde_json::to_string(&deployment)?);
+            Ok(())
+        }),
+        Command::Chain(ChainCommand::Mint {
+            chain_rpc,
+            token,
+            to,
+            amount,
+            private_key,
+        }) => runtime()?.block_on(async move {
+            let token: streamweave_ledger::Address = token
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--token must be an address"))?;
+            let to: streamweave_ledger::Address = to
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--to must be an address"))?;
+            let amount: streamweave_ledger::Amount = amount
+                .parse()
+                .map_err(|err| anyhow::anyhow!("--amount: {err}"))?;
+            let chain = streamweave_chain::Escrow::connect(&chain_rpc, token, Some(&private_key))
+                .await?;
+            chain
+                .transact(
+                    streamweave_chain::TxCall::mint(token, to, amount.0),
+                    std::time::Duration::from_secs(120),
+                )
+                .await?;
+            Ok(())
+        }),
     }
 }
 
@@ -794,7 +892,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn audit(data_dir: Option<PathBuf>, database: Option<String>) -> anyhow::Result<()> {
+async fn audit(
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    chain_rpc: Option<String>,
+) -> anyhow::Result<()> {
     let ledger = match (database, data_dir) {
         (Some(url), _) => store::Store::postgres(&url).await?,
         (None, Some(data_dir)) => {
@@ -825,6 +927,11 @@ async fn audit(data_dir: Option<PathBuf>, database: Option<String>) -> anyhow::R
     report.violations.extend(ledger.audit_events().await?);
     // The pool holds the last round's carry plus what open rounds took in.
     report.violations.extend(ledger.audit_pool().await?);
+    if let Some(rpc_url) = chain_rpc {
+        report
+            .violations
+            .extend(chain::audit::reconcile(&rpc_url, &channels).await?);
+    }
     if report.is_clean() {
         println!(
             "ledger ok: {} transfers, {} channels, {} accounts; debits = credits; events balanced",

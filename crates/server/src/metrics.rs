@@ -2,7 +2,8 @@
 //! route and status with latency, bytes served, vouchers accepted and
 //! refused by reason, the payments engine's commits, live streams, ingest
 //! latency, media failures and transcode speed, replicas by state,
-//! sockets, viewers, gross revenue and messages between nodes. One registry per process,
+//! sockets, viewers, gross revenue, messages between nodes and the chain
+//! settler's transactions. One registry per process,
 //! reachable from every module ([`metrics`]); values that are cheaper to
 //! read than to track (sockets, viewers) are set when scraped.
 
@@ -62,6 +63,20 @@ pub struct Metrics {
     pub transcode_realtime_factor: Histogram,
     /// Archive replicas by state, as of the replication worker's last round.
     pub replicas: Family<StateLabels, Gauge>,
+    /// Failed tries to read, apply or settle on the chain (retried).
+    pub chain_errors: Counter,
+    /// Escrow logs the ledger does not apply (a foreign policy, a
+    /// withdrawal beyond the ledger's balance).
+    pub chain_refused: Counter,
+    /// Settler transactions by kind and end (`mined`, `failed`).
+    pub chain_transactions: Family<TxLabels, Counter>,
+}
+
+/// A settler transaction's kind (`settle`, `finalize`) and end.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TxLabels {
+    pub kind: String,
+    pub state: &'static str,
 }
 
 /// A replica's state (`pending`, `stored`, `verified`, `failed`).
@@ -102,6 +117,9 @@ impl Metrics {
             // 0.125x to 64x realtime.
             transcode_realtime_factor: Histogram::new(exponential_buckets(0.125, 2.0, 10)),
             replicas: Family::default(),
+            chain_errors: Counter::default(),
+            chain_refused: Counter::default(),
+            chain_transactions: Family::default(),
             registry: Registry::with_prefix("streamweave"),
         };
         metrics.registered()
@@ -189,6 +207,21 @@ impl Metrics {
             "transcode_realtime_factor",
             "Media seconds per wall second of each finished video transcode",
             self.transcode_realtime_factor.clone(),
+        );
+        registry.register(
+            "chain_errors",
+            "Failed tries to read, apply or settle on the chain (retried)",
+            self.chain_errors.clone(),
+        );
+        registry.register(
+            "chain_refused",
+            "Escrow logs the ledger does not apply (a foreign policy, a withdrawal beyond the ledger's balance)",
+            self.chain_refused.clone(),
+        );
+        registry.register(
+            "chain_transactions",
+            "Settler transactions by kind (settle, finalize) and end (mined, failed)",
+            self.chain_transactions.clone(),
         );
         registry.register(
             "replicas",

@@ -1,5 +1,6 @@
 //! `streamweave demo`: the platform on embedded defaults with a live test
-//! stream published through ffmpeg over RTMP.
+//! stream published through ffmpeg over RTMP; with `--chain`, channels are
+//! escrowed on a local anvil chain.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,11 +14,17 @@ use crate::config::{ServeArgs, Settings};
 use crate::model::{StreamRecord, StreamState, now_ms};
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ServeArgs, chain: bool) -> anyhow::Result<()> {
     args.dev = true;
     if args.data_dir.is_none() {
-        args.data_dir = Some("streamweave-demo".into());
+        args.data_dir = Some(if chain { "streamweave-demo-chain" } else { "streamweave-demo" }.into());
     }
+    // The chain lives as long as the demo (the node is dropped with it).
+    let anvil = if chain {
+        Some(start_demo_chain(&mut args).await?)
+    } else {
+        None
+    };
     let settings = Settings::resolve(args)?;
     let ffmpeg = settings.ffmpeg.clone();
     let running = app::start(settings).await?;
@@ -70,6 +77,15 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         .submit(crate::money::payments::Operation::Transfers(vec![funding]))
         .await
         .map_err(|err| anyhow::anyhow!("funding the demo viewer: {err}"))?;
+    let chain_flag = match (&anvil, &state.settings.chain) {
+        (Some(_), Some(chain)) => {
+            fund_on_chain(chain, viewer.address())
+                .await
+                .context("funding the demo viewer on chain")?;
+            format!(" --chain-rpc {}", chain.rpc_url)
+        }
+        _ => String::new(),
+    };
     let paid = StreamRecord {
         id: random_id(),
         title: "Demo: paid by the second".into(),
@@ -150,11 +166,18 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         creator.address()
     );
     println!(
-        "  streamweave watch --server {} --key {} --stream {} --seconds 30",
+        "  streamweave watch --server {} --key {} --stream {} --seconds 30{chain_flag}",
         state.settings.public_url,
         viewer_key_file.display(),
         paid.id
     );
+    if let Some(chain) = &state.settings.chain {
+        println!(
+            "  On chain (anvil at {}): escrow {:#x}, test USDC {:#x}; the viewer holds 100 USDC \
+             there, the server settles as it earns (GET /api/v1/chain).",
+            chain.rpc_url, chain.escrow, chain.token
+        );
+    }
     println!("  (from a checkout: cargo run --release -p streamweave-server -- watch ...)");
     println!();
     info!(stream = %record.id, "demo publisher started");
@@ -187,6 +210,70 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Starts anvil (a block a second, so logs reach their confirmations),
+/// deploys the test USDC and the escrow, and points `args` at them.
+async fn start_demo_chain(args: &mut ServeArgs) -> anyhow::Result<tokio::process::Child> {
+    let anvil = std::env::var_os("STREAMWEAVE_ANVIL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "contracts/node_modules/.bin/anvil".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(&anvil)
+        .args(["--port", &port.to_string(), "--chain-id", "31337", "--block-time", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (scripts/setup installs it; STREAMWEAVE_ANVIL names another)",
+                anvil.display()
+            )
+        })?;
+    let rpc_url = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "anvil did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deployment = streamweave_chain::deploy(&rpc_url, crate::ANVIL_DEV_KEY, 600)
+        .await
+        .context("deploying the escrow on anvil")?;
+    info!(%rpc_url, escrow = %format!("{:#x}", deployment.escrow), "demo chain up");
+    args.chain_rpc = Some(rpc_url);
+    args.escrow = Some(format!("{:#x}", deployment.escrow));
+    args.chain_token = Some(format!("{:#x}", deployment.token));
+    args.settler_key = Some(crate::ANVIL_DEV_KEY.into());
+    Ok(child)
+}
+
+/// Gives a demo wallet test ether (anvil's `anvil_setBalance`) and 100 test USDC.
+async fn fund_on_chain(
+    chain: &crate::config::ChainSettings,
+    to: streamweave_ledger::Address,
+) -> anyhow::Result<()> {
+    let node =
+        streamweave_chain::Escrow::connect(&chain.rpc_url, chain.token, Some(crate::ANVIL_DEV_KEY))
+            .await?;
+    node.raw_request(
+        "anvil_setBalance",
+        serde_json::json!([format!("{to:#x}"), "0x56bc75e2d63100000"]),
+    )
+    .await?;
+    node.transact(
+        streamweave_chain::TxCall::mint(chain.token, to, 100_000_000),
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Makes a 20-second test film and uploads it as the demo creator's video,

@@ -100,6 +100,8 @@ pub struct AppState {
     pub request_limits: Arc<rate_limit::RequestLimits>,
     /// Sign-in challenges per client address.
     pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
+    /// The escrow on chain, when channels are escrowed there.
+    pub chain: Option<Arc<crate::chain::ChainLink>>,
 }
 
 impl AppState {

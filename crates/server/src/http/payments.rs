@@ -28,6 +28,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(top_up))
         .routes(routes!(submit_voucher))
         .routes(routes!(close_channel))
+        .routes(routes!(payee_policy))
+        .routes(routes!(chain_status))
 }
 
 /// The embedded ledger's asset.
@@ -39,7 +41,7 @@ const DEFAULT_CHANNEL_LIFETIME_S: u64 = 24 * 3600;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AssetView {
-    pub symbol: &'static str,
+    pub symbol: String,
     #[schema(value_type = String)]
     pub token: Address,
     pub decimals: u8,
@@ -69,12 +71,27 @@ pub struct PaymentsConfig {
     pub settle_window_s: u64,
     /// Whether `POST /api/v1/dev/faucet` credits accounts (dev mode only).
     pub faucet: bool,
+    /// Whether channels are opened on the escrow contract (on chain) rather
+    /// than through `POST /api/v1/channels`.
+    pub on_chain: bool,
 }
 
 /// What clients need to pay: chain, escrow, EIP-712 domain, assets, fee.
 #[utoipa::path(get, path = "/api/v1/payments/config", tag = "payments", responses((status = 200, body = PaymentsConfig)))]
 async fn payments_config(State(state): State<AppState>) -> Json<PaymentsConfig> {
     let domain = state.payments.domain;
+    let asset = match &state.chain {
+        Some(link) => AssetView {
+            symbol: link.token_symbol.clone(),
+            token: link.settings.token,
+            decimals: link.token_decimals,
+        },
+        None => AssetView {
+            symbol: DEFAULT_ASSET_SYMBOL.into(),
+            token: Address::ZERO,
+            decimals: DEFAULT_ASSET_DECIMALS,
+        },
+    };
     Json(PaymentsConfig {
         chain_id: domain.chain_id,
         escrow: domain.escrow,
@@ -85,14 +102,11 @@ async fn payments_config(State(state): State<AppState>) -> Json<PaymentsConfig> 
             verifying_contract: domain.escrow,
         },
         voucher_type: "Voucher(bytes32 channelId,uint128 cumulativeAmount)",
-        assets: vec![AssetView {
-            symbol: DEFAULT_ASSET_SYMBOL,
-            token: Address::ZERO,
-            decimals: DEFAULT_ASSET_DECIMALS,
-        }],
+        assets: vec![asset],
         platform_fee_bps: state.settings.platform_fee_bps,
         settle_window_s: state.payments.settle_window_ms / 1000,
         faucet: state.settings.dev,
+        on_chain: state.chain.is_some(),
     })
 }
 
@@ -122,20 +136,18 @@ pub struct ChannelView {
     pub platform_fee_bps: u16,
     #[schema(value_type = Vec<Object>)]
     pub recipients: Vec<Recipient>,
+    /// On chain: the amount the escrow has settled so far (final logs).
+    #[schema(value_type = Option<String>)]
+    pub settled_on_chain: Option<Amount>,
 }
 
 /// The policy money to `payee` splits by now: theirs (or them alone) with
 /// the platform's current fee.
 pub async fn revenue_policy(state: &AppState, payee: Address) -> Result<RevenuePolicy, ApiError> {
-    Ok(state
-        .ledger
-        .policy(payee)
-        .await?
-        .map(|mut p| {
-            p.platform_fee_bps = state.settings.platform_fee_bps;
-            p
-        })
-        .unwrap_or_else(|| RevenuePolicy::sole(payee, state.settings.platform_fee_bps)))
+    Ok(
+        crate::money::payments::payee_policy(&state.ledger, payee, state.settings.platform_fee_bps)
+            .await?,
+    )
 }
 
 pub fn channel_view(channel: &Channel) -> ChannelView {
@@ -157,6 +169,7 @@ pub fn channel_view(channel: &Channel) -> ChannelView {
         expires_at: ms(channel.expires_at_ms),
         platform_fee_bps: channel.policy.platform_fee_bps,
         recipients: channel.policy.recipients.clone(),
+        settled_on_chain: channel.chain.as_ref().map(|c| c.settled),
     }
 }
 
@@ -209,6 +222,7 @@ fn channel_error(err: ChannelError) -> ApiError {
         | ChannelError::Expired
         | ChannelError::NotIncreasing
         | ChannelError::ExceedsDeposit
+        | ChannelError::OnChain
         | ChannelError::Overflow => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -261,6 +275,19 @@ async fn open_channel(
     ApiJson(body): ApiJson<OpenChannelRequest>,
 ) -> Result<(StatusCode, Json<ChannelView>), ApiError> {
     let payer = caller.account()?;
+    if let Some(link) = &state.chain {
+        return Err(ApiError::custom(
+            StatusCode::CONFLICT,
+            "channel-on-chain",
+            "Channels open on chain",
+            format!(
+                "open the channel on the escrow contract {:#x} (chain {}) with the payee's policy \
+                 from GET /api/v1/payments/policies/{{payee}}; it appears here once final",
+                link.escrow.address(),
+                link.escrow.chain_id()
+            ),
+        ));
+    }
     let payee = parse_address(&body.payee)?;
     let signer = parse_address(&body.signer)?;
     // Nobody holds the zero address's key: a channel to it, or signed by
@@ -553,4 +580,159 @@ async fn close_channel(
         .channel
         .ok_or_else(|| ApiError::new(ProblemKind::Internal, "no channel"))?;
     Ok(Json(channel_view(&channel)))
+}
+
+/// One recipient of a policy as the escrow takes it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyRecipientView {
+    #[schema(value_type = String)]
+    pub account: Address,
+    pub share: u64,
+}
+
+/// The revenue policy a channel to a payee must carry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub fee_bps: u16,
+    /// On chain: where the fee goes (the escrow's `Policy.feeRecipient`).
+    #[schema(value_type = Option<String>)]
+    pub fee_recipient: Option<Address>,
+    pub recipients: Vec<PolicyRecipientView>,
+    /// On chain: `keccak256(abi.encode(policy))`, what the escrow stores.
+    #[schema(value_type = Option<String>)]
+    pub policy_hash: Option<B256>,
+}
+
+/// The policy a channel to this payee is opened with (on chain, the
+/// escrow's `Policy` tuple: pass it to `open` as it is).
+#[utoipa::path(
+    get,
+    path = "/api/v1/payments/policies/{payee}",
+    tag = "payments",
+    params(("payee" = String, Path, description = "The payee's address")),
+    responses((status = 200, body = PolicyView), (status = 400, body = Problem, content_type = "application/problem+json"))
+)]
+async fn payee_policy(
+    State(state): State<AppState>,
+    Path(payee): Path<String>,
+) -> Result<Json<PolicyView>, ApiError> {
+    let payee = parse_address(&payee)?;
+    let policy = streamweave_ledger::economics::with_view_pool(
+        &revenue_policy(&state, payee).await?,
+        state.settings.view_pool_bps,
+    )
+    .map_err(|err| {
+        ApiError::custom(
+            StatusCode::CONFLICT,
+            "payee-policy",
+            "The payee's revenue policy cannot be used",
+            format!("the payee's {err}"),
+        )
+    })?;
+    let on_chain = state
+        .chain
+        .as_ref()
+        .map(|link| streamweave_chain::chain_policy(&policy, link.fee_recipient));
+    Ok(Json(PolicyView {
+        fee_bps: policy.platform_fee_bps,
+        fee_recipient: on_chain.as_ref().map(|p| p.feeRecipient),
+        recipients: policy
+            .recipients
+            .iter()
+            .map(|r| PolicyRecipientView {
+                account: r.address,
+                share: r.share,
+            })
+            .collect(),
+        policy_hash: on_chain.as_ref().map(streamweave_chain::policy_hash),
+    }))
+}
+
+/// A settler transaction as the chain status shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainTxView {
+    pub hash: String,
+    pub nonce: u64,
+    /// `settle` or `finalize`.
+    pub kind: String,
+    /// `sent`, `mined`, `failed` or `dropped`.
+    pub state: String,
+    #[schema(value_type = Vec<Object>)]
+    pub channels: serde_json::Value,
+    pub created_at: String,
+}
+
+/// What this node sees of the chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainStatusView {
+    pub chain_id: u64,
+    #[schema(value_type = String)]
+    pub escrow: Address,
+    #[schema(value_type = String)]
+    pub token: Address,
+    pub confirmations: u64,
+    #[schema(value_type = String)]
+    pub settle_threshold: Amount,
+    #[schema(value_type = Option<String>)]
+    pub settler: Option<Address>,
+    #[schema(value_type = String)]
+    pub fee_recipient: Address,
+    pub head: u64,
+    pub final_block: u64,
+    /// Logs waiting for their confirmations: not in the ledger yet, and
+    /// gone if a reorganization drops them.
+    #[schema(value_type = Vec<Object>)]
+    pub provisional: Vec<crate::chain::ProvisionalLog>,
+    pub error: Option<String>,
+    /// The settler's latest transactions, newest first.
+    pub transactions: Vec<ChainTxView>,
+}
+
+/// The chain this server settles on: blocks, logs not final yet, the
+/// settler's transactions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chain",
+    tag = "payments",
+    responses((status = 200, body = ChainStatusView), (status = 404, body = Problem, content_type = "application/problem+json"))
+)]
+async fn chain_status(State(state): State<AppState>) -> Result<Json<ChainStatusView>, ApiError> {
+    let link = state
+        .chain
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this server does not settle on a chain"))?;
+    let status = link.status();
+    let transactions = state
+        .db
+        .chain_txs(
+            link.escrow.chain_id(),
+            &format!("{:#x}", link.escrow.address()),
+            false,
+            20,
+        )
+        .await?
+        .into_iter()
+        .map(|tx| ChainTxView {
+            channels: serde_json::from_str(&tx.body).unwrap_or_default(),
+            hash: tx.hash,
+            nonce: tx.nonce,
+            kind: tx.kind,
+            state: tx.state,
+            created_at: rfc3339(tx.created_at_ms),
+        })
+        .collect();
+    Ok(Json(ChainStatusView {
+        chain_id: link.escrow.chain_id(),
+        escrow: link.escrow.address(),
+        token: link.settings.token,
+        confirmations: link.settings.confirmations,
+        settle_threshold: link.settings.settle_threshold,
+        settler: link.escrow.sender(),
+        fee_recipient: link.fee_recipient,
+        head: status.head,
+        final_block: status.final_block,
+        provisional: status.provisional,
+        error: status.error,
+        transactions,
+    }))
 }

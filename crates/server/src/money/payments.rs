@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use streamweave_ledger::{
-    AccountRef, Address, Amount, B256, Channel, ChannelError, OpenChannel, PaymentDomain, Transfer,
-    TransferKind, VerifiedVoucher,
+    AccountRef, Address, Amount, B256, ChainOpen, ChainStep, Channel, ChannelError, ChannelState, OpenChannel,
+    PaymentDomain, Transfer, TransferKind, VerifiedVoucher,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
@@ -42,6 +42,18 @@ pub enum Operation {
     Settle {
         now_ms: u64,
     },
+    /// A channel the escrow contract opened (a final `ChannelOpened` log).
+    ChainOpen {
+        open: ChainOpen,
+        accept_until_ms: u64,
+        position: (u64, u64),
+    },
+    /// A later final log of an on-chain channel.
+    ChainStep {
+        channel: B256,
+        step: ChainStep,
+        position: (u64, u64),
+    },
 }
 
 impl Operation {
@@ -57,7 +69,10 @@ impl Operation {
     /// The existing channel it acts on, if any.
     fn channel_id(&self) -> Option<B256> {
         match self {
-            Operation::TopUp { channel, .. } | Operation::Close { channel, .. } => Some(*channel),
+            Operation::TopUp { channel, .. }
+            | Operation::Close { channel, .. }
+            | Operation::ChainStep { channel, .. } => Some(*channel),
+            Operation::ChainOpen { open, .. } => Some(open.id),
             Operation::Voucher(voucher) => Some(voucher.channel),
             _ => None,
         }
@@ -233,6 +248,19 @@ impl Payments {
         let mut found: Vec<Channel> = channels
             .values()
             .filter(|c| c.payer == address || c.payee == address)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| c.id);
+        found
+    }
+
+    /// Channels opened on the escrow contract and not closed yet, as this
+    /// node last saw them.
+    pub fn open_on_chain(&self) -> Vec<Channel> {
+        let channels = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        let mut found: Vec<Channel> = channels
+            .values()
+            .filter(|c| c.chain.is_some() && c.state != ChannelState::Closed)
             .cloned()
             .collect();
         found.sort_by_key(|c| c.id);
@@ -522,6 +550,46 @@ fn plan(
             state.close(now_ms, settle_window_ms)?;
             with_channel(state, Vec::new(), true, working)
         }
+        Operation::ChainOpen {
+            open,
+            accept_until_ms,
+            position,
+        } => {
+            if let Some(known) = current(&open.id, channels, working) {
+                // Applied before (a restart, or another node).
+                return Ok((
+                    LedgerBatch::default(),
+                    Done {
+                        channel: Some(known.clone()),
+                        new: false,
+                        redeemed_before: None,
+                    },
+                ));
+            }
+            let (channel, transfers) =
+                Channel::open_on_chain(open, domain, accept_until_ms, position)?;
+            with_channel(channel, transfers, true, working)
+        }
+        Operation::ChainStep {
+            channel,
+            step,
+            position,
+        } => {
+            let mut state = current(&channel, channels, working)
+                .cloned()
+                .ok_or(EngineError::UnknownChannel)?;
+            match state.apply_chain(position, step)? {
+                Some(transfers) => with_channel(state, transfers, true, working),
+                None => Ok((
+                    LedgerBatch::default(),
+                    Done {
+                        channel: Some(state),
+                        new: false,
+                        redeemed_before: None,
+                    },
+                )),
+            }
+        }
         Operation::Transfers(transfers) => Ok((
             LedgerBatch {
                 transfers,
@@ -571,6 +639,23 @@ fn plan(
             ))
         }
     }
+}
+
+/// The policy money to `payee` splits by now: theirs (or them alone) with
+/// the platform's current fee.
+pub async fn payee_policy(
+    db: &Store,
+    payee: Address,
+    platform_fee_bps: u16,
+) -> Result<streamweave_ledger::RevenuePolicy, sqlx::Error> {
+    Ok(db
+        .policy(payee)
+        .await?
+        .map(|mut p| {
+            p.platform_fee_bps = platform_fee_bps;
+            p
+        })
+        .unwrap_or_else(|| streamweave_ledger::RevenuePolicy::sole(payee, platform_fee_bps)))
 }
 
 /// A deposit from outside (faucet, admin, chain watcher), idempotent by `id`.

@@ -11,6 +11,7 @@
 
 mod accounts;
 mod archives;
+mod chain;
 mod chat;
 pub mod dialect;
 mod events;
@@ -31,6 +32,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Executor, Row};
 
+pub use chain::ChainTxRecord;
 pub use chat::TipTotals;
 pub use dialect::Dialect;
 pub use events::{
