@@ -1,5 +1,7 @@
 //! The escrow's and the test token's ABI, as the contracts in `contracts/src`
 //! declare it.
+// The macro's generated constructors take one argument per field.
+#![allow(clippy::too_many_arguments)]
 
 alloy_sol_types::sol! {
     /// One recipient of a payee's revenue and its integer share.

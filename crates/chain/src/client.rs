@@ -137,6 +137,20 @@ pub struct SignedTx {
     pub raw: Vec<u8>,
 }
 
+impl SignedTx {
+    /// The signed bytes as 0x-hex, for storage.
+    pub fn raw_hex(&self) -> String {
+        alloy_primitives::hex::encode_prefixed(&self.raw)
+    }
+
+    /// A stored transaction again.
+    pub fn from_stored(hash: B256, nonce: u64, raw_hex: &str) -> Result<SignedTx, ChainError> {
+        let raw = alloy_primitives::hex::decode(raw_hex)
+            .map_err(|err| ChainError::Decode(format!("stored transaction: {err}")))?;
+        Ok(SignedTx { hash, nonce, raw })
+    }
+}
+
 /// A mined transaction's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxOutcome {
@@ -322,7 +336,11 @@ impl Escrow {
     }
 
     /// `account`'s balance of `token`.
-    pub async fn token_balance(&self, token: Address, account: Address) -> Result<u128, ChainError> {
+    pub async fn token_balance(
+        &self,
+        token: Address,
+        account: Address,
+    ) -> Result<u128, ChainError> {
         amount128(self.view(token, IErc20::balanceOfCall { account }).await?)
     }
 

@@ -168,8 +168,8 @@ impl Client {
         let view = self
             .get(&format!("/api/v1/payments/policies/{payee:#x}"))
             .await?;
-        let policy = policy_of(&view)
-            .ok_or_else(|| ClientError::Protocol("an unreadable policy".into()))?;
+        let policy =
+            policy_of(&view).ok_or_else(|| ClientError::Protocol("an unreadable policy".into()))?;
         let salt = B256::from(rand::random::<[u8; 32]>());
         let now_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

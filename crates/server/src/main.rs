@@ -72,7 +72,8 @@ enum LedgerCommand {
 
 /// anvil's first development key: its account holds test ether on every
 /// anvil node. For development chains only.
-pub const ANVIL_DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub const ANVIL_DEV_KEY: &str =
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 #[derive(Debug, Subcommand)]
 enum ChainCommand {
@@ -856,8 +857,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let amount: streamweave_ledger::Amount = amount
                 .parse()
                 .map_err(|err| anyhow::anyhow!("--amount: {err}"))?;
-            let chain = streamweave_chain::Escrow::connect(&chain_rpc, token, Some(&private_key))
-                .await?;
+            let chain =
+                streamweave_chain::Escrow::connect(&chain_rpc, token, Some(&private_key)).await?;
             chain
                 .transact(
                     streamweave_chain::TxCall::mint(token, to, amount.0),

@@ -33,7 +33,9 @@ pub async fn reconcile(rpc_url: &str, channels: &[Channel]) -> anyhow::Result<Ve
             let on_chain = escrow.channel(channel.id).await?;
             let id = channel.id;
             if on_chain.state == 0 {
-                violations.push(format!("channel {id:#x}: unknown to the escrow {address:#x}"));
+                violations.push(format!(
+                    "channel {id:#x}: unknown to the escrow {address:#x}"
+                ));
                 continue;
             }
             if on_chain.deposit != channel.deposit.0 {

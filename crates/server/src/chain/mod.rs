@@ -130,7 +130,10 @@ impl ChainLink {
 
     /// What the watcher saw last.
     pub fn status(&self) -> ChainStatus {
-        self.status.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_status(&self, update: impl FnOnce(&mut ChainStatus)) {

@@ -204,11 +204,7 @@ impl Settler {
                     // First sight since start, or not mined for a while: send again.
                     let last = self.sent_at.get(&tx.hash).copied();
                     if last.is_none_or(|at| now - at >= REBROADCAST_AFTER_MS) {
-                        let signed = SignedTx {
-                            hash,
-                            nonce: tx.nonce,
-                            raw: crate::http::auth::alloy_hex(&tx.raw).unwrap_or_default(),
-                        };
+                        let signed = SignedTx::from_stored(hash, tx.nonce, &tx.raw)?;
                         self.link.escrow.broadcast(&signed).await?;
                         self.sent_at.insert(tx.hash.clone(), now);
                     }
@@ -300,7 +296,7 @@ impl Settler {
             escrow: escrow_key(&self.link),
             sender: format!("{:#x}", self.link.escrow.sender().unwrap_or_default()),
             nonce: signed.nonce,
-            raw: Bytes::from(signed.raw.clone()).to_string(),
+            raw: signed.raw_hex(),
             kind: kind.into(),
             body: serde_json::to_string(body)?,
             state: "sent".into(),

@@ -17,7 +17,14 @@ use crate::model::{StreamRecord, StreamState, now_ms};
 pub async fn run(mut args: ServeArgs, chain: bool) -> anyhow::Result<()> {
     args.dev = true;
     if args.data_dir.is_none() {
-        args.data_dir = Some(if chain { "streamweave-demo-chain" } else { "streamweave-demo" }.into());
+        args.data_dir = Some(
+            if chain {
+                "streamweave-demo-chain"
+            } else {
+                "streamweave-demo"
+            }
+            .into(),
+        );
     }
     // The chain lives as long as the demo (the node is dropped with it).
     let anvil = if chain {
@@ -218,9 +225,18 @@ async fn start_demo_chain(args: &mut ServeArgs) -> anyhow::Result<tokio::process
     let anvil = std::env::var_os("STREAMWEAVE_ANVIL")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "contracts/node_modules/.bin/anvil".into());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = Command::new(&anvil)
-        .args(["--port", &port.to_string(), "--chain-id", "31337", "--block-time", "1"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--chain-id",
+            "31337",
+            "--block-time",
+            "1",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -47,6 +47,10 @@ pub struct BalancesView {
     /// Revenue received (creator, collaborator, pool).
     #[schema(value_type = String)]
     pub earned: Amount,
+    /// On chain: revenue from channels escrowed there, in the chain's
+    /// token, withdrawn from the escrow contract (`withdraw`) once settled.
+    #[schema(value_type = Option<String>)]
+    pub earned_on_chain: Option<Amount>,
 }
 
 fn owned(caller: &Caller, address: &str) -> Result<Address, ApiError> {
@@ -95,6 +99,18 @@ async fn balances(
             asset,
         })
         .await?;
+    let earned_on_chain = match &state.chain {
+        Some(link) => Some(non_negative(
+            state
+                .ledger
+                .balance(&AccountRef::Revenue {
+                    owner: address,
+                    asset: link.settings.token,
+                })
+                .await?,
+        )),
+        None => None,
+    };
     let escrowed = state
         .payments
         .channels_of(address)
@@ -107,6 +123,7 @@ async fn balances(
         available: non_negative(available),
         escrowed: Amount(escrowed),
         earned: non_negative(earned),
+        earned_on_chain,
     }))
 }
 

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use streamweave_ledger::{
-    AccountRef, Address, Amount, B256, ChainOpen, ChainStep, Channel, ChannelError, ChannelState, OpenChannel,
-    PaymentDomain, Transfer, TransferKind, VerifiedVoucher,
+    AccountRef, Address, Amount, B256, ChainOpen, ChainStep, Channel, ChannelError, ChannelState,
+    OpenChannel, PaymentDomain, Transfer, TransferKind, VerifiedVoucher,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};

@@ -47,8 +47,13 @@ impl Store {
         .bind(escrow)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| Ok((u64_of(row.try_get("next_block")?)?, row.try_get("last_hash")?)))
-            .transpose()
+        row.map(|row| {
+            Ok((
+                u64_of(row.try_get("next_block")?)?,
+                row.try_get("last_hash")?,
+            ))
+        })
+        .transpose()
     }
 
     /// Moves the cursor forward (never back: another node may be ahead).
