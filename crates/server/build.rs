@@ -33,7 +33,10 @@ fn content_type(path: &Path) -> &'static str {
 }
 
 fn main() {
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/dist");
+    // Read when the script runs, not when it is compiled: checkouts sharing
+    // a target directory share this script's binary.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let dist = Path::new(&manifest_dir).join("../../web/dist");
     // Watched paths are relative to the package, so that checkouts sharing
     // one target directory each have their own assets looked at.
     println!("cargo:rerun-if-changed=../../web/dist");

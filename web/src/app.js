@@ -886,7 +886,8 @@ async function renderAccount(auth) {
     h('h1', {}, 'Account'),
     h('p', { class: 'muted' }, auth.address),
     h('section', { class: 'panel' }, h('h2', {}, 'Balances'),
-      h('div', { class: 'stats' }, money('Available', 'available', balances.available), money('In channels (escrow)', 'escrowed', balances.escrowed), money('Earned', 'earned', balances.earned)), faucet),
+      h('div', { class: 'stats' }, money('Available', 'available', balances.available), money('In channels (escrow)', 'escrowed', balances.escrowed), money('Earned', 'earned', balances.earned),
+        balances.earned_on_chain != null ? money('Earned on chain (withdraw from the escrow)', 'earned_on_chain', balances.earned_on_chain) : null), faucet),
     h('section', { class: 'panel' }, h('h2', {}, 'Withdraw'),
       h('form', { class: 'row', onsubmit: (e) => {
         e.preventDefault();

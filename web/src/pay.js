@@ -2,9 +2,19 @@
 // creator with a session signer key kept in this browser, a viewing session,
 // and EIP-712 vouchers signed after checking each amount against the
 // advertised price, the time watched and the viewer's cap.
-import { keccak256, toHex } from 'viem';
+import {
+  createPublicClient, createWalletClient, custom, defineChain, encodeAbiParameters, http, keccak256, parseAbi, toHex,
+} from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { ApiError, authed, owedFor, paymentsConfig } from './api.js';
+import { ApiError, authed, demoAccount, owedFor, paymentsConfig, request } from './api.js';
+
+/** The calls a payer makes on the escrow and its token (contracts/src). */
+const CHAIN_ABI = parseAbi([
+  'function approve(address spender, uint256 amount) returns (bool)',
+  'function open(address payee, address token, uint128 deposit, bytes32 salt, address signer, uint64 expiresAt, (uint16 feeBps, address feeRecipient, (address account, uint64 share)[] recipients) policy) returns (bytes32)',
+]);
+/** How long a channel opened on chain may take to reach the server's ledger. */
+const CHAIN_CHANNEL_WAIT_MS = 120_000;
 
 const VOUCHER_TYPES = {
   Voucher: [
@@ -82,13 +92,69 @@ export class StreamPayment {
     }
     const signerKey = generatePrivateKey();
     const signer = privateKeyToAccount(signerKey);
-    const channel = await this.authed('/api/v1/channels', {
-      method: 'POST',
-      body: { payee: this.stream.owner, deposit: this.depositWanted.toString(), signer: signer.address, salt: randomSalt() },
-    });
+    const channel = this.config.on_chain
+      ? await this.openOnChain(signer.address)
+      : await this.authed('/api/v1/channels', {
+        method: 'POST',
+        body: { payee: this.stream.owner, deposit: this.depositWanted.toString(), signer: signer.address, salt: randomSalt() },
+      });
     localStorage.setItem(key, JSON.stringify({ id: channel.id, signer_key: signerKey }));
     this.channel = channel;
     this.signer = signer;
+  }
+
+  /**
+   * Opens the channel on the escrow contract from the signed-in wallet (the
+   * demo wallet's key, or the browser's wallet): approves the deposit, opens
+   * with the policy the server publishes for the creator, and waits until
+   * the server's ledger has it (once final). Answers the channel.
+   */
+  async openOnChain(signerAddress) {
+    const config = this.config;
+    if (!config.chain_rpc) {
+      throw new PaymentStopped('chain', 'This server\'s channels open on chain, and it names no node for browsers to reach it.');
+    }
+    const chain = defineChain({
+      id: config.chain_id,
+      name: `chain ${config.chain_id}`,
+      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+      rpcUrls: { default: { http: [config.chain_rpc] } },
+    });
+    const wallet = this.auth.wallet === 'demo'
+      ? createWalletClient({ account: demoAccount(), chain, transport: http(config.chain_rpc) })
+      : createWalletClient({ account: this.auth.address, chain, transport: custom(globalThis.ethereum) });
+    const node = createPublicClient({ chain, transport: http(config.chain_rpc) });
+    const payer = wallet.account.address;
+    const token = config.assets[0].token;
+    const published = await request(`/api/v1/payments/policies/${this.stream.owner}`, { base: this.base });
+    const policy = {
+      feeBps: published.fee_bps,
+      feeRecipient: published.fee_recipient,
+      recipients: published.recipients.map((r) => ({ account: r.account, share: BigInt(r.share) })),
+    };
+    const send = async (address, functionName, args) => {
+      const hash = await wallet.writeContract({ address, abi: CHAIN_ABI, functionName, args });
+      const receipt = await node.waitForTransactionReceipt({ hash });
+      if (receipt.status !== 'success') throw new Error(`${functionName} failed on chain`);
+    };
+    const salt = randomSalt();
+    const expiresAt = BigInt(Math.floor(Date.now() / 1000) + 24 * 3600);
+    await send(token, 'approve', [config.escrow, this.depositWanted]);
+    await send(config.escrow, 'open', [this.stream.owner, token, this.depositWanted, salt, signerAddress, expiresAt, policy]);
+    // The id, as the escrow computes it (spec: Channels).
+    const id = keccak256(encodeAbiParameters(
+      [{ type: 'address' }, { type: 'address' }, { type: 'address' }, { type: 'bytes32' }, { type: 'address' }, { type: 'address' }, { type: 'uint256' }],
+      [payer, this.stream.owner, token, salt, signerAddress, config.escrow, BigInt(config.chain_id)],
+    ));
+    const deadline = Date.now() + CHAIN_CHANNEL_WAIT_MS;
+    for (;;) {
+      try {
+        return await this.authed(`/api/v1/channels/${id}`);
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 404 || Date.now() > deadline) throw err;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 
   authed(path, options = {}) {

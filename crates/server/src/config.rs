@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// How often the chain is read, in milliseconds (default 1000).
     #[arg(long, env = "STREAMWEAVE_CHAIN_POLL_MS")]
     pub chain_poll_ms: Option<u64>,
+    /// A JSON-RPC URL of the chain for browsers (the web player opens
+    /// channels through it); `--dev` servers offer `--chain-rpc`.
+    #[arg(long, env = "STREAMWEAVE_CHAIN_PUBLIC_RPC")]
+    pub chain_public_rpc: Option<String>,
     /// Admin accounts (comma separated addresses).
     #[arg(long, env = "STREAMWEAVE_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -683,6 +687,8 @@ pub struct ChainSettings {
     pub fee_recipient: Option<streamweave_ledger::Address>,
     pub start_block: u64,
     pub poll_ms: u64,
+    /// For browsers, when offered.
+    pub public_rpc_url: Option<String>,
 }
 
 impl ChainSettings {
@@ -716,7 +722,6 @@ impl ChainSettings {
             None => streamweave_ledger::Amount(1_000_000),
         };
         Ok(Some(ChainSettings {
-            rpc_url,
             escrow,
             token,
             confirmations: args.confirmations.unwrap_or(2),
@@ -725,6 +730,11 @@ impl ChainSettings {
             fee_recipient,
             start_block: args.chain_start_block.unwrap_or(0),
             poll_ms: args.chain_poll_ms.unwrap_or(1000).max(50),
+            public_rpc_url: args
+                .chain_public_rpc
+                .clone()
+                .or_else(|| args.dev.then_some(rpc_url.clone())),
+            rpc_url,
         }))
     }
 }

@@ -21,6 +21,9 @@ use crate::config::ChainSettings;
 use crate::money::payments::Payments;
 use crate::store::Store;
 
+/// Test ether a dev faucet gives for gas (100 ETH), in wei.
+const DEV_GAS_WEI: &str = "0x56bc75e2d63100000";
+
 /// Margin before the escrow's expiry after which the ledger accepts no
 /// voucher, so the last one accepted is settled in time.
 const EXPIRY_MARGIN_MS: u64 = 60_000;
@@ -38,6 +41,9 @@ pub struct ChainLink {
     pub token_symbol: String,
     pub token_decimals: u8,
     status: RwLock<ChainStatus>,
+    /// Held while a transaction from the settler key is signed and sent,
+    /// so no two take the same nonce.
+    sending: tokio::sync::Mutex<()>,
 }
 
 /// What the watcher saw last.
@@ -117,6 +123,7 @@ impl ChainLink {
             token_symbol,
             token_decimals,
             status: RwLock::new(ChainStatus::default()),
+            sending: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -145,6 +152,29 @@ impl ChainLink {
     fn accept_until_close_ms(&self, closes_at_s: u64) -> u64 {
         let margin = (self.settle_window_s.saturating_mul(1000) / 4).min(CLOSE_MARGIN_MAX_MS);
         closes_at_s.saturating_mul(1000).saturating_sub(margin)
+    }
+
+    /// Dev mode: gives `to` test ether for gas (on anvil) and mints it
+    /// `amount` of the test token (whose `mint` is open to anyone).
+    pub async fn dev_faucet(
+        &self,
+        to: Address,
+        amount: streamweave_ledger::Amount,
+    ) -> Result<(), streamweave_chain::ChainError> {
+        self.escrow
+            .raw_request(
+                "anvil_setBalance",
+                serde_json::json!([format!("{to:#x}"), DEV_GAS_WEI]),
+            )
+            .await?;
+        let _sending = self.sending.lock().await;
+        self.escrow
+            .transact(
+                streamweave_chain::TxCall::mint(self.settings.token, to, amount.0),
+                std::time::Duration::from_secs(60),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Starts following the chain (and settling, with a settler key).

@@ -281,6 +281,8 @@ impl Settler {
         body: &[Settled],
         ids: &[B256],
     ) -> anyhow::Result<()> {
+        let link = self.link.clone();
+        let _sending = link.sending.lock().await;
         let signed = match self.link.escrow.sign(call, None).await {
             Ok(signed) => signed,
             Err(err) => {

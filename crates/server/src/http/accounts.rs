@@ -545,6 +545,20 @@ async fn faucet(
     if !state.settings.dev {
         return Err(ApiError::not_found("the faucet exists only in dev mode"));
     }
+    if let Some(link) = &state.chain {
+        // On chain, deposits come from the wallet: it gets test tokens
+        // (and gas) there too.
+        let address = parse_address(&body.address)?;
+        let amount = movement_amount(&body.amount)?;
+        link.dev_faucet(address, amount).await.map_err(|err| {
+            ApiError::custom(
+                StatusCode::BAD_GATEWAY,
+                "chain-faucet",
+                "The chain's faucet failed",
+                format!("minting test tokens on chain: {err}"),
+            )
+        })?;
+    }
     move_money(&state, body, "faucet", true).await
 }
 

@@ -74,6 +74,8 @@ pub struct PaymentsConfig {
     /// Whether channels are opened on the escrow contract (on chain) rather
     /// than through `POST /api/v1/channels`.
     pub on_chain: bool,
+    /// On chain: a JSON-RPC URL of the chain for browsers, when offered.
+    pub chain_rpc: Option<String>,
 }
 
 /// What clients need to pay: chain, escrow, EIP-712 domain, assets, fee.
@@ -107,6 +109,10 @@ async fn payments_config(State(state): State<AppState>) -> Json<PaymentsConfig> 
         settle_window_s: state.payments.settle_window_ms / 1000,
         faucet: state.settings.dev,
         on_chain: state.chain.is_some(),
+        chain_rpc: state
+            .chain
+            .as_ref()
+            .and_then(|link| link.settings.public_rpc_url.clone()),
     })
 }
 

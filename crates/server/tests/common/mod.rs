@@ -62,12 +62,28 @@ impl Server {
         }
     }
 
-    /// Starts a server on an existing data dir with extra environment variables.
+    /// Starts a server on an existing data dir with extra environment
+    /// variables. A free port may be taken by another test between picking
+    /// and binding it: a server that exits at once is started again on
+    /// other ports.
     pub async fn start_in_env(
         data_dir: &Path,
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        for _ in 0..3 {
+            if let Some(server) = Server::try_start(data_dir, extra_args, env).await {
+                return server;
+            }
+        }
+        panic!("the server exited at start three times");
+    }
+
+    async fn try_start(
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<Server> {
         let http_port = free_port();
         let rtmp_port = free_port();
         let http = format!("127.0.0.1:{http_port}");
@@ -110,13 +126,17 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             _temp: None,
         };
+        let mut server = server;
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(response) = client.get(server.url("/api/openapi.json")).send().await
                 && response.status().is_success()
             {
-                return server;
+                return Some(server);
+            }
+            if server.child.try_wait().expect("try_wait").is_some() {
+                return None;
             }
             assert!(Instant::now() < deadline, "server did not come up");
             tokio::time::sleep(Duration::from_millis(100)).await;
