@@ -129,6 +129,9 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .meter dt { font-size: .75rem; color: var(--sw-muted); }
 .meter dd { margin: 0; font-variant-numeric: tabular-nums; font-weight: 600; }
 .spacer { flex: 1; }
+.reactions { position: absolute; right: 1rem; bottom: 3.5rem; width: 3rem; height: 60%; pointer-events: none; }
+.reaction { position: absolute; bottom: 0; font-size: 2rem; animation: rise 3s ease-out forwards; }
+@keyframes rise { from { transform: translateY(0); opacity: 1; } to { transform: translateY(-12rem); opacity: 0; } }
 `;
 
 /** Plays a stream; for a paid stream opens a channel, pays by the second and shows the meter. */
@@ -143,6 +146,14 @@ class SwPlayer extends Base {
   connectedCallback() {
     this.build();
     this.load();
+    // Live reactions (from the stream's chat room): shown as the moment
+    // they belong to plays here, this player's latency behind the live edge.
+    this.onReaction = (e) => {
+      if (e.detail.stream !== this.stream?.id) return;
+      const delay = Math.min(10_000, Math.max(0, (this.hls?.latency ?? 0) * 1000));
+      setTimeout(() => this.showReaction(e.detail.emoji), delay);
+    };
+    document.addEventListener('sw-reaction', this.onReaction);
     this.stopAuth = this.watchAuth(() => {
       if (!this.stream || this.hls) return;
       if (this.isTicketed()) this.startTicket();
@@ -153,6 +164,7 @@ class SwPlayer extends Base {
 
   disconnectedCallback() {
     this.teardown();
+    document.removeEventListener('sw-reaction', this.onReaction);
     this.stopAuth?.();
     this.events?.close();
     clearInterval(this.poll);
@@ -161,6 +173,15 @@ class SwPlayer extends Base {
 
   attributeChangedCallback(_name, old, value) {
     if (old && old !== value && this.isConnected) { this.teardown(); this.load(); }
+  }
+
+  /** Floats a reaction up over the picture (at most 20 at once). */
+  showReaction(emoji) {
+    if (this.reactions.childElementCount >= 20) return;
+    const shown = h('span', { class: 'reaction', 'data-reaction': emoji, style: `left: ${Math.floor(Math.random() * 60)}%` }, emoji);
+    shown.addEventListener('animationend', () => shown.remove());
+    this.reactions.append(shown);
+    setTimeout(() => shown.remove(), 4000);
   }
 
   isPaid() {
@@ -180,6 +201,7 @@ class SwPlayer extends Base {
   build() {
     this.video = h('video', { controls: true, playsinline: true, muted: true, 'aria-label': 'Stream player' });
     this.overlay = h('div', { class: 'overlay', part: 'overlay' });
+    this.reactions = h('div', { class: 'reactions', 'aria-hidden': 'true' });
     this.badge = h('span', { class: 'badge', 'data-state': '' }, '…');
     this.viewersEl = h('span', { class: 'muted', 'data-viewers': '' });
     this.quality = h('select', { 'aria-label': 'Quality', onchange: () => { if (this.hls) this.hls.currentLevel = Number(this.quality.value); } }, h('option', { value: '-1' }, 'Auto'));
@@ -189,7 +211,7 @@ class SwPlayer extends Base {
     this.status = h('p', { role: 'status', class: 'muted', 'data-status': '' });
     this.meter = h('dl', { class: 'meter', hidden: true, 'aria-label': 'Payment meter' });
     this.body.append(
-      h('div', { class: 'stage' }, this.video, this.overlay),
+      h('div', { class: 'stage' }, this.video, this.reactions, this.overlay),
       h('div', { class: 'bar' }, this.badge, this.viewersEl, h('span', { class: 'spacer' }), this.topUpButton, this.qualityNote, this.quality, this.liveButton),
       this.status,
       this.meter,
@@ -817,7 +839,13 @@ class SwPlayer extends Base {
 
 // ---- <sw-chat> -----------------------------------------------------------
 
+/** The reactions a viewer can send (the server's fixed set). */
+const REACTIONS = ['👏', '❤️', '🔥', '😂', '😮', '🎉'];
+
 const CHAT_CSS = `
+.reacts { display: flex; gap: .25rem; margin-top: .4rem; flex-wrap: wrap; }
+.reacts button { padding: .1rem .45rem; font-size: 1.1rem; }
+.reacts[hidden] { display: none; }
 ol { list-style: none; margin: 0; padding: 0; overflow-y: auto; height: var(--sw-chat-height, 22rem); display: flex; flex-direction: column; gap: .3rem; }
 li { padding: .3rem .45rem; border-radius: 6px; overflow-wrap: anywhere; }
 li.tip { background: #2a2340; border: 1px solid #5b4b9a; }
@@ -840,8 +868,10 @@ class SwChat extends Base {
     this.input = h('input', { name: 'message', maxlength: 500, placeholder: 'Say something', 'aria-label': 'Chat message' });
     this.error = h('p', { class: 'error', role: 'alert' });
     this.form = h('form', { onsubmit: (e) => { e.preventDefault(); this.send(); } }, this.input, h('button', { type: 'submit' }, 'Send'));
+    this.reactionBar = h('div', { class: 'reacts', role: 'group', 'aria-label': 'Reactions' },
+      REACTIONS.map((emoji) => h('button', { type: 'button', class: 'secondary', 'data-react': emoji, title: `React ${emoji}`, onclick: () => this.react(emoji) }, emoji)));
     this.signInNote = h('p', { class: 'muted' }, 'Sign in to chat.');
-    this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Chat'), this.list, this.form, this.signInNote, this.error));
+    this.body.append(h('div', { class: 'panel' }, h('strong', {}, 'Chat'), this.list, this.form, this.reactionBar, this.signInNote, this.error));
     this.stopAuth = this.watchAuth((auth) => this.authChanged(auth));
     this.connect();
   }
@@ -864,6 +894,7 @@ class SwChat extends Base {
 
   authChanged(auth) {
     this.form.hidden = !auth;
+    this.reactionBar.hidden = !auth;
     this.signInNote.hidden = Boolean(auth);
     this.moderator = Boolean(auth && this.stream && auth.address === this.stream.owner);
     if (auth && this.socket?.readyState === WebSocket.OPEN) {
@@ -877,6 +908,19 @@ class SwChat extends Base {
     if (event.type === 'deleted') this.list.querySelector(`[data-id="${CSS.escape(event.id)}"]`)?.remove();
     if (event.type === 'muted') for (const li of this.list.querySelectorAll(`[data-author="${CSS.escape(event.address)}"]`)) li.remove();
     if (event.type === 'error') this.error.textContent = event.detail;
+    if (event.type === 'reaction') {
+      document.dispatchEvent(new CustomEvent('sw-reaction', { detail: { ...event, stream: this.stream?.id } }));
+    }
+  }
+
+  /** Sends a live reaction; it comes back through the room like everyone's. */
+  async react(emoji) {
+    this.error.textContent = '';
+    try {
+      await this.authed(`/api/v1/streams/${encodeURIComponent(this.stream.id)}/reactions`, { method: 'POST', body: { emoji } });
+    } catch (err) {
+      this.error.textContent = err.message;
+    }
   }
 
   add(m) {

@@ -12,6 +12,7 @@ import { ApiError, authed, demoAccount, owedFor, paymentsConfig, request } from 
 const CHAIN_ABI = parseAbi([
   'function approve(address spender, uint256 amount) returns (bool)',
   'function open(address payee, address token, uint128 deposit, bytes32 salt, address signer, uint64 expiresAt, (uint16 feeBps, address feeRecipient, (address account, uint64 share)[] recipients) policy) returns (bytes32)',
+  'function topUp(bytes32 id, uint128 amount)',
 ]);
 /** How long a channel opened on chain may take to reach the server's ledger. */
 const CHAIN_CHANNEL_WAIT_MS = 120_000;
@@ -111,19 +112,7 @@ export class StreamPayment {
    */
   async openOnChain(signerAddress) {
     const config = this.config;
-    if (!config.chain_rpc) {
-      throw new PaymentStopped('chain', 'This server\'s channels open on chain, and it names no node for browsers to reach it.');
-    }
-    const chain = defineChain({
-      id: config.chain_id,
-      name: `chain ${config.chain_id}`,
-      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-      rpcUrls: { default: { http: [config.chain_rpc] } },
-    });
-    const wallet = this.auth.wallet === 'demo'
-      ? createWalletClient({ account: demoAccount(), chain, transport: http(config.chain_rpc) })
-      : createWalletClient({ account: this.auth.address, chain, transport: custom(globalThis.ethereum) });
-    const node = createPublicClient({ chain, transport: http(config.chain_rpc) });
+    const { wallet, send } = this.chainWallet();
     const payer = wallet.account.address;
     const token = config.assets[0].token;
     const published = await request(`/api/v1/payments/policies/${this.stream.owner}`, { base: this.base });
@@ -131,11 +120,6 @@ export class StreamPayment {
       feeBps: published.fee_bps,
       feeRecipient: published.fee_recipient,
       recipients: published.recipients.map((r) => ({ account: r.account, share: BigInt(r.share) })),
-    };
-    const send = async (address, functionName, args) => {
-      const hash = await wallet.writeContract({ address, abi: CHAIN_ABI, functionName, args });
-      const receipt = await node.waitForTransactionReceipt({ hash });
-      if (receipt.status !== 'success') throw new Error(`${functionName} failed on chain`);
     };
     const salt = randomSalt();
     const expiresAt = BigInt(Math.floor(Date.now() / 1000) + 24 * 3600);
@@ -153,6 +137,41 @@ export class StreamPayment {
       } catch (err) {
         if (!(err instanceof ApiError) || err.status !== 404 || Date.now() > deadline) throw err;
       }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  /** The signed-in wallet on the server's chain, and a way to send calls there. */
+  chainWallet() {
+    const config = this.config;
+    if (!config.chain_rpc) {
+      throw new PaymentStopped('chain', 'This server\'s channels open on chain, and it names no node for browsers to reach it.');
+    }
+    const chain = defineChain({
+      id: config.chain_id,
+      name: `chain ${config.chain_id}`,
+      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+      rpcUrls: { default: { http: [config.chain_rpc] } },
+    });
+    const wallet = this.auth.wallet === 'demo'
+      ? createWalletClient({ account: demoAccount(), chain, transport: http(config.chain_rpc) })
+      : createWalletClient({ account: this.auth.address, chain, transport: custom(globalThis.ethereum) });
+    const node = createPublicClient({ chain, transport: http(config.chain_rpc) });
+    const send = async (address, functionName, args) => {
+      const hash = await wallet.writeContract({ address, abi: CHAIN_ABI, functionName, args });
+      const receipt = await node.waitForTransactionReceipt({ hash });
+      if (receipt.status !== 'success') throw new Error(`${functionName} failed on chain`);
+    };
+    return { wallet, send };
+  }
+
+  /** Waits until the server's ledger shows the channel's deposit at `atLeast` (its log final). */
+  async channelWithDeposit(atLeast) {
+    const deadline = Date.now() + CHAIN_CHANNEL_WAIT_MS;
+    for (;;) {
+      const channel = await this.authed(`/api/v1/channels/${this.channel.id}`);
+      if (BigInt(channel.deposit) >= atLeast) return channel;
+      if (Date.now() > deadline) throw new Error('the top-up did not reach the server in time');
       await new Promise((r) => setTimeout(r, 500));
     }
   }
@@ -261,10 +280,18 @@ export class StreamPayment {
     this.emit();
   }
 
-  /** Adds `amount` to the channel's deposit from the available balance. */
+  /** Adds `amount` to the channel's deposit (from the available balance, or on chain). */
   topUp(amount) {
     return this.serialize(async () => {
-      this.channel = await this.authed(`/api/v1/channels/${this.channel.id}/topup`, { method: 'POST', body: { amount: amount.toString() } });
+      if (this.config.on_chain) {
+        const { send } = this.chainWallet();
+        const wanted = BigInt(this.channel.deposit) + BigInt(amount);
+        await send(this.config.assets[0].token, 'approve', [this.config.escrow, BigInt(amount)]);
+        await send(this.config.escrow, 'topUp', [this.channel.id, BigInt(amount)]);
+        this.channel = await this.channelWithDeposit(wanted);
+      } else {
+        this.channel = await this.authed(`/api/v1/channels/${this.channel.id}/topup`, { method: 'POST', body: { amount: amount.toString() } });
+      }
       this.emit();
     });
   }

@@ -79,6 +79,11 @@ test('the web player opens its channel on chain and the server settles it', { sk
     });
     assert.equal(onChain.payer.toLowerCase(), auth.address);
     assert.equal(onChain.deposit.toString(), channel.deposit);
+    // A top-up from the page goes through the escrow too.
+    await page.evaluate(() => document.querySelector('sw-player').payment.topUp(500000n));
+    const topped = await api(base, `/api/v1/channels/${saved.id}`, { token: auth.token });
+    assert.equal(BigInt(topped.deposit), BigInt(channel.deposit) + 500000n);
+    assert.equal((await node.readContract({ address: deployed.escrow, abi: escrowAbi, functionName: 'channel', args: [saved.id] })).deposit, BigInt(topped.deposit));
     assert.deepEqual(errors, []);
   } finally {
     await browser?.close();

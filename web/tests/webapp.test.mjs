@@ -100,6 +100,9 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
     await viewer.locator('sw-tip input[name=tip-message]').fill('thanks for the set');
     await viewer.locator('sw-tip button[type=submit]').click();
     await viewer.locator('sw-tip [role=status]', { hasText: 'Sent 0.50 USDC' }).waitFor({ timeout: 10_000 });
+    // A live reaction floats over the player (as its moment plays).
+    await viewer.locator('sw-chat [data-react="🔥"]').click();
+    await viewer.locator('sw-player .reaction[data-reaction="🔥"]').waitFor({ state: 'attached', timeout: 15_000 });
     await viewer.screenshot({ path: join(results, 'watch.png') });
 
     // 3. Pausing stops paying; the meter then equals the ledger to the unit.

@@ -59,6 +59,14 @@ pub enum ChatEvent {
     SignedIn {
         address: String,
     },
+    /// A viewer's live reaction, at the stream's media time when it was
+    /// sent (players show it over the picture as that moment plays).
+    Reaction {
+        emoji: String,
+        author: String,
+        media_time_ms: u64,
+        time_ms: i64,
+    },
 }
 
 /// Why a message is refused.
@@ -125,6 +133,7 @@ impl RateLimit {
 pub struct ChatRooms {
     pub rooms: Arc<crate::live::events::Topics<ChatEvent>>,
     rate: Mutex<RateLimit>,
+    reactions: Mutex<crate::community::reactions::ReactionLimit>,
 }
 
 impl Default for ChatRooms {
@@ -132,6 +141,7 @@ impl Default for ChatRooms {
         ChatRooms {
             rooms: Arc::new(crate::live::events::Topics::with_capacity(CHAT_BUFFER)),
             rate: Mutex::default(),
+            reactions: Mutex::default(),
         }
     }
 }
@@ -145,6 +155,19 @@ impl ChatRooms {
     /// Joins a room.
     pub fn subscribe(&self, stream_id: &str) -> broadcast::Receiver<ChatEvent> {
         self.rooms.subscribe(stream_id)
+    }
+
+    /// Applies the reactions' rate rule.
+    pub fn admit_reaction(
+        &self,
+        stream_id: &str,
+        author: &str,
+        now_ms: i64,
+    ) -> Result<(), crate::community::reactions::ReactionError> {
+        self.reactions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(stream_id, author, now_ms)
     }
 
     /// Applies the one-a-second rule.

@@ -1,7 +1,8 @@
 //! Chat rooms and tips. Readers join `GET /api/v1/streams/{id}/chat` (a
 //! WebSocket); signed-in accounts post over it or with
 //! `POST /api/v1/streams/{id}/chat/messages`; creators delete and mute;
-//! `POST /api/v1/streams/{id}/tips` pays the creator and shows in the room.
+//! `POST /api/v1/streams/{id}/tips` pays the creator and shows in the room;
+//! `POST /api/v1/streams/{id}/reactions` sends a live reaction to the room.
 
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -30,6 +31,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_message))
         .routes(routes!(mute, unmute))
         .routes(routes!(tip))
+        .routes(routes!(react))
 }
 
 /// The stream, if the caller is its creator or an admin.
@@ -153,6 +155,112 @@ async fn post_message(
     let stream = find_stream(&state, &id).await?;
     let message = post(&state, &stream.id, author, &body.text).await?;
     Ok((StatusCode::CREATED, Json(message.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostReaction {
+    /// One of 👏 ❤️ 🔥 😂 😮 🎉.
+    pub emoji: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReactionView {
+    pub emoji: String,
+    pub author: String,
+    /// The stream's media time when it was sent (the live edge).
+    pub media_time_ms: u64,
+    pub time_ms: i64,
+}
+
+/// Send a live reaction to everyone watching (signed-in accounts; at most
+/// five every ten seconds). It reaches the room's chat sockets as
+/// `{"type": "reaction", "emoji", "author", "media_time_ms", "time_ms"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/streams/{id}/reactions",
+    tag = "chat",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Stream id")),
+    request_body = PostReaction,
+    responses(
+        (status = 201, body = ReactionView),
+        (status = 400, description = "Not one of the reactions", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Muted in this room, or not a ticket holder of an event's room", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The stream is not live", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "More than five in ten seconds", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn react(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PostReaction>,
+) -> Result<(StatusCode, Json<ReactionView>), ApiError> {
+    use crate::community::reactions::{ReactionError, reaction};
+    let author = caller.account()?;
+    let stream = find_stream(&state, &id).await?;
+    let emoji = reaction(&body.emoji).map_err(|err| {
+        ApiError::custom(
+            StatusCode::BAD_REQUEST,
+            "reaction-unknown",
+            "Unknown reaction",
+            err.to_string(),
+        )
+    })?;
+    if stream.state != crate::model::StreamState::Live {
+        return Err(ApiError::custom(
+            StatusCode::CONFLICT,
+            "stream-not-live",
+            "The stream is not live",
+            "reactions go to live streams",
+        ));
+    }
+    super::ticketing::check_room_speaker(&state, &stream.id, author).await?;
+    let author = format!("{author:#x}");
+    if state.db.is_muted(&stream.id, &author).await? {
+        return Err(ApiError::new(
+            ProblemKind::Forbidden,
+            "the creator muted you in this room",
+        ));
+    }
+    let now = now_ms();
+    state
+        .chat
+        .admit_reaction(&stream.id, &author, now)
+        .map_err(|err| match err {
+            ReactionError::TooFast { wait_ms } => ApiError::custom(
+                StatusCode::TOO_MANY_REQUESTS,
+                "reactions-too-fast",
+                "Too many reactions",
+                err.to_string(),
+            )
+            .with(serde_json::json!({ "retry_after_ms": wait_ms })),
+            ReactionError::Unknown => ApiError::bad_request(err.to_string()),
+        })?;
+    let media_time_ms = match state.index.get(&stream.id).await? {
+        Some(media) => media
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .media_time_ms(),
+        None => 0,
+    };
+    let view = ReactionView {
+        emoji: emoji.to_string(),
+        author: author.clone(),
+        media_time_ms,
+        time_ms: now,
+    };
+    state.chat.publish(
+        &stream.id,
+        ChatEvent::Reaction {
+            emoji: view.emoji.clone(),
+            author,
+            media_time_ms,
+            time_ms: now,
+        },
+    );
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// Delete a message (the stream's creator and admins).

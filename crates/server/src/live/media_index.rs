@@ -54,6 +54,14 @@ pub struct StreamMedia {
 }
 
 impl StreamMedia {
+    /// The media time of the live edge (the end of the newest segment),
+    /// counted from the stream's start.
+    pub fn media_time_ms(&self) -> u64 {
+        self.renditions.first().map_or(0, |r| {
+            r.segments.iter().map(|s| u64::from(s.duration_ms)).sum()
+        })
+    }
+
     fn new(state: StreamState, paid: bool, renditions: Vec<RenditionMedia>) -> Self {
         StreamMedia {
             state,
