@@ -263,6 +263,32 @@ fn transfer(
     }
 }
 
+/// A new channel's id, once its terms pass the checks: a positive deposit,
+/// two parties, an expiry after `now_ms` (when given), a valid policy.
+fn checked_id(
+    request: &OpenChannel,
+    domain: PaymentDomain,
+    now_ms: Option<u64>,
+) -> Result<B256, ChannelError> {
+    if request.deposit.is_zero() {
+        return Err(ChannelError::ZeroAmount);
+    }
+    if request.payer == request.payee {
+        return Err(ChannelError::SelfPayment);
+    }
+    if now_ms.is_some_and(|now| request.expires_at_ms <= now) {
+        return Err(ChannelError::BadExpiry);
+    }
+    request.policy.validate()?;
+    Ok(domain.channel_id(
+        request.payer,
+        request.payee,
+        request.token,
+        request.salt,
+        request.signer,
+    ))
+}
+
 impl Channel {
     /// The channel's payment domain.
     pub fn domain(&self) -> PaymentDomain {
@@ -280,24 +306,26 @@ impl Channel {
         domain: PaymentDomain,
         now_ms: u64,
     ) -> Result<(Channel, Vec<Transfer>), ChannelError> {
-        if request.deposit.is_zero() {
-            return Err(ChannelError::ZeroAmount);
-        }
-        if request.payer == request.payee {
-            return Err(ChannelError::SelfPayment);
-        }
-        if request.expires_at_ms <= now_ms {
-            return Err(ChannelError::BadExpiry);
-        }
-        request.policy.validate()?;
-        let id = domain.channel_id(
-            request.payer,
-            request.payee,
-            request.token,
-            request.salt,
-            request.signer,
-        );
-        let channel = Channel {
+        let id = checked_id(&request, domain, Some(now_ms))?;
+        let expires_at_ms = request.expires_at_ms;
+        let channel = Channel::fresh(id, request, domain, expires_at_ms, None);
+        let payer = AccountRef::Available {
+            owner: channel.payer,
+            asset: channel.token,
+        };
+        let open = channel.funding(payer);
+        Ok((channel, vec![open]))
+    }
+
+    /// A channel just opened, before any voucher.
+    fn fresh(
+        id: B256,
+        request: OpenChannel,
+        domain: PaymentDomain,
+        expires_at_ms: u64,
+        chain: Option<OnChain>,
+    ) -> Channel {
+        Channel {
             id,
             payer: request.payer,
             payee: request.payee,
@@ -310,25 +338,25 @@ impl Channel {
             redeemed: Amount::ZERO,
             last_signature: None,
             state: ChannelState::Open,
-            expires_at_ms: request.expires_at_ms,
+            expires_at_ms,
             policy: request.policy,
             topups: 0,
             revision: 0,
-            chain: None,
-        };
-        let open = transfer(
-            format!("open:{id:#x}"),
-            AccountRef::Available {
-                owner: channel.payer,
-                asset: channel.token,
-            },
-            AccountRef::Escrow { channel: id },
-            channel.token,
-            channel.deposit,
+            chain,
+        }
+    }
+
+    /// The opening deposit's move from `from` into escrow.
+    fn funding(&self, from: AccountRef) -> Transfer {
+        transfer(
+            format!("open:{:#x}", self.id),
+            from,
+            AccountRef::Escrow { channel: self.id },
+            self.token,
+            self.deposit,
             TransferKind::ChannelOpen,
-            id,
-        );
-        Ok((channel, vec![open]))
+            self.id,
+        )
     }
 
     fn accepting(&self, now_ms: u64) -> Result<(), ChannelError> {
@@ -583,60 +611,22 @@ impl Channel {
         accept_until_ms: u64,
         position: (u64, u64),
     ) -> Result<(Channel, Vec<Transfer>), ChannelError> {
-        let request = open.channel;
-        if request.deposit.is_zero() {
-            return Err(ChannelError::ZeroAmount);
-        }
-        if request.payer == request.payee {
-            return Err(ChannelError::SelfPayment);
-        }
-        request.policy.validate()?;
-        let id = domain.channel_id(
-            request.payer,
-            request.payee,
-            request.token,
-            request.salt,
-            request.signer,
-        );
-        if id != open.id || request.token == Address::ZERO {
+        // The escrow's own expiry rules apply (a log may be old).
+        let id = checked_id(&open.channel, domain, None)?;
+        if id != open.id || open.channel.token == Address::ZERO {
             return Err(ChannelError::ForeignId);
         }
-        let channel = Channel {
-            id,
-            payer: request.payer,
-            payee: request.payee,
-            token: request.token,
-            salt: request.salt,
-            signer: request.signer,
-            chain_id: domain.chain_id,
-            escrow: domain.escrow,
-            deposit: request.deposit,
-            redeemed: Amount::ZERO,
-            last_signature: None,
-            state: ChannelState::Open,
-            expires_at_ms: accept_until_ms,
-            policy: request.policy,
-            topups: 0,
-            revision: 0,
-            chain: Some(OnChain {
-                settled: Amount::ZERO,
-                expires_at_s: open.expires_at_s,
-                closes_at_s: None,
-                fee_recipient: open.fee_recipient,
-                applied: position,
-            }),
+        let chain = OnChain {
+            settled: Amount::ZERO,
+            expires_at_s: open.expires_at_s,
+            closes_at_s: None,
+            fee_recipient: open.fee_recipient,
+            applied: position,
         };
-        let deposit = transfer(
-            format!("open:{id:#x}"),
-            AccountRef::World {
-                asset: channel.token,
-            },
-            AccountRef::Escrow { channel: id },
-            channel.token,
-            channel.deposit,
-            TransferKind::ChannelOpen,
-            id,
-        );
+        let channel = Channel::fresh(id, open.channel, domain, accept_until_ms, Some(chain));
+        let deposit = channel.funding(AccountRef::World {
+            asset: channel.token,
+        });
         Ok((channel, vec![deposit]))
     }
 

@@ -156,6 +156,24 @@ pub async fn revenue_policy(state: &AppState, payee: Address) -> Result<RevenueP
     )
 }
 
+/// The policy a channel to `payee` carries: voucher steps feed the pool
+/// through one more recipient (economics spec: the view pool's `V`); tips
+/// and tiers split by the plain policy.
+async fn channel_policy(state: &AppState, payee: Address) -> Result<RevenuePolicy, ApiError> {
+    streamweave_ledger::economics::with_view_pool(
+        &revenue_policy(state, payee).await?,
+        state.settings.view_pool_bps,
+    )
+    .map_err(|err| {
+        ApiError::custom(
+            StatusCode::CONFLICT,
+            "payee-policy",
+            "The payee's revenue policy cannot be used",
+            format!("the payee's {err}"),
+        )
+    })
+}
+
 pub fn channel_view(channel: &Channel) -> ChannelView {
     let ms = |v: u64| rfc3339(i64::try_from(v).unwrap_or(i64::MAX));
     ChannelView {
@@ -315,20 +333,7 @@ async fn open_channel(
             "expires_in_s must be between 1 and 2592000",
         ));
     }
-    // Voucher steps feed the pool through one more recipient (economics
-    // spec: the view pool's `V`); tips and tiers split by the plain policy.
-    let policy = streamweave_ledger::economics::with_view_pool(
-        &revenue_policy(&state, payee).await?,
-        state.settings.view_pool_bps,
-    )
-    .map_err(|err| {
-        ApiError::custom(
-            StatusCode::CONFLICT,
-            "payee-policy",
-            "The payee's revenue policy cannot be used",
-            format!("the payee's {err}"),
-        )
-    })?;
+    let policy = channel_policy(&state, payee).await?;
     let now = u64::try_from(now_ms()).unwrap_or(0);
     let done = state
         .payments
@@ -623,18 +628,7 @@ async fn payee_policy(
     Path(payee): Path<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
     let payee = parse_address(&payee)?;
-    let policy = streamweave_ledger::economics::with_view_pool(
-        &revenue_policy(&state, payee).await?,
-        state.settings.view_pool_bps,
-    )
-    .map_err(|err| {
-        ApiError::custom(
-            StatusCode::CONFLICT,
-            "payee-policy",
-            "The payee's revenue policy cannot be used",
-            format!("the payee's {err}"),
-        )
-    })?;
+    let policy = channel_policy(&state, payee).await?;
     let on_chain = state
         .chain
         .as_ref()
