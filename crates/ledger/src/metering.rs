@@ -2,7 +2,7 @@
 //! time it has been granted, and the gate's decision for each segment.
 //! Pure: the caller passes the channel's redeemed amount and the segment.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::U256;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,9 @@ pub enum GateDecision {
     },
 }
 
+/// Positions a meter tracks as granted in part before the oldest count as whole.
+const MAX_PARTIAL_POSITIONS: usize = 64;
+
 /// One viewing session's meter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meter {
@@ -67,6 +70,10 @@ pub struct Meter {
     /// Segment positions (media sequence numbers) already granted: any
     /// rendition of a granted position is free to fetch again.
     granted: BTreeSet<u64>,
+    /// Positions granted in part (LL-HLS partial segments): how far into
+    /// the segment, in milliseconds, its time is granted.
+    #[serde(default)]
+    partial: BTreeMap<u64, u32>,
     /// Most the session may spend beyond `base`.
     pub max_spend: Option<Amount>,
     /// How far ahead of the granted time vouchers are accepted.
@@ -84,6 +91,7 @@ impl Meter {
             base,
             granted_ms: 0,
             granted: BTreeSet::new(),
+            partial: BTreeMap::new(),
             max_spend,
             prepay_ms,
             free_ms: 0,
@@ -150,12 +158,34 @@ impl Meter {
     /// given the channel's redeemed amount `paid`. A served segment's time
     /// is granted; a refetch of a granted position is free.
     pub fn decide(&mut self, position: u64, duration_ms: u32, paid: Amount) -> GateDecision {
+        self.decide_span(position, duration_ms, true, paid)
+    }
+
+    /// Decides a request for media of the segment at `position` up to
+    /// `through_ms` into it: a partial segment (LL-HLS) ends there, a whole
+    /// segment (`whole`) at its duration. Only time not granted before at
+    /// this position is charged, so parts and then the whole segment cost
+    /// the segment's duration once; any rendition of a granted span is free.
+    pub fn decide_span(
+        &mut self,
+        position: u64,
+        through_ms: u32,
+        whole: bool,
+        paid: Amount,
+    ) -> GateDecision {
         if self.granted.contains(&position) {
             return GateDecision::Serve {
                 newly_granted: false,
             };
         }
-        let after_ms = self.granted_ms.saturating_add(u64::from(duration_ms));
+        let already_ms = self.partial.get(&position).copied().unwrap_or(0);
+        let adds_ms = through_ms.saturating_sub(already_ms);
+        if adds_ms == 0 && !whole {
+            return GateDecision::Serve {
+                newly_granted: false,
+            };
+        }
+        let after_ms = self.granted_ms.saturating_add(u64::from(adds_ms));
         let owed = self.owed(after_ms);
         let required = self.base.checked_add(owed).unwrap_or(Amount(u128::MAX));
         if let Some(cap) = self.max_spend
@@ -167,9 +197,22 @@ impl Meter {
             return GateDecision::PaymentRequired { required };
         }
         self.granted_ms = after_ms;
-        self.granted.insert(position);
+        if whole {
+            self.partial.remove(&position);
+            self.granted.insert(position);
+        } else {
+            self.partial.insert(position, through_ms);
+            // A player that only ever fetches parts leaves one entry per
+            // segment: the oldest count as granted whole (never charged
+            // again) past a bound.
+            while self.partial.len() > MAX_PARTIAL_POSITIONS {
+                if let Some((oldest, _)) = self.partial.pop_first() {
+                    self.granted.insert(oldest);
+                }
+            }
+        }
         GateDecision::Serve {
-            newly_granted: true,
+            newly_granted: adds_ms > 0,
         }
     }
 
@@ -353,7 +396,70 @@ mod tests {
         assert_eq!(meter.max_voucher(), Amount(2000));
     }
 
+    #[test]
+    fn parts_then_the_whole_segment_cost_the_segment_once() {
+        let mut meter = Meter::new(PER_MINUTE, Amount(0), None, 4000);
+        // Three parts of segment 0 (0.5 s, 1 s, 1.5 s into it).
+        assert_eq!(
+            meter.decide_span(0, 500, false, Amount(0)),
+            GateDecision::PaymentRequired {
+                required: Amount(417)
+            }
+        );
+        for through_ms in [500, 1000, 1500] {
+            assert_eq!(
+                meter.decide_span(0, through_ms, false, Amount(2000)),
+                GateDecision::Serve {
+                    newly_granted: true
+                }
+            );
+        }
+        assert_eq!(meter.granted_ms, 1500);
+        assert_eq!(
+            meter.decide_span(0, 1000, false, Amount(2000)),
+            GateDecision::Serve {
+                newly_granted: false
+            },
+            "another rendition's earlier part is free"
+        );
+        // The whole segment charges what the parts did not cover.
+        assert_eq!(
+            meter.decide(0, 2000, Amount(2000)),
+            GateDecision::Serve {
+                newly_granted: true
+            }
+        );
+        assert_eq!(meter.granted_ms, 2000);
+        assert_eq!(meter.spent(), Amount(1667));
+        assert_eq!(
+            meter.decide_span(0, 2000, false, Amount(2000)),
+            GateDecision::Serve {
+                newly_granted: false
+            }
+        );
+    }
+
     proptest! {
+        #[test]
+        fn parts_in_any_order_never_charge_past_the_segment(
+            throughs in prop::collection::vec(1u32..2000, 1..12),
+            whole_at_end in any::<bool>(),
+        ) {
+            let mut meter = Meter::new(PER_MINUTE, Amount(0), None, 0);
+            let rich = Amount(u128::MAX / 2);
+            let mut furthest = 0u32;
+            for through in &throughs {
+                let decision = meter.decide_span(3, *through, false, rich);
+                prop_assert_eq!(decision, GateDecision::Serve { newly_granted: *through > furthest });
+                furthest = furthest.max(*through);
+                prop_assert_eq!(meter.granted_ms, u64::from(furthest));
+            }
+            if whole_at_end {
+                meter.decide(3, 2000, rich);
+                prop_assert_eq!(meter.granted_ms, 2000);
+            }
+        }
+
         #[test]
         fn charges_follow_the_formula(durations in prop::collection::vec(1u32..10_000, 1..40), amount in 1u128..1_000_000_000, period in 1u32..3600) {
             let price = Price { amount: Amount(amount), period_seconds: period };

@@ -113,6 +113,10 @@ pub struct TranscodeSettings {
     pub segment_duration_ms: u32,
     /// x264 preset (`veryfast` by default: the ladder must run in real time).
     pub x264_preset: String,
+    /// Target duration of a live stream's partial segments (LL-HLS), in
+    /// milliseconds: ffmpeg cuts an fMP4 fragment this long (or at the
+    /// next frame past it).
+    pub part_duration_ms: u32,
 }
 
 impl Default for TranscodeSettings {
@@ -120,12 +124,20 @@ impl Default for TranscodeSettings {
         TranscodeSettings {
             segment_duration_ms: 2000,
             x264_preset: "veryfast".to_string(),
+            part_duration_ms: 333,
         }
     }
 }
 
-/// ffmpeg arguments that read FLV on stdin and write one fMP4 HLS output per
-/// rendition under `out_dir/{name}/` (`index.m3u8`, `init.mp4`, `seg_N.m4s`).
+/// Where each rendition of a live ladder is written: a Unix socket the
+/// pipeline listens on, `out_dir/{name}.sock`.
+pub fn live_output_socket(out_dir: &Path, rendition: &str) -> std::path::PathBuf {
+    out_dir.join(format!("{rendition}.sock"))
+}
+
+/// ffmpeg arguments that read FLV on stdin and stream one fragmented MP4
+/// per rendition (a fragment at every keyframe and every
+/// `part_duration_ms`) to the Unix socket [`live_output_socket`] names.
 pub fn ffmpeg_args(
     renditions: &[Rendition],
     settings: &TranscodeSettings,
@@ -149,8 +161,17 @@ pub fn ffmpeg_args(
         false,
         renditions,
         settings,
-        out_dir,
+        Output::Fragments(out_dir),
     )
+}
+
+/// Where a ladder writes.
+#[derive(Clone, Copy)]
+enum Output<'a> {
+    /// ffmpeg's HLS muxer into `dir/{name}/` (files).
+    Hls(&'a Path),
+    /// Fragmented MP4 into `dir/{name}.sock` (live).
+    Fragments(&'a Path),
 }
 
 /// The ladder for an uploaded file: the rungs at or below its short side
@@ -218,7 +239,7 @@ pub fn file_ffmpeg_args(
         source.is_portrait(),
         renditions,
         settings,
-        out_dir,
+        Output::Hls(out_dir),
     )
 }
 
@@ -231,7 +252,7 @@ fn ladder_args(
     portrait: bool,
     renditions: &[Rendition],
     settings: &TranscodeSettings,
-    out_dir: &Path,
+    output: Output<'_>,
 ) -> Vec<String> {
     let seconds = format!(
         "{}.{:03}",
@@ -268,7 +289,26 @@ fn ladder_args(
         args.push(graph);
     }
 
+    let part_us = (u64::from(settings.part_duration_ms.max(1)) * 1000).to_string();
     let hls_output = |args: &mut Vec<String>, name: &str| {
+        let out_dir = match output {
+            Output::Hls(dir) => dir,
+            Output::Fragments(dir) => {
+                for part in [
+                    "-f",
+                    "mp4",
+                    "-movflags",
+                    "+frag_keyframe+empty_moov+default_base_moof",
+                    "-frag_duration",
+                    &part_us,
+                ] {
+                    args.push(part.to_string());
+                }
+                let socket = live_output_socket(dir, name);
+                args.push(format!("unix://{}", socket.to_string_lossy()));
+                return;
+            }
+        };
         let dir = out_dir.join(name);
         for part in [
             "-f",
@@ -428,15 +468,20 @@ mod tests {
     fn args_have_one_output_per_rendition_with_aligned_keyframes() {
         let ladder = ladder_for_source(720);
         let args = ffmpeg_args(&ladder, &TranscodeSettings::default(), Path::new("/w"));
-        let outputs: Vec<&String> = args.iter().filter(|a| a.ends_with("index.m3u8")).collect();
+        let outputs: Vec<&String> = args.iter().filter(|a| a.starts_with("unix://")).collect();
         assert_eq!(
             outputs,
             [
-                "/w/720p/index.m3u8",
-                "/w/480p/index.m3u8",
-                "/w/360p/index.m3u8",
-                "/w/audio/index.m3u8"
+                "unix:///w/720p.sock",
+                "unix:///w/480p.sock",
+                "unix:///w/360p.sock",
+                "unix:///w/audio.sock"
             ]
+        );
+        assert_eq!(
+            args.iter().filter(|a| *a == "333000").count(),
+            4,
+            "every output fragments on the part duration"
         );
         assert_eq!(
             args.iter()

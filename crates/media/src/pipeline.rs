@@ -2,14 +2,15 @@
 //! child, fMP4 segments out as [`PipelineEvent`]s.
 //!
 //! The pipeline waits for the source's codec headers, picks the ladder from
-//! the source height, feeds ffmpeg's stdin, watches ffmpeg's HLS output
-//! (inotify, with a periodic rescan as a safety net) and reports every init
-//! file and finished segment in order. If ffmpeg dies or stops producing
-//! segments, the pipeline kills it and finishes with the cause; it always
-//! removes its work directory.
+//! the source height, feeds ffmpeg's stdin, reads each rendition's
+//! fragmented MP4 from a Unix socket as ffmpeg writes it, and reports every
+//! init file, partial segment (about a third of a second, for LL-HLS) and
+//! finished segment in order ([`crate::fmp4`] cuts them). If ffmpeg dies
+//! or stops producing media, the pipeline kills it and finishes with the
+//! cause; it always removes its work directory.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +26,8 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::flv::{self, AudioTagInfo, MediaTag, TagKind, VideoTagInfo};
+use crate::fmp4::{Cut, Fmp4Item, Fmp4Reader, Segmenter};
 use crate::ladder::{self, Rendition, TranscodeSettings};
-use crate::playlist;
 use crate::rtmp::{IngestMessage, SourceMetadata};
 
 /// Settings of a pipeline.
@@ -87,8 +88,11 @@ pub enum PipelineEvent {
         /// File bytes.
         bytes: Bytes,
     },
-    /// Segments that finished since the last event, across renditions (so
-    /// the platform can store them together), in order within each rendition.
+    /// A partial segment of a rendition's open segment (LL-HLS), reported
+    /// as soon as ffmpeg wrote it; the segment follows once complete.
+    Part(PartOutput),
+    /// Segments that finished, in order within each rendition (a segment
+    /// is reported before the first part of the next).
     Segments(Vec<SegmentOutput>),
     /// The pipeline is over; `error` says why when it did not end normally.
     Finished {
@@ -104,14 +108,39 @@ pub struct SegmentOutput {
     pub rendition: String,
     /// 0-based sequence number within the rendition.
     pub sequence: u64,
-    /// Duration from ffmpeg's playlist.
+    /// Duration, from the samples' durations.
     pub duration_ms: u32,
-    /// File bytes.
+    /// How many parts it was served as while live.
+    pub parts: u32,
+    /// File bytes (its parts' bytes in order).
     pub bytes: Bytes,
-    /// When ffmpeg listed the segment (its playlist's modification time),
-    /// to measure ingest latency.
+    /// When ffmpeg finished writing it, to measure ingest latency.
     pub listed_at: std::time::SystemTime,
 }
+
+/// A partial segment.
+#[derive(Debug, Clone)]
+pub struct PartOutput {
+    /// Rendition name.
+    pub rendition: String,
+    /// The segment it belongs to.
+    pub sequence: u64,
+    /// Its place in the segment (0-based).
+    pub index: u32,
+    /// Its duration.
+    pub duration_ms: u32,
+    /// Where it starts in its segment.
+    pub offset_ms: u32,
+    /// It starts with a sync sample (a keyframe, or audio).
+    pub independent: bool,
+    /// The next part is expected to start the next segment.
+    pub ends_segment: bool,
+    /// The fragment's bytes (`moof` and `mdat`).
+    pub bytes: Bytes,
+}
+
+/// Output events queued between the socket readers and the supervisor.
+const OUTPUT_EVENTS_MAX: usize = 64;
 
 /// Largest amount of media buffered while waiting for codec headers.
 const PROBE_BUFFER_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -250,11 +279,25 @@ async fn run(
     if !probe.has_audio {
         renditions.retain(|r| r.name != ladder::AUDIO_RENDITION);
     }
+    tokio::fs::create_dir_all(&config.work_dir)
+        .await
+        .map_err(|err| format!("create work dir: {err}"))?;
+    // One socket per rendition, listening before ffmpeg starts and connects.
+    let (output_tx, output_rx) = mpsc::channel(OUTPUT_EVENTS_MAX);
+    let mut readers = tokio::task::JoinSet::new();
     for rendition in &renditions {
-        tokio::fs::create_dir_all(config.work_dir.join(&rendition.name))
-            .await
-            .map_err(|err| format!("create work dir: {err}"))?;
+        let path = ladder::live_output_socket(&config.work_dir, &rendition.name);
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|err| format!("listen on {}: {err}", path.display()))?;
+        readers.spawn(read_output(
+            listener,
+            rendition.name.clone(),
+            matches!(rendition.kind, ladder::RenditionKind::Video { .. }),
+            config.transcode.segment_duration_ms,
+            output_tx.clone(),
+        ));
     }
+    drop(output_tx);
     let args = ladder::ffmpeg_args(&renditions, &config.transcode, &config.work_dir);
     debug!(?args, "starting ffmpeg");
     let mut command = match config.niceness {
@@ -288,7 +331,7 @@ async fn run(
     let Some(stdin) = child.stdin.take() else {
         return Err("ffmpeg stdin unavailable".into());
     };
-    let names: Vec<String> = renditions.iter().map(|r| r.name.clone()).collect();
+    let open_outputs = renditions.len();
     if events
         .send(PipelineEvent::Started {
             renditions,
@@ -305,7 +348,9 @@ async fn run(
         config,
         child,
         stdin: Some(stdin),
-        outputs: names.into_iter().map(OutputWatch::new).collect(),
+        outputs: output_rx,
+        open_outputs,
+        _readers: readers,
         events,
         stderr_tail,
     };
@@ -331,20 +376,129 @@ async fn collect_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<Vec
     }
 }
 
-/// Tracks what of one rendition's output has been reported.
-struct OutputWatch {
-    name: String,
-    init_sent: bool,
-    segments_sent: usize,
+/// What one rendition's reader reports to the supervisor.
+enum OutputEvent {
+    Init {
+        rendition: String,
+        bytes: Bytes,
+    },
+    Part(PartOutput),
+    Segment(SegmentOutput),
+    /// ffmpeg closed the output (after its last segment).
+    Ended,
+    /// The output could not be read.
+    Failed(String),
 }
 
-impl OutputWatch {
-    fn new(name: String) -> Self {
-        OutputWatch {
-            name,
-            init_sent: false,
-            segments_sent: 0,
+/// Bytes read from an output socket at a time.
+const OUTPUT_READ_BYTES: usize = 256 * 1024;
+
+/// Accepts ffmpeg's connection to one rendition's socket and turns its
+/// fragmented MP4 into init, parts and segments.
+async fn read_output(
+    listener: tokio::net::UnixListener,
+    rendition: String,
+    video: bool,
+    segment_duration_ms: u32,
+    events: mpsc::Sender<OutputEvent>,
+) {
+    let outcome =
+        read_output_stream(listener, &rendition, video, segment_duration_ms, &events).await;
+    let last = match outcome {
+        Ok(()) => OutputEvent::Ended,
+        Err(reason) => OutputEvent::Failed(format!("{rendition}: {reason}")),
+    };
+    let _ = events.send(last).await;
+}
+
+async fn read_output_stream(
+    listener: tokio::net::UnixListener,
+    rendition: &str,
+    video: bool,
+    segment_duration_ms: u32,
+    events: &mpsc::Sender<OutputEvent>,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let (mut stream, _) = listener
+        .accept()
+        .await
+        .map_err(|err| format!("accept ffmpeg's output: {err}"))?;
+    drop(listener);
+    let mut reader = Fmp4Reader::default();
+    let mut segmenter: Option<Segmenter> = None;
+    let mut buffer = vec![0u8; OUTPUT_READ_BYTES];
+    let send = |event: OutputEvent| async move {
+        events
+            .send(event)
+            .await
+            .map_err(|_| "platform stopped listening".to_string())
+    };
+    loop {
+        let read = stream
+            .read(&mut buffer)
+            .await
+            .map_err(|err| format!("read ffmpeg's output: {err}"))?;
+        if read == 0 {
+            break;
         }
+        reader.push(&buffer[..read]);
+        while let Some(item) = reader.next_item().map_err(|err| err.to_string())? {
+            match item {
+                Fmp4Item::Init { bytes, timescale } => {
+                    if segmenter.is_some() {
+                        return Err("ffmpeg wrote a second init file".into());
+                    }
+                    segmenter = Some(Segmenter::new(timescale, segment_duration_ms, video));
+                    send(OutputEvent::Init {
+                        rendition: rendition.to_string(),
+                        bytes,
+                    })
+                    .await?;
+                }
+                Fmp4Item::Fragment(fragment) => {
+                    let Some(segmenter) = segmenter.as_mut() else {
+                        return Err("fragment before the init file".into());
+                    };
+                    for cut in segmenter.push(fragment) {
+                        send(output_event(rendition, cut)).await?;
+                    }
+                }
+            }
+        }
+    }
+    if reader.buffered_bytes() > 0 {
+        warn!(
+            rendition,
+            bytes = reader.buffered_bytes(),
+            "ffmpeg's output ended inside a box"
+        );
+    }
+    if let Some(last) = segmenter.as_mut().and_then(Segmenter::finish) {
+        send(output_event(rendition, Cut::Segment(last))).await?;
+    }
+    Ok(())
+}
+
+fn output_event(rendition: &str, cut: Cut) -> OutputEvent {
+    match cut {
+        Cut::Part(part) => OutputEvent::Part(PartOutput {
+            rendition: rendition.to_string(),
+            sequence: part.sequence,
+            index: part.index,
+            duration_ms: part.duration_ms,
+            offset_ms: part.offset_ms,
+            independent: part.independent,
+            ends_segment: part.ends_segment,
+            bytes: part.bytes,
+        }),
+        Cut::Segment(segment) => OutputEvent::Segment(SegmentOutput {
+            rendition: rendition.to_string(),
+            sequence: segment.sequence,
+            duration_ms: segment.duration_ms,
+            parts: segment.parts,
+            bytes: segment.bytes,
+            listed_at: std::time::SystemTime::now(),
+        }),
     }
 }
 
@@ -352,10 +506,17 @@ struct Supervisor<'a> {
     config: &'a PipelineConfig,
     child: Child,
     stdin: Option<ChildStdin>,
-    outputs: Vec<OutputWatch>,
+    outputs: mpsc::Receiver<OutputEvent>,
+    /// Outputs not ended yet.
+    open_outputs: usize,
+    /// The readers (aborted when the supervisor goes).
+    _readers: tokio::task::JoinSet<()>,
     events: &'a mpsc::Sender<PipelineEvent>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// How long ffmpeg's outputs may take to close once it exited.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
 
 impl Supervisor<'_> {
     fn ffmpeg_said(&self) -> String {
@@ -381,10 +542,8 @@ impl Supervisor<'_> {
         for tag in &first_tags {
             self.write_tag(tag).await?;
         }
-        let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
-        let _watcher = watch_dir(&self.config.work_dir, wake_tx);
-        let mut rescan = tokio::time::interval(Duration::from_millis(250));
-        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stall_check = tokio::time::interval(Duration::from_millis(250));
+        stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_progress = Instant::now();
         let mut input_open = true;
         loop {
@@ -392,10 +551,7 @@ impl Supervisor<'_> {
                 message = input.recv(), if input_open => match message {
                     Some(IngestMessage::Tag(tag)) => self.write_tag(&tag).await?,
                     Some(IngestMessage::Metadata(_)) => {}
-                    Some(IngestMessage::Abort(reason)) => {
-                        self.scan().await?;
-                        return Err(reason);
-                    }
+                    Some(IngestMessage::Abort(reason)) => return Err(reason),
                     None => {
                         // Publisher finished: close stdin so ffmpeg flushes the last segments.
                         input_open = false;
@@ -404,17 +560,37 @@ impl Supervisor<'_> {
                 },
                 status = self.child.wait() => {
                     let status = status.map_err(|err| format!("waiting for ffmpeg: {err}"))?;
-                    self.scan().await?;
+                    // What ffmpeg wrote before it exited is still reported.
+                    let drained = tokio::time::timeout(OUTPUT_DRAIN, async {
+                        while self.open_outputs > 0 {
+                            match self.outputs.recv().await {
+                                Some(event) => {
+                                    self.report(event).await?;
+                                }
+                                None => break,
+                            }
+                        }
+                        Ok::<(), String>(())
+                    })
+                    .await;
+                    let drained = match drained {
+                        Ok(result) => result,
+                        Err(_) => Err("ffmpeg's outputs did not close".to_string()),
+                    };
                     if !input_open && status.success() {
-                        return Ok(());
+                        return drained;
                     }
                     return Err(format!("ffmpeg exited ({status}) while live: {}", self.ffmpeg_said()));
                 }
-                _ = wake_rx.recv() => {
-                    if self.scan().await? { last_progress = Instant::now(); }
+                event = self.outputs.recv(), if self.open_outputs > 0 => {
+                    let Some(event) = event else {
+                        return Err("ffmpeg's output readers stopped".into());
+                    };
+                    if self.report(event).await? {
+                        last_progress = Instant::now();
+                    }
                 }
-                _ = rescan.tick() => {
-                    if self.scan().await? { last_progress = Instant::now(); }
+                _ = stall_check.tick() => {
                     let limit = if input_open { self.config.stall_timeout } else { self.config.stall_timeout * 2 };
                     if last_progress.elapsed() > limit {
                         return Err(format!(
@@ -426,6 +602,24 @@ impl Supervisor<'_> {
                 }
             }
         }
+    }
+
+    /// Passes one output's event on; `true` when it carried media.
+    async fn report(&mut self, event: OutputEvent) -> Result<bool, String> {
+        let event = match event {
+            OutputEvent::Init { rendition, bytes } => PipelineEvent::Init { rendition, bytes },
+            OutputEvent::Part(part) => PipelineEvent::Part(part),
+            OutputEvent::Segment(segment) => PipelineEvent::Segments(vec![segment]),
+            OutputEvent::Ended => {
+                self.open_outputs = self.open_outputs.saturating_sub(1);
+                return Ok(false);
+            }
+            OutputEvent::Failed(reason) => {
+                return Err(format!("{reason} ({})", self.ffmpeg_said()));
+            }
+        };
+        send(self.events, event).await?;
+        Ok(true)
     }
 
     async fn write_tag(&mut self, tag: &MediaTag) -> Result<(), String> {
@@ -451,63 +645,6 @@ impl Supervisor<'_> {
             )),
         }
     }
-
-    /// Reports new init files and segments; `true` when something new was found.
-    async fn scan(&mut self) -> Result<bool, String> {
-        let mut batch = Vec::new();
-        let mut done_files = Vec::new();
-        for index in 0..self.outputs.len() {
-            let dir = self.config.work_dir.join(&self.outputs[index].name);
-            let playlist_path = dir.join("index.m3u8");
-            let listed = match tokio::fs::read(&playlist_path).await {
-                Ok(bytes) => playlist::parse_media_playlist(&bytes)
-                    .map_err(|err| format!("ffmpeg wrote an unreadable playlist: {err}"))?,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(format!("read playlist: {err}")),
-            };
-            let listed_at = tokio::fs::metadata(&playlist_path)
-                .await
-                .and_then(|m| m.modified())
-                .unwrap_or_else(|_| std::time::SystemTime::now());
-            let output = &mut self.outputs[index];
-            if !output.init_sent
-                && let Some(init) = &listed.init_uri
-            {
-                let bytes = read_output(&dir, init).await?;
-                output.init_sent = true;
-                send(
-                    self.events,
-                    PipelineEvent::Init {
-                        rendition: output.name.clone(),
-                        bytes,
-                    },
-                )
-                .await?;
-            }
-            for segment in listed.segments.iter().skip(output.segments_sent) {
-                let bytes = read_output(&dir, &segment.uri).await?;
-                let sequence = output.segments_sent as u64;
-                output.segments_sent += 1;
-                batch.push(SegmentOutput {
-                    rendition: output.name.clone(),
-                    sequence,
-                    duration_ms: segment.duration_ms,
-                    bytes,
-                    listed_at,
-                });
-                done_files.push(dir.join(&segment.uri));
-            }
-        }
-        if batch.is_empty() {
-            return Ok(false);
-        }
-        send(self.events, PipelineEvent::Segments(batch)).await?;
-        // Handed to the platform; the work copies are no longer needed.
-        for path in done_files {
-            let _ = tokio::fs::remove_file(path).await;
-        }
-        Ok(true)
-    }
 }
 
 async fn send(events: &mpsc::Sender<PipelineEvent>, event: PipelineEvent) -> Result<(), String> {
@@ -515,36 +652,4 @@ async fn send(events: &mpsc::Sender<PipelineEvent>, event: PipelineEvent) -> Res
         .send(event)
         .await
         .map_err(|_| "platform stopped listening".to_string())
-}
-
-/// Reads a file ffmpeg named in its playlist, refusing names that leave the directory.
-async fn read_output(dir: &Path, name: &str) -> Result<Bytes, String> {
-    if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
-        return Err(format!("unexpected file name in ffmpeg playlist: {name:?}"));
-    }
-    tokio::fs::read(dir.join(name))
-        .await
-        .map(Bytes::from)
-        .map_err(|err| format!("read {name}: {err}"))
-}
-
-/// Wakes the supervisor when ffmpeg writes into the work dir. Returns the
-/// watcher (dropping it stops watching), or `None` when inotify is not
-/// available; the periodic rescan covers that case.
-fn watch_dir(dir: &Path, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && event
-                .paths
-                .iter()
-                .any(|path| path.extension().is_some_and(|ext| ext == "m3u8"))
-        {
-            // A full channel already holds a wake-up; coalescing is the point.
-            let _ = wake.try_send(());
-        }
-    })
-    .ok()?;
-    watcher.watch(dir, RecursiveMode::Recursive).ok()?;
-    Some(watcher)
 }

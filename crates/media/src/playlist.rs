@@ -75,6 +75,24 @@ pub struct PlaylistSegment {
     pub new_init_uri: Option<String>,
 }
 
+/// A partial segment as we list it (LL-HLS `EXT-X-PART`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaylistPart {
+    /// Media sequence number of its segment.
+    pub sequence: u64,
+    /// Duration in milliseconds.
+    pub duration_ms: u32,
+    /// URI, relative to the playlist.
+    pub uri: String,
+    /// Starts with a keyframe.
+    pub independent: bool,
+}
+
+/// The URI of part `index` of segment `sequence`.
+pub fn part_uri(sequence: u64, index: u32) -> String {
+    format!("{sequence}.{index}.m4s")
+}
+
 /// The URI of the init file that begins at segment `sequence` after a
 /// discontinuity (the first one is `init.mp4`).
 pub fn period_init_uri(sequence: u64) -> String {
@@ -94,6 +112,26 @@ pub struct MediaPlaylistSpec<'a> {
     pub ended: bool,
     /// While live, how many of the newest segments to list.
     pub live_window_segments: usize,
+    /// While live: parts of the newest segments and of the one being
+    /// written (after the last listed), in order. Empty: no LL-HLS.
+    pub parts: &'a [PlaylistPart],
+    /// The longest part (PART-TARGET), in milliseconds.
+    pub part_target_ms: u32,
+    /// While live with parts: the next part's URI, hinted for preloading.
+    pub preload_hint: Option<String>,
+}
+
+fn part_tag(part: &PlaylistPart) -> String {
+    format!(
+        "#EXT-X-PART:DURATION={:.3},URI=\"{}\"{}",
+        f64::from(part.duration_ms) / 1000.0,
+        part.uri,
+        if part.independent {
+            ",INDEPENDENT=YES"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Writes the media playlist of one rendition: a sliding window while live,
@@ -123,6 +161,7 @@ pub fn render_media_playlist(spec: &MediaPlaylistSpec<'_>) -> String {
         .rev()
         .find_map(|s| s.new_init_uri.as_deref())
         .unwrap_or(spec.init_uri);
+    let low_latency = !spec.ended && !spec.parts.is_empty() && spec.part_target_ms > 0;
     let mut segments = Vec::with_capacity(window.len());
     for (index, segment) in window.iter().enumerate() {
         let map_uri = match (&segment.new_init_uri, index) {
@@ -130,9 +169,23 @@ pub fn render_media_playlist(spec: &MediaPlaylistSpec<'_>) -> String {
             (None, 0) => Some(first_init),
             (None, _) => None,
         };
+        let unknown_tags = low_latency
+            .then(|| {
+                spec.parts
+                    .iter()
+                    .filter(|p| p.sequence == segment.sequence)
+                    .map(|p| m3u8_rs::ExtTag {
+                        // Written as `#EXT-` + tag, before the segment's EXTINF.
+                        tag: part_tag(p)["#EXT-".len()..].to_string(),
+                        rest: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         segments.push(MediaSegment {
             uri: segment.uri.clone(),
             duration: segment.duration_ms as f32 / 1000.0,
+            unknown_tags,
             discontinuity: segment.new_init_uri.is_some(),
             map: map_uri.map(|uri| Map {
                 uri: uri.to_string(),
@@ -152,7 +205,56 @@ pub fn render_media_playlist(spec: &MediaPlaylistSpec<'_>) -> String {
         independent_segments: true,
         ..MediaPlaylist::default()
     };
-    write(|out| playlist.write_to(out))
+    let text = write(|out| playlist.write_to(out));
+    if !low_latency {
+        return text;
+    }
+    low_latency_playlist(text, spec, window.last().map(|s| s.sequence), first_init)
+}
+
+/// Adds LL-HLS to a live playlist m3u8-rs wrote: the server control and
+/// part target after the target duration, then the parts of the segment
+/// being written and the hint of the next part at the end.
+fn low_latency_playlist(
+    text: String,
+    spec: &MediaPlaylistSpec<'_>,
+    last_listed: Option<u64>,
+    first_init: &str,
+) -> String {
+    // Apple's rules: PART-TARGET is the longest part, and players hold back
+    // at least three of them from the live edge.
+    let part_target_s = f64::from(spec.part_target_ms) / 1000.0;
+    let header = format!(
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={:.3}\n",
+        part_target_s * 3.0,
+        part_target_s
+    );
+    let mut out = String::with_capacity(text.len() + header.len() + 512);
+    let mut inserted = false;
+    for line in text.split_inclusive('\n') {
+        out.push_str(line);
+        if !inserted && line.starts_with("#EXT-X-TARGETDURATION:") {
+            out.push_str(&header);
+            inserted = true;
+        }
+    }
+    let open: Vec<&PlaylistPart> = spec
+        .parts
+        .iter()
+        .filter(|p| last_listed.is_none_or(|last| p.sequence > last))
+        .collect();
+    if last_listed.is_none() && !open.is_empty() {
+        // No whole segment yet: the parts need the init file.
+        out.push_str(&format!("#EXT-X-MAP:URI=\"{first_init}\"\n"));
+    }
+    for part in open {
+        out.push_str(&part_tag(part));
+        out.push('\n');
+    }
+    if let Some(hint) = &spec.preload_hint {
+        out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"\n"));
+    }
+    out
 }
 
 /// One entry of a master playlist.
@@ -278,6 +380,9 @@ mod tests {
             segment_duration_ms: 2000,
             ended: true,
             live_window_segments: 3,
+            parts: &[],
+            part_target_ms: 0,
+            preload_hint: None,
         };
         let vod = render_media_playlist(&spec);
         let lines: Vec<&str> = vod.lines().collect();
@@ -316,6 +421,9 @@ mod tests {
             segment_duration_ms: 2000,
             ended: false,
             live_window_segments: 3,
+            parts: &[],
+            part_target_ms: 0,
+            preload_hint: None,
         };
         let live = render_media_playlist(&spec);
         assert!(live.contains("#EXT-X-MEDIA-SEQUENCE:7"));
@@ -355,5 +463,51 @@ mod tests {
         assert!(master.contains("CODECS=\"avc1.64001f,mp4a.40.2\""));
         let parsed = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("valid");
         assert_eq!(parsed.variants.len(), 2);
+    }
+
+    #[test]
+    fn live_playlists_list_parts_and_hint_the_next() {
+        let segments: Vec<PlaylistSegment> = (0..4u64)
+            .map(|sequence| PlaylistSegment {
+                sequence,
+                duration_ms: 2000,
+                uri: format!("{sequence}.m4s"),
+                new_init_uri: None,
+            })
+            .collect();
+        let part = |sequence: u64, index: u32| PlaylistPart {
+            sequence,
+            duration_ms: if index == 5 { 334 } else { 333 },
+            uri: part_uri(sequence, index),
+            independent: index == 0,
+        };
+        let mut parts: Vec<PlaylistPart> = (0..6).map(|i| part(3, i)).collect();
+        parts.extend((0..2).map(|i| part(4, i)));
+        let text = render_media_playlist(&MediaPlaylistSpec {
+            init_uri: "init.mp4",
+            segments: &segments,
+            segment_duration_ms: 2000,
+            ended: false,
+            live_window_segments: 3,
+            parts: &parts,
+            part_target_ms: 334,
+            preload_hint: Some(part_uri(4, 2)),
+        });
+        assert!(
+            text.contains("#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.002\n#EXT-X-PART-INF:PART-TARGET=0.334\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#EXT-X-PART:DURATION=0.334,URI=\"3.5.m4s\"\n#EXTINF:"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("3.m4s\n#EXT-X-PART:DURATION=0.333,URI=\"4.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.333,URI=\"4.1.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"4.2.m4s\"\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("#EXT-X-PART:").count(), 8);
+        // The result is a playlist m3u8-rs reads back, with its segments.
+        let parsed = parse_media_playlist(text.as_bytes()).expect("parses");
+        assert_eq!(parsed.segments.len(), 3);
     }
 }

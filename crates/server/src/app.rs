@@ -129,6 +129,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         TranscodeSettings {
             segment_duration_ms: settings.segment_duration_ms,
             x264_preset: settings.x264_preset.clone(),
+            part_duration_ms: settings.part_duration_ms,
         },
         settings.max_live_streams,
     );
@@ -264,6 +265,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             transcode: TranscodeSettings {
                 segment_duration_ms: settings.segment_duration_ms,
                 x264_preset: settings.x264_preset.clone(),
+                ..TranscodeSettings::default()
             },
             jobs: settings.transcode_jobs,
             max_video_ms: settings.max_video_seconds.saturating_mul(1000),

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Segment duration in milliseconds.
     #[arg(long, env = "STREAMWEAVE_SEGMENT_DURATION_MS")]
     pub segment_duration_ms: Option<u32>,
+    /// Partial segment (LL-HLS part) duration of live streams, in milliseconds.
+    #[arg(long, env = "STREAMWEAVE_PART_DURATION_MS")]
+    pub part_duration_ms: Option<u32>,
     /// Segments listed in a live playlist.
     #[arg(long, env = "STREAMWEAVE_LIVE_WINDOW_SEGMENTS")]
     pub live_window_segments: Option<usize>,
@@ -261,6 +264,7 @@ struct FileConfig {
     public_url: Option<String>,
     public_rtmp_url: Option<String>,
     segment_duration_ms: Option<u32>,
+    part_duration_ms: Option<u32>,
     live_window_segments: Option<usize>,
     max_live_streams: Option<usize>,
     ffmpeg: Option<PathBuf>,
@@ -324,6 +328,7 @@ pub struct Settings {
     pub public_url: String,
     pub public_rtmp_url: String,
     pub segment_duration_ms: u32,
+    pub part_duration_ms: u32,
     pub live_window_segments: usize,
     pub max_live_streams: usize,
     pub ffmpeg: PathBuf,
@@ -419,6 +424,14 @@ impl Settings {
         anyhow::ensure!(
             (500..=30_000).contains(&segment_duration_ms),
             "segment duration must be between 500 and 30000 ms, not {segment_duration_ms}"
+        );
+        let part_duration_ms = args
+            .part_duration_ms
+            .or(file.part_duration_ms)
+            .unwrap_or(333);
+        anyhow::ensure!(
+            (100..=segment_duration_ms / 2).contains(&part_duration_ms),
+            "part duration must be between 100 ms and half the segment duration, not {part_duration_ms}"
         );
         let live_window_segments = args
             .live_window_segments
@@ -534,6 +547,7 @@ impl Settings {
             public_url: public_url.trim_end_matches('/').to_string(),
             public_rtmp_url: public_rtmp_url.trim_end_matches('/').to_string(),
             segment_duration_ms,
+            part_duration_ms,
             live_window_segments,
             max_live_streams: args.max_live_streams.or(file.max_live_streams).unwrap_or(8),
             ffmpeg,

@@ -467,6 +467,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = streamweave_media::TranscodeSettings {
                 segment_duration_ms,
                 x264_preset,
+                ..streamweave_media::TranscodeSettings::default()
             };
             let args = match (file, source_height) {
                 (Some(file), _) => {

@@ -93,6 +93,9 @@ pub fn vod_playlist(segments: &[PlaylistSegment], segment_duration_ms: u32) -> S
         segment_duration_ms,
         ended: true,
         live_window_segments: segments.len(),
+        parts: &[],
+        part_target_ms: 0,
+        preload_hint: None,
     })
 }
 

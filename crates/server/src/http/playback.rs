@@ -4,11 +4,13 @@
 use std::net::SocketAddr;
 
 use axum::Extension;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use streamweave_media::playlist::{self, MasterEntry, MediaPlaylistSpec, PlaylistSegment};
+use streamweave_media::playlist::{
+    self, MasterEntry, MediaPlaylistSpec, PlaylistPart, PlaylistSegment,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,6 +21,7 @@ use super::ranges::{immutable_file, load_file};
 use super::streams::is_stream_id;
 use crate::live::media_index::{SharedMedia, StreamMedia, read_lock};
 use crate::model::StreamState;
+pub use crate::money::sessions::MediaSpan;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -147,6 +150,7 @@ async fn rendition_file(
     caller: Option<Caller>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path((id, rendition, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // A free live stream's viewers: whoever keeps fetching its playlists.
@@ -165,8 +169,8 @@ async fn rendition_file(
         }
     }
     // A paid stream's creator (and admins) preview it without paying.
-    let free_pass = |_: u64, _: u32| Ok(());
-    let mut gate: Option<&(dyn Fn(u64, u32) -> Result<(), ApiError> + Sync)> = None;
+    let free_pass = |_: MediaSpan| Ok(());
+    let mut gate: Option<Gate<'_>> = None;
     if let Some(caller) = caller {
         let previews = caller.is_admin()
             || match caller.address() {
@@ -181,21 +185,84 @@ async fn rendition_file(
             gate = Some(&free_pass);
         }
     }
-    rendition_response(&state, &id, &rendition, &file, &headers, gate).await
+    let request = RenditionRequest::parse(&rendition, &file, query.as_deref())?;
+    rendition_response(&state, &id, &request, &headers, gate).await
 }
 
-/// Serves a rendition's file; segments of paid streams pass `gate` (a
-/// session's), or answer 402 without one.
+/// A paid stream's gate: lets a span through or answers why not.
+pub type Gate<'a> = &'a (dyn Fn(MediaSpan) -> Result<(), ApiError> + Sync);
+
+/// A request for one of a rendition's files.
+#[derive(Debug, Clone)]
+pub struct RenditionRequest {
+    pub rendition: String,
+    file: FileRequest,
+}
+
+impl RenditionRequest {
+    /// From the path's rendition and file name and the query string
+    /// (`_HLS_msn` and `_HLS_part` on a playlist: a blocking reload).
+    pub fn parse(rendition: &str, file: &str, query: Option<&str>) -> Result<Self, ApiError> {
+        let mut file = parse_file_name(file)?;
+        if let FileRequest::Playlist(reload) = &mut file {
+            *reload = blocking_reload(query)?;
+        }
+        Ok(RenditionRequest {
+            rendition: rendition.to_string(),
+            file,
+        })
+    }
+}
+
+/// `_HLS_msn` (and `_HLS_part`) of a blocking playlist reload.
+fn blocking_reload(query: Option<&str>) -> Result<Option<(u64, Option<u32>)>, ApiError> {
+    let mut msn = None;
+    let mut part = None;
+    for pair in query.unwrap_or_default().split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad =
+            |name: &str| ApiError::bad_request(format!("{name} must be a non-negative integer"));
+        match key {
+            "_HLS_msn" => msn = Some(file_number(value).ok_or_else(|| bad("_HLS_msn"))?),
+            "_HLS_part" => {
+                part = Some(
+                    file_number(value)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| bad("_HLS_part"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    match (msn, part) {
+        (None, Some(_)) => Err(ApiError::bad_request("_HLS_part needs _HLS_msn")),
+        (None, None) => Ok(None),
+        (Some(msn), part) => Ok(Some((msn, part))),
+    }
+}
+
+/// Serves a rendition's file; segments and parts of paid streams pass
+/// `gate` (a session's), or answer 402 without one.
 pub async fn rendition_response(
     state: &AppState,
     id: &str,
-    rendition: &str,
-    file: &str,
+    request: &RenditionRequest,
     headers: &HeaderMap,
-    gate: Option<&(dyn Fn(u64, u32) -> Result<(), ApiError> + Sync)>,
+    gate: Option<Gate<'_>>,
 ) -> Result<Response, ApiError> {
     let media = stream_media(state, id).await?;
-    let request = parse_file_name(file)?;
+    let rendition = request.rendition.as_str();
+    // A blocking reload waits for its segment or part; a hinted part for
+    // ffmpeg to write it.
+    match request.file {
+        FileRequest::Playlist(Some((msn, part))) => {
+            wait_for_media(state, &media, rendition, msn, part).await?;
+        }
+        FileRequest::Part(sequence, index) => {
+            wait_for_media(state, &media, rendition, sequence, Some(index)).await?;
+        }
+        _ => {}
+    }
     let (cid, content_type) = {
         let media = read_lock!(media);
         let Some(found) = media.rendition(rendition) else {
@@ -206,8 +273,22 @@ pub async fn rendition_response(
         } else {
             "audio/mp4"
         };
-        match request {
-            FileRequest::Playlist => {
+        let pass = |span: MediaSpan| -> Result<(), ApiError> {
+            if !media.paid {
+                return Ok(());
+            }
+            match gate {
+                Some(gate) => gate(span),
+                None => Err(ApiError::custom(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "session-required",
+                    "Payment required",
+                    "this stream is paid by the second or watched by ticket: start a session (POST /api/v1/streams/{id}/sessions) and play its playback_url",
+                )),
+            }
+        };
+        match request.file {
+            FileRequest::Playlist(_) => {
                 let body =
                     media.playlist(rendition, |media| render_media(media, rendition, state))?;
                 return Ok(playlist_response(body));
@@ -232,20 +313,23 @@ pub async fn rendition_response(
                     .ok()
                     .and_then(|i| found.segments.get(i))
                     .ok_or_else(|| ApiError::not_found("no such segment"))?;
-                if media.paid {
-                    match gate {
-                        Some(gate) => gate(sequence, segment.duration_ms)?,
-                        None => {
-                            return Err(ApiError::custom(
-                                StatusCode::PAYMENT_REQUIRED,
-                                "session-required",
-                                "Payment required",
-                                "this stream is paid by the second or watched by ticket: start a session (POST /api/v1/streams/{id}/sessions) and play its playback_url",
-                            ));
-                        }
-                    }
-                }
+                pass(MediaSpan {
+                    position: sequence,
+                    through_ms: segment.duration_ms,
+                    whole: true,
+                })?;
                 (segment.cid, content_type)
+            }
+            FileRequest::Part(sequence, index) => {
+                let part = found.part(sequence, index).ok_or_else(|| {
+                    ApiError::not_found("no such part: it is older than the playlist's parts, or its segment ended before it")
+                })?;
+                pass(MediaSpan {
+                    position: sequence,
+                    through_ms: part.offset_ms.saturating_add(part.duration_ms),
+                    whole: false,
+                })?;
+                (part.cid, content_type)
             }
         }
     };
@@ -253,6 +337,64 @@ pub async fn rendition_response(
         .await?
         .ok_or_else(|| ApiError::not_found("segment bytes missing from the blockstore"))?;
     Ok(immutable_file(headers, &cid, content_type, bytes))
+}
+
+/// Holds a blocking playlist reload (or a hinted part) until the
+/// rendition has segment `msn` (part `part` of it), for at most three
+/// target durations; a stream that is not live answers at once.
+async fn wait_for_media(
+    state: &AppState,
+    media: &SharedMedia,
+    rendition: &str,
+    msn: u64,
+    part: Option<u32>,
+) -> Result<(), ApiError> {
+    let hold = std::time::Duration::from_millis(u64::from(state.settings.segment_duration_ms) * 3);
+    let deadline = tokio::time::Instant::now() + hold;
+    loop {
+        let changes = {
+            let media = read_lock!(media);
+            if media.state != StreamState::Live {
+                return Ok(());
+            }
+            let Some(found) = media.rendition(rendition) else {
+                return Err(ApiError::not_found("no such rendition"));
+            };
+            if found.has(msn, part) {
+                return Ok(());
+            }
+            let open = found.segments.len() as u64;
+            if msn > open.saturating_add(2) {
+                return Err(ApiError::bad_request(format!(
+                    "_HLS_msn {msn} is more than two segments past the live edge ({open})"
+                )));
+            }
+            // A part past the last of a finished segment will never come.
+            if let (Some(_), true) = (part, msn < open) {
+                return Ok(());
+            }
+            media.changes()
+        };
+        let notified = changes.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let media = read_lock!(media);
+            if media.state != StreamState::Live
+                || media.rendition(rendition).is_none_or(|r| r.has(msn, part))
+            {
+                return Ok(());
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Err(ApiError::custom(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "media-not-ready",
+                "Media not ready",
+                "the requested segment or part did not arrive within three target durations",
+            ));
+        }
+    }
 }
 
 fn render_media(
@@ -274,21 +416,47 @@ fn render_media(
             new_init_uri: s.init.map(|_| playlist::period_init_uri(sequence as u64)),
         })
         .collect();
+    let parts: Vec<PlaylistPart> = found
+        .parts
+        .iter()
+        .map(|p| PlaylistPart {
+            sequence: p.sequence,
+            duration_ms: p.duration_ms,
+            uri: playlist::part_uri(p.sequence, p.index),
+            independent: p.independent,
+        })
+        .collect();
+    let open = found.segments.len() as u64;
+    // The part ffmpeg writes next: the next of the open segment, or the
+    // first of the next segment when the last part is expected to end it.
+    let (hint_sequence, hint_index) = match found.parts.back() {
+        Some(last) if last.sequence == open && last.ends_segment => (open + 1, 0),
+        Some(last) if last.sequence == open => (open, last.index + 1),
+        _ => (open, 0),
+    };
     Ok(playlist::render_media_playlist(&MediaPlaylistSpec {
         init_uri: "init.mp4",
         segments: &segments,
         segment_duration_ms: state.settings.segment_duration_ms,
         ended: media.state == StreamState::Ended,
         live_window_segments: state.settings.live_window_segments,
+        parts: &parts,
+        part_target_ms: found.longest_part_ms,
+        preload_hint: (media.state == StreamState::Live && found.init.is_some())
+            .then(|| playlist::part_uri(hint_sequence, hint_index)),
     }))
 }
 
+#[derive(Debug, Clone, Copy)]
 enum FileRequest {
-    Playlist,
+    /// `index.m3u8`, with a blocking reload's segment and part.
+    Playlist(Option<(u64, Option<u32>)>),
     Init,
     /// `init-N.mp4`: the init file of a source restarted at segment N.
     PeriodInit(u64),
     Segment(u64),
+    /// `N.P.m4s`: part P of segment N (LL-HLS).
+    Part(u64, u32),
 }
 
 /// A decimal number of at most 19 digits (fits a u64).
@@ -300,11 +468,17 @@ fn file_number(digits: &str) -> Option<u64> {
 
 fn parse_file_name(file: &str) -> Result<FileRequest, ApiError> {
     match file {
-        "index.m3u8" => Ok(FileRequest::Playlist),
+        "index.m3u8" => Ok(FileRequest::Playlist(None)),
         "init.mp4" => Ok(FileRequest::Init),
         _ => {
-            if let Some(number) = file.strip_suffix(".m4s").and_then(file_number) {
+            let media = file.strip_suffix(".m4s");
+            if let Some(number) = media.and_then(file_number) {
                 Ok(FileRequest::Segment(number))
+            } else if let Some((sequence, index)) = media
+                .and_then(|name| name.split_once('.'))
+                .and_then(|(s, p)| Some((file_number(s)?, u32::try_from(file_number(p)?).ok()?)))
+            {
+                Ok(FileRequest::Part(sequence, index))
             } else if let Some(number) = file
                 .strip_prefix("init-")
                 .and_then(|rest| rest.strip_suffix(".mp4"))

@@ -2,7 +2,7 @@
 //! `/play/{session}/...` (spec "Metering"), gated segment by segment.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::playback::{
-    master_for, master_up_to, playlist_response, rendition_response, short_side, stream_media,
+    MediaSpan, RenditionRequest, master_for, master_up_to, playlist_response, rendition_response,
+    short_side, stream_media,
 };
 use super::problem::{ApiError, ApiJson, Problem};
 use super::streams::PriceBody;
@@ -593,11 +594,13 @@ async fn session_master(
 async fn session_file(
     State(state): State<AppState>,
     Path((session, rendition, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let found = live_session(&state, &session).await?;
+    let request = RenditionRequest::parse(&rendition, &file, query.as_deref())?;
     if let Pass::Member { max_height, .. } = &found.pass {
-        return member_file(&state, &found, *max_height, &rendition, &file, &headers).await;
+        return member_file(&state, &found, *max_height, &request, &headers).await;
     }
     let Pass::Channel {
         channel: channel_id,
@@ -605,12 +608,11 @@ async fn session_file(
     } = &found.pass
     else {
         // A ticket or the host: admitted, nothing to pay per segment.
-        let admitted = |_: u64, _: u32| Ok(());
+        let admitted = |_: MediaSpan| Ok(());
         return rendition_response(
             &state,
             &found.stream_id,
-            &rendition,
-            &file,
+            &request,
             &headers,
             Some(&admitted),
         )
@@ -618,7 +620,7 @@ async fn session_file(
     };
     let price = meter.price;
     let channel_id = *channel_id;
-    let gate = |sequence: u64, duration_ms: u32| -> Result<(), ApiError> {
+    let gate = |span: MediaSpan| -> Result<(), ApiError> {
         let paid = state
             .payments
             .channel(&channel_id)
@@ -626,7 +628,7 @@ async fn session_file(
             .unwrap_or_default();
         let (decision, paid_media_ms) = state
             .sessions
-            .decide(&session, sequence, duration_ms, paid, now_ms())
+            .decide(&session, span, paid, now_ms())
             .ok_or_else(|| ApiError::not_found("the session ended"))?;
         state
             .stats
@@ -635,7 +637,7 @@ async fn session_file(
             json!({
                 "channel_id": format!("{channel_id:#x}"),
                 "required_amount": required.to_string(),
-                "segment": { "rendition": rendition, "sequence": sequence, "duration_ms": duration_ms },
+                "segment": { "rendition": request.rendition, "sequence": span.position, "duration_ms": span.through_ms, "whole": span.whole },
                 "price": { "amount": price.amount.to_string(), "period_seconds": price.period_seconds },
             })
         };
@@ -661,15 +663,8 @@ async fn session_file(
     // another node: look once at the stored channel before asking again.
     let mut refreshed = !state.settings.clustered();
     loop {
-        let answer = rendition_response(
-            &state,
-            &found.stream_id,
-            &rendition,
-            &file,
-            &headers,
-            Some(&gate),
-        )
-        .await;
+        let answer =
+            rendition_response(&state, &found.stream_id, &request, &headers, Some(&gate)).await;
         let unpaid = answer
             .as_ref()
             .is_err_and(|e| e.status() == StatusCode::PAYMENT_REQUIRED);
@@ -687,26 +682,27 @@ async fn member_file(
     state: &AppState,
     found: &Session,
     max_height: u32,
-    rendition: &str,
-    file: &str,
+    request: &RenditionRequest,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let media = stream_media(state, &found.stream_id).await?;
     let (too_high, segment_ms) = {
         let media = read_lock!(media);
         let found_rendition = media
-            .rendition(rendition)
+            .rendition(&request.rendition)
             .ok_or_else(|| ApiError::not_found("no such rendition"))?;
         let too_high = short_side(&found_rendition.info).is_some_and(|side| side > max_height);
-        // Where each segment ends in the item (for how far the member got).
-        let ends: Vec<u64> = found_rendition
+        // Where each segment starts in the item (for how far the member got).
+        let starts: Vec<u64> = found_rendition
             .segments
             .iter()
-            .scan(0u64, |end, s| {
-                *end += u64::from(s.duration_ms);
-                Some(*end)
+            .scan(0u64, |start, s| {
+                let this = *start;
+                *start += u64::from(s.duration_ms);
+                Some(this)
             })
             .collect();
+        let ends = (starts, media.media_time_ms());
         (too_high, ends)
     };
     if too_high {
@@ -720,35 +716,30 @@ async fn member_file(
     let member = found.viewer;
     let stream_id = found.stream_id.clone();
     let session_id = found.id.clone();
-    let count = |sequence: u64, duration_ms: u32| -> Result<(), ApiError> {
+    let count = |span: MediaSpan| -> Result<(), ApiError> {
         let now = now_ms();
-        if state.sessions.first_serving(&session_id, sequence, now) {
-            let end = usize::try_from(sequence)
+        let served_ms = state.sessions.newly_served(&session_id, span, now);
+        if served_ms > 0 {
+            // The open segment starts at the live edge.
+            let (starts, live_edge_ms) = &segment_ms;
+            let start = usize::try_from(span.position)
                 .ok()
-                .and_then(|i| segment_ms.get(i))
+                .and_then(|i| starts.get(i))
                 .copied()
-                .unwrap_or(0);
+                .unwrap_or(*live_edge_ms);
             state.memberships.served(
                 member,
                 &stream_id,
                 crate::store::WatchDelta {
-                    served_ms: u64::from(duration_ms),
-                    furthest_ms: end,
+                    served_ms: u64::from(served_ms),
+                    furthest_ms: start + u64::from(span.through_ms),
                 },
                 now,
             );
         }
         Ok(())
     };
-    rendition_response(
-        state,
-        &found.stream_id,
-        rendition,
-        file,
-        headers,
-        Some(&count),
-    )
-    .await
+    rendition_response(state, &found.stream_id, request, headers, Some(&count)).await
 }
 
 /// Refuses vouchers beyond a session's prepay window.

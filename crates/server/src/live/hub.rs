@@ -9,13 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use streamweave_cas::{Blockstore, Cid};
 use streamweave_media::{
-    IngestMessage, PipelineConfig, PipelineEvent, PublishDecision, PublishRequest, Rendition,
-    RenditionKind, SegmentOutput, TranscodeSettings, run_pipeline,
+    IngestMessage, PartOutput, PipelineConfig, PipelineEvent, PublishDecision, PublishRequest,
+    Rendition, RenditionKind, SegmentOutput, TranscodeSettings, run_pipeline,
 };
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
 
-use crate::live::media_index::{FileCache, MediaIndex};
+use crate::live::media_index::{FileCache, MediaIndex, PartEntry};
 use crate::model::{RenditionRecord, SegmentRecord, StreamState, now_ms};
 use crate::store::Store;
 
@@ -411,6 +411,24 @@ impl LiveHub {
                     }
                     _ => self.store_init(&stream_id, &rendition, bytes).await,
                 },
+                PipelineEvent::Part(mut part) => {
+                    let mut listed = true;
+                    if let Some(continued) = continuation.as_ref() {
+                        part.sequence += continued
+                            .next_sequence
+                            .get(&part.rendition)
+                            .copied()
+                            .unwrap_or(0);
+                        // The first segment of a restarted source starts a
+                        // new period: it is listed once complete.
+                        listed = !continued.pending_init.contains_key(&part.rendition);
+                    }
+                    if listed {
+                        self.store_part(&stream_id, part).await
+                    } else {
+                        Ok(())
+                    }
+                }
                 PipelineEvent::Segments(mut segments) => {
                     let mut starts = HashMap::new();
                     if let Some(continued) = continuation.as_mut() {
@@ -483,6 +501,25 @@ impl LiveHub {
         let cid = tokio::task::spawn_blocking(move || blockstore.put_file(&stored)).await??;
         self.cache.insert(cid, bytes);
         Ok(cid)
+    }
+
+    /// Stores a partial segment and lists it for LL-HLS players.
+    async fn store_part(&self, stream_id: &str, part: PartOutput) -> anyhow::Result<()> {
+        let cid = self.put_file(part.bytes).await?;
+        self.index.push_part(
+            stream_id,
+            &part.rendition,
+            PartEntry {
+                sequence: part.sequence,
+                index: part.index,
+                duration_ms: part.duration_ms,
+                offset_ms: part.offset_ms,
+                independent: part.independent,
+                ends_segment: part.ends_segment,
+                cid,
+            },
+        );
+        Ok(())
     }
 
     async fn store_init(

@@ -31,12 +31,96 @@ impl SegmentEntry {
     }
 }
 
+/// A partial segment of a live rendition (LL-HLS), kept in memory while
+/// its segment is among the newest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartEntry {
+    /// The segment it belongs to.
+    pub sequence: u64,
+    /// Its place in the segment.
+    pub index: u32,
+    pub duration_ms: u32,
+    /// Where it starts in its segment.
+    pub offset_ms: u32,
+    /// Starts with a keyframe.
+    pub independent: bool,
+    /// The next part is expected to start the next segment.
+    #[serde(default)]
+    pub ends_segment: bool,
+    #[serde(with = "cid_string")]
+    pub cid: Cid,
+}
+
+mod cid_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use streamweave_cas::Cid;
+
+    pub fn serialize<S: Serializer>(cid: &Cid, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(cid)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Cid, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Segments whose parts stay listed behind the open one (Apple: parts
+/// older than three target durations leave the playlist).
+pub const PART_SEGMENTS_KEPT: u64 = 3;
+
 /// One rendition's init file and segments (index = sequence number).
 #[derive(Debug, Clone)]
 pub struct RenditionMedia {
     pub info: RenditionRecord,
     pub init: Option<Cid>,
     pub segments: Vec<SegmentEntry>,
+    /// Parts of the newest segments and of the open one, in order.
+    pub parts: VecDeque<PartEntry>,
+    /// The longest part so far (the playlist's PART-TARGET).
+    pub longest_part_ms: u32,
+}
+
+impl RenditionMedia {
+    fn new(info: RenditionRecord, init: Option<Cid>) -> Self {
+        RenditionMedia {
+            info,
+            init,
+            segments: Vec::new(),
+            parts: VecDeque::new(),
+            longest_part_ms: 0,
+        }
+    }
+
+    /// The part `index` of segment `sequence`, if listed.
+    pub fn part(&self, sequence: u64, index: u32) -> Option<&PartEntry> {
+        self.parts
+            .iter()
+            .find(|p| p.sequence == sequence && p.index == index)
+    }
+
+    /// Whether a playlist already holds what a blocking reload for segment
+    /// `sequence` (and part `part` of it) waits for. A part past the last
+    /// of a finished segment means the first part of the next.
+    pub fn has(&self, sequence: u64, part: Option<u32>) -> bool {
+        let complete = (self.segments.len() as u64) > sequence;
+        match part {
+            None => complete,
+            Some(index) => {
+                self.part(sequence, index).is_some()
+                    || (complete
+                        && (self.segments.len() as u64 > sequence + 1
+                            || self.part(sequence + 1, 0).is_some()))
+            }
+        }
+    }
+
+    fn trim_parts(&mut self) {
+        let keep_from = (self.segments.len() as u64).saturating_sub(PART_SEGMENTS_KEPT);
+        while self.parts.front().is_some_and(|p| p.sequence < keep_from) {
+            self.parts.pop_front();
+        }
+    }
 }
 
 /// A stream's media.
@@ -48,6 +132,8 @@ pub struct StreamMedia {
     pub renditions: Vec<RenditionMedia>,
     /// Rendered playlists by name, until the media changes.
     rendered: Mutex<HashMap<String, Bytes>>,
+    /// Woken at every change (blocking playlist reloads wait on it).
+    changes: Arc<tokio::sync::Notify>,
     /// A notice was missed (another node's segment arrived out of order):
     /// read again from the database on next use.
     stale: bool,
@@ -68,6 +154,7 @@ impl StreamMedia {
             paid,
             renditions,
             rendered: Mutex::new(HashMap::new()),
+            changes: Arc::new(tokio::sync::Notify::new()),
             stale: false,
         }
     }
@@ -99,6 +186,13 @@ impl StreamMedia {
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.changes.notify_waiters();
+    }
+
+    /// What to wait on for the next change (take it before looking, so a
+    /// change in between is not missed).
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changes.clone()
     }
 
     pub fn rendition(&self, name: &str) -> Option<&RenditionMedia> {
@@ -131,6 +225,10 @@ pub enum MediaNotice {
     },
     Segment {
         segment: SegmentRecord,
+    },
+    Part {
+        rendition: String,
+        part: PartEntry,
     },
     Paid {
         paid: bool,
@@ -203,6 +301,7 @@ impl MediaIndex {
                     self.segment_here(stream_id, &segment, cid);
                 }
             }
+            MediaNotice::Part { rendition, part } => self.part_here(stream_id, &rendition, part),
             MediaNotice::Paid { paid } => self.with_resident(stream_id, |media| media.paid = paid),
             MediaNotice::Ended => {
                 self.with_resident(stream_id, |media| media.state = StreamState::Ended)
@@ -232,11 +331,7 @@ impl MediaIndex {
                 .into_iter()
                 .map(|info| {
                     let init = info.init_cid.as_deref().and_then(|c| c.parse().ok());
-                    RenditionMedia {
-                        info,
-                        init,
-                        segments: Vec::new(),
-                    }
+                    RenditionMedia::new(info, init)
                 })
                 .collect(),
         );
@@ -292,11 +387,7 @@ impl MediaIndex {
             paid,
             renditions
                 .into_iter()
-                .map(|info| RenditionMedia {
-                    info,
-                    init: None,
-                    segments: Vec::new(),
-                })
+                .map(|info| RenditionMedia::new(info, None))
                 .collect(),
         );
         write_lock!(self.streams).insert(stream_id.to_string(), Arc::new(RwLock::new(media)));
@@ -350,9 +441,40 @@ impl MediaIndex {
             let have = r.segments.len() as u64;
             if have == segment.sequence {
                 r.segments.push(SegmentEntry::of(segment, cid));
+                r.trim_parts();
             } else if have < segment.sequence {
                 // One went missing on the way: the database has them all.
                 media.stale = true;
+            }
+        });
+    }
+
+    /// A partial segment of a live rendition was stored.
+    pub fn push_part(&self, stream_id: &str, rendition: &str, part: PartEntry) {
+        self.tell(
+            stream_id,
+            MediaNotice::Part {
+                rendition: rendition.to_string(),
+                part: part.clone(),
+            },
+        );
+        self.part_here(stream_id, rendition, part);
+    }
+
+    fn part_here(&self, stream_id: &str, rendition: &str, part: PartEntry) {
+        self.with_resident(stream_id, |media| {
+            let Some(r) = media.rendition_mut(rendition) else {
+                return;
+            };
+            // Parts of the open segment only, in order (a late one is dropped).
+            let open = r.segments.len() as u64;
+            let next_index = match r.parts.back() {
+                Some(last) if last.sequence == part.sequence => last.index + 1,
+                _ => 0,
+            };
+            if part.sequence == open && part.index == next_index {
+                r.longest_part_ms = r.longest_part_ms.max(part.duration_ms);
+                r.parts.push_back(part);
             }
         });
     }

@@ -28,9 +28,20 @@ pub enum Pass {
         max_height: u32,
         /// Member sessions last 4 hours, then the player asks again.
         expires_at_ms: i64,
-        /// Segments (by sequence) already counted as served.
-        counted: std::collections::HashSet<u64>,
+        /// How far into each segment (by sequence) the member was served,
+        /// in milliseconds (a whole segment counts as `u32::MAX`).
+        counted: std::collections::HashMap<u64, u32>,
     },
+}
+
+/// What a media request grants: the media of the segment at `position`
+/// up to `through_ms` into it; `whole` for the whole segment (a partial
+/// segment ends before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaSpan {
+    pub position: u64,
+    pub through_ms: u32,
+    pub whole: bool,
 }
 
 /// A member session ends after this long without a request.
@@ -158,8 +169,7 @@ impl Sessions {
     pub fn decide(
         &self,
         id: &str,
-        position: u64,
-        duration_ms: u32,
+        span: MediaSpan,
         paid: streamweave_ledger::Amount,
         now_ms: i64,
     ) -> Option<(GateDecision, u64)> {
@@ -170,7 +180,7 @@ impl Sessions {
             return None;
         };
         let paid_before_ms = meter.granted_ms.saturating_sub(meter.free_ms);
-        let decision = meter.decide(position, duration_ms, paid);
+        let decision = meter.decide_span(span.position, span.through_ms, span.whole, paid);
         let paid_media_ms = meter
             .granted_ms
             .saturating_sub(meter.free_ms)
@@ -278,17 +288,35 @@ impl Sessions {
         Ok(())
     }
 
-    /// Whether a member session's segment is served for the first time
-    /// (then it counts as watched); touches the session.
-    pub fn first_serving(&self, id: &str, sequence: u64, now_ms: i64) -> bool {
+    /// The media time of a member session's request not served to it
+    /// before (then it counts as watched), in milliseconds; touches the
+    /// session. A whole segment after its parts counts what they did not.
+    pub fn newly_served(&self, id: &str, span: MediaSpan, now_ms: i64) -> u32 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(session) = inner.sessions.get_mut(id) else {
-            return false;
+            return 0;
         };
         session.last_request_ms = now_ms;
-        match &mut session.pass {
-            Pass::Member { counted, .. } => counted.len() < 1_000_000 && counted.insert(sequence),
-            _ => false,
+        let Pass::Member { counted, .. } = &mut session.pass else {
+            return 0;
+        };
+        let before = counted.get(&span.position).copied().unwrap_or(0);
+        if before == u32::MAX || (counted.len() >= 1_000_000 && before == 0) {
+            return 0;
+        }
+        let through = if span.whole {
+            u32::MAX
+        } else {
+            span.through_ms
+        };
+        if through <= before {
+            return 0;
+        }
+        counted.insert(span.position, through);
+        if span.whole {
+            span.through_ms.saturating_sub(before)
+        } else {
+            span.through_ms - before
         }
     }
 
