@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Ingest to playlist: time from ffmpeg listing a finished segment in its own
-# playlist (the file's modification time) to the segment being stored and
-# listed in ours. Usage: scripts/bench/ingest_latency.sh [seconds]
+# Ingest to playlist: time from ffmpeg writing a segment's last fragment
+# (read from its output socket and cut) to the segment being stored and
+# listed in our playlist. Usage: scripts/bench/ingest_latency.sh [seconds]
 source "$(dirname "$0")/common.sh"
 SECONDS_LIVE="${1:-60}"
 need ffmpeg curl python3

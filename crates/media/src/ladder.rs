@@ -358,6 +358,11 @@ fn ladder_args(
         ] {
             args.push(part);
         }
+        if let Output::Fragments(_) = output {
+            // The source's own frame timing: a constant-rate output would
+            // repeat the last frame at the end, a one-frame segment.
+            args.extend(["-fps_mode:v".to_string(), "passthrough".to_string()]);
+        }
         hls_output(&mut args, &rendition.name);
     }
     for rendition in renditions {

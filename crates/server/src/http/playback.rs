@@ -135,14 +135,18 @@ async fn master_playlist(
     params(
         ("id" = String, Path, description = "Stream id"),
         ("rendition" = String, Path, description = "Rendition name, e.g. 720p or audio"),
-        ("file" = String, Path, description = "index.m3u8, init.mp4, init-{sequence}.mp4 (after a restarted source) or {sequence}.m4s"),
+        ("file" = String, Path, description = "index.m3u8, init.mp4, init-{sequence}.mp4 (after a restarted source), {sequence}.m4s, or {sequence}.{part}.m4s (a live LL-HLS part; the hinted one is answered once written)"),
+        ("_HLS_msn" = Option<u64>, Query, description = "On index.m3u8 of a live stream: hold the response until segment _HLS_msn is listed (LL-HLS blocking reload)"),
+        ("_HLS_part" = Option<u32>, Query, description = "With _HLS_msn: until part _HLS_part of it is listed"),
     ),
     responses(
         (status = 200, description = "Playlist or media (segments: immutable, ranges supported)"),
         (status = 206, description = "Partial content"),
         (status = 304, description = "Not modified"),
         (status = 402, description = "A paid stream's segment: play through a session (its creator and admins, with their bearer token, need none)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed _HLS_msn/_HLS_part, or _HLS_msn more than two segments past the live edge", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown stream, rendition or file", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A blocking reload or hinted part not ready within three target durations", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn rendition_file(

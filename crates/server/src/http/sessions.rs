@@ -583,12 +583,16 @@ async fn session_master(
     params(
         ("session" = String, Path, description = "Session id"),
         ("rendition" = String, Path, description = "Rendition name"),
-        ("file" = String, Path, description = "index.m3u8, init.mp4, init-{sequence}.mp4 (after a restarted source) or {sequence}.m4s"),
+        ("file" = String, Path, description = "index.m3u8, init.mp4, init-{sequence}.mp4 (after a restarted source), {sequence}.m4s, or {sequence}.{part}.m4s (a live LL-HLS part; the hinted one is answered once written)"),
+        ("_HLS_msn" = Option<u64>, Query, description = "On index.m3u8 of a live stream: hold the response until segment _HLS_msn is listed (LL-HLS blocking reload)"),
+        ("_HLS_part" = Option<u32>, Query, description = "With _HLS_msn: until part _HLS_part of it is listed"),
     ),
     responses(
         (status = 200, description = "Playlist or media"),
+        (status = 400, description = "Malformed _HLS_msn/_HLS_part", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Pay `required_amount` (cumulative) on `channel_id`, or the spending cap is reached", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A blocking reload or hinted part not ready within three target durations", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn session_file(

@@ -1,0 +1,209 @@
+// Glass-to-glass latency, measured in a real browser: a publisher draws
+// `Date.now()` into every frame as a barcode and sends it over RTMP; a page
+// in Chromium plays the stream with hls.js and, for each frame it displays
+// (requestVideoFrameCallback), reads the barcode back and subtracts it from
+// the time the frame was shown. Publisher and browser share this machine's
+// clock. Used by tests/latency.test.mjs (the measurement works) and by
+// scripts/bench/latency.sh (the figures in docs/benchmarks.md).
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+
+/** Frame size and the barcode's grid: 48 cells of 40x40 pixels. */
+export const WIDTH = 320;
+export const HEIGHT = 240;
+const CELL = 40;
+const COLUMNS = WIDTH / CELL;
+const ROWS = HEIGHT / CELL;
+/** 40 bits of milliseconds, then an 8-bit check. */
+const TIME_BITS = 40;
+
+function checkByte(time) {
+  let sum = 0x5a;
+  for (let shift = 0; shift < TIME_BITS; shift += 8) sum = (sum + Math.floor(time / 2 ** shift) % 256) % 256;
+  return sum;
+}
+
+/** The bits a frame showing `time` carries, first cell first. */
+export function encodeTime(time) {
+  const bits = [];
+  for (let i = TIME_BITS - 1; i >= 0; i--) bits.push(Math.floor(time / 2 ** i) % 2);
+  const check = checkByte(time);
+  for (let i = 7; i >= 0; i--) bits.push((check >> i) & 1);
+  return bits;
+}
+
+/** The time read back from 48 bits, or null when the check fails. */
+export function decodeTime(bits) {
+  let time = 0;
+  for (let i = 0; i < TIME_BITS; i++) time = time * 2 + bits[i];
+  let check = 0;
+  for (let i = TIME_BITS; i < TIME_BITS + 8; i++) check = check * 2 + bits[i];
+  return check === checkByte(time) ? time : null;
+}
+
+/** One gray frame of the barcode for `time` (luma only). */
+function frame(time) {
+  const bits = encodeTime(time);
+  const pixels = Buffer.alloc(WIDTH * HEIGHT);
+  for (let row = 0; row < ROWS; row++) {
+    for (let column = 0; column < COLUMNS; column++) {
+      if (!bits[row * COLUMNS + column]) continue;
+      for (let y = row * CELL; y < (row + 1) * CELL; y++) pixels.fill(235, y * WIDTH + column * CELL, y * WIDTH + (column + 1) * CELL);
+    }
+  }
+  return pixels;
+}
+
+/**
+ * Publishes `seconds` of clock frames at 30 fps to `url` (RTMP) through
+ * ffmpeg with low-latency x264 settings, as OBS's low-latency profile sends.
+ * Answers { done } resolving when ffmpeg exits.
+ */
+export function publishClock(url, seconds) {
+  const ffmpeg = spawn('ffmpeg', ['-hide_banner', '-loglevel', 'error',
+    '-f', 'rawvideo', '-pix_fmt', 'gray', '-s', `${WIDTH}x${HEIGHT}`, '-framerate', '30', '-i', 'pipe:0',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-t', String(seconds), '-map', '0:v', '-map', '1:a',
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-g', '60', '-pix_fmt', 'yuv420p',
+    '-c:a', 'aac', '-f', 'flv', url], { stdio: ['pipe', 'ignore', 'inherit'] });
+  ffmpeg.stdin.on('error', () => {});
+  const started = Date.now();
+  let sent = 0;
+  const timer = setInterval(() => {
+    // Frames due by now (timers drift; the frame count follows the clock).
+    const due = Math.min(seconds * 30, Math.floor(((Date.now() - started) * 30) / 1000) + 1);
+    while (sent < due) {
+      ffmpeg.stdin.write(frame(Date.now()));
+      sent++;
+    }
+    if (sent >= seconds * 30) {
+      clearInterval(timer);
+      ffmpeg.stdin.end();
+    }
+  }, 5);
+  const done = new Promise((resolve) => ffmpeg.on('exit', (code) => { clearInterval(timer); resolve(code); }));
+  return { done, stop: () => { clearInterval(timer); ffmpeg.kill('SIGKILL'); } };
+}
+
+/**
+ * Opens `playlistUrl` in `page` with hls.js (low-latency mode or not) and
+ * collects, for `seconds`, the latency of every displayed frame whose
+ * barcode reads. Answers { samples (ms), firstFrameMs, unreadable }.
+ */
+export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds }) {
+  const require = createRequire(import.meta.url);
+  await page.addScriptTag({ path: require.resolve('hls.js/dist/hls.min.js') });
+  return page.evaluate(async ({ url, lowLatencyMode, seconds, geometry }) => {
+    const { width, height, cell, columns, rows, timeBits } = geometry;
+    const checkByte = (time) => {
+      let sum = 0x5a;
+      for (let shift = 0; shift < timeBits; shift += 8) sum = (sum + Math.floor(time / 2 ** shift) % 256) % 256;
+      return sum;
+    };
+    const video = document.createElement('video');
+    video.muted = true;
+    video.autoplay = true;
+    document.body.append(video);
+    const canvas = new OffscreenCanvas(width, height);
+    const context = canvas.getContext('2d', { willReadFrequently: true });
+    // eslint-disable-next-line no-undef
+    const hls = new Hls({ lowLatencyMode, liveSyncDurationCount: 3 });
+    const opened = performance.now();
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    video.play().catch(() => {});
+    const samples = [];
+    let unreadable = 0;
+    let firstFrameMs = null;
+    await new Promise((resolve) => {
+      let stopAt = null;
+      const onFrame = (_now, metadata) => {
+        const shownAt = performance.timeOrigin + metadata.expectedDisplayTime;
+        if (firstFrameMs === null) {
+          firstFrameMs = metadata.expectedDisplayTime - opened;
+          stopAt = performance.now() + seconds * 1000;
+        }
+        context.drawImage(video, 0, 0, width, height);
+        const pixels = context.getImageData(0, 0, width, height).data;
+        const bits = [];
+        for (let row = 0; row < rows; row++) {
+          for (let column = 0; column < columns; column++) {
+            const x = column * cell + cell / 2;
+            const y = row * cell + cell / 2;
+            bits.push(pixels[(y * width + x) * 4] > 128 ? 1 : 0);
+          }
+        }
+        let time = 0;
+        for (let i = 0; i < timeBits; i++) time = time * 2 + bits[i];
+        let check = 0;
+        for (let i = timeBits; i < timeBits + 8; i++) check = check * 2 + bits[i];
+        if (check === checkByte(time)) samples.push(shownAt - time);
+        else unreadable++;
+        if (performance.now() >= stopAt) resolve();
+        else video.requestVideoFrameCallback(onFrame);
+      };
+      video.requestVideoFrameCallback(onFrame);
+    });
+    hls.destroy();
+    video.remove();
+    return { samples, firstFrameMs, unreadable };
+  }, { url: playlistUrl, lowLatencyMode, seconds, geometry: { width: WIDTH, height: HEIGHT, cell: CELL, columns: COLUMNS, rows: ROWS, timeBits: TIME_BITS } });
+}
+
+/** The p-th percentile (0..100) of `values`. */
+export function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/**
+ * The benchmark (scripts/bench/latency.sh): `node tests/latency.mjs BIN
+ * [seconds]` starts BIN, publishes the clock, and measures LL-HLS and plain
+ * HLS in turn in Chromium; prints one markdown table.
+ */
+async function bench(bin, seconds) {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { chromium } = await import('playwright-core');
+  const { generatePrivateKey, privateKeyToAccount } = await import('viem/accounts');
+  const { api, signInNode, startServer, until } = await import('./support.mjs');
+  const dir = mkdtempSync(join(tmpdir(), 'sw-latency-bench-'));
+  const server = await startServer(bin, dir);
+  const browser = await chromium.launch({ executablePath: process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
+  let publisher;
+  try {
+    const token = await signInNode(server.base, privateKeyToAccount(generatePrivateKey()));
+    const stream = await api(server.base, '/api/v1/streams', { method: 'POST', token, body: { title: 'clock' } });
+    publisher = publishClock(`rtmp://${server.rtmp}/live/${stream.stream_key}`, 2 * seconds + 60);
+    await until('the stream to go live', async () => (await api(server.base, `/api/v1/streams/${stream.id}`)).state === 'live');
+    // A few segments in, as a viewer joining a running stream.
+    await new Promise((r) => setTimeout(r, 8000));
+    const page = await browser.newPage();
+    await page.goto(`${server.base}/api/v1/streams`);
+    const url = `${server.base}/live/${stream.id}/master.m3u8`;
+    console.log('| path | frames | p50 | p95 | max | first frame |');
+    console.log('| --- | --- | --- | --- | --- | --- |');
+    for (const [name, lowLatencyMode] of [['LL-HLS (hls.js low-latency mode)', true], ['HLS, 2 s segments (hls.js, parts ignored)', false]]) {
+      const { samples, firstFrameMs } = await watchLatency(page, url, { lowLatencyMode, seconds });
+      const ms = (v) => `${Math.round(v)} ms`;
+      console.log(`| ${name} | ${samples.length} | ${ms(percentile(samples, 50))} | ${ms(percentile(samples, 95))} | ${ms(Math.max(...samples))} | ${ms(firstFrameMs)} |`);
+    }
+  } finally {
+    publisher?.stop();
+    await browser.close();
+    server.child.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const { fileURLToPath } = await import('node:url');
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const [bin, seconds = '30'] = process.argv.slice(2);
+  if (!bin) {
+    console.error('usage: node tests/latency.mjs BIN [seconds]');
+    process.exit(2);
+  }
+  await bench(bin, Number(seconds));
+  process.exit(0);
+}
