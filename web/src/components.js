@@ -734,7 +734,7 @@ class SwPlayer extends Base {
       this.say('This browser cannot play HLS.', 'error');
       return;
     }
-    const config = { lowLatencyMode: true, liveSyncDurationCount: 3, fragLoadPolicy: { default: { maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000, timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 } } } };
+    const config = { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, fragLoadPolicy: { default: { maxTimeToFirstByteMs: 8000, maxLoadTimeMs: 20000, timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: { maxNumRetry: 6, retryDelayMs: 1000, maxRetryDelayMs: 4000 } } } };
     if (this.payment) config.fLoader = this.payingLoader();
     const resumeAt = this.savedPosition();
     this.resumeAt = 0;

@@ -8,14 +8,15 @@
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 
-/** Frame size and the barcode's grid: 48 cells of 40x40 pixels. */
+/** Frame size and the barcode's grid: 10 x 6 cells of 32x40 pixels. */
 export const WIDTH = 320;
 export const HEIGHT = 240;
-const CELL = 40;
-const COLUMNS = WIDTH / CELL;
-const ROWS = HEIGHT / CELL;
-/** 40 bits of milliseconds, then an 8-bit check. */
-const TIME_BITS = 40;
+const CELL_WIDTH = 32;
+const CELL_HEIGHT = 40;
+const COLUMNS = WIDTH / CELL_WIDTH;
+const ROWS = HEIGHT / CELL_HEIGHT;
+/** 44 bits of milliseconds (to the year 2527), then an 8-bit check. */
+const TIME_BITS = 44;
 
 function checkByte(time) {
   let sum = 0x5a;
@@ -23,7 +24,7 @@ function checkByte(time) {
   return sum;
 }
 
-/** The bits a frame showing `time` carries, first cell first. */
+/** The bits a frame showing `time` carries, first cell first (52 of 60). */
 export function encodeTime(time) {
   const bits = [];
   for (let i = TIME_BITS - 1; i >= 0; i--) bits.push(Math.floor(time / 2 ** i) % 2);
@@ -32,7 +33,7 @@ export function encodeTime(time) {
   return bits;
 }
 
-/** The time read back from 48 bits, or null when the check fails. */
+/** The time read back from its 52 bits, or null when the check fails. */
 export function decodeTime(bits) {
   let time = 0;
   for (let i = 0; i < TIME_BITS; i++) time = time * 2 + bits[i];
@@ -48,7 +49,7 @@ function frame(time) {
   for (let row = 0; row < ROWS; row++) {
     for (let column = 0; column < COLUMNS; column++) {
       if (!bits[row * COLUMNS + column]) continue;
-      for (let y = row * CELL; y < (row + 1) * CELL; y++) pixels.fill(235, y * WIDTH + column * CELL, y * WIDTH + (column + 1) * CELL);
+      for (let y = row * CELL_HEIGHT; y < (row + 1) * CELL_HEIGHT; y++) pixels.fill(235, y * WIDTH + column * CELL_WIDTH, y * WIDTH + (column + 1) * CELL_WIDTH);
     }
   }
   return pixels;
@@ -85,6 +86,21 @@ export function publishClock(url, seconds) {
   return { done, stop: () => { clearInterval(timer); ffmpeg.kill('SIGKILL'); } };
 }
 
+/** Waits until the stream's first rendition lists a whole segment (what a
+ * player needs to start; before that a live playlist has only parts). */
+export async function firstSegment(base, streamId) {
+  for (let i = 0; i < 300; i++) {
+    const stream = await (await fetch(`${base}/api/v1/streams/${streamId}`)).json();
+    const rendition = stream.renditions?.[0]?.name;
+    if (rendition) {
+      const playlist = await (await fetch(`${base}/live/${streamId}/${rendition}/index.m3u8`)).text();
+      if (playlist.includes('#EXTINF')) return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('no segment within 30 s');
+}
+
 /**
  * Opens `playlistUrl` in `page` with hls.js (low-latency mode or not) and
  * collects, for `seconds`, the latency of every displayed frame whose
@@ -94,7 +110,7 @@ export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds 
   const require = createRequire(import.meta.url);
   await page.addScriptTag({ path: require.resolve('hls.js/dist/hls.min.js') });
   return page.evaluate(async ({ url, lowLatencyMode, seconds, geometry }) => {
-    const { width, height, cell, columns, rows, timeBits } = geometry;
+    const { width, height, cellWidth, cellHeight, columns, rows, timeBits } = geometry;
     const checkByte = (time) => {
       let sum = 0x5a;
       for (let shift = 0; shift < timeBits; shift += 8) sum = (sum + Math.floor(time / 2 ** shift) % 256) % 256;
@@ -107,7 +123,8 @@ export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds 
     const canvas = new OffscreenCanvas(width, height);
     const context = canvas.getContext('2d', { willReadFrequently: true });
     // eslint-disable-next-line no-undef
-    const hls = new Hls({ lowLatencyMode, liveSyncDurationCount: 3 });
+    // As the web player: catch up to the target latency by playing up to 1.5x.
+    const hls = new Hls({ lowLatencyMode, maxLiveSyncPlaybackRate: 1.5 });
     const opened = performance.now();
     hls.loadSource(url);
     hls.attachMedia(video);
@@ -115,7 +132,11 @@ export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds 
     const samples = [];
     let unreadable = 0;
     let firstFrameMs = null;
-    await new Promise((resolve) => {
+    await new Promise((resolve, reject) => {
+      // eslint-disable-next-line no-undef
+      hls.on(Hls.Events.ERROR, (_event, data) => {
+        if (data.fatal) reject(new Error(`hls.js: ${data.details}`));
+      });
       let stopAt = null;
       const onFrame = (_now, metadata) => {
         const shownAt = performance.timeOrigin + metadata.expectedDisplayTime;
@@ -126,10 +147,10 @@ export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds 
         context.drawImage(video, 0, 0, width, height);
         const pixels = context.getImageData(0, 0, width, height).data;
         const bits = [];
-        for (let row = 0; row < rows; row++) {
-          for (let column = 0; column < columns; column++) {
-            const x = column * cell + cell / 2;
-            const y = row * cell + cell / 2;
+        for (let row = 0; row < rows && bits.length < timeBits + 8; row++) {
+          for (let column = 0; column < columns && bits.length < timeBits + 8; column++) {
+            const x = column * cellWidth + cellWidth / 2;
+            const y = row * cellHeight + cellHeight / 2;
             bits.push(pixels[(y * width + x) * 4] > 128 ? 1 : 0);
           }
         }
@@ -147,7 +168,7 @@ export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds 
     hls.destroy();
     video.remove();
     return { samples, firstFrameMs, unreadable };
-  }, { url: playlistUrl, lowLatencyMode, seconds, geometry: { width: WIDTH, height: HEIGHT, cell: CELL, columns: COLUMNS, rows: ROWS, timeBits: TIME_BITS } });
+  }, { url: playlistUrl, lowLatencyMode, seconds, geometry: { width: WIDTH, height: HEIGHT, cellWidth: CELL_WIDTH, cellHeight: CELL_HEIGHT, columns: COLUMNS, rows: ROWS, timeBits: TIME_BITS } });
 }
 
 /** The p-th percentile (0..100) of `values`. */
@@ -178,7 +199,8 @@ async function bench(bin, seconds) {
     publisher = publishClock(`rtmp://${server.rtmp}/live/${stream.stream_key}`, 2 * seconds + 60);
     await until('the stream to go live', async () => (await api(server.base, `/api/v1/streams/${stream.id}`)).state === 'live');
     // A few segments in, as a viewer joining a running stream.
-    await new Promise((r) => setTimeout(r, 8000));
+    await firstSegment(server.base, stream.id);
+    await new Promise((r) => setTimeout(r, 6000));
     const page = await browser.newPage();
     await page.goto(`${server.base}/api/v1/streams`);
     const url = `${server.base}/live/${stream.id}/master.m3u8`;

@@ -2,7 +2,7 @@
 // publisher's clock go out over RTMP, through the ladder, and come back in
 // Chromium over LL-HLS (hls.js in low-latency mode) and over plain HLS; the
 // page reads the stamp of each displayed frame. Asserted: the stamps read
-// back (the barcode survives the ladder) and
+// back (the barcode survives the ladder) within the stream's minute, and
 // latency is positive (a frame is never shown before it was made). The
 // figures themselves are a benchmark (scripts/bench/latency.sh), not a test.
 import { test } from 'node:test';
@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { api, signInNode, startServer, until } from './support.mjs';
-import { decodeTime, encodeTime, publishClock, watchLatency } from './latency.mjs';
+import { decodeTime, encodeTime, firstSegment, publishClock, watchLatency } from './latency.mjs';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 
 const bin = process.env.STREAMWEAVE_BIN;
@@ -21,7 +21,7 @@ const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
 test('the barcode carries a time and refuses a misread', () => {
   const time = 1_796_000_123_456;
   const bits = encodeTime(time);
-  assert.equal(bits.length, 48);
+  assert.equal(bits.length, 52);
   assert.equal(decodeTime(bits), time);
   bits[17] ^= 1;
   assert.equal(decodeTime(bits), null);
@@ -37,6 +37,7 @@ test('frames stamped by the publisher are read back in Chromium over LL-HLS and 
     const stream = await api(server.base, '/api/v1/streams', { method: 'POST', token, body: { title: 'clock' } });
     publisher = publishClock(`rtmp://${server.rtmp}/live/${stream.stream_key}`, 60);
     await until('the stream to go live', async () => (await api(server.base, `/api/v1/streams/${stream.id}`)).state === 'live');
+    await firstSegment(server.base, stream.id);
     const page = await browser.newPage();
     await page.goto(`${server.base}/api/v1/streams`);
     const url = `${server.base}/live/${stream.id}/master.m3u8`;
@@ -46,6 +47,8 @@ test('frames stamped by the publisher are read back in Chromium over LL-HLS and 
       assert.ok(unreadable <= samples.length / 10, `mostly readable: ${unreadable} of ${samples.length + unreadable}`);
       assert.ok(firstFrameMs > 0);
       assert.ok(samples.every((ms) => ms > 0), 'no frame is shown before it was made');
+      // The stream is a minute long: a stamp further back is a misread.
+      assert.ok(samples.every((ms) => ms < 60_000), `stamps within the stream: ${Math.max(...samples)} ms`);
     }
   } finally {
     publisher?.stop();

@@ -362,6 +362,10 @@ fn ladder_args(
             // The source's own frame timing: a constant-rate output would
             // repeat the last frame at the end, a one-frame segment.
             args.extend(["-fps_mode:v".to_string(), "passthrough".to_string()]);
+            // Live: no lookahead, no B-frames, sliced threads, so a frame
+            // leaves the encoder as it enters (frame-threaded lookahead
+            // held about a second).
+            args.extend(["-tune:v".to_string(), "zerolatency".to_string()]);
         }
         hls_output(&mut args, &rendition.name);
     }
