@@ -58,7 +58,12 @@ test('the web player opens its channel on chain and the server settles it', { sk
     await page.goto(`${base}/watch/${stream.id}`);
     await page.locator('sw-player [data-action=demo-wallet]').click();
     await page.locator('sw-player [data-action=start]').click({ timeout: 60_000 });
-    await page.waitForFunction(() => document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime > 6, null, { timeout: 120_000, polling: 500 })
+    // Joined near the live edge (LL-HLS): six seconds watched from there.
+    const joinedAt = await page.waitForFunction(() => {
+      const time = document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime;
+      return time > 0 && time;
+    }, null, { timeout: 120_000, polling: 250 }).then((handle) => handle.jsonValue());
+    await page.waitForFunction((from) => document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime > from + 6, joinedAt, { timeout: 120_000, polling: 500 })
       .catch(async (err) => {
         const shown = await page.evaluate(() => document.querySelector('sw-player').shadowRoot.textContent);
         throw new Error(`${err.message}; the player shows: ${shown}; page errors: ${errors.join('; ')}`);

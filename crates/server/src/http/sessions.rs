@@ -624,6 +624,7 @@ async fn session_file(
     };
     let price = meter.price;
     let channel_id = *channel_id;
+    let segment_target_ms = state.settings.segment_duration_ms;
     let gate = |span: MediaSpan| -> Result<(), ApiError> {
         let paid = state
             .payments
@@ -641,7 +642,14 @@ async fn session_file(
             json!({
                 "channel_id": format!("{channel_id:#x}"),
                 "required_amount": required.to_string(),
-                "segment": { "rendition": request.rendition, "sequence": span.position, "duration_ms": span.through_ms, "whole": span.whole },
+                // A part's segment is still being written: its target duration.
+                "segment": {
+                    "rendition": request.rendition,
+                    "sequence": span.position,
+                    "duration_ms": if span.whole { span.through_ms } else { span.through_ms.max(segment_target_ms) },
+                    "through_ms": span.through_ms,
+                    "whole": span.whole,
+                },
                 "price": { "amount": price.amount.to_string(), "period_seconds": price.period_seconds },
             })
         };
