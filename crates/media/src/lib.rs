@@ -17,7 +17,7 @@ pub mod rtmp_guard;
 pub mod vod;
 
 pub use ladder::{Rendition, RenditionKind, TranscodeSettings, ladder_for_source};
-pub use pipeline::{PartOutput, PipelineConfig, PipelineEvent, SegmentOutput, run_pipeline};
+pub use pipeline::{PipelineConfig, PipelineEvent, SegmentOutput, run_pipeline};
 pub use rtmp::{IngestMessage, PublishDecision, PublishRequest, RtmpLimits, serve_rtmp};
 
 /// Errors of this crate's parsers.

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::flv::{self, AudioTagInfo, MediaTag, TagKind, VideoTagInfo};
-use crate::fmp4::{Cut, Fmp4Item, Fmp4Reader, Segmenter};
+use crate::fmp4::{Cut, Fmp4Item, Fmp4Reader, PartCut, Segmenter};
 use crate::ladder::{self, Rendition, TranscodeSettings};
 use crate::rtmp::{IngestMessage, SourceMetadata};
 
@@ -90,7 +90,12 @@ pub enum PipelineEvent {
     },
     /// A partial segment of a rendition's open segment (LL-HLS), reported
     /// as soon as ffmpeg wrote it; the segment follows once complete.
-    Part(PartOutput),
+    Part {
+        /// Rendition name.
+        rendition: String,
+        /// The part.
+        part: PartCut,
+    },
     /// Segments that finished, in order within each rendition (a segment
     /// is reported before the first part of the next).
     Segments(Vec<SegmentOutput>),
@@ -116,27 +121,6 @@ pub struct SegmentOutput {
     pub bytes: Bytes,
     /// When ffmpeg finished writing it, to measure ingest latency.
     pub listed_at: std::time::SystemTime,
-}
-
-/// A partial segment.
-#[derive(Debug, Clone)]
-pub struct PartOutput {
-    /// Rendition name.
-    pub rendition: String,
-    /// The segment it belongs to.
-    pub sequence: u64,
-    /// Its place in the segment (0-based).
-    pub index: u32,
-    /// Its duration.
-    pub duration_ms: u32,
-    /// Where it starts in its segment.
-    pub offset_ms: u32,
-    /// It starts with a sync sample (a keyframe, or audio).
-    pub independent: bool,
-    /// The next part is expected to start the next segment.
-    pub ends_segment: bool,
-    /// The fragment's bytes (`moof` and `mdat`).
-    pub bytes: Bytes,
 }
 
 /// Output events queued between the socket readers and the supervisor.
@@ -382,7 +366,10 @@ enum OutputEvent {
         rendition: String,
         bytes: Bytes,
     },
-    Part(PartOutput),
+    Part {
+        rendition: String,
+        part: PartCut,
+    },
     Segment(SegmentOutput),
     /// ffmpeg closed the output (after its last segment).
     Ended,
@@ -481,16 +468,10 @@ async fn read_output_stream(
 
 fn output_event(rendition: &str, cut: Cut) -> OutputEvent {
     match cut {
-        Cut::Part(part) => OutputEvent::Part(PartOutput {
+        Cut::Part(part) => OutputEvent::Part {
             rendition: rendition.to_string(),
-            sequence: part.sequence,
-            index: part.index,
-            duration_ms: part.duration_ms,
-            offset_ms: part.offset_ms,
-            independent: part.independent,
-            ends_segment: part.ends_segment,
-            bytes: part.bytes,
-        }),
+            part,
+        },
         Cut::Segment(segment) => OutputEvent::Segment(SegmentOutput {
             rendition: rendition.to_string(),
             sequence: segment.sequence,
@@ -608,7 +589,7 @@ impl Supervisor<'_> {
     async fn report(&mut self, event: OutputEvent) -> Result<bool, String> {
         let event = match event {
             OutputEvent::Init { rendition, bytes } => PipelineEvent::Init { rendition, bytes },
-            OutputEvent::Part(part) => PipelineEvent::Part(part),
+            OutputEvent::Part { rendition, part } => PipelineEvent::Part { rendition, part },
             OutputEvent::Segment(segment) => PipelineEvent::Segments(vec![segment]),
             OutputEvent::Ended => {
                 self.open_outputs = self.open_outputs.saturating_sub(1);

@@ -169,19 +169,19 @@ pub fn render_media_playlist(spec: &MediaPlaylistSpec<'_>) -> String {
             (None, 0) => Some(first_init),
             (None, _) => None,
         };
-        let unknown_tags = low_latency
-            .then(|| {
-                spec.parts
-                    .iter()
-                    .filter(|p| p.sequence == segment.sequence)
-                    .map(|p| m3u8_rs::ExtTag {
-                        // Written as `#EXT-` + tag, before the segment's EXTINF.
-                        tag: part_tag(p)["#EXT-".len()..].to_string(),
-                        rest: None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let unknown_tags = if low_latency {
+            spec.parts
+                .iter()
+                .filter(|p| p.sequence == segment.sequence)
+                .map(|p| m3u8_rs::ExtTag {
+                    // Written as `#EXT-` + tag, before the segment's EXTINF.
+                    tag: part_tag(p)["#EXT-".len()..].to_string(),
+                    rest: None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         segments.push(MediaSegment {
             uri: segment.uri.clone(),
             duration: segment.duration_ms as f32 / 1000.0,

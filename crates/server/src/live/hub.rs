@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use streamweave_cas::{Blockstore, Cid};
+use streamweave_media::fmp4::PartCut;
 use streamweave_media::{
-    IngestMessage, PartOutput, PipelineConfig, PipelineEvent, PublishDecision, PublishRequest,
-    Rendition, RenditionKind, SegmentOutput, TranscodeSettings, run_pipeline,
+    IngestMessage, PipelineConfig, PipelineEvent, PublishDecision, PublishRequest, Rendition,
+    RenditionKind, SegmentOutput, TranscodeSettings, run_pipeline,
 };
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
@@ -411,20 +412,23 @@ impl LiveHub {
                     }
                     _ => self.store_init(&stream_id, &rendition, bytes).await,
                 },
-                PipelineEvent::Part(mut part) => {
+                PipelineEvent::Part {
+                    rendition,
+                    mut part,
+                } => {
                     let mut listed = true;
                     if let Some(continued) = continuation.as_ref() {
                         part.sequence += continued
                             .next_sequence
-                            .get(&part.rendition)
+                            .get(&rendition)
                             .copied()
                             .unwrap_or(0);
                         // The first segment of a restarted source starts a
                         // new period: it is listed once complete.
-                        listed = !continued.pending_init.contains_key(&part.rendition);
+                        listed = !continued.pending_init.contains_key(&rendition);
                     }
                     if listed {
-                        self.store_part(&stream_id, part).await
+                        self.store_part(&stream_id, &rendition, part).await
                     } else {
                         Ok(())
                     }
@@ -504,11 +508,16 @@ impl LiveHub {
     }
 
     /// Stores a partial segment and lists it for LL-HLS players.
-    async fn store_part(&self, stream_id: &str, part: PartOutput) -> anyhow::Result<()> {
+    async fn store_part(
+        &self,
+        stream_id: &str,
+        rendition: &str,
+        part: PartCut,
+    ) -> anyhow::Result<()> {
         let cid = self.put_file(part.bytes).await?;
         self.index.push_part(
             stream_id,
-            &part.rendition,
+            rendition,
             PartEntry {
                 sequence: part.sequence,
                 index: part.index,
