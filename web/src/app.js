@@ -5,6 +5,7 @@ import {
   onAuth, parseAmount, pricePerMinute, request, shortAddress, signIn,
 } from '/assets/streamweave.js';
 import { VideoUpload, formatBytes } from './upload.js';
+import { cameraPanel } from './golive.js';
 import { accountEventSections, eventPage, eventStudio, eventsPage, marketPage } from './events.js';
 import { membersNote, membershipPage, membershipStudio, poolEarnings, tierLimits, tierPrice } from './membership.js';
 
@@ -825,7 +826,7 @@ async function renderStudio(auth) {
       h('div', { class: 'row spread' }, h('h1', {}, selected.title), stateBadge(selected.state), h('a', { href: `/watch/${selected.id}` }, 'Open watch page')),
       h('div', { class: 'studio-grid' },
         h('div', {}, h('sw-player', { stream: selected.id, preview: true }), h('sw-earnings', { stream: selected.id })),
-        h('div', {}, keyPanel(selected), h('sw-chat', { stream: selected.id }))),
+        h('div', {}, keyPanel(selected), selected.state !== 'ended' && selected.source !== 'upload' ? cameraPanel(selected) : null, h('sw-chat', { stream: selected.id }))),
       streamForm(selected, () => renderStudio(currentAuth())));
   } else {
     detail.append(h('p', { class: 'muted' }, 'No streams yet: create one, then publish to it from OBS or ffmpeg.'));

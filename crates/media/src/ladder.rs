@@ -135,14 +135,19 @@ pub fn live_output_socket(out_dir: &Path, rendition: &str) -> std::path::PathBuf
     out_dir.join(format!("{rendition}.sock"))
 }
 
-/// ffmpeg arguments that read FLV on stdin and stream one fragmented MP4
+/// ffmpeg arguments that read the live source on stdin and stream one fragmented MP4
 /// per rendition (a fragment at every keyframe and every
 /// `part_duration_ms`) to the Unix socket [`live_output_socket`] names.
 pub fn ffmpeg_args(
+    input: LiveInput,
     renditions: &[Rendition],
     settings: &TranscodeSettings,
     out_dir: &Path,
 ) -> Vec<String> {
+    let format = match input {
+        LiveInput::Flv => "flv",
+        LiveInput::Matroska => "matroska",
+    };
     let input = [
         "-hide_banner",
         "-nostdin",
@@ -151,7 +156,7 @@ pub fn ffmpeg_args(
         "-fflags",
         "+genpts",
         "-f",
-        "flv",
+        format,
         "-i",
         "pipe:0",
     ];
@@ -163,6 +168,15 @@ pub fn ffmpeg_args(
         settings,
         Output::Fragments(out_dir),
     )
+}
+
+/// The container a live source reaches ffmpeg's stdin in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveInput {
+    /// FLV, from an RTMP publisher.
+    Flv,
+    /// Matroska, from a WebRTC publisher.
+    Matroska,
 }
 
 /// Where a ladder writes.
@@ -476,7 +490,12 @@ mod tests {
     #[test]
     fn args_have_one_output_per_rendition_with_aligned_keyframes() {
         let ladder = ladder_for_source(720);
-        let args = ffmpeg_args(&ladder, &TranscodeSettings::default(), Path::new("/w"));
+        let args = ffmpeg_args(
+            LiveInput::Flv,
+            &ladder,
+            &TranscodeSettings::default(),
+            Path::new("/w"),
+        );
         let outputs: Vec<&String> = args.iter().filter(|a| a.starts_with("unix://")).collect();
         assert_eq!(
             outputs,

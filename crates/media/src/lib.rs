@@ -9,12 +9,14 @@
 pub mod flv;
 pub mod fmp4;
 pub mod ladder;
+pub mod mkv;
 mod pipeline;
 pub mod playlist;
 pub mod probe;
 pub mod rtmp;
 pub mod rtmp_guard;
 pub mod vod;
+pub mod webrtc_feed;
 
 pub use ladder::{Rendition, RenditionKind, TranscodeSettings, ladder_for_source};
 pub use pipeline::{PipelineConfig, PipelineEvent, SegmentOutput, run_pipeline};

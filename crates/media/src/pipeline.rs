@@ -152,12 +152,30 @@ pub async fn run_pipeline(
     let _ = events.send(PipelineEvent::Finished { error }).await;
 }
 
-/// What the source looks like, from its first tags.
+/// What the source looks like, from its first tags (or its feed's start).
 struct Probe {
-    tags: Vec<MediaTag>,
+    /// What ffmpeg reads first.
+    prelude: Prelude,
     metadata: SourceMetadata,
     video_size: Option<(u32, u32)>,
     has_audio: bool,
+}
+
+/// The start of the source, held while probing.
+enum Prelude {
+    /// The FLV tags read so far.
+    Flv(Vec<MediaTag>),
+    /// A Matroska feed's header.
+    Matroska(Bytes),
+}
+
+impl Prelude {
+    fn input(&self) -> ladder::LiveInput {
+        match self {
+            Prelude::Flv(_) => ladder::LiveInput::Flv,
+            Prelude::Matroska(_) => ladder::LiveInput::Matroska,
+        }
+    }
 }
 
 async fn probe_source(
@@ -165,8 +183,9 @@ async fn probe_source(
     input: &mut mpsc::Receiver<IngestMessage>,
 ) -> Result<Option<Probe>, String> {
     let deadline = Instant::now() + config.probe_timeout;
+    let mut tags = Vec::new();
     let mut probe = Probe {
-        tags: Vec::new(),
+        prelude: Prelude::Flv(Vec::new()),
         metadata: SourceMetadata::default(),
         video_size: None,
         has_audio: false,
@@ -175,6 +194,7 @@ async fn probe_source(
     let mut tags_since_video = 0usize;
     loop {
         if probe.video_size.is_some() && (probe.has_audio || tags_since_video >= AUDIO_GRACE_TAGS) {
+            probe.prelude = Prelude::Flv(tags);
             return Ok(Some(probe));
         }
         let message = match tokio::time::timeout_at(deadline, input.recv()).await {
@@ -185,6 +205,15 @@ async fn probe_source(
         match message {
             IngestMessage::Abort(reason) => return Err(reason),
             IngestMessage::Metadata(metadata) => probe.metadata = metadata,
+            IngestMessage::MatroskaStart(start) if tags.is_empty() => {
+                probe.video_size = Some((start.width, start.height));
+                probe.has_audio = start.has_audio;
+                probe.prelude = Prelude::Matroska(start.header);
+                return Ok(Some(probe));
+            }
+            IngestMessage::MatroskaStart(_) | IngestMessage::Matroska(_) => {
+                return Err("the source mixed FLV and Matroska".into());
+            }
             IngestMessage::Tag(tag) => {
                 buffered_bytes += tag.body.len();
                 if probe.video_size.is_some() {
@@ -203,11 +232,10 @@ async fn probe_source(
                     }
                     TagKind::Script => {}
                 }
-                probe.tags.push(tag);
-                if buffered_bytes > PROBE_BUFFER_MAX_BYTES
-                    || probe.tags.len() > PROBE_BUFFER_MAX_TAGS
-                {
+                tags.push(tag);
+                if buffered_bytes > PROBE_BUFFER_MAX_BYTES || tags.len() > PROBE_BUFFER_MAX_TAGS {
                     if probe.video_size.is_some() {
+                        probe.prelude = Prelude::Flv(tags);
                         return Ok(Some(probe));
                     }
                     return Err("no H.264 video header at the start of the stream".into());
@@ -282,7 +310,12 @@ async fn run(
         ));
     }
     drop(output_tx);
-    let args = ladder::ffmpeg_args(&renditions, &config.transcode, &config.work_dir);
+    let args = ladder::ffmpeg_args(
+        probe.prelude.input(),
+        &renditions,
+        &config.transcode,
+        &config.work_dir,
+    );
     debug!(?args, "starting ffmpeg");
     let mut command = match config.niceness {
         Some(niceness) => {
@@ -338,7 +371,7 @@ async fn run(
         events,
         stderr_tail,
     };
-    let result = supervisor.drive(probe.tags, input).await;
+    let result = supervisor.drive(probe.prelude, input).await;
     // Whatever happened, never leave the child behind.
     let _ = supervisor.child.start_kill();
     let _ = supervisor.child.wait().await;
@@ -516,12 +549,17 @@ impl Supervisor<'_> {
 
     async fn drive(
         &mut self,
-        first_tags: Vec<MediaTag>,
+        prelude: Prelude,
         input: &mut mpsc::Receiver<IngestMessage>,
     ) -> Result<(), String> {
-        self.write_stdin(&flv::file_header()).await?;
-        for tag in &first_tags {
-            self.write_tag(tag).await?;
+        match prelude {
+            Prelude::Flv(tags) => {
+                self.write_stdin(&flv::file_header()).await?;
+                for tag in &tags {
+                    self.write_tag(tag).await?;
+                }
+            }
+            Prelude::Matroska(header) => self.write_stdin(&header).await?,
         }
         let mut stall_check = tokio::time::interval(Duration::from_millis(250));
         stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -531,7 +569,11 @@ impl Supervisor<'_> {
             tokio::select! {
                 message = input.recv(), if input_open => match message {
                     Some(IngestMessage::Tag(tag)) => self.write_tag(&tag).await?,
+                    Some(IngestMessage::Matroska(bytes)) => self.write_stdin(&bytes).await?,
                     Some(IngestMessage::Metadata(_)) => {}
+                    Some(IngestMessage::MatroskaStart(_)) => {
+                        return Err("the source started a second Matroska feed".into());
+                    }
                     Some(IngestMessage::Abort(reason)) => return Err(reason),
                     None => {
                         // Publisher finished: close stdin so ffmpeg flushes the last segments.

@@ -181,13 +181,20 @@ pub struct SourceMetadata {
     pub encoder: Option<String>,
 }
 
-/// What a publishing connection sends to its pipeline.
-#[derive(Debug, Clone)]
+/// What a publishing connection sends to its pipeline: FLV tags from an
+/// RTMP publisher, or a Matroska feed (from a WebRTC publisher, see
+/// [`crate::webrtc_feed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestMessage {
     /// The publisher's metadata (may come more than once).
     Metadata(SourceMetadata),
     /// An audio or video message.
     Tag(MediaTag),
+    /// The first message of a Matroska feed: the picture size, whether
+    /// there is audio, and the container's header.
+    MatroskaStart(crate::webrtc_feed::MatroskaStart),
+    /// More of a Matroska feed (clusters and blocks).
+    Matroska(bytes::Bytes),
     /// The publish failed for this reason (unsupported codec, protocol error);
     /// the pipeline should end with an error rather than finish normally.
     Abort(String),

@@ -161,6 +161,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         handshake_timeout: std::time::Duration::from_millis(settings.rtmp_handshake_timeout_ms),
         ..RtmpLimits::default()
     };
+    let webrtc = Arc::new(crate::live::webrtc::WebrtcIngest::new(
+        crate::live::webrtc::WebrtcSettings {
+            bind_ip: settings.webrtc_ip,
+            public_ip: settings.webrtc_public_ip,
+            max_sessions: settings.max_live_streams.saturating_mul(2).max(16),
+        },
+        publish_tx.clone(),
+    ));
     tokio::spawn(serve_rtmp(rtmp_listener, publish_tx, rtmp_limits));
 
     let ledger = db.clone();
@@ -417,6 +425,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             settings.challenges_per_ip_per_minute.min(30),
         )),
         chain,
+        webrtc,
     };
     if let Some(cluster) = &state.cluster {
         tokio::spawn(share_viewer_counts(

@@ -161,6 +161,15 @@ pub struct ServeArgs {
     /// RTMP connections not yet publishing, from one IP address.
     #[arg(long, env = "STREAMWEAVE_MAX_RTMP_PENDING_PER_IP")]
     pub max_rtmp_pending_per_ip: Option<usize>,
+    /// Address WebRTC (WHIP) media is received on, one UDP port per
+    /// publisher (default: the HTTP address's; `0.0.0.0` offers the
+    /// loopback and the machine's outbound address).
+    #[arg(long, env = "STREAMWEAVE_WEBRTC_IP")]
+    pub webrtc_ip: Option<std::net::IpAddr>,
+    /// The public address to offer publishers instead, for a server behind
+    /// a one-to-one NAT (same ports).
+    #[arg(long, env = "STREAMWEAVE_WEBRTC_PUBLIC_IP")]
+    pub webrtc_public_ip: Option<std::net::IpAddr>,
     /// Sign-in challenges one IP address may ask for in a minute (default
     /// 60, in bursts of up to 30; 100,000 with `--dev`).
     #[arg(long, env = "STREAMWEAVE_CHALLENGES_PER_IP_PER_MINUTE")]
@@ -291,6 +300,8 @@ struct FileConfig {
     http_header_timeout_ms: Option<u64>,
     rtmp_handshake_timeout_ms: Option<u64>,
     max_rtmp_pending_per_ip: Option<usize>,
+    webrtc_ip: Option<std::net::IpAddr>,
+    webrtc_public_ip: Option<std::net::IpAddr>,
     challenges_per_ip_per_minute: Option<u32>,
     max_upload_bytes: Option<u64>,
     upload_quota_bytes: Option<u64>,
@@ -359,6 +370,8 @@ pub struct Settings {
     pub http_header_timeout_ms: u64,
     pub rtmp_handshake_timeout_ms: u64,
     pub max_rtmp_pending_per_ip: usize,
+    pub webrtc_ip: std::net::IpAddr,
+    pub webrtc_public_ip: Option<std::net::IpAddr>,
     pub challenges_per_ip_per_minute: u32,
     pub max_upload_bytes: u64,
     pub upload_quota_bytes: u64,
@@ -616,6 +629,8 @@ impl Settings {
                 .or(file.max_rtmp_pending_per_ip)
                 .unwrap_or(8)
                 .max(1),
+            webrtc_ip: args.webrtc_ip.or(file.webrtc_ip).unwrap_or(http.ip()),
+            webrtc_public_ip: args.webrtc_public_ip.or(file.webrtc_public_ip),
             // Dev servers sign in load generators' thousands of viewers.
             challenges_per_ip_per_minute: args
                 .challenges_per_ip_per_minute

@@ -483,7 +483,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 (None, Some(height)) => {
                     let ladder = streamweave_media::ladder_for_source(height);
-                    streamweave_media::ladder::ffmpeg_args(&ladder, &settings, &out_dir)
+                    streamweave_media::ladder::ffmpeg_args(
+                        streamweave_media::ladder::LiveInput::Flv,
+                        &ladder,
+                        &settings,
+                        &out_dir,
+                    )
                 }
                 (None, None) => anyhow::bail!("give --source-height or --file"),
             };

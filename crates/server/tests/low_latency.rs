@@ -193,6 +193,31 @@ async fn live_renditions_serve_parts_with_blocking_reloads_and_meter_them() {
         assert_eq!(status, 400, "{query}: {problem}");
         assert_eq!(problem["status"], 400, "problem+json for {query}");
     }
+    // Part files that will never come: far past the live edge, or past the
+    // last part of a finished segment.
+    let (status, _) = bytes_as(
+        &server,
+        &format!("/live/{id}/360p/{}.0.m4s", next_segment + 10),
+        &creator_token,
+    )
+    .await;
+    assert_eq!(status, 404, "a part far past the live edge");
+    let (_, now_listed) = send(Method::GET, &server, &playlist_path, None, None).await;
+    let now_parts = parts_of(now_listed.as_str().expect("playlist"));
+    let finished = now_parts[0].0;
+    let last_index = now_parts
+        .iter()
+        .filter(|p| p.0 == finished)
+        .map(|p| p.1)
+        .max()
+        .expect("parts of the first listed segment");
+    let (status, _) = bytes_as(
+        &server,
+        &format!("/live/{id}/360p/{finished}.{}.m4s", last_index + 1),
+        &creator_token,
+    )
+    .await;
+    assert_eq!(status, 404, "a part past the last of a finished segment");
     let (status, problem) = send(
         Method::GET,
         &server,

@@ -21,6 +21,7 @@ mod ticketing;
 mod uploads;
 mod videos;
 mod web;
+mod whip;
 
 use std::sync::Arc;
 
@@ -102,6 +103,8 @@ pub struct AppState {
     pub challenge_limiter: Arc<crate::http::rate_limit::RateLimiter>,
     /// The escrow on chain, when channels are escrowed there.
     pub chain: Option<Arc<crate::chain::ChainLink>>,
+    /// Publishes over WebRTC (WHIP).
+    pub webrtc: Arc<crate::live::webrtc::WebrtcIngest>,
 }
 
 impl AppState {
@@ -158,6 +161,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(ticketing::routes())
         .merge(market::routes())
         .merge(memberships::routes())
+        .merge(whip::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.

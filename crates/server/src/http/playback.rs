@@ -260,10 +260,18 @@ pub async fn rendition_response(
     // ffmpeg to write it.
     match request.file {
         FileRequest::Playlist(Some((msn, part))) => {
-            wait_for_media(state, &media, rendition, msn, part).await?;
+            wait_for_media(state, &media, rendition, msn, part, Awaited::Playlist).await?;
         }
         FileRequest::Part(sequence, index) => {
-            wait_for_media(state, &media, rendition, sequence, Some(index)).await?;
+            wait_for_media(
+                state,
+                &media,
+                rendition,
+                sequence,
+                Some(index),
+                Awaited::PartFile,
+            )
+            .await?;
         }
         _ => {}
     }
@@ -343,6 +351,17 @@ pub async fn rendition_response(
     Ok(immutable_file(headers, &cid, content_type, bytes))
 }
 
+/// What a request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaited {
+    /// A blocking playlist reload (`_HLS_msn`, `_HLS_part`): a part past
+    /// the last of a finished segment means the next segment's first.
+    Playlist,
+    /// A part file (the preload hint): one past the last of a finished
+    /// segment, or far past the live edge, never comes.
+    PartFile,
+}
+
 /// Holds a blocking playlist reload (or a hinted part) until the
 /// rendition has segment `msn` (part `part` of it), for at most three
 /// target durations; a stream that is not live answers at once.
@@ -352,6 +371,7 @@ async fn wait_for_media(
     rendition: &str,
     msn: u64,
     part: Option<u32>,
+    awaited: Awaited,
 ) -> Result<(), ApiError> {
     let hold = std::time::Duration::from_millis(u64::from(state.settings.segment_duration_ms) * 3);
     let deadline = tokio::time::Instant::now() + hold;
@@ -368,14 +388,16 @@ async fn wait_for_media(
                 return Ok(());
             }
             let open = found.segments.len() as u64;
-            if msn > open.saturating_add(2) {
-                return Err(ApiError::bad_request(format!(
-                    "_HLS_msn {msn} is more than two segments past the live edge ({open})"
-                )));
-            }
-            // A part past the last of a finished segment will never come.
-            if let (Some(_), true) = (part, msn < open) {
-                return Ok(());
+            match awaited {
+                Awaited::Playlist if msn > open.saturating_add(2) => {
+                    return Err(ApiError::bad_request(format!(
+                        "_HLS_msn {msn} is more than two segments past the live edge ({open})"
+                    )));
+                }
+                Awaited::PartFile if msn > open.saturating_add(2) || msn < open => {
+                    return Err(ApiError::not_found("no such part"));
+                }
+                _ => {}
             }
             media.changes()
         };

@@ -10,5 +10,6 @@ mod hub;
 pub mod media_index;
 pub mod thumbnails;
 pub mod views;
+pub mod webrtc;
 
 pub use hub::{LiveHub, Takeover, rendition_records};
