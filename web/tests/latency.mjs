@@ -86,6 +86,70 @@ export function publishClock(url, seconds) {
   return { done, stop: () => { clearInterval(timer); ffmpeg.kill('SIGKILL'); } };
 }
 
+/**
+ * Publishes the clock from `page` (Chromium) over WHIP: a canvas on which
+ * each frame carries `Date.now()` as the same barcode, captured at 30 fps,
+ * with a tone for audio. `token` is the stream key. Answers { pc, stop }
+ * once the server answered; the page must stay open while it publishes.
+ */
+export async function publishClockWhip(page, base, streamId, token) {
+  await page.evaluate(async ({ url, token, geometry }) => {
+    const { width, height, cellWidth, cellHeight, columns, timeBits } = geometry;
+    const checkByte = (time) => {
+      let sum = 0x5a;
+      for (let shift = 0; shift < timeBits; shift += 8) sum = (sum + Math.floor(time / 2 ** shift) % 256) % 256;
+      return sum;
+    };
+    const canvas = document.createElement('canvas');
+    canvas.width = width;
+    canvas.height = height;
+    document.body.append(canvas);
+    const context = canvas.getContext('2d');
+    const draw = () => {
+      const time = Date.now();
+      const bits = [];
+      for (let i = timeBits - 1; i >= 0; i--) bits.push(Math.floor(time / 2 ** i) % 2);
+      const check = checkByte(time);
+      for (let i = 7; i >= 0; i--) bits.push((check >> i) & 1);
+      context.fillStyle = '#000';
+      context.fillRect(0, 0, width, height);
+      context.fillStyle = '#ebebeb';
+      bits.forEach((bit, i) => { if (bit) context.fillRect((i % columns) * cellWidth, Math.floor(i / columns) * cellHeight, cellWidth, cellHeight); });
+    };
+    draw();
+    window.clockTimer = setInterval(draw, 5);
+    const media = canvas.captureStream(30);
+    const audio = new AudioContext();
+    const tone = audio.createOscillator();
+    const sink = audio.createMediaStreamDestination();
+    tone.connect(sink);
+    tone.start();
+    media.addTrack(sink.stream.getAudioTracks()[0]);
+    const pc = new RTCPeerConnection();
+    for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); }; setTimeout(r, 2000); });
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` }, body: pc.localDescription.sdp });
+    if (res.status !== 201) throw new Error(`WHIP answered ${res.status}: ${await res.text()}`);
+    window.whipSession = new URL(res.headers.get('location'), url).href;
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    for (const sender of pc.getSenders()) {
+      if (sender.track?.kind !== 'video') continue;
+      const parameters = sender.getParameters();
+      parameters.degradationPreference = 'maintain-resolution';
+      await sender.setParameters(parameters).catch(() => {});
+    }
+    window.whipPc = pc;
+  }, { url: `${base}/api/v1/streams/${streamId}/whip`, token, geometry: { width: WIDTH, height: HEIGHT, cellWidth: CELL_WIDTH, cellHeight: CELL_HEIGHT, columns: COLUMNS, timeBits: TIME_BITS } });
+  return {
+    stop: () => page.evaluate(async (token) => {
+      clearInterval(window.clockTimer);
+      await fetch(window.whipSession, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } }).catch(() => {});
+      window.whipPc.close();
+    }, token),
+  };
+}
+
 /** Waits until the stream's first rendition lists a whole segment (what a
  * player needs to start; before that a live playlist has only parts). */
 export async function firstSegment(base, streamId) {
@@ -102,14 +166,19 @@ export async function firstSegment(base, streamId) {
 }
 
 /**
- * Opens `playlistUrl` in `page` with hls.js (low-latency mode or not) and
- * collects, for `seconds`, the latency of every displayed frame whose
- * barcode reads. Answers { samples (ms), firstFrameMs, unreadable }.
+ * Opens `url` in `page` and collects, for `seconds`, the latency of every
+ * displayed frame whose barcode reads. `url` is a playlist played with
+ * hls.js (low-latency mode or not), or with `whep: true` a WHEP endpoint
+ * (`bearer` for a paid stream's session). Gives up `firstFrameWaitMs`
+ * after `seconds` without a first frame. Answers { samples (ms),
+ * firstFrameMs, unreadable, notices (WHEP data channel messages) }.
  */
-export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds }) {
-  const require = createRequire(import.meta.url);
-  await page.addScriptTag({ path: require.resolve('hls.js/dist/hls.min.js') });
-  return page.evaluate(async ({ url, lowLatencyMode, seconds, geometry }) => {
+export async function watchLatency(page, url, { lowLatencyMode = false, whep = false, bearer = null, seconds, firstFrameWaitMs = 30_000 }) {
+  if (!whep) {
+    const require = createRequire(import.meta.url);
+    await page.addScriptTag({ path: require.resolve('hls.js/dist/hls.min.js') });
+  }
+  return page.evaluate(async ({ url, lowLatencyMode, whep, bearer, seconds, firstFrameWaitMs, geometry }) => {
     const { width, height, cellWidth, cellHeight, columns, rows, timeBits } = geometry;
     const checkByte = (time) => {
       let sum = 0x5a;
@@ -122,27 +191,50 @@ export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds 
     document.body.append(video);
     const canvas = new OffscreenCanvas(width, height);
     const context = canvas.getContext('2d', { willReadFrequently: true });
-    // eslint-disable-next-line no-undef
-    // As the web player: catch up to the target latency by playing up to 1.5x.
-    const hls = new Hls({ lowLatencyMode, maxLiveSyncPlaybackRate: 1.5 });
     const opened = performance.now();
-    hls.loadSource(url);
-    hls.attachMedia(video);
+    const notices = [];
+    let hls = null;
+    let pc = null;
+    let session = null;
+    if (whep) {
+      pc = new RTCPeerConnection();
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      const channel = pc.createDataChannel('notices');
+      channel.onmessage = (e) => notices.push(JSON.parse(e.data));
+      pc.ontrack = (e) => { if (e.track.kind === 'video') video.srcObject = new MediaStream([e.track]); };
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); }; setTimeout(r, 2000); });
+      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) }, body: pc.localDescription.sdp });
+      if (res.status !== 201) throw new Error(`WHEP answered ${res.status}: ${await res.text()}`);
+      session = new URL(res.headers.get('location'), url).href;
+      await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    } else {
+      // eslint-disable-next-line no-undef
+      // As the web player: catch up to the target latency by playing up to 1.5x.
+      hls = new Hls({ lowLatencyMode, maxLiveSyncPlaybackRate: 1.5 });
+      hls.loadSource(url);
+      hls.attachMedia(video);
+    }
     video.play().catch(() => {});
     const samples = [];
     let unreadable = 0;
     let firstFrameMs = null;
     await new Promise((resolve, reject) => {
       // eslint-disable-next-line no-undef
-      hls.on(Hls.Events.ERROR, (_event, data) => {
+      hls?.on(Hls.Events.ERROR, (_event, data) => {
         if (data.fatal) reject(new Error(`hls.js: ${data.details}`));
       });
       let stopAt = null;
+      // No picture at all within the wait: answer with no samples.
+      setTimeout(resolve, firstFrameWaitMs + seconds * 1000);
       const onFrame = (_now, metadata) => {
         const shownAt = performance.timeOrigin + metadata.expectedDisplayTime;
         if (firstFrameMs === null) {
           firstFrameMs = metadata.expectedDisplayTime - opened;
           stopAt = performance.now() + seconds * 1000;
+          // Also when the picture stops (a paused WHEP session).
+          setTimeout(resolve, seconds * 1000 + 100);
         }
         context.drawImage(video, 0, 0, width, height);
         const pixels = context.getImageData(0, 0, width, height).data;
@@ -165,10 +257,14 @@ export async function watchLatency(page, playlistUrl, { lowLatencyMode, seconds 
       };
       video.requestVideoFrameCallback(onFrame);
     });
-    hls.destroy();
+    hls?.destroy();
+    if (pc) {
+      await fetch(session, { method: 'DELETE' }).catch(() => {});
+      pc.close();
+    }
     video.remove();
-    return { samples, firstFrameMs, unreadable };
-  }, { url: playlistUrl, lowLatencyMode, seconds, geometry: { width: WIDTH, height: HEIGHT, cellWidth: CELL_WIDTH, cellHeight: CELL_HEIGHT, columns: COLUMNS, rows: ROWS, timeBits: TIME_BITS } });
+    return { samples, firstFrameMs, unreadable, notices };
+  }, { url, lowLatencyMode, whep, bearer, seconds, firstFrameWaitMs, geometry: { width: WIDTH, height: HEIGHT, cellWidth: CELL_WIDTH, cellHeight: CELL_HEIGHT, columns: COLUMNS, rows: ROWS, timeBits: TIME_BITS } });
 }
 
 /** The p-th percentile (0..100) of `values`. */

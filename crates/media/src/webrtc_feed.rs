@@ -110,6 +110,17 @@ impl WebrtcFeed {
         self.started
     }
 
+    /// The timestamp (ms from the feed's start) of the last video frame
+    /// written.
+    pub fn last_video_ms(&self) -> u64 {
+        self.last_video_ms
+    }
+
+    /// The timestamp of the last audio frame written.
+    pub fn last_audio_ms(&self) -> u64 {
+        self.last_audio_ms
+    }
+
     /// One video frame. `contiguous` is false when packets before it were
     /// lost. Answers what to send to the pipeline (nothing while waiting
     /// for a keyframe).
@@ -122,10 +133,7 @@ impl WebrtcFeed {
         contiguous: bool,
         frame: &[u8],
     ) -> Result<Vec<IngestMessage>, FeedError> {
-        let keyframe = match codec {
-            FeedVideoCodec::H264 => h264_keyframe(frame),
-            FeedVideoCodec::Vp8 => vp8_keyframe(frame),
-        };
+        let keyframe = is_keyframe(codec, frame);
         if !contiguous && !keyframe {
             self.waiting_for_keyframe = true;
         }
@@ -213,6 +221,14 @@ impl WebrtcFeed {
             true,
             frame,
         )))
+    }
+}
+
+/// Whether a frame is a keyframe (an H.264 IDR access unit, a VP8 key frame).
+pub fn is_keyframe(codec: FeedVideoCodec, frame: &[u8]) -> bool {
+    match codec {
+        FeedVideoCodec::H264 => h264_keyframe(frame),
+        FeedVideoCodec::Vp8 => vp8_keyframe(frame),
     }
 }
 

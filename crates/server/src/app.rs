@@ -165,7 +165,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         crate::live::webrtc::WebrtcSettings {
             bind_ip: settings.webrtc_ip,
             public_ip: settings.webrtc_public_ip,
-            max_sessions: settings.max_live_streams.saturating_mul(2).max(16),
+            max_publishers: settings.max_live_streams.saturating_mul(2).max(16),
+            max_viewers: settings.max_webrtc_viewers,
+            segment_duration_ms: settings.segment_duration_ms,
         },
         publish_tx.clone(),
     ));

@@ -170,6 +170,10 @@ pub struct ServeArgs {
     /// a one-to-one NAT (same ports).
     #[arg(long, env = "STREAMWEAVE_WEBRTC_PUBLIC_IP")]
     pub webrtc_public_ip: Option<std::net::IpAddr>,
+    /// WHEP viewers at once (each a UDP port and a forwarding task;
+    /// default 1000).
+    #[arg(long, env = "STREAMWEAVE_MAX_WEBRTC_VIEWERS")]
+    pub max_webrtc_viewers: Option<usize>,
     /// Sign-in challenges one IP address may ask for in a minute (default
     /// 60, in bursts of up to 30; 100,000 with `--dev`).
     #[arg(long, env = "STREAMWEAVE_CHALLENGES_PER_IP_PER_MINUTE")]
@@ -302,6 +306,7 @@ struct FileConfig {
     max_rtmp_pending_per_ip: Option<usize>,
     webrtc_ip: Option<std::net::IpAddr>,
     webrtc_public_ip: Option<std::net::IpAddr>,
+    max_webrtc_viewers: Option<usize>,
     challenges_per_ip_per_minute: Option<u32>,
     max_upload_bytes: Option<u64>,
     upload_quota_bytes: Option<u64>,
@@ -372,6 +377,7 @@ pub struct Settings {
     pub max_rtmp_pending_per_ip: usize,
     pub webrtc_ip: std::net::IpAddr,
     pub webrtc_public_ip: Option<std::net::IpAddr>,
+    pub max_webrtc_viewers: usize,
     pub challenges_per_ip_per_minute: u32,
     pub max_upload_bytes: u64,
     pub upload_quota_bytes: u64,
@@ -631,6 +637,10 @@ impl Settings {
                 .max(1),
             webrtc_ip: args.webrtc_ip.or(file.webrtc_ip).unwrap_or(http.ip()),
             webrtc_public_ip: args.webrtc_public_ip.or(file.webrtc_public_ip),
+            max_webrtc_viewers: args
+                .max_webrtc_viewers
+                .or(file.max_webrtc_viewers)
+                .unwrap_or(1000),
             // Dev servers sign in load generators' thousands of viewers.
             challenges_per_ip_per_minute: args
                 .challenges_per_ip_per_minute

@@ -21,7 +21,7 @@ mod ticketing;
 mod uploads;
 mod videos;
 mod web;
-mod whip;
+mod webrtc;
 
 use std::sync::Arc;
 
@@ -161,7 +161,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(ticketing::routes())
         .merge(market::routes())
         .merge(memberships::routes())
-        .merge(whip::routes())
+        .merge(webrtc::routes())
 }
 
 /// The whole router, and the OpenAPI document generated from the same routes.

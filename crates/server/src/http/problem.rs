@@ -197,8 +197,8 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    fn into_problem(self) -> (StatusCode, Problem) {
         let (status, slug, title) = self.kind.parts();
         let body = Problem {
             problem_type: format!("/problems/{slug}"),
@@ -207,6 +207,18 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             extensions: self.extensions,
         };
+        (status, body)
+    }
+
+    /// The problem document, as the HTTP answer's body would be.
+    pub fn problem_json(self) -> serde_json::Value {
+        serde_json::to_value(self.into_problem().1).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.into_problem();
         let retry_after_s = (status == StatusCode::TOO_MANY_REQUESTS)
             .then(|| {
                 body.extensions

@@ -513,7 +513,7 @@ async fn end_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn live_session(state: &AppState, session: &str) -> Result<Session, ApiError> {
+pub(super) async fn live_session(state: &AppState, session: &str) -> Result<Session, ApiError> {
     let now = now_ms();
     let found = match state.sessions.get(session, now) {
         Some(found) => found,
@@ -624,52 +624,8 @@ async fn session_file(
     };
     let price = meter.price;
     let channel_id = *channel_id;
-    let segment_target_ms = state.settings.segment_duration_ms;
     let gate = |span: MediaSpan| -> Result<(), ApiError> {
-        let paid = state
-            .payments
-            .channel(&channel_id)
-            .map(|c| c.redeemed)
-            .unwrap_or_default();
-        let (decision, paid_media_ms) = state
-            .sessions
-            .decide(&session, span, paid, now_ms())
-            .ok_or_else(|| ApiError::not_found("the session ended"))?;
-        state
-            .stats
-            .media_paid(&found.stream_id, found.viewer, paid_media_ms);
-        let details = |required: Amount| {
-            json!({
-                "channel_id": format!("{channel_id:#x}"),
-                "required_amount": required.to_string(),
-                // A part's segment is still being written: its target duration.
-                "segment": {
-                    "rendition": request.rendition,
-                    "sequence": span.position,
-                    "duration_ms": if span.whole { span.through_ms } else { span.through_ms.max(segment_target_ms) },
-                    "through_ms": span.through_ms,
-                    "whole": span.whole,
-                },
-                "price": { "amount": price.amount.to_string(), "period_seconds": price.period_seconds },
-            })
-        };
-        match decision {
-            GateDecision::Serve { .. } => Ok(()),
-            GateDecision::PaymentRequired { required } => Err(ApiError::custom(
-                StatusCode::PAYMENT_REQUIRED,
-                "payment-required",
-                "Payment required",
-                format!("sign a voucher for {required} on the channel, then retry"),
-            )
-            .with(details(required))),
-            GateDecision::CapReached { cap, required } => Err(ApiError::custom(
-                StatusCode::PAYMENT_REQUIRED,
-                "spending-cap-reached",
-                "Spending cap reached",
-                format!("this session may spend at most {cap}"),
-            )
-            .with(details(required))),
-        }
+        channel_gate(&state, &found, channel_id, price, &request.rendition, span)
     };
     // On nodes sharing a database the voucher may have been accepted by
     // another node: look once at the stored channel before asking again.
@@ -684,6 +640,64 @@ async fn session_file(
             return answer;
         }
         refreshed = true;
+    }
+}
+
+/// The gate of a session paying on `channel_id`: serve the media of
+/// `span` once the channel covers it, else a 402 whose details say what to
+/// pay (for HLS files and WHEP frames alike).
+pub(super) fn channel_gate(
+    state: &AppState,
+    found: &Session,
+    channel_id: B256,
+    price: streamweave_ledger::Price,
+    rendition: &str,
+    span: MediaSpan,
+) -> Result<(), ApiError> {
+    let segment_target_ms = state.settings.segment_duration_ms;
+    let paid = state
+        .payments
+        .channel(&channel_id)
+        .map(|c| c.redeemed)
+        .unwrap_or_default();
+    let (decision, paid_media_ms) = state
+        .sessions
+        .decide(&found.id, span, paid, now_ms())
+        .ok_or_else(|| ApiError::not_found("the session ended"))?;
+    state
+        .stats
+        .media_paid(&found.stream_id, found.viewer, paid_media_ms);
+    let details = |required: Amount| {
+        json!({
+            "channel_id": format!("{channel_id:#x}"),
+            "required_amount": required.to_string(),
+            // A part's segment is still being written: its target duration.
+            "segment": {
+                "rendition": rendition,
+                "sequence": span.position,
+                "duration_ms": if span.whole { span.through_ms } else { span.through_ms.max(segment_target_ms) },
+                "through_ms": span.through_ms,
+                "whole": span.whole,
+            },
+            "price": { "amount": price.amount.to_string(), "period_seconds": price.period_seconds },
+        })
+    };
+    match decision {
+        GateDecision::Serve { .. } => Ok(()),
+        GateDecision::PaymentRequired { required } => Err(ApiError::custom(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment-required",
+            "Payment required",
+            format!("sign a voucher for {required} on the channel, then retry"),
+        )
+        .with(details(required))),
+        GateDecision::CapReached { cap, required } => Err(ApiError::custom(
+            StatusCode::PAYMENT_REQUIRED,
+            "spending-cap-reached",
+            "Spending cap reached",
+            format!("this session may spend at most {cap}"),
+        )
+        .with(details(required))),
     }
 }
 

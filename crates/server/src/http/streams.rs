@@ -271,6 +271,10 @@ pub struct StreamView {
     pub preview_seconds: u32,
     /// Master playlist, relative to the server.
     pub playback_url: String,
+    /// While a WebRTC publisher sends the stream to this server: where to
+    /// POST a WHEP offer to watch its source with the least delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whep_url: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339, once live.
@@ -343,6 +347,8 @@ pub(super) fn view(
         }),
         preview_seconds: stream.preview_seconds,
         playback_url: format!("/live/{}/master.m3u8", stream.id),
+        whep_url: (stream.state == StreamState::Live && state.webrtc.has_source(&stream.id))
+            .then(|| format!("/api/v1/streams/{}/whep", stream.id)),
         created_at: rfc3339(stream.created_at_ms),
         started_at: stream.started_at_ms.map(rfc3339),
         ended_at: stream.ended_at_ms.map(rfc3339),

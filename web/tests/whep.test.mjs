@@ -1,0 +1,145 @@
+// Watching a browser's WebRTC publish over WHEP, in Chromium: a page
+// publishes a canvas whose every frame carries the clock as a barcode
+// (WHIP); other pages watch it over WHEP (the publisher's own frames
+// forwarded) and over LL-HLS (through the ladder), reading the barcode of
+// each displayed frame back. Then a paid stream: WHEP with a session's id
+// pauses at once with a 402 on the data channel and no picture, plays once
+// a payer keeps vouchers coming, and the channel pays for what was
+// forwarded. Bad input: no WebRTC publisher (409), no session on a paid
+// stream (401), not SDP (415), an unknown session (404).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { keccak256, toHex } from 'viem';
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
+import { firstSegment, percentile, publishClockWhip, watchLatency } from './latency.mjs';
+import { api, call, signInNode, startServer, until } from './support.mjs';
+
+const bin = process.env.STREAMWEAVE_BIN;
+const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
+const types = { Voucher: [{ name: 'channelId', type: 'bytes32' }, { name: 'cumulativeAmount', type: 'uint128' }] };
+
+/** Keeps a session paid up to its prepay window: each round asks for far too much and signs what the 409 allows. */
+function payer(base, channel, signer, domain) {
+  let stopped = false;
+  let last = 0n;
+  const done = (async () => {
+    while (!stopped) {
+      const tooMuch = await call(base, `/api/v1/channels/${channel}/vouchers`, { method: 'POST', body: { amount: '1000000000', signature: '0x' + '00'.repeat(65) } });
+      const max = BigInt(tooMuch.data?.max_amount ?? '0');
+      if (max > last) {
+        const signature = await signer.signTypedData({ domain, types, primaryType: 'Voucher', message: { channelId: channel, cumulativeAmount: max } });
+        const accepted = await call(base, `/api/v1/channels/${channel}/vouchers`, { method: 'POST', body: { amount: max.toString(), signature } });
+        assert.equal(accepted.status, 200, JSON.stringify(accepted.data));
+        last = max;
+      }
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  })();
+  return { stop: async () => { stopped = true; await done; return last; } };
+}
+
+test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stream, and refuses bad offers', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 300_000 }, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'streamweave-whep-'));
+  const { child, base } = await startServer(bin, join(work, 'data'));
+  let browser;
+  const publishers = [];
+  try {
+    const creator = privateKeyToAccount(generatePrivateKey());
+    const creatorToken = await signInNode(base, creator);
+    const free = await api(base, '/api/v1/streams', { method: 'POST', token: creatorToken, body: { title: 'Clock over WebRTC', access: 'free' } });
+    const freeKey = (await api(base, `/api/v1/streams/${free.id}/key`, { token: creatorToken })).stream_key;
+
+    browser = await chromium.launch({ executablePath: browserPath, args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
+    const publisherPage = await browser.newPage();
+    await publisherPage.goto(`${base}/api/v1/streams`);
+
+    // Before anything is published over WebRTC, WHEP has nothing to play.
+    const viewer = await browser.newPage();
+    await viewer.goto(`${base}/api/v1/streams`);
+    const offer = await viewer.evaluate(async () => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      await pc.setLocalDescription(await pc.createOffer());
+      const sdp = pc.localDescription.sdp;
+      pc.close();
+      return sdp;
+    });
+    const whep = (id, body, headers = {}) => fetch(`${base}/api/v1/streams/${id}/whep`, { method: 'POST', headers: { 'content-type': 'application/sdp', ...headers }, body });
+    let res = await whep(free.id, offer);
+    assert.equal(res.status, 409, 'no WebRTC publisher yet');
+    assert.equal((await res.json()).type, '/problems/not-published-over-webrtc');
+
+    // 1. The free stream, published from a canvas, watched over WHEP and LL-HLS.
+    publishers.push(await publishClockWhip(publisherPage, base, free.id, freeKey));
+    await until('the stream to be live', async () => (await api(base, `/api/v1/streams/${free.id}`)).state === 'live', 20_000);
+    await firstSegment(base, free.id);
+    const view = await api(base, `/api/v1/streams/${free.id}`);
+    assert.equal(view.whep_url, `/api/v1/streams/${free.id}/whep`, 'the stream says where to watch it over WHEP');
+    res = await whep(free.id, offer, {});
+    assert.equal(res.status, 201, 'a free stream needs no bearer');
+    const location = res.headers.get('location');
+    assert.match(location, new RegExp(`^/api/v1/streams/${free.id}/whep/[0-9a-f]{32}$`));
+    assert.equal((await fetch(base + location, { method: 'DELETE' })).status, 200, 'the session ends on DELETE');
+    assert.equal((await fetch(base + location, { method: 'DELETE' })).status, 404, 'and is gone');
+    assert.equal((await whep(free.id, offer, { 'content-type': 'text/plain' })).status, 415);
+
+    const overWhep = await watchLatency(viewer, `${base}/api/v1/streams/${free.id}/whep`, { whep: true, seconds: 6 });
+    assert.ok(overWhep.samples.length >= 60, `frames read over WHEP: ${overWhep.samples.length} (unreadable ${overWhep.unreadable})`);
+    assert.ok(overWhep.samples.length > 4 * overWhep.unreadable, 'the barcode survives the publisher\'s encoder');
+    assert.ok(percentile(overWhep.samples, 50) > 0, 'a frame is shown after it was drawn');
+    const overHls = await watchLatency(viewer, `${base}/live/${free.id}/master.m3u8`, { lowLatencyMode: true, seconds: 4 });
+    assert.ok(overHls.samples.length >= 30, `frames read over LL-HLS from the WebRTC publish: ${overHls.samples.length}`);
+    assert.ok(percentile(overHls.samples, 50) > percentile(overWhep.samples, 50), 'the ladder adds delay that WHEP does not');
+    console.log(`WHEP p50 ${Math.round(percentile(overWhep.samples, 50))} ms, LL-HLS p50 ${Math.round(percentile(overHls.samples, 50))} ms`);
+
+    // 2. A paid stream: 1000 base units a second.
+    const paid = await api(base, '/api/v1/streams', { method: 'POST', token: creatorToken, body: { title: 'Paid clock', access: 'per_second', price: { amount: '60000', period_seconds: 60 } } });
+    const paidKey = (await api(base, `/api/v1/streams/${paid.id}/key`, { token: creatorToken })).stream_key;
+    const paidPublisher = await browser.newPage();
+    await paidPublisher.goto(`${base}/api/v1/streams`);
+    publishers.push(await publishClockWhip(paidPublisher, base, paid.id, paidKey));
+    await until('the paid stream to be live', async () => (await api(base, `/api/v1/streams/${paid.id}`)).state === 'live', 20_000);
+    assert.equal((await whep(paid.id, offer)).status, 401, 'a paid stream needs a session');
+
+    const watcher = privateKeyToAccount(generatePrivateKey());
+    const watcherToken = await signInNode(base, watcher);
+    await api(base, '/api/v1/dev/faucet', { method: 'POST', body: { address: watcher.address, amount: '5000000' } });
+    const signer = privateKeyToAccount(generatePrivateKey());
+    const channel = await api(base, '/api/v1/channels', { method: 'POST', token: watcherToken, body: { payee: creator.address, deposit: '1000000', signer: signer.address, salt: keccak256(toHex(paid.id)) } });
+    const session = await api(base, `/api/v1/streams/${paid.id}/sessions`, { method: 'POST', token: watcherToken, body: { channel_id: channel.id } });
+    const config = await api(base, '/api/v1/payments/config');
+
+    // Unpaid: a 402 on the data channel, no picture.
+    const unpaid = await watchLatency(viewer, `${base}/api/v1/streams/${paid.id}/whep`, { whep: true, bearer: session.id, seconds: 1, firstFrameWaitMs: 4000 });
+    assert.equal(unpaid.samples.length, 0, 'nothing shown before payment');
+    const due = unpaid.notices.find((n) => n.notice === 'payment-required');
+    assert.ok(due, `a payment-required notice: ${JSON.stringify(unpaid.notices)}`);
+    assert.equal(due.problem.status, 402);
+    assert.equal(due.problem.channel_id, channel.id);
+    assert.equal(due.problem.segment.rendition, 'source');
+    assert.ok(BigInt(due.problem.required_amount) > 0n);
+
+    // Paid as it plays: the picture comes, and the channel pays for about what was forwarded.
+    const paying = payer(base, channel.id, signer, config.eip712_domain);
+    const started = Date.now();
+    const watched = await watchLatency(viewer, `${base}/api/v1/streams/${paid.id}/whep`, { whep: true, bearer: session.id, seconds: 5 });
+    const elapsedMs = Date.now() - started;
+    const paidAmount = await paying.stop();
+    assert.ok(watched.samples.length >= 60, `frames read while paying: ${watched.samples.length}`);
+    const redeemed = BigInt((await api(base, `/api/v1/channels/${channel.id}`, { token: watcherToken })).redeemed);
+    assert.equal(redeemed, paidAmount);
+    // 1000 units a second: at least the seconds watched, at most those plus the prepay window (2 segments + slack) and the first wait.
+    assert.ok(redeemed >= 4000n, `paid ${redeemed} for 5 s watched`);
+    assert.ok(redeemed <= BigInt(Math.ceil(elapsedMs / 1000) + 6) * 1000n, `paid ${redeemed} within ${elapsedMs} ms`);
+  } finally {
+    for (const publisher of publishers) await publisher.stop().catch(() => {});
+    await browser?.close();
+    child.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+});
