@@ -155,7 +155,7 @@ class SwPlayer extends Base {
     };
     document.addEventListener('sw-reaction', this.onReaction);
     this.stopAuth = this.watchAuth(() => {
-      if (!this.stream || this.hls) return;
+      if (!this.stream || this.hls || this.whep) return;
       if (this.isTicketed()) this.startTicket();
       else if (this.isMembers()) this.startMember();
       else if (this.isPaid() && !this.hasAttribute('preview')) this.showGate();
@@ -324,7 +324,7 @@ class SwPlayer extends Base {
         const was = this.stream.state;
         this.stream.state = event.state;
         this.showBadge(event.state);
-        if (was === 'idle' && event.state === 'live' && !this.hls) {
+        if (was === 'idle' && event.state === 'live' && !this.hls && !this.whep) {
           if (this.isTicketed()) this.startTicket();
           else if (this.isMembers()) this.startMember();
           else if (!this.isPaid() || this.hasAttribute('preview')) this.startFree();
@@ -342,7 +342,60 @@ class SwPlayer extends Base {
       return;
     }
     this.overlay.hidden = true;
+    // Published over WebRTC to this server: its own frames over WHEP, the least delay (HLS if that fails).
+    if (this.stream.whep_url && globalThis.RTCPeerConnection && !this.hasAttribute('hls')) {
+      this.attachWhep(this.server + this.stream.whep_url).catch(() => {
+        this.teardownWhep();
+        this.attach(this.server + this.stream.playback_url);
+      });
+      return;
+    }
     this.attach(this.server + this.stream.playback_url);
+  }
+
+  /** Plays a WHEP endpoint: the publisher's frames forwarded as they arrive. */
+  async attachWhep(url) {
+    const pc = new RTCPeerConnection();
+    this.whep = { pc, session: null };
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.createDataChannel('notices');
+    const media = new MediaStream();
+    pc.ontrack = (e) => {
+      media.addTrack(e.track);
+      this.video.srcObject = media;
+      this.video.play().catch(() => {});
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') { resolve(); return; }
+      pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') resolve(); });
+      setTimeout(resolve, 2000);
+    });
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (res.status !== 201) throw new Error(`WHEP: ${res.status}`);
+    this.whep.session = new URL(res.headers.get('location'), new URL(url, location.href)).href;
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    this.quality.replaceChildren(h('option', { value: '-1' }, 'Source (WebRTC)'));
+    this.video.addEventListener('playing', () => {
+      this.setState('playing');
+      this.say('Playing over WebRTC: the least delay.');
+    }, { once: true });
+    pc.addEventListener('connectionstatechange', () => {
+      if (this.whep?.pc !== pc || !['failed', 'closed'].includes(pc.connectionState)) return;
+      // The publisher left or the network failed: HLS has the stream (or its end).
+      this.teardownWhep();
+      this.retry = setTimeout(() => this.attach(this.server + this.stream.playback_url), 1000);
+    });
+  }
+
+  teardownWhep() {
+    if (!this.whep) return;
+    const { pc, session } = this.whep;
+    this.whep = null;
+    pc.close();
+    if (session) fetch(session, { method: 'DELETE' }).catch(() => {});
+    this.video.srcObject = null;
   }
 
   // -- ticketed events --
@@ -827,6 +880,7 @@ class SwPlayer extends Base {
 
   teardown(endSession = true) {
     clearTimeout(this.retry);
+    this.teardownWhep();
     this.hls?.destroy();
     this.hls = null;
     if (endSession) {

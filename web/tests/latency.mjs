@@ -171,7 +171,8 @@ export async function firstSegment(base, streamId) {
  * hls.js (low-latency mode or not), or with `whep: true` a WHEP endpoint
  * (`bearer` for a paid stream's session). Gives up `firstFrameWaitMs`
  * after `seconds` without a first frame. Answers { samples (ms),
- * firstFrameMs, unreadable, notices (WHEP data channel messages) }.
+ * firstFrameMs, unreadable, notices (WHEP data channel messages),
+ * maxGapMs (the longest freeze) }.
  */
 export async function watchLatency(page, url, { lowLatencyMode = false, whep = false, bearer = null, seconds, firstFrameWaitMs = 30_000 }) {
   if (!whep) {
@@ -220,6 +221,9 @@ export async function watchLatency(page, url, { lowLatencyMode = false, whep = f
     const samples = [];
     let unreadable = 0;
     let firstFrameMs = null;
+    // The longest time between two displayed frames (a freeze).
+    let lastShownAt = null;
+    let maxGapMs = 0;
     await new Promise((resolve, reject) => {
       // eslint-disable-next-line no-undef
       hls?.on(Hls.Events.ERROR, (_event, data) => {
@@ -230,6 +234,8 @@ export async function watchLatency(page, url, { lowLatencyMode = false, whep = f
       setTimeout(resolve, firstFrameWaitMs + seconds * 1000);
       const onFrame = (_now, metadata) => {
         const shownAt = performance.timeOrigin + metadata.expectedDisplayTime;
+        if (lastShownAt !== null) maxGapMs = Math.max(maxGapMs, shownAt - lastShownAt);
+        lastShownAt = shownAt;
         if (firstFrameMs === null) {
           firstFrameMs = metadata.expectedDisplayTime - opened;
           stopAt = performance.now() + seconds * 1000;
@@ -263,7 +269,7 @@ export async function watchLatency(page, url, { lowLatencyMode = false, whep = f
       pc.close();
     }
     video.remove();
-    return { samples, firstFrameMs, unreadable, notices };
+    return { samples, firstFrameMs, unreadable, notices, maxGapMs };
   }, { url, lowLatencyMode, whep, bearer, seconds, firstFrameWaitMs, geometry: { width: WIDTH, height: HEIGHT, cellWidth: CELL_WIDTH, cellHeight: CELL_HEIGHT, columns: COLUMNS, rows: ROWS, timeBits: TIME_BITS } });
 }
 
@@ -275,8 +281,10 @@ export function percentile(values, p) {
 
 /**
  * The benchmark (scripts/bench/latency.sh): `node tests/latency.mjs BIN
- * [seconds]` starts BIN, publishes the clock, and measures LL-HLS and plain
- * HLS in turn in Chromium; prints one markdown table.
+ * [seconds]` starts BIN, publishes the clock over RTMP (ffmpeg) and over
+ * WHIP (a canvas in Chromium), and measures LL-HLS, plain HLS and WHEP in
+ * turn in Chromium, then WHEP with 5 % of datagrams lost; prints one
+ * markdown table.
  */
 async function bench(bin, seconds) {
   const { mkdtempSync, rmSync } = await import('node:fs');
@@ -285,33 +293,55 @@ async function bench(bin, seconds) {
   const { chromium } = await import('playwright-core');
   const { generatePrivateKey, privateKeyToAccount } = await import('viem/accounts');
   const { api, signInNode, startServer, until } = await import('./support.mjs');
-  const dir = mkdtempSync(join(tmpdir(), 'sw-latency-bench-'));
-  const server = await startServer(bin, dir);
   const browser = await chromium.launch({ executablePath: process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
-  let publisher;
-  try {
-    const token = await signInNode(server.base, privateKeyToAccount(generatePrivateKey()));
-    const stream = await api(server.base, '/api/v1/streams', { method: 'POST', token, body: { title: 'clock' } });
-    publisher = publishClock(`rtmp://${server.rtmp}/live/${stream.stream_key}`, 2 * seconds + 60);
-    await until('the stream to go live', async () => (await api(server.base, `/api/v1/streams/${stream.id}`)).state === 'live');
-    // A few segments in, as a viewer joining a running stream.
-    await firstSegment(server.base, stream.id);
-    await new Promise((r) => setTimeout(r, 6000));
+  const ms = (v) => `${Math.round(v)} ms`;
+  const row = (name, { samples, firstFrameMs, maxGapMs }) => console.log(`| ${name} | ${samples.length} | ${ms(percentile(samples, 50))} | ${ms(percentile(samples, 95))} | ${ms(Math.max(...samples))} | ${ms(firstFrameMs)} | ${ms(maxGapMs)} |`);
+  /** A server (with `args`) and a stream on it, published by `publish(server, stream)`. */
+  const withStream = async (args, publish, measure) => {
+    const dir = mkdtempSync(join(tmpdir(), 'sw-latency-bench-'));
+    const server = await startServer(bin, dir, args);
+    let publisher;
+    try {
+      const token = await signInNode(server.base, privateKeyToAccount(generatePrivateKey()));
+      const stream = await api(server.base, '/api/v1/streams', { method: 'POST', token, body: { title: 'clock' } });
+      publisher = await publish(server, stream);
+      await until('the stream to go live', async () => (await api(server.base, `/api/v1/streams/${stream.id}`)).state === 'live');
+      // A few segments in, as a viewer joining a running stream.
+      await firstSegment(server.base, stream.id);
+      await new Promise((r) => setTimeout(r, 6000));
+      const page = await browser.newPage();
+      await page.goto(`${server.base}/api/v1/streams`);
+      await measure(server, stream, page);
+    } finally {
+      await publisher?.stop();
+      server.child.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const overRtmp = async (server, stream) => publishClock(`rtmp://${server.rtmp}/live/${stream.stream_key}`, 3 * seconds + 60);
+  const overWhip = async (server, stream) => {
     const page = await browser.newPage();
     await page.goto(`${server.base}/api/v1/streams`);
-    const url = `${server.base}/live/${stream.id}/master.m3u8`;
-    console.log('| path | frames | p50 | p95 | max | first frame |');
-    console.log('| --- | --- | --- | --- | --- | --- |');
-    for (const [name, lowLatencyMode] of [['LL-HLS (hls.js low-latency mode)', true], ['HLS, 2 s segments (hls.js, parts ignored)', false]]) {
-      const { samples, firstFrameMs } = await watchLatency(page, url, { lowLatencyMode, seconds });
-      const ms = (v) => `${Math.round(v)} ms`;
-      console.log(`| ${name} | ${samples.length} | ${ms(percentile(samples, 50))} | ${ms(percentile(samples, 95))} | ${ms(Math.max(...samples))} | ${ms(firstFrameMs)} |`);
-    }
+    const published = await publishClockWhip(page, server.base, stream.id, stream.stream_key);
+    return { stop: async () => { await published.stop().catch(() => {}); await page.close(); } };
+  };
+  try {
+    console.log('| publisher -> viewer | frames | p50 | p95 | max | first frame | longest freeze |');
+    console.log('| --- | --- | --- | --- | --- | --- | --- |');
+    await withStream([], overRtmp, async (server, stream, page) => {
+      const url = `${server.base}/live/${stream.id}/master.m3u8`;
+      row('RTMP (ffmpeg) -> LL-HLS (hls.js low-latency mode)', await watchLatency(page, url, { lowLatencyMode: true, seconds }));
+      row('RTMP (ffmpeg) -> HLS, 2 s segments (hls.js, parts ignored)', await watchLatency(page, url, { lowLatencyMode: false, seconds }));
+    });
+    await withStream([], overWhip, async (server, stream, page) => {
+      row('WHIP (Chromium) -> WHEP', await watchLatency(page, `${server.base}/api/v1/streams/${stream.id}/whep`, { whep: true, seconds }));
+      row('WHIP (Chromium) -> LL-HLS (hls.js low-latency mode)', await watchLatency(page, `${server.base}/live/${stream.id}/master.m3u8`, { lowLatencyMode: true, seconds }));
+    });
+    await withStream(['--webrtc-simulated-loss-percent', '5'], overWhip, async (server, stream, page) => {
+      row('WHIP -> WHEP, 5 % of datagrams lost both ways', await watchLatency(page, `${server.base}/api/v1/streams/${stream.id}/whep`, { whep: true, seconds }));
+    });
   } finally {
-    publisher?.stop();
     await browser.close();
-    server.child.kill();
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 

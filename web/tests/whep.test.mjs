@@ -2,10 +2,11 @@
 // publishes a canvas whose every frame carries the clock as a barcode
 // (WHIP); other pages watch it over WHEP (the publisher's own frames
 // forwarded) and over LL-HLS (through the ladder), reading the barcode of
-// each displayed frame back. Then a paid stream: WHEP with a session's id
+// each displayed frame back; the watch page's player picks WHEP. Then a paid stream: WHEP with a session's id
 // pauses at once with a 402 on the data channel and no picture, plays once
 // a payer keeps vouchers coming, and the channel pays for what was
-// forwarded. Bad input: no WebRTC publisher (409), no session on a paid
+// forwarded; the same session then plays over LL-HLS, paid on the same
+// channel. Bad input: no WebRTC publisher (409), no session on a paid
 // stream (401), not SDP (415), an unknown session (404).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,9 +24,9 @@ const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
 const types = { Voucher: [{ name: 'channelId', type: 'bytes32' }, { name: 'cumulativeAmount', type: 'uint128' }] };
 
 /** Keeps a session paid up to its prepay window: each round asks for far too much and signs what the 409 allows. */
-function payer(base, channel, signer, domain) {
+function payer(base, channel, signer, domain, paidBefore = 0n) {
   let stopped = false;
-  let last = 0n;
+  let last = paidBefore;
   const done = (async () => {
     while (!stopped) {
       const tooMuch = await call(base, `/api/v1/channels/${channel}/vouchers`, { method: 'POST', body: { amount: '1000000000', signature: '0x' + '00'.repeat(65) } });
@@ -97,6 +98,21 @@ test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stre
     assert.ok(percentile(overHls.samples, 50) > percentile(overWhep.samples, 50), 'the ladder adds delay that WHEP does not');
     console.log(`WHEP p50 ${Math.round(percentile(overWhep.samples, 50))} ms, LL-HLS p50 ${Math.round(percentile(overHls.samples, 50))} ms`);
 
+    // The watch page plays it over WebRTC.
+    const watchPage = await browser.newPage();
+    const watchErrors = [];
+    watchPage.on('pageerror', (e) => watchErrors.push(e.message));
+    watchPage.on('console', (m) => { if (m.type() === 'error') watchErrors.push(m.text()); });
+    await watchPage.goto(`${base}/watch/${free.id}`);
+    try {
+      await watchPage.getByText('Playing over WebRTC: the least delay.').waitFor({ timeout: 20_000 });
+    } catch (err) {
+      const shown = await watchPage.locator('sw-player').evaluate((el) => [...el.shadowRoot.querySelectorAll('div,p,span,option')].map((e) => e.textContent).filter(Boolean).slice(-12).join(' / '));
+      throw new Error(`${err.message}; the player shows: ${shown}; errors: ${watchErrors.join(' | ')}`);
+    }
+    assert.equal(await watchPage.locator('sw-player select[aria-label=Quality] option').first().textContent(), 'Source (WebRTC)');
+    await watchPage.close();
+
     // 2. A paid stream: 1000 base units a second.
     const paid = await api(base, '/api/v1/streams', { method: 'POST', token: creatorToken, body: { title: 'Paid clock', access: 'per_second', price: { amount: '60000', period_seconds: 60 } } });
     const paidKey = (await api(base, `/api/v1/streams/${paid.id}/key`, { token: creatorToken })).stream_key;
@@ -136,6 +152,13 @@ test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stre
     // 1000 units a second: at least the seconds watched, at most those plus the prepay window (2 segments + slack) and the first wait.
     assert.ok(redeemed >= 4000n, `paid ${redeemed} for 5 s watched`);
     assert.ok(redeemed <= BigInt(Math.ceil(elapsedMs / 1000) + 6) * 1000n, `paid ${redeemed} within ${elapsedMs} ms`);
+
+    // The same session over LL-HLS through the ladder, paid the same way.
+    const payingAgain = payer(base, channel.id, signer, config.eip712_domain, redeemed);
+    const overPaidHls = await watchLatency(viewer, `${base}${session.playback_url}`, { lowLatencyMode: true, seconds: 4 });
+    const paidInAll = await payingAgain.stop();
+    assert.ok(overPaidHls.samples.length >= 30, `frames read over the paid session's LL-HLS: ${overPaidHls.samples.length}`);
+    assert.ok(paidInAll > redeemed, 'HLS is paid on the same channel');
   } finally {
     for (const publisher of publishers) await publisher.stop().catch(() => {});
     await browser?.close();

@@ -168,6 +168,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             max_publishers: settings.max_live_streams.saturating_mul(2).max(16),
             max_viewers: settings.max_webrtc_viewers,
             segment_duration_ms: settings.segment_duration_ms,
+            simulated_loss_percent: settings.webrtc_simulated_loss_percent,
         },
         publish_tx.clone(),
     ));

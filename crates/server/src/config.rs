@@ -174,6 +174,11 @@ pub struct ServeArgs {
     /// default 1000).
     #[arg(long, env = "STREAMWEAVE_MAX_WEBRTC_VIEWERS")]
     pub max_webrtc_viewers: Option<usize>,
+    /// Testing only: drop this percentage (0 to 50) of WebRTC datagrams
+    /// both ways, to see how publishers and viewers ride out a lossy
+    /// network (default 0).
+    #[arg(long, env = "STREAMWEAVE_WEBRTC_SIMULATED_LOSS_PERCENT")]
+    pub webrtc_simulated_loss_percent: Option<u8>,
     /// Sign-in challenges one IP address may ask for in a minute (default
     /// 60, in bursts of up to 30; 100,000 with `--dev`).
     #[arg(long, env = "STREAMWEAVE_CHALLENGES_PER_IP_PER_MINUTE")]
@@ -307,6 +312,7 @@ struct FileConfig {
     webrtc_ip: Option<std::net::IpAddr>,
     webrtc_public_ip: Option<std::net::IpAddr>,
     max_webrtc_viewers: Option<usize>,
+    webrtc_simulated_loss_percent: Option<u8>,
     challenges_per_ip_per_minute: Option<u32>,
     max_upload_bytes: Option<u64>,
     upload_quota_bytes: Option<u64>,
@@ -378,6 +384,7 @@ pub struct Settings {
     pub webrtc_ip: std::net::IpAddr,
     pub webrtc_public_ip: Option<std::net::IpAddr>,
     pub max_webrtc_viewers: usize,
+    pub webrtc_simulated_loss_percent: u8,
     pub challenges_per_ip_per_minute: u32,
     pub max_upload_bytes: u64,
     pub upload_quota_bytes: u64,
@@ -641,6 +648,17 @@ impl Settings {
                 .max_webrtc_viewers
                 .or(file.max_webrtc_viewers)
                 .unwrap_or(1000),
+            webrtc_simulated_loss_percent: {
+                let loss = args
+                    .webrtc_simulated_loss_percent
+                    .or(file.webrtc_simulated_loss_percent)
+                    .unwrap_or(0);
+                anyhow::ensure!(
+                    loss <= 50,
+                    "--webrtc-simulated-loss-percent must be 0 to 50"
+                );
+                loss
+            },
             // Dev servers sign in load generators' thousands of viewers.
             challenges_per_ip_per_minute: args
                 .challenges_per_ip_per_minute

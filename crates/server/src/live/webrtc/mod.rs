@@ -63,6 +63,10 @@ pub struct WebrtcSettings {
     /// Segment duration: WHEP media time is metered in the same positions
     /// as the ladder's segments.
     pub segment_duration_ms: u32,
+    /// Datagrams dropped on purpose, in percent of those sent and
+    /// received (0 in production): how a lossy network is simulated
+    /// where the kernel has no netem.
+    pub simulated_loss_percent: u8,
 }
 
 /// Why an offer was not taken.
@@ -311,7 +315,11 @@ impl WebrtcIngest {
     async fn open(&self, offer_sdp: &str) -> Result<(Transport, Rtc, String), WebrtcError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp)
             .map_err(|err| WebrtcError::BadOffer(err.to_string()))?;
-        let transport = Transport::open(&self.candidate_addresses()).await?;
+        let transport = Transport::open(
+            &self.candidate_addresses(),
+            self.settings.simulated_loss_percent,
+        )
+        .await?;
         let mut rtc = RtcConfig::new()
             .set_crypto_provider(self.crypto.clone())
             .set_ice_lite(true)
@@ -451,6 +459,22 @@ impl Datagram {
     }
 }
 
+/// Feeds str0m what woke a session's loop: a datagram (skipped when it is
+/// not STUN, DTLS or RTP), or else its timeout.
+fn feed(rtc: &mut Rtc, datagram: Option<&Datagram>) {
+    let input = match datagram {
+        Some(datagram) => match datagram.input() {
+            Some(input) => input,
+            None => return,
+        },
+        None => Input::Timeout(Instant::now()),
+    };
+    if let Err(err) = rtc.handle_input(input) {
+        // A malformed packet from the network is not the end.
+        tracing::debug!(%err, "WebRTC input refused");
+    }
+}
+
 /// A session's sockets: one per offered address, each read by a task into
 /// one bounded queue (a datagram that does not fit is dropped, as the
 /// network would).
@@ -458,10 +482,16 @@ struct Transport {
     senders: Vec<(Arc<UdpSocket>, SocketAddr)>,
     datagrams: mpsc::Receiver<Datagram>,
     readers: tokio::task::JoinSet<()>,
+    loss_percent: u8,
+}
+
+/// Whether a datagram is lost to the simulated network.
+fn lost(loss_percent: u8) -> bool {
+    loss_percent > 0 && rand::rng().random_range(0..100u8) < loss_percent
 }
 
 impl Transport {
-    async fn open(addresses: &[(IpAddr, IpAddr)]) -> std::io::Result<Transport> {
+    async fn open(addresses: &[(IpAddr, IpAddr)], loss_percent: u8) -> std::io::Result<Transport> {
         let (datagram_tx, datagrams) = mpsc::channel(DATAGRAM_QUEUE);
         let mut senders = Vec::new();
         let mut readers = tokio::task::JoinSet::new();
@@ -469,12 +499,18 @@ impl Transport {
             let socket = Arc::new(UdpSocket::bind(SocketAddr::new(bind, 0)).await?);
             let offered = SocketAddr::new(offered_ip, socket.local_addr()?.port());
             senders.push((socket.clone(), offered));
-            readers.spawn(read_datagrams(socket, offered, datagram_tx.clone()));
+            readers.spawn(read_datagrams(
+                socket,
+                offered,
+                datagram_tx.clone(),
+                loss_percent,
+            ));
         }
         Ok(Transport {
             senders,
             datagrams,
             readers,
+            loss_percent,
         })
     }
 
@@ -484,6 +520,9 @@ impl Transport {
 
     /// Sends from the socket of the candidate str0m chose.
     fn send(&self, transmit: &Transmit) {
+        if lost(self.loss_percent) {
+            return;
+        }
         let socket = self
             .senders
             .iter()
@@ -510,6 +549,7 @@ async fn read_datagrams(
     socket: Arc<UdpSocket>,
     offered: SocketAddr,
     datagrams: mpsc::Sender<Datagram>,
+    loss_percent: u8,
 ) {
     let mut buffer = vec![0u8; DATAGRAM_MAX_BYTES];
     loop {
@@ -518,6 +558,9 @@ async fn read_datagrams(
             // ICMP errors of earlier sends show up here; keep reading.
             Err(_) => continue,
         };
+        if lost(loss_percent) {
+            continue;
+        }
         let datagram = Datagram {
             bytes: buffer[..read].to_vec(),
             source,

@@ -10,11 +10,10 @@
 //! gate lets through resumes the picture at a keyframe.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Output, Rtc};
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::debug;
@@ -159,16 +158,7 @@ impl PlaySession {
                 }
                 _ = end.notified() => break Ok("ended by the viewer"),
             };
-            let input = match &datagram {
-                Some(datagram) => match datagram.input() {
-                    Some(input) => input,
-                    None => continue,
-                },
-                None => Input::Timeout(Instant::now()),
-            };
-            if let Err(err) = self.rtc.handle_input(input) {
-                debug!(%err, "WebRTC input refused");
-            }
+            super::feed(&mut self.rtc, datagram.as_ref());
         };
         self.rtc.disconnect();
         outcome

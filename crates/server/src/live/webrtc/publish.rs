@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Output, Rtc};
 use streamweave_media::IngestMessage;
 use streamweave_media::webrtc_feed::{FeedVideoCodec, WebrtcFeed, is_keyframe};
 use tokio::sync::{Notify, mpsc};
@@ -103,17 +103,7 @@ impl PublishSession {
                 }
                 _ = end.notified() => break Ok("ended by its publisher"),
             };
-            let input = match &datagram {
-                Some(datagram) => match datagram.input() {
-                    Some(input) => input,
-                    None => continue,
-                },
-                None => Input::Timeout(Instant::now()),
-            };
-            if let Err(err) = self.rtc.handle_input(input) {
-                // A malformed packet from the network is not the end.
-                debug!(%err, "WebRTC input refused");
-            }
+            super::feed(&mut self.rtc, datagram.as_ref());
         };
         self.rtc.disconnect();
         outcome
