@@ -353,13 +353,25 @@ class SwPlayer extends Base {
     this.attach(this.server + this.stream.playback_url);
   }
 
-  /** Plays a WHEP endpoint: the publisher's frames forwarded as they arrive. */
-  async attachWhep(url) {
+  /**
+   * Plays a WHEP endpoint: the publisher's frames forwarded as they arrive. `bearer`: a paid session's id; the
+   * server's 402s come on the data channel and are answered like HLS's (not while paused: pausing stops payment).
+   */
+  async attachWhep(url, bearer = null) {
     const pc = new RTCPeerConnection();
     this.whep = { pc, session: null };
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
-    pc.createDataChannel('notices');
+    const notices = pc.createDataChannel('notices');
+    notices.onmessage = (e) => {
+      let notice;
+      try { notice = JSON.parse(e.data); } catch { return; }
+      if (notice.notice === 'payment-required' && this.payment) {
+        this.whepDue = notice.problem;
+        if (!this.video.paused) this.payWhepDue();
+      }
+      if (notice.notice === 'ended') this.say(notice.detail ?? 'The session ended.', 'error');
+    };
     const media = new MediaStream();
     pc.ontrack = (e) => {
       media.addTrack(e.track);
@@ -372,7 +384,7 @@ class SwPlayer extends Base {
       pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') resolve(); });
       setTimeout(resolve, 2000);
     });
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp' }, body: pc.localDescription.sdp });
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) }, body: pc.localDescription.sdp });
     if (res.status !== 201) throw new Error(`WHEP: ${res.status}`);
     this.whep.session = new URL(res.headers.get('location'), new URL(url, location.href)).href;
     await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
@@ -385,11 +397,39 @@ class SwPlayer extends Base {
       if (this.whep?.pc !== pc || !['failed', 'closed'].includes(pc.connectionState)) return;
       // The publisher left or the network failed: HLS has the stream (or its end).
       this.teardownWhep();
-      this.retry = setTimeout(() => this.attach(this.server + this.stream.playback_url), 1000);
+      const fallback = this.payment ? this.payment.session.playback_url : this.stream.playback_url;
+      this.retry = setTimeout(() => this.attach(this.server + fallback), 1000);
     });
   }
 
+  /** Answers the 402 the WHEP session is paused on. */
+  payWhepDue() {
+    const problem = this.whepDue;
+    this.whepDue = null;
+    if (!problem) return;
+    this.payment.answer(problem).catch((err) => {
+      if (err instanceof PaymentStopped) this.stopped(err);
+      else this.whepDue = problem;
+    });
+  }
+
+  /** A paid WHEP session: a second ahead each second while playing, so forwarding never waits for a voucher. */
+  payWhepAhead() {
+    let position = 0;
+    const onPlay = () => this.payWhepDue();
+    this.video.addEventListener('play', onPlay);
+    const timer = setInterval(() => {
+      if (this.video.paused || !this.payment) return;
+      position += 1;
+      this.payment.payAhead(2000, position).catch((err) => { if (err instanceof PaymentStopped) this.stopped(err); });
+    }, 1000);
+    this.whepPaying = () => { clearInterval(timer); this.video.removeEventListener('play', onPlay); };
+  }
+
   teardownWhep() {
+    this.whepPaying?.();
+    this.whepPaying = null;
+    this.whepDue = null;
     if (!this.whep) return;
     const { pc, session } = this.whep;
     this.whep = null;
@@ -672,6 +712,15 @@ class SwPlayer extends Base {
     this.overlay.hidden = true;
     this.setState('playing');
     this.say('Playing. Paying one segment ahead.');
+    if (this.stream.whep_url && globalThis.RTCPeerConnection && !this.hasAttribute('hls')) {
+      try {
+        await this.attachWhep(this.server + this.stream.whep_url, this.payment.session.id);
+        this.payWhepAhead();
+        return;
+      } catch {
+        this.teardownWhep();
+      }
+    }
     this.attach(this.server + this.payment.session.playback_url);
   }
 

@@ -239,8 +239,11 @@ export async function watchLatency(page, url, { lowLatencyMode = false, whep = f
         if (firstFrameMs === null) {
           firstFrameMs = metadata.expectedDisplayTime - opened;
           stopAt = performance.now() + seconds * 1000;
-          // Also when the picture stops (a paused WHEP session).
-          setTimeout(resolve, seconds * 1000 + 100);
+          // Also when the picture stops (a paused WHEP session), counting the freeze up to now.
+          setTimeout(() => {
+            if (lastShownAt !== null) maxGapMs = Math.max(maxGapMs, performance.timeOrigin + performance.now() - lastShownAt);
+            resolve();
+          }, seconds * 1000 + 100);
         }
         context.drawImage(video, 0, 0, width, height);
         const pixels = context.getImageData(0, 0, width, height).data;

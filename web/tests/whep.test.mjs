@@ -153,6 +153,17 @@ test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stre
     assert.ok(redeemed >= 4000n, `paid ${redeemed} for 5 s watched`);
     assert.ok(redeemed <= BigInt(Math.ceil(elapsedMs / 1000) + 6) * 1000n, `paid ${redeemed} within ${elapsedMs} ms`);
 
+    // The watch page's player pays for WHEP as it plays (a demo wallet, a channel, vouchers a second ahead).
+    const paidPage = await browser.newPage();
+    await paidPage.goto(`${base}/watch/${paid.id}`);
+    await paidPage.locator('sw-player [data-action=demo-wallet]').click();
+    await paidPage.locator('sw-player [data-action=start]').click({ timeout: 30_000 });
+    await paidPage.getByText('Playing over WebRTC: the least delay.').waitFor({ timeout: 30_000 });
+    await paidPage.waitForFunction(() => document.querySelector('sw-player').shadowRoot.querySelector('video').currentTime > 6, null, { timeout: 30_000, polling: 250 });
+    const spent = await paidPage.locator('sw-player [data-meter=session-spent]').getAttribute('data-base-units');
+    assert.ok(BigInt(spent) >= 5000n, `the player paid for the seconds it showed: ${spent}`);
+    await paidPage.close();
+
     // The same session over LL-HLS through the ladder, paid the same way.
     const payingAgain = payer(base, channel.id, signer, config.eip712_domain, redeemed);
     const overPaidHls = await watchLatency(viewer, `${base}${session.playback_url}`, { lowLatencyMode: true, seconds: 4 });

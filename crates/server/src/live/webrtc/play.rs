@@ -111,6 +111,9 @@ impl PlaySession {
                                 self.audio_mid.get_or_insert(added.mid);
                             }
                         },
+                        // The viewer's decoder lost its picture: only the
+                        // publisher can send a new keyframe.
+                        Event::KeyframeRequest(_) => self.fanout.keyframe_wanted.notify_one(),
                         Event::ChannelOpen(id, _) => {
                             self.channel.get_or_insert(id);
                             if let Some(notice) = self.paused.clone() {
