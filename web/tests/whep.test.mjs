@@ -177,3 +177,36 @@ test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stre
     rmSync(work, { recursive: true, force: true });
   }
 });
+
+test('ICE-TCP: with no UDP getting through, a browser publishes over WHIP and watches over WHEP', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 120_000 }, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'streamweave-ice-tcp-'));
+  // Every WebRTC UDP datagram dropped: only the TCP candidates connect.
+  const { child, base } = await startServer(bin, join(work, 'data'), ['--webrtc-simulated-loss-percent', '100']);
+  let browser;
+  let publisher;
+  try {
+    const token = await signInNode(base, privateKeyToAccount(generatePrivateKey()));
+    const stream = await api(base, '/api/v1/streams', { method: 'POST', token, body: { title: 'Over TCP', access: 'free' } });
+    const key = (await api(base, `/api/v1/streams/${stream.id}/key`, { token })).stream_key;
+    browser = await chromium.launch({ executablePath: browserPath, args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
+    const publisherPage = await browser.newPage();
+    await publisherPage.goto(`${base}/api/v1/streams`);
+    publisher = await publishClockWhip(publisherPage, base, stream.id, key);
+    await until('the stream to be live over TCP', async () => (await api(base, `/api/v1/streams/${stream.id}`)).state === 'live', 30_000);
+    const route = await publisherPage.evaluate(async () => {
+      const stats = await window.whipPc.getStats();
+      const pair = [...stats.values()].find((s) => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+      return pair ? stats.get(pair.remoteCandidateId)?.protocol : null;
+    });
+    assert.equal(route, 'tcp', 'the publisher reached the server over TCP');
+    const viewer = await browser.newPage();
+    await viewer.goto(`${base}/api/v1/streams`);
+    const watched = await watchLatency(viewer, `${base}/api/v1/streams/${stream.id}/whep`, { whep: true, seconds: 3 });
+    assert.ok(watched.samples.length >= 30, `frames read over WHEP on TCP: ${watched.samples.length}`);
+  } finally {
+    await publisher?.stop().catch(() => {});
+    await browser?.close();
+    child.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+});

@@ -174,9 +174,9 @@ pub struct ServeArgs {
     /// default 1000).
     #[arg(long, env = "STREAMWEAVE_MAX_WEBRTC_VIEWERS")]
     pub max_webrtc_viewers: Option<usize>,
-    /// Testing only: drop this percentage (0 to 50) of WebRTC datagrams
-    /// both ways, to see how publishers and viewers ride out a lossy
-    /// network (default 0).
+    /// Testing only: drop this percentage (0 to 100) of WebRTC UDP
+    /// datagrams both ways, to see how publishers and viewers ride out a
+    /// lossy network (100: only ICE-TCP gets through; default 0).
     #[arg(long, env = "STREAMWEAVE_WEBRTC_SIMULATED_LOSS_PERCENT")]
     pub webrtc_simulated_loss_percent: Option<u8>,
     /// Sign-in challenges one IP address may ask for in a minute (default
@@ -654,8 +654,8 @@ impl Settings {
                     .or(file.webrtc_simulated_loss_percent)
                     .unwrap_or(0);
                 anyhow::ensure!(
-                    loss <= 50,
-                    "--webrtc-simulated-loss-percent must be 0 to 50"
+                    loss <= 100,
+                    "--webrtc-simulated-loss-percent must be 0 to 100"
                 );
                 loss
             },

@@ -25,7 +25,7 @@ use str0m::change::SdpOffer;
 use str0m::crypto::CryptoProvider;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::MediaTime;
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Input, Rtc, RtcConfig};
 use streamweave_media::{PublishDecision, PublishRequest};
 use tokio::net::UdpSocket;
@@ -63,9 +63,9 @@ pub struct WebrtcSettings {
     /// Segment duration: WHEP media time is metered in the same positions
     /// as the ladder's segments.
     pub segment_duration_ms: u32,
-    /// Datagrams dropped on purpose, in percent of those sent and
+    /// UDP datagrams dropped on purpose, in percent of those sent and
     /// received (0 in production): how a lossy network is simulated
-    /// where the kernel has no netem.
+    /// where the kernel has no netem (100 leaves only ICE-TCP).
     pub simulated_loss_percent: u8,
 }
 
@@ -333,6 +333,16 @@ impl WebrtcIngest {
                 .map_err(|err| WebrtcError::BadOffer(err.to_string()))?;
             rtc.add_local_candidate(candidate);
         }
+        // ICE-TCP, for peers whose network lets no UDP through.
+        for offered in transport.offered_tcp() {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(offered)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|err| WebrtcError::BadOffer(err.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -441,6 +451,8 @@ struct Datagram {
     source: SocketAddr,
     /// The candidate address it came to.
     destination: SocketAddr,
+    /// UDP, or a frame of an ICE-TCP connection (RFC 4571).
+    proto: Protocol,
 }
 
 impl Datagram {
@@ -450,7 +462,7 @@ impl Datagram {
         Some(Input::Receive(
             Instant::now(),
             Receive {
-                proto: Protocol::Udp,
+                proto: self.proto,
                 source: self.source,
                 destination: self.destination,
                 contents,
@@ -480,10 +492,19 @@ fn feed(rtc: &mut Rtc, datagram: Option<&Datagram>) {
 /// network would).
 struct Transport {
     senders: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    /// The offered ICE-TCP addresses.
+    tcp_offered: Vec<SocketAddr>,
+    /// By peer address, the frames to write on its ICE-TCP connection.
+    tcp_writers: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
     datagrams: mpsc::Receiver<Datagram>,
     readers: tokio::task::JoinSet<()>,
     loss_percent: u8,
 }
+
+/// ICE-TCP connections one session accepts (a peer tries a few at most).
+const TCP_CONNECTIONS_MAX: usize = 4;
+/// Frames queued for one ICE-TCP connection before more are dropped.
+const TCP_WRITE_QUEUE: usize = 256;
 
 /// Whether a datagram is lost to the simulated network.
 fn lost(loss_percent: u8) -> bool {
@@ -506,8 +527,23 @@ impl Transport {
                 loss_percent,
             ));
         }
+        let tcp_writers: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>> = Arc::default();
+        let mut tcp_offered = Vec::new();
+        for &(bind, offered_ip) in addresses {
+            let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind, 0)).await?;
+            let offered = SocketAddr::new(offered_ip, listener.local_addr()?.port());
+            tcp_offered.push(offered);
+            readers.spawn(accept_tcp(
+                listener,
+                offered,
+                datagram_tx.clone(),
+                tcp_writers.clone(),
+            ));
+        }
         Ok(Transport {
             senders,
+            tcp_offered,
+            tcp_writers,
             datagrams,
             readers,
             loss_percent,
@@ -518,8 +554,20 @@ impl Transport {
         self.senders.iter().map(|(_, offered)| *offered)
     }
 
+    fn offered_tcp(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.tcp_offered.iter().copied()
+    }
+
     /// Sends from the socket of the candidate str0m chose.
     fn send(&self, transmit: &Transmit) {
+        if transmit.proto != Protocol::Udp {
+            let writer = lock(&self.tcp_writers).get(&transmit.destination).cloned();
+            if let Some(writer) = writer {
+                // A full queue drops, as a congested network would.
+                let _ = writer.try_send(transmit.contents.to_vec());
+            }
+            return;
+        }
         if lost(self.loss_percent) {
             return;
         }
@@ -565,12 +613,72 @@ async fn read_datagrams(
             bytes: buffer[..read].to_vec(),
             source,
             destination: offered,
+            proto: Protocol::Udp,
         };
         match datagrams.try_send(datagram) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
+    }
+}
+
+/// Accepts a session's ICE-TCP connections (at most
+/// [`TCP_CONNECTIONS_MAX`]) and reads their RFC 4571 frames (a 16-bit
+/// length, then the packet) as datagrams.
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    offered: SocketAddr,
+    datagrams: mpsc::Sender<Datagram>,
+    writers: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= TCP_CONNECTIONS_MAX {
+            continue; // dropped: closes the connection
+        }
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let (frames_tx, mut frames) = mpsc::channel::<Vec<u8>>(TCP_WRITE_QUEUE);
+        lock(&writers).insert(peer, frames_tx);
+        connections.spawn(async move {
+            while let Some(frame) = frames.recv().await {
+                let Ok(length) = u16::try_from(frame.len()) else {
+                    continue;
+                };
+                if writer.write_all(&length.to_be_bytes()).await.is_err()
+                    || writer.write_all(&frame).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let (datagrams, writers) = (datagrams.clone(), writers.clone());
+        connections.spawn(async move {
+            let mut buffer = vec![0u8; usize::from(u16::MAX)];
+            while let Ok(length) = reader.read_u16().await {
+                let packet = &mut buffer[..usize::from(length)];
+                if reader.read_exact(packet).await.is_err() {
+                    break;
+                }
+                let datagram = Datagram {
+                    bytes: packet.to_vec(),
+                    source: peer,
+                    destination: offered,
+                    proto: Protocol::Tcp,
+                };
+                // A full queue: the session is behind; the peer resends.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = datagrams.try_send(datagram) {
+                    break;
+                }
+            }
+            lock(&writers).remove(&peer);
+        });
     }
 }
 
