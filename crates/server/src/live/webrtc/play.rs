@@ -171,6 +171,12 @@ impl PlaySession {
     /// refuses for good.
     fn forward(&mut self, frame: &SourceFrame) -> Result<(), String> {
         if frame.video {
+            // A frame that will not be shown is not charged (joining, or
+            // after falling behind); while paused every frame asks the
+            // gate, which is how payment is noticed.
+            if self.paused.is_none() && self.waiting_for_keyframe && !frame.keyframe {
+                return Ok(());
+            }
             let frame_ms = match self.last_video_ms {
                 Some(last) if frame.media_ms > last => {
                     u32::try_from((frame.media_ms - last).min(FRAME_MS_MAX)).unwrap_or(0)
