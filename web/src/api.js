@@ -235,3 +235,26 @@ export function authed(path, options = {}) {
   if (!auth) return Promise.reject(new ApiError(401, { detail: 'sign in first' }));
   return request(path, { ...options, token: auth.token });
 }
+
+/**
+ * The STUN/TURN servers in a `Link` header (RFC 9725: `<url>; rel="ice-server"; username="..."; credential="..."`),
+ * as RTCPeerConnection's `iceServers`.
+ */
+export function parseIceLinks(header) {
+  const servers = [];
+  for (const [, url, rest] of (header ?? '').matchAll(/<([^>]+)>([^<]*)/g)) {
+    const params = Object.fromEntries([...rest.matchAll(/;\s*([\w-]+)\s*=\s*(?:"([^"]*)"|([^;,\s]*))/g)].map((m) => [m[1].toLowerCase(), m[2] ?? m[3]]));
+    if (params.rel !== 'ice-server') continue;
+    servers.push(params.username != null ? { urls: url, username: params.username, credential: params.credential ?? '' } : { urls: url });
+  }
+  return servers;
+}
+
+/** The ICE servers a WHIP or WHEP endpoint offers (its `OPTIONS` answer); none when it names none or cannot be asked. */
+export async function iceServersOf(url) {
+  try {
+    return parseIceLinks((await fetch(url, { method: 'OPTIONS' })).headers.get('link'));
+  } catch {
+    return [];
+  }
+}

@@ -12,7 +12,7 @@ import uPlot from 'uplot';
 import uPlotCss from 'uplot/dist/uPlot.min.css';
 import baseCss from './base.css';
 import {
-  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, onAuth, parseAmount, periodText,
+  ApiError, authed, currentAuth, demoWalletAvailable, formatAmount, formatDuration, iceServersOf, onAuth, parseAmount, periodText,
   pricePerMinute, request, secondsFor, shortAddress, signIn, signOut,
 } from './api.js';
 import { PaymentStopped, StreamPayment } from './pay.js';
@@ -358,7 +358,7 @@ class SwPlayer extends Base {
    * server's 402s come on the data channel and are answered like HLS's (not while paused: pausing stops payment).
    */
   async attachWhep(url, bearer = null) {
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection({ iceServers: await iceServersOf(url) });
     this.whep = { pc, session: null };
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });

@@ -1,5 +1,5 @@
 // Going live from the browser: WHIP (RFC 9725) from a camera and microphone, and the studio panel that does it.
-import { currentAuth, h } from '/assets/streamweave.js';
+import { currentAuth, h, iceServersOf } from '/assets/streamweave.js';
 
 /** Waits until the connection has gathered its ICE candidates (WHIP sends them in the offer), at most `ms`. */
 function gathered(pc, ms) {
@@ -18,7 +18,7 @@ function gathered(pc, ms) {
  */
 export async function whipPublish(streamId, token, media, { base = '' } = {}) {
   const url = new URL(`${base}/api/v1/streams/${streamId}/whip`, location.href).href;
-  const pc = new RTCPeerConnection();
+  const pc = new RTCPeerConnection({ iceServers: await iceServersOf(url) });
   for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc, 2000);

@@ -3,7 +3,7 @@
 // metering formula matches the spec's (owed = ceil(amount * ms / (period * 1000))).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatAmount, owedFor, parseAmount, pricePerMinute, secondsFor } from '../src/api.js';
+import { formatAmount, owedFor, parseAmount, parseIceLinks, pricePerMinute, secondsFor } from '../src/api.js';
 
 test('amounts format and parse without floating point', () => {
   assert.equal(formatAmount('1234567'), '1.234567 USDC');
@@ -30,4 +30,14 @@ test('metering rounds up like the server', () => {
   assert.equal(pricePerMinute({ amount: '1', period_seconds: 3600 }), 1n);
   assert.equal(secondsFor(price, 50000n), 60n);
   assert.equal(secondsFor(price, 1667n), 2n);
+});
+
+test('ICE servers come out of Link headers as RTCPeerConnection takes them', () => {
+  const header = '<stun:stun.example:3478>; rel="ice-server", <turn:turn.example:3478?transport=udp>; rel="ice-server"; username="alice"; credential="s3cret"; credential-type="password", <https://example/next>; rel="next"';
+  assert.deepEqual(parseIceLinks(header), [
+    { urls: 'stun:stun.example:3478' },
+    { urls: 'turn:turn.example:3478?transport=udp', username: 'alice', credential: 's3cret' },
+  ]);
+  assert.deepEqual(parseIceLinks(null), []);
+  assert.deepEqual(parseIceLinks('<turn:t>; rel=ice-server; username=bob; credential=pw'), [{ urls: 'turn:t', username: 'bob', credential: 'pw' }]);
 });

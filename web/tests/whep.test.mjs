@@ -199,6 +199,9 @@ test('ICE-TCP: with no UDP getting through, a browser publishes over WHIP and wa
       return pair ? stats.get(pair.remoteCandidateId)?.protocol : null;
     });
     assert.equal(route, 'tcp', 'the publisher reached the server over TCP');
+    const options = await fetch(`${base}/api/v1/streams/${stream.id}/whep`, { method: 'OPTIONS' });
+    assert.equal(options.status, 204);
+    assert.equal(options.headers.get('link'), null, 'no ICE servers configured, none offered');
     const viewer = await browser.newPage();
     await viewer.goto(`${base}/api/v1/streams`);
     const watched = await watchLatency(viewer, `${base}/api/v1/streams/${stream.id}/whep`, { whep: true, seconds: 3 });
@@ -206,6 +209,25 @@ test('ICE-TCP: with no UDP getting through, a browser publishes over WHIP and wa
   } finally {
     await publisher?.stop().catch(() => {});
     await browser?.close();
+    child.kill();
+    rmSync(work, { recursive: true, force: true });
+  }
+});
+
+test('the ICE servers a node is given are offered to WHIP and WHEP peers as Link headers', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 60_000 }, async () => {
+  const work = mkdtempSync(join(tmpdir(), 'streamweave-ice-servers-'));
+  const { child, base } = await startServer(bin, join(work, 'data'), [
+    '--webrtc-ice-server', 'stun:stun.example:3478', '--webrtc-ice-server', 'turn:turn.example:3478?transport=udp',
+    '--webrtc-ice-username', 'alice', '--webrtc-ice-credential', 's3cret']);
+  try {
+    const token = await signInNode(base, privateKeyToAccount(generatePrivateKey()));
+    const stream = await api(base, '/api/v1/streams', { method: 'POST', token, body: { title: 'ICE', access: 'free' } });
+    for (const endpoint of ['whip', 'whep']) {
+      const res = await fetch(`${base}/api/v1/streams/${stream.id}/${endpoint}`, { method: 'OPTIONS' });
+      assert.equal(res.status, 204, endpoint);
+      assert.equal(res.headers.get('link'), '<stun:stun.example:3478>; rel="ice-server", <turn:turn.example:3478?transport=udp>; rel="ice-server"; username="alice"; credential="s3cret"; credential-type="password"', endpoint);
+    }
+  } finally {
     child.kill();
     rmSync(work, { recursive: true, force: true });
   }

@@ -170,6 +170,22 @@ pub struct ServeArgs {
     /// a one-to-one NAT (same ports).
     #[arg(long, env = "STREAMWEAVE_WEBRTC_PUBLIC_IP")]
     pub webrtc_public_ip: Option<std::net::IpAddr>,
+    /// A STUN or TURN server WebRTC peers should use (`stun:host:port`,
+    /// `turn:host:port?transport=udp`, `turns:...`), offered to them as
+    /// `Link: <...>; rel="ice-server"` on WHIP and WHEP answers (RFC 9725);
+    /// repeat for several.
+    #[arg(
+        long = "webrtc-ice-server",
+        env = "STREAMWEAVE_WEBRTC_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    pub webrtc_ice_servers: Vec<String>,
+    /// The TURN servers' username (with `--webrtc-ice-credential`).
+    #[arg(long, env = "STREAMWEAVE_WEBRTC_ICE_USERNAME")]
+    pub webrtc_ice_username: Option<String>,
+    /// The TURN servers' password.
+    #[arg(long, env = "STREAMWEAVE_WEBRTC_ICE_CREDENTIAL")]
+    pub webrtc_ice_credential: Option<String>,
     /// WHEP viewers at once (each a UDP port and a forwarding task;
     /// default 1000).
     #[arg(long, env = "STREAMWEAVE_MAX_WEBRTC_VIEWERS")]
@@ -311,6 +327,10 @@ struct FileConfig {
     max_rtmp_pending_per_ip: Option<usize>,
     webrtc_ip: Option<std::net::IpAddr>,
     webrtc_public_ip: Option<std::net::IpAddr>,
+    #[serde(default)]
+    webrtc_ice_servers: Vec<String>,
+    webrtc_ice_username: Option<String>,
+    webrtc_ice_credential: Option<String>,
     max_webrtc_viewers: Option<usize>,
     webrtc_simulated_loss_percent: Option<u8>,
     challenges_per_ip_per_minute: Option<u32>,
@@ -383,6 +403,8 @@ pub struct Settings {
     pub max_rtmp_pending_per_ip: usize,
     pub webrtc_ip: std::net::IpAddr,
     pub webrtc_public_ip: Option<std::net::IpAddr>,
+    /// STUN/TURN servers offered to WebRTC peers, as `Link` header values.
+    pub webrtc_ice_links: Vec<String>,
     pub max_webrtc_viewers: usize,
     pub webrtc_simulated_loss_percent: u8,
     pub challenges_per_ip_per_minute: u32,
@@ -644,6 +666,22 @@ impl Settings {
                 .max(1),
             webrtc_ip: args.webrtc_ip.or(file.webrtc_ip).unwrap_or(http.ip()),
             webrtc_public_ip: args.webrtc_public_ip.or(file.webrtc_public_ip),
+            webrtc_ice_links: {
+                let servers = if args.webrtc_ice_servers.is_empty() {
+                    file.webrtc_ice_servers
+                } else {
+                    args.webrtc_ice_servers
+                };
+                ice_server_links(
+                    &servers,
+                    args.webrtc_ice_username
+                        .or(file.webrtc_ice_username)
+                        .as_deref(),
+                    args.webrtc_ice_credential
+                        .or(file.webrtc_ice_credential)
+                        .as_deref(),
+                )?
+            },
             max_webrtc_viewers: args
                 .max_webrtc_viewers
                 .or(file.max_webrtc_viewers)
@@ -731,6 +769,48 @@ impl Settings {
     }
 }
 
+/// `Link` header values offering STUN/TURN servers to WebRTC peers (RFC
+/// 9725, section 4.6): TURN servers carry the username and credential.
+fn ice_server_links(
+    servers: &[String],
+    username: Option<&str>,
+    credential: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let quoted = |value: &str| -> anyhow::Result<String> {
+        anyhow::ensure!(
+            !value.contains(['"', '\\', '\r', '\n']),
+            "ICE server usernames and credentials cannot hold quotes, backslashes or line breaks"
+        );
+        Ok(format!("\"{value}\""))
+    };
+    servers
+        .iter()
+        .map(|url| {
+            anyhow::ensure!(
+                ["stun:", "stuns:", "turn:", "turns:"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                    && !url.contains(['<', '>', ' ', ',']),
+                "--webrtc-ice-server {url:?}: give a stun:, stuns:, turn: or turns: URL"
+            );
+            let mut link = format!("<{url}>; rel=\"ice-server\"");
+            if url.starts_with("turn") {
+                let (Some(username), Some(credential)) = (username, credential) else {
+                    anyhow::bail!(
+                        "--webrtc-ice-server {url}: a TURN server needs --webrtc-ice-username and --webrtc-ice-credential"
+                    );
+                };
+                link.push_str(&format!(
+                    "; username={}; credential={}; credential-type=\"password\"",
+                    quoted(username)?,
+                    quoted(credential)?
+                ));
+            }
+            Ok(link)
+        })
+        .collect()
+}
+
 /// The escrow on chain and how this node follows and settles it.
 #[derive(Debug, Clone)]
 pub struct ChainSettings {
@@ -805,6 +885,33 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ice_servers_become_link_values() {
+        let links = ice_server_links(
+            &[
+                "stun:stun.example:3478".to_string(),
+                "turn:turn.example:3478?transport=udp".to_string(),
+            ],
+            Some("alice"),
+            Some("s3cret"),
+        )
+        .expect("valid");
+        assert_eq!(
+            links,
+            [
+                r#"<stun:stun.example:3478>; rel="ice-server""#,
+                r#"<turn:turn.example:3478?transport=udp>; rel="ice-server"; username="alice"; credential="s3cret"; credential-type="password""#,
+            ]
+        );
+        let turn = ["turn:turn.example".to_string()];
+        assert!(
+            ice_server_links(&turn, None, None).is_err(),
+            "TURN needs credentials"
+        );
+        assert!(ice_server_links(&turn, Some("a\"b"), Some("c")).is_err());
+        assert!(ice_server_links(&["http://x".to_string()], None, None).is_err());
+    }
 
     #[test]
     fn flags_win_over_file_over_defaults() {

@@ -19,9 +19,9 @@ use crate::money::sessions::{MediaSpan, Pass};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(whip_publish))
+        .routes(routes!(whip_publish, whip_options))
         .routes(routes!(whip_end))
-        .routes(routes!(whep_play))
+        .routes(routes!(whep_play, whep_options))
         .routes(routes!(whep_end))
 }
 
@@ -71,15 +71,61 @@ async fn whip_publish(
         .await
         .map_err(problem_of)?;
     let location = format!("/api/v1/streams/{}/whip/{}", stream.id, answer.session_id);
-    Ok((
+    Ok(answer_response(&state, location, answer.sdp))
+}
+
+/// The STUN/TURN servers to gather candidates with, as `Link: <...>;
+/// rel="ice-server"` headers (RFC 9725, 4.6), before making the offer.
+#[utoipa::path(
+    options,
+    path = "/api/v1/streams/{id}/whip",
+    tag = "streams",
+    params(("id" = String, Path, description = "Stream id")),
+    responses((status = 204, description = "`Link` headers name the ICE servers, if the server has any")),
+)]
+async fn whip_options(State(state): State<AppState>) -> Response {
+    ice_servers(&state)
+}
+
+/// The STUN/TURN servers to gather candidates with, as for WHIP.
+#[utoipa::path(
+    options,
+    path = "/api/v1/streams/{id}/whep",
+    tag = "playback",
+    params(("id" = String, Path, description = "Stream id")),
+    responses((status = 204, description = "`Link` headers name the ICE servers, if the server has any")),
+)]
+async fn whep_options(State(state): State<AppState>) -> Response {
+    ice_servers(&state)
+}
+
+fn ice_servers(state: &AppState) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    add_ice_links(state, response.headers_mut());
+    response
+}
+
+fn add_ice_links(state: &AppState, headers: &mut HeaderMap) {
+    for link in &state.settings.webrtc_ice_links {
+        if let Ok(value) = header::HeaderValue::from_str(link) {
+            headers.append(header::LINK, value);
+        }
+    }
+}
+
+/// `201 Created` with the SDP answer, the session's `Location` and the ICE servers.
+fn answer_response(state: &AppState, location: String, sdp: String) -> Response {
+    let mut response = (
         StatusCode::CREATED,
         [
             (header::CONTENT_TYPE, SDP.to_string()),
             (header::LOCATION, location),
         ],
-        answer.sdp,
+        sdp,
     )
-        .into_response())
+        .into_response();
+    add_ice_links(state, response.headers_mut());
+    response
 }
 
 /// End a WebRTC publish (the session named by `Location`); the stream
@@ -176,15 +222,7 @@ async fn whep_play(
         .await
         .map_err(problem_of)?;
     let location = format!("/api/v1/streams/{}/whep/{}", stream.id, answer.session_id);
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, SDP.to_string()),
-            (header::LOCATION, location),
-        ],
-        answer.sdp,
-    )
-        .into_response())
+    Ok(answer_response(&state, location, answer.sdp))
 }
 
 /// Stop watching over WebRTC (the session named by `Location`).
