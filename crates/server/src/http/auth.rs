@@ -75,7 +75,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Self::Rejection> {
-        if bearer_token(parts).is_none() {
+        if bearer_token(&parts.headers).is_none() {
             return Ok(None);
         }
         <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)
@@ -91,7 +91,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or_else(|| {
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
             ApiError::new(
                 ProblemKind::Unauthorized,
                 "send Authorization: Bearer TOKEN",

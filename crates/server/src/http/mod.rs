@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::request::Parts;
 use axum::routing::get;
 use streamweave_cas::Blockstore;
 use tower_http::trace::TraceLayer;
@@ -253,9 +252,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_routes().split_for_parts().1
 }
 
-pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;

@@ -196,7 +196,7 @@ async fn whep_play(
     let stream = find_stream(&state, &id).await?;
     require_sdp(&headers)?;
     let gate: PlayGate = if stream.access.is_gated() {
-        let token = bearer(&headers).ok_or_else(|| {
+        let token = super::bearer_token(&headers).ok_or_else(|| {
             ApiError::new(
                 ProblemKind::Unauthorized,
                 "a paid stream: give the session's id (POST .../sessions) as the bearer",
@@ -326,15 +326,6 @@ fn require_sdp(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-}
-
 /// The bearer must be the stream's key or its owner's (or an admin's) token.
 async fn authorize(
     state: &AppState,
@@ -347,7 +338,7 @@ async fn authorize(
             "give the stream key (or the owner's token) as the bearer",
         )
     };
-    let token = bearer(headers).ok_or_else(unauthorized)?;
+    let token = super::bearer_token(headers).ok_or_else(unauthorized)?;
     if super::constant_time_eq(token.as_bytes(), stream.stream_key.as_bytes()) {
         return Ok(());
     }

@@ -138,6 +138,8 @@ pub struct WebrtcIngest {
     settings: WebrtcSettings,
     publish: mpsc::Sender<PublishRequest>,
     crypto: Arc<CryptoProvider>,
+    /// (address to bind, address to offer) for each host candidate.
+    candidates: Vec<(IpAddr, IpAddr)>,
     publishers: Mutex<HashMap<String, SessionHandle>>,
     viewers: Mutex<HashMap<String, SessionHandle>>,
     /// By stream id, the frames of its WebRTC publisher.
@@ -148,6 +150,7 @@ impl WebrtcIngest {
     /// Asks `publish` (the hub) to decide each publish, like RTMP does.
     pub fn new(settings: WebrtcSettings, publish: mpsc::Sender<PublishRequest>) -> Self {
         WebrtcIngest {
+            candidates: candidate_addresses(settings.bind_ip, settings.public_ip),
             settings,
             publish,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
@@ -298,7 +301,7 @@ impl WebrtcIngest {
         sessions: &Mutex<HashMap<String, SessionHandle>>,
         stream_id: &str,
     ) -> (String, Arc<Notify>) {
-        let session_id = random_id();
+        let session_id = crate::store::random_id();
         let end = Arc::new(Notify::new());
         lock(sessions).insert(
             session_id.clone(),
@@ -315,11 +318,8 @@ impl WebrtcIngest {
     async fn open(&self, offer_sdp: &str) -> Result<(Transport, Rtc, String), WebrtcError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp)
             .map_err(|err| WebrtcError::BadOffer(err.to_string()))?;
-        let transport = Transport::open(
-            &self.candidate_addresses(),
-            self.settings.simulated_loss_percent,
-        )
-        .await?;
+        let transport =
+            Transport::open(&self.candidates, self.settings.simulated_loss_percent).await?;
         let mut rtc = RtcConfig::new()
             .set_crypto_provider(self.crypto.clone())
             .set_ice_lite(true)
@@ -349,26 +349,26 @@ impl WebrtcIngest {
             .map_err(|err| WebrtcError::BadOffer(err.to_string()))?;
         Ok((transport, rtc, answer.to_sdp_string()))
     }
+}
 
-    /// (address to bind, address to offer) for each host candidate.
-    fn candidate_addresses(&self) -> Vec<(IpAddr, IpAddr)> {
-        let bind = self.settings.bind_ip;
-        let local = if bind.is_unspecified() {
-            let mut found = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-            found.extend(outbound_ip());
-            found
-        } else {
-            vec![bind]
-        };
-        local
-            .into_iter()
-            .map(|ip| match self.settings.public_ip {
-                // The public address stands for the one behind the NAT.
-                Some(public) if !bind.is_unspecified() || !ip.is_loopback() => (ip, public),
-                _ => (ip, ip),
-            })
-            .collect()
-    }
+/// (address to bind, address to offer) for each host candidate: `bind`,
+/// or when it is unspecified the loopback and the outbound address; the
+/// public address, if any, offered for the one behind the NAT.
+fn candidate_addresses(bind: IpAddr, public_ip: Option<IpAddr>) -> Vec<(IpAddr, IpAddr)> {
+    let local = if bind.is_unspecified() {
+        let mut found = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        found.extend(outbound_ip());
+        found
+    } else {
+        vec![bind]
+    };
+    local
+        .into_iter()
+        .map(|ip| match public_ip {
+            Some(public) if !bind.is_unspecified() || !ip.is_loopback() => (ip, public),
+            _ => (ip, ip),
+        })
+        .collect()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -399,11 +399,6 @@ fn outbound_ip() -> Option<IpAddr> {
     socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
-}
-
-fn random_id() -> String {
-    let bytes: [u8; 16] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What an offer carries, read from its `m=` sections and `a=rtpmap`s.
