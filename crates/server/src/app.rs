@@ -390,7 +390,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             }
         });
     }
-    let state = AppState {
+    let state = AppState::new(crate::http::Services {
         remote_blocks,
         views,
         cluster,
@@ -429,7 +429,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         )),
         chain,
         webrtc,
-    };
+    });
     if let Some(cluster) = &state.cluster {
         tokio::spawn(share_viewer_counts(
             state.clone(),

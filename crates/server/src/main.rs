@@ -242,6 +242,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 60)]
         minutes: u64,
     },
+    /// Prints the URL of a paid stream's file through a new session, paid
+    /// and fetched once (a `--dev` server funds the viewer).
+    PaidUrl {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        stream: String,
+        /// The file, e.g. `360p/1.m4s`.
+        #[arg(long)]
+        file: String,
+    },
     /// Durable voucher acceptance over HTTP against a `--dev` server.
     Vouchers {
         #[arg(long)]
@@ -581,6 +592,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Bench(BenchCommand::PaidUrl {
+            server,
+            stream,
+            file,
+        }) => runtime()?.block_on(async move {
+            println!(
+                "{}",
+                cli::bench::paid_file_url(&server, &stream, &file).await?
+            );
+            Ok(())
+        }),
         Command::Bench(BenchCommand::Vouchers {
             server,
             channels,

@@ -7,6 +7,7 @@
 //! reachable from every module ([`metrics`]); values that are cheaper to
 //! read than to track (sockets, viewers) are set when scraped.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -20,14 +21,14 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The matched route (`/live/{id}/{rendition}/{file}`), or `unmatched`.
-    pub route: String,
-    pub method: String,
+    pub route: Cow<'static, str>,
+    pub method: Cow<'static, str>,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -70,6 +70,38 @@ async fn post(
     Ok(body)
 }
 
+/// The URL of one file of a paid stream through a new session (`/play/...`),
+/// paid as the server's 402 asks and fetched once, so that fetching it again
+/// in the session costs nothing: what the delivery benchmark's gated row
+/// reads. The server must be `--dev` (its faucet funds the viewer).
+pub async fn paid_file_url(server: &str, stream_id: &str, file: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let mut client = streamweave_client::Client::with_http(server, random_key(), http.clone());
+    client.sign_in().await?;
+    let deposit = streamweave_ledger::Amount(1_000_000_000);
+    client.faucet(deposit).await?;
+    let session = client.open_session(stream_id, deposit, None).await?;
+    let base = session.playback_url.trim_end_matches("master.m3u8");
+    let (_, url) = client.http(&format!("{base}{file}"));
+    for _ in 0..4 {
+        let response = http.get(&url).send().await?;
+        let status = response.status();
+        if status.is_success() {
+            response.bytes().await?;
+            return Ok(url);
+        }
+        anyhow::ensure!(status.as_u16() == 402, "{url}: {status}");
+        let problem: Value = response.json().await?;
+        let required: streamweave_ledger::Amount = problem["required_amount"]
+            .as_str()
+            .context("a 402 without required_amount")?
+            .parse()
+            .map_err(|err| anyhow::anyhow!("required_amount: {err}"))?;
+        client.pay(&session, required).await?;
+    }
+    anyhow::bail!("{url}: still unpaid after paying what the server asked")
+}
+
 /// Durable voucher acceptance over HTTP: `channels` payers, each submitting
 /// pre-signed increasing vouchers one after another, for `seconds`.
 pub async fn vouchers(server: &str, channels: usize, seconds: u64) -> anyhow::Result<()> {

@@ -58,9 +58,27 @@ pub(crate) fn socket_permit(
     })
 }
 
-/// Shared state of all handlers.
+/// Shared state of all handlers: one pointer, cloned for every request
+/// (by each extractor and middleware that takes it).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What the handlers share: settings, stores, the engine, live state.
+pub struct Services {
     pub settings: Arc<Settings>,
     pub db: Store,
     pub blockstore: Arc<Blockstore>,
@@ -153,6 +171,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(payments::routes())
         .merge(accounts::routes())
         .merge(sessions::routes())
+        .merge(sessions::play_routes())
         .merge(chat::routes())
         .merge(thumbnails::routes())
         .merge(uploads::routes())
@@ -204,7 +223,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             ops::RequestIds::default(),
         ))
-        .with_state(state);
+        .with_state(state.clone());
     // Other sites embed the player (`<sw-player server=...>`): the API and
     // playback answer any origin. Authorization is a bearer token, never a
     // cookie, so no credentials ride along.
@@ -232,8 +251,14 @@ pub fn router(state: AppState) -> Router {
         );
     // The CORS layer answers every OPTIONS itself; an OPTIONS that is not a
     // browser's preflight (tus discovery) goes to the routes instead.
+    // Reading media (GET and HEAD of `/live/`, `/ipfs/`, `/play/`) takes the
+    // playback lane: the same handlers with only the work they need.
     let with_cors = app.clone().layer(cors);
+    let lane = playback_lane(state);
     Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {
+        if in_playback_lane(request.method(), request.uri().path()) {
+            return tower::ServiceExt::oneshot(lane.clone(), request);
+        }
         let use_cors = request.method() != axum::http::Method::OPTIONS
             || request
                 .headers()
@@ -245,6 +270,33 @@ pub fn router(state: AppState) -> Router {
         };
         tower::ServiceExt::oneshot(service, request)
     }))
+}
+
+/// Whether a request is for the playback lane: reading a stream's
+/// playlists and media, a session's, or a block by CID.
+fn in_playback_lane(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && (path.starts_with("/live/") || path.starts_with("/play/") || path.starts_with("/ipfs/"))
+}
+
+/// The playback routes (the same handlers the full router documents)
+/// under one lean middleware ([`ops::playback`]): no request id, no
+/// tracing span, no body limit (GET and HEAD have none), CORS answered with
+/// fixed headers, metrics by static labels.
+fn playback_lane(state: AppState) -> Router {
+    let (routes, _) = OpenApiRouter::<AppState>::new()
+        .merge(playback::routes())
+        .merge(ipfs::routes())
+        .merge(sessions::play_routes())
+        .split_for_parts();
+    routes
+        .fallback(problem::not_found_fallback)
+        .method_not_allowed_fallback(problem::method_not_allowed_fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::playback,
+        ))
+        .with_state(state)
 }
 
 /// The OpenAPI document, for tools and tests.

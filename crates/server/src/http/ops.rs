@@ -2,6 +2,7 @@
 //! `/readyz` (the database answers and the node is not draining), and the
 //! middleware that counts every request.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -32,8 +33,10 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().as_str().to_string();
+        .map_or(Cow::Borrowed("unmatched"), |p| {
+            Cow::Owned(p.as_str().to_string())
+        });
+    let method = Cow::Owned(request.method().as_str().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
     let bytes = response
@@ -183,4 +186,110 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         }
     }
     next.run(request).await
+}
+
+/// The routes of the playback lane, as metric labels.
+const PLAYBACK_ROUTES: [&str; 5] = [
+    "/live/{id}/master.m3u8",
+    "/live/{id}/{rendition}/{file}",
+    "/play/{session}/master.m3u8",
+    "/play/{session}/{rendition}/{file}",
+    "/ipfs/{cid}",
+];
+
+/// Response headers of every playback answer: what the API's CORS layer
+/// gives a simple cross-origin request (any origin, the same exposed
+/// headers), as fixed values.
+fn playback_cors_headers() -> &'static [(header::HeaderName, HeaderValue)] {
+    static HEADERS: std::sync::OnceLock<Vec<(header::HeaderName, HeaderValue)>> =
+        std::sync::OnceLock::new();
+    HEADERS.get_or_init(|| {
+        let exposed = [header::CONTENT_LENGTH, header::CONTENT_RANGE]
+            .iter()
+            .chain(super::uploads::RESPONSE_HEADERS.iter())
+            .map(|name| name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            ),
+            (
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_str(&exposed).unwrap_or(HeaderValue::from_static("*")),
+            ),
+            (
+                header::VARY,
+                HeaderValue::from_static(
+                    "origin, access-control-request-method, access-control-request-headers",
+                ),
+            ),
+        ]
+    })
+}
+
+/// The playback lane's one middleware: the per-address limit, the count
+/// by route (static labels, nothing allocated), the node's name in a
+/// cluster, the CORS headers.
+pub async fn playback(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limits = &state.request_limits;
+    if let Some(peer) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+        && !(limits.exempt_loopback && peer.is_loopback())
+    {
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
+        if let Some(wait_ms) = limits.check(super::rate_limit::RequestClass::Playback, ip, now_ms())
+        {
+            return super::problem::ApiError::too_many_requests(wait_ms, "your address")
+                .into_response();
+        }
+    }
+    let route: &'static str = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|matched| {
+            PLAYBACK_ROUTES
+                .iter()
+                .find(|route| **route == matched.as_str())
+        })
+        .copied()
+        .unwrap_or(if request.uri().path().starts_with("/ipfs/") {
+            "/ipfs/{cid}/{*path}"
+        } else {
+            "unmatched"
+        });
+    let method = if request.method() == axum::http::Method::HEAD {
+        "HEAD"
+    } else {
+        "GET"
+    };
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let bytes = axum::body::HttpBody::size_hint(response.body()).exact();
+    metrics().observe_request(
+        RequestLabels {
+            route: Cow::Borrowed(route),
+            method: Cow::Borrowed(method),
+            status: response.status().as_u16(),
+        },
+        started.elapsed(),
+        bytes,
+    );
+    let headers = response.headers_mut();
+    for (name, value) in playback_cors_headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    if state.settings.clustered()
+        && let Ok(node) = HeaderValue::from_str(state.db.node())
+    {
+        headers.insert("x-streamweave-node", node);
+    }
+    response
 }

@@ -30,6 +30,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(start_session))
         .routes(routes!(session_progress))
         .routes(routes!(end_session))
+}
+
+/// A session's playlists and media (the playback lane's).
+pub fn play_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(session_master))
         .routes(routes!(session_file))
 }
