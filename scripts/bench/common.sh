@@ -30,13 +30,16 @@ build() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_server LOGFILE [extra args...]: sets HTTP and RTMP.
+# start_server LOGFILE [extra args...]: sets HTTP and RTMP. With
+# SERVER_CPUS set (e.g. 1), the server runs confined to those CPUs.
 start_server() {
   local log="$1"; shift
   HTTP="127.0.0.1:$(free_port)"; RTMP="127.0.0.1:$(free_port)"
+  local confine=()
+  if [ -n "${SERVER_CPUS:-}" ]; then confine=(taskset -c "$SERVER_CPUS"); fi
   # One load generator is one client address: no per-address connection cap
   # and no per-address request limits.
-  "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" \
+  "${confine[@]}" "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" \
     --max-http-connections-per-ip 0 --rate-limit-api 0 --rate-limit-writes 0 \
     --rate-limit-playback 0 --rate-limit-wallet 0 "$@" 2>"$log" &
   SERVER_PID=$!
@@ -69,7 +72,8 @@ wait_ended() {
   echo "stream did not end" >&2; exit 1
 }
 
-# start_nginx ROOT: nginx serving ROOT (sendfile, open_file_cache, no access
+# start_nginx ROOT: nginx serving ROOT (confined like the server when
+# SERVER_CPUS is set) (sendfile, open_file_cache, no access
 # log) on a free port; sets NGINX_PORT.
 start_nginx() {
   chmod 755 "$WORK"   # nginx workers read as their own user
@@ -89,7 +93,9 @@ http {
   server { listen 127.0.0.1:$NGINX_PORT; root $1; }
 }
 CONF
-  nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
+  local confine=()
+  if [ -n "${SERVER_CPUS:-}" ]; then confine=(taskset -c "$SERVER_CPUS"); fi
+  "${confine[@]}" nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
   PIDS+=($!)
   sleep 0.5
 }

@@ -4,15 +4,18 @@
 # `streamweave bench viewers` runs N viewers: each polls the live playlist
 # every second, pays each new segment with a voucher and fetches it. The
 # static run makes the same playlist and segment requests at the same rate
-# against nginx. Generator, server, transcoder and nginx share the cores.
+# against nginx. The server (with the ladder's ffmpeg, its child) and nginx
+# are confined to CPU 1, the load generator and the publishing ffmpeg to
+# CPU 0 (taskset), so the generator's cost does not count against either.
 # Usage: scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
 source "$(dirname "$0")/common.sh"
 RUN_SECONDS="${1:-30}"
 shift || true
 COUNTS=("$@")
 [ "${#COUNTS[@]}" -gt 0 ] || COUNTS=(1000 10000)
-need nginx ffmpeg curl python3
+need nginx ffmpeg curl python3 taskset
 build
+export SERVER_CPUS=1
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 start_server "$WORK/server.log" --dev
@@ -23,7 +26,7 @@ STREAM_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <"$W
 STREAM_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["stream_key"])' <"$WORK/stream.json")
 # A 360p source: the ladder is one video rung and audio, so most of the CPU
 # goes to viewers.
-ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=size=640x360:rate=30" \
+taskset -c 0 ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=size=640x360:rate=30" \
   -f lavfi -i sine=frequency=440:sample_rate=48000 \
   -c:v libx264 -preset ultrafast -g 60 -pix_fmt yuv420p -c:a aac -f flv "rtmp://$RTMP/live/$STREAM_KEY" &
 PUBLISHER_PID=$!
@@ -36,7 +39,7 @@ done
 
 for viewers in "${COUNTS[@]}"; do
   echo "paying viewers: $viewers for ${RUN_SECONDS}s" >&2
-  "$BIN" bench viewers --server "http://$HTTP" --stream "$STREAM_ID" --viewers "$viewers" \
+  taskset -c 0 "$BIN" bench viewers --server "http://$HTTP" --stream "$STREAM_ID" --viewers "$viewers" \
     --seconds "$RUN_SECONDS" --server-pid "$SERVER_PID" >"$WORK/paid-$viewers.json"
 done
 kill "$PUBLISHER_PID" 2>/dev/null || true
@@ -48,11 +51,11 @@ SEGMENTS=$(find "$ROOT_DIR/360p" -name '*.m4s' | wc -l)
 start_nginx "$ROOT_DIR"
 for viewers in "${COUNTS[@]}"; do
   echo "nginx viewers: $viewers for ${RUN_SECONDS}s" >&2
-  "$BIN" bench viewers --static-base "http://127.0.0.1:$NGINX_PORT/360p" --static-segments "$SEGMENTS" \
+  taskset -c 0 "$BIN" bench viewers --static-base "http://127.0.0.1:$NGINX_PORT/360p" --static-segments "$SEGMENTS" \
     --viewers "$viewers" --seconds "$RUN_SECONDS" >"$WORK/nginx-$viewers.json"
 done
 
-echo "$(nproc) cores shared by the server, ffmpeg, the generator and nginx; ${RUN_SECONDS}s per run; 360p stream, 2 s segments, 1 s playlist polls"
+echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; ${RUN_SECONDS}s per run; 360p stream, 2 s segments, 1 s playlist polls"
 python3 - "$WORK" "${COUNTS[@]}" <<'PY'
 import json, sys
 work, counts = sys.argv[1], sys.argv[2:]

@@ -169,6 +169,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(ipfs::routes())
         .merge(auth::routes())
         .merge(payments::routes())
+        .merge(payments::voucher_routes())
         .merge(accounts::routes())
         .merge(sessions::routes())
         .merge(sessions::play_routes())
@@ -273,25 +274,32 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Whether a request is for the playback lane: reading a stream's
-/// playlists and media, a session's, or a block by CID.
+/// playlists and media, a session's, or a block by CID, and submitting a
+/// voucher.
 fn in_playback_lane(method: &axum::http::Method, path: &str) -> bool {
-    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+    use axum::http::Method;
+    if method == Method::POST {
+        return path.starts_with("/api/v1/channels/") && path.ends_with("/vouchers");
+    }
+    (method == Method::GET || method == Method::HEAD)
         && (path.starts_with("/live/") || path.starts_with("/play/") || path.starts_with("/ipfs/"))
 }
 
 /// The playback routes (the same handlers the full router documents)
 /// under one lean middleware ([`ops::playback`]): no request id, no
-/// tracing span, no body limit (GET and HEAD have none), CORS answered with
-/// fixed headers, metrics by static labels.
+/// tracing span, CORS answered with fixed headers, metrics by static
+/// labels.
 fn playback_lane(state: AppState) -> Router {
     let (routes, _) = OpenApiRouter::<AppState>::new()
         .merge(playback::routes())
         .merge(ipfs::routes())
         .merge(sessions::play_routes())
+        .merge(payments::voucher_routes())
         .split_for_parts();
     routes
         .fallback(problem::not_found_fallback)
         .method_not_allowed_fallback(problem::method_not_allowed_fallback)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::playback,

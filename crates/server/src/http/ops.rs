@@ -189,12 +189,13 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 /// The routes of the playback lane, as metric labels.
-const PLAYBACK_ROUTES: [&str; 5] = [
+const PLAYBACK_ROUTES: [&str; 6] = [
     "/live/{id}/master.m3u8",
     "/live/{id}/{rendition}/{file}",
     "/play/{session}/master.m3u8",
     "/play/{session}/{rendition}/{file}",
     "/ipfs/{cid}",
+    "/api/v1/channels/{id}/vouchers",
 ];
 
 /// Response headers of every playback answer: what the API's CORS layer
@@ -229,7 +230,8 @@ fn playback_cors_headers() -> &'static [(header::HeaderName, HeaderValue)] {
     })
 }
 
-/// The playback lane's one middleware: the per-address limit, the count
+/// The playback lane's one middleware (media reads and vouchers): the
+/// per-address limit, the count
 /// by route (static labels, nothing allocated), the node's name in a
 /// cluster, the CORS headers.
 pub async fn playback(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -265,10 +267,10 @@ pub async fn playback(State(state): State<AppState>, request: Request, next: Nex
         } else {
             "unmatched"
         });
-    let method = if request.method() == axum::http::Method::HEAD {
-        "HEAD"
-    } else {
-        "GET"
+    let method = match *request.method() {
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::POST => "POST",
+        _ => "GET",
     };
     let started = Instant::now();
     let mut response = next.run(request).await;

@@ -26,10 +26,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(open_channel))
         .routes(routes!(get_channel))
         .routes(routes!(top_up))
-        .routes(routes!(submit_voucher))
         .routes(routes!(close_channel))
         .routes(routes!(payee_policy))
         .routes(routes!(chain_status))
+}
+
+/// Voucher submission (the playback lane's: players send one every few
+/// segments).
+pub fn voucher_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(submit_voucher))
 }
 
 /// The embedded ledger's asset.

@@ -660,11 +660,7 @@ pub(super) fn channel_gate(
     span: MediaSpan,
 ) -> Result<(), ApiError> {
     let segment_target_ms = state.settings.segment_duration_ms;
-    let paid = state
-        .payments
-        .channel(&channel_id)
-        .map(|c| c.redeemed)
-        .unwrap_or_default();
+    let paid = state.payments.redeemed(&channel_id).unwrap_or_default();
     let (decision, paid_media_ms) = state
         .sessions
         .decide(&found.id, span, paid, now_ms())
@@ -780,15 +776,7 @@ pub async fn check_prepay_window(
     amount: Amount,
 ) -> Result<(), ApiError> {
     let clustered = state.settings.clustered();
-    let shared_paid = || {
-        clustered.then(|| {
-            state
-                .payments
-                .channel(channel)
-                .map(|c| c.redeemed)
-                .unwrap_or_default()
-        })
-    };
+    let shared_paid = || clustered.then(|| state.payments.redeemed(channel).unwrap_or_default());
     let mut max = state.sessions.max_voucher(channel, shared_paid());
     if clustered && max.is_some_and(|max| amount > max) && state.payments.refresh(channel).await {
         // Another node moved the channel on since this one last looked.

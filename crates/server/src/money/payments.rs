@@ -204,6 +204,16 @@ impl Payments {
             .cloned()
     }
 
+    /// A channel's redeemed amount as last committed (the paid gate's read,
+    /// per segment: no copy of the channel).
+    pub fn redeemed(&self, id: &B256) -> Option<Amount> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|c| c.redeemed)
+    }
+
     /// A channel as last committed, read from the database when this node
     /// has not seen it (opened through another node).
     pub async fn channel_or_load(&self, id: &B256) -> Option<Channel> {

@@ -55,7 +55,7 @@ pub struct StoredTransfer {
 /// Rows per multi-row INSERT (SQLite allows 32766 bound values; 9 per row).
 const INSERT_CHUNK_ROWS: usize = 1000;
 
-fn account_columns(account: &AccountRef) -> (&'static str, Option<String>, String) {
+pub(super) fn account_columns(account: &AccountRef) -> (&'static str, Option<String>, String) {
     match account {
         AccountRef::Available { owner, asset } => (
             "available",
@@ -97,6 +97,9 @@ impl Store {
         batches: &[LedgerBatch],
         now_ms: i64,
     ) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
+        if let Some(writer) = &self.sqlite_ledger {
+            return writer.commit(batches, now_ms).await;
+        }
         let mut tx = self.pool.begin().await?;
         // The common case (vouchers, settlements, deposits): the whole group
         // in one go, when no batch can depend on another's order.
@@ -422,7 +425,7 @@ async fn locked_balances(
 /// account a user spends from (only the outside world, escrow and clearing,
 /// which the channel rules keep covered), so no batch can be funded by a
 /// later one.
-fn order_independent(batches: &[LedgerBatch]) -> bool {
+pub(super) fn order_independent(batches: &[LedgerBatch]) -> bool {
     batches.iter().flat_map(|b| &b.transfers).all(|t| {
         matches!(
             t.debit,
@@ -432,7 +435,7 @@ fn order_independent(batches: &[LedgerBatch]) -> bool {
 }
 
 /// All batches of a group as one.
-fn merge(batches: &[LedgerBatch]) -> LedgerBatch {
+pub(super) fn merge(batches: &[LedgerBatch]) -> LedgerBatch {
     LedgerBatch {
         transfers: batches
             .iter()
@@ -446,19 +449,19 @@ fn merge(batches: &[LedgerBatch]) -> LedgerBatch {
 }
 
 /// A transfer as stored.
-struct TransferRow {
-    id: String,
-    debit: String,
-    credit: String,
-    body: String,
-    asset: String,
-    amount: String,
-    kind: String,
-    channel: Option<String>,
+pub(super) struct TransferRow {
+    pub id: String,
+    pub debit: String,
+    pub credit: String,
+    pub body: String,
+    pub asset: String,
+    pub amount: String,
+    pub kind: String,
+    pub channel: Option<String>,
 }
 
 impl TransferRow {
-    fn new(transfer: &Transfer) -> Result<Self, sqlx::Error> {
+    pub(super) fn new(transfer: &Transfer) -> Result<Self, sqlx::Error> {
         Ok(TransferRow {
             id: transfer.id.clone(),
             debit: transfer.debit.key(),
@@ -479,7 +482,7 @@ impl TransferRow {
 /// Net change per account of the transfers that were inserted (each id
 /// once), in the order they apply; a change beyond the balance range is an
 /// overflow, refused.
-fn net_deltas(
+pub(super) fn net_deltas(
     transfers: &[Transfer],
     inserted: &HashSet<String>,
 ) -> Result<Vec<(AccountRef, Balance)>, Refusal> {
@@ -509,7 +512,7 @@ fn net_deltas(
 
 /// Per channel, in first-seen order: the revision its first write was
 /// built on and its last state.
-fn last_states(writes: &[ChannelWrite]) -> Vec<(Option<u64>, &Channel)> {
+pub(super) fn last_states(writes: &[ChannelWrite]) -> Vec<(Option<u64>, &Channel)> {
     let mut order: Vec<(Option<u64>, &Channel)> = Vec::new();
     for write in writes {
         match order.iter_mut().find(|(_, c)| c.id == write.channel.id) {

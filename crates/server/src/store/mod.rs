@@ -18,6 +18,7 @@ mod events;
 mod ledger;
 mod memberships;
 mod sessions;
+mod sqlite_ledger;
 mod stats;
 mod streams;
 #[cfg(test)]
@@ -72,6 +73,9 @@ pub struct Store {
     dialect: Dialect,
     /// This node's name, recorded on the streams it ingests.
     node: Arc<str>,
+    /// On SQLite, the ledger's commits run on a connection and thread of
+    /// their own ([`sqlite_ledger`]).
+    sqlite_ledger: Option<sqlite_ledger::SqliteLedger>,
 }
 
 /// Whether `url` names a PostgreSQL database.
@@ -123,10 +127,12 @@ impl Store {
             .connect(&url)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        let sqlite_ledger = Some(sqlite_ledger::SqliteLedger::start(&path)?);
         Ok(Store {
             pool,
             dialect: Dialect::Sqlite,
             node: Arc::from(""),
+            sqlite_ledger,
         })
     }
 
@@ -147,6 +153,7 @@ impl Store {
             pool,
             dialect: Dialect::Postgres,
             node: Arc::from(""),
+            sqlite_ledger: None,
         })
     }
 
