@@ -61,18 +61,19 @@ import json, sys
 work, counts = sys.argv[1], sys.argv[2:]
 def fmt(x, unit=""):
     return "-" if x is None else f"{x:.1f}{unit}"
-print("| run | viewers | watching | segments/s | segment p50 | segment p99 | voucher p50 | voucher p99 | playlist p99 | errors | server CPU | server RSS | setup |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| run | viewers | watching | segments/s | segment p50 | segment p99 | voucher p50 | voucher p99 | playlist p99 | errors | server CPU | server RSS | generator CPU | setup |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for kind in ("paid", "nginx"):
     for n in counts:
         r = json.load(open(f"{work}/{kind}-{n}.json"))
         paid = kind == "paid"
-        print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             "StreamWeave, paying" if paid else "nginx, no payment", n, r["viewers_watching"],
             r["segments_per_second"], fmt(r["segments"]["p50_ms"], " ms"), fmt(r["segments"]["p99_ms"], " ms"),
             fmt(r["vouchers"]["p50_ms"], " ms") if paid else "-", fmt(r["vouchers"]["p99_ms"], " ms") if paid else "-",
             fmt(r["playlists"]["p99_ms"], " ms"), r["errors"],
             fmt(r.get("server_cpu_percent"), " %"), fmt(r.get("server_peak_rss_mib"), " MiB"),
+            fmt(r.get("generator_cpu_percent"), " %"),
             f"{r['setup_ms']/1000:.0f} s" if paid else "-"))
         if r["error_samples"]:
             print(f"<!-- {kind} {n}: {r['error_samples'][:3]} -->")
