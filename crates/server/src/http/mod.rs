@@ -252,8 +252,9 @@ pub fn router(state: AppState) -> Router {
         );
     // The CORS layer answers every OPTIONS itself; an OPTIONS that is not a
     // browser's preflight (tus discovery) goes to the routes instead.
-    // Reading media (GET and HEAD of `/live/`, `/ipfs/`, `/play/`) takes the
-    // playback lane: the same handlers with only the work they need.
+    // Reading media (GET and HEAD of `/live/`, `/ipfs/`, `/play/`) and
+    // submitting vouchers take the playback lane: the same handlers with
+    // only the work they need.
     let with_cors = app.clone().layer(cors);
     let lane = playback_lane(state);
     Router::new().fallback_service(tower::service_fn(move |request: axum::extract::Request| {

@@ -168,33 +168,45 @@ pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 /// Refuses a request over its address's limit for its class with 429 and
 /// `Retry-After`.
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip());
-    if let Some(peer) = peer {
-        let limits = &state.request_limits;
-        let forwarded = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
-        let class = super::rate_limit::classify(request.method(), request.uri().path());
-        if let Some(wait_ms) = limits.check(class, ip, now_ms()) {
-            return super::problem::ApiError::too_many_requests(wait_ms, "your address")
-                .into_response();
-        }
+    let class = super::rate_limit::classify(request.method(), request.uri().path());
+    if let Some(refused) = over_limit(&state, &request, class) {
+        return refused;
     }
     next.run(request).await
 }
 
+/// The 429 answer of a request over its address's limit for `class`.
+fn over_limit(
+    state: &AppState,
+    request: &Request,
+    class: super::rate_limit::RequestClass,
+) -> Option<Response> {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip();
+    let limits = &state.request_limits;
+    if limits.exempt_loopback && peer.is_loopback() {
+        return None;
+    }
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
+    let wait_ms = limits.check(class, ip, now_ms())?;
+    Some(super::problem::ApiError::too_many_requests(wait_ms, "your address").into_response())
+}
+
 /// The routes of the playback lane, as metric labels.
-const PLAYBACK_ROUTES: [&str; 6] = [
+const PLAYBACK_ROUTES: [&str; 7] = [
     "/live/{id}/master.m3u8",
     "/live/{id}/{rendition}/{file}",
     "/play/{session}/master.m3u8",
     "/play/{session}/{rendition}/{file}",
     "/ipfs/{cid}",
+    "/ipfs/{cid}/{*path}",
     "/api/v1/channels/{id}/vouchers",
 ];
 
@@ -231,27 +243,11 @@ fn playback_cors_headers() -> &'static [(header::HeaderName, HeaderValue)] {
 }
 
 /// The playback lane's one middleware (media reads and vouchers): the
-/// per-address limit, the count
-/// by route (static labels, nothing allocated), the node's name in a
-/// cluster, the CORS headers.
+/// per-address limit, the count by route (static labels, nothing
+/// allocated), the node's name in a cluster, the CORS headers.
 pub async fn playback(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let limits = &state.request_limits;
-    if let Some(peer) = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip())
-        && !(limits.exempt_loopback && peer.is_loopback())
-    {
-        let forwarded = request
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
-        if let Some(wait_ms) = limits.check(super::rate_limit::RequestClass::Playback, ip, now_ms())
-        {
-            return super::problem::ApiError::too_many_requests(wait_ms, "your address")
-                .into_response();
-        }
+    if let Some(refused) = over_limit(&state, &request, super::rate_limit::RequestClass::Playback) {
+        return refused;
     }
     let route: &'static str = request
         .extensions()
@@ -262,11 +258,7 @@ pub async fn playback(State(state): State<AppState>, request: Request, next: Nex
                 .find(|route| **route == matched.as_str())
         })
         .copied()
-        .unwrap_or(if request.uri().path().starts_with("/ipfs/") {
-            "/ipfs/{cid}/{*path}"
-        } else {
-            "unmatched"
-        });
+        .unwrap_or("unmatched");
     let method = match *request.method() {
         axum::http::Method::HEAD => "HEAD",
         axum::http::Method::POST => "POST",
