@@ -252,7 +252,13 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
   } finally {
     await browser?.close();
     for (const p of publishers) p.kill();
+    // The server drains and may still write blocks after SIGTERM: remove
+    // its data once it has exited.
+    const exited = child.exitCode !== null || child.signalCode !== null
+      ? Promise.resolve()
+      : new Promise((resolve) => child.once('exit', resolve));
     child.kill();
+    await exited;
     rmSync(work, { recursive: true, force: true });
   }
 });
