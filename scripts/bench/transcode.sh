@@ -14,12 +14,35 @@ for size in 1280x720 1920x1080; do
     -f lavfi -i sine=frequency=440:sample_rate=48000 -t "$MEDIA_SECONDS" \
     -c:v libx264 -preset ultrafast -g 60 -pix_fmt yuv420p -c:a aac -f flv "$source_file"
   out="$WORK/out-$height"
+  mkdir -p "$out"
   mapfile -t args < <("$BIN" ladder-args --source-height "$height" --out-dir "$out")
-  for rendition in 1080p 720p 480p 360p audio; do mkdir -p "$out/$rendition"; done
+  # The ladder streams one fragmented MP4 per rendition into a Unix socket
+  # the server listens on; here a reader drains each socket into a file.
+  mapfile -t sockets < <(printf '%s\n' "${args[@]}" | sed -n 's|^unix://||p')
+  python3 - "${sockets[@]}" <<'PY' &
+import os, socket, sys, threading
+def drain(path):
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    open(path + ".ready", "w").close()
+    conn, _ = server.accept()
+    with open(path[:-len(".sock")] + ".mp4", "wb") as out:
+        while chunk := conn.recv(1 << 20):
+            out.write(chunk)
+threads = [threading.Thread(target=drain, args=(p,)) for p in sys.argv[1:]]
+for t in threads: t.start()
+for t in threads: t.join()
+PY
+  reader=$!
+  for socket in "${sockets[@]}"; do
+    until [ -e "$socket.ready" ]; do sleep 0.05; done
+  done
   start=$(date +%s.%N)
   ffmpeg "${args[@]}" < "$source_file"
   end=$(date +%s.%N)
-  ladder=$(for d in "$out"/*/; do [ -f "$d/index.m3u8" ] && basename "$d"; done | sort -rn | tr '\n' ' ')
+  wait "$reader"
+  ladder=$(for f in "$out"/*.mp4; do [ -s "$f" ] && basename "$f" .mp4; done | sort -rn | tr '\n' ' ')
   python3 -c "
 wall = $end - $start
 factor = $MEDIA_SECONDS / wall

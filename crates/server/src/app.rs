@@ -405,6 +405,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         blockstore,
         index,
         cache,
+        public_cids: Arc::default(),
         ledger,
         payments,
         sessions: Arc::new(crate::money::sessions::Sessions::default()),

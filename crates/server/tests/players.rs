@@ -302,6 +302,26 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
         402,
         "playback outside the archive stays paid"
     );
+    // Made private again, it is paid again at once.
+    let made_private = reqwest::Client::new()
+        .patch(server.url(&format!("/api/v1/streams/{stream_id}")))
+        .bearer_auth(&creator_token)
+        .json(&json!({"archive_public": false}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(made_private.status(), 200);
+    let segment = reqwest::get(server.url(&format!(
+        "/ipfs/{}/360p/0.m4s",
+        archive["root_cid"].as_str().expect("root")
+    )))
+    .await
+    .expect("segment");
+    assert_eq!(
+        segment.status(),
+        402,
+        "a private archive's segments are paid"
+    );
     let missing = Command::new(env!("CARGO_BIN_EXE_streamweave"))
         .args(["export", "--data-dir"])
         .arg(&server.data_dir)

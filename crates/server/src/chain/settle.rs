@@ -31,6 +31,10 @@ const REBROADCAST_AFTER_MS: i64 = 15_000;
 const FAILED_BACKOFF_MS: i64 = 300_000;
 /// Recent transactions read back to know what is submitted.
 const RECENT_TXS: i64 = 500;
+/// A transaction without a receipt whose nonce the chain has used counts
+/// as replaced once this has passed: a node may count a block's nonces
+/// before it serves the block's receipts.
+const REPLACED_AFTER_MS: i64 = 5_000;
 
 /// What one transaction settles: channel and cumulative amount.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +53,9 @@ struct Settler {
     backoff: HashMap<B256, i64>,
     /// When each in-flight transaction was last sent.
     sent_at: HashMap<String, i64>,
+    /// In-flight transactions whose nonce the chain has used while their
+    /// receipt is missing, since when.
+    nonce_used_since: HashMap<String, i64>,
 }
 
 pub(super) async fn run(link: Arc<ChainLink>, db: Store, payments: Payments) {
@@ -59,6 +66,7 @@ pub(super) async fn run(link: Arc<ChainLink>, db: Store, payments: Payments) {
         alone: VecDeque::new(),
         backoff: HashMap::new(),
         sent_at: HashMap::new(),
+        nonce_used_since: HashMap::new(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(settler.link.settings.poll_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,7 +182,21 @@ impl Settler {
         let now = now_ms();
         for tx in recent.iter().rev().filter(|tx| tx.state == "sent") {
             let hash: B256 = tx.hash.parse()?;
-            match self.link.escrow.outcome(hash).await? {
+            let mut outcome = self.link.escrow.outcome(hash).await?;
+            let mut nonce_used = false;
+            if outcome.is_none() && self.link.escrow.mined_nonce().await? > tx.nonce {
+                // Mined between the two questions, or by another transaction.
+                outcome = self.link.escrow.outcome(hash).await?;
+                nonce_used = outcome.is_none();
+            }
+            let replaced = if nonce_used {
+                let since = *self.nonce_used_since.entry(tx.hash.clone()).or_insert(now);
+                now - since >= REPLACED_AFTER_MS
+            } else {
+                self.nonce_used_since.remove(&tx.hash);
+                false
+            };
+            match outcome {
                 Some(outcome) => {
                     let state = if outcome.success { "mined" } else { "failed" };
                     self.db.end_chain_tx(&tx.hash, state, now).await?;
@@ -193,12 +215,15 @@ impl Settler {
                         self.failed(&tx.body);
                     }
                 }
-                None if self.link.escrow.mined_nonce().await? > tx.nonce => {
+                None if replaced => {
                     // Its nonce was used by another transaction of this key.
                     warn!(hash = %tx.hash, "replaced before it was mined");
                     self.db.end_chain_tx(&tx.hash, "dropped", now).await?;
                     self.sent_at.remove(&tx.hash);
+                    self.nonce_used_since.remove(&tx.hash);
                 }
+                // Give the node time to serve the receipt.
+                None if nonce_used => waiting = true,
                 None => {
                     waiting = true;
                     // First sight since start, or not mined for a while: send again.

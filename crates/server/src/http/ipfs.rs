@@ -10,6 +10,10 @@
 //! creator makes it public; otherwise a paid stream's answer 402 (watch
 //! through a session), except to its owner and the admins.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +42,45 @@ pub fn routes() -> OpenApiRouter<AppState> {
 const MAX_GATEWAY_CAR_BYTES: u64 = 512 * 1024 * 1024;
 /// Deepest path resolved.
 const MAX_PATH_SEGMENTS: usize = 32;
+/// How long a CID found public is served as public without asking the
+/// database again.
+const PUBLIC_VERDICT_TTL: Duration = Duration::from_secs(10);
+/// Most CIDs remembered as public.
+const MAX_PUBLIC_VERDICTS: usize = 65_536;
+
+/// CIDs lately found readable by anyone (a free stream's media, a public
+/// archive's blocks, a collectible's metadata), so that serving them again
+/// asks the database nothing. A stream's change of access on this node
+/// forgets them all; on another node of a cluster, a verdict holds at most
+/// [`PUBLIC_VERDICT_TTL`] (its answers already let caches keep them:
+/// `immutable`).
+#[derive(Default)]
+pub struct PublicCids {
+    until: Mutex<HashMap<Cid, Instant>>,
+}
+
+impl PublicCids {
+    pub fn is_public(&self, cid: &Cid, now: Instant) -> bool {
+        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        until.get(cid).is_some_and(|until| *until > now)
+    }
+
+    pub fn remember(&self, cid: Cid, now: Instant) {
+        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if until.len() >= MAX_PUBLIC_VERDICTS && !until.contains_key(&cid) {
+            until.retain(|_, at| *at > now);
+            if until.len() >= MAX_PUBLIC_VERDICTS {
+                until.clear();
+            }
+        }
+        until.insert(cid, now + PUBLIC_VERDICT_TTL);
+    }
+
+    /// Forgets every verdict (a stream's access changed).
+    pub fn forget(&self) {
+        self.until.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct GatewayQuery {
@@ -188,6 +231,36 @@ fn block_of(state: &AppState, cid: &Cid) -> Result<Vec<u8>, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("block {cid} is not stored here")))
 }
 
+/// Whether the caller may read `root`: an archive root's or archived
+/// block's stream rules, or a stored file's streams'. Remembers a verdict
+/// that holds for anyone.
+async fn check_access(
+    state: &AppState,
+    caller: Option<&Caller>,
+    root: &Cid,
+    now: Instant,
+) -> Result<(), ApiError> {
+    let key = root.to_string();
+    if let Some(stream) = state.db.archive_stream(&key).await? {
+        if may_read(&stream, None) {
+            state.public_cids.remember(*root, now);
+        } else if !may_read(&stream, caller) && !holds_the_recording(state, &stream, caller).await?
+        {
+            return Err(paid_refusal());
+        }
+        return Ok(());
+    }
+    match state.db.cid_is_free(&key).await? {
+        None => Err(ApiError::not_found("nothing with this CID is stored here")),
+        Some(true) => {
+            state.public_cids.remember(*root, now);
+            Ok(())
+        }
+        Some(false) if caller.is_some_and(Caller::is_admin) => Ok(()),
+        Some(false) => Err(paid_refusal()),
+    }
+}
+
 async fn serve(
     state: &AppState,
     caller: Option<Caller>,
@@ -199,21 +272,9 @@ async fn serve(
     let root =
         streamweave_cas::parse_cid(cid).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let format = response_format(query, headers)?;
-    // Which stream's rules apply: an archive root's, or a stored file's.
-    if let Some(stream) = state.db.archive_stream(&root.to_string()).await? {
-        if !may_read(&stream, caller.as_ref())
-            && !holds_the_recording(state, &stream, caller.as_ref()).await?
-        {
-            return Err(paid_refusal());
-        }
-    } else {
-        match state.db.cid_is_free(&root.to_string()).await? {
-            None => return Err(ApiError::not_found("nothing with this CID is stored here")),
-            Some(false) if !caller.as_ref().is_some_and(Caller::is_admin) => {
-                return Err(paid_refusal());
-            }
-            Some(_) => {}
-        }
+    let now = Instant::now();
+    if !state.public_cids.is_public(&root, now) {
+        check_access(state, caller.as_ref(), &root, now).await?;
     }
     // Resolve the path through directory nodes.
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -319,5 +380,38 @@ async fn serve(
                 bytes,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_verdict_lasts_its_ttl_and_is_forgotten_on_change() {
+        let cids = PublicCids::default();
+        let cid = streamweave_cas::file_cid(b"segment");
+        let now = Instant::now();
+        assert!(!cids.is_public(&cid, now));
+        cids.remember(cid, now);
+        assert!(cids.is_public(&cid, now + PUBLIC_VERDICT_TTL / 2));
+        assert!(!cids.is_public(&cid, now + PUBLIC_VERDICT_TTL));
+        cids.remember(cid, now);
+        cids.forget();
+        assert!(!cids.is_public(&cid, now));
+    }
+
+    #[test]
+    fn public_verdicts_stay_within_their_bound() {
+        let cids = PublicCids::default();
+        let now = Instant::now();
+        for i in 0..MAX_PUBLIC_VERDICTS as u32 {
+            cids.remember(streamweave_cas::file_cid(&i.to_le_bytes()), now);
+        }
+        let newest = streamweave_cas::file_cid(b"one more");
+        cids.remember(newest, now);
+        let held = cids.until.lock().unwrap().len();
+        assert!(held <= MAX_PUBLIC_VERDICTS, "{held}");
+        assert!(cids.is_public(&newest, now));
     }
 }

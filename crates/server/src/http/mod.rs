@@ -84,6 +84,8 @@ pub struct Services {
     pub blockstore: Arc<Blockstore>,
     pub index: Arc<MediaIndex>,
     pub cache: Arc<FileCache>,
+    /// CIDs lately found public, served without asking the database.
+    pub public_cids: Arc<ipfs::PublicCids>,
     pub ledger: Store,
     pub payments: Payments,
     pub sessions: Arc<crate::money::sessions::Sessions>,

@@ -939,6 +939,7 @@ async fn update_stream(
     )?;
     super::memberships::apply_member_tiers(&state, &mut stream, body.tiers.as_deref()).await?;
     state.db.update_stream(&stream).await?;
+    state.public_cids.forget();
     state.index.set_paid(&stream.id, stream.access.is_gated());
     let renditions = state.db.renditions(&stream.id).await?;
     Ok(Json(view(&state, &stream, renditions, Some(&caller))))
