@@ -14,7 +14,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { startServer } from './support.mjs';
+import { startServer, stopAndRemove } from './support.mjs';
 import { CarReader } from '@ipld/car';
 import { Piece } from '@web3-storage/data-segment';
 import { importer } from 'ipfs-unixfs-importer';
@@ -163,8 +163,7 @@ test('a recording is a Kubo-identical folder, a readable CAR and the same Piece 
     // The CAR ends with master.m3u8, the root's last entry in depth-first order.
     assert.match(bad.stderr, /corrupt: \/master\.m3u8: block \S+ does not hash to its CID/);
   } finally {
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });
 

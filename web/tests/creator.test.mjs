@@ -10,13 +10,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { api, call, publish, signInNode, startServer, until, uploadVideo } from './support.mjs';
+import { api, call, publish, signInNode, startServer, until, uploadVideo, stopAndRemove } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -222,7 +222,6 @@ test('the library sorts by views and filters by access and length; a creator\'s 
   } finally {
     publisher?.kill();
     await browser?.close();
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });

@@ -7,11 +7,11 @@
 // figures themselves are a benchmark (scripts/bench/latency.sh), not a test.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { api, signInNode, startServer, until } from './support.mjs';
+import { api, signInNode, startServer, until, stopAndRemove } from './support.mjs';
 import { decodeTime, encodeTime, firstSegment, publishClock, watchLatency } from './latency.mjs';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 
@@ -53,7 +53,6 @@ test('frames stamped by the publisher are read back in Chromium over LL-HLS and 
   } finally {
     publisher?.stop();
     await browser.close();
-    server.child.kill();
-    rmSync(dir, { recursive: true, force: true });
+    await stopAndRemove(server.child, dir);
   }
 });

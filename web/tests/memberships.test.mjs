@@ -14,13 +14,13 @@
 // member-limit.png, members-only.png, studio-memberships.png, pool-earnings.png).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { api, call, pageAuth, publish, signInNode, startServer, until, videoTime } from './support.mjs';
+import { api, call, pageAuth, publish, signInNode, startServer, until, videoTime, stopAndRemove } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -340,7 +340,6 @@ test('members join on the page, watch at the tier\'s quality and limit, see hist
   } finally {
     await browser?.close();
     for (const p of publishers) p.kill();
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });

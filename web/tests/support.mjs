@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 
 export function freePort() {
   return new Promise((resolve) => {
@@ -32,6 +32,22 @@ export async function startServer(bin, dataDir, extraArgs = []) {
     await new Promise((r) => setTimeout(r, 100));
   }
   return { child, base, rtmp };
+}
+
+/**
+ * Stops a server and removes its data directory once it has exited: it
+ * drains after SIGTERM and may still write blocks until then (killed
+ * outright if it has not exited 30 s later).
+ */
+export async function stopAndRemove(child, dataDir) {
+  const exited = child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((resolve) => child.once('exit', resolve));
+  child.kill();
+  const stuck = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  await exited;
+  clearTimeout(stuck);
+  rmSync(dataDir, { recursive: true, force: true });
 }
 
 /** ffmpeg publishing `seconds` of a `size` test pattern with a tone over RTMP. */

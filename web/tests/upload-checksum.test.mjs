@@ -8,11 +8,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHUNK_SIZE, makeTwoChunkVideo, startServer } from './support.mjs';
+import { CHUNK_SIZE, makeTwoChunkVideo, startServer, stopAndRemove } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -105,7 +105,6 @@ test('every upload PATCH carries its sha256, and a chunk damaged on the way is r
     assert.deepEqual(errors, [], 'no script errors');
   } finally {
     await browser?.close();
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });

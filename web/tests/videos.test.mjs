@@ -8,12 +8,12 @@
 // through a payment channel and seeks. Screenshots land in web/test-results/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { CHUNK_SIZE, makeTwoChunkVideo, startServer, uploadVideo } from './support.mjs';
+import { CHUNK_SIZE, makeTwoChunkVideo, startServer, uploadVideo, stopAndRemove } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -209,7 +209,6 @@ test('a creator uploads a video (paused and resumed), it processes, and it plays
     assert.deepEqual(errors, [], 'no script errors');
   } finally {
     await browser?.close();
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });

@@ -8,13 +8,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { startServer } from './support.mjs';
+import { startServer, stopAndRemove } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -252,13 +252,6 @@ test('viewers pay, chat and tip in the browser; the studio shows the ledger\'s e
   } finally {
     await browser?.close();
     for (const p of publishers) p.kill();
-    // The server drains and may still write blocks after SIGTERM: remove
-    // its data once it has exited.
-    const exited = child.exitCode !== null || child.signalCode !== null
-      ? Promise.resolve()
-      : new Promise((resolve) => child.once('exit', resolve));
-    child.kill();
-    await exited;
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });

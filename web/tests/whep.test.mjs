@@ -10,14 +10,14 @@
 // stream (401), not SDP (415), an unknown session (404).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { keccak256, toHex } from 'viem';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
 import { firstSegment, percentile, publishClockWhip, watchLatency } from './latency.mjs';
-import { api, call, signInNode, startServer, until } from './support.mjs';
+import { api, call, signInNode, startServer, until, stopAndRemove } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -173,8 +173,7 @@ test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stre
   } finally {
     for (const publisher of publishers) await publisher.stop().catch(() => {});
     await browser?.close();
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });
 
@@ -209,8 +208,7 @@ test('ICE-TCP: with no UDP getting through, a browser publishes over WHIP and wa
   } finally {
     await publisher?.stop().catch(() => {});
     await browser?.close();
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });
 
@@ -228,7 +226,6 @@ test('the ICE servers a node is given are offered to WHIP and WHEP peers as Link
       assert.equal(res.headers.get('link'), '<stun:stun.example:3478>; rel="ice-server", <turn:turn.example:3478?transport=udp>; rel="ice-server"; username="alice"; credential="s3cret"; credential-type="password"', endpoint);
     }
   } finally {
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });

@@ -10,13 +10,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts';
-import { api, call, signInNode, startServer, until } from './support.mjs';
+import { api, call, signInNode, startServer, until, stopAndRemove } from './support.mjs';
 
 const bin = process.env.STREAMWEAVE_BIN;
 const browserPath = process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium';
@@ -151,7 +151,6 @@ test('the studio goes live from a camera over WHIP; the stream is laddered and a
     assert.deepEqual(errors, []);
   } finally {
     await browser?.close();
-    child.kill();
-    rmSync(work, { recursive: true, force: true });
+    await stopAndRemove(child, work);
   }
 });
