@@ -499,6 +499,8 @@ async fn accept_voucher(
             streamweave_ledger::SignatureError::Malformed,
         ))
     })?;
+    // The engine's next group may wait for this voucher.
+    let arriving = state.payments.arriving();
     super::sessions::check_prepay_window(state, &channel.id, amount).await?;
     // Recovery is the expensive part: done here, in parallel, before the engine.
     let verified = channel
@@ -506,7 +508,7 @@ async fn accept_voucher(
         .map_err(channel_error)?;
     let done = state
         .payments
-        .submit(Operation::Voucher(verified))
+        .submit_arrived(Operation::Voucher(verified), arriving)
         .await
         .map_err(engine_error)?;
     if done.new
