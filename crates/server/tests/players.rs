@@ -271,26 +271,32 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
         String::from_utf8_lossy(&verified.stderr)
     );
     // The creator makes the archive public: anyone fetches it, live stays paid.
-    let made_public = reqwest::Client::new()
-        .patch(server.url(&format!("/api/v1/streams/{stream_id}")))
-        .bearer_auth(&creator_token)
-        .json(&json!({"archive_public": true}))
-        .send()
+    let set_archive_public = async |public: bool| {
+        let answer = reqwest::Client::new()
+            .patch(server.url(&format!("/api/v1/streams/{stream_id}")))
+            .bearer_auth(&creator_token)
+            .json(&json!({"archive_public": public}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(answer.status(), 200);
+    };
+    let archived_segment = async || {
+        reqwest::get(server.url(&format!(
+            "/ipfs/{}/360p/0.m4s",
+            archive["root_cid"].as_str().expect("root")
+        )))
         .await
-        .expect("patch");
-    assert_eq!(made_public.status(), 200);
+        .expect("segment")
+        .status()
+    };
+    set_archive_public(true).await;
     let public = reqwest::get(server.url(&format!("/api/v1/streams/{stream_id}/archive")))
         .await
         .expect("archive");
     assert_eq!(public.status(), 200);
-    let segment = reqwest::get(server.url(&format!(
-        "/ipfs/{}/360p/0.m4s",
-        archive["root_cid"].as_str().expect("root")
-    )))
-    .await
-    .expect("segment");
     assert_eq!(
-        segment.status(),
+        archived_segment().await,
         200,
         "a public archive's segments are public"
     );
@@ -303,22 +309,9 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
         "playback outside the archive stays paid"
     );
     // Made private again, it is paid again at once.
-    let made_private = reqwest::Client::new()
-        .patch(server.url(&format!("/api/v1/streams/{stream_id}")))
-        .bearer_auth(&creator_token)
-        .json(&json!({"archive_public": false}))
-        .send()
-        .await
-        .expect("patch");
-    assert_eq!(made_private.status(), 200);
-    let segment = reqwest::get(server.url(&format!(
-        "/ipfs/{}/360p/0.m4s",
-        archive["root_cid"].as_str().expect("root")
-    )))
-    .await
-    .expect("segment");
+    set_archive_public(false).await;
     assert_eq!(
-        segment.status(),
+        archived_segment().await,
         402,
         "a private archive's segments are paid"
     );

@@ -23,11 +23,13 @@ use crate::store::{ChannelWrite, LedgerBatch, Refusal, Store};
 pub const ENGINE_QUEUE: usize = 4096;
 /// Most operations in one group commit.
 const MAX_GROUP: usize = 512;
-/// Longest a group waits for operations on their way before it commits.
-/// Each commit costs the same `fsync` and rewrites the same hot pages
-/// whatever its size: under load, a group that takes in the vouchers whose
-/// requests are being read and verified right now costs less per voucher.
-/// An idle engine does not wait (nothing arrives).
+/// Longest a group waits for operations on their way before it commits, on
+/// SQLite. Each commit costs the same `fsync` and rewrites the same hot
+/// pages whatever its size: under load, a group that takes in the vouchers
+/// whose requests are being read and verified right now costs less per
+/// voucher. An idle engine does not wait (nothing arrives). On PostgreSQL
+/// the wait cost more than it saved (docs/benchmarks.md): groups there take
+/// only what is queued.
 const GROUP_WAIT: Duration = Duration::from_millis(2);
 
 /// What the engine can be asked.
@@ -351,13 +353,13 @@ struct Incoming {
 }
 
 impl Incoming {
-    /// Adds to `group` what is queued, then what comes within
-    /// [`GROUP_WAIT`] while operations are still arriving or the tasks
+    /// Adds to `group` what is queued, then what comes within `wait`
+    /// ([`GROUP_WAIT`]) while operations are still arriving or the tasks
     /// ready to run (requests already read, on this runtime's threads) bring
     /// more; stops at an operation that must go alone (answered as carried
     /// over).
-    async fn fill(&mut self, group: &mut Vec<Request>) -> Option<Request> {
-        let deadline = tokio::time::Instant::now() + GROUP_WAIT;
+    async fn fill(&mut self, group: &mut Vec<Request>, wait: Duration) -> Option<Request> {
+        let deadline = tokio::time::Instant::now() + wait;
         let mut yielded = false;
         while group.len() < MAX_GROUP {
             let next = match self.requests.try_recv() {
@@ -395,6 +397,10 @@ async fn run_engine(
     settle_window_ms: u64,
     shared_database: bool,
 ) {
+    let group_wait = match db.dialect() {
+        crate::store::Dialect::Sqlite => GROUP_WAIT,
+        crate::store::Dialect::Postgres => Duration::ZERO,
+    };
     let mut carried: Option<Request> = None;
     // Operations to plan again, alone, over a channel reloaded from the
     // database (another node committed it first).
@@ -412,7 +418,7 @@ async fn run_engine(
         let mut group = vec![first];
         if !group[0].operation.may_be_refused()
             && group[0].attempts == 0
-            && let Some(alone) = incoming.fill(&mut group).await
+            && let Some(alone) = incoming.fill(&mut group, group_wait).await
         {
             carried = Some(alone);
         }
@@ -832,5 +838,99 @@ async fn run_payouts(db: Store, payments: Payments) {
                 info!(owner = %format!("{owner:#x}"), amount = %earned, "automatic payout");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(operation: Operation) -> Request {
+        Request {
+            operation,
+            reply: oneshot::channel().0,
+            attempts: 0,
+        }
+    }
+
+    fn settle() -> Request {
+        request(Operation::Settle { now_ms: 0 })
+    }
+
+    fn incoming() -> (mpsc::Sender<Request>, Arc<AtomicUsize>, Incoming) {
+        let (tx, rx) = mpsc::channel(64);
+        let arriving = Arc::new(AtomicUsize::new(0));
+        let incoming = Incoming {
+            requests: rx,
+            arriving: arriving.clone(),
+        };
+        (tx, arriving, incoming)
+    }
+
+    /// Long enough that a test waiting for it would time out.
+    const FOREVER: Duration = Duration::from_secs(600);
+    /// A test's bound on anything that does not wait for its bound.
+    const SOON: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_group_takes_what_is_queued_and_stops_at_what_goes_alone() {
+        let (tx, _, mut incoming) = incoming();
+        for _ in 0..3 {
+            tx.send(settle()).await.unwrap();
+        }
+        tx.send(request(Operation::Transfers(Vec::new())))
+            .await
+            .unwrap();
+        tx.send(settle()).await.unwrap();
+        let mut group = vec![settle()];
+        let alone = incoming.fill(&mut group, FOREVER).await;
+        assert_eq!(group.len(), 4);
+        assert!(alone.is_some_and(|r| r.operation.may_be_refused()));
+    }
+
+    #[tokio::test]
+    async fn a_group_waits_for_an_arriving_operation_within_its_bound() {
+        let (tx, arriving, mut incoming) = incoming();
+        arriving.fetch_add(1, Ordering::Relaxed);
+        let (late, arrived) = (tx.clone(), arriving.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            late.send(settle()).await.unwrap();
+            arrived.fetch_sub(1, Ordering::Relaxed);
+        });
+        let mut group = vec![settle()];
+        tokio::time::timeout(SOON, incoming.fill(&mut group, FOREVER))
+            .await
+            .expect("the arriving operation ends the wait");
+        assert_eq!(group.len(), 2, "the arriving one joined");
+        // One counted as arriving that never comes: the bound ends the wait.
+        arriving.fetch_add(1, Ordering::Relaxed);
+        let bound = Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        let mut group = vec![settle()];
+        incoming.fill(&mut group, bound).await;
+        assert_eq!(group.len(), 1);
+        assert!(started.elapsed() >= bound);
+    }
+
+    #[tokio::test]
+    async fn without_a_wait_a_group_takes_only_what_is_queued() {
+        let (_tx, arriving, mut incoming) = incoming();
+        arriving.fetch_add(1, Ordering::Relaxed);
+        let mut group = vec![settle()];
+        tokio::time::timeout(SOON, incoming.fill(&mut group, Duration::ZERO))
+            .await
+            .expect("no wait");
+        assert_eq!(group.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_engine_does_not_wait() {
+        let (_tx, _, mut incoming) = incoming();
+        let mut group = vec![settle()];
+        tokio::time::timeout(SOON, incoming.fill(&mut group, FOREVER))
+            .await
+            .expect("nothing arriving: no wait");
+        assert_eq!(group.len(), 1);
     }
 }

@@ -186,7 +186,6 @@ impl Store {
     }
 
     /// Which database this is.
-    #[cfg(test)]
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
