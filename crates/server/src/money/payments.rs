@@ -294,7 +294,6 @@ impl Payments {
         found
     }
 
-    /// Submits an operation and waits for its durable outcome.
     /// Counts an operation on its way to the engine (a voucher whose
     /// signature is being recovered) until the guard is dropped: a group
     /// about to commit waits a moment for it ([`GROUP_WAIT`]).
@@ -303,6 +302,7 @@ impl Payments {
         Arriving(self.arriving.clone())
     }
 
+    /// Submits an operation and waits for its durable outcome.
     pub async fn submit(&self, operation: Operation) -> Result<Done, EngineError> {
         let answer = self.enqueue(operation).await?;
         answer.await.map_err(|_| EngineError::Unavailable)?
