@@ -319,6 +319,91 @@ impl Blockstore {
         }
     }
 
+    /// A file's leaf blocks opened for reading, in order, each with its
+    /// length: for sending a file straight from disk (`sendfile`) without
+    /// reading it into memory. The root and inner nodes are read and
+    /// verified; the leaves are opened, not re-hashed (the caller vouches
+    /// for them, having read the file through [`Blockstore::get_file`]),
+    /// and a leaf whose length is not the one its parent records is an
+    /// error. `None` when the root is not stored, a leaf is stored neither
+    /// here nor in the remote, the file has data inline in a node, or it
+    /// has more than `max_leaves` leaves.
+    pub fn open_file_leaves(
+        &self,
+        cid: &Cid,
+        max_leaves: usize,
+    ) -> Result<Option<Vec<(fs::File, u64)>>, CasError> {
+        let mut leaves = Vec::new();
+        let complete = self.open_leaves(cid, None, 0, max_leaves, &mut leaves)?;
+        Ok(complete.then_some(leaves))
+    }
+
+    /// Appends the leaves below `cid` (of `expected_len` bytes, when its
+    /// parent says); answers whether the whole subtree could be opened.
+    fn open_leaves(
+        &self,
+        cid: &Cid,
+        expected_len: Option<u64>,
+        depth: usize,
+        max_leaves: usize,
+        leaves: &mut Vec<(fs::File, u64)>,
+    ) -> Result<bool, CasError> {
+        match cid.codec() {
+            RAW_CODEC => {
+                if leaves.len() >= max_leaves {
+                    return Ok(false);
+                }
+                let file = match fs::File::open(self.path_of(cid)) {
+                    Ok(file) => file,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        // Fetched from the remote (and verified) into this disk.
+                        if self.get_block(cid)?.is_none() {
+                            return Ok(false);
+                        }
+                        fs::File::open(self.path_of(cid))?
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                let len = file.metadata()?.len();
+                if expected_len.is_some_and(|expected| expected != len) {
+                    return Err(CasError::Corrupt(*cid));
+                }
+                leaves.push((file, len));
+                Ok(true)
+            }
+            DAG_PB_CODEC => {
+                if depth > MAX_DAG_DEPTH {
+                    return Err(CasError::Malformed("file DAG too deep"));
+                }
+                let Some(block) = self.get_block(cid)? else {
+                    return Ok(false);
+                };
+                let node = pb::decode_node(&block)?;
+                let data = pb::decode_unixfs(
+                    node.data
+                        .as_deref()
+                        .ok_or(CasError::Malformed("dag-pb node without UnixFS data"))?,
+                )?;
+                if !matches!(data.kind, UnixFsType::File | UnixFsType::Raw) {
+                    return Err(CasError::NotAFile(*cid));
+                }
+                if data.data.as_ref().is_some_and(|inline| !inline.is_empty()) {
+                    return Ok(false);
+                }
+                for (index, link) in node.links.iter().enumerate() {
+                    let child = Cid::try_from(link.hash.as_slice())
+                        .map_err(|_| CasError::Malformed("bad CID in link"))?;
+                    let child_len = data.blocksizes.get(index).copied();
+                    if !self.open_leaves(&child, child_len, depth + 1, max_leaves, leaves)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            _ => Err(CasError::UnsupportedCid(cid.to_string())),
+        }
+    }
+
     /// A file's size from its root block alone; `None` when not stored.
     pub fn file_size(&self, cid: &Cid) -> Result<Option<u64>, CasError> {
         let Some(block) = self.get_block(cid)? else {
@@ -404,6 +489,52 @@ mod tests {
             store.get_file(&small).expect("get").as_deref(),
             Some(&b"small"[..])
         );
+    }
+
+    fn read_leaves(leaves: Vec<(fs::File, u64)>) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        for (mut file, len) in leaves {
+            let before = out.len();
+            file.read_to_end(&mut out).expect("read leaf");
+            assert_eq!((out.len() - before) as u64, len, "leaf length");
+        }
+        out
+    }
+
+    #[test]
+    fn a_files_leaves_open_in_order_and_only_when_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Blockstore::open(dir.path()).expect("open");
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let cid = store.put_file(&bytes).expect("put");
+        let leaves = store
+            .open_file_leaves(&cid, 16)
+            .expect("open")
+            .expect("stored");
+        assert_eq!(leaves.len(), 3, "700,000 bytes are three 256 KiB chunks");
+        assert_eq!(read_leaves(leaves), bytes);
+        // A file of one block is its own leaf.
+        let small = store.put_file(b"small").expect("put");
+        let leaves = store
+            .open_file_leaves(&small, 1)
+            .expect("open")
+            .expect("stored");
+        assert_eq!(read_leaves(leaves), b"small");
+        // Too many leaves, or one missing: none.
+        assert!(store.open_file_leaves(&cid, 2).expect("open").is_none());
+        let absent = dag::file_cid(b"absent");
+        assert!(store.open_file_leaves(&absent, 16).expect("open").is_none());
+        let dag = dag::build_file_dag(&bytes);
+        let leaf = dag.blocks.last().expect("a leaf").cid;
+        assert!(store.remove_block(&leaf).expect("remove"));
+        assert!(store.open_file_leaves(&cid, 16).expect("open").is_none());
+        // A leaf of the wrong length is an error, not a short answer.
+        fs::write(store.path_of(&leaf), b"short").expect("tamper");
+        assert!(matches!(
+            store.open_file_leaves(&cid, 16),
+            Err(CasError::Corrupt(bad)) if bad == leaf
+        ));
     }
 
     #[test]

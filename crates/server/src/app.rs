@@ -464,11 +464,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         max_connections_per_ip = limits.max_connections_per_ip,
         "HTTP connection limits"
     );
+    let connections = http::conn::Connections::new(
+        router,
+        limits.header_read_timeout,
+        Some(http::disk_files::DiskFiles::new(
+            state.blockstore.clone(),
+            http::disk_files::MAX_OPEN_LEAF_FILES,
+        )),
+    );
     let drain_grace_ms = settings.drain_grace_ms;
     let task = tokio::spawn(async move {
         http::listener::serve(
             http_listener,
-            router,
+            connections,
             limits,
             drain(draining, Duration::from_millis(drain_grace_ms)),
             std::time::Duration::from_secs(10),

@@ -2,8 +2,9 @@
 //!
 //! axum's own `serve` reads headers without a deadline and accepts without a
 //! limit, so clients that trickle headers (slowloris) could hold connections
-//! until the file descriptors run out. This loop serves the same router over
-//! hyper with:
+//! until the file descriptors run out. This loop serves the same router
+//! (over [`super::conn`]: our HTTP/1.1 loop for playback, hyper for the
+//! rest) with:
 //! - a header read timeout (a request's head must arrive within it),
 //! - a cap on connections per IP address and in total, the total kept below
 //!   the process's file-descriptor limit with a reserve for everything else
@@ -13,23 +14,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+use super::conn::Connections;
 
 /// File descriptors kept free for everything but HTTP connections.
-pub const FD_RESERVE: u64 = 2048;
+pub const FD_RESERVE: u64 = 2048 + super::disk_files::MAX_OPEN_LEAF_FILES as u64;
 
 /// How many HTTP connections the loop holds and for how long it waits.
 #[derive(Debug, Clone)]
@@ -108,26 +103,17 @@ fn take_place(
     })
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish (for at most `drain`).
+/// Serves `connections` on `listener` until `shutdown` completes, then
+/// lets in-flight requests finish (for at most `drain`).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    connections: Arc<Connections>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .enable_connect_protocol();
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let tracker = tokio_util::task::TaskTracker::new();
     let open = Arc::new(Mutex::new(OpenConnections::default()));
     let mut accept_failures = 0u32;
     let mut refused = 0u64;
@@ -161,30 +147,17 @@ pub async fn serve(
             continue;
         };
         socket.set_nodelay(true).ok();
-        let service = router
-            .clone()
-            .map_request(move |mut request: hyper::Request<Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
-                request.map(Body::new)
-            });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let connections = connections.clone();
+        let stopping = stopping.clone();
+        tracker.spawn(async move {
             let _place = place;
-            if let Err(err) = connection.await {
-                debug!(%peer, %err, "HTTP connection ended with an error");
-            }
+            super::conn::serve(connections, socket, peer, stopping).await;
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    stop.send_replace(true);
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         info!("closing HTTP connections still open after the drain period");
     }
 }

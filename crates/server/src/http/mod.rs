@@ -3,6 +3,8 @@
 mod accounts;
 pub mod auth;
 mod chat;
+pub mod conn;
+pub mod disk_files;
 mod events;
 mod ipfs;
 pub mod listener;

@@ -1,15 +1,19 @@
 //! Immutable content responses: ETag by CID, conditional GET and byte ranges.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use streamweave_cas::Cid;
 
+use super::disk_files::ServedFile;
 use super::problem::{ApiError, ProblemKind};
 
 /// Answers `bytes` (the file under `cid`) honouring `If-None-Match` and a
 /// single `Range`; several ranges get the whole file, as RFC 9110 allows.
+/// The answer names the file and range it holds ([`ServedFile`]), so that
+/// our HTTP/1.1 loop can send them from disk instead.
 pub fn immutable_file(
     request_headers: &HeaderMap,
     cid: &Cid,
@@ -49,7 +53,18 @@ pub fn immutable_file(
                 }
                 // validate() guarantees start <= end < total.
                 let part = bytes.slice(start as usize..=end as usize);
-                return (StatusCode::PARTIAL_CONTENT, headers, Body::from(part)).into_response();
+                let served = ServedFile {
+                    cid: *cid,
+                    start,
+                    len: end - start + 1,
+                };
+                return (
+                    StatusCode::PARTIAL_CONTENT,
+                    headers,
+                    Extension(served),
+                    Body::from(part),
+                )
+                    .into_response();
             }
             Ok(_) => {}
             Err(_) => {
@@ -65,7 +80,18 @@ pub fn immutable_file(
             }
         }
     }
-    (StatusCode::OK, headers, Body::from(bytes)).into_response()
+    let served = ServedFile {
+        cid: *cid,
+        start: 0,
+        len: total,
+    };
+    (
+        StatusCode::OK,
+        headers,
+        Extension(served),
+        Body::from(bytes),
+    )
+        .into_response()
 }
 
 /// Reads a file through the cache, then the blockstore.

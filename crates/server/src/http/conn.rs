@@ -1,0 +1,903 @@
+//! One HTTP connection, from its first byte to its close.
+//!
+//! A connection whose requests are for the playback lane (reading media
+//! and submitting vouchers: [`super::in_playback_lane`]) is served by a
+//! small HTTP/1.1 loop of our own: httparse reads each request head, the
+//! same router answers it, and a media file the blockstore holds goes out
+//! with `sendfile(2)` from its leaf blocks ([`super::disk_files`]): the page
+//! cache's pages are handed to the socket, not copied from our memory into
+//! it, and a small answer (a playlist) is one `writev`. The first request
+//! the loop does not take (another route, an upgrade, a chunked or
+//! `Expect`ed body, HTTP/2, a head it cannot parse or one over 16 KiB)
+//! hands the connection, with the bytes already read, to hyper for the
+//! rest of its life.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tracing::debug;
+
+use super::MAX_JSON_BODY_BYTES;
+use super::disk_files::{DiskFiles, Leaves, ServedFile};
+
+/// A request head longer than this goes to hyper (which has its own limit).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Headers of a request head our loop reads; more go to hyper.
+const MAX_HEADERS: usize = 64;
+
+/// What every connection of a listener shares.
+pub struct Connections {
+    router: Router,
+    hyper: Builder<TokioExecutor>,
+    disk_files: Option<Arc<DiskFiles>>,
+    header_read_timeout: Duration,
+}
+
+impl Connections {
+    /// Connections answered by `router`: a request head must arrive within
+    /// `header_read_timeout`; with `disk_files`, files go out by `sendfile`.
+    pub fn new(
+        router: Router,
+        header_read_timeout: Duration,
+        disk_files: Option<Arc<DiskFiles>>,
+    ) -> Arc<Self> {
+        let mut hyper = Builder::new(TokioExecutor::new());
+        hyper
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        hyper
+            .http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol();
+        Arc::new(Connections {
+            router,
+            hyper,
+            disk_files,
+            header_read_timeout,
+        })
+    }
+}
+
+/// Serves one accepted connection until it closes, or until `stopping`
+/// turns true (after the answer in progress).
+pub async fn serve(
+    connections: Arc<Connections>,
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut buffer = BytesMut::with_capacity(4096);
+    loop {
+        let deadline = Instant::now() + connections.header_read_timeout;
+        let request = loop {
+            match parse_head(&buffer) {
+                Head::Ours(request) => break *request,
+                Head::Hyper => {
+                    return to_hyper(connections, socket, peer, buffer.freeze(), stopping).await;
+                }
+                Head::Partial => {}
+            }
+            let idle = buffer.is_empty();
+            if idle && *stopping.borrow() {
+                return;
+            }
+            match read_until(&mut socket, &mut buffer, deadline, idle, &mut stopping).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return,
+            }
+        };
+        let wanted = request.head_len + request.body_len;
+        while buffer.len() < wanted {
+            match read_until(&mut socket, &mut buffer, deadline, false, &mut stopping).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return,
+            }
+        }
+        buffer.advance(request.head_len);
+        let body = buffer.split_to(request.body_len).freeze();
+        let keep_alive = request.keep_alive;
+        let is_head = request.method == Method::HEAD;
+        let mut http_request = Request::new(if body.is_empty() {
+            Body::empty()
+        } else {
+            Body::from(body)
+        });
+        *http_request.method_mut() = request.method;
+        *http_request.uri_mut() = request.uri;
+        *http_request.version_mut() = request.version;
+        *http_request.headers_mut() = request.headers;
+        http_request.extensions_mut().insert(ConnectInfo(peer));
+        let response = match connections.router.clone().oneshot(http_request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let keep_alive = keep_alive && !*stopping.borrow();
+        let answer = Answer {
+            is_head,
+            version: request.version,
+            keep_alive,
+        };
+        match write_response(
+            connections.disk_files.as_ref(),
+            &mut socket,
+            response,
+            answer,
+        )
+        .await
+        {
+            Ok(true) if keep_alive => {}
+            Ok(_) => {
+                let _ = socket.shutdown().await;
+                return;
+            }
+            Err(err) => {
+                debug!(%peer, %err, "writing an answer failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads more bytes into `buffer` by `deadline`: `Ok(false)` when the
+/// peer closed, the deadline passed, or (`idle`: between requests) the
+/// listener is stopping.
+async fn read_until(
+    socket: &mut TcpStream,
+    buffer: &mut BytesMut,
+    deadline: Instant,
+    idle: bool,
+    stopping: &mut watch::Receiver<bool>,
+) -> io::Result<bool> {
+    if buffer.capacity() - buffer.len() < 1024 {
+        buffer.reserve(4096);
+    }
+    let stop = async {
+        if idle {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        read = socket.read_buf(buffer) => Ok(read? > 0),
+        () = tokio::time::sleep_until(deadline) => Ok(false),
+        () = stop => Ok(false),
+    }
+}
+
+/// What the loop makes of the bytes at the start of its buffer.
+#[derive(Debug)]
+enum Head {
+    /// A head not yet whole.
+    Partial,
+    /// A request the loop serves.
+    Ours(Box<OurRequest>),
+    /// Anything else: hyper serves the connection from here.
+    Hyper,
+}
+
+#[derive(Debug)]
+struct OurRequest {
+    head_len: usize,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body_len: usize,
+    keep_alive: bool,
+}
+
+fn parse_head(buffer: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => return Head::Partial,
+        _ => return Head::Hyper,
+    };
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Head::Hyper;
+    };
+    let method = match method {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        "POST" => Method::POST,
+        _ => return Head::Hyper,
+    };
+    // Origin form only (`/path?query`); hyper takes the other forms.
+    if !target.starts_with('/') {
+        return Head::Hyper;
+    }
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    if !super::in_playback_lane(&method, path) {
+        return Head::Hyper;
+    }
+    let Ok(uri) = Uri::try_from(target) else {
+        return Head::Hyper;
+    };
+    let version = if minor == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    let mut body_len = None;
+    let (mut close, mut keep_alive) = (false, false);
+    for field in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return Head::Hyper;
+        };
+        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
+            return Head::Hyper;
+        }
+        if name == header::CONTENT_LENGTH {
+            let digits = field.value.trim_ascii();
+            let len =
+                (!digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(digits).ok()?.parse::<usize>().ok())
+                    .flatten();
+            match (len, body_len) {
+                (Some(len), None) if len <= MAX_JSON_BODY_BYTES => body_len = Some(len),
+                _ => return Head::Hyper,
+            }
+        }
+        if name == header::CONNECTION {
+            for token in field.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        map.append(name, value);
+    }
+    let body_len = body_len.unwrap_or(0);
+    if body_len > 0 && method != Method::POST {
+        return Head::Hyper;
+    }
+    let keep_alive = match version {
+        Version::HTTP_11 => !close,
+        _ => keep_alive && !close,
+    };
+    Head::Ours(Box::new(OurRequest {
+        head_len,
+        method,
+        uri,
+        version,
+        headers: map,
+        body_len,
+        keep_alive,
+    }))
+}
+
+/// How an answer is framed.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    is_head: bool,
+    version: Version,
+    keep_alive: bool,
+}
+
+/// Writes `response`; answers whether the connection can carry another.
+async fn write_response(
+    disk_files: Option<&Arc<DiskFiles>>,
+    socket: &mut TcpStream,
+    response: Response<Body>,
+    answer: Answer,
+) -> io::Result<bool> {
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let bodiless = answer.is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let on_disk: Option<(Arc<Leaves>, ServedFile)> = if bodiless {
+        None
+    } else {
+        parts
+            .extensions
+            .get::<ServedFile>()
+            .and_then(|served| Some((disk_files?.sendable(served)?, *served)))
+    };
+    let body_len = match &on_disk {
+        Some((_, served)) => Some(served.len),
+        None => axum::body::HttpBody::size_hint(&body).exact(),
+    };
+    let chunked = !bodiless && body_len.is_none() && answer.version == Version::HTTP_11;
+    let keep_alive = answer.keep_alive && (bodiless || body_len.is_some() || chunked);
+
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        let framing = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        if name == header::CONNECTION || (framing && !bodiless) {
+            continue;
+        }
+        push_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        push_header(&mut head, b"date", &http_date());
+    }
+    if !bodiless {
+        match body_len {
+            Some(len) => push_header(&mut head, b"content-length", len.to_string().as_bytes()),
+            None if chunked => push_header(&mut head, b"transfer-encoding", b"chunked"),
+            None => {}
+        }
+    }
+    if !keep_alive {
+        push_header(&mut head, b"connection", b"close");
+    } else if answer.version == Version::HTTP_10 {
+        push_header(&mut head, b"connection", b"keep-alive");
+    }
+    head.extend_from_slice(b"\r\n");
+
+    if bodiless {
+        socket.write_all(&head).await?;
+        return Ok(keep_alive);
+    }
+    if let Some((leaves, served)) = on_disk {
+        drop(body);
+        send_more(socket, &head).await?;
+        for (file, offset, len) in leaves.pieces(served.start, served.len) {
+            send_file(socket, file, offset, len).await?;
+        }
+        return Ok(keep_alive);
+    }
+    let mut head = Some(Bytes::from(head));
+    let mut written = 0u64;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        written += data.len() as u64;
+        if body_len.is_some_and(|len| written > len) {
+            return Err(io::Error::other("the body is longer than its length"));
+        }
+        let prefix = head.take().unwrap_or_default();
+        if chunked {
+            let size = Bytes::from(format!("{:x}\r\n", data.len()));
+            let mut out = prefix.chain(size).chain(data).chain(&b"\r\n"[..]);
+            socket.write_all_buf(&mut out).await?;
+        } else {
+            let mut out = prefix.chain(data);
+            socket.write_all_buf(&mut out).await?;
+        }
+    }
+    if body_len.is_some_and(|len| written != len) {
+        return Err(io::Error::other("the body is shorter than its length"));
+    }
+    let mut rest = head.take().unwrap_or_default();
+    if chunked {
+        let mut out = rest.chain(&b"0\r\n\r\n"[..]);
+        socket.write_all_buf(&mut out).await?;
+    } else if !rest.is_empty() {
+        socket.write_all_buf(&mut rest).await?;
+    }
+    Ok(keep_alive)
+}
+
+fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` header's value, formatted once a second per thread.
+fn http_date() -> [u8; 29] {
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    LAST.with(|last| {
+        let (cached_second, cached) = last.get();
+        if cached_second == second {
+            return cached;
+        }
+        let mut formatted = [0u8; 29];
+        let text = httpdate::fmt_http_date(now);
+        if text.len() == formatted.len() {
+            formatted.copy_from_slice(text.as_bytes());
+        }
+        last.set((second, formatted));
+        formatted
+    })
+}
+
+/// Writes `bytes` telling the kernel that more follows (`MSG_MORE`), so
+/// that an answer's head and the start of its file share packets.
+async fn send_more(socket: &TcpStream, bytes: &[u8]) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        socket.writable().await?;
+        match socket.try_io(Interest::WRITABLE, || {
+            rustix::net::send(socket, &bytes[sent..], rustix::net::SendFlags::MORE)
+                .map_err(io::Error::from)
+        }) {
+            Ok(count) => sent += count,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Sends bytes `offset..offset + len` of `file` with `sendfile(2)`.
+async fn send_file(
+    socket: &TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut offset = offset;
+    let end = offset + len;
+    while offset < end {
+        socket.writable().await?;
+        let count = usize::try_from(end - offset)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match socket.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(socket, file, Some(&mut offset), count).map_err(io::Error::from)
+        }) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a block file ended before its length",
+                ));
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Hands the connection to hyper, `read` being the bytes already read.
+async fn to_hyper(
+    connections: Arc<Connections>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    read: Bytes,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let service = connections
+        .router
+        .clone()
+        .map_request(move |mut request: Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(peer));
+            request.map(Body::new)
+        });
+    let io = TokioIo::new(Prefixed {
+        prefix: read,
+        inner: socket,
+    });
+    let connection = connections
+        .hyper
+        .serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let stop = async {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stop => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = ended {
+        debug!(%peer, %err, "HTTP connection ended with an error");
+    }
+}
+
+/// A socket whose first bytes were already read: reads give those first.
+struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let count = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..count]);
+            self.prefix.advance(count);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::{get, post};
+    use streamweave_cas::Blockstore;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// One answer as read off the socket.
+    #[derive(Debug)]
+    struct Read {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Read {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Reads one answer from `buffer` (filled from `socket` as needed);
+    /// `head_only` for a HEAD request's.
+    async fn read_answer(socket: &mut TcpStream, buffer: &mut Vec<u8>, head_only: bool) -> Read {
+        loop {
+            let mut fields = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut fields);
+            if let httparse::Status::Complete(head_len) = parsed.parse(buffer).expect("a head") {
+                let status = parsed.code.expect("status");
+                let headers: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).to_string(),
+                        )
+                    })
+                    .collect();
+                let length = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.parse::<usize>().expect("length"));
+                let body_len = if head_only || status == 304 {
+                    0
+                } else {
+                    length.expect("answers here have a length")
+                };
+                while buffer.len() < head_len + body_len {
+                    let mut more = vec![0u8; 64 * 1024];
+                    let count = socket.read(&mut more).await.expect("read");
+                    assert!(count > 0, "closed inside an answer");
+                    buffer.extend_from_slice(&more[..count]);
+                }
+                let body = buffer[head_len..head_len + body_len].to_vec();
+                buffer.drain(..head_len + body_len);
+                return Read {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            let mut more = vec![0u8; 64 * 1024];
+            let count = socket.read(&mut more).await.expect("read");
+            assert!(count > 0, "closed before an answer");
+            buffer.extend_from_slice(&more[..count]);
+        }
+    }
+
+    struct Fixture {
+        address: SocketAddr,
+        file: Vec<u8>,
+        disk_files: Arc<DiskFiles>,
+        cid: streamweave_cas::Cid,
+        stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A listener whose `/live/x/file` answers zeros naming a stored file
+    /// (so an answer holding the file's bytes came from disk), `/live/x/range`
+    /// bytes 262,134..262,154 of it the same way, and whose voucher route
+    /// echoes the length of what was posted.
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blockstore = Arc::new(Blockstore::open(dir.path()).expect("open"));
+        let file: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8 + 1).collect();
+        let cid = blockstore.put_file(&file).expect("put");
+        let len = file.len() as u64;
+        let router = Router::new()
+            .route(
+                "/live/x/file",
+                get(move || async move {
+                    let served = ServedFile { cid, start: 0, len };
+                    (axum::Extension(served), vec![0u8; len as usize])
+                }),
+            )
+            .route(
+                "/live/x/range",
+                get(move || async move {
+                    let served = ServedFile {
+                        cid,
+                        start: 262_134,
+                        len: 20,
+                    };
+                    (
+                        StatusCode::PARTIAL_CONTENT,
+                        axum::Extension(served),
+                        vec![0u8; 20],
+                    )
+                }),
+            )
+            .route(
+                "/api/v1/channels/c/vouchers",
+                post(|body: Bytes| async move { body.len().to_string() }),
+            )
+            .route("/healthz", get(|| async { "ok" }));
+        let disk_files = DiskFiles::new(blockstore, 64);
+        let connections =
+            Connections::new(router, Duration::from_secs(5), Some(disk_files.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopping) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, peer)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(serve(connections.clone(), socket, peer, stopping.clone()));
+            }
+        });
+        Fixture {
+            address,
+            file,
+            disk_files,
+            cid,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn media_goes_out_from_disk_once_its_blocks_are_open() {
+        let fixture = fixture().await;
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        let mut buffer = Vec::new();
+        let get_file = b"GET /live/x/file HTTP/1.1\r\nhost: x\r\n\r\n";
+        socket.write_all(get_file).await.expect("write");
+        let first = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(first.status, 200);
+        assert!(
+            first.body.iter().all(|&b| b == 0),
+            "the answer's own bytes, at first"
+        );
+        let served = ServedFile {
+            cid: fixture.cid,
+            start: 0,
+            len: fixture.file.len() as u64,
+        };
+        for _ in 0..500 {
+            if fixture.disk_files.sendable(&served).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The same connection, then two requests in one write (pipelined).
+        socket.write_all(get_file).await.expect("write");
+        let from_disk = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(from_disk.status, 200);
+        assert!(
+            from_disk.body == fixture.file,
+            "the file's bytes, from disk"
+        );
+        assert!(from_disk.header("date").is_some());
+        socket
+            .write_all(b"GET /live/x/range HTTP/1.1\r\nhost: x\r\n\r\nHEAD /live/x/file HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let range = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(range.status, 206);
+        assert_eq!(range.body, &fixture.file[262_134..262_154]);
+        let head = read_answer(&mut socket, &mut buffer, true).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-length"),
+            Some(fixture.file.len().to_string().as_str())
+        );
+        // Nothing more was sent: a HEAD answer has no body.
+        socket
+            .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .await
+            .expect("write");
+        let posted = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!((posted.status, posted.body.as_slice()), (200, &b"5"[..]));
+        fixture.stop.send_replace(true);
+    }
+
+    #[tokio::test]
+    async fn other_requests_hand_the_connection_to_hyper() {
+        let fixture = fixture().await;
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        let mut buffer = Vec::new();
+        // A chunked body is hyper's to read; the lane's routes still answer.
+        socket
+            .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+            .await
+            .expect("write");
+        let posted = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!((posted.status, posted.body.as_slice()), (200, &b"7"[..]));
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /live/x/range HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let health = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!((health.status, health.body.as_slice()), (200, &b"ok"[..]));
+        let range = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(range.status, 206);
+        assert_eq!(
+            range.body,
+            vec![0u8; 20],
+            "hyper sends the answer's own bytes"
+        );
+        // A head that is not HTTP: hyper answers it with an error.
+        let mut other = TcpStream::connect(fixture.address).await.expect("connect");
+        other
+            .write_all(b"GET /live/x/file HTTP/9\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        other.read_to_end(&mut answer).await.expect("read");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 4"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
+    #[tokio::test]
+    async fn http_1_0_closes_unless_kept_alive_and_stopping_closes_idle_connections() {
+        let fixture = fixture().await;
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        socket
+            .write_all(b"GET /live/x/range HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        socket
+            .read_to_end(&mut answer)
+            .await
+            .expect("closed after the answer");
+        assert!(answer.starts_with(b"HTTP/1.1 206"));
+        assert!(String::from_utf8_lossy(&answer).contains("connection: close"));
+
+        let mut kept = TcpStream::connect(fixture.address).await.expect("connect");
+        let mut buffer = Vec::new();
+        kept.write_all(b"GET /live/x/range HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+            .await
+            .expect("write");
+        let first = read_answer(&mut kept, &mut buffer, false).await;
+        assert_eq!(first.header("connection"), Some("keep-alive"));
+        fixture.stop.send_replace(true);
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0))),
+            "an idle connection closes on stop"
+        );
+    }
+
+    #[test]
+    fn heads_are_ours_only_when_simple() {
+        let ours = |head: &[u8]| matches!(parse_head(head), Head::Ours(_));
+        assert!(ours(b"GET /live/a/720p/1.m4s HTTP/1.1\r\n\r\n"));
+        assert!(ours(
+            b"GET /play/s/720p/index.m3u8?_HLS_msn=3 HTTP/1.1\r\n\r\n"
+        ));
+        assert!(ours(
+            b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"
+        ));
+        assert!(matches!(
+            parse_head(b"GET /live/a/720p/1.m4s HTTP/1.1\r\nhost"),
+            Head::Partial
+        ));
+        for hyper in [
+            &b"GET /api/v1/streams HTTP/1.1\r\n\r\n"[..],
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET http://x/live/a/1.m4s HTTP/1.1\r\n\r\n",
+            b"GET /live/a/1.m4s HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            b"GET /live/a/1.m4s HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
+            b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n",
+            b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
+            b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: +2\r\n\r\n",
+            b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n",
+            b"DELETE /live/a/1.m4s HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        ] {
+            assert!(
+                matches!(parse_head(hyper), Head::Hyper),
+                "{:?}",
+                String::from_utf8_lossy(hyper)
+            );
+        }
+        let mut long = b"GET /live/a/1.m4s HTTP/1.1\r\nx: ".to_vec();
+        long.resize(MAX_HEAD_BYTES + 1, b'a');
+        assert!(matches!(parse_head(&long), Head::Hyper), "an overlong head");
+        let Head::Ours(closing) =
+            parse_head(b"GET /live/a/1.m4s HTTP/1.1\r\nconnection: Close\r\n\r\n")
+        else {
+            panic!("ours");
+        };
+        assert!(!closing.keep_alive);
+    }
+}
