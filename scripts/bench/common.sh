@@ -74,7 +74,7 @@ wait_ended() {
 
 # start_nginx ROOT: nginx serving ROOT (confined like the server when
 # SERVER_CPUS is set) (sendfile, open_file_cache, no access
-# log) on a free port; sets NGINX_PORT.
+# log) on a free port; sets NGINX_PORT and NGINX_PID (the master's).
 start_nginx() {
   chmod 755 "$WORK"   # nginx workers read as their own user
   NGINX_PORT=$(free_port)
@@ -96,6 +96,7 @@ CONF
   local confine=()
   if [ -n "${SERVER_CPUS:-}" ]; then confine=(taskset -c "$SERVER_CPUS"); fi
   "${confine[@]}" nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
-  PIDS+=($!)
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
   sleep 0.5
 }

@@ -45,18 +45,38 @@ curl -sf "$PLAY_BASE/720p/1.m4s" -o "$ROOT_DIR$PLAY_PATH/720p/1.m4s"
 SEGMENT_BYTES=$(stat -c %s "$ROOT_DIR/live/$FREE_ID/720p/1.m4s")
 start_nginx "$ROOT_DIR"
 
-run_wrk() { # URL CONNECTIONS -> "requests/s MB/s p99 non-2xx"
-  wrk -t2 -c"$2" -d"${DURATION}s" --latency "$1" 2>&1 | awk '
+# CPU time (user + system, clock ticks) of the processes given, all threads.
+cpu_ticks() {
+  local total=0 task fields
+  for pid in "$@"; do
+    for task in /proc/"$pid"/task/*/stat; do
+      read -r -a fields <"$task" || continue
+      total=$((total + fields[13] + fields[14]))
+    done
+  done
+  echo "$total"
+}
+
+run_wrk() { # URL CONNECTIONS PIDS... -> "requests/s MB/s p99 non-2xx cpu-us-per-request"
+  local url="$1" connections="$2"; shift 2
+  local before after
+  before=$(cpu_ticks "$@")
+  wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1
+  after=$(cpu_ticks "$@")
+  awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+    /requests in/ {requests=$1}
     /Requests\/sec/ {rps=$2}
     /Transfer\/sec/ {v=$2; if (v ~ /GB/) m=v*1024; else if (v ~ /MB/) m=v+0; else if (v ~ /KB/) m=v/1024; else m=v/1048576; mb=m}
     / 99%/ {p99=$2}
     /Non-2xx/ {errors=$NF}
-    END {printf "%.0f %.1f %s %s\n", rps, mb, p99, (errors==""?0:errors)}'
+    END {printf "%.0f %.1f %s %s %.1f\n", rps, mb, p99, (errors==""?0:errors), ticks*1e6/hz/(requests>0?requests:1)}' "$WORK/wrk.txt"
 }
+NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 
 echo "segment: ${SEGMENT_BYTES} bytes (720p, 2 s); wrk -t2 for ${DURATION}s per run; $(nproc) cores shared by server and wrk"
-printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | nginx req/s | nginx MB/s | nginx p99 | ratio |\n'
-printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+echo "CPU per request: the server's (or nginx's workers') user and system time over the run, divided by the requests answered"
+printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | StreamWeave CPU per request | nginx req/s | nginx MB/s | nginx p99 | nginx CPU per request | ratio |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
   "/live/$FREE_ID/720p/index.m3u8" "$PLAY_PATH/720p/index.m3u8"; do
   case "$path" in
@@ -67,11 +87,13 @@ for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
     *) label="/play/{session}/720p/index.m3u8" ;;
   esac
   for connections in 100 1000; do
-    read -r ours_rps ours_mb ours_p99 ours_err < <(run_wrk "http://$HTTP$path" "$connections")
-    read -r nginx_rps nginx_mb nginx_p99 nginx_err < <(run_wrk "http://127.0.0.1:$NGINX_PORT$path" "$connections")
+    # shellcheck disable=SC2086 # NGINX_WORKERS is a list of PIDs
+    read -r ours_rps ours_mb ours_p99 ours_err ours_cpu < <(run_wrk "http://$HTTP$path" "$connections" "$SERVER_PID")
+    # shellcheck disable=SC2086
+    read -r nginx_rps nginx_mb nginx_p99 nginx_err nginx_cpu < <(run_wrk "http://127.0.0.1:$NGINX_PORT$path" "$connections" $NGINX_WORKERS)
     ratio=$(python3 -c "print(f'{$ours_rps/max($nginx_rps,1):.2f}')")
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$connections" \
-      "$ours_rps" "$ours_mb" "$ours_p99" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$ratio"
+    printf '| %s | %s | %s | %s | %s | %s us | %s | %s | %s | %s us | %s |\n' "$label" "$connections" \
+      "$ours_rps" "$ours_mb" "$ours_p99" "$ours_cpu" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$nginx_cpu" "$ratio"
     if [ "$ours_err" != "0" ] || [ "$nginx_err" != "0" ]; then
       echo "error: non-2xx answers (ours $ours_err, nginx $nginx_err): the comparison is void" >&2; exit 1
     fi

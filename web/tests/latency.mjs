@@ -290,12 +290,12 @@ export function percentile(values, p) {
  * markdown table.
  */
 async function bench(bin, seconds) {
-  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { mkdtempSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
   const { chromium } = await import('playwright-core');
   const { generatePrivateKey, privateKeyToAccount } = await import('viem/accounts');
-  const { api, signInNode, startServer, until } = await import('./support.mjs');
+  const { api, signInNode, startServer, stopAndRemove, until } = await import('./support.mjs');
   const browser = await chromium.launch({ executablePath: process.env.STREAMWEAVE_CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'] });
   const ms = (v) => `${Math.round(v)} ms`;
   const row = (name, { samples, firstFrameMs, maxGapMs }) => console.log(`| ${name} | ${samples.length} | ${ms(percentile(samples, 50))} | ${ms(percentile(samples, 95))} | ${ms(Math.max(...samples))} | ${ms(firstFrameMs)} | ${ms(maxGapMs)} |`);
@@ -317,8 +317,7 @@ async function bench(bin, seconds) {
       await measure(server, stream, page);
     } finally {
       await publisher?.stop();
-      server.child.kill();
-      rmSync(dir, { recursive: true, force: true });
+      await stopAndRemove(server.child, dir);
     }
   };
   const overRtmp = async (server, stream) => publishClock(`rtmp://${server.rtmp}/live/${stream.stream_key}`, 3 * seconds + 60);
