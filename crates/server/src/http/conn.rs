@@ -129,9 +129,15 @@ pub async fn serve(
         *http_request.version_mut() = request.version;
         *http_request.headers_mut() = request.headers;
         http_request.extensions_mut().insert(ConnectInfo(peer));
-        let response = match connections.router.clone().oneshot(http_request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
+        // A peer that leaves while its answer is prepared (a player
+        // abandoning a blocking playlist reload) cancels it, as hyper does.
+        let response = tokio::select! {
+            biased;
+            response = connections.router.clone().oneshot(http_request) => match response {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            () = peer_gone(&socket) => return,
         };
         let keep_alive = keep_alive && !*stopping.borrow();
         let answer = Answer {
@@ -157,6 +163,16 @@ pub async fn serve(
                 return;
             }
         }
+    }
+}
+
+/// Resolves when the peer closes the connection (or it fails); never
+/// when the peer sends more (a pipelined request, read after the answer).
+async fn peer_gone(socket: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match socket.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
@@ -663,6 +679,7 @@ mod tests {
         disk_files: Arc<DiskFiles>,
         cid: streamweave_cas::Cid,
         stop: watch::Sender<bool>,
+        slow_dropped: Arc<tokio::sync::Notify>,
         _dir: tempfile::TempDir,
     }
 
@@ -676,6 +693,8 @@ mod tests {
         let file: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8 + 1).collect();
         let cid = blockstore.put_file(&file).expect("put");
         let len = file.len() as u64;
+        let dropped = Arc::new(tokio::sync::Notify::new());
+        let slow_dropped = dropped.clone();
         let router = Router::new()
             .route(
                 "/live/x/file",
@@ -703,7 +722,15 @@ mod tests {
                 "/api/v1/channels/c/vouchers",
                 post(|body: Bytes| async move { body.len().to_string() }),
             )
-            .route("/healthz", get(|| async { "ok" }));
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/live/x/slow",
+                get(move || async move {
+                    let _dropped = DropSignal(slow_dropped.clone());
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            );
         let disk_files = DiskFiles::new(blockstore, 64);
         let connections =
             Connections::new(router, Duration::from_secs(5), Some(disk_files.clone()));
@@ -724,8 +751,33 @@ mod tests {
             disk_files,
             cid,
             stop,
+            slow_dropped: dropped,
             _dir: dir,
         }
+    }
+
+    /// Signals when dropped (a handler's future cancelled).
+    struct DropSignal(Arc<tokio::sync::Notify>);
+
+    impl Drop for DropSignal {
+        fn drop(&mut self) {
+            self.0.notify_one();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_leaves_cancels_its_answer_in_progress() {
+        let fixture = fixture().await;
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        socket
+            .write_all(b"GET /live/x/slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(socket);
+        tokio::time::timeout(Duration::from_secs(5), fixture.slow_dropped.notified())
+            .await
+            .expect("the handler was dropped when the peer left");
     }
 
     #[tokio::test]
