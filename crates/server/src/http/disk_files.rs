@@ -56,26 +56,46 @@ impl Leaves {
     /// The pieces of bytes `start..start + len` of the file: each a leaf,
     /// an offset in it and a length. Empty when the range is not inside.
     pub fn pieces(&self, start: u64, len: u64) -> Vec<(&File, u64, u64)> {
-        let mut pieces = Vec::new();
-        if start.checked_add(len).is_none_or(|end| end > self.len) {
-            return pieces;
-        }
-        let (mut skip, mut wanted) = (start, len);
-        for (file, leaf_len) in &self.leaves {
-            if wanted == 0 {
-                break;
-            }
-            if skip >= *leaf_len {
-                skip -= leaf_len;
-                continue;
-            }
-            let take = (leaf_len - skip).min(wanted);
-            pieces.push((file, skip, take));
-            wanted -= take;
-            skip = 0;
-        }
-        pieces
+        cut(
+            self.leaves.iter().map(|(_, len)| *len),
+            self.len,
+            start,
+            len,
+        )
+        .into_iter()
+        .map(|(index, offset, len)| (&self.leaves[index].0, offset, len))
+        .collect()
     }
+}
+
+/// The pieces of bytes `start..start + len` of a file of `total` bytes
+/// made of leaves of `leaf_lens`: each a leaf's index, an offset in it and
+/// a length, none empty. Empty when the range is not inside the file.
+fn cut(
+    leaf_lens: impl Iterator<Item = u64>,
+    total: u64,
+    start: u64,
+    len: u64,
+) -> Vec<(usize, u64, u64)> {
+    let mut pieces = Vec::new();
+    if start.checked_add(len).is_none_or(|end| end > total) {
+        return pieces;
+    }
+    let (mut skip, mut wanted) = (start, len);
+    for (index, leaf_len) in leaf_lens.enumerate() {
+        if wanted == 0 {
+            break;
+        }
+        if skip >= leaf_len {
+            skip -= leaf_len;
+            continue;
+        }
+        let take = (leaf_len - skip).min(wanted);
+        pieces.push((index, skip, take));
+        wanted -= take;
+        skip = 0;
+    }
+    pieces
 }
 
 /// Open leaves by CID, bounded by open files and by files.
@@ -217,6 +237,35 @@ mod tests {
             ..whole
         };
         assert!(files.sendable(&past).is_none(), "a range past the end");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cut_pieces_cover_exactly_the_range(
+            leaf_lens in proptest::collection::vec(1u64..1000, 1..10),
+            start_per_mille in 0u64..=1000,
+            len_per_mille in 0u64..=1000,
+        ) {
+            let total: u64 = leaf_lens.iter().sum();
+            let start = total * start_per_mille / 1000;
+            let len = (total - start) * len_per_mille / 1000;
+            let pieces = cut(leaf_lens.iter().copied(), total, start, len);
+            // Where each leaf begins in the file.
+            let leaf_starts: Vec<u64> = leaf_lens
+                .iter()
+                .scan(0, |at, len| { let here = *at; *at += len; Some(here) })
+                .collect();
+            let mut next = start;
+            for &(index, offset, piece_len) in &pieces {
+                proptest::prop_assert!(piece_len > 0, "no empty piece");
+                proptest::prop_assert!(offset + piece_len <= leaf_lens[index], "inside its leaf");
+                proptest::prop_assert_eq!(leaf_starts[index] + offset, next, "contiguous");
+                next += piece_len;
+            }
+            proptest::prop_assert_eq!(next, start + len, "the whole range");
+            // Past the end, nothing.
+            proptest::prop_assert!(cut(leaf_lens.iter().copied(), total, start, total - start + 1).is_empty());
+        }
     }
 
     #[tokio::test]
