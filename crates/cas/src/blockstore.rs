@@ -290,12 +290,7 @@ impl Blockstore {
                 if depth > MAX_DAG_DEPTH {
                     return Err(CasError::Malformed("file DAG too deep"));
                 }
-                let node = pb::decode_node(&block)?;
-                let data = pb::decode_unixfs(
-                    node.data
-                        .as_deref()
-                        .ok_or(CasError::Malformed("dag-pb node without UnixFS data"))?,
-                )?;
+                let (node, data) = decode_file_node(&block)?;
                 if !matches!(data.kind, UnixFsType::File | UnixFsType::Raw) {
                     return Err(CasError::NotAFile(*cid));
                 }
@@ -378,12 +373,7 @@ impl Blockstore {
                 let Some(block) = self.get_block(cid)? else {
                     return Ok(false);
                 };
-                let node = pb::decode_node(&block)?;
-                let data = pb::decode_unixfs(
-                    node.data
-                        .as_deref()
-                        .ok_or(CasError::Malformed("dag-pb node without UnixFS data"))?,
-                )?;
+                let (node, data) = decode_file_node(&block)?;
                 if !matches!(data.kind, UnixFsType::File | UnixFsType::Raw) {
                     return Err(CasError::NotAFile(*cid));
                 }
@@ -412,12 +402,7 @@ impl Blockstore {
         match cid.codec() {
             RAW_CODEC => Ok(Some(block.len() as u64)),
             DAG_PB_CODEC => {
-                let node = pb::decode_node(&block)?;
-                let data = pb::decode_unixfs(
-                    node.data
-                        .as_deref()
-                        .ok_or(CasError::Malformed("dag-pb node without UnixFS data"))?,
-                )?;
+                let (_, data) = decode_file_node(&block)?;
                 Ok(Some(
                     data.filesize
                         .unwrap_or_else(|| data.blocksizes.iter().sum()),
@@ -429,6 +414,17 @@ impl Blockstore {
 }
 
 /// Checks that `data` hashes to `cid` (sha2-256 only).
+/// A dag-pb block's node and the UnixFS data it carries.
+fn decode_file_node(block: &[u8]) -> Result<(pb::PbNode, pb::UnixFsData), CasError> {
+    let node = pb::decode_node(block)?;
+    let data = pb::decode_unixfs(
+        node.data
+            .as_deref()
+            .ok_or(CasError::Malformed("dag-pb node without UnixFS data"))?,
+    )?;
+    Ok((node, data))
+}
+
 fn verify(cid: &Cid, data: &[u8]) -> Result<(), CasError> {
     let hash = cid.hash();
     if hash.code() != SHA2_256_CODE {
