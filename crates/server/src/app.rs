@@ -467,10 +467,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let connections = http::conn::Connections::new(
         router,
         limits.header_read_timeout,
-        Some(http::disk_files::DiskFiles::new(
+        http::disk_files::DiskFiles::new(
             state.blockstore.clone(),
             http::disk_files::MAX_OPEN_LEAF_FILES,
-        )),
+        ),
     );
     let drain_grace_ms = settings.drain_grace_ms;
     let task = tokio::spawn(async move {

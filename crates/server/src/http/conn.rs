@@ -50,17 +50,17 @@ const MAX_HEADERS: usize = 64;
 pub struct Connections {
     router: Router,
     hyper: Builder<TokioExecutor>,
-    disk_files: Option<Arc<DiskFiles>>,
+    disk_files: Arc<DiskFiles>,
     header_read_timeout: Duration,
 }
 
 impl Connections {
     /// Connections answered by `router`: a request head must arrive within
-    /// `header_read_timeout`; with `disk_files`, files go out by `sendfile`.
+    /// `header_read_timeout`; files open in `disk_files` go out by `sendfile`.
     pub fn new(
         router: Router,
         header_read_timeout: Duration,
-        disk_files: Option<Arc<DiskFiles>>,
+        disk_files: Arc<DiskFiles>,
     ) -> Arc<Self> {
         let mut hyper = Builder::new(TokioExecutor::new());
         hyper
@@ -145,15 +145,8 @@ pub async fn serve(
             version: request.version,
             keep_alive,
         };
-        match write_response(
-            connections.disk_files.as_ref(),
-            &mut socket,
-            response,
-            answer,
-        )
-        .await
-        {
-            Ok(true) if keep_alive => {}
+        match write_response(&connections.disk_files, &mut socket, response, answer).await {
+            Ok(true) => {}
             Ok(_) => {
                 let _ = socket.shutdown().await;
                 return;
@@ -321,7 +314,7 @@ struct Answer {
 
 /// Writes `response`; answers whether the connection can carry another.
 async fn write_response(
-    disk_files: Option<&Arc<DiskFiles>>,
+    disk_files: &Arc<DiskFiles>,
     socket: &mut TcpStream,
     response: Response<Body>,
     answer: Answer,
@@ -338,7 +331,7 @@ async fn write_response(
         parts
             .extensions
             .get::<ServedFile>()
-            .and_then(|served| Some((disk_files?.sendable(served)?, *served)))
+            .and_then(|served| Some((disk_files.sendable(served)?, *served)))
     };
     let body_len = match &on_disk {
         Some((_, served)) => Some(served.len),
@@ -653,10 +646,7 @@ mod tests {
                     length.expect("answers here have a length")
                 };
                 while buffer.len() < head_len + body_len {
-                    let mut more = vec![0u8; 64 * 1024];
-                    let count = socket.read(&mut more).await.expect("read");
-                    assert!(count > 0, "closed inside an answer");
-                    buffer.extend_from_slice(&more[..count]);
+                    read_more(socket, buffer).await;
                 }
                 let body = buffer[head_len..head_len + body_len].to_vec();
                 buffer.drain(..head_len + body_len);
@@ -666,11 +656,15 @@ mod tests {
                     body,
                 };
             }
-            let mut more = vec![0u8; 64 * 1024];
-            let count = socket.read(&mut more).await.expect("read");
-            assert!(count > 0, "closed before an answer");
-            buffer.extend_from_slice(&more[..count]);
+            read_more(socket, buffer).await;
         }
+    }
+
+    async fn read_more(socket: &mut TcpStream, buffer: &mut Vec<u8>) {
+        let mut more = vec![0u8; 64 * 1024];
+        let count = socket.read(&mut more).await.expect("read");
+        assert!(count > 0, "closed before the whole answer");
+        buffer.extend_from_slice(&more[..count]);
     }
 
     struct Fixture {
@@ -685,8 +679,10 @@ mod tests {
 
     /// A listener whose `/live/x/file` answers zeros naming a stored file
     /// (so an answer holding the file's bytes came from disk), `/live/x/range`
-    /// bytes 262,134..262,154 of it the same way, and whose voucher route
-    /// echoes the length of what was posted.
+    /// bytes 262,134..262,154 of it the same way, `/live/x/slow` only after
+    /// a minute (signalling when its handler is dropped), `/healthz` outside
+    /// the lane, and whose voucher route echoes the length of what was
+    /// posted.
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let blockstore = Arc::new(Blockstore::open(dir.path()).expect("open"));
@@ -732,8 +728,7 @@ mod tests {
                 }),
             );
         let disk_files = DiskFiles::new(blockstore, 64);
-        let connections =
-            Connections::new(router, Duration::from_secs(5), Some(disk_files.clone()));
+        let connections = Connections::new(router, Duration::from_secs(5), disk_files.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopping) = watch::channel(false);

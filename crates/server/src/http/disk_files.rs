@@ -151,7 +151,9 @@ impl DiskFiles {
     }
 
     fn open(&self, cid: Cid) {
-        let opened = match self.blockstore.open_file_leaves(&cid, MAX_LEAVES_PER_FILE) {
+        // A file of more leaves than may be open at once is never sendable.
+        let max_leaves = MAX_LEAVES_PER_FILE.min(self.max_open_files);
+        let opened = match self.blockstore.open_file_leaves(&cid, max_leaves) {
             Ok(opened) => opened.map(|leaves| Arc::new(Leaves::new(leaves))),
             Err(err) => {
                 warn!(%cid, %err, "opening a file's blocks for sendfile failed");
@@ -168,9 +170,6 @@ impl DiskFiles {
             if let Some(Some(evicted)) = inner.files.remove(&oldest) {
                 inner.open_files -= evicted.leaves.len();
             }
-        }
-        if inner.open_files + count > self.max_open_files {
-            return;
         }
         inner.open_files += count;
         inner.files.insert(cid, opened);
