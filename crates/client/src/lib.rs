@@ -62,6 +62,7 @@ type Result<T> = std::result::Result<T, ClientError>;
 
 pub mod load;
 pub mod upload;
+mod viewer_http;
 
 /// A client for one server and one wallet key.
 pub struct Client {

@@ -11,6 +11,7 @@ use streamweave_ledger::{Amount, GateDecision, SigningKey};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::viewer_http::{Origin, ViewerHttp};
 use crate::{Client, ClientError, lowest_video_rendition};
 
 /// Error samples kept in a report.
@@ -238,6 +239,7 @@ fn load_http() -> reqwest::Client {
 /// Runs `config.viewers` paying viewers and reports what they measured.
 pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     let http = load_http();
+    let origin = Origin::parse(&config.server).map_err(ClientError::Protocol)?;
     let setup_started = Instant::now();
     let gate = Arc::new(Semaphore::new(config.setup_concurrency.max(1)));
     let mut setups = JoinSet::new();
@@ -295,7 +297,10 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     );
     let mut watchers = JoinSet::new();
     for (client, session, rendition) in ready {
-        watchers.spawn(watch_paying(client, session, rendition, deadline, poll));
+        let connection = ViewerHttp::new(origin.clone());
+        watchers.spawn(watch_paying(
+            client, connection, session, rendition, deadline, poll,
+        ));
     }
     let watching = watchers.len();
     let mut tallies = Vec::with_capacity(watching + 1);
@@ -321,6 +326,7 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
 /// One paying viewer: polls, pays each new segment ahead of fetching it, fetches it.
 async fn watch_paying(
     client: Client,
+    mut connection: ViewerHttp,
     session: crate::PaidSession,
     rendition: String,
     deadline: Instant,
@@ -341,21 +347,14 @@ async fn watch_paying(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < deadline {
         tick.tick().await;
-        let (http, url) = client.http(&playlist_path);
         let started = Instant::now();
-        let listed = match http.get(url).send().await {
-            Ok(response) if response.status().is_success() => match response.bytes().await {
-                Ok(bytes) => {
-                    tally.playlists_us.push(micros(started));
-                    m3u8_rs::parse_media_playlist_res(&bytes).ok()
-                }
-                Err(err) => {
-                    tally.error(format!("playlist body: {err}"));
-                    None
-                }
-            },
-            Ok(response) => {
-                tally.error(format!("playlist: {}", response.status()));
+        let listed = match connection.get(&playlist_path).await {
+            Ok((status, bytes)) if status.is_success() => {
+                tally.playlists_us.push(micros(started));
+                m3u8_rs::parse_media_playlist_res(&bytes).ok()
+            }
+            Ok((status, _)) => {
+                tally.error(format!("playlist: {status}"));
                 None
             }
             Err(err) => {
@@ -411,21 +410,15 @@ async fn watch_paying(
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let (http, url) = client.http(&path);
                 let started = Instant::now();
-                match http.get(url).send().await {
-                    Ok(response) if response.status().is_success() => {
-                        match response.bytes().await {
-                            Ok(bytes) => {
-                                tally.segments_us.push(micros(started));
-                                tally.segment_bytes += bytes.len() as u64;
-                                let _ = meter.decide(sequence, duration_ms, Amount(u128::MAX));
-                            }
-                            Err(err) => tally.error(format!("segment body: {err}")),
-                        }
+                match connection.get(&path).await {
+                    Ok((status, bytes)) if status.is_success() => {
+                        tally.segments_us.push(micros(started));
+                        tally.segment_bytes += bytes.len() as u64;
+                        let _ = meter.decide(sequence, duration_ms, Amount(u128::MAX));
                         break;
                     }
-                    Ok(response) if response.status().as_u16() == 402 && attempts == 1 => {
+                    Ok((status, _)) if status.as_u16() == 402 && attempts == 1 => {
                         // Not yet covered (a voucher failed): pay what the meter says and retry.
                         tally.retries += 1;
                         let mut probe = meter.clone();
@@ -436,8 +429,8 @@ async fn watch_paying(
                             paid = paid.max(required);
                         }
                     }
-                    Ok(response) => {
-                        tally.error(format!("segment: {}", response.status()));
+                    Ok((status, _)) => {
+                        tally.error(format!("segment: {status}"));
                         break;
                     }
                     Err(err) => {
@@ -453,13 +446,19 @@ async fn watch_paying(
 }
 
 /// Runs `config.viewers` free viewers of plain files at the paid run's request rate.
-pub async fn run_static(config: StaticLoad) -> LoadReport {
-    let http = load_http();
+pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
+    let origin = Origin::parse(&config.base).map_err(ClientError::Protocol)?;
     let deadline = Instant::now() + Duration::from_secs(config.seconds);
-    let base = config.base.trim_end_matches('/').to_string();
+    // The base's path (`/360p`), for the requests' origin form.
+    let base = reqwest::Url::parse(&config.base)
+        .map_err(|err| ClientError::Protocol(err.to_string()))?
+        .path()
+        .trim_end_matches('/')
+        .to_string();
     let mut watchers = JoinSet::new();
     for viewer in 0..config.viewers {
-        let (http, config, base) = (http.clone(), config.clone(), base.clone());
+        let (config, base) = (config.clone(), base.clone());
+        let mut connection = ViewerHttp::new(origin.clone());
         watchers.spawn(async move {
             let mut tally = ViewerTally::default();
             let poll = Duration::from_millis(config.poll_interval_ms.max(100));
@@ -470,26 +469,22 @@ pub async fn run_static(config: StaticLoad) -> LoadReport {
             while Instant::now() < deadline {
                 tick.tick().await;
                 let started = Instant::now();
-                match http.get(format!("{base}/index.m3u8")).send().await {
-                    Ok(r) if r.status().is_success() => match r.bytes().await {
-                        Ok(_) => tally.playlists_us.push(micros(started)),
-                        Err(err) => tally.error(format!("playlist body: {err}")),
-                    },
-                    Ok(r) => tally.error(format!("playlist: {}", r.status())),
+                match connection.get(&format!("{base}/index.m3u8")).await {
+                    Ok((status, _)) if status.is_success() => {
+                        tally.playlists_us.push(micros(started))
+                    }
+                    Ok((status, _)) => tally.error(format!("playlist: {status}")),
                     Err(err) => tally.error(format!("playlist: {err}")),
                 }
                 if Instant::now() >= next_segment_at {
                     next_segment_at += Duration::from_millis(config.segment_duration_ms);
                     let started = Instant::now();
-                    match http.get(format!("{base}/{sequence}.m4s")).send().await {
-                        Ok(r) if r.status().is_success() => match r.bytes().await {
-                            Ok(bytes) => {
-                                tally.segments_us.push(micros(started));
-                                tally.segment_bytes += bytes.len() as u64;
-                            }
-                            Err(err) => tally.error(format!("segment body: {err}")),
-                        },
-                        Ok(r) => tally.error(format!("segment: {}", r.status())),
+                    match connection.get(&format!("{base}/{sequence}.m4s")).await {
+                        Ok((status, bytes)) if status.is_success() => {
+                            tally.segments_us.push(micros(started));
+                            tally.segment_bytes += bytes.len() as u64;
+                        }
+                        Ok((status, _)) => tally.error(format!("segment: {status}")),
                         Err(err) => tally.error(format!("segment: {err}")),
                     }
                     sequence = (sequence + 1) % config.segments.max(1);
@@ -510,7 +505,7 @@ pub async fn run_static(config: StaticLoad) -> LoadReport {
     tallies.push(failed);
     let mut out = report(config.viewers, config.seconds, 0, tallies);
     out.viewers_watching = watching;
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -466,6 +466,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     );
     let connections = http::conn::Connections::new(
         router,
+        Some(http::playback_shortcut(state.clone())),
         limits.header_read_timeout,
         http::disk_files::DiskFiles::new(
             state.blockstore.clone(),

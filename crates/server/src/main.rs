@@ -555,17 +555,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => runtime()?.block_on(async move {
             use streamweave_client::load;
             let report = match (static_base, server, stream) {
-                (Some(base), _, _) => {
-                    load::run_static(load::StaticLoad {
-                        base,
-                        segments: static_segments,
-                        segment_duration_ms,
-                        viewers,
-                        seconds,
-                        poll_interval_ms,
-                    })
-                    .await
-                }
+                (Some(base), _, _) => load::run_static(load::StaticLoad {
+                    base,
+                    segments: static_segments,
+                    segment_duration_ms,
+                    viewers,
+                    seconds,
+                    poll_interval_ms,
+                })
+                .await
+                .map_err(|err| anyhow::anyhow!("{err}"))?,
                 (None, Some(server), Some(stream_id)) => load::run_paid(load::PaidLoad {
                     server,
                     stream_id,

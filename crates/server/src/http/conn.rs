@@ -46,19 +46,27 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Headers of a request head our loop reads; more go to hyper.
 const MAX_HEADERS: usize = 64;
 
+/// Answers some requests of the playback lane from memory, without the
+/// router and without awaiting anything; `None`: the router answers.
+pub type Shortcut =
+    Box<dyn Fn(&Method, &Uri, &HeaderMap, SocketAddr) -> Option<Response<Body>> + Send + Sync>;
+
 /// What every connection of a listener shares.
 pub struct Connections {
     router: Router,
+    shortcut: Option<Shortcut>,
     hyper: Builder<TokioExecutor>,
     disk_files: Arc<DiskFiles>,
     header_read_timeout: Duration,
 }
 
 impl Connections {
-    /// Connections answered by `router`: a request head must arrive within
-    /// `header_read_timeout`; files open in `disk_files` go out by `sendfile`.
+    /// Connections answered by `shortcut` or else `router`: a request head
+    /// must arrive within `header_read_timeout`; files open in
+    /// `disk_files` go out by `sendfile`.
     pub fn new(
         router: Router,
+        shortcut: Option<Shortcut>,
         header_read_timeout: Duration,
         disk_files: Arc<DiskFiles>,
     ) -> Arc<Self> {
@@ -73,6 +81,7 @@ impl Connections {
             .enable_connect_protocol();
         Arc::new(Connections {
             router,
+            shortcut,
             hyper,
             disk_files,
             header_read_timeout,
@@ -119,30 +128,28 @@ pub async fn serve(
         let body = buffer.split_to(request.body_len).freeze();
         let keep_alive = request.keep_alive;
         let is_head = request.method == Method::HEAD;
-        let mut http_request = Request::new(if body.is_empty() {
-            Body::empty()
-        } else {
-            Body::from(body)
-        });
-        *http_request.method_mut() = request.method;
-        *http_request.uri_mut() = request.uri;
-        *http_request.version_mut() = request.version;
-        *http_request.headers_mut() = request.headers;
-        http_request.extensions_mut().insert(ConnectInfo(peer));
-        // A peer that leaves while its answer is prepared (a player
-        // abandoning a blocking playlist reload) cancels it, as hyper does.
-        let response = tokio::select! {
-            biased;
-            response = connections.router.clone().oneshot(http_request) => match response {
-                Ok(response) => response,
-                Err(never) => match never {},
+        let version = request.version;
+        let shortcut = match &connections.shortcut {
+            Some(shortcut) if body.is_empty() => {
+                shortcut(&request.method, &request.uri, &request.headers, peer)
+            }
+            _ => None,
+        };
+        let response = match shortcut {
+            Some(response) => response,
+            // A peer that leaves while its answer is prepared (a player
+            // abandoning a blocking playlist reload) cancels it, as hyper
+            // does.
+            None => tokio::select! {
+                biased;
+                response = route(&connections.router, request, body, peer) => response,
+                () = peer_gone(&socket) => return,
             },
-            () = peer_gone(&socket) => return,
         };
         let keep_alive = keep_alive && !*stopping.borrow();
         let answer = Answer {
             is_head,
-            version: request.version,
+            version,
             keep_alive,
         };
         match write_response(&connections.disk_files, &mut socket, response, answer).await {
@@ -156,6 +163,29 @@ pub async fn serve(
                 return;
             }
         }
+    }
+}
+
+/// The router's answer to `request` (with `body`) from `peer`.
+async fn route(
+    router: &Router,
+    request: OurRequest,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let mut http_request = Request::new(if body.is_empty() {
+        Body::empty()
+    } else {
+        Body::from(body)
+    });
+    *http_request.method_mut() = request.method;
+    *http_request.uri_mut() = request.uri;
+    *http_request.version_mut() = request.version;
+    *http_request.headers_mut() = request.headers;
+    http_request.extensions_mut().insert(ConnectInfo(peer));
+    match router.clone().oneshot(http_request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
 }
 
@@ -728,7 +758,22 @@ mod tests {
                 }),
             );
         let disk_files = DiskFiles::new(blockstore, 64);
-        let connections = Connections::new(router, Duration::from_secs(5), disk_files.clone());
+        // The shortcut answers `/live/x/short` (which the router does not
+        // know) and the voucher route with the method and the peer's
+        // address, and nothing else.
+        let shortcut: Shortcut = Box::new(|method, uri, _headers, peer| {
+            let known = ["/live/x/short", "/api/v1/channels/c/vouchers"];
+            known.contains(&uri.path()).then(|| {
+                let body = format!("{method} {peer}");
+                Response::new(Body::from(body))
+            })
+        });
+        let connections = Connections::new(
+            router,
+            Some(shortcut),
+            Duration::from_secs(5),
+            disk_files.clone(),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopping) = watch::channel(false);
@@ -828,6 +873,38 @@ mod tests {
             .expect("write");
         let posted = read_answer(&mut socket, &mut buffer, false).await;
         assert_eq!((posted.status, posted.body.as_slice()), (200, &b"5"[..]));
+        fixture.stop.send_replace(true);
+    }
+
+    #[tokio::test]
+    async fn the_shortcut_answers_what_it_knows_and_the_router_the_rest() {
+        let fixture = fixture().await;
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        let local = socket.local_addr().expect("local address");
+        let mut buffer = Vec::new();
+        socket
+            .write_all(b"GET /live/x/short HTTP/1.1\r\nhost: x\r\n\r\nHEAD /live/x/short HTTP/1.1\r\nhost: x\r\n\r\nGET /live/x/range HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let short = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(short.status, 200);
+        assert_eq!(short.body, format!("GET {local}").into_bytes());
+        let head = read_answer(&mut socket, &mut buffer, true).await;
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-length"),
+            Some(format!("HEAD {local}").len().to_string().as_str())
+        );
+        // Not the shortcut's: the router's, on the same connection.
+        let routed = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(routed.status, 206);
+        // A request with a body never goes to the shortcut.
+        socket
+            .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+            .await
+            .expect("write");
+        let posted = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!((posted.status, posted.body.as_slice()), (200, &b"2"[..]));
         fixture.stop.send_replace(true);
     }
 

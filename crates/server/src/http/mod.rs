@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::routing::get;
 use streamweave_cas::Blockstore;
 use tower_http::trace::TraceLayer;
@@ -278,6 +279,58 @@ pub fn router(state: AppState) -> Router {
     }))
 }
 
+/// What the playback loop answers without the router: a rendition's
+/// playlist (`GET` or `HEAD` of `/live/{id}/{rendition}/index.m3u8` or
+/// `/play/{session}/{rendition}/index.m3u8`, without a query: a blocking
+/// reload waits, so it takes the router) when everything it needs is in
+/// memory. The same answer the router gives, with the same rate limit,
+/// metrics and headers, without its routing, extractors and middleware:
+/// players ask for playlists more than for anything else.
+pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
+    Box::new(move |method, uri, headers, peer| {
+        if uri.query().is_some() || !(method == Method::GET || method == Method::HEAD) {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let (kind, id, rendition) = rendition_playlist_path(uri.path())?;
+        // As the lane's middleware: a refused request is answered first.
+        if let Some(refused) = ops::over_limit_from(
+            &state,
+            peer.ip(),
+            headers,
+            rate_limit::RequestClass::Playback,
+        ) {
+            return Some(refused);
+        }
+        let (route, playlist) = match (kind, id, rendition) {
+            ("live", id, rendition) => (
+                "/live/{id}/{rendition}/{file}",
+                playback::resident_playlist(&state, id, rendition, Some(peer.ip()))?,
+            ),
+            (_, session, rendition) => (
+                "/play/{session}/{rendition}/{file}",
+                sessions::resident_playlist(&state, session, rendition)?,
+            ),
+        };
+        let response = playback::playlist_response(playlist);
+        Some(ops::finish_playback(
+            &state, route, method, started, response,
+        ))
+    })
+}
+
+/// `("live" or "play", id, rendition)` of a rendition playlist's path.
+fn rendition_playlist_path(path: &str) -> Option<(&str, &str, &str)> {
+    let rest = path.strip_prefix('/')?.strip_suffix("/index.m3u8")?;
+    let mut parts = rest.split('/');
+    let (Some(kind @ ("live" | "play")), Some(id), Some(rendition), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    (!id.is_empty() && !rendition.is_empty()).then_some((kind, id, rendition))
+}
+
 /// Whether a request is for the playback lane: reading a stream's
 /// playlists and media, a session's, or a block by CID, and submitting a
 /// voucher.
@@ -336,6 +389,31 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_shortcut_takes_only_rendition_playlist_paths() {
+        use super::rendition_playlist_path as path;
+        assert_eq!(
+            path("/live/abc/720p/index.m3u8"),
+            Some(("live", "abc", "720p"))
+        );
+        assert_eq!(
+            path("/play/f00d/audio/index.m3u8"),
+            Some(("play", "f00d", "audio"))
+        );
+        for other in [
+            "/live/abc/master.m3u8",
+            "/live/abc/720p/1.m4s",
+            "/live/abc/720p/x/index.m3u8",
+            "/live//720p/index.m3u8",
+            "/live/abc//index.m3u8",
+            "/ipfs/abc/720p/index.m3u8",
+            "/live/abc/720p/index.m3u8/",
+            "live/abc/720p/index.m3u8",
+        ] {
+            assert_eq!(path(other), None, "{other}");
+        }
+    }
+
     #[test]
     fn constant_time_eq_compares() {
         assert!(super::constant_time_eq(b"secret-token", b"secret-token"));

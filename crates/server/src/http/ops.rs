@@ -186,14 +186,22 @@ fn over_limit(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
         .0
         .ip();
+    over_limit_from(state, peer, request.headers(), class)
+}
+
+/// The 429 answer of a request from `peer` with `headers` over its
+/// address's limit for `class`.
+pub(super) fn over_limit_from(
+    state: &AppState,
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    class: super::rate_limit::RequestClass,
+) -> Option<Response> {
     let limits = &state.request_limits;
     if limits.exempt_loopback && peer.is_loopback() {
         return None;
     }
-    let forwarded = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
     let wait_ms = limits.check(class, ip, now_ms())?;
     Some(super::problem::ApiError::too_many_requests(wait_ms, "your address").into_response())
@@ -259,13 +267,27 @@ pub async fn playback(State(state): State<AppState>, request: Request, next: Nex
         })
         .copied()
         .unwrap_or("unmatched");
-    let method = match *request.method() {
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    finish_playback(&state, route, &method, started, response)
+}
+
+/// What every playback answer gets, from the lane's middleware or from
+/// the playback loop's shortcut: its metrics (by `route`, a static label)
+/// and the fixed CORS headers (and the node's name in a cluster).
+pub(super) fn finish_playback(
+    state: &AppState,
+    route: &'static str,
+    method: &axum::http::Method,
+    started: Instant,
+    mut response: Response,
+) -> Response {
+    let method = match *method {
         axum::http::Method::HEAD => "HEAD",
         axum::http::Method::POST => "POST",
         _ => "GET",
     };
-    let started = Instant::now();
-    let mut response = next.run(request).await;
     let bytes = axum::body::HttpBody::size_hint(response.body()).exact();
     metrics().observe_request(
         RequestLabels {

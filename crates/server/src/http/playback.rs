@@ -193,6 +193,32 @@ async fn rendition_file(
     rendition_response(&state, &id, &request, &headers, gate).await
 }
 
+/// A rendition's playlist answered from memory, without awaiting
+/// anything: the stream's media is resident and its playlist rendered (or
+/// rendered now). `None` when the router must answer (the media is not
+/// resident, no such rendition). Playlists are free on paid streams too;
+/// a free live stream counts `viewer` in its audience, as
+/// [`rendition_file`] does.
+pub fn resident_playlist(
+    state: &AppState,
+    id: &str,
+    rendition: &str,
+    viewer: Option<std::net::IpAddr>,
+) -> Option<Bytes> {
+    let media = state.index.resident(id)?;
+    let media = read_lock!(media);
+    media.rendition(rendition)?;
+    if let Some(viewer) = viewer
+        && !media.paid
+        && media.state == StreamState::Live
+    {
+        state.audience.saw(id, viewer, crate::model::now_ms());
+    }
+    media
+        .playlist(rendition, |media| render_media(media, rendition, state))
+        .ok()
+}
+
 /// A paid stream's gate: lets a span through or answers why not.
 pub type Gate<'a> = &'a (dyn Fn(MediaSpan) -> Result<(), ApiError> + Sync);
 

@@ -551,6 +551,33 @@ pub(super) async fn live_session(state: &AppState, session: &str) -> Result<Sess
     Ok(found)
 }
 
+/// A session's rendition playlist answered from memory, without awaiting
+/// anything (see [`super::playback::resident_playlist`]): the session is
+/// resident and pays by channel or was admitted (a ticket, the host), its
+/// channel is open, and its stream's media is resident. `None` when the
+/// router must answer: members (whose tier bounds the renditions), a
+/// session not in memory, a closed channel, and every refusal.
+pub(super) fn resident_playlist(
+    state: &AppState,
+    session: &str,
+    rendition: &str,
+) -> Option<bytes::Bytes> {
+    let now = now_ms();
+    let found = state.sessions.get(session, now)?;
+    if matches!(found.pass, Pass::Member { .. }) {
+        return None;
+    }
+    if let Some(channel) = found.pass.channel() {
+        let channel = state.payments.channel(&channel)?;
+        if channel.state == ChannelState::Closed {
+            return None;
+        }
+    }
+    let playlist = super::playback::resident_playlist(state, &found.stream_id, rendition, None)?;
+    state.sessions.touch(session, now);
+    Some(playlist)
+}
+
 /// A session's master playlist (free).
 #[utoipa::path(
     get,

@@ -312,6 +312,14 @@ impl MediaIndex {
         }
     }
 
+    /// The media of a stream when it is resident and fresh, without
+    /// touching the database.
+    pub fn resident(&self, stream_id: &str) -> Option<SharedMedia> {
+        let media = read_lock!(self.streams).get(stream_id)?.clone();
+        let fresh = !read_lock!(media).stale;
+        fresh.then_some(media)
+    }
+
     /// The media of a stream, loading it from the database when not resident.
     pub async fn get(&self, stream_id: &str) -> anyhow::Result<Option<SharedMedia>> {
         if let Some(media) = read_lock!(self.streams).get(stream_id)
