@@ -392,6 +392,14 @@ async fn write_response(
             None if chunked => push_header(&mut head, b"transfer-encoding", b"chunked"),
             None => {}
         }
+    } else if answer.is_head
+        && status.is_success()
+        && status != StatusCode::NO_CONTENT
+        && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && let Some(len) = body_len
+    {
+        // A HEAD answer says the length a GET's body would have.
+        push_header(&mut head, b"content-length", len.to_string().as_bytes());
     }
     if !keep_alive {
         push_header(&mut head, b"connection", b"close");
