@@ -292,8 +292,22 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             return None;
         }
         let started = std::time::Instant::now();
+        let now_ms = crate::model::now_ms();
         let (kind, id, rendition) = rendition_playlist_path(uri.path())?;
-        // As the lane's middleware: a refused request is answered first.
+        let (route, playlist, free_live) = match kind {
+            "live" => {
+                let (playlist, free_live) = playback::resident_playlist(&state, id, rendition)?;
+                ("/live/{id}/{rendition}/{file}", playlist, free_live)
+            }
+            _ => (
+                "/play/{session}/{rendition}/{file}",
+                sessions::resident_playlist(&state, id, rendition, now_ms)?,
+                false,
+            ),
+        };
+        // Known to be ours only now, so that a request the router answers
+        // is counted against the limit once (by the lane's middleware);
+        // refused, it changes nothing, as there.
         if let Some(refused) = ops::over_limit_from(
             &state,
             peer.ip(),
@@ -302,16 +316,13 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
         ) {
             return Some(refused);
         }
-        let (route, playlist) = match (kind, id, rendition) {
-            ("live", id, rendition) => (
-                "/live/{id}/{rendition}/{file}",
-                playback::resident_playlist(&state, id, rendition, Some(peer.ip()))?,
-            ),
-            (_, session, rendition) => (
-                "/play/{session}/{rendition}/{file}",
-                sessions::resident_playlist(&state, session, rendition)?,
-            ),
-        };
+        if kind == "live" {
+            if free_live {
+                state.audience.saw(id, peer.ip(), now_ms);
+            }
+        } else {
+            state.sessions.touch(id, now_ms);
+        }
         let response = playback::playlist_response(playlist);
         Some(ops::finish_playback(
             &state, route, method, started, response,

@@ -194,29 +194,21 @@ async fn rendition_file(
 }
 
 /// A rendition's playlist answered from memory, without awaiting
-/// anything: the stream's media is resident and its playlist rendered (or
-/// rendered now). `None` when the router must answer (the media is not
-/// resident, no such rendition). Playlists are free on paid streams too;
-/// a free live stream counts `viewer` in its audience, as
-/// [`rendition_file`] does.
-pub fn resident_playlist(
-    state: &AppState,
-    id: &str,
-    rendition: &str,
-    viewer: Option<std::net::IpAddr>,
-) -> Option<Bytes> {
+/// anything or changing anything: the stream's media is resident and its
+/// playlist rendered (or rendered now). With it, whether the stream is
+/// free and live: its playlist readers are its audience, counted by the
+/// caller once the request is let through, as [`rendition_file`] does.
+/// `None` when the router must answer (the media is not resident, no such
+/// rendition). Playlists are free on paid streams too.
+pub fn resident_playlist(state: &AppState, id: &str, rendition: &str) -> Option<(Bytes, bool)> {
     let media = state.index.resident(id)?;
     let media = read_lock!(media);
     media.rendition(rendition)?;
-    if let Some(viewer) = viewer
-        && !media.paid
-        && media.state == StreamState::Live
-    {
-        state.audience.saw(id, viewer, crate::model::now_ms());
-    }
-    media
+    let free_live = !media.paid && media.state == StreamState::Live;
+    let playlist = media
         .playlist(rendition, |media| render_media(media, rendition, state))
-        .ok()
+        .ok()?;
+    Some((playlist, free_live))
 }
 
 /// A paid stream's gate: lets a span through or answers why not.

@@ -552,18 +552,20 @@ pub(super) async fn live_session(state: &AppState, session: &str) -> Result<Sess
 }
 
 /// A session's rendition playlist answered from memory, without awaiting
-/// anything (see [`super::playback::resident_playlist`]): the session is
-/// resident and pays by channel or was admitted (a ticket, the host), its
-/// channel is open, and its stream's media is resident. `None` when the
-/// router must answer: members (whose tier bounds the renditions), a
-/// session not in memory, a closed channel, and every refusal.
+/// or changing anything (see [`super::playback::resident_playlist`]; the
+/// caller touches the session once the request is let through): the
+/// session is resident and pays by channel or was admitted (a ticket, the
+/// host), its channel is open, and its stream's media is resident. `None`
+/// when the router must answer: members (whose tier bounds the
+/// renditions), a session not in memory, a closed channel, and every
+/// refusal.
 pub(super) fn resident_playlist(
     state: &AppState,
     session: &str,
     rendition: &str,
+    now_ms: i64,
 ) -> Option<bytes::Bytes> {
-    let now = now_ms();
-    let found = state.sessions.get(session, now)?;
+    let found = state.sessions.get(session, now_ms)?;
     if matches!(found.pass, Pass::Member { .. }) {
         return None;
     }
@@ -573,9 +575,8 @@ pub(super) fn resident_playlist(
             return None;
         }
     }
-    let playlist = super::playback::resident_playlist(state, &found.stream_id, rendition, None)?;
-    state.sessions.touch(session, now);
-    Some(playlist)
+    super::playback::resident_playlist(state, &found.stream_id, rendition)
+        .map(|(playlist, _)| playlist)
 }
 
 /// A session's master playlist (free).
