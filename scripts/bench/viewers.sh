@@ -7,6 +7,8 @@
 # against nginx. The server (with the ladder's ffmpeg, its child) and nginx
 # are confined to CPU 1, the load generator and the publishing ffmpeg to
 # CPU 0 (taskset), so the generator's cost does not count against either.
+# Viewers join one after another over a 10 s ramp; requests are measured
+# once all have joined (errors all along).
 # Usage: scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
 source "$(dirname "$0")/common.sh"
 RUN_SECONDS="${1:-30}"
@@ -40,7 +42,7 @@ done
 for viewers in "${COUNTS[@]}"; do
   echo "paying viewers: $viewers for ${RUN_SECONDS}s" >&2
   taskset -c 0 "$BIN" bench viewers --server "http://$HTTP" --stream "$STREAM_ID" --viewers "$viewers" \
-    --seconds "$RUN_SECONDS" --server-pid "$SERVER_PID" >"$WORK/paid-$viewers.json"
+    --seconds "$RUN_SECONDS" --ramp-seconds 10 --server-pid "$SERVER_PID" >"$WORK/paid-$viewers.json"
 done
 kill "$PUBLISHER_PID" 2>/dev/null || true
 
@@ -52,10 +54,10 @@ start_nginx "$ROOT_DIR"
 for viewers in "${COUNTS[@]}"; do
   echo "nginx viewers: $viewers for ${RUN_SECONDS}s" >&2
   taskset -c 0 "$BIN" bench viewers --static-base "http://127.0.0.1:$NGINX_PORT/360p" --static-segments "$SEGMENTS" \
-    --viewers "$viewers" --seconds "$RUN_SECONDS" >"$WORK/nginx-$viewers.json"
+    --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 >"$WORK/nginx-$viewers.json"
 done
 
-echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; ${RUN_SECONDS}s per run; 360p stream, 2 s segments, 1 s playlist polls"
+echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; 360p stream, 2 s segments, 1 s playlist polls"
 python3 - "$WORK" "${COUNTS[@]}" <<'PY'
 import json, sys
 work, counts = sys.argv[1], sys.argv[2:]

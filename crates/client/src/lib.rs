@@ -96,6 +96,21 @@ pub struct PaidSession {
     session_key: SigningKey,
 }
 
+impl PaidSession {
+    /// A voucher for a cumulative `amount`, signed by the session key: the
+    /// path to post it to and its JSON body.
+    pub fn voucher(&self, amount: Amount) -> (String, Value) {
+        let channel = self.channel_id;
+        let signature = self
+            .session_key
+            .sign_digest(self.domain.voucher_digest(channel, amount.0));
+        (
+            format!("/api/v1/channels/{channel:#x}/vouchers"),
+            json!({"amount": amount.to_string(), "signature": hex(&signature)}),
+        )
+    }
+}
+
 /// What watching produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct WatchSummary {
@@ -541,16 +556,8 @@ impl Client {
 
     /// Signs a voucher for the cumulative `amount` on the session's channel and submits it.
     pub async fn pay(&self, session: &PaidSession, amount: Amount) -> Result<()> {
-        let channel = session.channel_id;
-        let signature = session
-            .session_key
-            .sign_digest(session.domain.voucher_digest(channel, amount.0));
-        self.post(
-            &format!("/api/v1/channels/{channel:#x}/vouchers"),
-            json!({"amount": amount.to_string(), "signature": hex(&signature)}),
-        )
-        .await
-        .map(|_| ())
+        let (path, voucher) = session.voucher(amount);
+        self.post(&path, voucher).await.map(|_| ())
     }
 
     /// Keeps `session` paid ahead for `duration` while another component

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::Serialize;
 use streamweave_ledger::{Amount, GateDecision, SigningKey};
 use tokio::sync::Semaphore;
@@ -26,8 +27,10 @@ pub struct PaidLoad {
     pub stream_id: String,
     /// Viewers.
     pub viewers: usize,
-    /// How long they watch, after all have started.
+    /// How long their requests are measured, once all have joined.
     pub seconds: u64,
+    /// Over how long viewers join, one after another (none measured yet).
+    pub ramp_seconds: u64,
     /// Each viewer's channel deposit (and faucet grant).
     pub deposit: Amount,
     /// Viewers signing in and opening channels at once during setup.
@@ -50,8 +53,10 @@ pub struct StaticLoad {
     pub segment_duration_ms: u64,
     /// Viewers.
     pub viewers: usize,
-    /// How long they watch.
+    /// How long their requests are measured, once all have joined.
     pub seconds: u64,
+    /// Over how long viewers join, one after another (none measured yet).
+    pub ramp_seconds: u64,
     /// How often each viewer polls the playlist.
     pub poll_interval_ms: u64,
 }
@@ -96,8 +101,11 @@ pub struct LoadReport {
     pub viewers: usize,
     /// Viewers that finished setup and watched.
     pub viewers_watching: usize,
-    /// Seconds watched.
+    /// Seconds measured, after every viewer joined (the ramp) and made its
+    /// first poll.
     pub seconds: u64,
+    /// Seconds over which viewers joined, not measured (errors excepted).
+    pub ramp_seconds: u64,
     /// Setup time (sign-in, faucet, channel, session for everyone), milliseconds.
     pub setup_ms: u64,
     /// Segment requests that were served.
@@ -106,7 +114,7 @@ pub struct LoadReport {
     pub playlists: Latency,
     /// Voucher submissions accepted.
     pub vouchers: Latency,
-    /// Segment requests per second over the run.
+    /// Segment requests per second over the measured seconds.
     pub segments_per_second: f64,
     /// Bytes of segments received.
     pub segment_bytes: u64,
@@ -116,13 +124,13 @@ pub struct LoadReport {
     pub errors: u64,
     /// A few of them.
     pub error_samples: Vec<String>,
-    /// The server's CPU while viewers watched, percent of one core.
+    /// The server's CPU over the measured seconds, percent of one core.
     pub server_cpu_percent: Option<f64>,
     /// The server's resident memory at the end, MiB.
     pub server_rss_mib: Option<f64>,
     /// The server's peak resident memory, MiB.
     pub server_peak_rss_mib: Option<f64>,
-    /// This generator's CPU while viewers watched, percent of one core.
+    /// This generator's CPU over the measured seconds, percent of one core.
     pub generator_cpu_percent: Option<f64>,
 }
 
@@ -174,6 +182,43 @@ impl CpuWatch {
     }
 }
 
+/// When viewers join and when their requests count: they join one after
+/// another over the ramp, and what starts before every one of them has
+/// joined and polled once is not measured (a player's first request opens
+/// its connection; 10,000 of them within a second measure the connection
+/// storm, not the steady state). Errors count all along.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    ramp: Duration,
+    measure_from: Instant,
+    deadline: Instant,
+}
+
+impl Window {
+    fn new(ramp_seconds: u64, seconds: u64, poll: Duration) -> Window {
+        let started = Instant::now();
+        let ramp = Duration::from_secs(ramp_seconds);
+        let measure_from = started + ramp + poll;
+        Window {
+            started,
+            ramp,
+            measure_from,
+            deadline: measure_from + Duration::from_secs(seconds),
+        }
+    }
+
+    /// When viewer `index` of `viewers` joins.
+    fn join_at(&self, index: usize, viewers: usize) -> Instant {
+        self.started + self.ramp.mul_f64(index as f64 / viewers.max(1) as f64)
+    }
+
+    /// Whether a request started at `at` is measured.
+    fn measures(&self, at: Instant) -> bool {
+        at >= self.measure_from && at < self.deadline
+    }
+}
+
 #[derive(Default)]
 struct ViewerTally {
     segments_us: Vec<u32>,
@@ -186,6 +231,28 @@ struct ViewerTally {
 }
 
 impl ViewerTally {
+    /// A playlist answered, asked for at `started`.
+    fn playlist(&mut self, window: &Window, started: Instant) {
+        if window.measures(started) {
+            self.playlists_us.push(micros(started));
+        }
+    }
+
+    /// A segment of `length` bytes received, asked for at `started`.
+    fn segment(&mut self, window: &Window, started: Instant, length: u64) {
+        if window.measures(started) {
+            self.segments_us.push(micros(started));
+            self.segment_bytes += length;
+        }
+    }
+
+    /// A voucher accepted, sent at `started`.
+    fn voucher(&mut self, window: &Window, started: Instant) {
+        if window.measures(started) {
+            self.vouchers_us.push(micros(started));
+        }
+    }
+
     fn error(&mut self, what: impl std::fmt::Display) {
         self.errors += 1;
         if self.error_samples.len() < MAX_ERROR_SAMPLES {
@@ -262,7 +329,7 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
             let master = http.get(url).send().await?.bytes().await?;
             let rendition = lowest_video_rendition(&master)
                 .ok_or_else(|| ClientError::Protocol("no video rendition".into()))?;
-            Ok::<_, ClientError>((client, session, rendition))
+            Ok::<_, ClientError>((session, rendition))
         });
     }
     let mut ready = Vec::with_capacity(config.viewers);
@@ -286,23 +353,26 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     }
     let setup_ms = setup_started.elapsed().as_millis() as u64;
 
-    let deadline = Instant::now() + Duration::from_secs(config.seconds);
     let poll = Duration::from_millis(config.poll_interval_ms.max(100));
+    let window = Window::new(config.ramp_seconds, config.seconds, poll);
     let server_pid = config.server_pid.map(|p| p.to_string());
+    let mut watchers = JoinSet::new();
+    let joining = ready.len();
+    for (index, (session, rendition)) in ready.into_iter().enumerate() {
+        let connection = ViewerHttp::new(origin.clone());
+        let join_at = window.join_at(index, joining);
+        watchers.spawn(watch_paying(
+            connection, session, rendition, window, join_at, poll,
+        ));
+    }
+    let watching = watchers.len();
+    tokio::time::sleep_until(window.measure_from.into()).await;
     let cpu = CpuWatch::start(
         ["self".to_string()]
             .into_iter()
             .chain(server_pid.clone())
             .collect(),
     );
-    let mut watchers = JoinSet::new();
-    for (client, session, rendition) in ready {
-        let connection = ViewerHttp::new(origin.clone());
-        watchers.spawn(watch_paying(
-            client, connection, session, rendition, deadline, poll,
-        ));
-    }
-    let watching = watchers.len();
     let mut tallies = Vec::with_capacity(watching + 1);
     while let Some(joined) = watchers.join_next().await {
         match joined {
@@ -314,6 +384,7 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     let percents = cpu.percents();
     let mut out = report(config.viewers, config.seconds, setup_ms, tallies);
     out.viewers_watching = watching;
+    out.ramp_seconds = config.ramp_seconds;
     out.generator_cpu_percent = percents.first().copied().flatten();
     if let Some(pid) = &server_pid {
         out.server_cpu_percent = percents.get(1).copied().flatten();
@@ -323,15 +394,34 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     Ok(out)
 }
 
+/// Posts a voucher for a cumulative `amount` on the viewer's connection,
+/// as a player sends it beside its media requests.
+async fn pay(
+    connection: &mut ViewerHttp,
+    session: &crate::PaidSession,
+    amount: Amount,
+) -> Result<(), String> {
+    let (path, voucher) = session.voucher(amount);
+    let (status, answer) = connection
+        .post_json(&path, Bytes::from(voucher.to_string()))
+        .await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&answer)))
+    }
+}
+
 /// One paying viewer: polls, pays each new segment ahead of fetching it, fetches it.
 async fn watch_paying(
-    client: Client,
     mut connection: ViewerHttp,
     session: crate::PaidSession,
     rendition: String,
-    deadline: Instant,
+    window: Window,
+    join_at: Instant,
     poll: Duration,
 ) -> ViewerTally {
+    let deadline = window.deadline;
     let mut tally = ViewerTally::default();
     let mut meter = session.meter.clone();
     let mut paid = session.paid_from;
@@ -341,8 +431,8 @@ async fn watch_paying(
         .to_string();
     let playlist_path = format!("{play_base}{rendition}/index.m3u8");
     let mut next_sequence: Option<u64> = None;
-    // Spread viewers over the poll interval, as real players are.
-    tokio::time::sleep(poll.mul_f64(rand::random::<f64>())).await;
+    // Join in turn, at a random phase of the poll interval, as real players do.
+    tokio::time::sleep_until((join_at + poll.mul_f64(rand::random::<f64>())).into()).await;
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < deadline {
@@ -350,7 +440,7 @@ async fn watch_paying(
         let started = Instant::now();
         let listed = match connection.get(&playlist_path).await {
             Ok((status, bytes)) if status.is_success() => {
-                tally.playlists_us.push(micros(started));
+                tally.playlist(&window, started);
                 m3u8_rs::parse_media_playlist_res(&bytes).ok()
             }
             Ok((status, _)) => {
@@ -387,17 +477,18 @@ async fn watch_paying(
                         _ => required,
                     };
                     let started = Instant::now();
-                    let mut result = client
-                        .pay(&session, through_next)
+                    let mut result = pay(&mut connection, &session, through_next)
                         .await
                         .map(|()| through_next);
                     if result.is_err() {
                         // The window was narrower (or the voucher failed): this segment alone.
-                        result = client.pay(&session, required).await.map(|()| required);
+                        result = pay(&mut connection, &session, required)
+                            .await
+                            .map(|()| required);
                     }
                     match result {
                         Ok(amount) => {
-                            tally.vouchers_us.push(micros(started));
+                            tally.voucher(&window, started);
                             paid = amount;
                         }
                         Err(err) => tally.error(format!("voucher: {err}")),
@@ -411,10 +502,9 @@ async fn watch_paying(
             loop {
                 attempts += 1;
                 let started = Instant::now();
-                match connection.get(&path).await {
-                    Ok((status, bytes)) if status.is_success() => {
-                        tally.segments_us.push(micros(started));
-                        tally.segment_bytes += bytes.len() as u64;
+                match connection.get_counted(&path).await {
+                    Ok((status, length)) if status.is_success() => {
+                        tally.segment(&window, started, length);
                         let _ = meter.decide(sequence, duration_ms, Amount(u128::MAX));
                         break;
                     }
@@ -424,7 +514,7 @@ async fn watch_paying(
                         let mut probe = meter.clone();
                         if let GateDecision::PaymentRequired { required } =
                             probe.decide(sequence, duration_ms, Amount(0))
-                            && client.pay(&session, required).await.is_ok()
+                            && pay(&mut connection, &session, required).await.is_ok()
                         {
                             paid = paid.max(required);
                         }
@@ -448,7 +538,8 @@ async fn watch_paying(
 /// Runs `config.viewers` free viewers of plain files at the paid run's request rate.
 pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
     let origin = Origin::parse(&config.base).map_err(ClientError::Protocol)?;
-    let deadline = Instant::now() + Duration::from_secs(config.seconds);
+    let poll = Duration::from_millis(config.poll_interval_ms.max(100));
+    let window = Window::new(config.ramp_seconds, config.seconds, poll);
     // The base's path (`/360p`), for the requests' origin form.
     let base = reqwest::Url::parse(&config.base)
         .map_err(|err| ClientError::Protocol(err.to_string()))?
@@ -459,30 +550,30 @@ pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
     for viewer in 0..config.viewers {
         let (config, base) = (config.clone(), base.clone());
         let mut connection = ViewerHttp::new(origin.clone());
+        let join_at = window.join_at(viewer, config.viewers);
         watchers.spawn(async move {
             let mut tally = ViewerTally::default();
-            let poll = Duration::from_millis(config.poll_interval_ms.max(100));
-            tokio::time::sleep(poll.mul_f64(rand::random::<f64>())).await;
+            tokio::time::sleep_until((join_at + poll.mul_f64(rand::random::<f64>())).into()).await;
             let mut tick = tokio::time::interval(poll);
             let mut next_segment_at = Instant::now();
             let mut sequence = viewer as u64 % config.segments.max(1);
-            while Instant::now() < deadline {
+            while Instant::now() < window.deadline {
                 tick.tick().await;
                 let started = Instant::now();
                 match connection.get(&format!("{base}/index.m3u8")).await {
-                    Ok((status, _)) if status.is_success() => {
-                        tally.playlists_us.push(micros(started))
-                    }
+                    Ok((status, _)) if status.is_success() => tally.playlist(&window, started),
                     Ok((status, _)) => tally.error(format!("playlist: {status}")),
                     Err(err) => tally.error(format!("playlist: {err}")),
                 }
                 if Instant::now() >= next_segment_at {
                     next_segment_at += Duration::from_millis(config.segment_duration_ms);
                     let started = Instant::now();
-                    match connection.get(&format!("{base}/{sequence}.m4s")).await {
-                        Ok((status, bytes)) if status.is_success() => {
-                            tally.segments_us.push(micros(started));
-                            tally.segment_bytes += bytes.len() as u64;
+                    match connection
+                        .get_counted(&format!("{base}/{sequence}.m4s"))
+                        .await
+                    {
+                        Ok((status, length)) if status.is_success() => {
+                            tally.segment(&window, started, length)
                         }
                         Ok((status, _)) => tally.error(format!("segment: {status}")),
                         Err(err) => tally.error(format!("segment: {err}")),
@@ -493,6 +584,8 @@ pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
             tally
         });
     }
+    tokio::time::sleep_until(window.measure_from.into()).await;
+    let cpu = CpuWatch::start(vec!["self".to_string()]);
     let mut tallies = Vec::with_capacity(config.viewers);
     let mut failed = ViewerTally::default();
     while let Some(joined) = watchers.join_next().await {
@@ -505,6 +598,8 @@ pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
     tallies.push(failed);
     let mut out = report(config.viewers, config.seconds, 0, tallies);
     out.viewers_watching = watching;
+    out.ramp_seconds = config.ramp_seconds;
+    out.generator_cpu_percent = cpu.percents().first().copied().flatten();
     Ok(out)
 }
 
@@ -523,6 +618,33 @@ mod tests {
         assert!(cpu_ticks("self").is_some_and(|t| t > 0));
         assert!(memory_mib("self", "VmRSS:").is_some_and(|m| m > 0.0));
         assert_eq!(cpu_ticks("not-a-pid"), None);
+    }
+
+    #[test]
+    fn viewers_join_over_the_ramp_and_only_what_follows_is_measured() {
+        let poll = Duration::from_secs(1);
+        let window = Window::new(10, 30, poll);
+        assert_eq!(window.join_at(0, 4), window.started);
+        assert_eq!(
+            window.join_at(2, 4),
+            window.started + Duration::from_secs(5)
+        );
+        assert!(window.join_at(3, 4) < window.started + Duration::from_secs(10));
+        // The last viewer joins before the ramp ends and polls within the
+        // next interval: measuring starts after both.
+        assert_eq!(
+            window.measure_from,
+            window.started + Duration::from_secs(11)
+        );
+        assert!(!window.measures(window.started + Duration::from_secs(10)));
+        assert!(window.measures(window.measure_from));
+        assert!(window.measures(window.started + Duration::from_secs(40)));
+        assert!(!window.measures(window.deadline));
+        let mut tally = ViewerTally::default();
+        tally.segment(&window, window.started, 100);
+        tally.playlist(&window, window.started);
+        assert_eq!((tally.segments_us.len(), tally.segment_bytes), (0, 0));
+        assert!(tally.playlists_us.is_empty());
     }
 
     #[test]

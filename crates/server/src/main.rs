@@ -212,8 +212,12 @@ enum BenchCommand {
         stream: Option<String>,
         #[arg(long, default_value_t = 100)]
         viewers: usize,
+        /// Seconds measured, once every viewer has joined.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Seconds over which viewers join one after another (not measured).
+        #[arg(long, default_value_t = 10)]
+        ramp_seconds: u64,
         /// Each viewer's deposit, base units.
         #[arg(long, default_value = "100000000")]
         deposit: String,
@@ -545,6 +549,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stream,
             viewers,
             seconds,
+            ramp_seconds,
             deposit,
             setup_concurrency,
             poll_interval_ms,
@@ -561,6 +566,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     segment_duration_ms,
                     viewers,
                     seconds,
+                    ramp_seconds,
                     poll_interval_ms,
                 })
                 .await
@@ -570,6 +576,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     stream_id,
                     viewers,
                     seconds,
+                    ramp_seconds,
                     deposit: deposit
                         .parse()
                         .map_err(|err| anyhow::anyhow!("--deposit: {err}"))?,
