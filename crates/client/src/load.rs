@@ -15,6 +15,9 @@ use tokio::task::JoinSet;
 use crate::viewer_http::{Origin, ViewerHttp};
 use crate::{Client, ClientError, lowest_video_rendition};
 
+/// Sign-in attempts per viewer while the server answers 429.
+const SIGN_IN_ATTEMPTS: u32 = 50;
+
 /// Error samples kept in a report.
 const MAX_ERROR_SAMPLES: usize = 10;
 
@@ -320,7 +323,18 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
                 }
             };
             let mut client = Client::with_http(&config.server, key, http);
-            client.sign_in().await?;
+            // A server bounds sign-in challenges per address (all of the
+            // generator's viewers share one): wait as its 429 asks.
+            let mut attempts = 0;
+            loop {
+                match client.sign_in().await {
+                    Err(ClientError::Api { status: 429, .. }) if attempts < SIGN_IN_ATTEMPTS => {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    outcome => break outcome.map(drop)?,
+                }
+            }
             client.faucet(config.deposit).await?;
             let session = client
                 .open_session(&config.stream_id, config.deposit, None)

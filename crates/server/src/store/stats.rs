@@ -1,7 +1,7 @@
 //! Watch statistics per stream and viewer (`stream_viewers`): counted in
 //! memory by `crate::money::stats` and added here in batches.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -21,6 +21,13 @@ fn viewer_delta_from_row(row: &AnyRow) -> Result<ViewerDelta, sqlx::Error> {
     })
 }
 
+/// Viewers per statement when statistics are written (8 parameters each).
+/// Not more: binding a parameter through sqlx's SQLite driver looks its
+/// name up in a list as long as the statement's parameters, so a
+/// statement's binding time grows with the square of its rows (at 500 rows
+/// that lookup was a tenth of the server's CPU at 10,000 viewers).
+const STATS_CHUNK_ROWS: usize = 64;
+
 impl Store {
     /// Adds counted watch statistics, all or nothing.
     pub async fn add_viewer_stats(
@@ -31,50 +38,81 @@ impl Store {
             .pool
             .begin_with(self.dialect.begin_read_then_write())
             .await?;
-        for ((stream_id, viewer), delta) in batch {
-            let viewer = format!("{viewer:#x}");
+        // A few statements per chunk of viewers rather than two per viewer:
+        // a second's statistics of 10,000 viewers is one chunked read and
+        // one chunked write, not 20,000 round trips.
+        for chunk in batch.chunks(STATS_CHUNK_ROWS) {
+            let keys: Vec<(&str, String)> = chunk
+                .iter()
+                .map(|((stream_id, viewer), _)| (stream_id.as_str(), format!("{viewer:#x}")))
+                .collect();
             let mut select = Statement::new(
-                "SELECT first_session_ms, sessions, paid_media_ms, gross, net, fee FROM stream_viewers \
-                 WHERE stream_id = ",
+                "SELECT stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee \
+                 FROM stream_viewers WHERE (stream_id, viewer) IN (",
             );
-            select
-                .bind(stream_id.clone())
-                .push(" AND viewer = ")
-                .bind(viewer.clone())
-                .push(self.dialect.lock_rows());
-            let row = select.query()?.fetch_optional(&mut *tx).await?;
-            let stored = match &row {
-                Some(row) => viewer_delta_from_row(row)?,
-                None => ViewerDelta::default(),
-            };
-            let sum = stored
-                .merged(delta)
-                .ok_or_else(|| sqlx::Error::Protocol("watch statistics overflow".into()))?;
-            let Some(first_session_ms) = sum.session_started_ms else {
-                // Every delta comes from a session this server started, which
-                // was counted first; a row without one would be a bug.
-                tracing::warn!(stream = %stream_id, %viewer, "watch statistics without a session; skipped");
-                continue;
-            };
-            // Written whole: the row as read (locked on PostgreSQL) plus the delta.
-            sqlx::query(
+            for (index, (stream_id, viewer)) in keys.iter().enumerate() {
+                select
+                    .push(if index == 0 { "(" } else { ", (" })
+                    .bind(stream_id.to_string())
+                    .push(", ")
+                    .bind(viewer.clone())
+                    .push(")");
+            }
+            select.push(")").push(self.dialect.lock_rows());
+            let mut stored: HashMap<(String, String), ViewerDelta> = HashMap::new();
+            for row in select.query()?.fetch_all(&mut *tx).await? {
+                stored.insert(
+                    (row.try_get("stream_id")?, row.try_get("viewer")?),
+                    viewer_delta_from_row(&row)?,
+                );
+            }
+            // Written whole: each row as read (locked on PostgreSQL) plus its delta.
+            let mut insert = Statement::new(
                 "INSERT INTO stream_viewers \
-                 (stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (stream_id, viewer) DO UPDATE SET first_session_ms = excluded.first_session_ms, \
+                 (stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee) VALUES ",
+            );
+            let mut rows = 0;
+            for ((stream_id, viewer), (_, delta)) in keys.into_iter().zip(chunk) {
+                let sum = stored
+                    .remove(&(stream_id.to_string(), viewer.clone()))
+                    .unwrap_or_default()
+                    .merged(delta)
+                    .ok_or_else(|| sqlx::Error::Protocol("watch statistics overflow".into()))?;
+                let Some(first_session_ms) = sum.session_started_ms else {
+                    // Every delta comes from a session this server started,
+                    // which was counted first; a row without one would be a bug.
+                    tracing::warn!(stream = %stream_id, %viewer, "watch statistics without a session; skipped");
+                    continue;
+                };
+                insert
+                    .push(if rows == 0 { "(" } else { ", (" })
+                    .bind(stream_id.to_string())
+                    .push(", ")
+                    .bind(viewer)
+                    .push(", ")
+                    .bind(first_session_ms)
+                    .push(", ")
+                    .bind(to_i64(sum.sessions))
+                    .push(", ")
+                    .bind(to_i64(sum.paid_media_ms))
+                    .push(", ")
+                    .bind(sum.gross.to_string())
+                    .push(", ")
+                    .bind(sum.net.to_string())
+                    .push(", ")
+                    .bind(sum.fee.to_string())
+                    .push(")");
+                rows += 1;
+            }
+            if rows == 0 {
+                continue;
+            }
+            insert.push(
+                " ON CONFLICT (stream_id, viewer) DO UPDATE SET first_session_ms = excluded.first_session_ms, \
                  sessions = excluded.sessions, paid_media_ms = excluded.paid_media_ms, \
                  gross = excluded.gross, net = excluded.net, fee = excluded.fee",
-            )
-            .bind(stream_id)
-            .bind(&viewer)
-            .bind(first_session_ms)
-            .bind(to_i64(sum.sessions))
-            .bind(to_i64(sum.paid_media_ms))
-            .bind(sum.gross.to_string())
-            .bind(sum.net.to_string())
-            .bind(sum.fee.to_string())
-            .execute(&mut *tx)
-            .await?;
+            );
+            insert.query()?.execute(&mut *tx).await?;
         }
         tx.commit().await
     }

@@ -2007,6 +2007,27 @@ async fn stats_suite(store: &Store) {
     );
     let (after, _) = store.stream_stats("s-paid").await.expect("stats");
     assert_eq!(after.sessions, 4);
+    // More viewers than one statement takes, twice: new rows, then sums.
+    let many = |gross: u128| -> Vec<((String, Address), ViewerDelta)> {
+        (0..1_201u64)
+            .map(|index| {
+                let mut bytes = [0u8; 20];
+                bytes[12..].copy_from_slice(&index.to_be_bytes());
+                (
+                    ("s-many".to_string(), Address::from(bytes)),
+                    delta(Some(7), 1, gross),
+                )
+            })
+            .collect()
+    };
+    store.add_viewer_stats(&many(3)).await.expect("stats");
+    store.add_viewer_stats(&many(4)).await.expect("stats");
+    let (totals, viewers) = store.stream_stats("s-many").await.expect("stats");
+    assert_eq!((totals.unique_viewers, viewers.len()), (1_201, 1_201));
+    assert_eq!(totals.sessions, 2 * 1_201);
+    assert_eq!(totals.gross, Amount(7 * 1_201));
+    let (untouched, _) = store.stream_stats("s-paid").await.expect("stats");
+    assert_eq!(untouched.sessions, 4);
 }
 
 async fn archives_suite(store: &Store) {
