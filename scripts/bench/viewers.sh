@@ -57,7 +57,7 @@ for viewers in "${COUNTS[@]}"; do
     --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 >"$WORK/nginx-$viewers.json"
 done
 
-echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; 360p stream, 2 s segments, 1 s playlist polls"
+echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; viewers join over 10 s, then ${RUN_SECONDS}s measured; 360p stream, 2 s segments, 1 s playlist polls"
 python3 - "$WORK" "${COUNTS[@]}" <<'PY'
 import json, sys
 work, counts = sys.argv[1], sys.argv[2:]
