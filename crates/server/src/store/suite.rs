@@ -2014,7 +2014,7 @@ async fn stats_suite(store: &Store) {
                 let mut bytes = [0u8; 20];
                 bytes[12..].copy_from_slice(&index.to_be_bytes());
                 (
-                    ("s-many".to_string(), Address::from(bytes)),
+                    ("s-free".to_string(), Address::from(bytes)),
                     delta(Some(7), 1, gross),
                 )
             })
@@ -2022,7 +2022,7 @@ async fn stats_suite(store: &Store) {
     };
     store.add_viewer_stats(&many(3)).await.expect("stats");
     store.add_viewer_stats(&many(4)).await.expect("stats");
-    let (totals, viewers) = store.stream_stats("s-many").await.expect("stats");
+    let (totals, viewers) = store.stream_stats("s-free").await.expect("stats");
     assert_eq!((totals.unique_viewers, viewers.len()), (1_201, 1_201));
     assert_eq!(totals.sessions, 2 * 1_201);
     assert_eq!(totals.gross, Amount(7 * 1_201));
