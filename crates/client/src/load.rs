@@ -324,7 +324,8 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
             };
             let mut client = Client::with_http(&config.server, key, http);
             // A server bounds sign-in challenges per address (all of the
-            // generator's viewers share one): wait as its 429 asks.
+            // generator's viewers share one): on its 429, wait a moment and
+            // ask again.
             let mut attempts = 0;
             loop {
                 match client.sign_in().await {

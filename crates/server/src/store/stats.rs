@@ -42,9 +42,9 @@ impl Store {
         // a second's statistics of 10,000 viewers is one chunked read and
         // one chunked write, not 20,000 round trips.
         for chunk in batch.chunks(STATS_CHUNK_ROWS) {
-            let keys: Vec<(&str, String)> = chunk
+            let keys: Vec<(String, String)> = chunk
                 .iter()
-                .map(|((stream_id, viewer), _)| (stream_id.as_str(), format!("{viewer:#x}")))
+                .map(|((stream_id, viewer), _)| (stream_id.clone(), format!("{viewer:#x}")))
                 .collect();
             let mut select = Statement::new(
                 "SELECT stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee \
@@ -53,7 +53,7 @@ impl Store {
             for (index, (stream_id, viewer)) in keys.iter().enumerate() {
                 select
                     .push(if index == 0 { "(" } else { ", (" })
-                    .bind(stream_id.to_string())
+                    .bind(stream_id.clone())
                     .push(", ")
                     .bind(viewer.clone())
                     .push(")");
@@ -72,12 +72,13 @@ impl Store {
                  (stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee) VALUES ",
             );
             let mut rows = 0;
-            for ((stream_id, viewer), (_, delta)) in keys.into_iter().zip(chunk) {
+            for (key, (_, delta)) in keys.into_iter().zip(chunk) {
                 let sum = stored
-                    .remove(&(stream_id.to_string(), viewer.clone()))
+                    .remove(&key)
                     .unwrap_or_default()
                     .merged(delta)
                     .ok_or_else(|| sqlx::Error::Protocol("watch statistics overflow".into()))?;
+                let (stream_id, viewer) = key;
                 let Some(first_session_ms) = sum.session_started_ms else {
                     // Every delta comes from a session this server started,
                     // which was counted first; a row without one would be a bug.
@@ -86,7 +87,7 @@ impl Store {
                 };
                 insert
                     .push(if rows == 0 { "(" } else { ", (" })
-                    .bind(stream_id.to_string())
+                    .bind(stream_id)
                     .push(", ")
                     .bind(viewer)
                     .push(", ")
