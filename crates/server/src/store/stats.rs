@@ -34,6 +34,11 @@ impl Store {
         &self,
         batch: &[((String, Address), ViewerDelta)],
     ) -> Result<(), sqlx::Error> {
+        if let Some(writer) = &self.sqlite_ledger {
+            // On the embedded database's writer thread, taking turns with
+            // the ledger's commits (see `sqlite_ledger`).
+            return writer.add_viewer_stats(batch.to_vec()).await;
+        }
         let mut tx = self
             .pool
             .begin_with(self.dialect.begin_read_then_write())
