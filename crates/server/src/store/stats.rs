@@ -21,15 +21,18 @@ fn viewer_delta_from_row(row: &AnyRow) -> Result<ViewerDelta, sqlx::Error> {
     })
 }
 
-/// Viewers per statement when statistics are written (8 parameters each).
-/// Not more: binding a parameter through sqlx's SQLite driver looks its
-/// name up in a list as long as the statement's parameters, so a
-/// statement's binding time grows with the square of its rows (at 500 rows
-/// that lookup was a tenth of the server's CPU at 10,000 viewers).
+/// Viewers per statement when statistics are written through sqlx (on
+/// PostgreSQL; 8 parameters each). Not more: when this path also wrote
+/// SQLite's, binding a parameter through sqlx's SQLite driver looked its
+/// name up in a list as long as the statement's parameters, so binding
+/// grew with the square of the rows (at 500 rows a tenth of the server's
+/// CPU at 10,000 viewers).
 const STATS_CHUNK_ROWS: usize = 64;
 
 impl Store {
-    /// Adds counted watch statistics, all or nothing.
+    /// Adds counted watch statistics, all or nothing: on SQLite on the
+    /// embedded database's writer thread, on PostgreSQL in chunked
+    /// statements.
     pub async fn add_viewer_stats(
         &self,
         batch: &[((String, Address), ViewerDelta)],
