@@ -253,6 +253,8 @@ function filterSelect(name, label, options, params, onchange) {
 }
 
 let libraryTurn = 0;
+/** Renders the library page shown now (set once its list is in). */
+let libraryShown = null;
 
 async function library() {
   const turn = ++libraryTurn;
@@ -272,7 +274,17 @@ async function library() {
   const categories = [...new Set([...items.map((i) => i.category).filter(Boolean), params.get('category')].filter(Boolean))].sort();
   const tags = [...new Set([...items.flatMap((i) => i.tags), params.get('tag')].filter(Boolean))].sort();
   const search = h('input', { type: 'search', name: 'q', value: params.get('q') ?? '', placeholder: 'Title, description or creator', 'aria-label': 'Search the library' });
+  // The address holds the filters. Typing or choosing while the list
+  // loads again goes to the page being replaced; it still counts, since
+  // every change is written to the address and the page shown renders
+  // from it, its controls included.
   const render = () => {
+    const params = new URLSearchParams(location.search);
+    if (document.activeElement !== search) search.value = params.get('q') ?? '';
+    for (const el of main.querySelectorAll('.filters select')) {
+      const wanted = params.get(el.name) ?? '';
+      el.value = [...el.options].some((o) => o.value === wanted) ? wanted : el.options[0].value;
+    }
     const shown = sorted(items.filter((i) => libraryMatches(i, params)), params.get('sort'));
     results.replaceChildren(
       h('p', { class: 'muted', 'data-count': shown.length }, `${shown.length} of ${items.length}`),
@@ -280,13 +292,14 @@ async function library() {
   };
   // Access, length and order are the server's: changing them lists again.
   const update = (name, value) => {
+    const params = new URLSearchParams(location.search);
     const before = params.get(name);
     if (value && !(name === 'sort' && value === 'newest')) params.set(name, value); else params.delete(name);
     history.replaceState(null, '', params.size ? `/library?${params}` : '/library');
     if (name === 'access' || name === 'duration' || (name === 'sort' && (before === 'most_watched' || value === 'most_watched'))) {
       library().then(() => main.querySelector(`select[name="${name}"]`)?.focus());
     } else {
-      render();
+      libraryShown?.();
     }
   };
   const select = (name, label, options) => filterSelect(name, label, options, params, (value) => update(name, value));
@@ -304,6 +317,7 @@ async function library() {
     owner ? h('p', {}, h('a', { href: creatorHref(owner) }, 'Their creator page'), ' · ', h('a', { href: '/library' }, 'Everyone\'s videos and recordings')) : null,
     results,
   );
+  libraryShown = render;
   render();
 }
 

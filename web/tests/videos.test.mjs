@@ -162,6 +162,23 @@ test('a creator uploads a video (paused and resumed), it processes, and it plays
     await videoCard.waitFor({ state: 'detached', timeout: 5_000 });
     await page.locator('input[name=q]').fill('pattern');
     await videoCard.waitFor({ timeout: 5_000 });
+    // Typing while the list loads again counts: an input event from the
+    // page being replaced that arrives once the new page is shown filters
+    // the page shown, whose search box then shows the query.
+    const staleSearch = await page.locator('input[name=q]').elementHandle();
+    await page.locator('[data-library]').evaluate((el) => { el.dataset.replaced = ''; });
+    await page.locator('select[name=sort]').selectOption('most_watched');
+    await page.locator('[data-library]:not([data-replaced])').waitFor({ timeout: 5_000 });
+    await videoCard.waitFor({ timeout: 5_000 });
+    await staleSearch.evaluate((input) => { input.value = 'no such title'; input.dispatchEvent(new Event('input')); });
+    await videoCard.waitFor({ state: 'detached', timeout: 5_000 });
+    assert.equal(await page.locator('input[name=q]').inputValue(), 'no such title');
+    await page.locator('input[name=q]').fill('pattern');
+    await videoCard.waitFor({ timeout: 5_000 });
+    await page.locator('[data-library]').evaluate((el) => { el.dataset.replaced = ''; });
+    await page.locator('select[name=sort]').selectOption('newest');
+    await page.locator('[data-library]:not([data-replaced])').waitFor({ timeout: 5_000 });
+    await videoCard.waitFor({ timeout: 5_000 });
     await page.waitForFunction(() => [...document.querySelectorAll('a.card img')].every((i) => i.complete), null, { timeout: 10_000 }).catch(() => {});
     await page.screenshot({ path: join(results, 'library.png') });
 
