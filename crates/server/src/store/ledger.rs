@@ -102,19 +102,32 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         // The common case (vouchers, settlements, deposits): the whole group
-        // in one go, when no batch can depend on another's order.
-        if batches.len() > 1 && order_independent(batches) {
-            let merged = merge(batches);
-            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-            if apply_batch(&mut savepoint, self.dialect, &merged, now_ms)
-                .await?
-                .is_ok()
-            {
-                savepoint.commit().await?;
-                tx.commit().await?;
-                return Ok(vec![Ok(()); batches.len()]);
+        // in one go, when no batch can depend on another's order, and
+        // without a savepoint (two round trips of a commit that waits for
+        // each): a refusal rolls the transaction back and starts again.
+        if batches.len() == 1 || (batches.len() > 1 && order_independent(batches)) {
+            let merged;
+            let whole = match batches {
+                [only] => only,
+                _ => {
+                    merged = merge(batches);
+                    &merged
+                }
+            };
+            match apply_batch(&mut tx, self.dialect, whole, now_ms).await? {
+                Ok(()) => {
+                    tx.commit().await?;
+                    return Ok(vec![Ok(()); batches.len()]);
+                }
+                Err(refusal) if batches.len() == 1 => {
+                    tx.rollback().await?;
+                    return Ok(vec![Err(refusal)]);
+                }
+                Err(_) => {
+                    tx.rollback().await?;
+                    tx = self.pool.begin().await?;
+                }
             }
-            savepoint.rollback().await?;
         }
         // Something was refused: each batch on its own, so the others still commit.
         let mut results = Vec::with_capacity(batches.len());
