@@ -90,8 +90,9 @@ fn json_body<T: serde::de::DeserializeOwned>(row: &AnyRow) -> Result<T, sqlx::Er
 
 impl Store {
     /// Commits a group of batches in one transaction (one durable commit).
-    /// Each batch is all-or-nothing: a refused batch is rolled back to its
-    /// savepoint and reported; the others commit.
+    /// Each batch is all-or-nothing: a refused batch is rolled back (with
+    /// the transaction when it was alone or taken with the others at once,
+    /// else to its savepoint) and reported; the others commit.
     pub async fn commit(
         &self,
         batches: &[LedgerBatch],
