@@ -234,6 +234,38 @@ pub struct VerifiedVoucher {
     pub signature: Vec<u8>,
 }
 
+/// What checks a channel's voucher signatures: its id, its session signer
+/// (which never changes) and its domain, without the rest of the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoucherSigner {
+    /// The channel.
+    pub channel: B256,
+    /// The session key that signs its vouchers.
+    pub signer: Address,
+    /// Chain and escrow its vouchers are bound to.
+    pub domain: PaymentDomain,
+}
+
+impl VoucherSigner {
+    /// Checks a voucher's signature (the spec's conditions 1 and 2).
+    pub fn verify(
+        &self,
+        amount: Amount,
+        signature: &[u8],
+    ) -> Result<VerifiedVoucher, ChannelError> {
+        let parsed = Signature65::from_bytes(signature)?;
+        let digest = self.domain.voucher_digest(self.channel, amount.0);
+        if parsed.recover(digest)? != self.signer {
+            return Err(ChannelError::WrongSigner);
+        }
+        Ok(VerifiedVoucher {
+            channel: self.channel,
+            amount,
+            signature: parsed.to_bytes().to_vec(),
+        })
+    }
+}
+
 /// Result of accepting a voucher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoucherOutcome {
@@ -409,16 +441,16 @@ impl Channel {
         amount: Amount,
         signature: &[u8],
     ) -> Result<VerifiedVoucher, ChannelError> {
-        let parsed = Signature65::from_bytes(signature)?;
-        let digest = self.domain().voucher_digest(self.id, amount.0);
-        if parsed.recover(digest)? != self.signer {
-            return Err(ChannelError::WrongSigner);
-        }
-        Ok(VerifiedVoucher {
+        self.voucher_signer().verify(amount, signature)
+    }
+
+    /// What checks this channel's vouchers (a copy of three fields).
+    pub fn voucher_signer(&self) -> VoucherSigner {
+        VoucherSigner {
             channel: self.id,
-            amount,
-            signature: parsed.to_bytes().to_vec(),
-        })
+            signer: self.signer,
+            domain: self.domain(),
+        }
     }
 
     /// Applies a verified voucher: the spec's conditions 3 and 4, the
@@ -428,27 +460,78 @@ impl Channel {
         voucher: &VerifiedVoucher,
         now_ms: u64,
     ) -> Result<VoucherOutcome, ChannelError> {
+        if !self.admits(voucher, now_ms)? {
+            return Ok(VoucherOutcome {
+                new: false,
+                transfers: Vec::new(),
+            });
+        }
+        let transfers = self.redeem_accepted(voucher.amount, voucher.signature.clone())?;
+        Ok(VoucherOutcome {
+            new: true,
+            transfers,
+        })
+    }
+
+    /// [`Channel::apply_voucher`] without its transfers, for a step kept in
+    /// a journal: the transfers of many such steps are made later, at once,
+    /// by [`Channel::redeem_accepted`] on the state before them. Answers
+    /// whether the voucher is new (false for a byte-identical resubmission).
+    pub fn accept_voucher(
+        &mut self,
+        voucher: &VerifiedVoucher,
+        now_ms: u64,
+    ) -> Result<bool, ChannelError> {
+        if !self.admits(voucher, now_ms)? {
+            return Ok(false);
+        }
+        self.check_step(voucher.amount)?;
+        self.redeemed = voucher.amount;
+        self.last_signature = Some(voucher.signature.clone());
+        Ok(true)
+    }
+
+    /// The voucher's channel and time (condition 3); `false` for the
+    /// byte-identical resubmission of the voucher that set `redeemed`.
+    fn admits(&self, voucher: &VerifiedVoucher, now_ms: u64) -> Result<bool, ChannelError> {
         if voucher.channel != self.id {
             return Err(ChannelError::WrongSigner);
         }
         if voucher.amount == self.redeemed
             && self.last_signature.as_deref() == Some(voucher.signature.as_slice())
         {
-            return Ok(VoucherOutcome {
-                new: false,
-                transfers: Vec::new(),
-            });
+            return Ok(false);
         }
         self.accepting(now_ms)?;
-        if voucher.amount <= self.redeemed {
+        Ok(true)
+    }
+
+    /// Condition 4: above `redeemed`, within the deposit.
+    fn check_step(&self, amount: Amount) -> Result<(), ChannelError> {
+        if amount <= self.redeemed {
             return Err(ChannelError::NotIncreasing);
         }
-        if voucher.amount > self.deposit {
+        if amount > self.deposit {
             return Err(ChannelError::ExceedsDeposit);
         }
+        Ok(())
+    }
+
+    /// Raises `redeemed` to `amount`, set by a voucher with `signature`
+    /// whose signature and time were checked when it was accepted (the
+    /// spec's condition 4 is checked again): the transfers of the step from
+    /// the current `redeemed`. The splits are path-independent, so one step
+    /// over several accepted vouchers moves exactly what they moved one by
+    /// one, with the ids a single voucher for `amount` would have.
+    pub fn redeem_accepted(
+        &mut self,
+        amount: Amount,
+        signature: Vec<u8>,
+    ) -> Result<Vec<Transfer>, ChannelError> {
+        self.check_step(amount)?;
         let before = self.policy.totals(self.redeemed);
-        let after = self.policy.totals(voucher.amount);
-        let step = format!("voucher:{:#x}:{}", self.id, voucher.amount);
+        let after = self.policy.totals(amount);
+        let step = format!("voucher:{:#x}:{}", self.id, amount);
         let escrow = AccountRef::Escrow { channel: self.id };
         let mut transfers = Vec::with_capacity(after.recipients.len() + 2);
         // Monotone formulas (spec): every difference is non-negative.
@@ -506,12 +589,9 @@ impl Channel {
                 self.id,
             ));
         }
-        self.redeemed = voucher.amount;
-        self.last_signature = Some(voucher.signature.clone());
-        Ok(VoucherOutcome {
-            new: true,
-            transfers,
-        })
+        self.redeemed = amount;
+        self.last_signature = Some(signature);
+        Ok(transfers)
     }
 
     /// Starts the settle window (payer or payee). Closing twice keeps the
@@ -851,5 +931,111 @@ mod tests {
             Channel::open_on_chain(opened(1_000), other_escrow, 1, (1, 0)).unwrap_err(),
             ChannelError::ForeignId
         );
+    }
+
+    mod folding {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn voucher(channel: &Channel, amount: u128, tag: u8) -> VerifiedVoucher {
+            VerifiedVoucher {
+                channel: channel.id,
+                amount: Amount(amount),
+                signature: vec![tag; 65],
+            }
+        }
+
+        fn accounts(channel: &Channel) -> Vec<AccountRef> {
+            let mut accounts = vec![
+                AccountRef::Escrow {
+                    channel: channel.id,
+                },
+                AccountRef::Clearing {
+                    channel: channel.id,
+                },
+                AccountRef::Platform {
+                    asset: channel.token,
+                },
+            ];
+            accounts.extend(
+                channel
+                    .policy
+                    .recipients
+                    .iter()
+                    .map(|r| AccountRef::Revenue {
+                        owner: r.address,
+                        asset: channel.token,
+                    }),
+            );
+            accounts
+        }
+
+        proptest! {
+            /// Steps kept in a journal and folded at once move exactly what
+            /// they move one by one, to every account, and leave the same state.
+            #[test]
+            fn a_fold_of_accepted_steps_moves_what_they_move_one_by_one(
+                deposit in 1u128..10_000_000,
+                steps in proptest::collection::vec(1u128..50_000, 1..40),
+                fold_every in 1usize..8,
+            ) {
+                let (open, _) = Channel::open_on_chain(opened(deposit), domain(), 1_900_000, (5, 0)).unwrap();
+                let mut one_by_one = open.clone();
+                let mut each = Vec::new();
+                let mut journaled = open.clone();
+                let mut stored = open.clone();
+                let mut folded = Vec::new();
+                let mut amount = 0u128;
+                for (index, step) in steps.iter().enumerate() {
+                    amount = (amount + step).min(deposit);
+                    if amount <= one_by_one.redeemed.0 {
+                        break;
+                    }
+                    let tag = index as u8;
+                    each.extend(one_by_one.apply_voucher(&voucher(&open, amount, tag), 0).unwrap().transfers);
+                    prop_assert!(journaled.accept_voucher(&voucher(&open, amount, tag), 0).unwrap());
+                    if index % fold_every == fold_every - 1 {
+                        folded.extend(stored.redeem_accepted(journaled.redeemed, journaled.last_signature.clone().unwrap()).unwrap());
+                        prop_assert_eq!(&stored, &journaled);
+                    }
+                }
+                if journaled.redeemed > stored.redeemed {
+                    folded.extend(stored.redeem_accepted(journaled.redeemed, journaled.last_signature.clone().unwrap()).unwrap());
+                }
+                prop_assert_eq!(&stored, &one_by_one);
+                for account in accounts(&open) {
+                    prop_assert_eq!(net(&folded, account), net(&each, account));
+                }
+            }
+        }
+
+        #[test]
+        fn a_journaled_voucher_is_checked_like_any_other() {
+            let (mut channel, _) =
+                Channel::open_on_chain(opened(1_000), domain(), 1_900_000, (5, 0)).unwrap();
+            let first = voucher(&channel, 400, 1);
+            assert_eq!(channel.accept_voucher(&first, 0), Ok(true));
+            // The same bytes again: nothing new; a lower or equal amount otherwise: refused.
+            assert_eq!(channel.accept_voucher(&first, 0), Ok(false));
+            assert_eq!(
+                channel.accept_voucher(&voucher(&channel, 400, 2), 0),
+                Err(ChannelError::NotIncreasing)
+            );
+            assert_eq!(
+                channel.accept_voucher(&voucher(&channel, 1_001, 3), 0),
+                Err(ChannelError::ExceedsDeposit)
+            );
+            assert_eq!(
+                channel.accept_voucher(&voucher(&channel, 500, 4), 2_000_000),
+                Err(ChannelError::Expired)
+            );
+            assert_eq!(channel.redeemed, Amount(400));
+            // A fold refuses to go back.
+            let mut stored = channel.clone();
+            assert_eq!(
+                stored.redeem_accepted(Amount(300), vec![5; 65]),
+                Err(ChannelError::NotIncreasing)
+            );
+        }
     }
 }

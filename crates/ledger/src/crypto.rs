@@ -43,11 +43,36 @@ impl PaymentDomain {
 
     /// The EIP-712 digest a signer signs for a voucher.
     pub fn voucher_digest(&self, channel_id: B256, cumulative_amount: u128) -> B256 {
-        Voucher {
+        let voucher = Voucher {
             channelId: channel_id,
             cumulativeAmount: cumulative_amount,
+        };
+        // `keccak256(0x19 0x01 ‖ domainSeparator ‖ hashStruct(voucher))`,
+        // the separator kept from the last call on this thread: it is three
+        // of the five hashes of a digest, and a node has one domain.
+        let separator = self.separator();
+        let mut message = [0u8; 66];
+        message[0] = 0x19;
+        message[1] = 0x01;
+        message[2..34].copy_from_slice(separator.as_slice());
+        message[34..].copy_from_slice(voucher.eip712_hash_struct().as_slice());
+        keccak256(message)
+    }
+
+    /// The EIP-712 domain separator.
+    fn separator(&self) -> B256 {
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(PaymentDomain, B256)>> =
+                const { std::cell::Cell::new(None) };
         }
-        .eip712_signing_hash(&self.eip712())
+        LAST.with(|last| match last.get() {
+            Some((domain, separator)) if domain == *self => separator,
+            _ => {
+                let separator = self.eip712().separator();
+                last.set(Some((*self, separator)));
+                separator
+            }
+        })
     }
 
     /// `keccak256(abi.encode(payer, payee, token, salt, signer, escrow, chainId))`.
@@ -250,6 +275,31 @@ mod tests {
         preimage.extend_from_slice(domain_separator.as_slice());
         preimage.extend_from_slice(struct_hash.as_slice());
         assert_eq!(domain.voucher_digest(channel, amount), keccak256(preimage));
+    }
+
+    #[test]
+    fn the_kept_separator_follows_the_domain() {
+        let domains = [
+            PaymentDomain::EMBEDDED,
+            PaymentDomain {
+                chain_id: 8453,
+                escrow: Address::repeat_byte(0x11),
+            },
+            PaymentDomain {
+                chain_id: 31337,
+                escrow: Address::repeat_byte(0x11),
+            },
+        ];
+        for domain in domains.iter().chain(domains.iter().rev()) {
+            let voucher = Voucher {
+                channelId: B256::repeat_byte(7),
+                cumulativeAmount: 42,
+            };
+            assert_eq!(
+                domain.voucher_digest(B256::repeat_byte(7), 42),
+                voucher.eip712_signing_hash(&domain.eip712())
+            );
+        }
     }
 
     #[test]

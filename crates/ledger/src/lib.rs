@@ -25,7 +25,7 @@ pub use balance::{Balance, BalanceError};
 pub use book::{AccountRef, Transfer, TransferKind};
 pub use channel::{
     ChainOpen, ChainStep, Channel, ChannelError, ChannelState, OnChain, OpenChannel,
-    VerifiedVoucher, VoucherOutcome,
+    VerifiedVoucher, VoucherOutcome, VoucherSigner,
 };
 pub use crypto::{PaymentDomain, Signature65, SignatureError, SigningKey, personal_sign_digest};
 pub use metering::{GateDecision, Meter, Price};

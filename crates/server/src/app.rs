@@ -194,6 +194,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         domain,
         settle_window_ms,
         settings.clustered(),
+        settings.pool_clock,
     )
     .await
     .context("starting the payments engine")?;

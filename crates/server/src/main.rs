@@ -927,21 +927,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-async fn audit(
-    data_dir: Option<PathBuf>,
-    database: Option<String>,
-    chain_rpc: Option<String>,
-) -> anyhow::Result<()> {
-    let ledger = match (database, data_dir) {
-        (Some(url), _) => store::Store::postgres(&url).await?,
-        (None, Some(data_dir)) => {
-            if !data_dir.join(store::SQLITE_FILE).exists() {
-                anyhow::bail!("no database in {}", data_dir.display());
-            }
-            store::Store::sqlite(&data_dir).await?
-        }
-        (None, None) => anyhow::bail!("give --data-dir or --database"),
-    };
+/// One pass of the audit's reads and checks: the report, the channels and
+/// how many vouchers wait in the journal.
+async fn audit_once(
+    ledger: &store::Store,
+) -> anyhow::Result<(
+    streamweave_ledger::AuditReport,
+    Vec<streamweave_ledger::Channel>,
+    usize,
+)> {
     let transfers = ledger.all_transfers().await?;
     let channels = ledger.channels().await?;
     let mut report = streamweave_ledger::audit(&transfers, &channels);
@@ -962,6 +956,51 @@ async fn audit(
     report.violations.extend(ledger.audit_events().await?);
     // The pool holds the last round's carry plus what open rounds took in.
     report.violations.extend(ledger.audit_pool().await?);
+    // Vouchers answered and kept in the journal, not folded yet: each
+    // within its channel's deposit.
+    let journal = ledger.voucher_journal().await?;
+    for entry in &journal {
+        match channels.iter().find(|c| c.id == entry.channel) {
+            None => report.violations.push(format!(
+                "journaled voucher for {:#x}: no such channel",
+                entry.channel
+            )),
+            Some(channel) if entry.amount > channel.deposit => report.violations.push(format!(
+                "journaled voucher for {:#x}: {} exceeds the deposit {}",
+                entry.channel, entry.amount, channel.deposit
+            )),
+            Some(_) => {}
+        }
+    }
+    Ok((report, channels, journal.len()))
+}
+
+async fn audit(
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    chain_rpc: Option<String>,
+) -> anyhow::Result<()> {
+    let ledger = match (database, data_dir) {
+        (Some(url), _) => store::Store::postgres(&url).await?,
+        (None, Some(data_dir)) => {
+            if !data_dir.join(store::SQLITE_FILE).exists() {
+                anyhow::bail!("no database in {}", data_dir.display());
+            }
+            store::Store::sqlite(&data_dir).await?
+        }
+        (None, None) => anyhow::bail!("give --data-dir or --database"),
+    };
+    // A running node may commit between the reads (a fold of the voucher
+    // journal, say): read again until no transfer came in between.
+    let mut attempts = 0;
+    let (mut report, channels, journal) = loop {
+        attempts += 1;
+        let mark = ledger.last_transfer_seq().await?;
+        let read = audit_once(&ledger).await?;
+        if read.0.is_clean() || attempts == 5 || ledger.last_transfer_seq().await? == mark {
+            break read;
+        }
+    };
     if let Some(rpc_url) = chain_rpc {
         report
             .violations
@@ -969,8 +1008,8 @@ async fn audit(
     }
     if report.is_clean() {
         println!(
-            "ledger ok: {} transfers, {} channels, {} accounts; debits = credits; events balanced",
-            report.transfers, report.channels, report.accounts
+            "ledger ok: {} transfers, {} channels, {} accounts; debits = credits; events balanced; {} vouchers journaled, not folded yet",
+            report.transfers, report.channels, report.accounts, journal
         );
         Ok(())
     } else {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub vouchers: Family<OutcomeLabels, Counter>,
     pub engine_commit_seconds: Histogram,
     pub engine_batch_operations: Histogram,
+    /// Folds of the voucher journal into channel rows, balances and transfers.
+    pub engine_fold_seconds: Histogram,
     pub live_streams: Gauge,
     pub ingest_to_playlist_seconds: Histogram,
     pub open_websockets: Gauge,
@@ -106,6 +108,7 @@ impl Metrics {
             vouchers: Family::default(),
             engine_commit_seconds: latency_histogram(),
             engine_batch_operations: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            engine_fold_seconds: latency_histogram(),
             live_streams: Gauge::default(),
             ingest_to_playlist_seconds: latency_histogram(),
             open_websockets: Gauge::default(),
@@ -158,6 +161,11 @@ impl Metrics {
             "payments_commit_operations",
             "Operations per commit of the payments engine",
             self.engine_batch_operations.clone(),
+        );
+        registry.register(
+            "payments_journal_fold_duration_seconds",
+            "Folds of the voucher journal into channel rows, balances and transfers",
+            self.engine_fold_seconds.clone(),
         );
         registry.register(
             "live_streams",

@@ -84,6 +84,12 @@ async fn balances(
     Path(address): Path<String>,
 ) -> Result<Json<BalancesView>, ApiError> {
     let address = owned(&caller, &address)?;
+    // Every voucher answered before is in the balances read.
+    state
+        .payments
+        .fold()
+        .await
+        .map_err(super::payments::engine_error)?;
     let asset = Address::ZERO;
     let available = state
         .ledger
@@ -197,6 +203,12 @@ async fn transfers(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
+    // Every voucher answered before is in the history read.
+    state
+        .payments
+        .fold()
+        .await
+        .map_err(super::payments::engine_error)?;
     let owner_of = |account: &AccountRef| match account {
         AccountRef::Available { owner, .. } | AccountRef::Revenue { owner, .. } => Some(*owner),
         _ => None,

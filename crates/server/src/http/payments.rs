@@ -488,9 +488,9 @@ async fn accept_voucher(
     body: &VoucherRequest,
 ) -> Result<(VoucherAccepted, Amount), ApiError> {
     let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
-    let channel = state
+    let (signer, redeemed) = state
         .payments
-        .channel_or_load(&id)
+        .voucher_signer_or_load(&id)
         .await
         .ok_or_else(|| ApiError::not_found("no such channel"))?;
     let amount = parse_amount(&body.amount, "amount")?;
@@ -501,24 +501,24 @@ async fn accept_voucher(
     })?;
     // The engine's next group may wait for this voucher.
     let arriving = state.payments.arriving();
-    super::sessions::check_prepay_window(state, &channel.id, amount).await?;
+    super::sessions::check_prepay_window(state, &signer.channel, amount).await?;
     // Recovery is the expensive part: done here, in parallel, before the engine.
-    let verified = channel
-        .verify_voucher(amount, &signature)
-        .map_err(channel_error)?;
+    let verified = signer.verify(amount, &signature).map_err(channel_error)?;
     let done = state
         .payments
         .submit_arrived(Operation::Voucher(verified), arriving)
         .await
         .map_err(engine_error)?;
     if done.new
-        && let (Some(after), Some(stream_id)) =
-            (&done.channel, state.sessions.stream_of_channel(&channel.id))
+        && let (Some(after), Some(stream_id)) = (
+            &done.channel,
+            state.sessions.stream_of_channel(&signer.channel),
+        )
     {
         // The step's split, announced to the creator as it moves. The step
         // starts where the engine found the channel, not at our earlier
         // snapshot: racing vouchers must not count the same units twice.
-        let before = done.redeemed_before.unwrap_or(channel.redeemed);
+        let before = done.redeemed_before.unwrap_or(redeemed);
         let (before_totals, after_totals) = (
             after.policy.totals(before),
             after.policy.totals(after.redeemed),

@@ -3,6 +3,20 @@
 //! goes through one task that keeps the channels in memory, applies the pure
 //! core's rules, and group-commits what it can into one durable transaction.
 //! A caller is answered only after its commit.
+//!
+//! On the embedded database a voucher's step is kept in the voucher journal
+//! (one small appended row: channel, amount, signature) instead of being
+//! written to its channel's row, balances and transfers at once: every such
+//! write rewrites whole pages of the voucher's own channel, and these were
+//! most of a commit's cost. The journal is durable before the voucher is
+//! answered. A fold then writes each channel's steps since the last fold as
+//! one step (the splits are path-independent: the same amounts, with the
+//! ids a single voucher for the last amount would have) and empties the
+//! journal, in one transaction. A fold runs every second while steps wait,
+//! after [`FOLD_AFTER_VOUCHERS`] steps, before any other operation (so
+//! nothing else ever meets a channel row behind its vouchers), before a
+//! balance or transfer history is read ([`Payments::fold`]), and on start
+//! for what a stopped node left.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,8 +30,9 @@ use streamweave_ledger::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use crate::memberships::RoundClock;
 use crate::model::now_ms;
-use crate::store::{ChannelWrite, LedgerBatch, Refusal, Store};
+use crate::store::{ChannelWrite, JournalEntry, LedgerBatch, Refusal, Store};
 
 /// Commands waiting for the engine; senders wait when it is full.
 pub const ENGINE_QUEUE: usize = 4096;
@@ -31,6 +46,8 @@ const MAX_GROUP: usize = 512;
 /// the wait cost more than it saved (docs/benchmarks.md): groups there take
 /// only what is queued.
 const GROUP_WAIT: Duration = Duration::from_millis(2);
+/// Steps kept in the voucher journal before a fold, at most.
+pub const FOLD_AFTER_VOUCHERS: usize = 16_384;
 
 /// What the engine can be asked.
 #[derive(Debug, Clone)]
@@ -52,6 +69,9 @@ pub enum Operation {
     Settle {
         now_ms: u64,
     },
+    /// Folds the steps kept in the voucher journal into their channels'
+    /// rows, balances and transfers.
+    Fold,
     /// A channel the escrow contract opened (a final `ChannelOpened` log).
     ChainOpen {
         open: ChainOpen,
@@ -85,6 +105,27 @@ impl Operation {
             Operation::ChainOpen { open, .. } => Some(open.id),
             Operation::Voucher(voucher) => Some(voucher.channel),
             _ => None,
+        }
+    }
+
+    /// Whether it reads or writes what the voucher journal's steps will
+    /// move (channel rows; escrow, clearing, platform and revenue
+    /// balances), so the steps are folded before it.
+    fn meets_journal(&self) -> bool {
+        match self {
+            Operation::Voucher(_) => false,
+            Operation::Transfers(transfers) => transfers.iter().any(|t| {
+                [&t.debit, &t.credit].into_iter().any(|account| {
+                    matches!(
+                        account,
+                        AccountRef::Escrow { .. }
+                            | AccountRef::Clearing { .. }
+                            | AccountRef::Platform { .. }
+                            | AccountRef::Revenue { .. }
+                    )
+                })
+            }),
+            _ => true,
         }
     }
 
@@ -145,6 +186,8 @@ pub struct Payments {
     requests: mpsc::Sender<Request>,
     /// Operations on their way to the engine (see [`Payments::arriving`]).
     arriving: Arc<AtomicUsize>,
+    /// Steps in the voucher journal not folded yet.
+    journaled: Arc<AtomicUsize>,
     channels: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
     db: Store,
     pub domain: PaymentDomain,
@@ -160,7 +203,9 @@ impl Payments {
         domain: PaymentDomain,
         settle_window_ms: u64,
         shared_database: bool,
+        rounds: RoundClock,
     ) -> anyhow::Result<Payments> {
+        fold_left_journal(&db, rounds).await?;
         let channels: HashMap<B256, Channel> = db
             .channels()
             .await?
@@ -170,6 +215,16 @@ impl Payments {
         let shared = std::sync::Arc::new(std::sync::RwLock::new(channels.clone()));
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
         let arriving = Arc::new(AtomicUsize::new(0));
+        let journaled = Arc::new(AtomicUsize::new(0));
+        // Only where this node is the database's one writer: other nodes
+        // read channel rows, which would lag behind the journal.
+        let journal =
+            (db.dialect() == crate::store::Dialect::Sqlite && !shared_database).then(|| Journal {
+                stored: HashMap::new(),
+                steps: journaled.clone(),
+                last_accepted_ms: 0,
+                rounds,
+            });
         tokio::spawn(run_engine(
             db.clone(),
             channels,
@@ -181,10 +236,12 @@ impl Payments {
             domain,
             settle_window_ms,
             shared_database,
+            journal,
         ));
         let payments = Payments {
             requests: tx,
             arriving,
+            journaled,
             channels: shared,
             db: db.clone(),
             domain,
@@ -199,6 +256,9 @@ impl Payments {
                 let now_ms = u64::try_from(now_ms()).unwrap_or(0);
                 if timer.due(now_ms) && timer.submit(Operation::Settle { now_ms }).await.is_err() {
                     return;
+                }
+                if let Err(err) = timer.fold().await {
+                    warn!(%err, "folding the voucher journal");
                 }
             }
         });
@@ -239,6 +299,27 @@ impl Payments {
         }
         self.refresh(id).await;
         self.channel(id)
+    }
+
+    /// What checks a channel's vouchers and its redeemed amount, as last
+    /// committed, without a copy of the channel (the voucher path's read);
+    /// read from the database when this node has not seen the channel.
+    pub async fn voucher_signer_or_load(
+        &self,
+        id: &B256,
+    ) -> Option<(streamweave_ledger::VoucherSigner, Amount)> {
+        let known = || {
+            self.channels
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .map(|c| (c.voucher_signer(), c.redeemed))
+        };
+        if let Some(found) = known() {
+            return Some(found);
+        }
+        self.refresh(id).await;
+        known()
     }
 
     /// Reads a channel's stored state into this node's view when it moved
@@ -300,6 +381,15 @@ impl Payments {
     pub fn arriving(&self) -> Arriving {
         self.arriving.fetch_add(1, Ordering::Relaxed);
         Arriving(self.arriving.clone())
+    }
+
+    /// Folds the voucher journal, if it holds any step, so that balances and
+    /// transfers read next include every voucher answered before.
+    pub async fn fold(&self) -> Result<(), EngineError> {
+        if self.journaled.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        self.submit(Operation::Fold).await.map(|_| ())
     }
 
     /// Submits an operation and waits for its durable outcome.
@@ -388,6 +478,147 @@ impl Incoming {
     }
 }
 
+/// The engine's view of the voucher journal: the stored state (the row) of
+/// each channel whose steps wait in it.
+struct Journal {
+    stored: HashMap<B256, Channel>,
+    /// How many steps wait (read by [`Payments::fold`]).
+    steps: Arc<AtomicUsize>,
+    /// When the latest waiting step was accepted: the fold's transfers
+    /// carry this time.
+    last_accepted_ms: u64,
+    /// The pool's rounds: a fold never spans two, so that every step's
+    /// transfers are stamped inside the round it was accepted in.
+    rounds: RoundClock,
+}
+
+impl Journal {
+    /// The fold of every waiting step: each channel's row over its stored
+    /// revision, its steps as one, the journal emptied. `channels`: the
+    /// committed states.
+    fn fold(&self, channels: &HashMap<B256, Channel>) -> LedgerBatch {
+        let mut batch = LedgerBatch {
+            clear_journal: true,
+            ..LedgerBatch::default()
+        };
+        for (id, stored) in &self.stored {
+            let Some(current) = channels.get(id) else {
+                continue;
+            };
+            let mut folded = stored.clone();
+            if current.redeemed > stored.redeemed {
+                let signature = current.last_signature.clone().unwrap_or_default();
+                match folded.redeem_accepted(current.redeemed, signature) {
+                    Ok(transfers) => batch.transfers.extend(transfers),
+                    Err(err) => {
+                        // The engine's own states: never refused.
+                        error!(%err, channel = %format!("{id:#x}"), "a journal step does not fold");
+                        continue;
+                    }
+                }
+            }
+            batch.channels.push(ChannelWrite {
+                base_revision: Some(stored.revision),
+                channel: current.clone(),
+            });
+        }
+        batch
+    }
+
+    /// Whether the waiting steps are to be folded before a group accepted
+    /// at `now_ms` whose operations `meet` the journal's accounts.
+    fn due(&self, meet: bool, now_ms: u64) -> bool {
+        let round = |at_ms: u64| {
+            self.rounds
+                .round_at(i64::try_from(at_ms).unwrap_or(i64::MAX))
+        };
+        !self.stored.is_empty()
+            && (meet
+                || self.steps.load(Ordering::Relaxed) >= FOLD_AFTER_VOUCHERS
+                || round(self.last_accepted_ms) != round(now_ms))
+    }
+}
+
+/// Folds what the voucher journal holds, on start: a node stopped since it
+/// answered these vouchers. Each channel's stored row moves to its last
+/// journaled amount in one step.
+async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<()> {
+    let entries = db.voucher_journal().await?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // One fold per round the steps were accepted in, each stamped inside it.
+    let mut by_round: std::collections::BTreeMap<i64, Vec<&crate::store::JournalEntry>> =
+        std::collections::BTreeMap::new();
+    for entry in &entries {
+        by_round
+            .entry(rounds.round_at(entry.accepted_at_ms))
+            .or_default()
+            .push(entry);
+    }
+    let ids: Vec<B256> = entries
+        .iter()
+        .map(|e| e.channel)
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut channels: HashMap<B256, Channel> = db
+        .channels_by_id(&ids)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    let last_round = by_round.keys().next_back().copied();
+    let mut folded_channels = 0;
+    for (round, steps) in &by_round {
+        let mut last: HashMap<B256, &crate::store::JournalEntry> = HashMap::new();
+        for entry in steps {
+            last.insert(entry.channel, entry);
+        }
+        let mut batch = LedgerBatch {
+            clear_journal: Some(*round) == last_round,
+            ..LedgerBatch::default()
+        };
+        for (id, entry) in last {
+            let Some(channel) = channels.get_mut(&id) else {
+                warn!(channel = %format!("{id:#x}"), "a journaled voucher names no channel");
+                continue;
+            };
+            if entry.amount <= channel.redeemed {
+                continue;
+            }
+            let base_revision = Some(channel.revision);
+            let transfers = channel
+                .redeem_accepted(entry.amount, entry.signature.clone())
+                .map_err(|err| anyhow::anyhow!("folding the voucher journal: {err}"))?;
+            channel.revision = fresh_revision();
+            batch.transfers.extend(transfers);
+            batch.channels.push(ChannelWrite {
+                base_revision,
+                channel: channel.clone(),
+            });
+            folded_channels += 1;
+        }
+        let stamp_ms = steps
+            .iter()
+            .map(|e| e.accepted_at_ms)
+            .max()
+            .unwrap_or_else(now_ms);
+        match db.commit(&[batch], stamp_ms).await?.pop() {
+            Some(Ok(())) => {}
+            Some(Err(refusal)) => anyhow::bail!("folding the voucher journal: {refusal}"),
+            None => anyhow::bail!("folding the voucher journal: no outcome"),
+        }
+    }
+    info!(
+        vouchers = entries.len(),
+        channels = folded_channels,
+        "folded the voucher journal left by the last run"
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_engine(
     db: Store,
     mut channels: HashMap<B256, Channel>,
@@ -396,6 +627,7 @@ async fn run_engine(
     domain: PaymentDomain,
     settle_window_ms: u64,
     shared_database: bool,
+    mut journal: Option<Journal>,
 ) {
     let group_wait = match db.dialect() {
         crate::store::Dialect::Sqlite => GROUP_WAIT,
@@ -441,6 +673,29 @@ async fn run_engine(
             }
         }
         let now = u64::try_from(now_ms()).unwrap_or(0);
+        // The journal's steps are folded first when asked, when enough wait,
+        // or before any other operation (which then meets up-to-date rows);
+        // a group of vouchers alone keeps its steps in the journal.
+        let meet = group
+            .iter()
+            .any(|request| request.operation.meets_journal());
+        if let Some(journal) = journal.as_mut().filter(|j| j.due(meet, now)) {
+            let stamp_ms = i64::try_from(journal.last_accepted_ms).unwrap_or(i64::MAX);
+            let started = std::time::Instant::now();
+            match db.commit(&[journal.fold(&channels)], stamp_ms).await {
+                Ok(outcome) if matches!(outcome.as_slice(), [Ok(())]) => {
+                    journal.stored.clear();
+                    journal.steps.store(0, Ordering::Relaxed);
+                    crate::metrics::metrics()
+                        .engine_fold_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                // Its steps stay in the journal and are folded next time.
+                Ok(outcome) => error!(?outcome, "the voucher journal's fold was refused"),
+                Err(err) => error!(%err, "folding the voucher journal"),
+            }
+        }
+        let journaling = journal.is_some() && !meet;
         // Apply each operation to working copies; collect the batches.
         let mut working: HashMap<B256, Channel> = HashMap::new();
         let mut planned: Vec<(Request, Planned)> = Vec::with_capacity(group.len());
@@ -452,6 +707,7 @@ async fn run_engine(
                 &mut working,
                 now,
                 settle_window_ms,
+                journaling,
             );
             planned.push((request, outcome));
         }
@@ -461,7 +717,7 @@ async fn run_engine(
             .collect();
         let committed = if batches
             .iter()
-            .all(|b| b.transfers.is_empty() && b.channels.is_empty())
+            .all(|b| b.transfers.is_empty() && b.channels.is_empty() && b.journal.is_empty())
         {
             Ok(vec![Ok(()); batches.len()])
         } else {
@@ -487,6 +743,24 @@ async fn run_engine(
                         Err(err) => Err(err),
                         Ok((batch, done)) => match results.next() {
                             Some(Ok(())) => {
+                                if let (Some(journal), false) =
+                                    (journal.as_mut(), batch.journal.is_empty())
+                                {
+                                    // The row keeps the state before the
+                                    // channel's first waiting step.
+                                    for entry in &batch.journal {
+                                        if let Some(stored) = channels.get(&entry.channel) {
+                                            journal
+                                                .stored
+                                                .entry(entry.channel)
+                                                .or_insert_with(|| stored.clone());
+                                        }
+                                    }
+                                    journal
+                                        .steps
+                                        .fetch_add(batch.journal.len(), Ordering::Relaxed);
+                                    journal.last_accepted_ms = journal.last_accepted_ms.max(now);
+                                }
                                 changed.extend(batch.channels.into_iter().map(|w| w.channel));
                                 Ok(done)
                             }
@@ -507,11 +781,20 @@ async fn run_engine(
                     };
                     answers.push((request.reply, answer));
                 }
+                if journaling {
+                    // A group of vouchers alone commits whole: its channels'
+                    // last states are the working copies.
+                    changed.extend(working.into_values());
+                }
                 // Readers see the committed state before anyone hears of it.
                 for channel in changed {
                     remember(&shared, &mut channels, channel);
                 }
                 for id in stale {
+                    if journal.as_ref().is_some_and(|j| j.stored.contains_key(&id)) {
+                        // Its row is behind its journaled steps: keep ours.
+                        continue;
+                    }
                     match db.channel(&id).await {
                         Ok(Some(channel)) => remember(&shared, &mut channels, channel),
                         Ok(None) => forget(&shared, &mut channels, &id),
@@ -573,6 +856,7 @@ fn plan(
     working: &mut HashMap<B256, Channel>,
     now_ms: u64,
     settle_window_ms: u64,
+    journaling: bool,
 ) -> Planned {
     let with_channel = |mut channel: Channel,
                         transfers: Vec<Transfer>,
@@ -588,6 +872,7 @@ fn plan(
                     base_revision,
                     channel: channel.clone(),
                 }],
+                ..LedgerBatch::default()
             },
             Done {
                 channel: Some(channel),
@@ -617,6 +902,32 @@ fn plan(
             }
             let transfers = state.top_up(amount, now_ms)?;
             with_channel(state, transfers, true, working)
+        }
+        Operation::Voucher(voucher) if journaling => {
+            let mut state = current(&voucher.channel, channels, working)
+                .cloned()
+                .ok_or(EngineError::UnknownChannel)?;
+            let redeemed_before = state.redeemed;
+            let new = state.accept_voucher(&voucher, now_ms)?;
+            let mut batch = LedgerBatch::default();
+            if new {
+                state.revision = fresh_revision();
+                working.insert(state.id, state.clone());
+                batch.journal.push(JournalEntry {
+                    channel: voucher.channel,
+                    amount: voucher.amount,
+                    signature: voucher.signature,
+                    accepted_at_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
+                });
+            }
+            Ok((
+                batch,
+                Done {
+                    channel: Some(state),
+                    new,
+                    redeemed_before: Some(redeemed_before),
+                },
+            ))
         }
         Operation::Voucher(voucher) => {
             let mut state = current(&voucher.channel, channels, working)
@@ -694,10 +1005,19 @@ fn plan(
                 )),
             }
         }
+        Operation::Fold => Ok((
+            LedgerBatch::default(),
+            Done {
+                channel: None,
+                new: false,
+                redeemed_before: None,
+            },
+        )),
         Operation::Transfers(transfers) => Ok((
             LedgerBatch {
                 transfers,
                 channels: Vec::new(),
+                ..LedgerBatch::default()
             },
             Done {
                 channel: None,
@@ -805,6 +1125,11 @@ async fn run_payouts(db: Store, payments: Payments) {
                 continue;
             }
         };
+        if !thresholds.is_empty()
+            && let Err(err) = payments.fold().await
+        {
+            warn!(%err, "folding the voucher journal before payouts");
+        }
         for (owner, threshold) in thresholds {
             let asset = Address::ZERO;
             let earned = match db.balance(&AccountRef::Revenue { owner, asset }).await {
@@ -932,5 +1257,254 @@ mod tests {
             .await
             .expect("nothing arriving: no wait");
         assert_eq!(group.len(), 1);
+    }
+
+    mod journal {
+        use super::*;
+        use streamweave_ledger::{RevenuePolicy, SigningKey};
+
+        const WEEK_MS: i64 = 7 * 24 * 3_600_000;
+
+        fn rounds(length_ms: i64) -> RoundClock {
+            RoundClock {
+                anchor_ms: 0,
+                length_ms,
+            }
+        }
+
+        fn revenue(owner: Address) -> AccountRef {
+            AccountRef::Revenue {
+                owner,
+                asset: Address::ZERO,
+            }
+        }
+
+        const PLATFORM: AccountRef = AccountRef::Platform {
+            asset: Address::ZERO,
+        };
+
+        fn opening(payer: Address, payee: Address, signer: Address) -> OpenChannel {
+            OpenChannel {
+                payer,
+                payee,
+                token: Address::ZERO,
+                salt: B256::repeat_byte(1),
+                signer,
+                deposit: Amount(100_000),
+                expires_at_ms: u64::try_from(now_ms()).unwrap_or(0) + 3_600_000,
+                policy: RevenuePolicy::sole(payee, 300),
+            }
+        }
+
+        fn signed(key: &SigningKey, channel: &Channel, amount: u128) -> VerifiedVoucher {
+            let signature =
+                key.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(channel.id, amount));
+            channel
+                .verify_voucher(Amount(amount), &signature)
+                .expect("verifies")
+        }
+
+        #[tokio::test]
+        async fn answered_vouchers_wait_in_the_journal_until_a_fold_moves_them_as_one() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = Store::sqlite(dir.path()).await.expect("store");
+            let payments = Payments::start(
+                db.clone(),
+                PaymentDomain::EMBEDDED,
+                60_000,
+                false,
+                rounds(WEEK_MS),
+            )
+            .await
+            .expect("engine");
+            let (payer, payee) = (Address::repeat_byte(0xa1), Address::repeat_byte(0xb0));
+            let key = SigningKey::from_bytes(&[5; 32]).expect("key");
+            payments
+                .submit(Operation::Transfers(vec![deposit(
+                    "d".into(),
+                    payer,
+                    Address::ZERO,
+                    Amount(1_000_000),
+                )]))
+                .await
+                .expect("deposit");
+            let channel = payments
+                .submit(Operation::Open(opening(payer, payee, key.address())))
+                .await
+                .expect("opens")
+                .channel
+                .expect("channel");
+            for amount in [1_000, 2_500, 7_001] {
+                let done = payments
+                    .submit(Operation::Voucher(signed(&key, &channel, amount)))
+                    .await
+                    .expect("accepted");
+                assert!(done.new);
+            }
+            // The same voucher again: answered, nothing new kept.
+            let again = payments
+                .submit(Operation::Voucher(signed(&key, &channel, 7_001)))
+                .await
+                .expect("idempotent");
+            assert!(!again.new);
+            // Durable in the journal; the row and balances wait for a fold.
+            let journal = db.voucher_journal().await.expect("journal");
+            assert_eq!(
+                journal.iter().map(|e| e.amount.0).collect::<Vec<_>>(),
+                vec![1_000, 2_500, 7_001]
+            );
+            assert_eq!(
+                db.channel(&channel.id)
+                    .await
+                    .expect("read")
+                    .expect("row")
+                    .redeemed,
+                Amount(0)
+            );
+            assert_eq!(payments.redeemed(&channel.id), Some(Amount(7_001)));
+            payments.fold().await.expect("fold");
+            assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
+            let stored = db.channel(&channel.id).await.expect("read").expect("row");
+            assert_eq!(stored.redeemed, Amount(7_001));
+            assert_eq!(stored, payments.channel(&channel.id).expect("known"));
+            // What one voucher for 7,001 moves: a fee of ceil(7001 * 3 %) = 211, the rest to the payee.
+            assert_eq!(db.balance(&revenue(payee)).await.expect("balance"), 6_790);
+            assert_eq!(db.balance(&PLATFORM).await.expect("balance"), 211);
+            // A refused voucher is refused without the journal.
+            let lower = payments
+                .submit(Operation::Voucher(signed(&key, &channel, 7_000)))
+                .await;
+            assert!(matches!(
+                lower,
+                Err(EngineError::Channel(ChannelError::NotIncreasing))
+            ));
+            // Another operation on the channel folds its waiting steps first.
+            payments
+                .submit(Operation::Voucher(signed(&key, &channel, 9_000)))
+                .await
+                .expect("accepted");
+            payments
+                .submit(Operation::Close {
+                    channel: channel.id,
+                    by: payer,
+                })
+                .await
+                .expect("closes");
+            assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
+            let stored = db.channel(&channel.id).await.expect("read").expect("row");
+            assert_eq!(stored.redeemed, Amount(9_000));
+            assert_eq!(
+                db.balance(&revenue(payee)).await.expect("balance"),
+                9_000 - 270
+            );
+            let transfers = db.all_transfers().await.expect("transfers");
+            let channels = db.channels().await.expect("channels");
+            assert!(streamweave_ledger::audit(&transfers, &channels).is_clean());
+        }
+
+        #[tokio::test]
+        async fn a_journal_left_by_a_stopped_node_is_folded_on_start_round_by_round() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = Store::sqlite(dir.path()).await.expect("store");
+            let (payer, payee) = (Address::repeat_byte(0xa1), Address::repeat_byte(0xb0));
+            let key = SigningKey::from_bytes(&[6; 32]).expect("key");
+            let funded = LedgerBatch {
+                transfers: vec![deposit("d".into(), payer, Address::ZERO, Amount(1_000_000))],
+                ..LedgerBatch::default()
+            };
+            db.commit(&[funded], 1).await.expect("deposit");
+            let (mut channel, opened) = Channel::open(
+                opening(payer, payee, key.address()),
+                PaymentDomain::EMBEDDED,
+                1,
+            )
+            .expect("opens");
+            channel.revision = 3;
+            let open = LedgerBatch {
+                transfers: opened,
+                channels: vec![ChannelWrite {
+                    base_revision: None,
+                    channel: channel.clone(),
+                }],
+                ..LedgerBatch::default()
+            };
+            db.commit(&[open], 1).await.expect("open");
+            // Steps accepted in rounds 1 and 2 of one-second rounds.
+            let step = |amount: u128, accepted_at_ms: i64| JournalEntry {
+                channel: channel.id,
+                amount: Amount(amount),
+                signature: signed(&key, &channel, amount).signature,
+                accepted_at_ms,
+            };
+            let journaled = LedgerBatch {
+                journal: vec![step(100, 1_200), step(400, 1_900), step(1_000, 2_100)],
+                ..LedgerBatch::default()
+            };
+            db.commit(&[journaled], 2_100).await.expect("journal");
+            fold_left_journal(&db, rounds(1_000)).await.expect("folds");
+            assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
+            let stored = db.channel(&channel.id).await.expect("read").expect("row");
+            assert_eq!(stored.redeemed, Amount(1_000));
+            assert_eq!(stored.last_signature, Some(step(1_000, 0).signature));
+            // Each round's transfers are stamped inside it, with the ids of its last step.
+            let mut moved: Vec<(String, i64)> = db
+                .transfers_of(payee, None, 100)
+                .await
+                .expect("transfers")
+                .into_iter()
+                .map(|t| (t.transfer.id, t.created_at_ms))
+                .collect();
+            moved.sort();
+            let id = |amount: u128| format!("voucher:{:#x}:{amount}:r0", channel.id);
+            assert_eq!(moved, vec![(id(1_000), 2_100), (id(400), 1_900)]);
+            assert_eq!(
+                db.balance(&revenue(payee)).await.expect("balance"),
+                1_000 - 30
+            );
+            // Folding again finds nothing; a stale step is skipped.
+            fold_left_journal(&db, rounds(1_000))
+                .await
+                .expect("nothing to fold");
+            let stale = LedgerBatch {
+                journal: vec![step(400, 1_900)],
+                ..LedgerBatch::default()
+            };
+            db.commit(&[stale], 3_000).await.expect("journal");
+            fold_left_journal(&db, rounds(1_000)).await.expect("folds");
+            assert_eq!(
+                db.channel(&channel.id)
+                    .await
+                    .expect("read")
+                    .expect("row")
+                    .redeemed,
+                Amount(1_000)
+            );
+            assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
+            let transfers = db.all_transfers().await.expect("transfers");
+            let channels = db.channels().await.expect("channels");
+            assert!(streamweave_ledger::audit(&transfers, &channels).is_clean());
+        }
+
+        #[test]
+        fn a_fold_is_due_on_another_operation_a_full_journal_or_a_new_round() {
+            let (payer, payee) = (Address::repeat_byte(0xa1), Address::repeat_byte(0xb0));
+            let (channel, _) =
+                Channel::open(opening(payer, payee, payer), PaymentDomain::EMBEDDED, 1)
+                    .expect("opens");
+            let mut journal = Journal {
+                stored: HashMap::new(),
+                steps: Arc::new(AtomicUsize::new(0)),
+                last_accepted_ms: 1_500,
+                rounds: rounds(1_000),
+            };
+            assert!(!journal.due(true, 1_600), "nothing waits");
+            journal.stored.insert(channel.id, channel);
+            journal.steps.store(1, Ordering::Relaxed);
+            assert!(!journal.due(false, 1_999));
+            assert!(journal.due(true, 1_600));
+            assert!(journal.due(false, 2_000));
+            journal.steps.store(FOLD_AFTER_VOUCHERS, Ordering::Relaxed);
+            assert!(journal.due(false, 1_600));
+        }
     }
 }

@@ -666,6 +666,7 @@ impl Store {
                 TransferKind::TicketSale,
             )],
             channels: Vec::new(),
+            ..Default::default()
         };
         if let Err(refusal) = apply_batch(&mut tx, self.dialect, &batch, purchase.now_ms).await? {
             return Ok(Err(refusal.into()));
@@ -795,6 +796,7 @@ impl Store {
         let mut batch = LedgerBatch {
             transfers: f.release.clone(),
             channels: Vec::new(),
+            ..Default::default()
         };
         for (ticket_id, refund) in &f.refunds {
             let row = sqlx::query("SELECT owner FROM tickets WHERE id = $1 AND event_id = $2")
@@ -1164,6 +1166,7 @@ impl Store {
         let batch = LedgerBatch {
             transfers,
             channels: Vec::new(),
+            ..Default::default()
         };
         if let Err(refusal) = apply_batch(&mut tx, self.dialect, &batch, sale.now_ms).await? {
             return Ok(Err(refusal.into()));

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use streamweave_ledger::{AccountRef, Address, B256, Balance, Channel, Transfer};
+use streamweave_ledger::{AccountRef, Address, Amount, B256, Balance, Channel, Transfer};
 
 use super::{Dialect, Statement, Store, decode_err, get_parsed};
 
@@ -16,6 +16,24 @@ use super::{Dialect, Statement, Store, decode_err, get_parsed};
 pub struct LedgerBatch {
     pub transfers: Vec<Transfer>,
     pub channels: Vec<ChannelWrite>,
+    /// Vouchers accepted whose step is kept in the journal, not yet in
+    /// their channel's row (appended after the batch's other writes).
+    pub journal: Vec<JournalEntry>,
+    /// Empties the journal before the batch's other writes: the batch folds
+    /// every step it holds.
+    pub clear_journal: bool,
+}
+
+/// A voucher accepted and durable whose ledger step is not yet folded into
+/// its channel's row, balances and transfers (the engine folds them; see
+/// `money::payments`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub channel: B256,
+    pub amount: Amount,
+    /// The voucher's canonical signature bytes.
+    pub signature: Vec<u8>,
+    pub accepted_at_ms: i64,
 }
 
 /// A channel's new state and the revision it was built on (`None`: a new
@@ -187,6 +205,35 @@ impl Store {
             .transpose()
     }
 
+    /// The voucher journal in the order it was written: vouchers accepted
+    /// whose steps are not folded into their channels' rows yet.
+    pub async fn voucher_journal(&self) -> Result<Vec<JournalEntry>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT channel, amount, signature, accepted_at_ms FROM voucher_journal ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(JournalEntry {
+                    channel: get_parsed(row, "channel")?,
+                    amount: get_parsed(row, "amount")?,
+                    signature: row.try_get("signature")?,
+                    accepted_at_ms: row.try_get("accepted_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest transfer's position (0 when none): it moves with every
+    /// commit that transfers money.
+    pub async fn last_transfer_seq(&self) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM ledger_transfers")
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_get("seq")
+    }
+
     /// Every transfer in commit order (for the audit).
     pub async fn all_transfers(&self) -> Result<Vec<Transfer>, sqlx::Error> {
         let rows = sqlx::query("SELECT body FROM ledger_transfers ORDER BY seq")
@@ -294,6 +341,12 @@ pub(super) async fn apply_batch(
     batch: &LedgerBatch,
     now_ms: i64,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
+    // 0. A fold empties the journal first (its steps are in this batch).
+    if batch.clear_journal {
+        sqlx::query("DELETE FROM voucher_journal")
+            .execute(&mut *tx)
+            .await?;
+    }
     // 1. Channels: the last state of each, only over the revision it was
     //    built on.
     if let Some(changed) = write_channels(tx, &batch.channels, now_ms).await? {
@@ -405,6 +458,25 @@ pub(super) async fn apply_batch(
         update.push(" ON CONFLICT (key) DO UPDATE SET balance = excluded.balance");
         update.query()?.execute(&mut *tx).await?;
     }
+    // 4. Vouchers kept in the journal.
+    for chunk in batch.journal.chunks(INSERT_CHUNK_ROWS) {
+        let mut insert = Statement::new(
+            "INSERT INTO voucher_journal (channel, amount, signature, accepted_at_ms) VALUES ",
+        );
+        for (index, entry) in chunk.iter().enumerate() {
+            insert.push(if index == 0 { "(" } else { ", (" });
+            insert
+                .bind(format!("{:#x}", entry.channel))
+                .push(", ")
+                .bind(entry.amount.to_string())
+                .push(", ")
+                .bind(entry.signature.clone())
+                .push(", ")
+                .bind(entry.accepted_at_ms)
+                .push(")");
+        }
+        insert.query()?.execute(&mut *tx).await?;
+    }
     Ok(Ok(()))
 }
 
@@ -459,6 +531,11 @@ pub(super) fn merge(batches: &[LedgerBatch]) -> LedgerBatch {
             .iter()
             .flat_map(|b| b.channels.iter().cloned())
             .collect(),
+        journal: batches
+            .iter()
+            .flat_map(|b| b.journal.iter().cloned())
+            .collect(),
+        clear_journal: batches.iter().any(|b| b.clear_journal),
     }
 }
 

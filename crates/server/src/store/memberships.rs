@@ -426,6 +426,7 @@ impl Store {
         let batch = LedgerBatch {
             transfers: write.transfers.clone(),
             channels: Vec::new(),
+            ..Default::default()
         };
         if let Err(refusal) = apply_batch(&mut tx, self.dialect, &batch, write.now_ms).await? {
             return Ok(Err(refusal.into()));
@@ -686,6 +687,7 @@ impl Store {
         let batch = LedgerBatch {
             transfers: transfers.to_vec(),
             channels: Vec::new(),
+            ..Default::default()
         };
         if let Err(refusal) = apply_batch(&mut tx, self.dialect, &batch, round.closed_at_ms).await?
         {

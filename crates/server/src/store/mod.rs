@@ -41,7 +41,7 @@ pub use events::{
     ItemKind, ListingFilter, ListingRecord, ListingState, Sale, TicketPurchase, TicketRecord,
     random_id,
 };
-pub use ledger::{ChannelWrite, LedgerBatch, Refusal};
+pub use ledger::{ChannelWrite, JournalEntry, LedgerBatch, Refusal};
 pub use memberships::{
     MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer, PaymentKind,
     RoundRecord, TierRecord, WatchDelta, view_pool_account,

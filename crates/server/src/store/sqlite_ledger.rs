@@ -260,6 +260,14 @@ fn apply(
     batch: &LedgerBatch,
     now_ms: i64,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
+    // 0. A fold empties the journal first (its steps are in this batch).
+    if batch.clear_journal {
+        connection
+            .prepare_cached("DELETE FROM voucher_journal")
+            .map_err(sql)?
+            .execute([])
+            .map_err(sql)?;
+    }
     // 1. Channels: the last state of each, only over its base revision.
     for (base, channel) in last_states(&batch.channels) {
         if !write_channel(connection, base, channel, now_ms)? {
@@ -339,6 +347,25 @@ fn apply(
         write
             .execute(params![key, kind, owner, asset, next.to_string()])
             .map_err(sql)?;
+    }
+    // 4. Vouchers kept in the journal: one small row each, appended.
+    if !batch.journal.is_empty() {
+        let mut append = connection
+            .prepare_cached(
+                "INSERT INTO voucher_journal (channel, amount, signature, accepted_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql)?;
+        for entry in &batch.journal {
+            append
+                .execute(params![
+                    format!("{:#x}", entry.channel),
+                    entry.amount.to_string(),
+                    entry.signature,
+                    entry.accepted_at_ms
+                ])
+                .map_err(sql)?;
+        }
     }
     Ok(Ok(()))
 }

@@ -44,12 +44,14 @@ fn batch(transfers: Vec<Transfer>) -> LedgerBatch {
     LedgerBatch {
         transfers,
         channels: vec![],
+        ..Default::default()
     }
 }
 
 /// Every table's operations, on one store.
 async fn run_suite(store: &Store) {
     ledger_suite(store).await;
+    voucher_journal_suite(store).await;
     amount_range_suite(store).await;
     accounts_suite(store).await;
     streams_suite(store).await;
@@ -834,6 +836,7 @@ async fn ledger_suite(store: &Store) {
             &[LedgerBatch {
                 transfers: opened.clone(),
                 channels: vec![write(None, &channel)],
+                ..Default::default()
             }],
             5,
         )
@@ -850,6 +853,7 @@ async fn ledger_suite(store: &Store) {
             &[LedgerBatch {
                 transfers: Vec::new(),
                 channels: vec![write(None, &channel)],
+                ..Default::default()
             }],
             5,
         )
@@ -878,10 +882,12 @@ async fn ledger_suite(store: &Store) {
                 LedgerBatch {
                     transfers: vec![top_up("t1")],
                     channels: vec![write(Some(11), &topped)],
+                    ..Default::default()
                 },
                 LedgerBatch {
                     transfers: vec![top_up("t2")],
                     channels: vec![write(Some(11), &topped)],
+                    ..Default::default()
                 },
             ],
             6,
@@ -930,6 +936,71 @@ async fn ledger_suite(store: &Store) {
 
 /// Amounts over the whole u128 range: balances up to 2^128-1, the outside
 /// world down to -(2^128-1), and an overflow refused with nothing written.
+/// The voucher journal: appended with a group's other writes, read back in
+/// order, emptied by a fold before that fold's own appends.
+async fn voucher_journal_suite(store: &Store) {
+    let entry = |channel: u8, amount: u128| crate::store::JournalEntry {
+        channel: B256::repeat_byte(channel),
+        amount: Amount(amount),
+        signature: vec![channel; 65],
+        accepted_at_ms: 1_000 + amount as i64,
+    };
+    assert_eq!(store.voucher_journal().await.expect("journal"), vec![]);
+    let appended = LedgerBatch {
+        journal: vec![entry(0xa1, 5), entry(0xa2, 7)],
+        ..Default::default()
+    };
+    let more = LedgerBatch {
+        journal: vec![entry(0xa1, 9)],
+        ..Default::default()
+    };
+    assert_eq!(
+        store.commit(&[appended, more], 10).await.expect("commit"),
+        vec![Ok(()), Ok(())]
+    );
+    assert_eq!(
+        store.voucher_journal().await.expect("journal"),
+        vec![entry(0xa1, 5), entry(0xa2, 7), entry(0xa1, 9)]
+    );
+    // A fold empties what was there; what the same batch appends stays.
+    let folded = LedgerBatch {
+        clear_journal: true,
+        journal: vec![entry(0xa3, 2)],
+        ..Default::default()
+    };
+    assert_eq!(
+        store.commit(&[folded], 11).await.expect("commit"),
+        vec![Ok(())]
+    );
+    assert_eq!(
+        store.voucher_journal().await.expect("journal"),
+        vec![entry(0xa3, 2)]
+    );
+    // A refused batch appends nothing.
+    let refused = LedgerBatch {
+        transfers: vec![spend("journal-overdraft", Address::repeat_byte(0x5e), 1)],
+        journal: vec![entry(0xa4, 3)],
+        ..Default::default()
+    };
+    assert!(matches!(
+        store
+            .commit(&[refused], 12)
+            .await
+            .expect("commit")
+            .as_slice(),
+        [Err(Refusal::Insufficient(_))]
+    ));
+    let cleared = LedgerBatch {
+        clear_journal: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.commit(&[cleared], 13).await.expect("commit"),
+        vec![Ok(())]
+    );
+    assert_eq!(store.voucher_journal().await.expect("journal"), vec![]);
+}
+
 async fn amount_range_suite(store: &Store) {
     let max = u128::MAX;
     let half = 1u128 << 127;
