@@ -1296,6 +1296,17 @@ mod tests {
             }
         }
 
+        /// The channel's row as stored.
+        async fn row_of(db: &Store, channel: &Channel) -> Channel {
+            db.channel(&channel.id).await.expect("read").expect("row")
+        }
+
+        async fn assert_audited(db: &Store) {
+            let transfers = db.all_transfers().await.expect("transfers");
+            let channels = db.channels().await.expect("channels");
+            assert!(streamweave_ledger::audit(&transfers, &channels).is_clean());
+        }
+
         fn signed(key: &SigningKey, channel: &Channel, amount: u128) -> VerifiedVoucher {
             let signature =
                 key.sign_digest(PaymentDomain::EMBEDDED.voucher_digest(channel.id, amount));
@@ -1353,20 +1364,13 @@ mod tests {
                 journal.iter().map(|e| e.amount.0).collect::<Vec<_>>(),
                 vec![1_000, 2_500, 7_001]
             );
-            assert_eq!(
-                db.channel(&channel.id)
-                    .await
-                    .expect("read")
-                    .expect("row")
-                    .redeemed,
-                Amount(0)
-            );
+            assert_eq!(row_of(&db, &channel).await.redeemed, Amount(0));
             assert_eq!(payments.redeemed(&channel.id), Some(Amount(7_001)));
             payments.fold().await.expect("fold");
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
-            let stored = db.channel(&channel.id).await.expect("read").expect("row");
-            assert_eq!(stored.redeemed, Amount(7_001));
-            assert_eq!(stored, payments.channel(&channel.id).expect("known"));
+            let row = row_of(&db, &channel).await;
+            assert_eq!(row.redeemed, Amount(7_001));
+            assert_eq!(row, payments.channel(&channel.id).expect("known"));
             // What one voucher for 7,001 moves: a fee of ceil(7001 * 3 %) = 211, the rest to the payee.
             assert_eq!(db.balance(&revenue(payee)).await.expect("balance"), 6_790);
             assert_eq!(db.balance(&PLATFORM).await.expect("balance"), 211);
@@ -1391,15 +1395,13 @@ mod tests {
                 .await
                 .expect("closes");
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
-            let stored = db.channel(&channel.id).await.expect("read").expect("row");
-            assert_eq!(stored.redeemed, Amount(9_000));
+            let row = row_of(&db, &channel).await;
+            assert_eq!(row.redeemed, Amount(9_000));
             assert_eq!(
                 db.balance(&revenue(payee)).await.expect("balance"),
                 9_000 - 270
             );
-            let transfers = db.all_transfers().await.expect("transfers");
-            let channels = db.channels().await.expect("channels");
-            assert!(streamweave_ledger::audit(&transfers, &channels).is_clean());
+            assert_audited(&db).await;
         }
 
         #[tokio::test]
@@ -1443,9 +1445,9 @@ mod tests {
             db.commit(&[journaled], 2_100).await.expect("journal");
             fold_left_journal(&db, rounds(1_000)).await.expect("folds");
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
-            let stored = db.channel(&channel.id).await.expect("read").expect("row");
-            assert_eq!(stored.redeemed, Amount(1_000));
-            assert_eq!(stored.last_signature, Some(step(1_000, 0).signature));
+            let row = row_of(&db, &channel).await;
+            assert_eq!(row.redeemed, Amount(1_000));
+            assert_eq!(row.last_signature, Some(step(1_000, 0).signature));
             // Each round's transfers are stamped inside it, with the ids of its last step.
             let mut moved: Vec<(String, i64)> = db
                 .transfers_of(payee, None, 100)
@@ -1471,18 +1473,9 @@ mod tests {
             };
             db.commit(&[stale], 3_000).await.expect("journal");
             fold_left_journal(&db, rounds(1_000)).await.expect("folds");
-            assert_eq!(
-                db.channel(&channel.id)
-                    .await
-                    .expect("read")
-                    .expect("row")
-                    .redeemed,
-                Amount(1_000)
-            );
+            assert_eq!(row_of(&db, &channel).await.redeemed, Amount(1_000));
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
-            let transfers = db.all_transfers().await.expect("transfers");
-            let channels = db.channels().await.expect("channels");
-            assert!(streamweave_ledger::audit(&transfers, &channels).is_clean());
+            assert_audited(&db).await;
         }
 
         #[test]
