@@ -48,6 +48,9 @@ const MAX_GROUP: usize = 512;
 const GROUP_WAIT: Duration = Duration::from_millis(2);
 /// Steps kept in the voucher journal before a fold, at most.
 pub const FOLD_AFTER_VOUCHERS: usize = 16_384;
+/// Steps the voucher journal holds at most: past it (folds failing), a
+/// voucher is written where it lands, as on PostgreSQL, or refused.
+const JOURNAL_BOUND: usize = 4 * FOLD_AFTER_VOUCHERS;
 
 /// What the engine can be asked.
 #[derive(Debug, Clone)]
@@ -695,7 +698,10 @@ async fn run_engine(
                 Err(err) => error!(%err, "folding the voucher journal"),
             }
         }
-        let journaling = journal.is_some() && !meet;
+        let journaling = !meet
+            && journal
+                .as_ref()
+                .is_some_and(|j| j.steps.load(Ordering::Relaxed) < JOURNAL_BOUND);
         // Apply each operation to working copies; collect the batches.
         let mut working: HashMap<B256, Channel> = HashMap::new();
         let mut planned: Vec<(Request, Planned)> = Vec::with_capacity(group.len());
