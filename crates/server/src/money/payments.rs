@@ -498,8 +498,10 @@ struct Journal {
 impl Journal {
     /// The fold of every waiting step: each channel's row over its stored
     /// revision, its steps as one, the journal emptied. `channels`: the
-    /// committed states.
-    fn fold(&self, channels: &HashMap<B256, Channel>) -> LedgerBatch {
+    /// committed states. `None` when a step does not fold (never, for the
+    /// engine's own states): then nothing is folded and the journal keeps
+    /// every step.
+    fn fold(&self, channels: &HashMap<B256, Channel>) -> Option<LedgerBatch> {
         let mut batch = LedgerBatch {
             clear_journal: true,
             ..LedgerBatch::default()
@@ -514,9 +516,8 @@ impl Journal {
                 match folded.redeem_accepted(current.redeemed, signature) {
                     Ok(transfers) => batch.transfers.extend(transfers),
                     Err(err) => {
-                        // The engine's own states: never refused.
                         error!(%err, channel = %format!("{id:#x}"), "a journal step does not fold");
-                        continue;
+                        return None;
                     }
                 }
             }
@@ -525,7 +526,7 @@ impl Journal {
                 channel: current.clone(),
             });
         }
-        batch
+        Some(batch)
     }
 
     /// Whether the waiting steps are to be folded before a group accepted
@@ -685,7 +686,11 @@ async fn run_engine(
         if let Some(journal) = journal.as_mut().filter(|j| j.due(meet, now)) {
             let stamp_ms = i64::try_from(journal.last_accepted_ms).unwrap_or(i64::MAX);
             let started = std::time::Instant::now();
-            match db.commit(&[journal.fold(&channels)], stamp_ms).await {
+            let committed = match journal.fold(&channels) {
+                Some(fold) => db.commit(&[fold], stamp_ms).await,
+                None => Ok(Vec::new()),
+            };
+            match committed {
                 Ok(outcome) if matches!(outcome.as_slice(), [Ok(())]) => {
                     journal.stored.clear();
                     journal.steps.store(0, Ordering::Relaxed);
