@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 
 /// How long one request (connecting included) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The size of every read from a connection.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// A server's origin, parsed once: where to connect and what `Host` says.
 #[derive(Debug, Clone)]
@@ -173,7 +175,13 @@ impl ViewerHttp {
             .await
             .map_err(|err| format!("connect {}: {err}", self.origin.address))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        // Reads of one fixed size into a buffer reused from one response to
+        // the next: a buffer growing through each 200 KB segment
+        // allocated fresh pages every time (a fifth of the generator's CPU
+        // at 10,000 viewers went to clearing pages and the allocator).
+        let (sender, connection) = http1::Builder::new()
+            .read_buf_exact_size(Some(READ_BUFFER_BYTES))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|err| format!("handshake: {err}"))?;
         tokio::spawn(async move {

@@ -928,7 +928,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// One pass of the audit's reads and checks: the report, the channels and
-/// how many vouchers wait in the journal.
+/// how many journaled vouchers wait to be folded.
 async fn audit_once(
     ledger: &store::Store,
 ) -> anyhow::Result<(
@@ -956,11 +956,14 @@ async fn audit_once(
     report.violations.extend(ledger.audit_events().await?);
     // The pool holds the last round's carry plus what open rounds took in.
     report.violations.extend(ledger.audit_pool().await?);
-    // Vouchers answered and kept in the journal, not folded yet: each
-    // within its channel's deposit.
+    // Vouchers answered and kept in the journal: each within its channel's
+    // deposit; those above the channel's stored amount wait to be folded
+    // (the others were folded, their rows left above a fold's mark).
     let journal = ledger.voucher_journal().await?;
+    let by_id: std::collections::HashMap<_, _> = channels.iter().map(|c| (c.id, c)).collect();
+    let mut waiting = 0;
     for entry in &journal {
-        match channels.iter().find(|c| c.id == entry.channel) {
+        match by_id.get(&entry.channel) {
             None => report.violations.push(format!(
                 "journaled voucher for {:#x}: no such channel",
                 entry.channel
@@ -969,10 +972,10 @@ async fn audit_once(
                 "journaled voucher for {:#x}: {} exceeds the deposit {}",
                 entry.channel, entry.amount, channel.deposit
             )),
-            Some(_) => {}
+            Some(channel) => waiting += usize::from(entry.amount > channel.redeemed),
         }
     }
-    Ok((report, channels, journal.len()))
+    Ok((report, channels, waiting))
 }
 
 async fn audit(

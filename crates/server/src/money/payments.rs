@@ -4,21 +4,26 @@
 //! core's rules, and group-commits what it can into one durable transaction.
 //! A caller is answered only after its commit.
 //!
-//! On the embedded database a voucher's step is kept in the voucher journal
+//! Where the node is its database's one writer (SQLite, or PostgreSQL
+//! without a cluster), a voucher's step is kept in the voucher journal
 //! (one small appended row: channel, amount, signature) instead of being
 //! written to its channel's row, balances and transfers at once: every such
 //! write rewrites whole pages of the voucher's own channel, and these were
 //! most of a commit's cost. The journal is durable before the voucher is
-//! answered. A fold then writes each channel's steps since the last fold as
+//! answered. A fold then writes each channel's steps since its last fold as
 //! one step (the splits are path-independent: the same amounts, with the
-//! ids a single voucher for the last amount would have) and empties the
-//! journal, in one transaction. A fold runs every second while steps wait,
-//! after [`FOLD_AFTER_VOUCHERS`] steps, before any other operation (so
-//! nothing else ever meets a channel row behind its vouchers), before a
-//! balance or transfer history is read ([`Payments::fold`]), and on start
-//! for what a stopped node left.
+//! ids a single voucher for the last amount would have) and deletes the
+//! journal's rows below the first step still waiting, in one transaction.
+//! A channel is folded once its first waiting step waited
+//! [`FOLD_AFTER_MS`] (a channel paid every few seconds is written once for
+//! several steps), the oldest first and at most [`FOLD_SLICE`] channels a
+//! commit, so no group of vouchers waits behind a large fold; every waiting
+//! step is folded before any other operation (so nothing else ever meets a
+//! channel row behind its vouchers), before a balance or transfer history
+//! is read ([`Payments::fold`]), when a pool round ends, and on start for
+//! what a stopped node left.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -46,11 +51,19 @@ const MAX_GROUP: usize = 512;
 /// the wait cost more than it saved (docs/benchmarks.md): groups there take
 /// only what is queued.
 const GROUP_WAIT: Duration = Duration::from_millis(2);
-/// Steps kept in the voucher journal before a fold, at most.
-pub const FOLD_AFTER_VOUCHERS: usize = 16_384;
+/// How long a channel's steps wait in the voucher journal before they are
+/// folded: a channel paid every few seconds is folded once for several
+/// steps instead of once a step.
+pub const FOLD_AFTER_MS: u64 = 30_000;
+/// Most channels one fold writes (one commit) while vouchers keep coming:
+/// folds are sliced so that no group of vouchers waits behind a large one.
+const FOLD_SLICE: usize = 256;
+/// Steps waiting in the voucher journal past which the oldest channels are
+/// folded whatever their age.
+pub const FOLD_AFTER_VOUCHERS: usize = 131_072;
 /// Steps the voucher journal holds at most: past it (folds failing), a
-/// voucher is written where it lands, as on PostgreSQL, or refused.
-const JOURNAL_BOUND: usize = 4 * FOLD_AFTER_VOUCHERS;
+/// voucher is written where it lands, as in a cluster, or refused.
+const JOURNAL_BOUND: usize = 2 * FOLD_AFTER_VOUCHERS;
 
 /// What the engine can be asked.
 #[derive(Debug, Clone)]
@@ -75,6 +88,10 @@ pub enum Operation {
     /// Folds the steps kept in the voucher journal into their channels'
     /// rows, balances and transfers.
     Fold,
+    /// Folds the channels whose steps waited long enough (as any group
+    /// does first): sent every second while steps wait, so that they are
+    /// folded when no voucher comes.
+    FoldWaited,
     /// A channel the escrow contract opened (a final `ChannelOpened` log).
     ChainOpen {
         open: ChainOpen,
@@ -116,7 +133,7 @@ impl Operation {
     /// balances), so the steps are folded before it.
     fn meets_journal(&self) -> bool {
         match self {
-            Operation::Voucher(_) => false,
+            Operation::Voucher(_) | Operation::FoldWaited => false,
             Operation::Transfers(transfers) => transfers.iter().any(|t| {
                 [&t.debit, &t.credit].into_iter().any(|account| {
                     matches!(
@@ -208,7 +225,7 @@ impl Payments {
         shared_database: bool,
         rounds: RoundClock,
     ) -> anyhow::Result<Payments> {
-        fold_left_journal(&db, rounds).await?;
+        let next_seq = fold_left_journal(&db, rounds).await?;
         let channels: HashMap<B256, Channel> = db
             .channels()
             .await?
@@ -221,13 +238,7 @@ impl Payments {
         let journaled = Arc::new(AtomicUsize::new(0));
         // Only where this node is the database's one writer: other nodes
         // read channel rows, which would lag behind the journal.
-        let journal =
-            (db.dialect() == crate::store::Dialect::Sqlite && !shared_database).then(|| Journal {
-                stored: HashMap::new(),
-                steps: journaled.clone(),
-                last_accepted_ms: 0,
-                rounds,
-            });
+        let journal = (!shared_database).then(|| Journal::new(next_seq, journaled.clone(), rounds));
         tokio::spawn(run_engine(
             db.clone(),
             channels,
@@ -260,7 +271,9 @@ impl Payments {
                 if timer.due(now_ms) && timer.submit(Operation::Settle { now_ms }).await.is_err() {
                     return;
                 }
-                if let Err(err) = timer.fold().await {
+                if timer.journaled.load(Ordering::Relaxed) > 0
+                    && let Err(err) = timer.submit(Operation::FoldWaited).await
+                {
                     warn!(%err, "folding the voucher journal");
                 }
             }
@@ -481,14 +494,30 @@ impl Incoming {
     }
 }
 
-/// The engine's view of the voucher journal: the stored state (the row) of
-/// each channel whose steps wait in it.
+/// A channel whose steps wait in the voucher journal.
+struct Waiting {
+    /// Its state as stored (the row, before its first waiting step).
+    stored: Channel,
+    /// The journal sequence number of its first waiting step.
+    first_seq: i64,
+    /// When its first and its latest waiting steps were accepted.
+    first_accepted_ms: u64,
+    last_accepted_ms: u64,
+    /// How many of its steps wait.
+    steps: usize,
+}
+
+/// The engine's view of the voucher journal: each channel whose steps wait
+/// in it, oldest first.
 struct Journal {
-    stored: HashMap<B256, Channel>,
+    waiting: HashMap<B256, Waiting>,
+    /// The waiting channels in the order of their first waiting step.
+    oldest_first: VecDeque<B256>,
+    /// The sequence number the next journaled step gets.
+    next_seq: i64,
     /// How many steps wait (read by [`Payments::fold`]).
     steps: Arc<AtomicUsize>,
-    /// When the latest waiting step was accepted: the fold's transfers
-    /// carry this time.
+    /// When the latest waiting step was accepted.
     last_accepted_ms: u64,
     /// The pool's rounds: a fold never spans two, so that every step's
     /// transfers are stamped inside the round it was accepted in.
@@ -496,22 +525,92 @@ struct Journal {
 }
 
 impl Journal {
-    /// The fold of every waiting step: each channel's row over its stored
-    /// revision, its steps as one, the journal emptied. `channels`: the
-    /// committed states. `None` when a step does not fold (never, for the
-    /// engine's own states): then nothing is folded and the journal keeps
-    /// every step.
-    fn fold(&self, channels: &HashMap<B256, Channel>) -> Option<LedgerBatch> {
+    fn new(next_seq: i64, steps: Arc<AtomicUsize>, rounds: RoundClock) -> Journal {
+        steps.store(0, Ordering::Relaxed);
+        Journal {
+            waiting: HashMap::new(),
+            oldest_first: VecDeque::new(),
+            next_seq,
+            steps,
+            last_accepted_ms: 0,
+            rounds,
+        }
+    }
+
+    /// Records a committed step; `stored`: its channel's state as stored.
+    fn kept(&mut self, entry: &JournalEntry, stored: &Channel) {
+        let accepted_ms = u64::try_from(entry.accepted_at_ms).unwrap_or(0);
+        let waiting = self.waiting.entry(entry.channel).or_insert_with(|| {
+            self.oldest_first.push_back(entry.channel);
+            Waiting {
+                stored: stored.clone(),
+                first_seq: entry.seq,
+                first_accepted_ms: accepted_ms,
+                last_accepted_ms: accepted_ms,
+                steps: 0,
+            }
+        });
+        waiting.steps += 1;
+        waiting.last_accepted_ms = waiting.last_accepted_ms.max(accepted_ms);
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.last_accepted_ms = self.last_accepted_ms.max(accepted_ms);
+    }
+
+    /// How many of the oldest waiting channels to fold before a group
+    /// accepted at `now_ms` whose operations `meet` the journal's accounts:
+    /// all of them when it meets them or a pool round ended since the
+    /// latest step, else a slice of at most [`FOLD_SLICE`] channels whose
+    /// first step waited [`FOLD_AFTER_MS`] (all of the slice while more
+    /// than [`FOLD_AFTER_VOUCHERS`] steps wait).
+    fn due(&self, meet: bool, now_ms: u64) -> usize {
+        let round = |at_ms: u64| {
+            self.rounds
+                .round_at(i64::try_from(at_ms).unwrap_or(i64::MAX))
+        };
+        if self.waiting.is_empty() {
+            return 0;
+        }
+        if meet || round(self.last_accepted_ms) != round(now_ms) {
+            return self.oldest_first.len();
+        }
+        if self.steps.load(Ordering::Relaxed) >= FOLD_AFTER_VOUCHERS {
+            return self.oldest_first.len().min(FOLD_SLICE);
+        }
+        self.oldest_first
+            .iter()
+            .take(FOLD_SLICE)
+            .take_while(|id| {
+                self.waiting
+                    .get(*id)
+                    .is_some_and(|w| w.first_accepted_ms.saturating_add(FOLD_AFTER_MS) <= now_ms)
+            })
+            .count()
+    }
+
+    /// The fold of the `count` oldest waiting channels: each one's row over
+    /// its stored revision, its steps as one, the journal's rows below the
+    /// first step still waiting deleted; and the time its transfers carry
+    /// (its latest step's). `channels`: the committed states. `None` when a
+    /// step does not fold (never, for the engine's own states): then
+    /// nothing is folded and the steps keep waiting.
+    fn fold(&self, count: usize, channels: &HashMap<B256, Channel>) -> Option<(LedgerBatch, u64)> {
+        let below = self
+            .oldest_first
+            .get(count)
+            .and_then(|id| self.waiting.get(id))
+            .map_or(self.next_seq, |w| w.first_seq);
         let mut batch = LedgerBatch {
-            clear_journal: true,
+            journal_folded_below: Some(below),
             ..LedgerBatch::default()
         };
-        for (id, stored) in &self.stored {
-            let Some(current) = channels.get(id) else {
+        let mut stamp_ms = 0;
+        for id in self.oldest_first.iter().take(count) {
+            let (Some(waiting), Some(current)) = (self.waiting.get(id), channels.get(id)) else {
                 continue;
             };
-            let mut folded = stored.clone();
-            if current.redeemed > stored.redeemed {
+            stamp_ms = stamp_ms.max(waiting.last_accepted_ms);
+            let mut folded = waiting.stored.clone();
+            if current.redeemed > folded.redeemed {
                 let signature = current.last_signature.clone().unwrap_or_default();
                 match folded.redeem_accepted(current.redeemed, signature) {
                     Ok(transfers) => batch.transfers.extend(transfers),
@@ -522,34 +621,56 @@ impl Journal {
                 }
             }
             batch.channels.push(ChannelWrite {
-                base_revision: Some(stored.revision),
+                base_revision: Some(waiting.stored.revision),
                 channel: current.clone(),
             });
         }
-        Some(batch)
+        Some((batch, stamp_ms))
     }
 
-    /// Whether the waiting steps are to be folded before a group accepted
-    /// at `now_ms` whose operations `meet` the journal's accounts.
-    fn due(&self, meet: bool, now_ms: u64) -> bool {
-        let round = |at_ms: u64| {
-            self.rounds
-                .round_at(i64::try_from(at_ms).unwrap_or(i64::MAX))
-        };
-        !self.stored.is_empty()
-            && (meet
-                || self.steps.load(Ordering::Relaxed) >= FOLD_AFTER_VOUCHERS
-                || round(self.last_accepted_ms) != round(now_ms))
+    /// Forgets the `count` oldest waiting channels, folded.
+    fn folded(&mut self, count: usize) {
+        for id in self
+            .oldest_first
+            .drain(..count.min(self.oldest_first.len()))
+        {
+            if let Some(waiting) = self.waiting.remove(&id) {
+                self.steps.fetch_sub(waiting.steps, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Folds the journal's `count` oldest waiting channels in one commit; on a
+/// refusal or an error their steps keep waiting (folded next time).
+async fn fold(db: &Store, journal: &mut Journal, count: usize, channels: &HashMap<B256, Channel>) {
+    let started = std::time::Instant::now();
+    let Some((batch, stamp_ms)) = journal.fold(count, channels) else {
+        return;
+    };
+    let stamp_ms = i64::try_from(stamp_ms).unwrap_or(i64::MAX);
+    match db.commit(&[batch], stamp_ms).await {
+        Ok(outcome) if matches!(outcome.as_slice(), [Ok(())]) => {
+            journal.folded(count);
+            crate::metrics::metrics()
+                .engine_fold_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(outcome) => error!(?outcome, "the voucher journal's fold was refused"),
+        Err(err) => error!(%err, "folding the voucher journal"),
     }
 }
 
 /// Folds what the voucher journal holds, on start: a node stopped since it
 /// answered these vouchers. Each channel's stored row moves to its last
-/// journaled amount in one step.
-async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<()> {
+/// journaled amount in one step; steps already folded (rows a sliced fold
+/// left above its mark) are skipped. Answers the sequence number the next
+/// journaled step gets.
+async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<i64> {
     let entries = db.voucher_journal().await?;
+    let next_seq = entries.last().map_or(1, |e| e.seq.saturating_add(1));
     if entries.is_empty() {
-        return Ok(());
+        return Ok(next_seq);
     }
     // One fold per round the steps were accepted in, each stamped inside it.
     let mut by_round: std::collections::BTreeMap<i64, Vec<&crate::store::JournalEntry>> =
@@ -580,7 +701,7 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<()>
             last.insert(entry.channel, entry);
         }
         let mut batch = LedgerBatch {
-            clear_journal: Some(*round) == last_round,
+            journal_folded_below: (Some(*round) == last_round).then_some(next_seq),
             ..LedgerBatch::default()
         };
         for (id, entry) in last {
@@ -619,7 +740,7 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<()>
         channels = folded_channels,
         "folded the voucher journal left by the last run"
     );
-    Ok(())
+    Ok(next_seq)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -677,36 +798,24 @@ async fn run_engine(
             }
         }
         let now = u64::try_from(now_ms()).unwrap_or(0);
-        // The journal's steps are folded first when asked, when enough wait,
-        // or before any other operation (which then meets up-to-date rows);
-        // a group of vouchers alone keeps its steps in the journal.
+        // The journal's steps are folded first when asked, or before any
+        // other operation (which then meets up-to-date rows); otherwise the
+        // oldest channels' steps, a slice at a time, once they waited long
+        // enough. A group of vouchers alone keeps its steps in the journal.
         let meet = group
             .iter()
             .any(|request| request.operation.meets_journal());
-        if let Some(journal) = journal.as_mut().filter(|j| j.due(meet, now)) {
-            let stamp_ms = i64::try_from(journal.last_accepted_ms).unwrap_or(i64::MAX);
-            let started = std::time::Instant::now();
-            let committed = match journal.fold(&channels) {
-                Some(fold) => db.commit(&[fold], stamp_ms).await,
-                None => Ok(Vec::new()),
-            };
-            match committed {
-                Ok(outcome) if matches!(outcome.as_slice(), [Ok(())]) => {
-                    journal.stored.clear();
-                    journal.steps.store(0, Ordering::Relaxed);
-                    crate::metrics::metrics()
-                        .engine_fold_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                // Its steps stay in the journal and are folded next time.
-                Ok(outcome) => error!(?outcome, "the voucher journal's fold was refused"),
-                Err(err) => error!(%err, "folding the voucher journal"),
+        if let Some(journal) = journal.as_mut() {
+            let count = journal.due(meet, now);
+            if count > 0 {
+                fold(&db, journal, count, &channels).await;
             }
         }
         let journaling = !meet
             && journal
                 .as_ref()
                 .is_some_and(|j| j.steps.load(Ordering::Relaxed) < JOURNAL_BOUND);
+        let mut next_seq = journal.as_ref().map_or(0, |j| j.next_seq);
         // Apply each operation to working copies; collect the batches.
         let mut working: HashMap<B256, Channel> = HashMap::new();
         let mut planned: Vec<(Request, Planned)> = Vec::with_capacity(group.len());
@@ -718,9 +827,12 @@ async fn run_engine(
                 &mut working,
                 now,
                 settle_window_ms,
-                journaling,
+                journaling.then_some(&mut next_seq),
             );
             planned.push((request, outcome));
+        }
+        if let Some(journal) = journal.as_mut() {
+            journal.next_seq = next_seq;
         }
         let batches: Vec<LedgerBatch> = planned
             .iter()
@@ -754,23 +866,14 @@ async fn run_engine(
                         Err(err) => Err(err),
                         Ok((batch, done)) => match results.next() {
                             Some(Ok(())) => {
-                                if let (Some(journal), false) =
-                                    (journal.as_mut(), batch.journal.is_empty())
-                                {
+                                if let Some(journal) = journal.as_mut() {
                                     // The row keeps the state before the
                                     // channel's first waiting step.
                                     for entry in &batch.journal {
                                         if let Some(stored) = channels.get(&entry.channel) {
-                                            journal
-                                                .stored
-                                                .entry(entry.channel)
-                                                .or_insert_with(|| stored.clone());
+                                            journal.kept(entry, stored);
                                         }
                                     }
-                                    journal
-                                        .steps
-                                        .fetch_add(batch.journal.len(), Ordering::Relaxed);
-                                    journal.last_accepted_ms = journal.last_accepted_ms.max(now);
                                 }
                                 changed.extend(batch.channels.into_iter().map(|w| w.channel));
                                 Ok(done)
@@ -802,7 +905,10 @@ async fn run_engine(
                     remember(&shared, &mut channels, channel);
                 }
                 for id in stale {
-                    if journal.as_ref().is_some_and(|j| j.stored.contains_key(&id)) {
+                    if journal
+                        .as_ref()
+                        .is_some_and(|j| j.waiting.contains_key(&id))
+                    {
                         // Its row is behind its journaled steps: keep ours.
                         continue;
                     }
@@ -867,7 +973,7 @@ fn plan(
     working: &mut HashMap<B256, Channel>,
     now_ms: u64,
     settle_window_ms: u64,
-    journaling: bool,
+    journal_seq: Option<&mut i64>,
 ) -> Planned {
     let with_channel = |mut channel: Channel,
                         transfers: Vec<Transfer>,
@@ -914,7 +1020,7 @@ fn plan(
             let transfers = state.top_up(amount, now_ms)?;
             with_channel(state, transfers, true, working)
         }
-        Operation::Voucher(voucher) if journaling => {
+        Operation::Voucher(voucher) if journal_seq.is_some() => {
             let mut state = current(&voucher.channel, channels, working)
                 .cloned()
                 .ok_or(EngineError::UnknownChannel)?;
@@ -924,7 +1030,13 @@ fn plan(
             if new {
                 state.revision = fresh_revision();
                 working.insert(state.id, state.clone());
+                let mut seq = 0;
+                if let Some(next) = journal_seq {
+                    seq = *next;
+                    *next += 1;
+                }
                 batch.journal.push(JournalEntry {
+                    seq,
                     channel: voucher.channel,
                     amount: voucher.amount,
                     signature: voucher.signature,
@@ -1016,7 +1128,7 @@ fn plan(
                 )),
             }
         }
-        Operation::Fold => Ok((
+        Operation::Fold | Operation::FoldWaited => Ok((
             LedgerBatch::default(),
             Done {
                 channel: None,
@@ -1330,6 +1442,21 @@ mod tests {
         async fn answered_vouchers_wait_in_the_journal_until_a_fold_moves_them_as_one() {
             let dir = tempfile::tempdir().expect("tempdir");
             let db = Store::sqlite(dir.path()).await.expect("store");
+            vouchers_wait_in_the_journal(db).await;
+        }
+
+        #[tokio::test]
+        async fn a_single_node_on_postgres_keeps_the_journal_too() {
+            let Some(schema) = crate::store::suite::PostgresSchema::create().await else {
+                return;
+            };
+            let db = Store::postgres(&schema.url).await.expect("store");
+            vouchers_wait_in_the_journal(db.clone()).await;
+            db.pool().close().await;
+            schema.drop_schema().await;
+        }
+
+        async fn vouchers_wait_in_the_journal(db: Store) {
             let payments = Payments::start(
                 db.clone(),
                 PaymentDomain::EMBEDDED,
@@ -1443,22 +1570,31 @@ mod tests {
             };
             db.commit(&[open], 1).await.expect("open");
             // Steps accepted in rounds 1 and 2 of one-second rounds.
-            let step = |amount: u128, accepted_at_ms: i64| JournalEntry {
+            let step = |seq: i64, amount: u128, accepted_at_ms: i64| JournalEntry {
+                seq,
                 channel: channel.id,
                 amount: Amount(amount),
                 signature: signed(&key, &channel, amount).signature,
                 accepted_at_ms,
             };
             let journaled = LedgerBatch {
-                journal: vec![step(100, 1_200), step(400, 1_900), step(1_000, 2_100)],
+                journal: vec![
+                    step(1, 100, 1_200),
+                    step(2, 400, 1_900),
+                    step(3, 1_000, 2_100),
+                ],
                 ..LedgerBatch::default()
             };
             db.commit(&[journaled], 2_100).await.expect("journal");
-            fold_left_journal(&db, rounds(1_000)).await.expect("folds");
+            assert_eq!(
+                fold_left_journal(&db, rounds(1_000)).await.expect("folds"),
+                4,
+                "the next step's sequence number"
+            );
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
             let row = row_of(&db, &channel).await;
             assert_eq!(row.redeemed, Amount(1_000));
-            assert_eq!(row.last_signature, Some(step(1_000, 0).signature));
+            assert_eq!(row.last_signature, Some(step(3, 1_000, 0).signature));
             // Each round's transfers are stamped inside it, with the ids of its last step.
             let mut moved: Vec<(String, i64)> = db
                 .transfers_of(payee, None, 100)
@@ -1474,12 +1610,16 @@ mod tests {
                 db.balance(&revenue(payee)).await.expect("balance"),
                 1_000 - 30
             );
-            // Folding again finds nothing; a stale step is skipped.
-            fold_left_journal(&db, rounds(1_000))
-                .await
-                .expect("nothing to fold");
+            // Folding again finds nothing; a step already folded (a row a
+            // sliced fold left above its mark) is skipped.
+            assert_eq!(
+                fold_left_journal(&db, rounds(1_000))
+                    .await
+                    .expect("nothing to fold"),
+                1
+            );
             let stale = LedgerBatch {
-                journal: vec![step(400, 1_900)],
+                journal: vec![step(7, 400, 1_900)],
                 ..LedgerBatch::default()
             };
             db.commit(&[stale], 3_000).await.expect("journal");
@@ -1490,25 +1630,82 @@ mod tests {
         }
 
         #[test]
-        fn a_fold_is_due_on_another_operation_a_full_journal_or_a_new_round() {
+        fn folds_take_the_oldest_channels_in_slices_once_they_waited() {
             let (payer, payee) = (Address::repeat_byte(0xa1), Address::repeat_byte(0xb0));
-            let (channel, _) =
-                Channel::open(opening(payer, payee, payer), PaymentDomain::EMBEDDED, 1)
-                    .expect("opens");
-            let mut journal = Journal {
-                stored: HashMap::new(),
-                steps: Arc::new(AtomicUsize::new(0)),
-                last_accepted_ms: 1_500,
-                rounds: rounds(1_000),
+            let mut journal = Journal::new(1, Arc::new(AtomicUsize::new(0)), rounds(3_600_000));
+            assert_eq!(journal.due(true, 1_600), 0, "nothing waits");
+            // Channels whose first steps were accepted 1 ms apart from t = 1,000,
+            // each then paid again.
+            let opened: Vec<Channel> = (0..FOLD_SLICE as u64 + 4)
+                .map(|n| {
+                    let mut salt = [0u8; 32];
+                    salt[..8].copy_from_slice(&n.to_be_bytes());
+                    let mut request = opening(payer, payee, payer);
+                    request.salt = B256::from(salt);
+                    Channel::open(request, PaymentDomain::EMBEDDED, 1)
+                        .expect("opens")
+                        .0
+                })
+                .collect();
+            let step = |seq: i64, channel: &Channel, at_ms: i64| JournalEntry {
+                seq,
+                channel: channel.id,
+                amount: Amount(1),
+                signature: Vec::new(),
+                accepted_at_ms: at_ms,
             };
-            assert!(!journal.due(true, 1_600), "nothing waits");
-            journal.stored.insert(channel.id, channel);
-            journal.steps.store(1, Ordering::Relaxed);
-            assert!(!journal.due(false, 1_999));
-            assert!(journal.due(true, 1_600));
-            assert!(journal.due(false, 2_000));
+            let mut seq = 1;
+            for (n, channel) in opened.iter().enumerate() {
+                journal.kept(&step(seq, channel, 1_000 + n as i64), channel);
+                seq += 1;
+            }
+            for channel in &opened {
+                journal.kept(&step(seq, channel, 5_000), channel);
+                seq += 1;
+            }
+            journal.next_seq = seq;
+            let waited = |n: usize| 1_000 + n as u64 + FOLD_AFTER_MS;
+            assert_eq!(journal.steps.load(Ordering::Relaxed), 2 * opened.len());
+            assert_eq!(
+                journal.due(false, waited(0) - 1),
+                0,
+                "none waited long enough"
+            );
+            assert_eq!(journal.due(false, waited(2)), 3, "the three oldest did");
+            assert_eq!(
+                journal.due(false, waited(opened.len())),
+                FOLD_SLICE,
+                "a slice at most"
+            );
+            assert_eq!(
+                journal.due(true, 1_600),
+                opened.len(),
+                "all before another operation"
+            );
+            // A new round folds all, at once.
+            assert_eq!(journal.due(false, 3_600_000), opened.len());
+            // Many waiting steps fold the oldest whatever their age.
             journal.steps.store(FOLD_AFTER_VOUCHERS, Ordering::Relaxed);
-            assert!(journal.due(false, 1_600));
+            assert_eq!(journal.due(false, 1_600), FOLD_SLICE);
+            journal.steps.store(2 * opened.len(), Ordering::Relaxed);
+            // A slice deletes the rows below the first step still waiting
+            // (the next channel's first), and forgets its channels.
+            let channels: HashMap<B256, Channel> =
+                opened.iter().map(|c| (c.id, c.clone())).collect();
+            let (batch, stamp_ms) = journal.fold(3, &channels).expect("folds");
+            assert_eq!(batch.journal_folded_below, Some(4));
+            assert_eq!(batch.channels.len(), 3);
+            assert_eq!(stamp_ms, 5_000, "its latest step's time");
+            journal.folded(3);
+            assert_eq!(journal.steps.load(Ordering::Relaxed), 2 * opened.len() - 6);
+            assert_eq!(journal.oldest_first.front(), Some(&opened[3].id));
+            // The last slice deletes every row.
+            let rest = journal.oldest_first.len();
+            let (batch, _) = journal.fold(rest, &channels).expect("folds");
+            assert_eq!(batch.journal_folded_below, Some(seq));
+            journal.folded(rest);
+            assert_eq!(journal.steps.load(Ordering::Relaxed), 0);
+            assert_eq!(journal.due(true, 1_600), 0);
         }
     }
 }

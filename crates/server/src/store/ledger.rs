@@ -19,9 +19,10 @@ pub struct LedgerBatch {
     /// Vouchers accepted whose step is kept in the journal, not yet in
     /// their channel's row (appended after the batch's other writes).
     pub journal: Vec<JournalEntry>,
-    /// Empties the journal before the batch's other writes: the batch folds
-    /// every step it holds.
-    pub clear_journal: bool,
+    /// Deletes the journal's rows below this sequence number before the
+    /// batch's other writes: the batch folds every step they hold that is
+    /// not folded yet (rows at or above it stay, folded or not).
+    pub journal_folded_below: Option<i64>,
 }
 
 /// A voucher accepted and durable whose ledger step is not yet folded into
@@ -29,6 +30,9 @@ pub struct LedgerBatch {
 /// `money::payments`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
+    /// Its place in the journal, given by the engine: increasing in the
+    /// order vouchers were accepted.
+    pub seq: i64,
     pub channel: B256,
     pub amount: Amount,
     /// The voucher's canonical signature bytes.
@@ -118,6 +122,21 @@ impl Store {
     ) -> Result<Vec<Result<(), Refusal>>, sqlx::Error> {
         if let Some(writer) = &self.sqlite_ledger {
             return writer.commit(batches, now_ms).await;
+        }
+        // Vouchers kept in the journal, alone: one statement, atomic and
+        // durable by itself, without a transaction's two more round trips.
+        let journaled: Vec<&JournalEntry> = batches.iter().flat_map(|b| &b.journal).collect();
+        if !journaled.is_empty()
+            && journaled.len() <= INSERT_CHUNK_ROWS
+            && batches.iter().all(|b| {
+                b.transfers.is_empty() && b.channels.is_empty() && b.journal_folded_below.is_none()
+            })
+        {
+            journal_append(&journaled)
+                .query()?
+                .execute(&self.pool)
+                .await?;
+            return Ok(vec![Ok(()); batches.len()]);
         }
         let mut tx = self.pool.begin().await?;
         // The common case (vouchers, settlements, deposits): the whole group
@@ -209,13 +228,14 @@ impl Store {
     /// whose steps are not folded into their channels' rows yet.
     pub async fn voucher_journal(&self) -> Result<Vec<JournalEntry>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT channel, amount, signature, accepted_at_ms FROM voucher_journal ORDER BY seq",
+            "SELECT seq, channel, amount, signature, accepted_at_ms FROM voucher_journal ORDER BY seq",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
                 Ok(JournalEntry {
+                    seq: row.try_get("seq")?,
                     channel: get_parsed(row, "channel")?,
                     amount: get_parsed(row, "amount")?,
                     signature: row.try_get("signature")?,
@@ -341,9 +361,11 @@ pub(super) async fn apply_batch(
     batch: &LedgerBatch,
     now_ms: i64,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
-    // 0. A fold empties the journal first (its steps are in this batch).
-    if batch.clear_journal {
-        sqlx::query("DELETE FROM voucher_journal")
+    // 0. A fold deletes the journal's rows it folds first (their steps are
+    //    in this batch).
+    if let Some(below) = batch.journal_folded_below {
+        sqlx::query("DELETE FROM voucher_journal WHERE seq < $1")
+            .bind(below)
             .execute(&mut *tx)
             .await?;
     }
@@ -459,25 +481,33 @@ pub(super) async fn apply_batch(
         update.query()?.execute(&mut *tx).await?;
     }
     // 4. Vouchers kept in the journal.
-    for chunk in batch.journal.chunks(INSERT_CHUNK_ROWS) {
-        let mut insert = Statement::new(
-            "INSERT INTO voucher_journal (channel, amount, signature, accepted_at_ms) VALUES ",
-        );
-        for (index, entry) in chunk.iter().enumerate() {
-            insert.push(if index == 0 { "(" } else { ", (" });
-            insert
-                .bind(format!("{:#x}", entry.channel))
-                .push(", ")
-                .bind(entry.amount.to_string())
-                .push(", ")
-                .bind(entry.signature.clone())
-                .push(", ")
-                .bind(entry.accepted_at_ms)
-                .push(")");
-        }
-        insert.query()?.execute(&mut *tx).await?;
+    let entries: Vec<&JournalEntry> = batch.journal.iter().collect();
+    for chunk in entries.chunks(INSERT_CHUNK_ROWS) {
+        journal_append(chunk).query()?.execute(&mut *tx).await?;
     }
     Ok(Ok(()))
+}
+
+/// The statement appending `entries` to the voucher journal.
+fn journal_append(entries: &[&JournalEntry]) -> Statement {
+    let mut insert = Statement::new(
+        "INSERT INTO voucher_journal (seq, channel, amount, signature, accepted_at_ms) VALUES ",
+    );
+    for (index, entry) in entries.iter().enumerate() {
+        insert.push(if index == 0 { "(" } else { ", (" });
+        insert
+            .bind(entry.seq)
+            .push(", ")
+            .bind(format!("{:#x}", entry.channel))
+            .push(", ")
+            .bind(entry.amount.to_string())
+            .push(", ")
+            .bind(entry.signature.clone())
+            .push(", ")
+            .bind(entry.accepted_at_ms)
+            .push(")");
+    }
+    insert
 }
 
 /// The stored balances of the accounts a batch moves, locked for the rest
@@ -535,7 +565,7 @@ pub(super) fn merge(batches: &[LedgerBatch]) -> LedgerBatch {
             .iter()
             .flat_map(|b| b.journal.iter().cloned())
             .collect(),
-        clear_journal: batches.iter().any(|b| b.clear_journal),
+        journal_folded_below: batches.iter().filter_map(|b| b.journal_folded_below).max(),
     }
 }
 

@@ -22,7 +22,7 @@ mod sqlite_ledger;
 mod stats;
 mod streams;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 mod videos;
 
 use std::path::{Path, PathBuf};

@@ -260,12 +260,13 @@ fn apply(
     batch: &LedgerBatch,
     now_ms: i64,
 ) -> Result<Result<(), Refusal>, sqlx::Error> {
-    // 0. A fold empties the journal first (its steps are in this batch).
-    if batch.clear_journal {
+    // 0. A fold deletes the journal's rows it folds first (their steps are
+    //    in this batch).
+    if let Some(below) = batch.journal_folded_below {
         connection
-            .prepare_cached("DELETE FROM voucher_journal")
+            .prepare_cached("DELETE FROM voucher_journal WHERE seq < ?1")
             .map_err(sql)?
-            .execute([])
+            .execute([below])
             .map_err(sql)?;
     }
     // 1. Channels: the last state of each, only over its base revision.
@@ -352,13 +353,14 @@ fn apply(
     if !batch.journal.is_empty() {
         let mut append = connection
             .prepare_cached(
-                "INSERT INTO voucher_journal (channel, amount, signature, accepted_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO voucher_journal (seq, channel, amount, signature, accepted_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(sql)?;
         for entry in &batch.journal {
             append
                 .execute(params![
+                    entry.seq,
                     format!("{:#x}", entry.channel),
                     entry.amount.to_string(),
                     entry.signature,

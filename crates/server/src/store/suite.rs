@@ -934,12 +934,12 @@ async fn ledger_suite(store: &Store) {
     );
 }
 
-/// Amounts over the whole u128 range: balances up to 2^128-1, the outside
-/// world down to -(2^128-1), and an overflow refused with nothing written.
 /// The voucher journal: appended with a group's other writes, read back in
-/// order, emptied by a fold before that fold's own appends.
+/// order, and a fold deletes the rows below its mark before that fold's own
+/// appends.
 async fn voucher_journal_suite(store: &Store) {
-    let entry = |channel: u8, amount: u128| crate::store::JournalEntry {
+    let entry = |seq: i64, channel: u8, amount: u128| crate::store::JournalEntry {
+        seq,
         channel: B256::repeat_byte(channel),
         amount: Amount(amount),
         signature: vec![channel; 65],
@@ -947,11 +947,11 @@ async fn voucher_journal_suite(store: &Store) {
     };
     assert_eq!(store.voucher_journal().await.expect("journal"), vec![]);
     let appended = LedgerBatch {
-        journal: vec![entry(0xa1, 5), entry(0xa2, 7)],
+        journal: vec![entry(1, 0xa1, 5), entry(2, 0xa2, 7)],
         ..Default::default()
     };
     let more = LedgerBatch {
-        journal: vec![entry(0xa1, 9)],
+        journal: vec![entry(3, 0xa1, 9), entry(4, 0xa2, 11)],
         ..Default::default()
     };
     assert_eq!(
@@ -960,12 +960,18 @@ async fn voucher_journal_suite(store: &Store) {
     );
     assert_eq!(
         store.voucher_journal().await.expect("journal"),
-        vec![entry(0xa1, 5), entry(0xa2, 7), entry(0xa1, 9)]
+        vec![
+            entry(1, 0xa1, 5),
+            entry(2, 0xa2, 7),
+            entry(3, 0xa1, 9),
+            entry(4, 0xa2, 11)
+        ]
     );
-    // A fold empties what was there; what the same batch appends stays.
+    // A fold deletes the rows below its mark; the rows above and what the
+    // same batch appends stay.
     let folded = LedgerBatch {
-        clear_journal: true,
-        journal: vec![entry(0xa3, 2)],
+        journal_folded_below: Some(3),
+        journal: vec![entry(5, 0xa3, 2)],
         ..Default::default()
     };
     assert_eq!(
@@ -974,12 +980,13 @@ async fn voucher_journal_suite(store: &Store) {
     );
     assert_eq!(
         store.voucher_journal().await.expect("journal"),
-        vec![entry(0xa3, 2)]
+        vec![entry(3, 0xa1, 9), entry(4, 0xa2, 11), entry(5, 0xa3, 2)]
     );
-    // A refused batch appends nothing.
+    // A refused batch appends nothing and deletes nothing.
     let refused = LedgerBatch {
         transfers: vec![spend("journal-overdraft", Address::repeat_byte(0x5e), 1)],
-        journal: vec![entry(0xa4, 3)],
+        journal: vec![entry(6, 0xa4, 3)],
+        journal_folded_below: Some(5),
         ..Default::default()
     };
     assert!(matches!(
@@ -990,8 +997,9 @@ async fn voucher_journal_suite(store: &Store) {
             .as_slice(),
         [Err(Refusal::Insufficient(_))]
     ));
+    assert_eq!(store.voucher_journal().await.expect("journal").len(), 3);
     let cleared = LedgerBatch {
-        clear_journal: true,
+        journal_folded_below: Some(6),
         ..Default::default()
     };
     assert_eq!(
@@ -1001,6 +1009,8 @@ async fn voucher_journal_suite(store: &Store) {
     assert_eq!(store.voucher_journal().await.expect("journal"), vec![]);
 }
 
+/// Amounts over the whole u128 range: balances up to 2^128-1, the outside
+/// world down to -(2^128-1), and an overflow refused with nothing written.
 async fn amount_range_suite(store: &Store) {
     let max = u128::MAX;
     let half = 1u128 << 127;
