@@ -84,39 +84,32 @@ async fn balances(
     Path(address): Path<String>,
 ) -> Result<Json<BalancesView>, ApiError> {
     let address = owned(&caller, &address)?;
-    // Every voucher answered before is in the balances read.
-    state
+    // Every voucher answered before is in the balances read (those still
+    // in the voucher journal included, without folding them).
+    let asset = Address::ZERO;
+    let mut accounts = vec![
+        AccountRef::Available {
+            owner: address,
+            asset,
+        },
+        AccountRef::Revenue {
+            owner: address,
+            asset,
+        },
+    ];
+    if let Some(link) = &state.chain {
+        accounts.push(AccountRef::Revenue {
+            owner: address,
+            asset: link.settings.token,
+        });
+    }
+    let balances = state
         .payments
-        .fold()
+        .balances(&accounts)
         .await
         .map_err(super::payments::engine_error)?;
-    let asset = Address::ZERO;
-    let available = state
-        .ledger
-        .balance(&AccountRef::Available {
-            owner: address,
-            asset,
-        })
-        .await?;
-    let earned = state
-        .ledger
-        .balance(&AccountRef::Revenue {
-            owner: address,
-            asset,
-        })
-        .await?;
-    let earned_on_chain = match &state.chain {
-        Some(link) => Some(non_negative(
-            state
-                .ledger
-                .balance(&AccountRef::Revenue {
-                    owner: address,
-                    asset: link.settings.token,
-                })
-                .await?,
-        )),
-        None => None,
-    };
+    let (available, earned) = (balances[0], balances[1]);
+    let earned_on_chain = balances.get(2).copied().map(non_negative);
     let escrowed = state
         .payments
         .channels_of(address)

@@ -19,9 +19,11 @@
 //! several steps), the oldest first and at most [`FOLD_SLICE`] channels a
 //! commit, so no group of vouchers waits behind a large fold; every waiting
 //! step is folded before any other operation (so nothing else ever meets a
-//! channel row behind its vouchers), before a balance or transfer history
-//! is read ([`Payments::fold`]), when a pool round ends, and on start for
-//! what a stopped node left.
+//! channel row behind its vouchers), before a transfer history is read
+//! ([`Payments::fold`]), when a pool round ends, and on start for what a
+//! stopped node left. Balances are read without a fold
+//! ([`Payments::balances`]: the stored balance plus what the waiting steps
+//! would move).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,8 +31,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use streamweave_ledger::{
-    AccountRef, Address, Amount, B256, ChainOpen, ChainStep, Channel, ChannelError, ChannelState,
-    OpenChannel, PaymentDomain, Transfer, TransferKind, VerifiedVoucher,
+    AccountRef, Address, Amount, B256, Balance, ChainOpen, ChainStep, Channel, ChannelError,
+    ChannelState, OpenChannel, PaymentDomain, Transfer, TransferKind, VerifiedVoucher,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
@@ -208,6 +210,8 @@ pub struct Payments {
     arriving: Arc<AtomicUsize>,
     /// Steps in the voucher journal not folded yet.
     journaled: Arc<AtomicUsize>,
+    /// The stored states of the channels whose steps wait in the journal.
+    waiting: Arc<WaitingView>,
     channels: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
     db: Store,
     pub domain: PaymentDomain,
@@ -236,9 +240,11 @@ impl Payments {
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
         let arriving = Arc::new(AtomicUsize::new(0));
         let journaled = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::new(WaitingView::default());
         // Only where this node is the database's one writer: other nodes
         // read channel rows, which would lag behind the journal.
-        let journal = (!shared_database).then(|| Journal::new(next_seq, journaled.clone(), rounds));
+        let journal = (!shared_database)
+            .then(|| Journal::new(next_seq, journaled.clone(), waiting.clone(), rounds));
         tokio::spawn(run_engine(
             db.clone(),
             channels,
@@ -256,6 +262,7 @@ impl Payments {
             requests: tx,
             arriving,
             journaled,
+            waiting,
             channels: shared,
             db: db.clone(),
             domain,
@@ -399,6 +406,87 @@ impl Payments {
         Arriving(self.arriving.clone())
     }
 
+    /// Accounts' balances with every voucher answered before: the stored
+    /// balances plus what the journal's waiting steps move to or from them
+    /// (exactly what a fold would write), without a fold. Read again when a
+    /// fold commits meanwhile.
+    pub async fn balances(&self, accounts: &[AccountRef]) -> Result<Vec<Balance>, EngineError> {
+        loop {
+            let before = self.waiting.folds.load(Ordering::SeqCst);
+            if before % 2 == 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            let pending = self.pending(accounts)?;
+            let mut balances = Vec::with_capacity(accounts.len());
+            for (account, pending) in accounts.iter().zip(pending) {
+                let stored = self
+                    .db
+                    .balance(account)
+                    .await
+                    .map_err(|_| EngineError::Unavailable)?;
+                balances.push(
+                    stored
+                        .checked_add(pending)
+                        .ok_or_else(|| EngineError::Refused(Refusal::Overflow(account.key())))?,
+                );
+            }
+            if self.waiting.folds.load(Ordering::SeqCst) == before {
+                return Ok(balances);
+            }
+        }
+    }
+
+    /// What the journal's waiting steps move to or from each of `accounts`.
+    fn pending(&self, accounts: &[AccountRef]) -> Result<Vec<Balance>, EngineError> {
+        let stored: Vec<Arc<Channel>> = self
+            .waiting
+            .stored
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut pending = vec![Balance::ZERO; accounts.len()];
+        if stored.is_empty() {
+            return Ok(pending);
+        }
+        // The latest amounts, read under the lock; the splits outside it.
+        let latest: Vec<(Arc<Channel>, Amount, Vec<u8>)> = {
+            let current = self.channels.read().unwrap_or_else(|p| p.into_inner());
+            stored
+                .into_iter()
+                .filter_map(|stored| {
+                    let now = current.get(&stored.id)?;
+                    (now.redeemed > stored.redeemed).then(|| {
+                        let signature = now.last_signature.clone().unwrap_or_default();
+                        (stored, now.redeemed, signature)
+                    })
+                })
+                .collect()
+        };
+        for (stored, redeemed, signature) in latest {
+            let mut folded = Channel::clone(&stored);
+            let Ok(transfers) = folded.redeem_accepted(redeemed, signature) else {
+                continue;
+            };
+            for transfer in &transfers {
+                for (slot, account) in pending.iter_mut().zip(accounts) {
+                    let moved = if transfer.credit == *account {
+                        slot.credit(transfer.amount)
+                    } else if transfer.debit == *account {
+                        slot.debit(transfer.amount)
+                    } else {
+                        continue;
+                    };
+                    *slot = moved
+                        .ok_or_else(|| EngineError::Refused(Refusal::Overflow(account.key())))?;
+                }
+            }
+        }
+        Ok(pending)
+    }
+
     /// Folds the voucher journal, if it holds any step, so that balances and
     /// transfers read next include every voucher answered before.
     pub async fn fold(&self) -> Result<(), EngineError> {
@@ -517,6 +605,8 @@ struct Journal {
     next_seq: i64,
     /// How many steps wait (read by [`Payments::fold`]).
     steps: Arc<AtomicUsize>,
+    /// What readers see of the waiting channels.
+    view: Arc<WaitingView>,
     /// When the latest waiting step was accepted.
     last_accepted_ms: u64,
     /// The pool's rounds: a fold never spans two, so that every step's
@@ -525,13 +615,19 @@ struct Journal {
 }
 
 impl Journal {
-    fn new(next_seq: i64, steps: Arc<AtomicUsize>, rounds: RoundClock) -> Journal {
+    fn new(
+        next_seq: i64,
+        steps: Arc<AtomicUsize>,
+        view: Arc<WaitingView>,
+        rounds: RoundClock,
+    ) -> Journal {
         steps.store(0, Ordering::Relaxed);
         Journal {
             waiting: HashMap::new(),
             oldest_first: VecDeque::new(),
             next_seq,
             steps,
+            view,
             last_accepted_ms: 0,
             rounds,
         }
@@ -542,6 +638,11 @@ impl Journal {
         let accepted_ms = u64::try_from(entry.accepted_at_ms).unwrap_or(0);
         let waiting = self.waiting.entry(entry.channel).or_insert_with(|| {
             self.oldest_first.push_back(entry.channel);
+            self.view
+                .stored
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(entry.channel, Arc::new(stored.clone()));
             Waiting {
                 stored: stored.clone(),
                 first_seq: entry.seq,
@@ -630,10 +731,12 @@ impl Journal {
 
     /// Forgets the `count` oldest waiting channels, folded.
     fn folded(&mut self, count: usize) {
+        let mut view = self.view.stored.write().unwrap_or_else(|p| p.into_inner());
         for id in self
             .oldest_first
             .drain(..count.min(self.oldest_first.len()))
         {
+            view.remove(&id);
             if let Some(waiting) = self.waiting.remove(&id) {
                 self.steps.fetch_sub(waiting.steps, Ordering::Relaxed);
             }
@@ -649,6 +752,9 @@ async fn fold(db: &Store, journal: &mut Journal, count: usize, channels: &HashMa
         return;
     };
     let stamp_ms = i64::try_from(stamp_ms).unwrap_or(i64::MAX);
+    // Readers of balances read again when a fold moved amounts from the
+    // waiting steps to the stored balances meanwhile.
+    journal.view.folds.fetch_add(1, Ordering::SeqCst);
     match db.commit(&[batch], stamp_ms).await {
         Ok(outcome) if matches!(outcome.as_slice(), [Ok(())]) => {
             journal.folded(count);
@@ -659,6 +765,16 @@ async fn fold(db: &Store, journal: &mut Journal, count: usize, channels: &HashMa
         Ok(outcome) => error!(?outcome, "the voucher journal's fold was refused"),
         Err(err) => error!(%err, "folding the voucher journal"),
     }
+    journal.view.folds.fetch_add(1, Ordering::SeqCst);
+}
+
+/// What readers see of the voucher journal: the stored state of each
+/// channel whose steps wait (its current state is the engine's), and a
+/// count of folds, odd while one commits.
+#[derive(Default)]
+struct WaitingView {
+    stored: std::sync::RwLock<HashMap<B256, Arc<Channel>>>,
+    folds: std::sync::atomic::AtomicU64,
 }
 
 /// Folds what the voucher journal holds, on start: a node stopped since it
@@ -1248,15 +1364,15 @@ async fn run_payouts(db: Store, payments: Payments) {
                 continue;
             }
         };
-        if !thresholds.is_empty()
-            && let Err(err) = payments.fold().await
-        {
-            warn!(%err, "folding the voucher journal before payouts");
-        }
         for (owner, threshold) in thresholds {
             let asset = Address::ZERO;
-            let earned = match db.balance(&AccountRef::Revenue { owner, asset }).await {
-                Ok(earned) => earned.non_negative().0,
+            // With the voucher journal's waiting steps: the withdrawal
+            // meets them, so they are folded before it is applied.
+            let earned = match payments
+                .balances(&[AccountRef::Revenue { owner, asset }])
+                .await
+            {
+                Ok(earned) => earned.first().map_or(0, |b| b.non_negative().0),
                 Err(err) => {
                     error!(%err, "reading an earned balance");
                     continue;
@@ -1504,6 +1620,16 @@ mod tests {
             );
             assert_eq!(row_of(&db, &channel).await.redeemed, Amount(0));
             assert_eq!(payments.redeemed(&channel.id), Some(Amount(7_001)));
+            // Balances read meanwhile count the waiting steps, without a fold.
+            let read = payments
+                .balances(&[revenue(payee), PLATFORM])
+                .await
+                .expect("balances");
+            assert_eq!(
+                read,
+                vec![Balance::from(Amount(6_790)), Balance::from(Amount(211))]
+            );
+            assert_eq!(db.voucher_journal().await.expect("journal").len(), 3);
             payments.fold().await.expect("fold");
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
             let row = row_of(&db, &channel).await;
@@ -1632,7 +1758,12 @@ mod tests {
         #[test]
         fn folds_take_the_oldest_channels_in_slices_once_they_waited() {
             let (payer, payee) = (Address::repeat_byte(0xa1), Address::repeat_byte(0xb0));
-            let mut journal = Journal::new(1, Arc::new(AtomicUsize::new(0)), rounds(3_600_000));
+            let mut journal = Journal::new(
+                1,
+                Arc::new(AtomicUsize::new(0)),
+                Arc::new(WaitingView::default()),
+                rounds(3_600_000),
+            );
             assert_eq!(journal.due(true, 1_600), 0, "nothing waits");
             // Channels whose first steps were accepted 1 ms apart from t = 1,000,
             // each then paid again.
