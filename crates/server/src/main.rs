@@ -406,6 +406,12 @@ enum Command {
     },
 }
 
+/// mimalloc keeps freed memory in per-thread pages for reuse, where the
+/// system allocator spent a large share of a busy process's CPU in `malloc`,
+/// `free` and clearing fresh pages (docs/benchmarks.md, "Paying viewers").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env()
