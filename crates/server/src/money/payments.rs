@@ -420,11 +420,10 @@ impl Payments {
             let pending = self.pending(accounts)?;
             let mut balances = Vec::with_capacity(accounts.len());
             for (account, pending) in accounts.iter().zip(pending) {
-                let stored = self
-                    .db
-                    .balance(account)
-                    .await
-                    .map_err(|_| EngineError::Unavailable)?;
+                let stored = self.db.balance(account).await.map_err(|err| {
+                    warn!(%err, "reading a balance");
+                    EngineError::Unavailable
+                })?;
                 balances.push(
                     stored
                         .checked_add(pending)
@@ -467,8 +466,13 @@ impl Payments {
         };
         for (stored, redeemed, signature) in latest {
             let mut folded = Channel::clone(&stored);
-            let Ok(transfers) = folded.redeem_accepted(redeemed, signature) else {
-                continue;
+            let transfers = match folded.redeem_accepted(redeemed, signature) {
+                Ok(transfers) => transfers,
+                // Never, for the engine's own states; the fold refuses it too.
+                Err(err) => {
+                    error!(%err, channel = %format!("{:#x}", stored.id), "a journal step does not fold");
+                    continue;
+                }
             };
             for transfer in &transfers {
                 for (slot, account) in pending.iter_mut().zip(accounts) {
