@@ -3,8 +3,9 @@
 # against nginx serving the same segments, in one run on this machine.
 # `streamweave bench viewers` runs N viewers: each polls the live playlist
 # every second, pays each new segment with a voucher and fetches it. The
-# static run makes the same playlist and segment requests at the same rate
-# against nginx. The server (with the ladder's ffmpeg, its child) and nginx
+# static run makes the same playlist and segment requests at the same
+# moments against nginx (a new segment every 2 s, fetched by each viewer at
+# its first poll after it appeared); nginx's CPU is its workers'. The server (with the ladder's ffmpeg, its child) and nginx
 # are confined to CPU 1, the load generator and the publishing ffmpeg to
 # CPU 0 (taskset), so the generator's cost does not count against either.
 # Viewers join one after another over a 10 s ramp; requests are measured
@@ -57,7 +58,8 @@ start_nginx "$ROOT_DIR"
 for viewers in "${COUNTS[@]}"; do
   echo "nginx viewers: $viewers for ${RUN_SECONDS}s" >&2
   taskset -c 0 "$BIN" bench viewers --static-base "http://127.0.0.1:$NGINX_PORT/360p" --static-segments "$SEGMENTS" \
-    --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 >"$WORK/nginx-$viewers.json"
+    --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 \
+    --static-server-pids "$(pgrep -d, -P "$NGINX_PID")" >"$WORK/nginx-$viewers.json"
 done
 
 echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; viewers join over 10 s, then ${RUN_SECONDS}s measured; 360p stream, 2 s segments, 1 s playlist polls"

@@ -100,13 +100,26 @@ impl PaidSession {
     /// A voucher for a cumulative `amount`, signed by the session key: the
     /// path to post it to and its JSON body.
     pub fn voucher(&self, amount: Amount) -> (String, Value) {
+        let signature = self.session_key.sign_digest(self.voucher_digest(amount));
+        self.signed_voucher(amount, &signature)
+    }
+
+    /// What a voucher for a cumulative `amount` signs (EIP-712).
+    pub(crate) fn voucher_digest(&self, amount: Amount) -> B256 {
+        self.domain.voucher_digest(self.channel_id, amount.0)
+    }
+
+    /// The session key (signs the channel's vouchers).
+    pub(crate) fn session_key(&self) -> &SigningKey {
+        &self.session_key
+    }
+
+    /// A voucher already signed: the path to post it to and its JSON body.
+    pub(crate) fn signed_voucher(&self, amount: Amount, signature: &[u8; 65]) -> (String, Value) {
         let channel = self.channel_id;
-        let signature = self
-            .session_key
-            .sign_digest(self.domain.voucher_digest(channel, amount.0));
         (
             format!("/api/v1/channels/{channel:#x}/vouchers"),
-            json!({"amount": amount.to_string(), "signature": hex(&signature)}),
+            json!({"amount": amount.to_string(), "signature": hex(signature)}),
         )
     }
 }

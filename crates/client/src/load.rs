@@ -3,13 +3,15 @@
 //! request timed. A static mode makes the same requests at the same rate
 //! against plain files (e.g. nginx serving the same segments) for comparison.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use m3u8_rs::MediaPlaylist;
 use serde::Serialize;
-use streamweave_ledger::{Amount, GateDecision, SigningKey};
-use tokio::sync::Semaphore;
+use streamweave_ledger::{Amount, B256, GateDecision, SigningKey};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 use crate::viewer_http::{Origin, ViewerHttp};
@@ -44,15 +46,17 @@ pub struct PaidLoad {
     pub server_pid: Option<u32>,
 }
 
-/// Free viewers of plain files: `{base}/index.m3u8` polled, and one of
-/// `{base}/{0..segments}.m4s` fetched every `segment_duration_ms`.
+/// Free viewers of plain files as of a live stream: `{base}/index.m3u8`
+/// polled, and a new segment "appears" every `segment_duration_ms` (one of
+/// `{base}/{0..segments}.m4s` in turn), which each viewer fetches at its
+/// first poll after it appeared, as the paying viewers of a live stream do.
 #[derive(Debug, Clone)]
 pub struct StaticLoad {
     /// URL of a rendition's directory.
     pub base: String,
     /// Segments there, `0.m4s` up.
     pub segments: u64,
-    /// The period of segment requests per viewer.
+    /// How often a new segment appears.
     pub segment_duration_ms: u64,
     /// Viewers.
     pub viewers: usize,
@@ -62,6 +66,9 @@ pub struct StaticLoad {
     pub ramp_seconds: u64,
     /// How often each viewer polls the playlist.
     pub poll_interval_ms: u64,
+    /// The processes serving the files (nginx's workers), to report their
+    /// CPU together.
+    pub server_pids: Vec<u32>,
 }
 
 /// Latencies of one kind of request.
@@ -214,6 +221,13 @@ impl Window {
     /// When viewer `index` of `viewers` joins.
     fn join_at(&self, index: usize, viewers: usize) -> Instant {
         self.started + self.ramp.mul_f64(index as f64 / viewers.max(1) as f64)
+    }
+
+    /// The live edge at `at` of a stream whose segments appear every
+    /// `segment_duration_ms` from the window's start: how many have.
+    fn live_edge(&self, at: Instant, segment_duration_ms: u64) -> u64 {
+        let elapsed_ms = at.saturating_duration_since(self.started).as_millis();
+        u64::try_from(elapsed_ms / u128::from(segment_duration_ms.max(1))).unwrap_or(u64::MAX)
     }
 
     /// Whether a request started at `at` is measured.
@@ -371,13 +385,24 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     let poll = Duration::from_millis(config.poll_interval_ms.max(100));
     let window = Window::new(config.ramp_seconds, config.seconds, poll);
     let server_pid = config.server_pid.map(|p| p.to_string());
+    let shared = Shared {
+        signing: VoucherSigning::start()
+            .map_err(|err| ClientError::Protocol(format!("starting the signing thread: {err}")))?,
+        playlists: Arc::default(),
+    };
     let mut watchers = JoinSet::new();
     let joining = ready.len();
     for (index, (session, rendition)) in ready.into_iter().enumerate() {
         let connection = ViewerHttp::new(origin.clone());
         let join_at = window.join_at(index, joining);
         watchers.spawn(watch_paying(
-            connection, session, rendition, window, join_at, poll,
+            connection,
+            shared.clone(),
+            session,
+            rendition,
+            window,
+            join_at,
+            poll,
         ));
     }
     let watching = watchers.len();
@@ -409,14 +434,114 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     Ok(out)
 }
 
+/// How far below the thread reading the viewers' media the signing thread
+/// runs (nice levels).
+const SIGNING_NICENESS: i32 = 10;
+
+/// Vouchers waiting to be signed before a viewer signs its own inline.
+const SIGNING_QUEUE: usize = 65_536;
+
+struct SignJob {
+    key: SigningKey,
+    digest: B256,
+    reply: oneshot::Sender<[u8; 65]>,
+}
+
+/// Signs the simulated viewers' vouchers on a thread of its own, below the
+/// priority of the thread reading their media. Each real player signs on
+/// its own device; here thousands share one core, and a burst of
+/// signatures (half the viewers pay when a new segment appears) must not
+/// hold up reading the other viewers' segments, whose latency is measured.
+#[derive(Clone)]
+struct VoucherSigning {
+    jobs: mpsc::SyncSender<SignJob>,
+}
+
+impl VoucherSigning {
+    fn start() -> std::io::Result<VoucherSigning> {
+        let (jobs, queue) = mpsc::sync_channel::<SignJob>(SIGNING_QUEUE);
+        std::thread::Builder::new()
+            .name("voucher-signing".into())
+            .spawn(move || {
+                let thread = rustix::thread::gettid();
+                let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
+                if let Err(err) =
+                    rustix::process::setpriority_process(Some(thread), current + SIGNING_NICENESS)
+                {
+                    tracing::warn!(%err, "lowering the signing thread's priority");
+                }
+                for job in queue {
+                    let _ = job.reply.send(job.key.sign_digest(job.digest));
+                }
+            })?;
+        Ok(VoucherSigning { jobs })
+    }
+
+    /// `digest` signed by `key`: on the signing thread, or here when its
+    /// queue is full or gone.
+    async fn sign(&self, key: &SigningKey, digest: B256) -> [u8; 65] {
+        let (reply, answer) = oneshot::channel();
+        let job = SignJob {
+            key: key.clone(),
+            digest,
+            reply,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => match answer.await {
+                Ok(signature) => signature,
+                Err(_) => key.sign_digest(digest),
+            },
+            Err(_) => key.sign_digest(digest),
+        }
+    }
+}
+
+/// Media playlists parsed once for every viewer: the viewers of a stream
+/// fetch the same bytes, and each new segment had them parse those bytes
+/// 10,000 times within one second.
+#[derive(Default)]
+struct ParsedPlaylists {
+    recent: Mutex<VecDeque<(Bytes, Arc<MediaPlaylist>)>>,
+}
+
+impl ParsedPlaylists {
+    /// Distinct playlists kept (a live playlist changes with each part).
+    const KEPT: usize = 8;
+
+    fn parse(&self, bytes: &[u8]) -> Option<Arc<MediaPlaylist>> {
+        {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, parsed)) = recent.iter().find(|(kept, _)| kept[..] == *bytes) {
+                return Some(parsed.clone());
+            }
+        }
+        let parsed = Arc::new(m3u8_rs::parse_media_playlist_res(bytes).ok()?);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_front((Bytes::copy_from_slice(bytes), parsed.clone()));
+        recent.truncate(Self::KEPT);
+        Some(parsed)
+    }
+}
+
+/// What the viewers of one run share.
+#[derive(Clone)]
+struct Shared {
+    signing: VoucherSigning,
+    playlists: Arc<ParsedPlaylists>,
+}
+
 /// Posts a voucher for a cumulative `amount` on the viewer's connection,
 /// as a player sends it beside its media requests.
 async fn pay(
     connection: &mut ViewerHttp,
     session: &crate::PaidSession,
+    signing: &VoucherSigning,
     amount: Amount,
 ) -> Result<(), String> {
-    let (path, voucher) = session.voucher(amount);
+    let signature = signing
+        .sign(session.session_key(), session.voucher_digest(amount))
+        .await;
+    let (path, voucher) = session.signed_voucher(amount, &signature);
     let (status, answer) = connection
         .post_json(&path, Bytes::from(voucher.to_string()))
         .await?;
@@ -430,6 +555,7 @@ async fn pay(
 /// One paying viewer: polls, pays each new segment ahead of fetching it, fetches it.
 async fn watch_paying(
     mut connection: ViewerHttp,
+    shared: Shared,
     session: crate::PaidSession,
     rendition: String,
     window: Window,
@@ -465,7 +591,7 @@ async fn watch_paying(
                     continue;
                 }
                 newest_seen = newest.map(<[u8]>::to_vec);
-                m3u8_rs::parse_media_playlist_res(&bytes).ok()
+                shared.playlists.parse(&bytes)
             }
             Ok((status, _)) => {
                 tally.error(format!("playlist: {status}"));
@@ -501,12 +627,12 @@ async fn watch_paying(
                         _ => required,
                     };
                     let started = Instant::now();
-                    let mut result = pay(&mut connection, &session, through_next)
+                    let mut result = pay(&mut connection, &session, &shared.signing, through_next)
                         .await
                         .map(|()| through_next);
                     if result.is_err() {
                         // The window was narrower (or the voucher failed): this segment alone.
-                        result = pay(&mut connection, &session, required)
+                        result = pay(&mut connection, &session, &shared.signing, required)
                             .await
                             .map(|()| required);
                     }
@@ -538,7 +664,9 @@ async fn watch_paying(
                         let mut probe = meter.clone();
                         if let GateDecision::PaymentRequired { required } =
                             probe.decide(sequence, duration_ms, Amount(0))
-                            && pay(&mut connection, &session, required).await.is_ok()
+                            && pay(&mut connection, &session, &shared.signing, required)
+                                .await
+                                .is_ok()
                         {
                             paid = paid.max(required);
                         }
@@ -589,8 +717,8 @@ pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
             let mut tally = ViewerTally::default();
             tokio::time::sleep_until((join_at + poll.mul_f64(rand::random::<f64>())).into()).await;
             let mut tick = tokio::time::interval(poll);
-            let mut next_segment_at = Instant::now();
-            let mut sequence = viewer as u64 % config.segments.max(1);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut fetched: Option<u64> = None;
             while Instant::now() < window.deadline {
                 tick.tick().await;
                 let started = Instant::now();
@@ -599,8 +727,12 @@ pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
                     Ok((status, _)) => tally.error(format!("playlist: {status}")),
                     Err(err) => tally.error(format!("playlist: {err}")),
                 }
-                if Instant::now() >= next_segment_at {
-                    next_segment_at += Duration::from_millis(config.segment_duration_ms);
+                // The newest segment, once: every viewer polling in the
+                // second after it appeared asks for it then.
+                let newest = window.live_edge(Instant::now(), config.segment_duration_ms);
+                if fetched != Some(newest) {
+                    fetched = Some(newest);
+                    let sequence = newest % config.segments.max(1);
                     let started = Instant::now();
                     match connection
                         .get_counted(&format!("{base}/{sequence}.m4s"))
@@ -612,14 +744,18 @@ pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
                         Ok((status, _)) => tally.error(format!("segment: {status}")),
                         Err(err) => tally.error(format!("segment: {err}")),
                     }
-                    sequence = (sequence + 1) % config.segments.max(1);
                 }
             }
             tally
         });
     }
     tokio::time::sleep_until(window.measure_from.into()).await;
-    let cpu = CpuWatch::start(vec!["self".to_string()]);
+    let cpu = CpuWatch::start(
+        ["self".to_string()]
+            .into_iter()
+            .chain(config.server_pids.iter().map(u32::to_string))
+            .collect(),
+    );
     let mut tallies = Vec::with_capacity(config.viewers);
     let mut failed = ViewerTally::default();
     while let Some(joined) = watchers.join_next().await {
@@ -633,7 +769,12 @@ pub async fn run_static(config: StaticLoad) -> Result<LoadReport, ClientError> {
     let mut out = report(config.viewers, config.seconds, 0, tallies);
     out.viewers_watching = watching;
     out.ramp_seconds = config.ramp_seconds;
-    out.generator_cpu_percent = cpu.percents().first().copied().flatten();
+    let percents = cpu.percents();
+    out.generator_cpu_percent = percents.first().copied().flatten();
+    if !config.server_pids.is_empty() {
+        // All of them, or nothing (a worker that went away is not 0 %).
+        out.server_cpu_percent = percents[1..].iter().copied().sum();
+    }
     Ok(out)
 }
 
@@ -656,6 +797,45 @@ mod tests {
             newest_segment_uri(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n"),
             None
         );
+    }
+
+    #[test]
+    fn equal_playlists_are_parsed_once_and_changed_ones_again() {
+        let playlists = ParsedPlaylists::default();
+        let first =
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2,\n7.m4s\n";
+        let next = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2,\n7.m4s\n#EXTINF:2,\n8.m4s\n";
+        let parsed = playlists.parse(first).expect("a media playlist");
+        assert_eq!((parsed.media_sequence, parsed.segments.len()), (7, 1));
+        // Equal bytes fetched anew (another viewer's response).
+        let fetched_again = Bytes::copy_from_slice(first);
+        let again = playlists.parse(&fetched_again).expect("kept");
+        assert!(Arc::ptr_eq(&parsed, &again));
+        let moved = playlists.parse(next).expect("a media playlist");
+        assert!(!Arc::ptr_eq(&parsed, &moved));
+        assert_eq!(moved.segments.len(), 2);
+        assert!(playlists.parse(b"not a playlist").is_none());
+        // Only the last few distinct playlists are kept.
+        for sequence in 0..ParsedPlaylists::KEPT + 1 {
+            let other =
+                format!("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:{sequence}\n#EXTINF:2,\n{sequence}.m4s\n");
+            playlists.parse(other.as_bytes()).expect("a media playlist");
+        }
+        let kept = playlists.recent.lock().expect("lock").len();
+        assert_eq!(kept, ParsedPlaylists::KEPT);
+        assert!(!Arc::ptr_eq(
+            &parsed,
+            &playlists.parse(first).expect("parsed anew")
+        ));
+    }
+
+    #[tokio::test]
+    async fn vouchers_signed_on_the_signing_thread_are_the_keys_signatures() {
+        let signing = VoucherSigning::start().expect("thread");
+        let key = SigningKey::from_bytes(&[9; 32]).expect("key");
+        let digest = B256::repeat_byte(3);
+        // Deterministic (RFC 6979): the same bytes as signing here.
+        assert_eq!(signing.sign(&key, digest).await, key.sign_digest(digest));
     }
 
     #[test]
@@ -696,6 +876,18 @@ mod tests {
         tally.playlist(&window, window.started);
         assert_eq!((tally.segments_us.len(), tally.segment_bytes), (0, 0));
         assert!(tally.playlists_us.is_empty());
+    }
+
+    #[test]
+    fn a_static_live_edge_moves_one_segment_a_period() {
+        let window = Window::new(10, 30, Duration::from_secs(1));
+        let at = |ms| window.started + Duration::from_millis(ms);
+        assert_eq!(window.live_edge(at(0), 2000), 0);
+        assert_eq!(window.live_edge(at(1999), 2000), 0);
+        assert_eq!(window.live_edge(at(2000), 2000), 1);
+        assert_eq!(window.live_edge(at(9_000), 2000), 4);
+        // Before the start (never asked) and a zero period do not panic.
+        assert_eq!(window.live_edge(window.started, 0), 0);
     }
 
     #[test]

@@ -391,6 +391,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             }
         });
     }
+    // One recovery thread per core this process may run on.
+    let verifier = crate::money::verifier::Verifier::start(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        settings.voucher_recovery_niceness,
+    )
+    .context("starting the voucher recovery threads")?;
     let state = AppState::new(crate::http::Services {
         remote_blocks,
         views,
@@ -409,6 +415,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         public_cids: Arc::default(),
         ledger,
         payments,
+        verifier,
         sessions: Arc::new(crate::money::sessions::Sessions::default()),
         events,
         stats: stats.clone(),

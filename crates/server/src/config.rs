@@ -279,6 +279,10 @@ pub struct ServeArgs {
     /// Limit loopback clients too on `--dev` servers (which exempt them).
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_LOOPBACK")]
     pub rate_limit_loopback: bool,
+    /// How many nice levels below the HTTP workers vouchers' signatures are
+    /// recovered (0-19; default 0, the same priority).
+    #[arg(long, env = "STREAMWEAVE_VOUCHER_RECOVERY_NICENESS")]
+    pub voucher_recovery_niceness: Option<i32>,
     /// Proxies whose `X-Forwarded-For` is believed (repeatable addresses).
     #[arg(long, env = "STREAMWEAVE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxy: Vec<std::net::IpAddr>,
@@ -356,6 +360,7 @@ struct FileConfig {
     rate_limit_writes: Option<u32>,
     rate_limit_playback: Option<u32>,
     rate_limit_loopback: Option<bool>,
+    voucher_recovery_niceness: Option<i32>,
     trusted_proxies: Option<Vec<std::net::IpAddr>>,
     dev: Option<bool>,
 }
@@ -432,6 +437,8 @@ pub struct Settings {
     pub rate_limit_writes: u32,
     pub rate_limit_playback: u32,
     pub rate_limit_loopback: bool,
+    /// Nice levels below the HTTP workers for voucher recovery (0-19).
+    pub voucher_recovery_niceness: i32,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub dev: bool,
 }
@@ -759,6 +766,16 @@ impl Settings {
                 .unwrap_or(6000),
             rate_limit_loopback: args.rate_limit_loopback
                 || file.rate_limit_loopback.unwrap_or(false),
+            voucher_recovery_niceness: match args
+                .voucher_recovery_niceness
+                .or(file.voucher_recovery_niceness)
+            {
+                None => crate::money::verifier::DEFAULT_RECOVERY_NICENESS,
+                Some(niceness @ 0..=19) => niceness,
+                Some(other) => {
+                    anyhow::bail!("--voucher-recovery-niceness must be 0 to 19, not {other}")
+                }
+            },
             trusted_proxies: if args.trusted_proxy.is_empty() {
                 file.trusted_proxies.unwrap_or_default()
             } else {
@@ -911,6 +928,26 @@ mod tests {
         );
         assert!(ice_server_links(&turn, Some("a\"b"), Some("c")).is_err());
         assert!(ice_server_links(&["http://x".to_string()], None, None).is_err());
+    }
+
+    #[test]
+    fn voucher_recovery_niceness_defaults_to_the_workers_priority_and_stays_a_nice_level() {
+        let resolve = |niceness| {
+            Settings::resolve(ServeArgs {
+                voucher_recovery_niceness: niceness,
+                ..ServeArgs::default()
+            })
+        };
+        let default = resolve(None).expect("valid");
+        assert_eq!(default.voucher_recovery_niceness, 0);
+        assert_eq!(
+            resolve(Some(10)).expect("valid").voucher_recovery_niceness,
+            10
+        );
+        for refused in [-1, 20] {
+            let err = resolve(Some(refused)).expect_err("outside 0-19");
+            assert!(format!("{err:#}").contains("0 to 19"), "{err:#}");
+        }
     }
 
     #[test]

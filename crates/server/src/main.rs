@@ -239,6 +239,10 @@ enum BenchCommand {
         /// The server's process id, to report its CPU and memory.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// With --static-base: the processes serving the files (nginx's
+        /// workers), comma-separated, to report their CPU together.
+        #[arg(long, value_delimiter = ',', requires = "static_base")]
+        static_server_pids: Vec<u32>,
     },
     /// Archive throughput on one core (DAG, CAR, Piece CID) next to raw sha256.
     Archive {
@@ -563,6 +567,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             static_segments,
             segment_duration_ms,
             server_pid,
+            static_server_pids,
         }) => runtime()?.block_on(async move {
             use streamweave_client::load;
             let report = match (static_base, server, stream) {
@@ -574,6 +579,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     seconds,
                     ramp_seconds,
                     poll_interval_ms,
+                    server_pids: static_server_pids,
                 })
                 .await
                 .map_err(|err| anyhow::anyhow!("{err}"))?,

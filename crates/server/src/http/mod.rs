@@ -91,6 +91,8 @@ pub struct Services {
     pub public_cids: Arc<ipfs::PublicCids>,
     pub ledger: Store,
     pub payments: Payments,
+    /// Recovers vouchers' signers below the media answers' priority.
+    pub verifier: crate::money::verifier::Verifier,
     pub sessions: Arc<crate::money::sessions::Sessions>,
     pub events: Arc<crate::live::events::Events>,
     pub stats: Arc<crate::money::stats::WatchStats>,

@@ -18,6 +18,7 @@ use super::auth::{Caller, alloy_hex, parse_address, rfc3339};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
 use crate::model::now_ms;
 use crate::money::payments::{EngineError, Operation};
+use crate::money::verifier::VerifyError;
 use crate::store::Refusal;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -244,6 +245,18 @@ pub fn engine_error(err: EngineError) -> ApiError {
     }
 }
 
+fn verify_error(err: VerifyError) -> ApiError {
+    match err {
+        VerifyError::Voucher(err) => channel_error(err),
+        VerifyError::Busy | VerifyError::Stopped => ApiError::custom(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vouchers-busy",
+            "Vouchers busy",
+            format!("{err}; retry"),
+        ),
+    }
+}
+
 fn channel_error(err: ChannelError) -> ApiError {
     let status = match err {
         ChannelError::Signature(_) | ChannelError::WrongSigner => StatusCode::UNPROCESSABLE_ENTITY,
@@ -465,6 +478,7 @@ pub struct VoucherAccepted {
         (status = 200, description = "Accepted and durable", body = VoucherAccepted),
         (status = 409, description = "Not increasing, above deposit, channel not open or expired", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad or foreign signature", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Signature checks saturated (vouchers-busy) or the channel busy on other nodes; retry", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn submit_voucher(
@@ -502,8 +516,13 @@ async fn accept_voucher(
     // The engine's next group may wait for this voucher.
     let arriving = state.payments.arriving();
     super::sessions::check_prepay_window(state, &signer.channel, amount).await?;
-    // Recovery is the expensive part: done here, in parallel, before the engine.
-    let verified = signer.verify(amount, &signature).map_err(channel_error)?;
+    // Recovery is the expensive part: done on the recovery threads, in
+    // parallel and below the media answers' priority, before the engine.
+    let verified = state
+        .verifier
+        .verify(signer, amount, signature)
+        .await
+        .map_err(verify_error)?;
     let done = state
         .payments
         .submit_arrived(Operation::Voucher(verified), arriving)

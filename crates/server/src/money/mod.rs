@@ -4,3 +4,4 @@
 pub mod payments;
 pub mod sessions;
 pub mod stats;
+pub mod verifier;
