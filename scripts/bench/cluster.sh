@@ -15,27 +15,7 @@ NODES="${2:-3}"
 LIVE_SECONDS="${3:-60}"
 need wrk nginx curl python3 psql ffmpeg
 build
-PG_URL="${STREAMWEAVE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
-NATS="${STREAMWEAVE_NATS:-nats://127.0.0.1:4222}"
-venv="${STREAMWEAVE_VENV:-$HOME/.cache/streamweave/venv}"
-if [ ! -x "$venv/bin/moto_server" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
-fi
-S3_PORT=$(free_port)
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$WORK/s3.log" 2>&1 &
-PIDS+=($!)
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
-for _ in $(seq 100); do curl -sf -X PUT "http://127.0.0.1:$S3_PORT/blocks" >/dev/null && break; sleep 0.1; done
-
-new_schema() {
-  local schema="sw_bench_${1}_$$"
-  psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
-  SCHEMAS+=("$schema")
-  DATABASE="$PG_URL?options=-c%20search_path%3D$schema"
-}
-SCHEMAS=()
-drop_schemas() { for schema in "${SCHEMAS[@]}"; do psql "$PG_URL" -qc "DROP SCHEMA $schema CASCADE" >/dev/null || true; done; }
+start_s3
 
 run_wrk() { # URL CONNECTIONS -> "requests/s errors"
   wrk -t2 -c"$2" -d"${DURATION}s" "$1" 2>&1 | awk '

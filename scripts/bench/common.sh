@@ -31,7 +31,8 @@ build() {
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start_server LOGFILE [extra args...]: sets HTTP and RTMP. With
-# SERVER_CPUS set (e.g. 1), the server runs confined to those CPUs.
+# SERVER_CPUS set (e.g. 1), the server runs confined to those CPUs; with
+# DATA_DIR set, on that data directory ($WORK/data otherwise).
 start_server() {
   local log="$1"; shift
   HTTP="127.0.0.1:$(free_port)"; RTMP="127.0.0.1:$(free_port)"
@@ -39,7 +40,7 @@ start_server() {
   if [ -n "${SERVER_CPUS:-}" ]; then confine=(taskset -c "$SERVER_CPUS"); fi
   # One load generator is one client address: no per-address connection cap
   # and no per-address request limits.
-  "${confine[@]}" "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" \
+  "${confine[@]}" "$BIN" serve --data-dir "${DATA_DIR:-$WORK/data}" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" \
     --max-http-connections-per-ip 0 --rate-limit-api 0 --rate-limit-writes 0 \
     --rate-limit-playback 0 --rate-limit-wallet 0 --challenges-per-ip-per-minute 1000000 "$@" 2>"$log" &
   SERVER_PID=$!
@@ -100,3 +101,32 @@ CONF
   PIDS+=("$NGINX_PID")
   sleep 0.5
 }
+
+# start_s3: an S3-compatible server (moto, from PyPI, in a virtualenv of its
+# own) with a bucket `blocks`, for nodes of a cluster; sets S3_PORT and the
+# AWS_* variables the nodes read. Also sets PG_URL and NATS for them.
+start_s3() {
+  PG_URL="${STREAMWEAVE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
+  NATS="${STREAMWEAVE_NATS:-nats://127.0.0.1:4222}"
+  local venv="${STREAMWEAVE_VENV:-$HOME/.cache/streamweave/venv}"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+  fi
+  S3_PORT=$(free_port)
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$WORK/s3.log" 2>&1 &
+  PIDS+=($!)
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_DEFAULT_REGION=us-east-1
+  for _ in $(seq 100); do curl -sf -X PUT "http://127.0.0.1:$S3_PORT/blocks" >/dev/null && break; sleep 0.1; done
+}
+
+# new_schema NAME: a fresh PostgreSQL schema; sets DATABASE (a URL whose
+# connections use it). drop_schemas removes every one made.
+SCHEMAS=()
+new_schema() {
+  local schema="sw_bench_${1}_$$"
+  psql "$PG_URL" -qc "CREATE SCHEMA $schema" >/dev/null
+  SCHEMAS+=("$schema")
+  DATABASE="$PG_URL?options=-c%20search_path%3D$schema"
+}
+drop_schemas() { for schema in "${SCHEMAS[@]}"; do psql "$PG_URL" -qc "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" >/dev/null || true; done; }

@@ -10,18 +10,41 @@
 # CPU 0 (taskset), so the generator's cost does not count against either.
 # Viewers join one after another over a 10 s ramp; requests are measured
 # once all have joined (errors all along).
-# Usage: scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
+# With NODES=3 (say), the viewers are spread over a cluster of that many
+# nodes instead (one PostgreSQL database, NATS, one S3 bucket; viewer i
+# watches and pays through node i mod N), all of them confined to CPU 1;
+# PostgreSQL, NATS and the S3 server run where the machine puts them. The
+# nginx run is then left out (its files come from a node's own store).
+# Usage: [NODES=N] scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
 source "$(dirname "$0")/common.sh"
 RUN_SECONDS="${1:-30}"
 shift || true
 COUNTS=("$@")
 [ "${#COUNTS[@]}" -gt 0 ] || COUNTS=(1000 10000)
+NODES="${NODES:-1}"
 need nginx ffmpeg curl python3 taskset
 build
 export SERVER_CPUS=1
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-start_server "$WORK/server.log" --dev
+SERVERS=() SERVER_PIDS=()
+if [ "$NODES" -gt 1 ]; then
+  need psql
+  start_s3
+  new_schema viewers
+  trap 'drop_schemas; cleanup' EXIT
+  for node in $(seq "$NODES"); do
+    DATA_DIR="$WORK/node$node" start_server "$WORK/node$node.log" --dev --database "$DATABASE" --nats "$NATS" \
+      --blockstore s3://blocks/viewers --blockstore-s3-endpoint "http://127.0.0.1:$S3_PORT"
+    SERVERS+=("http://$HTTP") SERVER_PIDS+=("$SERVER_PID")
+    FIRST_HTTP="${FIRST_HTTP:-$HTTP}" FIRST_RTMP="${FIRST_RTMP:-$RTMP}"
+  done
+  # The stream is created and ingested on the first node.
+  HTTP="$FIRST_HTTP" RTMP="$FIRST_RTMP"
+else
+  start_server "$WORK/server.log" --dev
+  SERVERS+=("http://$HTTP") SERVER_PIDS+=("$SERVER_PID")
+fi
 "$BIN" keys new --out "$WORK/creator.key" >/dev/null
 "$BIN" streams create --server "http://$HTTP" --key "$WORK/creator.key" \
   --title "viewers benchmark" --price 1000 --period-seconds 1 >"$WORK/stream.json"
@@ -45,11 +68,16 @@ done
 
 for viewers in "${COUNTS[@]}"; do
   echo "paying viewers: $viewers for ${RUN_SECONDS}s" >&2
-  taskset -c 0 "$BIN" bench viewers --server "http://$HTTP" --stream "$STREAM_ID" --viewers "$viewers" \
-    --seconds "$RUN_SECONDS" --ramp-seconds 10 --server-pid "$SERVER_PID" >"$WORK/paid-$viewers.json"
+  taskset -c 0 "$BIN" bench viewers --server "$(IFS=,; echo "${SERVERS[*]}")" --stream "$STREAM_ID" \
+    --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 \
+    --server-pid "$(IFS=,; echo "${SERVER_PIDS[*]}")" >"$WORK/paid-$viewers.json"
 done
 kill "$PUBLISHER_PID" 2>/dev/null || true
-
+KINDS="paid nginx"
+if [ "$NODES" -gt 1 ]; then
+  "$BIN" ledger audit --database "$DATABASE" >/dev/null
+  KINDS="paid"
+else
 # The same segments as plain files for nginx.
 ROOT_DIR="$WORK/nginx-root"
 "$BIN" export --data-dir "$WORK/data" --stream "$STREAM_ID" --out "$ROOT_DIR" >/dev/null
@@ -61,21 +89,26 @@ for viewers in "${COUNTS[@]}"; do
     --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 \
     --static-server-pids "$(pgrep -d, -P "$NGINX_PID")" >"$WORK/nginx-$viewers.json"
 done
+fi
 
-echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; viewers join over 10 s, then ${RUN_SECONDS}s measured; 360p stream, 2 s segments, 1 s playlist polls"
-python3 - "$WORK" "${COUNTS[@]}" <<'PY'
+if [ "$NODES" -gt 1 ]; then
+  echo "$NODES nodes (and the first's ffmpeg) on CPU 1, on PostgreSQL, NATS and one S3 bucket; generator and publisher on CPU 0; viewers spread over the nodes join over 10 s, then ${RUN_SECONDS}s measured; 360p stream, 2 s segments, 1 s playlist polls; server CPU and RSS are the nodes' summed"
+else
+  echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; viewers join over 10 s, then ${RUN_SECONDS}s measured; 360p stream, 2 s segments, 1 s playlist polls"
+fi
+python3 - "$WORK" "$KINDS" "$NODES" "${COUNTS[@]}" <<'PY'
 import json, sys
-work, counts = sys.argv[1], sys.argv[2:]
+work, kinds, nodes, counts = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), sys.argv[4:]
 def fmt(x, unit=""):
     return "-" if x is None else f"{x:.1f}{unit}"
 print("| run | viewers | watching | segments/s | segment p50 | segment p99 | voucher p50 | voucher p99 | playlist p99 | errors | server CPU | server RSS | generator CPU | setup |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for kind in ("paid", "nginx"):
+for kind in kinds:
     for n in counts:
         r = json.load(open(f"{work}/{kind}-{n}.json"))
         paid = kind == "paid"
         print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            "StreamWeave, paying" if paid else "nginx, no payment", n, r["viewers_watching"],
+            ("StreamWeave, paying" + (f", {nodes} nodes" if nodes > 1 else "")) if paid else "nginx, no payment", n, r["viewers_watching"],
             r["segments_per_second"], fmt(r["segments"]["p50_ms"], " ms"), fmt(r["segments"]["p99_ms"], " ms"),
             fmt(r["vouchers"]["p50_ms"], " ms") if paid else "-", fmt(r["vouchers"]["p99_ms"], " ms") if paid else "-",
             fmt(r["playlists"]["p99_ms"], " ms"), r["errors"],

@@ -39,7 +39,7 @@ PY
   if [ "$store" = postgres ]; then
     "$BIN" ledger audit --database "${extra[1]}"
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-    psql "$PG_URL" -qc "DROP SCHEMA $schema CASCADE" >/dev/null
+    psql "$PG_URL" -qc "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE" >/dev/null
   else
     "$BIN" ledger audit --data-dir "$WORK/data"
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true

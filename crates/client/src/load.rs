@@ -26,8 +26,11 @@ const MAX_ERROR_SAMPLES: usize = 10;
 /// Paying viewers of one stream.
 #[derive(Debug, Clone)]
 pub struct PaidLoad {
-    /// The server (`http://127.0.0.1:8080`), in dev mode: viewers fund themselves from its faucet.
-    pub server: String,
+    /// The servers (`http://127.0.0.1:8080`), in dev mode: viewers fund
+    /// themselves from the faucet. Viewer `i` watches through server
+    /// `i % servers.len()` (a cluster's nodes, each viewer staying on one,
+    /// as a player stays on the edge it was sent to).
+    pub servers: Vec<String>,
     /// The priced live stream.
     pub stream_id: String,
     /// Viewers.
@@ -42,8 +45,9 @@ pub struct PaidLoad {
     pub setup_concurrency: usize,
     /// How often each viewer polls the playlist.
     pub poll_interval_ms: u64,
-    /// The server's process id on this machine, to report its CPU and memory.
-    pub server_pid: Option<u32>,
+    /// The servers' process ids on this machine, to report their CPU and
+    /// memory together.
+    pub server_pids: Vec<u32>,
 }
 
 /// Free viewers of plain files as of a live stream: `{base}/index.m3u8`
@@ -134,11 +138,12 @@ pub struct LoadReport {
     pub errors: u64,
     /// A few of them.
     pub error_samples: Vec<String>,
-    /// The server's CPU over the measured seconds, percent of one core.
+    /// The server's CPU over the measured seconds, percent of one core
+    /// (several servers' summed).
     pub server_cpu_percent: Option<f64>,
-    /// The server's resident memory at the end, MiB.
+    /// The server's resident memory at the end, MiB (several servers' summed).
     pub server_rss_mib: Option<f64>,
-    /// The server's peak resident memory, MiB.
+    /// The server's peak resident memory, MiB (several servers' summed).
     pub server_peak_rss_mib: Option<f64>,
     /// This generator's CPU over the measured seconds, percent of one core.
     pub generator_cpu_percent: Option<f64>,
@@ -323,12 +328,21 @@ fn load_http() -> reqwest::Client {
 /// Runs `config.viewers` paying viewers and reports what they measured.
 pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     let http = load_http();
-    let origin = Origin::parse(&config.server).map_err(ClientError::Protocol)?;
+    if config.servers.is_empty() {
+        return Err(ClientError::Protocol("no server to watch through".into()));
+    }
+    let origins = config
+        .servers
+        .iter()
+        .map(|server| Origin::parse(server))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ClientError::Protocol)?;
     let setup_started = Instant::now();
     let gate = Arc::new(Semaphore::new(config.setup_concurrency.max(1)));
     let mut setups = JoinSet::new();
-    for _ in 0..config.viewers {
+    for viewer in 0..config.viewers {
         let (http, config, gate) = (http.clone(), config.clone(), gate.clone());
+        let node = viewer % config.servers.len();
         setups.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let key = loop {
@@ -336,7 +350,7 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
                     break key;
                 }
             };
-            let mut client = Client::with_http(&config.server, key, http);
+            let mut client = Client::with_http(&config.servers[node], key, http);
             // A server bounds sign-in challenges per address (all of the
             // generator's viewers share one): on its 429, wait a moment and
             // ask again.
@@ -358,7 +372,7 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
             let master = http.get(url).send().await?.bytes().await?;
             let rendition = lowest_video_rendition(&master)
                 .ok_or_else(|| ClientError::Protocol("no video rendition".into()))?;
-            Ok::<_, ClientError>((session, rendition))
+            Ok::<_, ClientError>((node, session, rendition))
         });
     }
     let mut ready = Vec::with_capacity(config.viewers);
@@ -384,7 +398,6 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
 
     let poll = Duration::from_millis(config.poll_interval_ms.max(100));
     let window = Window::new(config.ramp_seconds, config.seconds, poll);
-    let server_pid = config.server_pid.map(|p| p.to_string());
     let shared = Shared {
         signing: VoucherSigning::start()
             .map_err(|err| ClientError::Protocol(format!("starting the signing thread: {err}")))?,
@@ -392,8 +405,8 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     };
     let mut watchers = JoinSet::new();
     let joining = ready.len();
-    for (index, (session, rendition)) in ready.into_iter().enumerate() {
-        let connection = ViewerHttp::new(origin.clone());
+    for (index, (node, session, rendition)) in ready.into_iter().enumerate() {
+        let connection = ViewerHttp::new(origins[node].clone());
         let join_at = window.join_at(index, joining);
         watchers.spawn(watch_paying(
             connection,
@@ -410,7 +423,7 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     let cpu = CpuWatch::start(
         ["self".to_string()]
             .into_iter()
-            .chain(server_pid.clone())
+            .chain(config.server_pids.iter().map(u32::to_string))
             .collect(),
     );
     let mut tallies = Vec::with_capacity(watching + 1);
@@ -426,10 +439,18 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     out.viewers_watching = watching;
     out.ramp_seconds = config.ramp_seconds;
     out.generator_cpu_percent = percents.first().copied().flatten();
-    if let Some(pid) = &server_pid {
-        out.server_cpu_percent = percents.get(1).copied().flatten();
-        out.server_rss_mib = memory_mib(pid, "VmRSS:");
-        out.server_peak_rss_mib = memory_mib(pid, "VmHWM:");
+    if !config.server_pids.is_empty() {
+        // All of them, or nothing (a server that went away is not 0 %).
+        out.server_cpu_percent = percents[1..].iter().copied().sum();
+        let memory = |field| {
+            config
+                .server_pids
+                .iter()
+                .map(|pid| memory_mib(&pid.to_string(), field))
+                .sum::<Option<f64>>()
+        };
+        out.server_rss_mib = memory("VmRSS:");
+        out.server_peak_rss_mib = memory("VmHWM:");
     }
     Ok(out)
 }

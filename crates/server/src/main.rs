@@ -204,9 +204,11 @@ enum BenchCommand {
     /// Paying viewers of one live stream (a `--dev` server funds them), or
     /// with `--static-base`, free viewers of plain files at the same rate.
     Viewers {
-        /// The server, for paying viewers.
-        #[arg(long, required_unless_present = "static_base")]
-        server: Option<String>,
+        /// The server, for paying viewers; several (comma-separated or
+        /// repeated), a cluster's nodes: viewer i watches through the
+        /// (i mod n)th.
+        #[arg(long, value_delimiter = ',', required_unless_present = "static_base")]
+        server: Vec<String>,
         /// The priced live stream they watch.
         #[arg(long, required_unless_present = "static_base")]
         stream: Option<String>,
@@ -236,9 +238,10 @@ enum BenchCommand {
         /// Period of segment requests per static viewer.
         #[arg(long, default_value_t = 2000)]
         segment_duration_ms: u64,
-        /// The server's process id, to report its CPU and memory.
-        #[arg(long)]
-        server_pid: Option<u32>,
+        /// The servers' process ids, comma-separated, to report their CPU
+        /// and memory (summed).
+        #[arg(long, value_delimiter = ',', conflicts_with = "static_base")]
+        server_pid: Vec<u32>,
         /// With --static-base: the processes serving the files (nginx's
         /// workers), comma-separated, to report their CPU together.
         #[arg(long, value_delimiter = ',', requires = "static_base")]
@@ -583,21 +586,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|err| anyhow::anyhow!("{err}"))?,
-                (None, Some(server), Some(stream_id)) => load::run_paid(load::PaidLoad {
-                    server,
-                    stream_id,
-                    viewers,
-                    seconds,
-                    ramp_seconds,
-                    deposit: deposit
-                        .parse()
-                        .map_err(|err| anyhow::anyhow!("--deposit: {err}"))?,
-                    setup_concurrency,
-                    poll_interval_ms,
-                    server_pid,
-                })
-                .await
-                .map_err(|err| anyhow::anyhow!("{err}"))?,
+                (None, servers, Some(stream_id)) if !servers.is_empty() => {
+                    load::run_paid(load::PaidLoad {
+                        servers,
+                        stream_id,
+                        viewers,
+                        seconds,
+                        ramp_seconds,
+                        deposit: deposit
+                            .parse()
+                            .map_err(|err| anyhow::anyhow!("--deposit: {err}"))?,
+                        setup_concurrency,
+                        poll_interval_ms,
+                        server_pids: server_pid,
+                    })
+                    .await
+                    .map_err(|err| anyhow::anyhow!("{err}"))?
+                }
                 _ => anyhow::bail!("give --server and --stream, or --static-base"),
             };
             println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1095,3 +1095,62 @@ async fn a_members_sessions_are_counted_across_nodes() {
     let _ = ffmpeg.wait();
     database.assert_ledger_audits(&a.data_dir);
 }
+
+/// `streamweave_vouchers_total{outcome="accepted"}` on `node`.
+async fn vouchers_accepted(node: &Server) -> u64 {
+    common::metrics_text(node)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("streamweave_vouchers_total{outcome=\"accepted\"} "))
+        .map_or(0, |count| count.trim().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crowd_of_paying_viewers_spread_over_two_nodes() {
+    let Some((database, nats, s3)) = services().await else {
+        return;
+    };
+    let args = node_args(&database, &nats, &s3.endpoint);
+    let a = Server::start_with_env(&args, &AWS).await;
+    let b = Server::start_with_env(&args, &AWS).await;
+    let creator = SigningKey::from_bytes(&[0x71; 32]).expect("key");
+    let token = sign_in(&a, &creator).await;
+    let priced = json!({
+        "title": "paid, on two nodes",
+        "access": "per_second",
+        "price": {"amount": "1000", "period_seconds": 1},
+    });
+    let (stream_id, mut ffmpeg) = live_on(&a, &token, priced, 30).await;
+    // Viewers 0, 2, 4 watch through A (where the stream is ingested), 1,
+    // 3, 5 through B (which learns its segments over NATS and reads their
+    // blocks from the bucket); each pays the node it watches through.
+    let servers = format!("{},{}", a.http, b.http);
+    let report = common::run_json(&[
+        "bench",
+        "viewers",
+        "--server",
+        &servers,
+        "--stream",
+        &stream_id,
+        "--viewers",
+        "6",
+        "--seconds",
+        "8",
+        "--ramp-seconds",
+        "2",
+        "--deposit",
+        "1000000",
+    ])
+    .await;
+    assert_eq!(report["viewers_watching"], 6, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(
+        report["segments"]["count"].as_u64().expect("count") >= 6,
+        "{report}"
+    );
+    let (on_a, on_b) = (vouchers_accepted(&a).await, vouchers_accepted(&b).await);
+    assert!(on_a >= 3 && on_b >= 3, "vouchers on A {on_a}, on B {on_b}");
+    ffmpeg.kill().ok();
+    ffmpeg.wait().ok();
+    database.assert_ledger_audits(&a.data_dir);
+}

@@ -513,8 +513,6 @@ async fn accept_voucher(
             streamweave_ledger::SignatureError::Malformed,
         ))
     })?;
-    // The engine's next group may wait for this voucher.
-    let arriving = state.payments.arriving();
     super::sessions::check_prepay_window(state, &signer.channel, amount).await?;
     // Recovery is the expensive part: done on the recovery threads, in
     // parallel and below the media answers' priority, before the engine.
@@ -525,7 +523,7 @@ async fn accept_voucher(
         .map_err(verify_error)?;
     let done = state
         .payments
-        .submit_arrived(Operation::Voucher(verified), arriving)
+        .submit(Operation::Voucher(verified))
         .await
         .map_err(engine_error)?;
     if done.new

@@ -45,14 +45,15 @@ use crate::store::{ChannelWrite, JournalEntry, LedgerBatch, Refusal, Store};
 pub const ENGINE_QUEUE: usize = 4096;
 /// Most operations in one group commit.
 const MAX_GROUP: usize = 512;
-/// Longest a group waits for operations on their way before it commits, on
-/// SQLite. Each commit costs the same `fsync` and rewrites the same hot
-/// pages whatever its size: under load, a group that takes in the vouchers
-/// whose requests are being read and verified right now costs less per
-/// voucher. An idle engine does not wait (nothing arrives). On PostgreSQL
-/// the wait cost more than it saved (docs/benchmarks.md): groups there take
-/// only what is queued.
-const GROUP_WAIT: Duration = Duration::from_millis(2);
+/// Whether a group lets the tasks ready to run go first before it commits
+/// (on SQLite). Each commit costs the same `fsync` and rewrites the same
+/// hot pages whatever its size: under load, a group that takes in the
+/// vouchers whose signatures were just recovered (a recovery thread hands
+/// back a batch at once) costs less per voucher. On PostgreSQL groups take
+/// only what is queued (docs/benchmarks.md).
+fn lets_ready_tasks_run(dialect: crate::store::Dialect) -> bool {
+    matches!(dialect, crate::store::Dialect::Sqlite)
+}
 /// How long a channel's steps wait in the voucher journal before they are
 /// folded: a channel paid every few seconds is folded once for several
 /// steps instead of once a step.
@@ -206,8 +207,6 @@ struct Request {
 #[derive(Clone)]
 pub struct Payments {
     requests: mpsc::Sender<Request>,
-    /// Operations on their way to the engine (see [`Payments::arriving`]).
-    arriving: Arc<AtomicUsize>,
     /// Steps in the voucher journal not folded yet.
     journaled: Arc<AtomicUsize>,
     /// The stored states of the channels whose steps wait in the journal.
@@ -238,7 +237,6 @@ impl Payments {
             .collect();
         let shared = std::sync::Arc::new(std::sync::RwLock::new(channels.clone()));
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
-        let arriving = Arc::new(AtomicUsize::new(0));
         let journaled = Arc::new(AtomicUsize::new(0));
         let waiting = Arc::new(WaitingView::default());
         // Only where this node is the database's one writer: other nodes
@@ -249,10 +247,7 @@ impl Payments {
             db.clone(),
             channels,
             shared.clone(),
-            Incoming {
-                requests: rx,
-                arriving: arriving.clone(),
-            },
+            Incoming { requests: rx },
             domain,
             settle_window_ms,
             shared_database,
@@ -260,7 +255,6 @@ impl Payments {
         ));
         let payments = Payments {
             requests: tx,
-            arriving,
             journaled,
             waiting,
             channels: shared,
@@ -398,14 +392,6 @@ impl Payments {
         found
     }
 
-    /// Counts an operation on its way to the engine (a voucher whose
-    /// signature is being recovered) until the guard is dropped: a group
-    /// about to commit waits a moment for it ([`GROUP_WAIT`]).
-    pub fn arriving(&self) -> Arriving {
-        self.arriving.fetch_add(1, Ordering::Relaxed);
-        Arriving(self.arriving.clone())
-    }
-
     /// Accounts' balances with every voucher answered before: the stored
     /// balances plus what the journal's waiting steps move to or from them
     /// (exactly what a fold would write), without a fold. Read again when a
@@ -506,18 +492,6 @@ impl Payments {
         answer.await.map_err(|_| EngineError::Unavailable)?
     }
 
-    /// [`Payments::submit`] of an operation counted as arriving: it stops
-    /// counting once it is queued.
-    pub async fn submit_arrived(
-        &self,
-        operation: Operation,
-        arriving: Arriving,
-    ) -> Result<Done, EngineError> {
-        let answer = self.enqueue(operation).await?;
-        drop(arriving);
-        answer.await.map_err(|_| EngineError::Unavailable)?
-    }
-
     async fn enqueue(
         &self,
         operation: Operation,
@@ -535,40 +509,23 @@ impl Payments {
     }
 }
 
-/// Counts one operation on its way to the engine while it lives.
-pub struct Arriving(Arc<AtomicUsize>);
-
-impl Drop for Arriving {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// What the engine reads: the queue, and how many operations are on their way.
+/// What the engine reads.
 struct Incoming {
     requests: mpsc::Receiver<Request>,
-    arriving: Arc<AtomicUsize>,
 }
 
 impl Incoming {
-    /// Adds to `group` what is queued, then what comes within `wait`
-    /// ([`GROUP_WAIT`]) while operations are still arriving or the tasks
-    /// ready to run (requests already read, on this runtime's threads) bring
-    /// more; stops at an operation that must go alone (answered as carried
-    /// over).
-    async fn fill(&mut self, group: &mut Vec<Request>, wait: Duration) -> Option<Request> {
-        let deadline = tokio::time::Instant::now() + wait;
+    /// Adds to `group` what is queued, then (with `let_ready_run`) what the
+    /// tasks ready to run (requests already read, vouchers just recovered,
+    /// on this runtime's threads) bring once they have run; stops at an
+    /// operation that must go alone (answered as carried over). An idle
+    /// engine does not wait.
+    async fn fill(&mut self, group: &mut Vec<Request>, let_ready_run: bool) -> Option<Request> {
         let mut yielded = false;
         while group.len() < MAX_GROUP {
             let next = match self.requests.try_recv() {
                 Ok(next) => next,
-                Err(_) if self.arriving.load(Ordering::Relaxed) > 0 => {
-                    match tokio::time::timeout_at(deadline, self.requests.recv()).await {
-                        Ok(Some(next)) => next,
-                        _ => return None,
-                    }
-                }
-                Err(_) if !yielded && tokio::time::Instant::now() < deadline => {
+                Err(_) if let_ready_run && !yielded => {
                     // Let the ready tasks run first: they may be vouchers.
                     tokio::task::yield_now().await;
                     yielded = true;
@@ -874,10 +831,7 @@ async fn run_engine(
     shared_database: bool,
     mut journal: Option<Journal>,
 ) {
-    let group_wait = match db.dialect() {
-        crate::store::Dialect::Sqlite => GROUP_WAIT,
-        crate::store::Dialect::Postgres => Duration::ZERO,
-    };
+    let let_ready_run = lets_ready_tasks_run(db.dialect());
     let mut carried: Option<Request> = None;
     // Operations to plan again, alone, over a channel reloaded from the
     // database (another node committed it first).
@@ -895,7 +849,7 @@ async fn run_engine(
         let mut group = vec![first];
         if !group[0].operation.may_be_refused()
             && group[0].attempts == 0
-            && let Some(alone) = incoming.fill(&mut group, group_wait).await
+            && let Some(alone) = incoming.fill(&mut group, let_ready_run).await
         {
             carried = Some(alone);
         }
@@ -1425,24 +1379,17 @@ mod tests {
         request(Operation::Settle { now_ms: 0 })
     }
 
-    fn incoming() -> (mpsc::Sender<Request>, Arc<AtomicUsize>, Incoming) {
+    fn incoming() -> (mpsc::Sender<Request>, Incoming) {
         let (tx, rx) = mpsc::channel(64);
-        let arriving = Arc::new(AtomicUsize::new(0));
-        let incoming = Incoming {
-            requests: rx,
-            arriving: arriving.clone(),
-        };
-        (tx, arriving, incoming)
+        (tx, Incoming { requests: rx })
     }
 
-    /// Long enough that a test waiting for it would time out.
-    const FOREVER: Duration = Duration::from_secs(600);
-    /// A test's bound on anything that does not wait for its bound.
+    /// A test's bound on anything that should not wait.
     const SOON: Duration = Duration::from_secs(30);
 
     #[tokio::test]
     async fn a_group_takes_what_is_queued_and_stops_at_what_goes_alone() {
-        let (tx, _, mut incoming) = incoming();
+        let (tx, mut incoming) = incoming();
         for _ in 0..3 {
             tx.send(settle()).await.unwrap();
         }
@@ -1451,55 +1398,37 @@ mod tests {
             .unwrap();
         tx.send(settle()).await.unwrap();
         let mut group = vec![settle()];
-        let alone = incoming.fill(&mut group, FOREVER).await;
+        let alone = incoming.fill(&mut group, true).await;
         assert_eq!(group.len(), 4);
         assert!(alone.is_some_and(|r| r.operation.may_be_refused()));
     }
 
     #[tokio::test]
-    async fn a_group_waits_for_an_arriving_operation_within_its_bound() {
-        let (tx, arriving, mut incoming) = incoming();
-        arriving.fetch_add(1, Ordering::Relaxed);
-        let (late, arrived) = (tx.clone(), arriving.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            late.send(settle()).await.unwrap();
-            arrived.fetch_sub(1, Ordering::Relaxed);
+    async fn a_group_takes_in_what_ready_tasks_send_once_they_ran() {
+        let (tx, mut incoming) = incoming();
+        // Ready to run on this (current-thread) runtime, not yet run.
+        let ready = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(settle()).await.unwrap() }
         });
         let mut group = vec![settle()];
-        tokio::time::timeout(SOON, incoming.fill(&mut group, FOREVER))
+        tokio::time::timeout(SOON, incoming.fill(&mut group, true))
             .await
-            .expect("the arriving operation ends the wait");
-        assert_eq!(group.len(), 2, "the arriving one joined");
-        // One counted as arriving that never comes: the bound ends the wait.
-        arriving.fetch_add(1, Ordering::Relaxed);
-        let bound = Duration::from_millis(50);
-        let started = std::time::Instant::now();
+            .expect("no wait beyond one turn");
+        assert_eq!(group.len(), 2, "the ready task's operation joined");
+        ready.await.unwrap();
+        // Without letting them run, only what is queued.
+        let late = tokio::spawn(async move { tx.send(settle()).await.unwrap() });
         let mut group = vec![settle()];
-        incoming.fill(&mut group, bound).await;
+        incoming.fill(&mut group, false).await;
         assert_eq!(group.len(), 1);
-        assert!(started.elapsed() >= bound);
-    }
-
-    #[tokio::test]
-    async fn without_a_wait_a_group_takes_only_what_is_queued() {
-        let (_tx, arriving, mut incoming) = incoming();
-        arriving.fetch_add(1, Ordering::Relaxed);
+        late.await.unwrap();
+        // An idle engine does not wait.
         let mut group = vec![settle()];
-        tokio::time::timeout(SOON, incoming.fill(&mut group, Duration::ZERO))
+        tokio::time::timeout(SOON, incoming.fill(&mut group, true))
             .await
-            .expect("no wait");
-        assert_eq!(group.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn an_idle_engine_does_not_wait() {
-        let (_tx, _, mut incoming) = incoming();
-        let mut group = vec![settle()];
-        tokio::time::timeout(SOON, incoming.fill(&mut group, FOREVER))
-            .await
-            .expect("nothing arriving: no wait");
-        assert_eq!(group.len(), 1);
+            .expect("nothing ready: no wait");
+        assert_eq!(group.len(), 2, "the late one, queued meanwhile");
     }
 
     mod journal {

@@ -15,7 +15,7 @@
 use std::thread;
 
 use streamweave_ledger::{Amount, ChannelError, VerifiedVoucher, VoucherSigner};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 /// How far below the HTTP workers the recovery threads run by default (nice
@@ -55,6 +55,12 @@ struct Job {
     reply: oneshot::Sender<Result<VerifiedVoucher, ChannelError>>,
 }
 
+/// A checked voucher and where its request waits for it.
+type Answer = (
+    oneshot::Sender<Result<VerifiedVoucher, ChannelError>>,
+    Result<VerifiedVoucher, ChannelError>,
+);
+
 /// Hands vouchers to the recovery threads; they stop once every handle is
 /// dropped.
 #[derive(Clone)]
@@ -64,36 +70,52 @@ pub struct Verifier {
 
 impl Verifier {
     /// Starts `threads` recovery threads (at least one) with a bounded
-    /// queue, `niceness` nice levels below the caller.
-    pub fn start(threads: usize, niceness: i32) -> std::io::Result<Verifier> {
+    /// queue, `niceness` nice levels below the caller, and the task on
+    /// `runtime` that hands their answers to the waiting requests.
+    pub fn start(
+        threads: usize,
+        niceness: i32,
+        runtime: &tokio::runtime::Handle,
+    ) -> std::io::Result<Verifier> {
         let threads = threads.max(1);
         let (jobs, queue) = flume::bounded::<Job>(threads * QUEUE_PER_THREAD);
+        let (answered, mut answers) = mpsc::channel::<Vec<Answer>>(threads * 2);
         for index in 0..threads {
             let queue = queue.clone();
+            let answered = answered.clone();
             thread::Builder::new()
                 .name(format!("voucher-recovery-{index}"))
                 .spawn(move || {
                     lower_priority(niceness);
                     let mut batch = Vec::with_capacity(RECOVERY_BATCH);
-                    let mut checked = Vec::with_capacity(RECOVERY_BATCH);
                     while let Ok(first) = queue.recv() {
                         batch.push(first);
                         batch.extend(queue.try_iter().take(RECOVERY_BATCH - 1));
-                        // All recovered, then all answered: each answer wakes
-                        // a worker, which (at a higher priority) takes the
-                        // core at once; one switch a batch, not one a voucher.
-                        checked.extend(
-                            batch
-                                .iter()
-                                .map(|job| job.signer.verify(job.amount, &job.signature)),
-                        );
-                        for (job, checked) in batch.drain(..).zip(checked.drain(..)) {
-                            // The request may have gone meanwhile: nothing to answer.
-                            let _ = job.reply.send(checked);
+                        let checked: Vec<Answer> = batch
+                            .drain(..)
+                            .map(|job| {
+                                let checked = job.signer.verify(job.amount, &job.signature);
+                                (job.reply, checked)
+                            })
+                            .collect();
+                        // The whole batch in one message: one wake of a
+                        // worker, which (at a higher priority) takes the
+                        // core at once, where answering each voucher from
+                        // here would wake one per voucher.
+                        if answered.blocking_send(checked).is_err() {
+                            break;
                         }
                     }
                 })?;
         }
+        runtime.spawn(async move {
+            while let Some(batch) = answers.recv().await {
+                for (reply, checked) in batch {
+                    // The request may have gone meanwhile: nothing to answer.
+                    let _ = reply.send(checked);
+                }
+            }
+        });
         Ok(Verifier { jobs })
     }
 
@@ -153,7 +175,12 @@ mod tests {
 
     #[tokio::test]
     async fn checks_a_voucher_on_a_recovery_thread() {
-        let verifier = Verifier::start(2, DEFAULT_RECOVERY_NICENESS).expect("threads");
+        let verifier = Verifier::start(
+            2,
+            DEFAULT_RECOVERY_NICENESS,
+            &tokio::runtime::Handle::current(),
+        )
+        .expect("threads");
         let (signer, key) = signer_and_key();
         let signature = key
             .sign_digest(signer.domain.voucher_digest(signer.channel, 1_000))
