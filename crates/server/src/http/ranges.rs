@@ -94,19 +94,19 @@ pub fn immutable_file(
         .into_response()
 }
 
-/// Reads a file through the cache, then the blockstore.
+/// Reads a file through the cache, then the blockstore (one read for all
+/// the requests that want it meanwhile).
 pub async fn load_file(state: &super::AppState, cid: Cid) -> Result<Option<Bytes>, ApiError> {
-    if let Some(bytes) = state.cache.get(&cid) {
-        return Ok(Some(bytes));
-    }
     let blockstore = state.blockstore.clone();
-    let loaded = tokio::task::spawn_blocking(move || blockstore.get_file(&cid))
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(anyhow::Error::from)?;
-    Ok(loaded.map(|bytes| {
-        let bytes = Bytes::from(bytes);
-        state.cache.insert(cid, bytes.clone());
-        bytes
-    }))
+    let loaded = state
+        .cache
+        .get_or_load(cid, || async move {
+            match tokio::task::spawn_blocking(move || blockstore.get_file(&cid)).await {
+                Ok(Ok(bytes)) => Ok(bytes.map(Bytes::from)),
+                Ok(Err(err)) => Err(format!("reading {cid}: {err}")),
+                Err(err) => Err(format!("reading {cid}: {err}")),
+            }
+        })
+        .await;
+    Ok(loaded.map_err(anyhow::Error::msg)?)
 }

@@ -506,11 +506,17 @@ impl MediaIndex {
 }
 
 /// Recent file bytes by CID, bounded by total size, oldest out first (live
-/// viewers all want the newest segments).
+/// viewers all want the newest segments). A file not cached is loaded once
+/// for every request that wants it meanwhile ([`FileCache::get_or_load`]).
 pub struct FileCache {
     max_bytes: u64,
     inner: Mutex<CacheInner>,
+    loading: Mutex<HashMap<Cid, Load>>,
 }
+
+/// One file's load in progress, shared by the requests waiting for it: its
+/// bytes (`None`: not stored) or why it failed.
+type Load = Arc<tokio::sync::OnceCell<Result<Option<Bytes>, String>>>;
 
 #[derive(Default)]
 struct CacheInner {
@@ -524,7 +530,46 @@ impl FileCache {
         FileCache {
             max_bytes,
             inner: Mutex::new(CacheInner::default()),
+            loading: Mutex::default(),
         }
+    }
+
+    /// The file's bytes from the cache, or from `load`, run once for all
+    /// the requests that want the file while it runs (within a second of a
+    /// new live segment every viewer asks for it; on a node of a cluster
+    /// each load is a fetch from object storage). Loaded bytes are cached;
+    /// a failure is answered to the requests that waited for that load,
+    /// and the next request loads again.
+    pub async fn get_or_load<F, Fut>(&self, cid: Cid, load: F) -> Result<Option<Bytes>, String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Bytes>, String>>,
+    {
+        if let Some(bytes) = self.get(&cid) {
+            return Ok(Some(bytes));
+        }
+        let shared = self
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(cid)
+            .or_default()
+            .clone();
+        let loaded = shared
+            .get_or_init(|| async {
+                let loaded = load().await;
+                if let Ok(Some(bytes)) = &loaded {
+                    self.insert(cid, bytes.clone());
+                }
+                loaded
+            })
+            .await
+            .clone();
+        let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if loading.get(&cid).is_some_and(|l| Arc::ptr_eq(l, &shared)) {
+            loading.remove(&cid);
+        }
+        loaded
     }
 
     pub fn get(&self, cid: &Cid) -> Option<Bytes> {
@@ -558,6 +603,65 @@ impl FileCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn requests_waiting_for_one_file_share_its_load() {
+        let cache = Arc::new(FileCache::new(1000));
+        let cid = streamweave_cas::file_cid(b"segment");
+        let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let mut waiting = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (cache, loads, mut released) = (cache.clone(), loads.clone(), released.clone());
+            waiting.spawn(async move {
+                cache
+                    .get_or_load(cid, || async move {
+                        loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        released.wait_for(|r| *r).await.expect("released");
+                        Ok(Some(Bytes::from_static(b"bytes")))
+                    })
+                    .await
+            });
+        }
+        // Every request is waiting before the one load ends.
+        while cache.loading.lock().expect("lock").is_empty() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).expect("send");
+        while let Some(answer) = waiting.join_next().await {
+            assert_eq!(
+                answer.expect("task"),
+                Ok(Some(Bytes::from_static(b"bytes")))
+            );
+        }
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(cache.loading.lock().expect("lock").is_empty());
+        assert_eq!(cache.get(&cid), Some(Bytes::from_static(b"bytes")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_not_kept() {
+        let cache = FileCache::new(1000);
+        let cid = streamweave_cas::file_cid(b"segment");
+        let failed = cache
+            .get_or_load(cid, || async { Err("the bucket is away".to_string()) })
+            .await;
+        assert_eq!(failed, Err("the bucket is away".to_string()));
+        let loaded = cache
+            .get_or_load(cid, || async { Ok(Some(Bytes::from_static(b"bytes"))) })
+            .await;
+        assert_eq!(loaded, Ok(Some(Bytes::from_static(b"bytes"))));
+        // Not stored: answered, nothing cached.
+        let other = streamweave_cas::file_cid(b"other");
+        assert_eq!(
+            cache.get_or_load(other, || async { Ok(None) }).await,
+            Ok(None)
+        );
+        assert_eq!(cache.get(&other), None);
+    }
 
     #[test]
     fn cache_stays_within_its_bound() {
