@@ -87,7 +87,7 @@ for viewers in "${COUNTS[@]}"; do
   echo "nginx viewers: $viewers for ${RUN_SECONDS}s" >&2
   taskset -c 0 "$BIN" bench viewers --static-base "http://127.0.0.1:$NGINX_PORT/360p" --static-segments "$SEGMENTS" \
     --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 \
-    --static-server-pids "$(pgrep -d, -P "$NGINX_PID")" >"$WORK/nginx-$viewers.json"
+    --server-pid "$(pgrep -d, -P "$NGINX_PID")" >"$WORK/nginx-$viewers.json"
 done
 fi
 

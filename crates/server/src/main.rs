@@ -238,14 +238,11 @@ enum BenchCommand {
         /// Period of segment requests per static viewer.
         #[arg(long, default_value_t = 2000)]
         segment_duration_ms: u64,
-        /// The servers' process ids, comma-separated, to report their CPU
-        /// and memory (summed).
-        #[arg(long, value_delimiter = ',', conflicts_with = "static_base")]
+        /// The serving processes' ids, comma-separated, to report their CPU
+        /// (and, for paying viewers, memory) summed: the servers, or with
+        /// --static-base the file server's (nginx's workers).
+        #[arg(long, value_delimiter = ',')]
         server_pid: Vec<u32>,
-        /// With --static-base: the processes serving the files (nginx's
-        /// workers), comma-separated, to report their CPU together.
-        #[arg(long, value_delimiter = ',', requires = "static_base")]
-        static_server_pids: Vec<u32>,
     },
     /// Archive throughput on one core (DAG, CAR, Piece CID) next to raw sha256.
     Archive {
@@ -570,7 +567,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             static_segments,
             segment_duration_ms,
             server_pid,
-            static_server_pids,
         }) => runtime()?.block_on(async move {
             use streamweave_client::load;
             let report = match (static_base, server, stream) {
@@ -582,7 +578,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     seconds,
                     ramp_seconds,
                     poll_interval_ms,
-                    server_pids: static_server_pids,
+                    server_pids: server_pid,
                 })
                 .await
                 .map_err(|err| anyhow::anyhow!("{err}"))?,

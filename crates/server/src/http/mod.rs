@@ -91,7 +91,7 @@ pub struct Services {
     pub public_cids: Arc<ipfs::PublicCids>,
     pub ledger: Store,
     pub payments: Payments,
-    /// Recovers vouchers' signers below the media answers' priority.
+    /// Recovers vouchers' signers on threads of their own.
     pub verifier: crate::money::verifier::Verifier,
     pub sessions: Arc<crate::money::sessions::Sessions>,
     pub events: Arc<crate::live::events::Events>,

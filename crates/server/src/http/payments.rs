@@ -515,7 +515,8 @@ async fn accept_voucher(
     })?;
     super::sessions::check_prepay_window(state, &signer.channel, amount).await?;
     // Recovery is the expensive part: done on the recovery threads, in
-    // parallel and below the media answers' priority, before the engine.
+    // parallel (and, when configured, below the media answers' priority),
+    // before the engine.
     let verified = state
         .verifier
         .verify(signer, amount, signature)

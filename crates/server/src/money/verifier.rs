@@ -5,8 +5,8 @@
 //! what answering a segment or a playlist does. On the HTTP workers, a burst
 //! of vouchers (every viewer of a stream pays when a new segment appears)
 //! queues the media answers of that same moment behind it. Here the
-//! workers hand the recovery over and go on answering while the scheduler shares the
-//! core between them and the recovery threads; at a lower priority
+//! workers hand the recovery over and go on answering while the scheduler
+//! shares the core between them and the recovery threads; at a lower priority
 //! (`voucher_recovery_niceness`) the recoveries take only what the workers
 //! leave. A voucher pays ahead of the segment it covers (the prepay
 //! window), so its answer can wait where a segment's cannot. With idle
@@ -230,17 +230,19 @@ mod tests {
 
     #[test]
     fn recovery_threads_run_below_the_callers_priority() {
+        // Not the default (0, which leaves the priority as it is).
+        const NICENESS: i32 = 5;
         let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
         let before_here = own().expect("read");
         let (sender, receiver) = std::sync::mpsc::channel();
         thread::spawn(move || {
             let before = own().expect("read");
-            lower_priority(DEFAULT_RECOVERY_NICENESS);
+            lower_priority(NICENESS);
             sender.send((before, own().expect("read"))).expect("answer");
         });
         let (before, after) = receiver.recv().expect("answer");
         // Nice levels stop at 19.
-        assert_eq!(after, (before + DEFAULT_RECOVERY_NICENESS).min(19));
+        assert_eq!(after, (before + NICENESS).min(19));
         // The caller's own is untouched.
         assert_eq!(own().expect("read"), before_here);
     }
