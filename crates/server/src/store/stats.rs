@@ -1,7 +1,7 @@
 //! Watch statistics per stream and viewer (`stream_viewers`): counted in
 //! memory by `crate::money::stats` and added here in batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -22,17 +22,26 @@ fn viewer_delta_from_row(row: &AnyRow) -> Result<ViewerDelta, sqlx::Error> {
 }
 
 /// Viewers per statement when statistics are written through sqlx (on
-/// PostgreSQL; 8 parameters each). Not more: when this path also wrote
-/// SQLite's, binding a parameter through sqlx's SQLite driver looked its
-/// name up in a list as long as the statement's parameters, so binding
-/// grew with the square of the rows (at 500 rows a tenth of the server's
-/// CPU at 10,000 viewers).
-const STATS_CHUNK_ROWS: usize = 64;
+/// PostgreSQL: 8 parameters each, of the 65,535 a statement may bind).
+/// (When this path also wrote SQLite's, binding a parameter through sqlx's
+/// SQLite driver grew with the statement's parameters, so it took 64.)
+const STATS_CHUNK_ROWS: usize = 1_000;
+
+/// Adds each row to the stored one in the statement itself: a session's
+/// first start is the earliest, counts and amounts are sums (exact
+/// `NUMERIC`; the schema refuses an amount beyond 2^128-1).
+const ADD_STATS: &str = " ON CONFLICT (stream_id, viewer) DO UPDATE SET \
+     first_session_ms = LEAST(stream_viewers.first_session_ms, excluded.first_session_ms), \
+     sessions = stream_viewers.sessions + excluded.sessions, \
+     paid_media_ms = stream_viewers.paid_media_ms + excluded.paid_media_ms, \
+     gross = CAST(CAST(stream_viewers.gross AS NUMERIC) + CAST(excluded.gross AS NUMERIC) AS TEXT), \
+     net = CAST(CAST(stream_viewers.net AS NUMERIC) + CAST(excluded.net AS NUMERIC) AS TEXT), \
+     fee = CAST(CAST(stream_viewers.fee AS NUMERIC) + CAST(excluded.fee AS NUMERIC) AS TEXT)";
 
 impl Store {
     /// Adds counted watch statistics, all or nothing: on SQLite on the
-    /// embedded database's writer thread, on PostgreSQL in chunked
-    /// statements.
+    /// embedded database's writer thread, on PostgreSQL in one transaction
+    /// of statements that add to the rows where they are (no read first).
     pub async fn add_viewer_stats(
         &self,
         batch: &[((String, Address), ViewerDelta)],
@@ -42,86 +51,69 @@ impl Store {
             // the ledger's commits (see `sqlite_ledger`).
             return writer.add_viewer_stats(batch.to_vec()).await;
         }
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_read_then_write())
-            .await?;
-        // A few statements per chunk of viewers rather than two per viewer:
-        // a second's statistics of 10,000 viewers is one chunked read and
-        // one chunked write, not 20,000 round trips.
+        let mut tx = self.pool.begin().await?;
+        // A statement or two per thousand viewers rather than two per
+        // viewer (or a read and a write per chunk: reading 64 rows back by
+        // their keys took PostgreSQL a millisecond to plan, every time).
         for chunk in batch.chunks(STATS_CHUNK_ROWS) {
-            let keys: Vec<(String, String)> = chunk
+            // Viewers whose session started since the last write may be
+            // new rows; the others only add to theirs.
+            let (started, watching): (Vec<_>, Vec<_>) = chunk
                 .iter()
-                .map(|((stream_id, viewer), _)| (stream_id.clone(), format!("{viewer:#x}")))
-                .collect();
-            let mut select = Statement::new(
-                "SELECT stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee \
-                 FROM stream_viewers WHERE (stream_id, viewer) IN (",
-            );
-            for (index, (stream_id, viewer)) in keys.iter().enumerate() {
-                select
-                    .push(if index == 0 { "(" } else { ", (" })
-                    .bind(stream_id.clone())
-                    .push(", ")
-                    .bind(viewer.clone())
-                    .push(")");
-            }
-            select.push(")").push(self.dialect.lock_rows());
-            let mut stored: HashMap<(String, String), ViewerDelta> = HashMap::new();
-            for row in select.query()?.fetch_all(&mut *tx).await? {
-                stored.insert(
-                    (row.try_get("stream_id")?, row.try_get("viewer")?),
-                    viewer_delta_from_row(&row)?,
+                .partition(|(_, delta)| delta.session_started_ms.is_some());
+            if !started.is_empty() {
+                let mut insert = Statement::new(
+                    "INSERT INTO stream_viewers \
+                     (stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee) VALUES ",
                 );
+                for (index, ((stream_id, viewer), delta)) in started.iter().enumerate() {
+                    insert
+                        .push(if index == 0 { "(" } else { ", (" })
+                        .bind(stream_id.clone())
+                        .push(", ")
+                        .bind(format!("{viewer:#x}"))
+                        .push(", ")
+                        .bind(delta.session_started_ms.unwrap_or_default())
+                        .push(", ");
+                    push_sums(&mut insert, delta);
+                    insert.push(")");
+                }
+                insert.push(ADD_STATS);
+                insert.query()?.execute(&mut *tx).await?;
             }
-            // Written whole: each row as read (locked on PostgreSQL) plus its delta.
-            let mut insert = Statement::new(
-                "INSERT INTO stream_viewers \
-                 (stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee) VALUES ",
-            );
-            let mut rows = 0;
-            for (key, (_, delta)) in keys.into_iter().zip(chunk) {
-                let sum = stored
-                    .remove(&key)
-                    .unwrap_or_default()
-                    .merged(delta)
-                    .ok_or_else(|| sqlx::Error::Protocol("watch statistics overflow".into()))?;
-                let (stream_id, viewer) = key;
-                let Some(first_session_ms) = sum.session_started_ms else {
+            if !watching.is_empty() {
+                let mut update = Statement::new(
+                    "UPDATE stream_viewers SET sessions = stream_viewers.sessions + d.sessions, \
+                     paid_media_ms = stream_viewers.paid_media_ms + d.paid_media_ms, \
+                     gross = CAST(CAST(stream_viewers.gross AS NUMERIC) + CAST(d.gross AS NUMERIC) AS TEXT), \
+                     net = CAST(CAST(stream_viewers.net AS NUMERIC) + CAST(d.net AS NUMERIC) AS TEXT), \
+                     fee = CAST(CAST(stream_viewers.fee AS NUMERIC) + CAST(d.fee AS NUMERIC) AS TEXT) \
+                     FROM (VALUES ",
+                );
+                for (index, ((stream_id, viewer), delta)) in watching.iter().enumerate() {
+                    update
+                        .push(if index == 0 { "(" } else { ", (" })
+                        .bind(stream_id.clone())
+                        .push(", ")
+                        .bind(format!("{viewer:#x}"))
+                        .push(", ");
+                    push_sums(&mut update, delta);
+                    update.push(")");
+                }
+                update.push(
+                    ") AS d (stream_id, viewer, sessions, paid_media_ms, gross, net, fee) \
+                     WHERE stream_viewers.stream_id = d.stream_id AND stream_viewers.viewer = d.viewer",
+                );
+                let updated = update.query()?.execute(&mut *tx).await?.rows_affected();
+                if updated < watching.len() as u64 {
                     // Every delta comes from a session this server started,
                     // which was counted first; a row without one would be a bug.
-                    tracing::warn!(stream = %stream_id, %viewer, "watch statistics without a session; skipped");
-                    continue;
-                };
-                insert
-                    .push(if rows == 0 { "(" } else { ", (" })
-                    .bind(stream_id)
-                    .push(", ")
-                    .bind(viewer)
-                    .push(", ")
-                    .bind(first_session_ms)
-                    .push(", ")
-                    .bind(to_i64(sum.sessions))
-                    .push(", ")
-                    .bind(to_i64(sum.paid_media_ms))
-                    .push(", ")
-                    .bind(sum.gross.to_string())
-                    .push(", ")
-                    .bind(sum.net.to_string())
-                    .push(", ")
-                    .bind(sum.fee.to_string())
-                    .push(")");
-                rows += 1;
+                    tracing::warn!(
+                        skipped = watching.len() as u64 - updated,
+                        "watch statistics without a session; skipped"
+                    );
+                }
             }
-            if rows == 0 {
-                continue;
-            }
-            insert.push(
-                " ON CONFLICT (stream_id, viewer) DO UPDATE SET first_session_ms = excluded.first_session_ms, \
-                 sessions = excluded.sessions, paid_media_ms = excluded.paid_media_ms, \
-                 gross = excluded.gross, net = excluded.net, fee = excluded.fee",
-            );
-            insert.query()?.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -146,4 +138,19 @@ impl Store {
         }
         Ok((totals, viewers))
     }
+}
+
+/// Binds a delta's counts and amounts: sessions, paid media time, gross,
+/// net, fee.
+fn push_sums(statement: &mut Statement, delta: &ViewerDelta) {
+    statement
+        .bind(to_i64(delta.sessions))
+        .push(", ")
+        .bind(to_i64(delta.paid_media_ms))
+        .push(", ")
+        .bind(delta.gross.to_string())
+        .push(", ")
+        .bind(delta.net.to_string())
+        .push(", ")
+        .bind(delta.fee.to_string());
 }
