@@ -277,9 +277,6 @@ impl Payments {
                 {
                     warn!(%err, "folding the voucher journal");
                 }
-                if let Err(err) = timer.db.fold_pending_credits().await {
-                    warn!(%err, "adding pending credits to their accounts");
-                }
             }
         });
         Ok(payments)

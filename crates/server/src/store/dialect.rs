@@ -44,16 +44,6 @@ impl Dialect {
         }
     }
 
-    /// Whether a commit appends its credits to `ledger_pending_credits`
-    /// instead of adding them to their accounts' rows. On PostgreSQL the
-    /// row of an account many commits credit (the platform's, a popular
-    /// creator's) would be locked by each until it is durable, so writers
-    /// (nodes, or the engine and a ticket sale) would commit one at a time;
-    /// SQLite commits one at a time anyway.
-    pub fn defers_credits(self) -> bool {
-        matches!(self, Dialect::Postgres)
-    }
-
     /// Connections the pool keeps: SQLite has one writer at a time anyway.
     pub fn max_connections(self) -> u32 {
         match self {

@@ -262,105 +262,28 @@ impl Store {
         rows.iter().map(json_body).collect()
     }
 
-    /// Cached balances by account key, pending credits included (the audit
-    /// re-derives and compares them).
+    /// Cached balances by account key (the audit re-derives and compares them).
     pub async fn stored_balances(&self) -> Result<Vec<(String, Balance)>, sqlx::Error> {
-        // One statement: one snapshot, whatever a fold moves meanwhile.
-        let rows = sqlx::query(
-            "SELECT key, CAST(balance AS TEXT) AS balance FROM ledger_accounts \
-             UNION ALL SELECT key, CAST(amount AS TEXT) AS balance FROM ledger_pending_credits",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut balances: Vec<(String, Balance)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for row in &rows {
-            let key: String = row.try_get("key")?;
-            let part: Balance = get_parsed(row, "balance")?;
-            let slot = *index.entry(key.clone()).or_insert_with(|| {
-                balances.push((key.clone(), Balance::ZERO));
-                balances.len() - 1
-            });
-            let sum = &mut balances[slot].1;
-            *sum = sum
-                .checked_add(part)
-                .ok_or_else(|| decode_err(Refusal::Overflow(key)))?;
-        }
-        Ok(balances)
+        let rows = sqlx::query("SELECT key, CAST(balance AS TEXT) AS balance FROM ledger_accounts")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("key")?, get_parsed(row, "balance")?)))
+            .collect()
     }
 
-    /// An account's balance, pending credits included (zero if it never
-    /// moved).
+    /// An account's balance (zero if it never moved).
     pub async fn balance(&self, account: &AccountRef) -> Result<Balance, sqlx::Error> {
-        let key = account.key();
-        let rows = sqlx::query(
-            "SELECT CAST(balance AS TEXT) AS balance FROM ledger_accounts WHERE key = $1 \
-             UNION ALL SELECT CAST(amount AS TEXT) AS balance FROM ledger_pending_credits WHERE key = $1",
+        let row = sqlx::query(
+            "SELECT CAST(balance AS TEXT) AS balance FROM ledger_accounts WHERE key = $1",
         )
-        .bind(&key)
-        .fetch_all(&self.pool)
+        .bind(account.key())
+        .fetch_optional(&self.pool)
         .await?;
-        rows.iter().try_fold(Balance::ZERO, |sum, row| {
-            sum.checked_add(get_parsed(row, "balance")?)
-                .ok_or_else(|| decode_err(Refusal::Overflow(key.clone())))
-        })
-    }
-
-    /// Adds the pending credits into their accounts' rows, each account's
-    /// all at once under its row's lock; answers how many it added. Every
-    /// node runs it every second: the pending credits stay a second's
-    /// worth, and balance reads stay short.
-    pub async fn fold_pending_credits(&self) -> Result<usize, sqlx::Error> {
-        if !self.dialect.defers_credits() {
-            return Ok(0);
+        match row {
+            Some(row) => get_parsed(&row, "balance"),
+            None => Ok(Balance::ZERO),
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) \
-             SELECT DISTINCT key, kind, owner, asset, 0 FROM ledger_pending_credits \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let locked = sqlx::query(
-            "SELECT key, CAST(balance AS TEXT) AS balance FROM ledger_accounts \
-             WHERE key IN (SELECT key FROM ledger_pending_credits) ORDER BY key FOR UPDATE",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        if locked.is_empty() {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        let mut balances: HashMap<String, Balance> = HashMap::with_capacity(locked.len());
-        for row in &locked {
-            balances.insert(row.try_get("key")?, get_parsed(row, "balance")?);
-        }
-        let keys: Vec<String> = balances.keys().cloned().collect();
-        let credits = take_pending_credits(&mut tx, &keys).await?;
-        for (key, amount) in &credits {
-            let Some(slot) = balances.get_mut(key) else {
-                continue;
-            };
-            // Never: every unit inside is owed by the outside world, whose
-            // balance the commits keep within the range.
-            *slot = slot
-                .credit(*amount)
-                .ok_or_else(|| decode_err(Refusal::Overflow(key.clone())))?;
-        }
-        let mut update = Statement::new("UPDATE ledger_accounts SET balance = next.balance FROM (VALUES ");
-        for (index, (key, balance)) in balances.iter().enumerate() {
-            update.push(if index == 0 { "(" } else { ", (" });
-            update
-                .bind(key.clone())
-                .push(", ")
-                .bind_ledger_amount(balance.to_string(), self.dialect)
-                .push(")");
-        }
-        update.push(") AS next (key, balance) WHERE ledger_accounts.key = next.key");
-        update.query()?.execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(credits.len())
     }
 
     /// Transfers touching an owner's accounts, newest first, before `before_seq`.
@@ -489,40 +412,49 @@ pub(super) async fn apply_batch(
     if let Some(conflict) = first_reused_id(tx, batch, &inserted).await? {
         return Ok(Err(conflict));
     }
-    // 3. Net balance change per account. Where credits are deferred
-    //    (PostgreSQL), they are appended as pending, locking nothing; the
-    //    rest is checked once against the stored (on PostgreSQL: locked)
-    //    balances with their pending credits, which move into the rows.
+    // 3. Net balance change per account, checked once against the stored
+    //    (on PostgreSQL: locked) balances.
     let deltas = match net_deltas(&batch.transfers, &inserted) {
         Ok(deltas) => deltas,
         Err(refusal) => return Ok(Err(refusal)),
     };
-    let (credits, applied): (Vec<_>, Vec<_>) = deltas
-        .into_iter()
-        .filter(|(_, delta)| *delta != 0)
-        .partition(|(_, delta)| dialect.defers_credits() && *delta > 0);
-    if !credits.is_empty() {
-        append_pending_credits(tx, dialect, &credits).await?;
-    }
-    if !applied.is_empty() {
-        let mut current = locked_balances(tx, dialect, &applied).await?;
-        if current.len() < applied.len() {
-            create_accounts(tx, dialect, applied.iter().map(|(a, _)| a), &current).await?;
-            current = locked_balances(tx, dialect, &applied).await?;
-        }
-        if dialect.defers_credits() {
-            let keys: Vec<String> = applied.iter().map(|(account, _)| account.key()).collect();
-            for (key, amount) in take_pending_credits(tx, &keys).await? {
-                let Some(slot) = current.get_mut(&key) else {
+    if !deltas.is_empty() {
+        let mut current = locked_balances(tx, dialect, &deltas).await?;
+        if current.len() < deltas.len() {
+            // New accounts: created at zero first, so that concurrent
+            // writers on PostgreSQL lock the same rows instead of racing.
+            let mut create = Statement::new(
+                "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES ",
+            );
+            let mut first = true;
+            for (account, _) in &deltas {
+                let key = account.key();
+                if current.contains_key(&key) {
                     continue;
-                };
-                *slot = slot
-                    .credit(amount)
-                    .ok_or_else(|| decode_err(Refusal::Overflow(key.clone())))?;
+                }
+                let (kind, owner, asset) = account_columns(account);
+                create.push(if first { "(" } else { ", (" });
+                first = false;
+                create
+                    .bind(key)
+                    .push(", ")
+                    .bind(kind)
+                    .push(", ")
+                    .bind(owner)
+                    .push(", ")
+                    .bind(asset)
+                    .push(", ")
+                    .bind_ledger_amount("0".to_string(), dialect)
+                    .push(")");
             }
+            create.push(" ON CONFLICT (key) DO NOTHING");
+            create.query()?.execute(&mut *tx).await?;
+            current = locked_balances(tx, dialect, &deltas).await?;
         }
-        let mut next_balances = Vec::with_capacity(applied.len());
-        for (account, delta) in &applied {
+        let mut update = Statement::new(
+            "INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES ",
+        );
+        for (index, (account, delta)) in deltas.iter().enumerate() {
             let key = account.key();
             let stored = current.get(&key).copied().unwrap_or(Balance::ZERO);
             let Some(next) = stored.checked_add(*delta) else {
@@ -531,9 +463,22 @@ pub(super) async fn apply_batch(
             if next.is_negative() && !account.may_go_negative() {
                 return Ok(Err(Refusal::Insufficient(key)));
             }
-            next_balances.push((*account, next));
+            let (kind, owner, asset) = account_columns(account);
+            update.push(if index == 0 { "(" } else { ", (" });
+            update
+                .bind(key)
+                .push(", ")
+                .bind(kind)
+                .push(", ")
+                .bind(owner)
+                .push(", ")
+                .bind(asset)
+                .push(", ")
+                .bind_ledger_amount(next.to_string(), dialect)
+                .push(")");
         }
-        store_balances(tx, dialect, &next_balances).await?;
+        update.push(" ON CONFLICT (key) DO UPDATE SET balance = excluded.balance");
+        update.query()?.execute(&mut *tx).await?;
     }
     // 4. Vouchers kept in the journal.
     let entries: Vec<&JournalEntry> = batch.journal.iter().collect();
@@ -541,124 +486,6 @@ pub(super) async fn apply_batch(
         journal_append(chunk).query()?.execute(&mut *tx).await?;
     }
     Ok(Ok(()))
-}
-
-/// Creates the accounts among `accounts` that `existing` lacks, at zero, so
-/// that concurrent writers on PostgreSQL lock the same rows instead of
-/// racing to insert them.
-async fn create_accounts<'a>(
-    tx: &mut sqlx::AnyConnection,
-    dialect: Dialect,
-    accounts: impl Iterator<Item = &'a AccountRef>,
-    existing: &HashMap<String, Balance>,
-) -> Result<(), sqlx::Error> {
-    let mut create =
-        Statement::new("INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES ");
-    let mut first = true;
-    for account in accounts {
-        let key = account.key();
-        if existing.contains_key(&key) {
-            continue;
-        }
-        let (kind, owner, asset) = account_columns(account);
-        create.push(if first { "(" } else { ", (" });
-        first = false;
-        create
-            .bind(key)
-            .push(", ")
-            .bind(kind)
-            .push(", ")
-            .bind(owner)
-            .push(", ")
-            .bind(asset)
-            .push(", ")
-            .bind_ledger_amount("0".to_string(), dialect)
-            .push(")");
-    }
-    if first {
-        return Ok(());
-    }
-    create.push(" ON CONFLICT (key) DO NOTHING");
-    create.query()?.execute(&mut *tx).await?;
-    Ok(())
-}
-
-/// Writes accounts' new balances (their rows exist and are locked).
-async fn store_balances(
-    tx: &mut sqlx::AnyConnection,
-    dialect: Dialect,
-    balances: &[(AccountRef, Balance)],
-) -> Result<(), sqlx::Error> {
-    let mut update =
-        Statement::new("INSERT INTO ledger_accounts (key, kind, owner, asset, balance) VALUES ");
-    for (index, (account, balance)) in balances.iter().enumerate() {
-        let (kind, owner, asset) = account_columns(account);
-        update.push(if index == 0 { "(" } else { ", (" });
-        update
-            .bind(account.key())
-            .push(", ")
-            .bind(kind)
-            .push(", ")
-            .bind(owner)
-            .push(", ")
-            .bind(asset)
-            .push(", ")
-            .bind_ledger_amount(balance.to_string(), dialect)
-            .push(")");
-    }
-    update.push(" ON CONFLICT (key) DO UPDATE SET balance = excluded.balance");
-    update.query()?.execute(&mut *tx).await?;
-    Ok(())
-}
-
-/// Appends credits (each delta positive) to the pending credits.
-async fn append_pending_credits(
-    tx: &mut sqlx::AnyConnection,
-    dialect: Dialect,
-    credits: &[(AccountRef, Balance)],
-) -> Result<(), sqlx::Error> {
-    let mut insert = Statement::new(
-        "INSERT INTO ledger_pending_credits (key, kind, owner, asset, amount) VALUES ",
-    );
-    for (index, (account, amount)) in credits.iter().enumerate() {
-        let (kind, owner, asset) = account_columns(account);
-        insert.push(if index == 0 { "(" } else { ", (" });
-        insert
-            .bind(account.key())
-            .push(", ")
-            .bind(kind)
-            .push(", ")
-            .bind(owner)
-            .push(", ")
-            .bind(asset)
-            .push(", ")
-            .bind_ledger_amount(amount.to_string(), dialect)
-            .push(")");
-    }
-    insert.query()?.execute(&mut *tx).await?;
-    Ok(())
-}
-
-/// Removes the pending credits of `keys` (whose rows the transaction has
-/// locked) and answers them, to be added to the rows in the same
-/// transaction. Credits appended by transactions not committed yet are
-/// not seen and stay pending.
-async fn take_pending_credits(
-    tx: &mut sqlx::AnyConnection,
-    keys: &[String],
-) -> Result<Vec<(String, Amount)>, sqlx::Error> {
-    let mut delete = Statement::new("DELETE FROM ledger_pending_credits WHERE key IN (");
-    for (index, key) in keys.iter().enumerate() {
-        if index > 0 {
-            delete.push(", ");
-        }
-        delete.bind(key.clone());
-    }
-    delete.push(") RETURNING key, CAST(amount AS TEXT) AS amount");
-    let rows = delete.query()?.fetch_all(&mut *tx).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get::<String, _>("key")?, get_parsed(row, "amount")?)))
-        .collect()
 }
 
 /// The statement appending `entries` to the voucher journal.

@@ -53,7 +53,6 @@ async fn run_suite(store: &Store) {
     ledger_suite(store).await;
     voucher_journal_suite(store).await;
     amount_range_suite(store).await;
-    pending_credits_suite(store).await;
     accounts_suite(store).await;
     streams_suite(store).await;
     chat_and_tips_suite(store).await;
@@ -1133,123 +1132,6 @@ async fn amount_range_suite(store: &Store) {
         store.all_transfers().await.expect("transfers").len(),
         transfers_before + 3
     );
-}
-
-/// Credits deferred (PostgreSQL) count in balances at once, pay for debits,
-/// and move into their rows by a fold without a unit gained or lost, even
-/// while commits go on; SQLite adds every credit to its row at once.
-async fn pending_credits_suite(store: &Store) {
-    let asset = Address::repeat_byte(0x71);
-    let owner = Address::repeat_byte(0x72);
-    let account = AccountRef::Available { owner, asset };
-    // The account's pending credits (a withdrawal credits the outside
-    // world, pending too).
-    let pending_rows = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ledger_pending_credits WHERE key = $1")
-            .bind(account.key())
-            .fetch_one(store.pool())
-            .await
-            .expect("count")
-    };
-    let commit_one = |transfer: Transfer| async move {
-        store
-            .commit(&[batch(vec![transfer])], 10)
-            .await
-            .expect("commit")
-            .pop()
-            .expect("one outcome")
-    };
-    let deposit = |id: &str, amount: u128| {
-        crate::money::payments::deposit(format!("pending-{id}"), owner, asset, Amount(amount))
-    };
-    let withdraw = |id: &str, amount: u128| {
-        crate::money::payments::withdrawal(format!("pending-{id}"), account, asset, Amount(amount))
-    };
-    let all_pending = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ledger_pending_credits")
-            .fetch_one(store.pool())
-            .await
-            .expect("count")
-    };
-    // What the suites before left pending, folded; balances stay.
-    let balances_before = store.stored_balances().await.expect("balances");
-    let folded = store.fold_pending_credits().await.expect("fold");
-    assert_eq!(all_pending().await, 0);
-    assert_eq!(folded > 0, store.dialect().defers_credits());
-    let mut balances_after = store.stored_balances().await.expect("balances");
-    let mut balances_before = balances_before;
-    balances_before.sort();
-    balances_after.sort();
-    assert_eq!(balances_after, balances_before);
-    assert_eq!(store.fold_pending_credits().await.expect("fold"), 0);
-
-    // A credit counts at once; on PostgreSQL it waits as a pending row.
-    assert_eq!(commit_one(deposit("in-1", 40)).await, Ok(()));
-    assert_eq!(commit_one(deposit("in-2", 2)).await, Ok(()));
-    assert_eq!(store.balance(&account).await.expect("balance"), 42);
-    assert_eq!(pending_rows().await > 0, store.dialect().defers_credits());
-
-    // A debit is paid by pending credits, and takes them into the row.
-    assert_eq!(
-        commit_one(withdraw("over", 43)).await,
-        Err(Refusal::Insufficient(account.key()))
-    );
-    assert_eq!(commit_one(withdraw("out-1", 42)).await, Ok(()));
-    assert_eq!(store.balance(&account).await.expect("balance"), 0);
-    assert_eq!(pending_rows().await, 0);
-    assert_eq!(
-        commit_one(withdraw("out-2", 1)).await,
-        Err(Refusal::Insufficient(account.key()))
-    );
-
-    // A fold while commits go on: every credit lands once.
-    let pending_before = all_pending().await;
-    let credits = 60u128;
-    let writer = async {
-        for n in 0..credits {
-            assert_eq!(commit_one(deposit(&format!("busy-{n}"), 5)).await, Ok(()));
-        }
-    };
-    let folder = async {
-        let mut folded = 0;
-        for _ in 0..20 {
-            folded += store.fold_pending_credits().await.expect("fold");
-            tokio::task::yield_now().await;
-        }
-        folded
-    };
-    let ((), folded_during) = tokio::join!(writer, folder);
-    let folded_after = store.fold_pending_credits().await.expect("fold");
-    assert_eq!(pending_rows().await, 0);
-    if store.dialect().defers_credits() {
-        // Each deposit's credit to the account (nothing debits it
-        // meanwhile), and what was pending before but a deposit's debit of
-        // the outside world did not take first.
-        let folded = i64::try_from(folded_during + folded_after).expect("small");
-        let credits = i64::try_from(credits).expect("small");
-        assert!(
-            (credits..=pending_before + credits).contains(&folded),
-            "{folded} of {pending_before} + {credits}"
-        );
-        assert_eq!(all_pending().await, 0);
-    } else {
-        assert_eq!(folded_during + folded_after, 0);
-    }
-    assert_eq!(
-        store.balance(&account).await.expect("balance"),
-        Balance::from(Amount(5 * credits))
-    );
-    assert_eq!(
-        store
-            .stored_balances()
-            .await
-            .expect("balances")
-            .into_iter()
-            .find(|(key, _)| *key == account.key())
-            .map(|(_, balance)| balance),
-        Some(Balance::from(Amount(5 * credits)))
-    );
-    audit_agrees(store).await;
 }
 
 async fn accounts_suite(store: &Store) {
