@@ -39,7 +39,9 @@ use tracing::{error, info, warn};
 
 use crate::memberships::RoundClock;
 use crate::model::now_ms;
-use crate::store::{ChannelWrite, JournalEntry, LedgerBatch, Refusal, Store};
+use crate::store::{
+    ChannelWrite, DeferredFold, DeferredStep, JournalEntry, LedgerBatch, Refusal, Store,
+};
 
 /// Commands waiting for the engine; senders wait when it is full.
 pub const ENGINE_QUEUE: usize = 4096;
@@ -61,6 +63,9 @@ pub const FOLD_AFTER_MS: u64 = 30_000;
 /// Most channels one fold writes (one commit) while vouchers keep coming:
 /// folds are sliced so that no group of vouchers waits behind a large one.
 const FOLD_SLICE: usize = 256;
+/// Slices of waiting voucher steps a node folds a second at most, where
+/// several nodes share the database.
+const MAX_SLICES_A_SECOND: usize = 8;
 /// Steps waiting in the voucher journal past which the oldest channels are
 /// folded whatever their age.
 pub const FOLD_AFTER_VOUCHERS: usize = 131_072;
@@ -213,6 +218,10 @@ pub struct Payments {
     waiting: Arc<WaitingView>,
     channels: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
     db: Store,
+    /// Other nodes write the same channels: voucher steps wait in their
+    /// channels' rows (`store::deferred`), not in a journal of this node's.
+    shared_database: bool,
+    rounds: RoundClock,
     pub domain: PaymentDomain,
     pub settle_window_ms: u64,
 }
@@ -252,6 +261,7 @@ impl Payments {
             settle_window_ms,
             shared_database,
             journal,
+            rounds,
         ));
         let payments = Payments {
             requests: tx,
@@ -259,6 +269,8 @@ impl Payments {
             waiting,
             channels: shared,
             db: db.clone(),
+            shared_database,
+            rounds,
             domain,
             settle_window_ms,
         };
@@ -272,7 +284,9 @@ impl Payments {
                 if timer.due(now_ms) && timer.submit(Operation::Settle { now_ms }).await.is_err() {
                     return;
                 }
-                if timer.journaled.load(Ordering::Relaxed) > 0
+                if timer.shared_database {
+                    timer.fold_waited_deferred(now_ms).await;
+                } else if timer.journaled.load(Ordering::Relaxed) > 0
                     && let Err(err) = timer.submit(Operation::FoldWaited).await
                 {
                     warn!(%err, "folding the voucher journal");
@@ -397,6 +411,10 @@ impl Payments {
     /// (exactly what a fold would write), without a fold. Read again when a
     /// fold commits meanwhile.
     pub async fn balances(&self, accounts: &[AccountRef]) -> Result<Vec<Balance>, EngineError> {
+        if self.shared_database {
+            // Steps waiting in other nodes' channels: folded, then read.
+            self.fold().await?;
+        }
         loop {
             let before = self.waiting.folds.load(Ordering::SeqCst);
             if before % 2 == 1 {
@@ -480,10 +498,49 @@ impl Payments {
     /// Folds the voucher journal, if it holds any step, so that balances and
     /// transfers read next include every voucher answered before.
     pub async fn fold(&self) -> Result<(), EngineError> {
+        if self.shared_database {
+            let now_ms = now_ms();
+            return fold_deferred(
+                &self.db,
+                DeferredFold::All {
+                    accepted_by_ms: now_ms,
+                },
+                self.rounds,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                warn!(%err, "folding waiting voucher steps");
+                EngineError::Unavailable
+            });
+        }
         if self.journaled.load(Ordering::Relaxed) == 0 {
             return Ok(());
         }
         self.submit(Operation::Fold).await.map(|_| ())
+    }
+
+    /// Folds the voucher steps waiting in channels' rows whose first step
+    /// waited [`FOLD_AFTER_MS`] or was accepted in an ended pool round (any
+    /// node's: rows another node is folding are left to it), a slice at a
+    /// time while slices come back full.
+    async fn fold_waited_deferred(&self, now_ms: u64) {
+        let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let which = DeferredFold::Waited {
+            first_accepted_by_ms: now_ms.saturating_sub(FOLD_AFTER_MS as i64),
+            round_start_ms: self.rounds.bounds(self.rounds.round_at(now_ms)).0,
+            limit: FOLD_SLICE,
+        };
+        for _ in 0..MAX_SLICES_A_SECOND {
+            match fold_deferred(&self.db, which, self.rounds).await {
+                Ok(folded) if folded == FOLD_SLICE => continue,
+                Ok(_) => return,
+                Err(err) => {
+                    warn!(%err, "folding waiting voucher steps");
+                    return;
+                }
+            }
+        }
     }
 
     /// Submits an operation and waits for its durable outcome.
@@ -682,10 +739,10 @@ impl Journal {
                     }
                 }
             }
-            batch.channels.push(ChannelWrite {
-                base_revision: Some(waiting.stored.revision),
-                channel: current.clone(),
-            });
+            batch.channels.push(ChannelWrite::new(
+                Some(waiting.stored.revision),
+                current.clone(),
+            ));
         }
         Some((batch, stamp_ms))
     }
@@ -795,10 +852,9 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<i64
                 .map_err(|err| anyhow::anyhow!("folding the voucher journal: {err}"))?;
             channel.revision = fresh_revision();
             batch.transfers.extend(transfers);
-            batch.channels.push(ChannelWrite {
-                base_revision,
-                channel: channel.clone(),
-            });
+            batch
+                .channels
+                .push(ChannelWrite::new(base_revision, channel.clone()));
             folded_channels += 1;
         }
         let stamp_ms = steps
@@ -830,6 +886,7 @@ async fn run_engine(
     settle_window_ms: u64,
     shared_database: bool,
     mut journal: Option<Journal>,
+    rounds: RoundClock,
 ) {
     let let_ready_run = lets_ready_tasks_run(db.dialect());
     let mut carried: Option<Request> = None;
@@ -889,6 +946,22 @@ async fn run_engine(
             && journal
                 .as_ref()
                 .is_some_and(|j| j.steps.load(Ordering::Relaxed) < JOURNAL_BOUND);
+        // With other nodes: every waiting step (any node's) is folded before
+        // any other operation; a group of vouchers alone defers its steps.
+        if shared_database
+            && meet
+            && let Err(err) = fold_deferred(
+                &db,
+                DeferredFold::All {
+                    accepted_by_ms: i64::try_from(now).unwrap_or(i64::MAX),
+                },
+                rounds,
+            )
+            .await
+        {
+            warn!(%err, "folding waiting voucher steps");
+        }
+        let deferring = shared_database && !meet;
         let mut next_seq = journal.as_ref().map_or(0, |j| j.next_seq);
         // Apply each operation to working copies; collect the batches.
         let mut working: HashMap<B256, Channel> = HashMap::new();
@@ -901,7 +974,17 @@ async fn run_engine(
                 &mut working,
                 now,
                 settle_window_ms,
-                journaling.then_some(&mut next_seq),
+                if journaling {
+                    VoucherSteps::Journal(&mut next_seq)
+                } else if deferring {
+                    VoucherSteps::Deferred {
+                        round_start_ms: rounds
+                            .bounds(rounds.round_at(i64::try_from(now).unwrap_or(i64::MAX)))
+                            .0,
+                    }
+                } else {
+                    VoucherSteps::WithTransfers
+                },
             );
             planned.push((request, outcome));
         }
@@ -978,6 +1061,15 @@ async fn run_engine(
                 for channel in changed {
                     remember(&shared, &mut channels, channel);
                 }
+                if shared_database
+                    && !stale.is_empty()
+                    && let Err(err) =
+                        fold_deferred(&db, DeferredFold::Channels(&stale), rounds).await
+                {
+                    // Planned again over the row as it is; refused again
+                    // while its steps wait.
+                    warn!(%err, "folding the waiting voucher steps of changed channels");
+                }
                 for id in stale {
                     if journal
                         .as_ref()
@@ -1040,6 +1132,90 @@ fn current<'a>(
     working.get(id).or_else(|| channels.get(id))
 }
 
+/// Where a planned voucher's step goes.
+enum VoucherSteps<'a> {
+    /// Its transfers and its channel's row, at once.
+    WithTransfers,
+    /// This node's voucher journal, under the next sequence number.
+    Journal(&'a mut i64),
+    /// Its channel's row alone, its transfers deferred (`store::deferred`);
+    /// `round_start_ms`: where the current pool round began.
+    Deferred { round_start_ms: i64 },
+}
+
+/// Folds voucher steps waiting in channels' rows (`store::deferred`): each
+/// channel's steps as one, from the amount its transfers reach.
+async fn fold_deferred(
+    db: &Store,
+    which: DeferredFold<'_>,
+    rounds: RoundClock,
+) -> Result<usize, crate::store::FoldError> {
+    let started = std::time::Instant::now();
+    let folded = db
+        .fold_deferred(which, deferred_transfers, |at_ms| rounds.round_at(at_ms))
+        .await?;
+    if folded > 0 {
+        crate::metrics::metrics()
+            .engine_fold_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(folded)
+}
+
+/// The transfers of a channel's waiting steps: from the amount its
+/// transfers reach to its current state, as one step (the ids a single
+/// voucher for the current amount would give).
+fn deferred_transfers(current: &Channel, folded_redeemed: Amount) -> Result<Vec<Transfer>, String> {
+    if current.redeemed <= folded_redeemed {
+        return Ok(Vec::new());
+    }
+    let mut folded = current.clone();
+    folded.redeemed = folded_redeemed;
+    let signature = current.last_signature.clone().unwrap_or_default();
+    folded
+        .redeem_accepted(current.redeemed, signature)
+        .map_err(|err| err.to_string())
+}
+
+/// A voucher whose step is deferred (`VoucherSteps::Deferred`): its
+/// channel's new state over the revision it was planned on, and the step.
+fn plan_deferred_voucher(
+    voucher: &VerifiedVoucher,
+    round_start_ms: i64,
+    channels: &HashMap<B256, Channel>,
+    working: &mut HashMap<B256, Channel>,
+    now_ms: u64,
+) -> Planned {
+    let mut state = current(&voucher.channel, channels, working)
+        .cloned()
+        .ok_or(EngineError::UnknownChannel)?;
+    let base_revision = state.revision;
+    let redeemed_before = state.redeemed;
+    let new = state.accept_voucher(voucher, now_ms)?;
+    let mut batch = LedgerBatch::default();
+    if new {
+        state.revision = fresh_revision();
+        working.insert(state.id, state.clone());
+        batch.channels.push(ChannelWrite {
+            base_revision: Some(base_revision),
+            channel: state.clone(),
+            deferred: Some(DeferredStep {
+                base_redeemed: redeemed_before,
+                accepted_at_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
+                round_start_ms,
+            }),
+        });
+    }
+    Ok((
+        batch,
+        Done {
+            channel: Some(state),
+            new,
+            redeemed_before: Some(redeemed_before),
+        },
+    ))
+}
+
 fn plan(
     domain: PaymentDomain,
     operation: Operation,
@@ -1047,7 +1223,7 @@ fn plan(
     working: &mut HashMap<B256, Channel>,
     now_ms: u64,
     settle_window_ms: u64,
-    journal_seq: Option<&mut i64>,
+    voucher_steps: VoucherSteps<'_>,
 ) -> Planned {
     let with_channel = |mut channel: Channel,
                         transfers: Vec<Transfer>,
@@ -1059,10 +1235,7 @@ fn plan(
         Ok((
             LedgerBatch {
                 transfers,
-                channels: vec![ChannelWrite {
-                    base_revision,
-                    channel: channel.clone(),
-                }],
+                channels: vec![ChannelWrite::new(base_revision, channel.clone())],
                 ..LedgerBatch::default()
             },
             Done {
@@ -1072,6 +1245,11 @@ fn plan(
             },
         ))
     };
+    if let (Operation::Voucher(voucher), VoucherSteps::Deferred { round_start_ms }) =
+        (&operation, &voucher_steps)
+    {
+        return plan_deferred_voucher(voucher, *round_start_ms, channels, working, now_ms);
+    }
     match operation {
         Operation::Open(request) => {
             let (channel, transfers) = Channel::open(request, domain, now_ms)?;
@@ -1094,7 +1272,7 @@ fn plan(
             let transfers = state.top_up(amount, now_ms)?;
             with_channel(state, transfers, true, working)
         }
-        Operation::Voucher(voucher) if journal_seq.is_some() => {
+        Operation::Voucher(voucher) if matches!(voucher_steps, VoucherSteps::Journal(_)) => {
             let mut state = current(&voucher.channel, channels, working)
                 .cloned()
                 .ok_or(EngineError::UnknownChannel)?;
@@ -1105,7 +1283,7 @@ fn plan(
                 state.revision = fresh_revision();
                 working.insert(state.id, state.clone());
                 let mut seq = 0;
-                if let Some(next) = journal_seq {
+                if let VoucherSteps::Journal(next) = voucher_steps {
                     seq = *next;
                     *next += 1;
                 }
@@ -1244,10 +1422,7 @@ fn plan(
                     state.revision = fresh_revision();
                     batch.transfers.extend(transfers);
                     working.insert(id, state.clone());
-                    batch.channels.push(ChannelWrite {
-                        base_revision,
-                        channel: state,
-                    });
+                    batch.channels.push(ChannelWrite::new(base_revision, state));
                 }
             }
             Ok((
@@ -1601,6 +1776,206 @@ mod tests {
             assert_audited(&db).await;
         }
 
+        /// The channels as far as their transfers reach, audited.
+        async fn assert_audited_as_folded(db: &Store) -> usize {
+            let transfers = db.all_transfers().await.expect("transfers");
+            let (channels, waiting) = db.channels_as_folded().await.expect("channels");
+            let report = streamweave_ledger::audit(&transfers, &channels);
+            assert!(report.is_clean(), "{:?}", report.violations);
+            waiting
+        }
+
+        #[tokio::test]
+        async fn nodes_sharing_postgres_defer_voucher_steps_in_the_channel_rows() {
+            let Some(schema) = crate::store::suite::PostgresSchema::create().await else {
+                return;
+            };
+            let first_db = Store::postgres(&schema.url).await.expect("store");
+            let second_db = Store::postgres(&schema.url).await.expect("store");
+            let start = |db: Store| {
+                Payments::start(db, PaymentDomain::EMBEDDED, 60_000, true, rounds(WEEK_MS))
+            };
+            let first = start(first_db.clone()).await.expect("engine");
+            let second = start(second_db.clone()).await.expect("engine");
+            let (payer, payee) = (Address::repeat_byte(0xa2), Address::repeat_byte(0xb2));
+            let key = SigningKey::from_bytes(&[6; 32]).expect("key");
+            first
+                .submit(Operation::Transfers(vec![deposit(
+                    "d".into(),
+                    payer,
+                    Address::ZERO,
+                    Amount(1_000_000),
+                )]))
+                .await
+                .expect("deposit");
+            let channel = first
+                .submit(Operation::Open(opening(payer, payee, key.address())))
+                .await
+                .expect("opens")
+                .channel
+                .expect("channel");
+            // Through either node, each over the row the other wrote.
+            for (node, amount) in [(&first, 1_000), (&second, 2_500), (&first, 7_001)] {
+                let done = node
+                    .submit(Operation::Voucher(signed(&key, &channel, amount)))
+                    .await
+                    .expect("accepted");
+                assert!(done.new);
+            }
+            // An older voucher through the node that saw it last is refused.
+            let replayed = second
+                .submit(Operation::Voucher(signed(&key, &channel, 2_600)))
+                .await;
+            assert!(
+                matches!(
+                    replayed,
+                    Err(EngineError::Channel(ChannelError::NotIncreasing))
+                ),
+                "{replayed:?}"
+            );
+            // The row holds the step at once; its transfers wait.
+            assert_eq!(row_of(&second_db, &channel).await.redeemed, Amount(7_001));
+            assert_eq!(first_db.balance(&revenue(payee)).await.expect("balance"), 0);
+            assert_eq!(assert_audited_as_folded(&first_db).await, 1);
+            // Balances through either node fold first: one step's transfers.
+            let read = second
+                .balances(&[revenue(payee), PLATFORM])
+                .await
+                .expect("balances");
+            assert_eq!(
+                read,
+                vec![Balance::from(Amount(6_790)), Balance::from(Amount(211))]
+            );
+            assert_eq!(assert_audited_as_folded(&first_db).await, 0);
+            let moved = first_db.all_transfers().await.expect("transfers");
+            let steps: Vec<&Transfer> = moved
+                .iter()
+                .filter(|t| t.channel == Some(channel.id) && t.kind != TransferKind::ChannelOpen)
+                .collect();
+            assert_eq!(steps.len(), 2, "{steps:?}");
+            assert!(steps.iter().all(|t| t.id.contains(":7001")), "{steps:?}");
+            // Vouchers racing through both nodes: each answered step counted
+            // once (their sum is the channel's amount), refused ones nowhere.
+            let racing: Vec<_> = (0..24u128)
+                .map(|index| {
+                    let node = if index % 2 == 0 {
+                        first.clone()
+                    } else {
+                        second.clone()
+                    };
+                    let voucher = signed(&key, &channel, 8_000 + index * 500);
+                    tokio::spawn(async move { node.submit(Operation::Voucher(voucher)).await })
+                })
+                .collect();
+            let mut stepped = 7_001u128;
+            let mut highest = 7_001u128;
+            for (index, handle) in racing.into_iter().enumerate() {
+                match handle.await.expect("task") {
+                    Ok(done) => {
+                        let amount = 8_000 + index as u128 * 500;
+                        let before = done.redeemed_before.expect("before").0;
+                        assert!(before < amount);
+                        stepped += amount - before;
+                        highest = highest.max(amount);
+                    }
+                    // Planned on a row the other node kept changing, or
+                    // below an amount it took: the player sends it again.
+                    Err(EngineError::Channel(ChannelError::NotIncreasing))
+                    | Err(EngineError::Refused(Refusal::ChannelChanged(_))) => {}
+                    Err(err) => panic!("{err}"),
+                }
+            }
+            assert_eq!(stepped, highest);
+            assert_eq!(row_of(&first_db, &channel).await.redeemed, Amount(highest));
+            // Closing through the other node folds the waiting steps first.
+            second
+                .submit(Operation::Close {
+                    channel: channel.id,
+                    by: payer,
+                })
+                .await
+                .expect("closes");
+            assert_eq!(assert_audited_as_folded(&first_db).await, 0);
+            let fee = (highest * 3).div_ceil(100);
+            assert_eq!(
+                first_db.balance(&revenue(payee)).await.expect("balance"),
+                i128::try_from(highest - fee).expect("small")
+            );
+            assert_eq!(
+                first_db.balance(&PLATFORM).await.expect("balance"),
+                i128::try_from(fee).expect("small")
+            );
+            first_db.pool().close().await;
+            second_db.pool().close().await;
+            schema.drop_schema().await;
+        }
+
+        #[tokio::test]
+        async fn a_deferred_step_never_spans_two_pool_rounds() {
+            let Some(schema) = crate::store::suite::PostgresSchema::create().await else {
+                return;
+            };
+            let db = Store::postgres(&schema.url).await.expect("store");
+            // Rounds of two seconds; folds only for an ended round (the
+            // waiting time is far longer than the test).
+            let clock = rounds(2_000);
+            let payments =
+                Payments::start(db.clone(), PaymentDomain::EMBEDDED, 60_000, true, clock)
+                    .await
+                    .expect("engine");
+            let (payer, payee) = (Address::repeat_byte(0xa3), Address::repeat_byte(0xb3));
+            let key = SigningKey::from_bytes(&[7; 32]).expect("key");
+            payments
+                .submit(Operation::Transfers(vec![deposit(
+                    "d".into(),
+                    payer,
+                    Address::ZERO,
+                    Amount(1_000_000),
+                )]))
+                .await
+                .expect("deposit");
+            let channel = payments
+                .submit(Operation::Open(opening(payer, payee, key.address())))
+                .await
+                .expect("opens")
+                .channel
+                .expect("channel");
+            // Early in a round, so both steps of it land in it.
+            while now_ms() % 2_000 > 500 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let first_round = clock.round_at(now_ms());
+            for amount in [1_000, 2_000] {
+                payments
+                    .submit(Operation::Voucher(signed(&key, &channel, amount)))
+                    .await
+                    .expect("accepted");
+            }
+            while clock.round_at(now_ms()) == first_round {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            payments
+                .submit(Operation::Voucher(signed(&key, &channel, 3_000)))
+                .await
+                .expect("accepted in the next round");
+            payments.fold().await.expect("fold");
+            let stamped = db.transfers_of(payee, None, 100).await.expect("transfers");
+            let round_of = |id: &str| {
+                stamped
+                    .iter()
+                    .filter(|t| t.transfer.id.contains(id))
+                    .map(|t| clock.round_at(t.created_at_ms))
+                    .collect::<Vec<_>>()
+            };
+            // The first round's steps as one, stamped in it; the next one's in the next.
+            assert_eq!(round_of(":2000"), vec![first_round]);
+            assert_eq!(round_of(":3000"), vec![first_round + 1]);
+            assert!(round_of(":1000").is_empty());
+            assert_eq!(assert_audited_as_folded(&db).await, 0);
+            db.pool().close().await;
+            schema.drop_schema().await;
+        }
+
         #[tokio::test]
         async fn a_journal_left_by_a_stopped_node_is_folded_on_start_round_by_round() {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -1621,10 +1996,7 @@ mod tests {
             channel.revision = 3;
             let open = LedgerBatch {
                 transfers: opened,
-                channels: vec![ChannelWrite {
-                    base_revision: None,
-                    channel: channel.clone(),
-                }],
+                channels: vec![ChannelWrite::new(None, channel.clone())],
                 ..LedgerBatch::default()
             };
             db.commit(&[open], 1).await.expect("open");

@@ -47,6 +47,36 @@ pub struct JournalEntry {
 pub struct ChannelWrite {
     pub base_revision: Option<u64>,
     pub channel: Channel,
+    /// A voucher's step written to the row alone, its transfers deferred
+    /// (PostgreSQL shared by several nodes; see [`Store::fold_deferred`]).
+    /// `None`: the batch carries the write's transfers, and the row must
+    /// have no deferred step left.
+    pub deferred: Option<DeferredStep>,
+}
+
+impl ChannelWrite {
+    /// A write whose transfers are in its batch.
+    pub fn new(base_revision: Option<u64>, channel: Channel) -> ChannelWrite {
+        ChannelWrite {
+            base_revision,
+            channel,
+            deferred: None,
+        }
+    }
+}
+
+/// A voucher step whose transfers wait in its channel's row: the row keeps
+/// the redeemed amount its transfers reach (`folded_redeemed`) and when its
+/// first and latest waiting steps were accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeferredStep {
+    /// The redeemed amount of the state the write was built on.
+    pub base_redeemed: Amount,
+    pub accepted_at_ms: i64,
+    /// Where the pool round of `accepted_at_ms` began: a row whose waiting
+    /// steps began before it is not written (folded first), so that one
+    /// fold never spans two rounds.
+    pub round_start_ms: i64,
 }
 
 /// Why a batch was refused (the rest of a group commit goes on).
@@ -100,7 +130,7 @@ pub(super) fn account_columns(account: &AccountRef) -> (&'static str, Option<Str
 
 /// A channel's body with the revision its row holds (bodies stored before
 /// revisions existed have none).
-fn channel_row(row: &AnyRow) -> Result<Channel, sqlx::Error> {
+pub(super) fn channel_row(row: &AnyRow) -> Result<Channel, sqlx::Error> {
     let mut channel: Channel = json_body(row)?;
     channel.revision = u64::try_from(row.try_get::<i64, _>("revision")?).map_err(decode_err)?;
     Ok(channel)
@@ -137,6 +167,45 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
             return Ok(vec![Ok(()); batches.len()]);
+        }
+        // Vouchers whose steps wait in their rows, alone: one statement
+        // writing every row over its revision, atomic and durable by
+        // itself; a batch whose row moved on meanwhile is refused alone.
+        if batches.iter().all(|b| {
+            b.transfers.is_empty()
+                && b.journal.is_empty()
+                && b.journal_folded_below.is_none()
+                && !b.channels.is_empty()
+                && b.channels
+                    .iter()
+                    .all(|w| w.deferred.is_some() && w.base_revision.is_some())
+        }) {
+            let writes: Vec<ChannelWrite> =
+                batches.iter().flat_map(|b| b.channels.clone()).collect();
+            let states = last_states(&writes)?;
+            let mut written = HashSet::with_capacity(states.len());
+            for chunk in states.chunks(INSERT_CHUNK_ROWS) {
+                for row in channel_update(chunk, now_ms)?
+                    .query()?
+                    .fetch_all(&self.pool)
+                    .await?
+                {
+                    written.insert(row.try_get::<String, _>("id")?);
+                }
+            }
+            return Ok(batches
+                .iter()
+                .map(|b| {
+                    match b
+                        .channels
+                        .iter()
+                        .find(|w| !written.contains(&format!("{:#x}", w.channel.id)))
+                    {
+                        Some(moved) => Err(Refusal::ChannelChanged(moved.channel.id)),
+                        None => Ok(()),
+                    }
+                })
+                .collect());
         }
         let mut tx = self.pool.begin().await?;
         // The common case (vouchers, settlements, deposits): the whole group
@@ -631,17 +700,43 @@ pub(super) fn net_deltas(
     Ok(deltas)
 }
 
-/// Per channel, in first-seen order: the revision its first write was
-/// built on and its last state.
-pub(super) fn last_states(writes: &[ChannelWrite]) -> Vec<(Option<u64>, &Channel)> {
-    let mut order: Vec<(Option<u64>, &Channel)> = Vec::new();
+/// A channel's writes in one batch, as one: the revision its first write
+/// was built on, its last state, and their deferred step (only when every
+/// write of it defers one: from the first one's base to the last one's).
+pub(super) type LastState<'a> = (Option<u64>, &'a Channel, Option<DeferredStep>);
+
+/// Per channel, in first-seen order, its writes as one; a channel written
+/// both with and without deferred steps in one batch is an error (the
+/// transfers of the one would not cover the steps of the other).
+pub(super) fn last_states(writes: &[ChannelWrite]) -> Result<Vec<LastState<'_>>, sqlx::Error> {
+    let mut order: Vec<LastState<'_>> = Vec::new();
+    let mut index: HashMap<B256, usize> = HashMap::with_capacity(writes.len());
     for write in writes {
-        match order.iter_mut().find(|(_, c)| c.id == write.channel.id) {
-            Some(slot) => slot.1 = &write.channel,
-            None => order.push((write.base_revision, &write.channel)),
+        match index.get(&write.channel.id) {
+            Some(&slot) => {
+                let (_, channel, deferred) = &mut order[slot];
+                *channel = &write.channel;
+                match (deferred.as_mut(), write.deferred) {
+                    (Some(step), Some(next)) => {
+                        step.accepted_at_ms = next.accepted_at_ms;
+                        step.round_start_ms = next.round_start_ms;
+                    }
+                    (None, None) => {}
+                    _ => {
+                        return Err(sqlx::Error::Protocol(format!(
+                            "channel {:#x} written with and without a deferred step in one batch",
+                            write.channel.id
+                        )));
+                    }
+                }
+            }
+            None => {
+                index.insert(write.channel.id, order.len());
+                order.push((write.base_revision, &write.channel, write.deferred));
+            }
         }
     }
-    order
+    Ok(order)
 }
 
 /// Stores channel states over their base revisions; answers the first
@@ -651,14 +746,21 @@ async fn write_channels(
     writes: &[ChannelWrite],
     now_ms: i64,
 ) -> Result<Option<B256>, sqlx::Error> {
-    let states = last_states(writes);
+    let states = last_states(writes)?;
     let revision = |value: u64| i64::try_from(value).map_err(decode_err);
-    let (new, updated): (Vec<_>, Vec<_>) = states.into_iter().partition(|(base, _)| base.is_none());
+    let (new, updated): (Vec<_>, Vec<_>) =
+        states.into_iter().partition(|(base, _, _)| base.is_none());
     if !new.is_empty() {
         let mut insert = Statement::new(
             "INSERT INTO channels (id, payer, payee, state, body, created_at_ms, updated_at_ms, revision) VALUES ",
         );
-        for (index, (_, channel)) in new.iter().enumerate() {
+        if let Some((_, channel, _)) = new.iter().find(|(_, _, deferred)| deferred.is_some()) {
+            return Err(sqlx::Error::Protocol(format!(
+                "channel {:#x}: a deferred step on a channel not stored yet",
+                channel.id
+            )));
+        }
+        for (index, (_, channel, _)) in new.iter().enumerate() {
             insert.push(if index == 0 { "(" } else { ", (" });
             insert
                 .bind(format!("{:#x}", channel.id))
@@ -684,33 +786,7 @@ async fn write_channels(
         }
     }
     if !updated.is_empty() {
-        // One statement for the group: the new states as a table, joined on
-        // id and the expected revision.
-        let mut update = Statement::new("WITH next (id, state, body, revision, base) AS (VALUES ");
-        for (index, (base, channel)) in updated.iter().enumerate() {
-            update.push(if index == 0 { "(" } else { ", (" });
-            update
-                .bind(format!("{:#x}", channel.id))
-                .push(", ")
-                .bind(channel.state.name())
-                .push(", ")
-                .bind(serde_json::to_string(channel).map_err(decode_err)?)
-                .push(", CAST(")
-                .bind(revision(channel.revision)?)
-                .push(" AS BIGINT), CAST(")
-                .bind(revision(base.unwrap_or(0))?)
-                .push(" AS BIGINT))");
-        }
-        update
-            .push(
-                ") UPDATE channels SET state = next.state, body = next.body, revision = next.revision, \
-                 updated_at_ms = ",
-            )
-            .bind(now_ms)
-            .push(
-                " FROM next WHERE channels.id = next.id AND channels.revision = next.base \
-                 RETURNING channels.id",
-            );
+        let update = channel_update(&updated, now_ms)?;
         if let Some(moved) = first_unwritten(tx, update, &updated).await? {
             return Ok(Some(moved));
         }
@@ -718,12 +794,68 @@ async fn write_channels(
     Ok(None)
 }
 
+/// The statement writing `updated` (channels stored before) over their
+/// base revisions, answering the ids it wrote.
+fn channel_update(updated: &[LastState<'_>], now_ms: i64) -> Result<Statement, sqlx::Error> {
+    let revision = |value: u64| i64::try_from(value).map_err(decode_err);
+    // One statement for the group: the new states as a table, joined on
+    // id and the expected revision. A deferred voucher step keeps the
+    // amount the row's transfers reach (the first waiting step's base)
+    // and is refused on a row whose waiting steps began in an earlier
+    // pool round; any other write is refused on a row with waiting
+    // steps (the engine folds them, then plans again).
+    let mut update = Statement::new(
+        "WITH next (id, state, body, revision, base, deferred, base_redeemed, accepted_ms, round_start_ms) AS (VALUES ",
+    );
+    for (index, (base, channel, deferred)) in updated.iter().enumerate() {
+        update.push(if index == 0 { "(" } else { ", (" });
+        update
+            .bind(format!("{:#x}", channel.id))
+            .push(", ")
+            .bind(channel.state.name())
+            .push(", ")
+            .bind(serde_json::to_string(channel).map_err(decode_err)?)
+            .push(", CAST(")
+            .bind(revision(channel.revision)?)
+            .push(" AS BIGINT), CAST(")
+            .bind(revision(base.unwrap_or(0))?)
+            .push(" AS BIGINT), CAST(")
+            .bind(i64::from(deferred.is_some()))
+            .push(" AS BIGINT), CAST(")
+            .bind(deferred.map_or_else(|| "0".to_string(), |d| d.base_redeemed.to_string()))
+            .push(" AS NUMERIC), CAST(")
+            .bind(deferred.map_or(0, |d| d.accepted_at_ms))
+            .push(" AS BIGINT), CAST(")
+            .bind(deferred.map_or(0, |d| d.round_start_ms))
+            .push(" AS BIGINT))");
+    }
+    update
+        .push(
+            ") UPDATE channels SET state = next.state, body = next.body, revision = next.revision, \
+             folded_redeemed = CASE WHEN next.deferred = 1 \
+               THEN COALESCE(channels.folded_redeemed, next.base_redeemed) END, \
+             unfolded_first_ms = CASE WHEN next.deferred = 1 \
+               THEN COALESCE(channels.unfolded_first_ms, next.accepted_ms) END, \
+             unfolded_last_ms = CASE WHEN next.deferred = 1 THEN next.accepted_ms END, \
+             updated_at_ms = ",
+        )
+        .bind(now_ms)
+        .push(
+            " FROM next WHERE channels.id = next.id AND channels.revision = next.base \
+             AND CASE WHEN next.deferred = 1 \
+               THEN channels.unfolded_first_ms IS NULL OR channels.unfolded_first_ms >= next.round_start_ms \
+               ELSE channels.folded_redeemed IS NULL END \
+             RETURNING channels.id",
+        );
+    Ok(update)
+}
+
 /// Runs a write that answers the ids of the channels it wrote; the first
 /// of `states` it did not write (its row was not as expected).
 async fn first_unwritten(
     tx: &mut sqlx::AnyConnection,
     write: Statement,
-    states: &[(Option<u64>, &Channel)],
+    states: &[LastState<'_>],
 ) -> Result<Option<B256>, sqlx::Error> {
     let written: HashSet<String> = write
         .query()?
@@ -734,6 +866,6 @@ async fn first_unwritten(
         .collect::<Result<_, _>>()?;
     Ok(states
         .iter()
-        .find(|(_, c)| !written.contains(&format!("{:#x}", c.id)))
-        .map(|(_, c)| c.id))
+        .find(|(_, c, _)| !written.contains(&format!("{:#x}", c.id)))
+        .map(|(_, c, _)| c.id))
 }

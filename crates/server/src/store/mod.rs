@@ -13,6 +13,7 @@ mod accounts;
 mod archives;
 mod chain;
 mod chat;
+mod deferred;
 pub mod dialect;
 mod events;
 mod ledger;
@@ -35,13 +36,14 @@ use sqlx::{Executor, Row};
 
 pub use chain::ChainTxRecord;
 pub use chat::TipTotals;
+pub use deferred::{DeferredFold, FoldError};
 pub use dialect::Dialect;
 pub use events::{
     CollectibleRecord, CommerceRefusal, EventRecord, EventState, EventTipRecord, Finalization,
     ItemKind, ListingFilter, ListingRecord, ListingState, Sale, TicketPurchase, TicketRecord,
     random_id,
 };
-pub use ledger::{ChannelWrite, JournalEntry, LedgerBatch, Refusal};
+pub use ledger::{ChannelWrite, DeferredStep, JournalEntry, LedgerBatch, Refusal};
 pub use memberships::{
     MemberItem, MembershipPayment, MembershipRecord, MembershipWrite, Offerer, PaymentKind,
     RoundRecord, TierRecord, WatchDelta, view_pool_account,

@@ -270,7 +270,12 @@ fn apply(
             .map_err(sql)?;
     }
     // 1. Channels: the last state of each, only over its base revision.
-    for (base, channel) in last_states(&batch.channels) {
+    for (base, channel, deferred) in last_states(&batch.channels)? {
+        if deferred.is_some() {
+            return Err(sqlx::Error::Protocol(
+                "deferred voucher steps are for a database several nodes share".into(),
+            ));
+        }
         if !write_channel(connection, base, channel, now_ms)? {
             return Ok(Err(Refusal::ChannelChanged(channel.id)));
         }

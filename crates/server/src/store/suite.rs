@@ -826,10 +826,7 @@ async fn ledger_suite(store: &Store) {
     let mut channel = channel;
     channel.revision = 11;
     let write = |base_revision: Option<u64>, channel: &streamweave_ledger::Channel| {
-        crate::store::ChannelWrite {
-            base_revision,
-            channel: channel.clone(),
-        }
+        crate::store::ChannelWrite::new(base_revision, channel.clone())
     };
     let results = store
         .commit(
