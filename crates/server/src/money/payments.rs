@@ -24,6 +24,11 @@
 //! stopped node left. Balances are read without a fold
 //! ([`Payments::balances`]: the stored balance plus what the waiting steps
 //! would move).
+//!
+//! Where several nodes share the database, a node's journal would hide
+//! steps from the others, which plan on the channel rows: a voucher's step
+//! is deferred in its channel's row instead (`store::deferred`), which any
+//! node folds; the same rules say when.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
