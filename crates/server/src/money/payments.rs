@@ -1648,6 +1648,30 @@ mod tests {
             }
         }
 
+        /// A deposit for `payer`, then a channel from it to `payee`.
+        async fn funded_channel(
+            payments: &Payments,
+            payer: Address,
+            payee: Address,
+            key: &SigningKey,
+        ) -> Channel {
+            payments
+                .submit(Operation::Transfers(vec![deposit(
+                    "d".into(),
+                    payer,
+                    Address::ZERO,
+                    Amount(1_000_000),
+                )]))
+                .await
+                .expect("deposit");
+            payments
+                .submit(Operation::Open(opening(payer, payee, key.address())))
+                .await
+                .expect("opens")
+                .channel
+                .expect("channel")
+        }
+
         /// The channel's row as stored.
         async fn row_of(db: &Store, channel: &Channel) -> Channel {
             db.channel(&channel.id).await.expect("read").expect("row")
@@ -1697,21 +1721,7 @@ mod tests {
             .expect("engine");
             let (payer, payee) = (Address::repeat_byte(0xa1), Address::repeat_byte(0xb0));
             let key = SigningKey::from_bytes(&[5; 32]).expect("key");
-            payments
-                .submit(Operation::Transfers(vec![deposit(
-                    "d".into(),
-                    payer,
-                    Address::ZERO,
-                    Amount(1_000_000),
-                )]))
-                .await
-                .expect("deposit");
-            let channel = payments
-                .submit(Operation::Open(opening(payer, payee, key.address())))
-                .await
-                .expect("opens")
-                .channel
-                .expect("channel");
+            let channel = funded_channel(&payments, payer, payee, &key).await;
             for amount in [1_000, 2_500, 7_001] {
                 let done = payments
                     .submit(Operation::Voucher(signed(&key, &channel, amount)))
@@ -1804,21 +1814,7 @@ mod tests {
             let second = start(second_db.clone()).await.expect("engine");
             let (payer, payee) = (Address::repeat_byte(0xa2), Address::repeat_byte(0xb2));
             let key = SigningKey::from_bytes(&[6; 32]).expect("key");
-            first
-                .submit(Operation::Transfers(vec![deposit(
-                    "d".into(),
-                    payer,
-                    Address::ZERO,
-                    Amount(1_000_000),
-                )]))
-                .await
-                .expect("deposit");
-            let channel = first
-                .submit(Operation::Open(opening(payer, payee, key.address())))
-                .await
-                .expect("opens")
-                .channel
-                .expect("channel");
+            let channel = funded_channel(&first, payer, payee, &key).await;
             // Through either node, each over the row the other wrote.
             for (node, amount) in [(&first, 1_000), (&second, 2_500), (&first, 7_001)] {
                 let done = node
@@ -1930,21 +1926,7 @@ mod tests {
                     .expect("engine");
             let (payer, payee) = (Address::repeat_byte(0xa3), Address::repeat_byte(0xb3));
             let key = SigningKey::from_bytes(&[7; 32]).expect("key");
-            payments
-                .submit(Operation::Transfers(vec![deposit(
-                    "d".into(),
-                    payer,
-                    Address::ZERO,
-                    Amount(1_000_000),
-                )]))
-                .await
-                .expect("deposit");
-            let channel = payments
-                .submit(Operation::Open(opening(payer, payee, key.address())))
-                .await
-                .expect("opens")
-                .channel
-                .expect("channel");
+            let channel = funded_channel(&payments, payer, payee, &key).await;
             // Early in a round, so both steps of it land in it.
             while now_ms() % 2_000 > 500 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
