@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
-use streamweave_ledger::{Amount, B256, Channel, Transfer};
+use streamweave_ledger::{AccountRef, Amount, B256, Balance, Channel, Transfer};
 
 use super::ledger::{LedgerBatch, apply_batch, channel_row};
 use super::{Statement, Store, get_parsed};
@@ -149,6 +149,45 @@ impl Store {
             channels.push(channel);
         }
         Ok((channels, waiting))
+    }
+
+    /// Channels with waiting steps (each one's current state and the
+    /// amount its transfers reach) and the stored balances of `accounts`,
+    /// read in one snapshot, so that a fold committing meanwhile is either
+    /// in both or in neither.
+    pub async fn deferred_with_balances(
+        &self,
+        accounts: &[AccountRef],
+    ) -> Result<(Vec<(Channel, Amount)>, Vec<Balance>), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT body, revision, CAST(folded_redeemed AS TEXT) AS folded_redeemed \
+             FROM channels WHERE folded_redeemed IS NOT NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut waiting = Vec::with_capacity(rows.len());
+        for row in &rows {
+            waiting.push((channel_row(row)?, get_parsed(row, "folded_redeemed")?));
+        }
+        let mut balances = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            let row = sqlx::query(
+                "SELECT CAST(balance AS TEXT) AS balance FROM ledger_accounts WHERE key = $1",
+            )
+            .bind(account.key())
+            .fetch_optional(&mut *tx)
+            .await?;
+            balances.push(match row {
+                Some(row) => get_parsed(&row, "balance")?,
+                None => Balance::ZERO,
+            });
+        }
+        tx.commit().await?;
+        Ok((waiting, balances))
     }
 
     /// One transaction of a fold: locks up to `limit` rows with waiting
