@@ -460,15 +460,13 @@ impl Payments {
                     EngineError::Unavailable
                 })?;
         for (current, folded_redeemed) in waiting {
-            let transfers = match deferred_transfers(&current, folded_redeemed) {
-                Ok(transfers) => transfers,
-                // Never, for states an engine wrote; the fold refuses it too.
-                Err(err) => {
-                    error!(%err, channel = %format!("{:#x}", current.id), "a waiting step does not fold");
-                    continue;
-                }
-            };
-            add_moved(&transfers, accounts, &mut balances)?;
+            if current.redeemed <= folded_redeemed {
+                continue;
+            }
+            let mut folded = current.clone();
+            folded.redeemed = folded_redeemed;
+            let signature = current.last_signature.unwrap_or_default();
+            add_waiting_step(folded, current.redeemed, signature, accounts, &mut balances)?;
         }
         Ok(balances)
     }
@@ -502,16 +500,13 @@ impl Payments {
                 .collect()
         };
         for (stored, redeemed, signature) in latest {
-            let mut folded = Channel::clone(&stored);
-            let transfers = match folded.redeem_accepted(redeemed, signature) {
-                Ok(transfers) => transfers,
-                // Never, for the engine's own states; the fold refuses it too.
-                Err(err) => {
-                    error!(%err, channel = %format!("{:#x}", stored.id), "a journal step does not fold");
-                    continue;
-                }
-            };
-            add_moved(&transfers, accounts, &mut pending)?;
+            add_waiting_step(
+                Channel::clone(&stored),
+                redeemed,
+                signature,
+                accounts,
+                &mut pending,
+            )?;
         }
         Ok(pending)
     }
@@ -587,13 +582,24 @@ impl Payments {
     }
 }
 
-/// Adds to each of `balances` what `transfers` move to or from its account.
-fn add_moved(
-    transfers: &[Transfer],
+/// Adds to each of `balances` what a waiting step would move to or from
+/// its account: `from` (the state its transfers reach) redeemed to `to`.
+fn add_waiting_step(
+    mut from: Channel,
+    to: Amount,
+    signature: Vec<u8>,
     accounts: &[AccountRef],
     balances: &mut [Balance],
 ) -> Result<(), EngineError> {
-    for transfer in transfers {
+    let transfers = match from.redeem_accepted(to, signature) {
+        Ok(transfers) => transfers,
+        // Never, for states an engine wrote; the fold refuses it too.
+        Err(err) => {
+            error!(%err, channel = %format!("{:#x}", from.id), "a waiting step does not fold");
+            return Ok(());
+        }
+    };
+    for transfer in &transfers {
         for (slot, account) in balances.iter_mut().zip(accounts) {
             let moved = if transfer.credit == *account {
                 slot.credit(transfer.amount)
