@@ -543,7 +543,8 @@ impl Payments {
     async fn fold_waited_deferred(&self, now_ms: u64) {
         let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let which = DeferredFold::Waited {
-            first_accepted_by_ms: now_ms.saturating_sub(FOLD_AFTER_MS as i64),
+            first_accepted_by_ms: now_ms
+                .saturating_sub(i64::try_from(FOLD_AFTER_MS).unwrap_or(i64::MAX)),
             round_start_ms: self.rounds.bounds(self.rounds.round_at(now_ms)).0,
             limit: FOLD_SLICE,
         };

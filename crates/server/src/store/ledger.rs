@@ -180,9 +180,7 @@ impl Store {
                     .iter()
                     .all(|w| w.deferred.is_some() && w.base_revision.is_some())
         }) {
-            let writes: Vec<ChannelWrite> =
-                batches.iter().flat_map(|b| b.channels.clone()).collect();
-            let states = last_states(&writes)?;
+            let states = last_states(batches.iter().flat_map(|b| &b.channels))?;
             let mut written = HashSet::with_capacity(states.len());
             for chunk in states.chunks(INSERT_CHUNK_ROWS) {
                 for row in channel_update(chunk, now_ms)?
@@ -708,9 +706,11 @@ pub(super) type LastState<'a> = (Option<u64>, &'a Channel, Option<DeferredStep>)
 /// Per channel, in first-seen order, its writes as one; a channel written
 /// both with and without deferred steps in one batch is an error (the
 /// transfers of the one would not cover the steps of the other).
-pub(super) fn last_states(writes: &[ChannelWrite]) -> Result<Vec<LastState<'_>>, sqlx::Error> {
-    let mut order: Vec<LastState<'_>> = Vec::new();
-    let mut index: HashMap<B256, usize> = HashMap::with_capacity(writes.len());
+pub(super) fn last_states<'a>(
+    writes: impl IntoIterator<Item = &'a ChannelWrite>,
+) -> Result<Vec<LastState<'a>>, sqlx::Error> {
+    let mut order: Vec<LastState<'a>> = Vec::new();
+    let mut index: HashMap<B256, usize> = HashMap::new();
     for write in writes {
         match index.get(&write.channel.id) {
             Some(&slot) => {

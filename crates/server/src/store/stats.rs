@@ -66,17 +66,8 @@ impl Store {
                     "INSERT INTO stream_viewers \
                      (stream_id, viewer, first_session_ms, sessions, paid_media_ms, gross, net, fee) VALUES ",
                 );
-                for (index, ((stream_id, viewer), delta)) in started.iter().enumerate() {
-                    insert
-                        .push(if index == 0 { "(" } else { ", (" })
-                        .bind(stream_id.clone())
-                        .push(", ")
-                        .bind(format!("{viewer:#x}"))
-                        .push(", ")
-                        .bind(delta.session_started_ms.unwrap_or_default())
-                        .push(", ");
-                    push_sums(&mut insert, delta);
-                    insert.push(")");
+                for (index, (key, delta)) in started.iter().enumerate() {
+                    push_row(&mut insert, index, key, delta.session_started_ms, delta);
                 }
                 insert.push(ADD_STATS);
                 insert.query()?.execute(&mut *tx).await?;
@@ -90,15 +81,8 @@ impl Store {
                      fee = CAST(CAST(stream_viewers.fee AS NUMERIC) + CAST(d.fee AS NUMERIC) AS TEXT) \
                      FROM (VALUES ",
                 );
-                for (index, ((stream_id, viewer), delta)) in watching.iter().enumerate() {
-                    update
-                        .push(if index == 0 { "(" } else { ", (" })
-                        .bind(stream_id.clone())
-                        .push(", ")
-                        .bind(format!("{viewer:#x}"))
-                        .push(", ");
-                    push_sums(&mut update, delta);
-                    update.push(")");
+                for (index, (key, delta)) in watching.iter().enumerate() {
+                    push_row(&mut update, index, key, None, delta);
                 }
                 update.push(
                     ") AS d (stream_id, viewer, sessions, paid_media_ms, gross, net, fee) \
@@ -140,9 +124,25 @@ impl Store {
     }
 }
 
-/// Binds a delta's counts and amounts: sessions, paid media time, gross,
-/// net, fee.
-fn push_sums(statement: &mut Statement, delta: &ViewerDelta) {
+/// Appends one viewer's row to a `VALUES` list (the `index`-th): stream,
+/// viewer, the session's start when given, then the delta's sessions,
+/// paid media time, gross, net and fee.
+fn push_row(
+    statement: &mut Statement,
+    index: usize,
+    (stream_id, viewer): &(String, Address),
+    first_session_ms: Option<i64>,
+    delta: &ViewerDelta,
+) {
+    statement
+        .push(if index == 0 { "(" } else { ", (" })
+        .bind(stream_id.clone())
+        .push(", ")
+        .bind(format!("{viewer:#x}"))
+        .push(", ");
+    if let Some(first_session_ms) = first_session_ms {
+        statement.bind(first_session_ms).push(", ");
+    }
     statement
         .bind(to_i64(delta.sessions))
         .push(", ")
@@ -152,5 +152,6 @@ fn push_sums(statement: &mut Statement, delta: &ViewerDelta) {
         .push(", ")
         .bind(delta.net.to_string())
         .push(", ")
-        .bind(delta.fee.to_string());
+        .bind(delta.fee.to_string())
+        .push(")");
 }
