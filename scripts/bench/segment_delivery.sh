@@ -3,10 +3,15 @@
 # bytes from the same disk, with wrk at 100 and 1000 connections, in one run,
 # for the three ways media is read: a free stream's `/live/...`, a block by
 # CID (`/ipfs/{cid}`), and a paid stream through a session's gate
-# (`/play/{session}/...`, its vouchers already paid).
-# Usage: scripts/bench/segment_delivery.sh [seconds-per-run]
+# (`/play/{session}/...`, its vouchers already paid). Each row runs both
+# servers in turn for a number of rounds (which goes first alternates) and
+# reports each one's median run, the ratio of the medians and each round's
+# ratio: on a machine shared with the load generator a single run of either
+# server moves by a fifth or more.
+# Usage: scripts/bench/segment_delivery.sh [seconds-per-run] [rounds]
 source "$(dirname "$0")/common.sh"
 DURATION="${1:-10}"
+ROUNDS="${2:-3}"
 need wrk nginx ffmpeg curl python3
 build
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -73,10 +78,13 @@ run_wrk() { # URL CONNECTIONS PIDS... -> "requests/s MB/s p99 non-2xx cpu-us-per
 }
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 
-echo "segment: ${SEGMENT_BYTES} bytes (720p, 2 s); wrk -t2 for ${DURATION}s per run; $(nproc) cores shared by server and wrk"
+# The run of median requests a second among "requests/s ..." lines.
+median_run() { sort -n | awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }'; }
+
+echo "segment: ${SEGMENT_BYTES} bytes (720p, 2 s); wrk -t2 for ${DURATION}s per run, ${ROUNDS} rounds a row (the two servers in turn, which goes first alternating): each server's median run; $(nproc) cores shared by server and wrk"
 echo "CPU per request: the server's (or nginx's workers') user and system time over the run, divided by the requests answered"
-printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | StreamWeave CPU per request | nginx req/s | nginx MB/s | nginx p99 | nginx CPU per request | ratio |\n'
-printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | StreamWeave CPU per request | nginx req/s | nginx MB/s | nginx p99 | nginx CPU per request | ratio | ratio by round |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
   "/live/$FREE_ID/720p/index.m3u8" "$PLAY_PATH/720p/index.m3u8"; do
   case "$path" in
@@ -87,15 +95,33 @@ for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
     *) label="/play/{session}/720p/index.m3u8" ;;
   esac
   for connections in 100 1000; do
-    # shellcheck disable=SC2086 # NGINX_WORKERS is a list of PIDs
-    read -r ours_rps ours_mb ours_p99 ours_err ours_cpu < <(run_wrk "http://$HTTP$path" "$connections" "$SERVER_PID")
-    # shellcheck disable=SC2086
-    read -r nginx_rps nginx_mb nginx_p99 nginx_err nginx_cpu < <(run_wrk "http://127.0.0.1:$NGINX_PORT$path" "$connections" $NGINX_WORKERS)
+    ours_runs="" nginx_runs="" by_round=""
+    for round in $(seq "$ROUNDS"); do
+      # The paid session idles out after 2 minutes without a request, as a
+      # player's does, and the rows before its own take longer than that.
+      curl -sf "$PLAY_BASE/720p/index.m3u8" >/dev/null
+      if [ $((round % 2)) -eq 1 ]; then order="ours nginx"; else order="nginx ours"; fi
+      for server in $order; do
+        if [ "$server" = ours ]; then
+          ours=$(run_wrk "http://$HTTP$path" "$connections" "$SERVER_PID")
+          ours_runs+="$ours"$'\n'
+        else
+          # shellcheck disable=SC2086 # NGINX_WORKERS is a list of PIDs
+          nginx=$(run_wrk "http://127.0.0.1:$NGINX_PORT$path" "$connections" $NGINX_WORKERS)
+          nginx_runs+="$nginx"$'\n'
+        fi
+      done
+      by_round+="$(python3 -c "print(f'{${ours%% *}/max(${nginx%% *},1):.2f}')") "
+      read -r _ _ _ ours_err _ <<<"$ours"
+      read -r _ _ _ nginx_err _ <<<"$nginx"
+      if [ "$ours_err" != "0" ] || [ "$nginx_err" != "0" ]; then
+        echo "error: non-2xx answers (ours $ours_err, nginx $nginx_err): the comparison is void" >&2; exit 1
+      fi
+    done
+    read -r ours_rps ours_mb ours_p99 _ ours_cpu < <(printf '%s' "$ours_runs" | median_run)
+    read -r nginx_rps nginx_mb nginx_p99 _ nginx_cpu < <(printf '%s' "$nginx_runs" | median_run)
     ratio=$(python3 -c "print(f'{$ours_rps/max($nginx_rps,1):.2f}')")
-    printf '| %s | %s | %s | %s | %s | %s us | %s | %s | %s | %s us | %s |\n' "$label" "$connections" \
-      "$ours_rps" "$ours_mb" "$ours_p99" "$ours_cpu" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$nginx_cpu" "$ratio"
-    if [ "$ours_err" != "0" ] || [ "$nginx_err" != "0" ]; then
-      echo "error: non-2xx answers (ours $ours_err, nginx $nginx_err): the comparison is void" >&2; exit 1
-    fi
+    printf '| %s | %s | %s | %s | %s | %s us | %s | %s | %s | %s us | %s | %s |\n' "$label" "$connections" \
+      "$ours_rps" "$ours_mb" "$ours_p99" "$ours_cpu" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$nginx_cpu" "$ratio" "${by_round% }"
   done
 done

@@ -355,12 +355,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 .await?;
             cluster.bridge("chat", chat.rooms.clone(), |_| true).await?;
             // New segments and ladders: another node's live streams play here.
-            let media = index.clone();
+            let arrivals = crate::live::arrivals::Arrivals::start(
+                index.clone(),
+                cache.clone(),
+                blockstore.clone(),
+            );
             cluster
                 .relay(
                     "media",
                     |relay| index.set_relay(relay),
-                    move |stream_id, notice| media.apply(stream_id, notice),
+                    move |stream_id, notice| arrivals.arrived(stream_id, notice),
                     |_| true,
                 )
                 .await?;

@@ -199,7 +199,7 @@ impl Metrics {
         );
         registry.register(
             "cluster_dropped_messages",
-            "Messages to other nodes dropped because NATS could not keep up",
+            "Messages between nodes dropped because NATS or this node could not keep up",
             self.cluster_dropped.clone(),
         );
         registry.register(

@@ -97,16 +97,6 @@ pub fn immutable_file(
 /// Reads a file through the cache, then the blockstore (one read for all
 /// the requests that want it meanwhile).
 pub async fn load_file(state: &super::AppState, cid: Cid) -> Result<Option<Bytes>, ApiError> {
-    let blockstore = state.blockstore.clone();
-    let loaded = state
-        .cache
-        .get_or_load(cid, || async move {
-            match tokio::task::spawn_blocking(move || blockstore.get_file(&cid)).await {
-                Ok(Ok(bytes)) => Ok(bytes.map(Bytes::from)),
-                Ok(Err(err)) => Err(format!("reading {cid}: {err}")),
-                Err(err) => Err(format!("reading {cid}: {err}")),
-            }
-        })
-        .await;
+    let loaded = state.cache.get_or_read(&state.blockstore, cid).await;
     Ok(loaded.map_err(anyhow::Error::msg)?)
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use streamweave_cas::Cid;
+use streamweave_cas::{Blockstore, Cid};
 
 use crate::model::{RenditionRecord, SegmentRecord, StreamState};
 use crate::store::Store;
@@ -312,6 +312,24 @@ impl MediaIndex {
         }
     }
 
+    /// The newest file listed of a rendition of a resident stream: its
+    /// latest part, or else its latest segment.
+    pub fn latest_file(&self, stream_id: &str, rendition: &str) -> Option<Cid> {
+        let media = read_lock!(self.streams).get(stream_id)?.clone();
+        let media = read_lock!(media);
+        let rendition = media.renditions.iter().find(|r| r.info.name == rendition)?;
+        match rendition.parts.back() {
+            Some(part) => Some(part.cid),
+            None => rendition.segments.last().map(|segment| segment.cid),
+        }
+    }
+
+    /// Marks a stream's resident media as behind: its next reader loads it
+    /// from the database again.
+    pub fn mark_stale(&self, stream_id: &str) {
+        self.with_resident(stream_id, |media| media.stale = true);
+    }
+
     /// The media of a stream when it is resident and fresh, without
     /// touching the database.
     pub fn resident(&self, stream_id: &str) -> Option<SharedMedia> {
@@ -570,6 +588,30 @@ impl FileCache {
             loading.remove(&cid);
         }
         loaded
+    }
+
+    /// The file's bytes from the cache, or else read from `blockstore` (on
+    /// a blocking thread: a read there may be a fetch from object storage)
+    /// once for every request that wants them meanwhile.
+    pub async fn get_or_read(
+        &self,
+        blockstore: &Arc<Blockstore>,
+        cid: Cid,
+    ) -> Result<Option<Bytes>, String> {
+        let blockstore = blockstore.clone();
+        self.get_or_load(cid, || async move {
+            match tokio::task::spawn_blocking(move || blockstore.get_file(&cid)).await {
+                Ok(Ok(bytes)) => Ok(bytes.map(Bytes::from)),
+                Ok(Err(err)) => Err(format!("reading {cid}: {err}")),
+                Err(err) => Err(format!("reading {cid}: {err}")),
+            }
+        })
+        .await
+    }
+
+    pub fn contains(&self, cid: &Cid) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.files.contains_key(cid)
     }
 
     pub fn get(&self, cid: &Cid) -> Option<Bytes> {

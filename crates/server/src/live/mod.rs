@@ -1,9 +1,11 @@
 //! Live: what happens between a publisher and a playlist. The hub accepts
 //! publishes and stores what the pipeline produces; the media index keeps
-//! every stream's segments in memory for playlists; the audience counts free
+//! every stream's segments in memory for playlists (another node's arrive
+//! through arrivals, fetched before they are listed); the audience counts free
 //! viewers; events carry live state and earnings to WebSockets; thumbnails
 //! are frames of the latest segment; views count plays started.
 
+pub mod arrivals;
 pub mod audience;
 pub mod events;
 mod hub;
