@@ -9,7 +9,9 @@
 # are confined to CPU 1, the load generator and the publishing ffmpeg to
 # CPU 0 (taskset), so the generator's cost does not count against either.
 # Viewers join one after another over a 10 s ramp; requests are measured
-# once all have joined (errors all along).
+# once all have joined (errors all along). A voucher's latency runs from
+# the start of its signing on the generator's signing thread to the
+# answer; its answer's, from being posted to the answer (the server's part).
 # With NODES=3 (say), the viewers are spread over a cluster of that many
 # nodes instead (one PostgreSQL database, NATS, one S3 bucket; viewer i
 # watches and pays through node i mod N), all of them confined to CPU 1;
@@ -101,16 +103,17 @@ import json, sys
 work, kinds, nodes, counts = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), sys.argv[4:]
 def fmt(x, unit=""):
     return "-" if x is None else f"{x:.1f}{unit}"
-print("| run | viewers | watching | segments/s | segment p50 | segment p99 | voucher p50 | voucher p99 | playlist p99 | errors | server CPU | server RSS | generator CPU | setup |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| run | viewers | watching | segments/s | segment p50 | segment p99 | voucher p50 | voucher p99 | voucher answer p50 / p99 | playlist p99 | errors | server CPU | server RSS | generator CPU | setup |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for kind in kinds:
     for n in counts:
         r = json.load(open(f"{work}/{kind}-{n}.json"))
         paid = kind == "paid"
-        print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             ("StreamWeave, paying" + (f", {nodes} nodes" if nodes > 1 else "")) if paid else "nginx, no payment", n, r["viewers_watching"],
             r["segments_per_second"], fmt(r["segments"]["p50_ms"], " ms"), fmt(r["segments"]["p99_ms"], " ms"),
             fmt(r["vouchers"]["p50_ms"], " ms") if paid else "-", fmt(r["vouchers"]["p99_ms"], " ms") if paid else "-",
+            (fmt(r["voucher_answers"]["p50_ms"], " ms") + " / " + fmt(r["voucher_answers"]["p99_ms"], " ms")) if paid else "-",
             fmt(r["playlists"]["p99_ms"], " ms"), r["errors"],
             fmt(r.get("server_cpu_percent"), " %"), fmt(r.get("server_peak_rss_mib"), " MiB"),
             fmt(r.get("generator_cpu_percent"), " %"),

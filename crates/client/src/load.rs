@@ -126,8 +126,12 @@ pub struct LoadReport {
     pub segments: Latency,
     /// Playlist polls.
     pub playlists: Latency,
-    /// Voucher submissions accepted.
+    /// Voucher submissions accepted, from the start of signing (the
+    /// viewer's wait) to the answer.
     pub vouchers: Latency,
+    /// The same vouchers from being posted to the answer: the server's
+    /// part, without the wait for the generator's signing thread.
+    pub voucher_answers: Latency,
     /// Segment requests per second over the measured seconds.
     pub segments_per_second: f64,
     /// Bytes of segments received.
@@ -246,6 +250,7 @@ struct ViewerTally {
     segments_us: Vec<u32>,
     playlists_us: Vec<u32>,
     vouchers_us: Vec<u32>,
+    voucher_answers_us: Vec<u32>,
     segment_bytes: u64,
     retries: u64,
     errors: u64,
@@ -268,10 +273,11 @@ impl ViewerTally {
         }
     }
 
-    /// A voucher accepted, sent at `started`.
-    fn voucher(&mut self, window: &Window, started: Instant) {
+    /// A voucher accepted, signed from `started` and posted at `posted`.
+    fn voucher(&mut self, window: &Window, started: Instant, posted: Instant) {
         if window.measures(started) {
             self.vouchers_us.push(micros(started));
+            self.voucher_answers_us.push(micros(posted));
         }
     }
 
@@ -295,11 +301,13 @@ fn report(viewers: usize, seconds: u64, setup_ms: u64, tallies: Vec<ViewerTally>
         setup_ms,
         ..LoadReport::default()
     };
-    let (mut segments, mut playlists, mut vouchers) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut segments, mut playlists) = (Vec::new(), Vec::new());
+    let (mut vouchers, mut voucher_answers) = (Vec::new(), Vec::new());
     for tally in tallies {
         segments.extend(tally.segments_us);
         playlists.extend(tally.playlists_us);
         vouchers.extend(tally.vouchers_us);
+        voucher_answers.extend(tally.voucher_answers_us);
         out.segment_bytes += tally.segment_bytes;
         out.payment_required_retries += tally.retries;
         out.errors += tally.errors;
@@ -313,6 +321,7 @@ fn report(viewers: usize, seconds: u64, setup_ms: u64, tallies: Vec<ViewerTally>
     out.segments = Latency::from_micros(segments);
     out.playlists = Latency::from_micros(playlists);
     out.vouchers = Latency::from_micros(vouchers);
+    out.voucher_answers = Latency::from_micros(voucher_answers);
     out
 }
 
@@ -552,22 +561,24 @@ struct Shared {
 }
 
 /// Posts a voucher for a cumulative `amount` on the viewer's connection,
-/// as a player sends it beside its media requests.
+/// as a player sends it beside its media requests; answers when it was
+/// posted (signed).
 async fn pay(
     connection: &mut ViewerHttp,
     session: &crate::PaidSession,
     signing: &VoucherSigning,
     amount: Amount,
-) -> Result<(), String> {
+) -> Result<Instant, String> {
     let signature = signing
         .sign(session.session_key(), session.voucher_digest(amount))
         .await;
     let (path, voucher) = session.signed_voucher(amount, &signature);
+    let posted = Instant::now();
     let (status, answer) = connection
         .post_json(&path, Bytes::from(voucher.to_string()))
         .await?;
     if status.is_success() {
-        Ok(())
+        Ok(posted)
     } else {
         Err(format!("{status}: {}", String::from_utf8_lossy(&answer)))
     }
@@ -650,16 +661,16 @@ async fn watch_paying(
                     let started = Instant::now();
                     let mut result = pay(&mut connection, &session, &shared.signing, through_next)
                         .await
-                        .map(|()| through_next);
+                        .map(|posted| (through_next, posted));
                     if result.is_err() {
                         // The window was narrower (or the voucher failed): this segment alone.
                         result = pay(&mut connection, &session, &shared.signing, required)
                             .await
-                            .map(|()| required);
+                            .map(|posted| (required, posted));
                     }
                     match result {
-                        Ok(amount) => {
-                            tally.voucher(&window, started);
+                        Ok((amount, posted)) => {
+                            tally.voucher(&window, started, posted);
                             paid = amount;
                         }
                         Err(err) => tally.error(format!("voucher: {err}")),

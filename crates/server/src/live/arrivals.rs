@@ -183,6 +183,19 @@ mod tests {
         cid
     }
 
+    /// A node on which a viewer read the stream's first segment.
+    async fn watched_node() -> Node {
+        let node = node().await;
+        let first = segment_arrives(&node, 0);
+        listed(&node, first).await;
+        node.cache
+            .get_or_read(&node.blockstore, first)
+            .await
+            .expect("read")
+            .expect("stored");
+        node
+    }
+
     async fn listed(node: &Node, cid: Cid) {
         let wait = async {
             while node.index.latest_file("s", "360p") != Some(cid) {
@@ -217,13 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn notices_are_applied_in_the_order_they_arrived() {
-        let node = node().await;
-        let first = segment_arrives(&node, 0);
-        listed(&node, first).await;
-        node.cache
-            .get_or_read(&node.blockstore, first)
-            .await
-            .expect("read");
+        let node = watched_node().await;
         // The segment waits for its fetch; the first part of the next
         // segment, right behind it, waits for the segment (applied first,
         // it would be dropped as a part of a segment not yet open).
@@ -256,13 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_segment_that_cannot_be_fetched_is_listed_anyway() {
-        let node = node().await;
-        let first = segment_arrives(&node, 0);
-        listed(&node, first).await;
-        node.cache
-            .get_or_read(&node.blockstore, first)
-            .await
-            .expect("read");
+        let node = watched_node().await;
         // A notice of a file this node's blockstore does not hold.
         let absent = streamweave_cas::file_cid(b"stored elsewhere");
         node.arrivals.arrived(
