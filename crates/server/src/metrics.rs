@@ -45,6 +45,10 @@ pub struct Metrics {
     pub http_response_bytes: Counter,
     pub vouchers: Family<OutcomeLabels, Counter>,
     pub engine_commit_seconds: Histogram,
+    /// Where an accepted voucher's answer waited, by stage (`lookup`:
+    /// its channel and prepay window; `recovery`: queued for and on a
+    /// recovery thread; `engine`: grouped, committed and answered).
+    pub voucher_stage_seconds: Family<StageLabels, Histogram>,
     pub engine_batch_operations: Histogram,
     /// Folds of the voucher journal into channel rows, balances and transfers.
     pub engine_fold_seconds: Histogram,
@@ -88,6 +92,12 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// A stage of a voucher's acceptance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
 /// The kind of a cluster message (`media`, `chat`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -107,6 +117,7 @@ impl Metrics {
             http_response_bytes: Counter::default(),
             vouchers: Family::default(),
             engine_commit_seconds: latency_histogram(),
+            voucher_stage_seconds: Family::new_with_constructor(latency_histogram),
             engine_batch_operations: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             engine_fold_seconds: latency_histogram(),
             live_streams: Gauge::default(),
@@ -156,6 +167,11 @@ impl Metrics {
             "payments_commit_duration_seconds",
             "Durable commits of the payments engine",
             self.engine_commit_seconds.clone(),
+        );
+        registry.register(
+            "voucher_stage_duration_seconds",
+            "Where accepted vouchers' answers waited, by stage (lookup, recovery, engine)",
+            self.voucher_stage_seconds.clone(),
         );
         registry.register(
             "payments_commit_operations",

@@ -1150,6 +1150,19 @@ async fn a_crowd_of_paying_viewers_spread_over_two_nodes() {
     );
     let (on_a, on_b) = (vouchers_accepted(&a).await, vouchers_accepted(&b).await);
     assert!(on_a >= 3 && on_b >= 3, "vouchers on A {on_a}, on B {on_b}");
+    // Every accepted voucher's wait is timed in each of its stages.
+    let metrics = common::metrics_text(&a).await;
+    for stage in ["lookup", "recovery", "engine"] {
+        let counted = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "streamweave_voucher_stage_duration_seconds_count{{stage=\"{stage}\"}} "
+                ))
+            })
+            .map(|count| count.trim().parse::<u64>().expect("a count"));
+        assert_eq!(counted, Some(on_a), "{stage} on A");
+    }
     ffmpeg.kill().ok();
     ffmpeg.wait().ok();
     database.assert_ledger_audits(&a.data_dir);

@@ -502,6 +502,7 @@ async fn accept_voucher(
     body: &VoucherRequest,
 ) -> Result<(VoucherAccepted, Amount), ApiError> {
     let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
+    let started = std::time::Instant::now();
     let (signer, redeemed) = state
         .payments
         .voucher_signer_or_load(&id)
@@ -514,6 +515,7 @@ async fn accept_voucher(
         ))
     })?;
     super::sessions::check_prepay_window(state, &signer.channel, amount).await?;
+    let looked_up = std::time::Instant::now();
     // Recovery is the expensive part: done on the recovery threads, in
     // parallel (and, when configured, below the media answers' priority),
     // before the engine.
@@ -522,11 +524,22 @@ async fn accept_voucher(
         .verify(signer, amount, signature)
         .await
         .map_err(verify_error)?;
+    let recovered = std::time::Instant::now();
     let done = state
         .payments
         .submit(Operation::Voucher(verified))
         .await
         .map_err(engine_error)?;
+    let stages = &crate::metrics::metrics().voucher_stage_seconds;
+    for (stage, from, to) in [
+        ("lookup", started, looked_up),
+        ("recovery", looked_up, recovered),
+        ("engine", recovered, std::time::Instant::now()),
+    ] {
+        stages
+            .get_or_create(&crate::metrics::StageLabels { stage })
+            .observe(to.duration_since(from).as_secs_f64());
+    }
     if done.new
         && let (Some(after), Some(stream_id)) = (
             &done.channel,
