@@ -77,7 +77,10 @@ done
 kill "$PUBLISHER_PID" 2>/dev/null || true
 KINDS="paid nginx"
 if [ "$NODES" -gt 1 ]; then
-  "$BIN" ledger audit --database "$DATABASE" >/dev/null
+  if ! "$BIN" ledger audit --database "$DATABASE" >"$WORK/audit.txt" 2>&1; then
+    grep -m 20 . "$WORK/audit.txt" >&2
+    exit 1
+  fi
   KINDS="paid"
 else
 # The same segments as plain files for nginx.
