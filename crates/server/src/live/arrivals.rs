@@ -13,9 +13,10 @@
 //! most [`MAX_FETCH_WAIT`]; one that fails or takes longer lists the file
 //! anyway, and a request for it reads it as before.
 //!
-//! A rendition counts as watched here when its newest listed file is in
-//! this node's cache: some viewer here asked for it. Renditions nobody
-//! here watches cost no fetch.
+//! A segment is fetched when the rendition's newest listed segment is in
+//! this node's cache (some viewer here reads its segments), a part when
+//! its newest listed part is (LL-HLS players read parts, others whole
+//! segments). Renditions nobody here watches cost no fetch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,20 +97,22 @@ impl Arrivals {
         }
     }
 
-    /// The file a notice lists, when its rendition is watched here and the
-    /// file is not here yet.
+    /// The file a notice lists, when files of its kind (segments or parts)
+    /// of its rendition are read here and the file is not here yet.
     fn file_to_fetch(&self, stream_id: &str, notice: &MediaNotice) -> Option<Cid> {
-        let (rendition, cid) = match notice {
-            MediaNotice::Segment { segment } => (&segment.rendition, segment.cid.parse().ok()?),
-            MediaNotice::Part { rendition, part } => (rendition, part.cid),
+        let (rendition, cid, is_part) = match notice {
+            MediaNotice::Segment { segment } => {
+                (&segment.rendition, segment.cid.parse().ok()?, false)
+            }
+            MediaNotice::Part { rendition, part } => (rendition, part.cid, true),
             // An init file is fetched by whoever asks first; it changes
             // only when a source restarts.
             _ => return None,
         };
         let watched = self
             .index
-            .latest_file(stream_id, rendition)
-            .is_some_and(|latest| self.cache.contains(&latest));
+            .newest_file(stream_id, rendition, is_part)
+            .is_some_and(|newest| self.cache.contains(&newest));
         (watched && !self.cache.contains(&cid)).then_some(cid)
     }
 }
@@ -183,6 +186,28 @@ mod tests {
         cid
     }
 
+    /// Stores a part's bytes and sends its notice to `node`.
+    fn part_arrives(node: &Node, sequence: u64, index: u32) -> Cid {
+        let bytes = format!("part {index} of segment {sequence}");
+        let cid = node.blockstore.put_file(bytes.as_bytes()).expect("put");
+        node.arrivals.arrived(
+            "s",
+            MediaNotice::Part {
+                rendition: "360p".into(),
+                part: PartEntry {
+                    sequence,
+                    index,
+                    duration_ms: 500,
+                    offset_ms: 500 * index,
+                    independent: index == 0,
+                    ends_segment: false,
+                    cid,
+                },
+            },
+        );
+        cid
+    }
+
     /// A node on which a viewer read the stream's first segment.
     async fn watched_node() -> Node {
         let node = node().await;
@@ -198,7 +223,9 @@ mod tests {
 
     async fn listed(node: &Node, cid: Cid) {
         let wait = async {
-            while node.index.latest_file("s", "360p") != Some(cid) {
+            while node.index.newest_file("s", "360p", false) != Some(cid)
+                && node.index.newest_file("s", "360p", true) != Some(cid)
+            {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
@@ -229,29 +256,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn segments_are_fetched_for_their_readers_while_parts_are_listed_too() {
+        let node = watched_node().await;
+        // The open segment's parts are listed; nobody here reads parts.
+        let part = part_arrives(&node, 1, 0);
+        listed(&node, part).await;
+        assert!(!node.cache.contains(&part), "a part nobody reads fetched");
+        // The viewer here reads segments: the next one is fetched first.
+        let second = segment_arrives(&node, 1);
+        listed(&node, second).await;
+        assert!(
+            node.cache.contains(&second),
+            "listed before its bytes were fetched"
+        );
+    }
+
+    #[tokio::test]
     async fn notices_are_applied_in_the_order_they_arrived() {
         let node = watched_node().await;
         // The segment waits for its fetch; the first part of the next
         // segment, right behind it, waits for the segment (applied first,
         // it would be dropped as a part of a segment not yet open).
         let second = segment_arrives(&node, 1);
-        let part_bytes = b"part 0 of segment 2";
-        let part_cid = node.blockstore.put_file(part_bytes).expect("put");
-        node.arrivals.arrived(
-            "s",
-            MediaNotice::Part {
-                rendition: "360p".into(),
-                part: PartEntry {
-                    sequence: 2,
-                    index: 0,
-                    duration_ms: 500,
-                    offset_ms: 0,
-                    independent: true,
-                    ends_segment: false,
-                    cid: part_cid,
-                },
-            },
-        );
+        let part_cid = part_arrives(&node, 2, 0);
         listed(&node, part_cid).await;
         let media = node.index.resident("s").expect("resident");
         let media = read_lock!(media);

@@ -312,15 +312,16 @@ impl MediaIndex {
         }
     }
 
-    /// The newest file listed of a rendition of a resident stream: its
-    /// latest part, or else its latest segment.
-    pub fn latest_file(&self, stream_id: &str, rendition: &str) -> Option<Cid> {
+    /// The newest segment (`part` false) or part listed of a rendition of
+    /// a resident stream.
+    pub fn newest_file(&self, stream_id: &str, rendition: &str, part: bool) -> Option<Cid> {
         let media = read_lock!(self.streams).get(stream_id)?.clone();
         let media = read_lock!(media);
         let rendition = media.renditions.iter().find(|r| r.info.name == rendition)?;
-        match rendition.parts.back() {
-            Some(part) => Some(part.cid),
-            None => rendition.segments.last().map(|segment| segment.cid),
+        if part {
+            rendition.parts.back().map(|part| part.cid)
+        } else {
+            rendition.segments.last().map(|segment| segment.cid)
         }
     }
 
