@@ -280,7 +280,10 @@ async function library() {
   // from it, its controls included.
   const render = () => {
     const params = new URLSearchParams(location.search);
-    if (document.activeElement !== search) search.value = params.get('q') ?? '';
+    // The box shows the address's search, except while what is being
+    // typed there is that search (spaces and caret kept).
+    const q = params.get('q') ?? '';
+    if (document.activeElement !== search || search.value.trim() !== q) search.value = q;
     for (const el of main.querySelectorAll('.filters select')) {
       const wanted = params.get(el.name) ?? '';
       el.value = [...el.options].some((o) => o.value === wanted) ? wanted : el.options[0].value;
@@ -297,13 +300,17 @@ async function library() {
     if (value && !(name === 'sort' && value === 'newest')) params.set(name, value); else params.delete(name);
     history.replaceState(null, '', params.size ? `/library?${params}` : '/library');
     if (name === 'access' || name === 'duration' || (name === 'sort' && (before === 'most_watched' || value === 'most_watched'))) {
-      library().then(() => main.querySelector(`select[name="${name}"]`)?.focus());
+      library();
     } else {
       libraryShown?.();
     }
   };
   const select = (name, label, options) => filterSelect(name, label, options, params, (value) => update(name, value));
   search.addEventListener('input', () => update('q', search.value.trim()));
+  // The control in use when the list comes in keeps the focus in the page
+  // replacing it: the select just changed, or the search box being typed
+  // into meanwhile (with its text and caret), so no keystroke is lost.
+  const focused = main.contains(document.activeElement) ? document.activeElement : null;
   setMain(
     h('div', { class: 'discover-head' }, h('h1', {}, owner ? `Library of ${shortAddress(owner)}` : 'Library'),
       h('form', { class: 'search', role: 'search', onsubmit: (e) => { e.preventDefault(); update('q', search.value.trim()); } }, search)),
@@ -318,6 +325,14 @@ async function library() {
     results,
   );
   libraryShown = render;
+  const twin = focused?.name ? main.querySelector(`[name="${CSS.escape(focused.name)}"]`) : null;
+  if (twin === search) {
+    search.value = focused.value;
+    search.focus();
+    search.setSelectionRange(focused.selectionStart, focused.selectionEnd, focused.selectionDirection);
+  } else {
+    twin?.focus();
+  }
   render();
 }
 

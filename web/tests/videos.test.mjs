@@ -175,9 +175,27 @@ test('a creator uploads a video (paused and resumed), it processes, and it plays
     assert.equal(await page.locator('input[name=q]').inputValue(), 'no such title');
     await page.locator('input[name=q]').fill('pattern');
     await videoCard.waitFor({ timeout: 5_000 });
+    // Typing into the search while the list loads again (held here until
+    // the keys are typed): the page that replaces it keeps the search box
+    // focused with what was typed, so the next keys land there too.
+    let releaseList;
+    const listHeld = new Promise((resolve) => { releaseList = resolve; });
+    await page.route(/\/api\/v1\/videos\?/, async (route) => { await listHeld; await route.continue(); });
     await page.locator('[data-library]').evaluate((el) => { el.dataset.replaced = ''; });
     await page.locator('select[name=sort]').selectOption('newest');
+    await page.locator('input[name=q]').click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type('patt');
+    assert.equal(await page.locator('[data-library][data-replaced]').count(), 1, 'the list is still loading');
+    releaseList();
     await page.locator('[data-library]:not([data-replaced])').waitFor({ timeout: 5_000 });
+    await page.unroute(/\/api\/v1\/videos\?/);
+    assert.deepEqual(await page.evaluate(() => [document.activeElement?.name, document.activeElement?.value]), ['q', 'patt']);
+    await videoCard.waitFor({ timeout: 5_000 });
+    await page.keyboard.type('ern, or not');
+    await videoCard.waitFor({ state: 'detached', timeout: 5_000 });
+    assert.equal(new URL(page.url()).searchParams.get('q'), 'pattern, or not');
+    await page.locator('input[name=q]').fill('pattern');
     await videoCard.waitFor({ timeout: 5_000 });
     await page.waitForFunction(() => [...document.querySelectorAll('a.card img')].every((i) => i.complete), null, { timeout: 10_000 }).catch(() => {});
     await page.screenshot({ path: join(results, 'library.png') });
