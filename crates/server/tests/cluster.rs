@@ -603,7 +603,9 @@ http {{
         .arg(dir.join("error.log"))
         .arg("-c")
         .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
+        // One process, so that killing it (on drop) leaves no worker
+        // behind holding the port and the test's output.
+        .args(["-g", "daemon off; master_process off;"])
         .spawn()
         .expect("start nginx");
     let balancer = Server::other(child, format!("http://127.0.0.1:{port}"));

@@ -312,15 +312,6 @@ impl Store {
             .collect()
     }
 
-    /// The newest transfer's position (0 when none): it moves with every
-    /// commit that transfers money.
-    pub async fn last_transfer_seq(&self) -> Result<i64, sqlx::Error> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM ledger_transfers")
-            .fetch_one(&self.pool)
-            .await?;
-        row.try_get("seq")
-    }
-
     /// Every transfer in commit order (for the audit).
     pub async fn all_transfers(&self) -> Result<Vec<Transfer>, sqlx::Error> {
         let rows = sqlx::query("SELECT body FROM ledger_transfers ORDER BY seq")

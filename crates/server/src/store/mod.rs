@@ -159,6 +159,61 @@ impl Store {
         })
     }
 
+    /// The same database as of one moment, for reads that must agree with
+    /// each other while running nodes commit (the audit's): a store on one
+    /// connection holding a read-only transaction until it is dropped, a
+    /// `REPEATABLE READ` one on PostgreSQL and on SQLite a read transaction,
+    /// whose snapshot is taken by its first read (and `query_only`, so it
+    /// never takes the write lock). Writes through it fail.
+    pub async fn snapshot(&self) -> Result<Store, sqlx::Error> {
+        let begin = match self.dialect {
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Dialect::Sqlite => "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON; BEGIN",
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            // The one connection is the snapshot: never replaced.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    connection.execute(begin).await?;
+                    Ok(())
+                })
+            })
+            .connect_with((*self.pool.connect_options()).clone())
+            .await?;
+        Ok(Store {
+            pool,
+            dialect: self.dialect,
+            node: self.node.clone(),
+            sqlite_ledger: None,
+        })
+    }
+
+    /// The same PostgreSQL database on a pool of its own of at most
+    /// `max_connections`, whose connections the runtime this is called on
+    /// drives (the payment engine's, on a thread of its own: its round
+    /// trips then never wait in the HTTP workers' queue).
+    pub async fn with_own_pool(&self, max_connections: u32) -> Result<Store, sqlx::Error> {
+        if self.dialect != Dialect::Postgres {
+            return Err(sqlx::Error::Configuration(
+                "a pool of its own is for PostgreSQL only: SQLite's ledger has its own thread"
+                    .into(),
+            ));
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with((*self.pool.connect_options()).clone())
+            .await?;
+        Ok(Store {
+            pool,
+            ..self.clone()
+        })
+    }
+
     /// The store of an existing node (for offline tools): its PostgreSQL
     /// database when given, else the data directory's SQLite, where a
     /// directory without one is an error, never a new database.

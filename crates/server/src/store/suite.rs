@@ -65,6 +65,49 @@ async fn run_suite(store: &Store) {
     // Last: its stream's segments stay referenced.
     ingest_takeover_suite(store).await;
     audit_agrees(store).await;
+    snapshot_suite(store).await;
+}
+
+/// A snapshot reads the database as of its first read: what commits after
+/// is not in it, a new snapshot has it, and nothing is written through it.
+async fn snapshot_suite(store: &Store) {
+    let owner = Address::repeat_byte(0x5e);
+    let commit = |id: &'static str, amount| async move {
+        store
+            .commit(&[batch(vec![deposit(id, owner, amount)])], 1)
+            .await
+            .expect("commit")
+            .remove(0)
+            .expect("deposited");
+    };
+    commit("snapshot-1", 10).await;
+    let snapshot = store.snapshot().await.expect("snapshot");
+    let transfers = snapshot.all_transfers().await.expect("transfers").len();
+    assert_eq!(
+        snapshot.balance(&available(owner)).await.expect("balance"),
+        10
+    );
+    commit("snapshot-2", 5).await;
+    assert_eq!(store.balance(&available(owner)).await.expect("balance"), 15);
+    assert_eq!(
+        snapshot.balance(&available(owner)).await.expect("balance"),
+        10
+    );
+    assert_eq!(
+        snapshot.all_transfers().await.expect("transfers").len(),
+        transfers
+    );
+    let later = store.snapshot().await.expect("snapshot");
+    assert_eq!(later.balance(&available(owner)).await.expect("balance"), 15);
+    assert_eq!(
+        later.all_transfers().await.expect("transfers").len(),
+        transfers + 1
+    );
+    let written = sqlx::query("DELETE FROM ledger_accounts")
+        .execute(later.pool())
+        .await;
+    assert!(written.is_err(), "a snapshot wrote: {written:?}");
+    assert_eq!(store.balance(&available(owner)).await.expect("balance"), 15);
 }
 
 async fn memberships_suite(store: &Store) {
