@@ -399,6 +399,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let verifier = crate::money::verifier::Verifier::start(
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         settings.voucher_recovery_niceness,
+        &tokio::runtime::Handle::current(),
     )
     .context("starting the voucher recovery threads")?;
     let state = AppState::new(crate::http::Services {

@@ -247,6 +247,7 @@ pub fn engine_error(err: EngineError) -> ApiError {
 
 fn verify_error(err: VerifyError) -> ApiError {
     match err {
+        VerifyError::Voucher(err) => channel_error(err),
         VerifyError::Busy | VerifyError::Stopped => ApiError::custom(
             StatusCode::SERVICE_UNAVAILABLE,
             "vouchers-busy",
@@ -517,23 +518,23 @@ async fn accept_voucher(
     let looked_up = std::time::Instant::now();
     // Recovery is the expensive part: done on the recovery threads, in
     // parallel (and, when configured, below the media answers' priority),
-    // which hand the checked voucher on to the engine.
-    let (ticket, answer) = state.payments.voucher_ticket();
-    state
+    // before the engine.
+    let verified = state
         .verifier
-        .check_then(signer, amount, signature, move |checked| {
-            ticket.checked(checked)
-        })
+        .verify(signer, amount, signature)
+        .await
         .map_err(verify_error)?;
-    let (done, recovered) = answer.answer().await;
-    let done = done.map_err(engine_error)?;
-    let answered = std::time::Instant::now();
-    let recovered = recovered.unwrap_or(answered);
+    let recovered = std::time::Instant::now();
+    let done = state
+        .payments
+        .submit(Operation::Voucher(verified))
+        .await
+        .map_err(engine_error)?;
     let stages = &crate::metrics::metrics().voucher_stage_seconds;
     for (stage, from, to) in [
         ("lookup", started, looked_up),
         ("recovery", looked_up, recovered),
-        ("engine", recovered, answered),
+        ("engine", recovered, std::time::Instant::now()),
     ] {
         stages
             .get_or_create(&crate::metrics::StageLabels { stage })

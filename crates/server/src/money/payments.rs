@@ -33,7 +33,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use streamweave_ledger::{
     AccountRef, Address, Amount, B256, Balance, ChainOpen, ChainStep, Channel, ChannelError,
@@ -45,7 +45,7 @@ use tracing::{error, info, warn};
 use crate::memberships::RoundClock;
 use crate::model::now_ms;
 use crate::store::{
-    ChannelWrite, DeferredFold, DeferredStep, Dialect, JournalEntry, LedgerBatch, Refusal, Store,
+    ChannelWrite, DeferredFold, DeferredStep, JournalEntry, LedgerBatch, Refusal, Store,
 };
 
 /// Commands waiting for the engine; senders wait when it is full.
@@ -213,57 +213,6 @@ struct Request {
     attempts: u8,
 }
 
-/// A voucher on its way to the engine while its signature is checked on a
-/// recovery thread (`money::verifier`): that thread hands the checked
-/// voucher straight to the engine's queue, so its request waits for the
-/// engine's answer alone, one turn in the HTTP workers' queue instead of
-/// one after the check and one after the commit.
-pub struct VoucherTicket {
-    requests: mpsc::Sender<Request>,
-    reply: Reply,
-    recovered: oneshot::Sender<Instant>,
-}
-
-impl VoucherTicket {
-    /// Queues the checked voucher for the engine (waiting while its queue
-    /// is full), or answers its refusal. For a thread outside the runtime.
-    pub fn checked(self, checked: Result<VerifiedVoucher, ChannelError>) {
-        let _ = self.recovered.send(Instant::now());
-        let voucher = match checked {
-            Ok(voucher) => voucher,
-            Err(err) => {
-                let _ = self.reply.send(Err(err.into()));
-                return;
-            }
-        };
-        let request = Request {
-            operation: Operation::Voucher(voucher),
-            reply: self.reply,
-            attempts: 0,
-        };
-        if let Err(mpsc::error::SendError(request)) = self.requests.blocking_send(request) {
-            let _ = request.reply.send(Err(EngineError::Unavailable));
-        }
-    }
-}
-
-/// Where a request waits for its [`VoucherTicket`]'s answer.
-pub struct VoucherAnswer {
-    answer: oneshot::Receiver<Result<Done, EngineError>>,
-    recovered_at: oneshot::Receiver<Instant>,
-}
-
-impl VoucherAnswer {
-    /// The engine's durable answer (or the signature's refusal), and when
-    /// the signature was checked (none if it never was: the ticket was
-    /// dropped, the recovery threads stopping).
-    pub async fn answer(self) -> (Result<Done, EngineError>, Option<Instant>) {
-        let done = self.answer.await.unwrap_or(Err(EngineError::Unavailable));
-        let mut recovered_at = self.recovered_at;
-        (done, recovered_at.try_recv().ok())
-    }
-}
-
 /// A handle to the engine.
 #[derive(Clone)]
 pub struct Payments {
@@ -308,28 +257,17 @@ impl Payments {
         // read channel rows, which would lag behind the journal.
         let journal = (!shared_database)
             .then(|| Journal::new(next_seq, journaled.clone(), waiting.clone(), rounds));
-        let engine = {
-            let shared = shared.clone();
-            move |db: Store| {
-                run_engine(
-                    db,
-                    channels,
-                    shared,
-                    Incoming { requests: rx },
-                    domain,
-                    settle_window_ms,
-                    shared_database,
-                    journal,
-                    rounds,
-                )
-            }
-        };
-        match db.dialect() {
-            Dialect::Sqlite => {
-                tokio::spawn(engine(db.clone()));
-            }
-            Dialect::Postgres => start_engine_thread(&db, engine, shared_database, rounds).await?,
-        }
+        tokio::spawn(run_engine(
+            db.clone(),
+            channels,
+            shared.clone(),
+            Incoming { requests: rx },
+            domain,
+            settle_window_ms,
+            shared_database,
+            journal,
+            rounds,
+        ));
         let payments = Payments {
             requests: tx,
             journaled,
@@ -351,10 +289,9 @@ impl Payments {
                 if timer.due(now_ms) && timer.submit(Operation::Settle { now_ms }).await.is_err() {
                     return;
                 }
-                // (Where nodes share the database, the engine's thread folds
-                // their waiting steps: `start_engine_thread`.)
-                if !timer.shared_database
-                    && timer.journaled.load(Ordering::Relaxed) > 0
+                if timer.shared_database {
+                    timer.fold_waited_deferred(now_ms).await;
+                } else if timer.journaled.load(Ordering::Relaxed) > 0
                     && let Err(err) = timer.submit(Operation::FoldWaited).await
                 {
                     warn!(%err, "folding the voucher journal");
@@ -599,23 +536,28 @@ impl Payments {
         self.submit(Operation::Fold).await.map(|_| ())
     }
 
-    /// A voucher's way to the engine from the recovery thread checking its
-    /// signature ([`VoucherTicket::checked`]), and where its request waits
-    /// for the engine's answer.
-    pub fn voucher_ticket(&self) -> (VoucherTicket, VoucherAnswer) {
-        let (reply, answer) = oneshot::channel();
-        let (recovered, recovered_at) = oneshot::channel();
-        (
-            VoucherTicket {
-                requests: self.requests.clone(),
-                reply,
-                recovered,
-            },
-            VoucherAnswer {
-                answer,
-                recovered_at,
-            },
-        )
+    /// Folds the voucher steps waiting in channels' rows whose first step
+    /// waited [`FOLD_AFTER_MS`] or was accepted in an ended pool round (any
+    /// node's: rows another node is folding are left to it), a slice at a
+    /// time while slices come back full.
+    async fn fold_waited_deferred(&self, now_ms: u64) {
+        let now_ms = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let which = DeferredFold::Waited {
+            first_accepted_by_ms: now_ms
+                .saturating_sub(i64::try_from(FOLD_AFTER_MS).unwrap_or(i64::MAX)),
+            round_start_ms: self.rounds.bounds(self.rounds.round_at(now_ms)).0,
+            limit: FOLD_SLICE,
+        };
+        for _ in 0..MAX_SLICES_A_SECOND {
+            match fold_deferred(&self.db, which, self.rounds).await {
+                Ok(folded) if folded == FOLD_SLICE => continue,
+                Ok(_) => return,
+                Err(err) => {
+                    warn!(%err, "folding waiting voucher steps");
+                    return;
+                }
+            }
+        }
     }
 
     /// Submits an operation and waits for its durable outcome.
@@ -981,94 +923,6 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<i64
         "folded the voucher journal left by the last run"
     );
     Ok(next_seq)
-}
-
-/// Connections of the engine's own pool on PostgreSQL: its groups, and the
-/// folds of waiting voucher steps beside them.
-const ENGINE_CONNECTIONS: u32 = 2;
-
-/// Runs the engine on PostgreSQL: on a thread of its own, with a runtime
-/// and connections of its own. Each group's statements are round trips to
-/// the database; on the HTTP workers each would wait its turn behind every
-/// request a burst of segment requests makes ready (three nodes on one
-/// core: about 170 ms a group where its commit took 6 ms), and so would
-/// a fold holding its rows' locks. (On SQLite the commits already run on
-/// a thread of their own, `store::sqlite_ledger`, and a group takes in the
-/// vouchers the workers' ready tasks bring, so the engine stays with them.)
-/// Where nodes share the database, that thread also folds their waiting
-/// voucher steps each second. Returns once the engine's connections are
-/// open.
-async fn start_engine_thread<F, E>(
-    db: &Store,
-    engine: F,
-    shared_database: bool,
-    rounds: RoundClock,
-) -> anyhow::Result<()>
-where
-    F: FnOnce(Store) -> E + Send + 'static,
-    E: std::future::Future<Output = ()>,
-{
-    let (started_tx, started) = oneshot::channel::<anyhow::Result<()>>();
-    let db = db.clone();
-    std::thread::Builder::new()
-        .name("payments-engine".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = started_tx.send(Err(err.into()));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let own = match db.with_own_pool(ENGINE_CONNECTIONS).await {
-                    Ok(own) => own,
-                    Err(err) => {
-                        let _ = started_tx.send(Err(err.into()));
-                        return;
-                    }
-                };
-                if shared_database {
-                    tokio::spawn(fold_waited_deferred_each_second(own.clone(), rounds));
-                }
-                let _ = started_tx.send(Ok(()));
-                engine(own).await;
-            });
-        })?;
-    started
-        .await
-        .map_err(|_| anyhow::anyhow!("the payment engine's thread ended"))?
-}
-
-/// Folds, each second, the voucher steps waiting in channels' rows whose
-/// first step waited [`FOLD_AFTER_MS`] or was accepted in an ended pool
-/// round (any node's: rows another node is folding are left to it), a
-/// slice at a time while slices come back full.
-async fn fold_waited_deferred_each_second(db: Store, rounds: RoundClock) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let now_ms = now_ms();
-        let which = DeferredFold::Waited {
-            first_accepted_by_ms: now_ms
-                .saturating_sub(i64::try_from(FOLD_AFTER_MS).unwrap_or(i64::MAX)),
-            round_start_ms: rounds.bounds(rounds.round_at(now_ms)).0,
-            limit: FOLD_SLICE,
-        };
-        for _ in 0..MAX_SLICES_A_SECOND {
-            match fold_deferred(&db, which, rounds).await {
-                Ok(folded) if folded == FOLD_SLICE => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    warn!(%err, "folding waiting voucher steps");
-                    break;
-                }
-            }
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

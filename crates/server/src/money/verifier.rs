@@ -15,6 +15,7 @@
 use std::thread;
 
 use streamweave_ledger::{Amount, ChannelError, VerifiedVoucher, VoucherSigner};
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 /// How far below the HTTP workers the recovery threads run by default (nice
@@ -36,6 +37,9 @@ pub const RECOVERY_BATCH: usize = 64;
 /// Why a voucher was not checked.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// Its signature is malformed or not the channel's signer's.
+    #[error(transparent)]
+    Voucher(#[from] ChannelError),
     /// Every recovery thread is behind by a full queue.
     #[error("signature checks are saturated")]
     Busy,
@@ -44,15 +48,18 @@ pub enum VerifyError {
     Stopped,
 }
 
-/// What is done with a checked voucher, on its recovery thread.
-type Then = Box<dyn FnOnce(Result<VerifiedVoucher, ChannelError>) + Send>;
-
 struct Job {
     signer: VoucherSigner,
     amount: Amount,
     signature: Vec<u8>,
-    then: Then,
+    reply: oneshot::Sender<Result<VerifiedVoucher, ChannelError>>,
 }
+
+/// A checked voucher and where its request waits for it.
+type Answer = (
+    oneshot::Sender<Result<VerifiedVoucher, ChannelError>>,
+    Result<VerifiedVoucher, ChannelError>,
+);
 
 /// Hands vouchers to the recovery threads; they stop once every handle is
 /// dropped.
@@ -63,12 +70,19 @@ pub struct Verifier {
 
 impl Verifier {
     /// Starts `threads` recovery threads (at least one) with a bounded
-    /// queue, `niceness` nice levels below the caller.
-    pub fn start(threads: usize, niceness: i32) -> std::io::Result<Verifier> {
+    /// queue, `niceness` nice levels below the caller, and the task on
+    /// `runtime` that hands their answers to the waiting requests.
+    pub fn start(
+        threads: usize,
+        niceness: i32,
+        runtime: &tokio::runtime::Handle,
+    ) -> std::io::Result<Verifier> {
         let threads = threads.max(1);
         let (jobs, queue) = flume::bounded::<Job>(threads * QUEUE_PER_THREAD);
+        let (answered, mut answers) = mpsc::channel::<Vec<Answer>>(threads * 2);
         for index in 0..threads {
             let queue = queue.clone();
+            let answered = answered.clone();
             thread::Builder::new()
                 .name(format!("voucher-recovery-{index}"))
                 .spawn(move || {
@@ -77,45 +91,55 @@ impl Verifier {
                     while let Ok(first) = queue.recv() {
                         batch.push(first);
                         batch.extend(queue.try_iter().take(RECOVERY_BATCH - 1));
-                        // The batch's signatures first, then what follows
-                        // them: the engine (`Payments::voucher_ticket`) is
-                        // woken once for the batch's vouchers, which it
-                        // then finds queued together.
-                        let checked: Vec<_> = batch
+                        let checked: Vec<Answer> = batch
                             .drain(..)
-                            .map(|job| (job.then, job.signer.verify(job.amount, &job.signature)))
+                            .map(|job| {
+                                let checked = job.signer.verify(job.amount, &job.signature);
+                                (job.reply, checked)
+                            })
                             .collect();
-                        for (then, checked) in checked {
-                            then(checked);
+                        // The whole batch in one message: one wake of a
+                        // worker, which (at a higher priority) takes the
+                        // core at once, where answering each voucher from
+                        // here would wake one per voucher.
+                        if answered.blocking_send(checked).is_err() {
+                            break;
                         }
                     }
                 })?;
         }
+        runtime.spawn(async move {
+            while let Some(batch) = answers.recv().await {
+                for (reply, checked) in batch {
+                    // The request may have gone meanwhile: nothing to answer.
+                    let _ = reply.send(checked);
+                }
+            }
+        });
         Ok(Verifier { jobs })
     }
 
-    /// Queues a voucher's signature check against its channel's signer (the
-    /// spec's conditions 1 and 2); `then` is called with the outcome on the
-    /// recovery thread (a voucher goes from there to the payment engine:
-    /// its request waits for one answer, not for two).
-    pub fn check_then(
+    /// A voucher's signature checked against its channel's signer (the
+    /// spec's conditions 1 and 2), on a recovery thread.
+    pub async fn verify(
         &self,
         signer: VoucherSigner,
         amount: Amount,
         signature: Vec<u8>,
-        then: impl FnOnce(Result<VerifiedVoucher, ChannelError>) + Send + 'static,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<VerifiedVoucher, VerifyError> {
+        let (reply, answer) = oneshot::channel();
         self.jobs
             .try_send(Job {
                 signer,
                 amount,
                 signature,
-                then: Box::new(then),
+                reply,
             })
             .map_err(|err| match err {
                 flume::TrySendError::Full(_) => VerifyError::Busy,
                 flume::TrySendError::Disconnected(_) => VerifyError::Stopped,
-            })
+            })?;
+        Ok(answer.await.map_err(|_| VerifyError::Stopped)??)
     }
 }
 
@@ -138,22 +162,6 @@ fn lower_priority(niceness: i32) {
 mod tests {
     use super::*;
     use streamweave_ledger::{B256, PaymentDomain, SigningKey};
-    use tokio::sync::oneshot;
-
-    /// A voucher's signature checked on a recovery thread, answered here.
-    async fn verify(
-        verifier: &Verifier,
-        signer: VoucherSigner,
-        amount: Amount,
-        signature: Vec<u8>,
-    ) -> Result<Result<VerifiedVoucher, ChannelError>, VerifyError> {
-        let (reply, answer) = oneshot::channel();
-        verifier.check_then(signer, amount, signature, move |checked| {
-            // The caller may have gone meanwhile: nothing to answer.
-            let _ = reply.send(checked);
-        })?;
-        answer.await.map_err(|_| VerifyError::Stopped)
-    }
 
     fn signer_and_key() -> (VoucherSigner, SigningKey) {
         let key = SigningKey::from_bytes(&[0x42; 32]).expect("key");
@@ -167,26 +175,34 @@ mod tests {
 
     #[tokio::test]
     async fn checks_a_voucher_on_a_recovery_thread() {
-        let verifier = Verifier::start(2, DEFAULT_RECOVERY_NICENESS).expect("threads");
+        let verifier = Verifier::start(
+            2,
+            DEFAULT_RECOVERY_NICENESS,
+            &tokio::runtime::Handle::current(),
+        )
+        .expect("threads");
         let (signer, key) = signer_and_key();
         let signature = key
             .sign_digest(signer.domain.voucher_digest(signer.channel, 1_000))
             .to_vec();
-        let verified = verify(&verifier, signer, Amount(1_000), signature.clone())
+        let verified = verifier
+            .verify(signer, Amount(1_000), signature.clone())
             .await
-            .expect("checked")
             .expect("the signer's voucher");
         assert_eq!(verified.amount, Amount(1_000));
         assert_eq!(verified.channel, signer.channel);
         // The same signature over another amount recovers someone else.
-        let wrong = verify(&verifier, signer, Amount(999), signature).await;
+        let wrong = verifier.verify(signer, Amount(999), signature).await;
         assert!(
-            matches!(wrong, Ok(Err(ChannelError::WrongSigner))),
+            matches!(wrong, Err(VerifyError::Voucher(ChannelError::WrongSigner))),
             "{wrong:?}"
         );
-        let malformed = verify(&verifier, signer, Amount(1), vec![1, 2, 3]).await;
+        let malformed = verifier.verify(signer, Amount(1), vec![1, 2, 3]).await;
         assert!(
-            matches!(malformed, Ok(Err(ChannelError::Signature(_)))),
+            matches!(
+                malformed,
+                Err(VerifyError::Voucher(ChannelError::Signature(_)))
+            ),
             "{malformed:?}"
         );
     }
@@ -199,12 +215,12 @@ mod tests {
         let (signer, _) = signer_and_key();
         let waiting = tokio::spawn({
             let verifier = verifier.clone();
-            async move { verify(&verifier, signer, Amount(1), vec![0; 65]).await }
+            async move { verifier.verify(signer, Amount(1), vec![0; 65]).await }
         });
         while queue.is_empty() {
             tokio::task::yield_now().await;
         }
-        let refused = verify(&verifier, signer, Amount(2), vec![0; 65]).await;
+        let refused = verifier.verify(signer, Amount(2), vec![0; 65]).await;
         assert!(matches!(refused, Err(VerifyError::Busy)), "{refused:?}");
         // Taken and dropped unanswered, as when the threads stop.
         drop(queue.try_recv().expect("the first voucher queued"));

@@ -192,28 +192,6 @@ impl Store {
         })
     }
 
-    /// The same PostgreSQL database on a pool of its own of at most
-    /// `max_connections`, whose connections the runtime this is called on
-    /// drives (the payment engine's, on a thread of its own: its round
-    /// trips then never wait in the HTTP workers' queue).
-    pub async fn with_own_pool(&self, max_connections: u32) -> Result<Store, sqlx::Error> {
-        if self.dialect != Dialect::Postgres {
-            return Err(sqlx::Error::Configuration(
-                "a pool of its own is for PostgreSQL only: SQLite's ledger has its own thread"
-                    .into(),
-            ));
-        }
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with((*self.pool.connect_options()).clone())
-            .await?;
-        Ok(Store {
-            pool,
-            ..self.clone()
-        })
-    }
-
     /// The store of an existing node (for offline tools): its PostgreSQL
     /// database when given, else the data directory's SQLite, where a
     /// directory without one is an error, never a new database.
