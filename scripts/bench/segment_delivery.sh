@@ -8,11 +8,22 @@
 # reports each one's median run, the ratio of the medians and each round's
 # ratio: on a machine shared with the load generator a single run of either
 # server moves by a fifth or more.
-# Usage: scripts/bench/segment_delivery.sh [seconds-per-run] [rounds]
+# With COUNT_SYSCALLS=1, each run also counts (perf stat) the system calls
+# and context switches of the server (nginx's workers) and of wrk, and the
+# counts per response are printed after the table.
+# Usage: [COUNT_SYSCALLS=1] scripts/bench/segment_delivery.sh [seconds-per-run] [rounds]
 source "$(dirname "$0")/common.sh"
 DURATION="${1:-10}"
 ROUNDS="${2:-3}"
 need wrk nginx ffmpeg curl python3
+COUNTED=""
+if [ -n "${COUNT_SYSCALLS:-}" ]; then
+  need perf
+  for call in sendfile64 sendto recvfrom read write writev epoll_wait epoll_pwait futex; do
+    COUNTED+="syscalls:sys_enter_$call,"
+  done
+  COUNTED+="context-switches"
+fi
 build
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -62,11 +73,33 @@ cpu_ticks() {
   echo "$total"
 }
 
+calls_per_response() { # URL CONNECTIONS -> one line of counts per response, those not zero
+  local requests
+  requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
+  for side in server wrk; do
+    awk -F, -v r="$requests" -v side="$side" -v url="$1" -v c="$2" '
+      $3 ~ /^(syscalls:sys_enter_|context-switches)/ && $1 + 0 > 0 {
+        name = $3; sub(/^syscalls:sys_enter_/, "", name)
+        out = out sprintf(" %s %.3f", name, $1 / r)
+      }
+      END { printf "%s c=%s %s:%s\n", url, c, side, out }' "$WORK/$side-calls.txt"
+  done
+}
+
 run_wrk() { # URL CONNECTIONS PIDS... -> "requests/s MB/s p99 non-2xx cpu-us-per-request"
   local url="$1" connections="$2"; shift 2
   local before after
   before=$(cpu_ticks "$@")
-  wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1
+  if [ -n "$COUNTED" ]; then
+    perf stat -x, -e "$COUNTED" -p "$(echo "$@" | tr ' ' ',')" -o "$WORK/server-calls.txt" -- sleep "$DURATION" &
+    local counting=$!
+    perf stat -x, -e "$COUNTED" -o "$WORK/wrk-calls.txt" -- \
+      wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1
+    wait "$counting"
+    calls_per_response "$url" "$connections" >>"$WORK/calls.txt"
+  else
+    wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1
+  fi
   after=$(cpu_ticks "$@")
   awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
     /requests in/ {requests=$1}
@@ -125,3 +158,8 @@ for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
       "$ours_rps" "$ours_mb" "$ours_p99" "$ours_cpu" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$nginx_cpu" "$ratio" "${by_round% }"
   done
 done
+if [ -n "$COUNTED" ]; then
+  echo
+  echo "System calls and context switches per response (each run, in order; the nginx port is nginx's):"
+  cat "$WORK/calls.txt"
+fi
