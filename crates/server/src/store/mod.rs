@@ -172,7 +172,6 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(1)
-            .min_connections(0)
             // The one connection is the snapshot: never replaced.
             .idle_timeout(None)
             .max_lifetime(None)
