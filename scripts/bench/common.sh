@@ -6,7 +6,17 @@ BIN="$CARGO_TARGET_DIR/release/streamweave"
 TOKEN="bench-admin-token"
 WORK="$(mktemp -d /tmp/streamweave-bench.XXXXXX)"
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# Stops what the script started and removes its files once they have exited
+# (a node still writing to its data directory would leave it half removed).
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 need() {

@@ -34,7 +34,7 @@ if [ "$NODES" -gt 1 ]; then
   need psql
   start_s3
   new_schema viewers
-  trap 'drop_schemas; cleanup' EXIT
+  trap 'cleanup; drop_schemas' EXIT
   for node in $(seq "$NODES"); do
     DATA_DIR="$WORK/node$node" start_server "$WORK/node$node.log" --dev --database "$DATABASE" --nats "$NATS" \
       --blockstore s3://blocks/viewers --blockstore-s3-endpoint "http://127.0.0.1:$S3_PORT"
@@ -73,6 +73,11 @@ for viewers in "${COUNTS[@]}"; do
   taskset -c 0 "$BIN" bench viewers --server "$(IFS=,; echo "${SERVERS[*]}")" --stream "$STREAM_ID" \
     --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 \
     --server-pid "$(IFS=,; echo "${SERVER_PIDS[*]}")" >"$WORK/paid-$viewers.json"
+done
+# Each node's own account of where its vouchers waited, read before the
+# publisher stops (printed after the table).
+for i in "${!SERVERS[@]}"; do
+  curl -sf "${SERVERS[$i]}/metrics" >"$WORK/node$((i + 1)).metrics" || true
 done
 kill "$PUBLISHER_PID" 2>/dev/null || true
 KINDS="paid nginx"
@@ -123,4 +128,32 @@ for kind in kinds:
             f"{r['setup_ms']/1000:.0f} s" if paid else "-"))
         if r["error_samples"]:
             print(f"<!-- {kind} {n}: {r['error_samples'][:3]} -->")
+PY
+python3 - "$WORK" "$NODES" <<'PY'
+import re, sys
+work, nodes = sys.argv[1], int(sys.argv[2])
+def mean(text, name, label=None):
+    sel = r'\{stage="%s"\}' % label if label else ''
+    total = re.search(r'^\S*%s_sum%s (\S+)$' % (name, sel), text, re.M)
+    count = re.search(r'^\S*%s_count%s (\S+)$' % (name, sel), text, re.M)
+    if not total or not count or float(count.group(1)) == 0:
+        return None, 0
+    return float(total.group(1)) / float(count.group(1)) * 1000, int(float(count.group(1)))
+rows = []
+for node in range(1, nodes + 1):
+    try:
+        text = open(f"{work}/node{node}.metrics").read()
+    except OSError:
+        continue
+    stages = [mean(text, "voucher_stage_duration_seconds", s) for s in ("lookup", "recovery", "engine")]
+    commit, commits = mean(text, "payments_commit_duration_seconds")
+    if stages[0][1] == 0:
+        continue
+    rows.append(f"| {node} | {stages[0][1]} | " + " | ".join(f"{m:.3f} ms" for m, _ in stages)
+                + f" | {commits} | " + ("-" if commit is None else f"{commit:.1f} ms") + " |")
+if rows:
+    print("\nWhere the nodes' accepted vouchers waited over the whole run (means; their metrics):")
+    print("| node | vouchers | lookup | recovery | engine | commits | commit |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
 PY

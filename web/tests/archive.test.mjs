@@ -143,6 +143,16 @@ test('a recording is a Kubo-identical folder, a readable CAR and the same Piece 
       for await (const chunk of entry.content()) chunks.push(chunk);
       assert.deepEqual(Buffer.concat(chunks), readFileSync(join(folder, path)), `${path} through the verifying exporter`);
     }
+    // A file served twice (the second time from the node's cache) is the
+    // same bytes; a directory asked for as a file is refused either way.
+    for (let i = 0; i < 2; i++) {
+      const segment = await fetch(`${base}/ipfs/${archive.root_cid}/${segmentPath}`);
+      assert.equal(segment.status, 200);
+      assert.deepEqual(Buffer.from(await segment.arrayBuffer()), readFileSync(join(folder, segmentPath)));
+      const directory = await fetch(`${base}/ipfs/${archive.root_cid}`);
+      assert.equal(directory.status, 404);
+      assert.match(await directory.text(), /is a directory/);
+    }
     const missing = await fetch(`${base}/ipfs/${archive.root_cid}/no-such-file`);
     assert.equal(missing.status, 404);
     assert.match(missing.headers.get('content-type'), /problem\+json/);

@@ -231,6 +231,18 @@ fn block_of(state: &AppState, cid: &Cid) -> Result<Vec<u8>, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("block {cid} is not stored here")))
 }
 
+/// Whether `cid` is a UnixFS directory (reads its block when it is dag-pb).
+fn is_directory(state: &AppState, cid: &Cid) -> Result<bool, ApiError> {
+    if cid.codec() != streamweave_cas::DAG_PB_CODEC {
+        return Ok(false);
+    }
+    Ok(streamweave_cas::decode_dag_pb(&block_of(state, cid)?)
+        .ok()
+        .and_then(|node| node.data)
+        .and_then(|d| streamweave_cas::decode_unixfs(&d).ok())
+        .is_some_and(|d| d.kind == UnixFsType::Directory))
+}
+
 /// Whether the caller may read `root`: an archive root's or archived
 /// block's stream rules, or a stored file's streams'. Remembers a verdict
 /// that holds for anyone.
@@ -358,20 +370,22 @@ async fn serve(
             Ok(response)
         }
         Format::File => {
-            if target.codec() == streamweave_cas::DAG_PB_CODEC
-                && streamweave_cas::decode_dag_pb(&block_of(state, &target)?)
-                    .ok()
-                    .and_then(|node| node.data)
-                    .and_then(|d| streamweave_cas::decode_unixfs(&d).ok())
-                    .is_some_and(|d| d.kind == UnixFsType::Directory)
-            {
-                return Err(ApiError::not_found(format!(
-                    "{target} is a directory: ask for a file in it (master.m3u8), or ?format=car"
-                )));
-            }
-            let bytes = load_file(state, target)
-                .await?
-                .ok_or_else(|| ApiError::not_found("nothing with this CID is stored here"))?;
+            // The cache holds files only (a directory is refused before it
+            // is loaded), so a file found there is answered without reading
+            // its root block again.
+            let bytes = match state.cache.get(&target) {
+                Some(bytes) => bytes,
+                None => {
+                    if is_directory(state, &target)? {
+                        return Err(ApiError::not_found(format!(
+                            "{target} is a directory: ask for a file in it (master.m3u8), or ?format=car"
+                        )));
+                    }
+                    load_file(state, target).await?.ok_or_else(|| {
+                        ApiError::not_found("nothing with this CID is stored here")
+                    })?
+                }
+            };
             let name = segments.last().copied().unwrap_or_default();
             Ok(immutable_file(
                 headers,
