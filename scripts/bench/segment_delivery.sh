@@ -93,21 +93,25 @@ run_wrk() { # URL CONNECTIONS PIDS... -> "requests/s MB/s p99 non-2xx cpu-us-per
   if [ -n "$COUNTED" ]; then
     perf stat -x, -e "$COUNTED" -p "$(echo "$@" | tr ' ' ',')" -o "$WORK/server-calls.txt" -- sleep "$DURATION" &
     local counting=$!
-    perf stat -x, -e "$COUNTED" -o "$WORK/wrk-calls.txt" -- \
-      wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1
+    (perf stat -x, -e "$COUNTED" -o "$WORK/wrk-calls.txt" -- \
+      wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
     wait "$counting"
     calls_per_response "$url" "$connections" >>"$WORK/calls.txt"
   else
-    wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1
+    (wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
   fi
   after=$(cpu_ticks "$@")
-  awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
+  # The subshell's `times`: its own, then its children's (wrk's) user and
+  # system time, as 0m1.234s.
+  local wrk_seconds
+  wrk_seconds=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] } print t }' "$WORK/wrk-times.txt")
+  awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" -v wrk_seconds="$wrk_seconds" '
     /requests in/ {requests=$1}
     /Requests\/sec/ {rps=$2}
     /Transfer\/sec/ {v=$2; if (v ~ /GB/) m=v*1024; else if (v ~ /MB/) m=v+0; else if (v ~ /KB/) m=v/1024; else m=v/1048576; mb=m}
     / 99%/ {p99=$2}
     /Non-2xx/ {errors=$NF}
-    END {printf "%.0f %.1f %s %s %.1f\n", rps, mb, p99, (errors==""?0:errors), ticks*1e6/hz/(requests>0?requests:1)}' "$WORK/wrk.txt"
+    END {n = (requests > 0 ? requests : 1); printf "%.0f %.1f %s %s %.1f %.1f\n", rps, mb, p99, (errors==""?0:errors), ticks*1e6/hz/n, wrk_seconds*1e6/n}' "$WORK/wrk.txt"
 }
 NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 
@@ -115,8 +119,8 @@ NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 median_run() { sort -n | awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }'; }
 
 echo "segment: ${SEGMENT_BYTES} bytes (720p, 2 s); wrk -t2 for ${DURATION}s per run, ${ROUNDS} rounds a row (the two servers in turn, which goes first alternating): each server's median run; $(nproc) cores shared by server and wrk"
-echo "CPU per request: the server's (or nginx's workers') user and system time over the run, divided by the requests answered"
-printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | StreamWeave CPU per request | nginx req/s | nginx MB/s | nginx p99 | nginx CPU per request | ratio | ratio by round |\n'
+echo "CPU per request: the server's (or nginx's workers') user and system time over the run, divided by the requests answered / the same for wrk"
+printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | StreamWeave CPU per request (server / wrk) | nginx req/s | nginx MB/s | nginx p99 | nginx CPU per request (server / wrk) | ratio | ratio by round |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
   "/live/$FREE_ID/720p/index.m3u8" "$PLAY_PATH/720p/index.m3u8"; do
@@ -151,11 +155,11 @@ for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
         echo "error: non-2xx answers (ours $ours_err, nginx $nginx_err): the comparison is void" >&2; exit 1
       fi
     done
-    read -r ours_rps ours_mb ours_p99 _ ours_cpu < <(printf '%s' "$ours_runs" | median_run)
-    read -r nginx_rps nginx_mb nginx_p99 _ nginx_cpu < <(printf '%s' "$nginx_runs" | median_run)
+    read -r ours_rps ours_mb ours_p99 _ ours_cpu ours_wrk < <(printf '%s' "$ours_runs" | median_run)
+    read -r nginx_rps nginx_mb nginx_p99 _ nginx_cpu nginx_wrk < <(printf '%s' "$nginx_runs" | median_run)
     ratio=$(python3 -c "print(f'{$ours_rps/max($nginx_rps,1):.2f}')")
-    printf '| %s | %s | %s | %s | %s | %s us | %s | %s | %s | %s us | %s | %s |\n' "$label" "$connections" \
-      "$ours_rps" "$ours_mb" "$ours_p99" "$ours_cpu" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$nginx_cpu" "$ratio" "${by_round% }"
+    printf '| %s | %s | %s | %s | %s | %s us / %s us | %s | %s | %s | %s us / %s us | %s | %s |\n' "$label" "$connections" \
+      "$ours_rps" "$ours_mb" "$ours_p99" "$ours_cpu" "$ours_wrk" "$nginx_rps" "$nginx_mb" "$nginx_p99" "$nginx_cpu" "$nginx_wrk" "$ratio" "${by_round% }"
   done
 done
 if [ -n "$COUNTED" ]; then

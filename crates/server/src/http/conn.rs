@@ -414,9 +414,15 @@ async fn write_response(
     }
     if let Some((leaves, served)) = on_disk {
         drop(body);
+        // Corked, the head and every leaf's bytes go out in full packets;
+        // uncorking sends the last one.
+        let corked = rustix::net::sockopt::set_tcp_cork(&*socket, true).is_ok();
         send_more(socket, &head).await?;
         for (file, offset, len) in leaves.pieces(served.start, served.len) {
             send_file(socket, file, offset, len).await?;
+        }
+        if corked {
+            rustix::net::sockopt::set_tcp_cork(&*socket, false)?;
         }
         return Ok(keep_alive);
     }
