@@ -17,7 +17,8 @@
 # watches and pays through node i mod N), all of them confined to CPU 1;
 # PostgreSQL, NATS and the S3 server run where the machine puts them. The
 # nginx run is then left out (its files come from a node's own store).
-# Usage: [NODES=N] scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
+# CLUSTER=1 runs one node that way (on PostgreSQL, NATS and the bucket).
+# Usage: [NODES=N] [CLUSTER=1] scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
 source "$(dirname "$0")/common.sh"
 RUN_SECONDS="${1:-30}"
 shift || true
@@ -30,7 +31,7 @@ export SERVER_CPUS=1
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 SERVERS=() SERVER_PIDS=()
-if [ "$NODES" -gt 1 ]; then
+if [ "$NODES" -gt 1 ] || [ -n "${CLUSTER:-}" ]; then
   need psql
   start_s3
   new_schema viewers
@@ -81,7 +82,7 @@ for i in "${!SERVERS[@]}"; do
 done
 kill "$PUBLISHER_PID" 2>/dev/null || true
 KINDS="paid nginx"
-if [ "$NODES" -gt 1 ]; then
+if [ "$NODES" -gt 1 ] || [ -n "${CLUSTER:-}" ]; then
   if ! "$BIN" ledger audit --database "$DATABASE" >"$WORK/audit.txt" 2>&1; then
     grep -m 20 . "$WORK/audit.txt" >&2
     exit 1
@@ -101,7 +102,7 @@ for viewers in "${COUNTS[@]}"; do
 done
 fi
 
-if [ "$NODES" -gt 1 ]; then
+if [ "$NODES" -gt 1 ] || [ -n "${CLUSTER:-}" ]; then
   echo "$NODES nodes (and the first's ffmpeg) on CPU 1, on PostgreSQL, NATS and one S3 bucket; generator and publisher on CPU 0; viewers spread over the nodes join over 10 s, then ${RUN_SECONDS}s measured; 360p stream, 2 s segments, 1 s playlist polls; server CPU and RSS are the nodes' summed"
 else
   echo "server (and its ffmpeg) or nginx on CPU 1, generator and publisher on CPU 0; viewers join over 10 s, then ${RUN_SECONDS}s measured; 360p stream, 2 s segments, 1 s playlist polls"
@@ -118,7 +119,7 @@ for kind in kinds:
         r = json.load(open(f"{work}/{kind}-{n}.json"))
         paid = kind == "paid"
         print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            ("StreamWeave, paying" + (f", {nodes} nodes" if nodes > 1 else "")) if paid else "nginx, no payment", n, r["viewers_watching"],
+            ("StreamWeave, paying" + (f", {nodes} nodes" if nodes > 1 else ", 1 node on the cluster's services" if "paid" == kinds[0] and len(kinds) == 1 else "")) if paid else "nginx, no payment", n, r["viewers_watching"],
             r["segments_per_second"], fmt(r["segments"]["p50_ms"], " ms"), fmt(r["segments"]["p99_ms"], " ms"),
             fmt(r["vouchers"]["p50_ms"], " ms") if paid else "-", fmt(r["vouchers"]["p99_ms"], " ms") if paid else "-",
             (fmt(r["voucher_answers"]["p50_ms"], " ms") + " / " + fmt(r["voucher_answers"]["p99_ms"], " ms")) if paid else "-",
