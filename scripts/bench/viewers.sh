@@ -127,6 +127,8 @@ for kind in kinds:
             fmt(r.get("server_cpu_percent"), " %"), fmt(r.get("server_peak_rss_mib"), " MiB"),
             fmt(r.get("generator_cpu_percent"), " %"),
             f"{r['setup_ms']/1000:.0f} s" if paid else "-"))
+        if paid and r.get("payment_required_retries"):
+            print(f"<!-- paid {n}: {r['payment_required_retries']} segments answered 402 although paid ahead (paid and fetched again) -->")
         if r["error_samples"]:
             print(f"<!-- {kind} {n}: {r['error_samples'][:3]} -->")
 PY
