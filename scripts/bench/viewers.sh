@@ -110,6 +110,9 @@ fi
 python3 - "$WORK" "$KINDS" "$NODES" "${COUNTS[@]}" <<'PY'
 import json, sys
 work, kinds, nodes, counts = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), sys.argv[4:]
+# Clustered runs (NODES > 1, or CLUSTER=1) have no nginx run.
+clustered = kinds == ["paid"]
+where = f", {nodes} nodes" if nodes > 1 else ", 1 node on the cluster's services" if clustered else ""
 def fmt(x, unit=""):
     return "-" if x is None else f"{x:.1f}{unit}"
 print("| run | viewers | watching | segments/s | segment p50 | segment p99 | voucher p50 | voucher p99 | voucher answer p50 / p99 | playlist p99 | errors | server CPU | server RSS | generator CPU | setup |")
@@ -119,7 +122,7 @@ for kind in kinds:
         r = json.load(open(f"{work}/{kind}-{n}.json"))
         paid = kind == "paid"
         print("| {} | {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            ("StreamWeave, paying" + (f", {nodes} nodes" if nodes > 1 else ", 1 node on the cluster's services" if "paid" == kinds[0] and len(kinds) == 1 else "")) if paid else "nginx, no payment", n, r["viewers_watching"],
+            ("StreamWeave, paying" + where) if paid else "nginx, no payment", n, r["viewers_watching"],
             r["segments_per_second"], fmt(r["segments"]["p50_ms"], " ms"), fmt(r["segments"]["p99_ms"], " ms"),
             fmt(r["vouchers"]["p50_ms"], " ms") if paid else "-", fmt(r["vouchers"]["p99_ms"], " ms") if paid else "-",
             (fmt(r["voucher_answers"]["p50_ms"], " ms") + " / " + fmt(r["voucher_answers"]["p99_ms"], " ms")) if paid else "-",

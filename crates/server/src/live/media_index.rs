@@ -527,6 +527,9 @@ impl MediaIndex {
 /// Recent file bytes by CID, bounded by total size, oldest out first (live
 /// viewers all want the newest segments). A file not cached is loaded once
 /// for every request that wants it meanwhile ([`FileCache::get_or_load`]).
+/// It holds files only (segments, parts, init files, thumbnails), never a
+/// directory: the gateway (`http::ipfs`) answers a CID found here as a
+/// file without reading its block.
 pub struct FileCache {
     max_bytes: u64,
     inner: Mutex<CacheInner>,
