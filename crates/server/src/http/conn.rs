@@ -95,11 +95,24 @@ pub async fn serve(
     connections: Arc<Connections>,
     mut socket: TcpStream,
     peer: SocketAddr,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let mut buffer = BytesMut::with_capacity(4096);
+    // One timer and one wait for the stop a connection, not one a read:
+    // each new one would take the runtime's timer lock and the stop
+    // signal's lock twice a request. A timer moved later is not
+    // registered again.
+    let head_deadline = tokio::time::sleep(connections.header_read_timeout);
+    tokio::pin!(head_deadline);
+    let mut stop_watch = stopping.clone();
+    let stopped = async move {
+        let _ = stop_watch.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
     loop {
-        let deadline = Instant::now() + connections.header_read_timeout;
+        head_deadline
+            .as_mut()
+            .reset(Instant::now() + connections.header_read_timeout);
         let request = loop {
             match parse_head(&buffer) {
                 Head::Ours(request) => break *request,
@@ -112,14 +125,16 @@ pub async fn serve(
             if idle && *stopping.borrow() {
                 return;
             }
-            match read_until(&mut socket, &mut buffer, deadline, idle, &mut stopping).await {
+            let stop = idle.then_some(stopped.as_mut());
+            match read_until(&mut socket, &mut buffer, head_deadline.as_mut(), stop).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return,
             }
         };
         let wanted = request.head_len + request.body_len;
         while buffer.len() < wanted {
-            match read_until(&mut socket, &mut buffer, deadline, false, &mut stopping).await {
+            let no_stop: Option<Pin<&mut std::future::Pending<()>>> = None;
+            match read_until(&mut socket, &mut buffer, head_deadline.as_mut(), no_stop).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return,
             }
@@ -199,29 +214,28 @@ async fn peer_gone(socket: &TcpStream) {
     }
 }
 
-/// Reads more bytes into `buffer` by `deadline`: `Ok(false)` when the
-/// peer closed, the deadline passed, or (`idle`: between requests) the
-/// listener is stopping.
+/// Reads more bytes into `buffer` before `deadline`: `Ok(false)` when the
+/// peer closed, the deadline passed, or `stopped` (waited for between
+/// requests only) resolved.
 async fn read_until(
     socket: &mut TcpStream,
     buffer: &mut BytesMut,
-    deadline: Instant,
-    idle: bool,
-    stopping: &mut watch::Receiver<bool>,
+    deadline: Pin<&mut tokio::time::Sleep>,
+    stopped: Option<Pin<&mut impl Future<Output = ()>>>,
 ) -> io::Result<bool> {
     if buffer.capacity() - buffer.len() < 1024 {
         buffer.reserve(4096);
     }
     let stop = async {
-        if idle {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        } else {
-            std::future::pending::<()>().await;
+        match stopped {
+            Some(stopped) => stopped.await,
+            None => std::future::pending().await,
         }
     };
     tokio::select! {
+        biased;
         read = socket.read_buf(buffer) => Ok(read? > 0),
-        () = tokio::time::sleep_until(deadline) => Ok(false),
+        () = deadline => Ok(false),
         () = stop => Ok(false),
     }
 }

@@ -565,18 +565,18 @@ pub(super) fn resident_playlist(
     rendition: &str,
     now_ms: i64,
 ) -> Option<bytes::Bytes> {
-    let found = state.sessions.get(session, now_ms)?;
-    if matches!(found.pass, Pass::Member { .. }) {
+    // Read in place: a playlist poll copies neither the session nor its
+    // channel.
+    let (stream_id, channel) = state.sessions.peek(session, now_ms, |found| {
+        (!matches!(found.pass, Pass::Member { .. }))
+            .then(|| (found.stream_id.clone(), found.pass.channel()))
+    })??;
+    if let Some(channel) = channel
+        && state.payments.channel_state(&channel)? == ChannelState::Closed
+    {
         return None;
     }
-    if let Some(channel) = found.pass.channel() {
-        let channel = state.payments.channel(&channel)?;
-        if channel.state == ChannelState::Closed {
-            return None;
-        }
-    }
-    super::playback::resident_playlist(state, &found.stream_id, rendition)
-        .map(|(playlist, _)| playlist)
+    super::playback::resident_playlist(state, &stream_id, rendition).map(|(playlist, _)| playlist)
 }
 
 /// A session's master playlist (free).

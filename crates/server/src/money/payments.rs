@@ -257,7 +257,7 @@ impl Payments {
         // read channel rows, which would lag behind the journal.
         let journal = (!shared_database)
             .then(|| Journal::new(next_seq, journaled.clone(), waiting.clone(), rounds));
-        tokio::spawn(run_engine(
+        let engine = run_engine(
             db.clone(),
             channels,
             shared.clone(),
@@ -267,7 +267,7 @@ impl Payments {
             shared_database,
             journal,
             rounds,
-        ));
+        );
         let payments = Payments {
             requests: tx,
             journaled,
@@ -289,15 +289,60 @@ impl Payments {
                 if timer.due(now_ms) && timer.submit(Operation::Settle { now_ms }).await.is_err() {
                     return;
                 }
-                if timer.shared_database {
-                    timer.fold_waited_deferred(now_ms).await;
-                } else if timer.journaled.load(Ordering::Relaxed) > 0
+                if !timer.shared_database
+                    && timer.journaled.load(Ordering::Relaxed) > 0
                     && let Err(err) = timer.submit(Operation::FoldWaited).await
                 {
                     warn!(%err, "folding the voucher journal");
                 }
             }
         });
+        if shared_database {
+            // The groups' queries and the folds of waiting steps (hundreds
+            // of channels' rows a second) are work of their own: on a
+            // thread of their own the kernel shares the core between them
+            // and the connections, instead of answers waiting behind a
+            // whole fold on the runtime's workers (docs/benchmarks.md). On
+            // SQLite that work is on the writer's thread already.
+            let folder = payments.clone();
+            let folds = async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let now_ms = u64::try_from(now_ms()).unwrap_or(0);
+                    folder.fold_waited_deferred(now_ms).await;
+                }
+            };
+            // The thread lives as long as the runtime that started it.
+            let (alive, runtime_gone) = oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let _alive = alive;
+                std::future::pending::<()>().await
+            });
+            std::thread::Builder::new()
+                .name("payment-engine".into())
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(err) => {
+                            error!(%err, "starting the payment engine's runtime");
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        tokio::spawn(folds);
+                        tokio::select! {
+                            () = engine => {}
+                            _ = runtime_gone => {}
+                        }
+                    });
+                })?;
+        } else {
+            tokio::spawn(engine);
+        }
         Ok(payments)
     }
 
@@ -315,6 +360,15 @@ impl Payments {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// A channel's state as last committed (no copy of the channel).
+    pub fn channel_state(&self, id: &B256) -> Option<ChannelState> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|channel| channel.state)
     }
 
     /// A channel's redeemed amount as last committed (the paid gate's read,

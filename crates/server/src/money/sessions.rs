@@ -164,6 +164,18 @@ impl Sessions {
         inner.sessions.get(id).cloned()
     }
 
+    /// What `read` makes of a resident session, without a copy of it;
+    /// `None` as [`Self::get`] (unknown, or idle too long: then dropped).
+    pub fn peek<T>(&self, id: &str, now_ms: i64, read: impl FnOnce(&Session) -> T) -> Option<T> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let session = inner.sessions.get(id)?;
+        if now_ms - session.last_request_ms > session.pass.idle_timeout_ms() {
+            inner.remove(id);
+            return None;
+        }
+        Some(read(session))
+    }
+
     /// Runs the gate for a segment and records the outcome: the decision,
     /// and the paid media time it granted (beyond the free preview).
     pub fn decide(
