@@ -152,16 +152,7 @@ impl Sessions {
 
     /// The session, if it exists and has not idled out.
     pub fn get(&self, id: &str, now_ms: i64) -> Option<Session> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let expired = inner
-            .sessions
-            .get(id)
-            .map(|s| now_ms - s.last_request_ms > s.pass.idle_timeout_ms())?;
-        if expired {
-            inner.remove(id);
-            return None;
-        }
-        inner.sessions.get(id).cloned()
+        self.peek(id, now_ms, Session::clone)
     }
 
     /// What `read` makes of a resident session, without a copy of it;
@@ -376,5 +367,40 @@ impl Sessions {
     pub fn end(&self, id: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.remove(id).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_session(id: &str, last_request_ms: i64) -> Session {
+        Session {
+            id: id.to_string(),
+            stream_id: "stream".to_string(),
+            viewer: Address::ZERO,
+            pass: Pass::Host,
+            last_request_ms,
+        }
+    }
+
+    #[test]
+    fn peek_reads_a_resident_session_in_place_and_drops_one_idle_too_long() {
+        let sessions = Sessions::default();
+        sessions.start(host_session("a", 1_000));
+        let at_the_limit = 1_000 + SESSION_IDLE_TIMEOUT_MS;
+        assert_eq!(
+            sessions.peek("a", at_the_limit, |found| found.stream_id.clone()),
+            Some("stream".to_string())
+        );
+        assert!(sessions.peek("b", 1_000, |_| ()).is_none(), "unknown");
+        assert!(
+            sessions.peek("a", at_the_limit + 1, |_| ()).is_none(),
+            "idle too long"
+        );
+        assert!(
+            sessions.get("a", 1_000).is_none(),
+            "dropped, not only hidden"
+        );
     }
 }
