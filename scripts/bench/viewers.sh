@@ -18,7 +18,11 @@
 # PostgreSQL, NATS and the S3 server run where the machine puts them. The
 # nginx run is then left out (its files come from a node's own store).
 # CLUSTER=1 runs one node that way (on PostgreSQL, NATS and the bucket).
-# Usage: [NODES=N] [CLUSTER=1] scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
+# With SCHED=1, the paying run also records the scheduler on CPU 1 (`perf
+# sched`) for 10 s of its measured window and prints, per command, how long
+# its threads ran and how long they waited for the core once woken (the 15
+# that ran longest).
+# Usage: [NODES=N] [CLUSTER=1] [SCHED=1] scripts/bench/viewers.sh [seconds-per-run] [viewer counts...]
 source "$(dirname "$0")/common.sh"
 RUN_SECONDS="${1:-30}"
 shift || true
@@ -69,11 +73,25 @@ for _ in $(seq 100); do
   sleep 0.5
 done
 
+if [ -n "${SCHED:-}" ]; then need perf; fi
 for viewers in "${COUNTS[@]}"; do
   echo "paying viewers: $viewers for ${RUN_SECONDS}s" >&2
+  if [ -n "${SCHED:-}" ]; then
+    # Inside the measured window, which the generator announces once every
+    # viewer has joined.
+    (for _ in $(seq 600); do grep -q "measuring" "$WORK/generator-$viewers.log" 2>/dev/null && break; sleep 0.5; done
+      sleep 2
+      taskset -c 0 perf sched record -C 1 -o "$WORK/sched-$viewers.data" -- sleep 10 >/dev/null 2>&1) &
+    SCHED_PID=$!
+  fi
   taskset -c 0 "$BIN" bench viewers --server "$(IFS=,; echo "${SERVERS[*]}")" --stream "$STREAM_ID" \
     --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 \
-    --server-pid "$(IFS=,; echo "${SERVER_PIDS[*]}")" >"$WORK/paid-$viewers.json"
+    --server-pid "$(IFS=,; echo "${SERVER_PIDS[*]}")" >"$WORK/paid-$viewers.json" 2> >(tee "$WORK/generator-$viewers.log" >&2)
+  if [ -n "${SCHED:-}" ]; then
+    wait "$SCHED_PID" || true
+    perf sched latency -i "$WORK/sched-$viewers.data" --sort runtime 2>/dev/null \
+      | awk 'NR<=3 || /\|/' | head -18 >"$WORK/sched-$viewers.txt" || true
+  fi
 done
 # Each node's own account of where its vouchers waited, read before the
 # publisher stops (printed after the table).
@@ -135,6 +153,12 @@ for kind in kinds:
         if r["error_samples"]:
             print(f"<!-- {kind} {n}: {r['error_samples'][:3]} -->")
 PY
+if [ -n "${SCHED:-}" ]; then
+  for viewers in "${COUNTS[@]}"; do
+    echo; echo "CPU 1's scheduler over 10 s of the $viewers-viewer paying run (perf sched latency: the 15 that ran longest, and how long each waited for the core once woken):"
+    cat "$WORK/sched-$viewers.txt" 2>/dev/null || true
+  done
+fi
 python3 - "$WORK" "$NODES" <<'PY'
 import re, sys
 work, nodes = sys.argv[1], int(sys.argv[2])

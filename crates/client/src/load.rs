@@ -429,6 +429,13 @@ pub async fn run_paid(config: PaidLoad) -> Result<LoadReport, ClientError> {
     }
     let watching = watchers.len();
     tokio::time::sleep_until(window.measure_from.into()).await;
+    // A profiler started by hand (or by `scripts/bench/viewers.sh`) waits
+    // for this line to cover the measured seconds only.
+    tracing::info!(
+        watching,
+        seconds = config.seconds,
+        "all viewers joined; measuring"
+    );
     let cpu = CpuWatch::start(
         ["self".to_string()]
             .into_iter()

@@ -428,11 +428,21 @@ async fn write_response(
     }
     if let Some((leaves, served)) = on_disk {
         drop(body);
-        // Corked, the head and every leaf's bytes go out in full packets;
-        // uncorking sends the last one.
-        let corked = rustix::net::sockopt::set_tcp_cork(&*socket, true).is_ok();
-        send_more(socket, &head).await?;
-        for (file, offset, len) in leaves.pieces(served.start, served.len) {
+        let pieces = leaves.pieces(served.start, served.len);
+        // The head waits for the file's bytes (`MSG_MORE`) and one
+        // `sendfile` sends them in full packets, the last pushed. Over
+        // several leaves the socket is corked instead, so that no leaf's
+        // end goes out as a short packet; uncorking sends the last one.
+        // (Two calls an answer fewer for a file of one leaf: a 360p
+        // segment, a part, an init file.)
+        let corked = pieces.len() > 1 && rustix::net::sockopt::set_tcp_cork(&*socket, true).is_ok();
+        if pieces.is_empty() {
+            // Nothing follows the head (an empty file): it goes out as is.
+            socket.write_all(&head).await?;
+        } else {
+            send_more(socket, &head).await?;
+        }
+        for (file, offset, len) in pieces {
             send_file(socket, file, offset, len).await?;
         }
         if corked {
@@ -737,7 +747,8 @@ mod tests {
 
     /// A listener whose `/live/x/file` answers zeros naming a stored file
     /// (so an answer holding the file's bytes came from disk), `/live/x/range`
-    /// bytes 262,134..262,154 of it the same way, `/live/x/slow` only after
+    /// bytes 262,134..262,154 of it the same way (across two leaves),
+    /// `/live/x/start` its first 20 bytes (in one), `/live/x/slow` only after
     /// a minute (signalling when its handler is dropped), `/healthz` outside
     /// the lane, and whose voucher route echoes the length of what was
     /// posted.
@@ -763,6 +774,21 @@ mod tests {
                     let served = ServedFile {
                         cid,
                         start: 262_134,
+                        len: 20,
+                    };
+                    (
+                        StatusCode::PARTIAL_CONTENT,
+                        axum::Extension(served),
+                        vec![0u8; 20],
+                    )
+                }),
+            )
+            .route(
+                "/live/x/start",
+                get(move || async move {
+                    let served = ServedFile {
+                        cid,
+                        start: 0,
                         len: 20,
                     };
                     (
@@ -894,6 +920,14 @@ mod tests {
             head.header("content-length"),
             Some(fixture.file.len().to_string().as_str())
         );
+        // Within one leaf: the head and the bytes without corking.
+        socket
+            .write_all(b"GET /live/x/start HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let start = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(start.status, 206);
+        assert_eq!(start.body, &fixture.file[..20]);
         // Nothing more was sent: a HEAD answer has no body.
         socket
             .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
