@@ -538,11 +538,12 @@ pub(super) async fn live_session(state: &AppState, session: &str) -> Result<Sess
         ));
     }
     if let Some(channel) = found.pass.channel() {
-        let channel = state
+        // Its state only: no copy of the channel on each request.
+        let channel_state = state
             .payments
-            .channel(&channel)
+            .channel_state(&channel)
             .ok_or_else(|| ApiError::not_found("no such channel"))?;
-        if channel.state == ChannelState::Closed {
+        if channel_state == ChannelState::Closed {
             state.sessions.end(&found.id);
             return Err(ApiError::not_found("the session's channel has closed"));
         }
