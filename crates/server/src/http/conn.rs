@@ -760,6 +760,21 @@ mod tests {
         let len = file.len() as u64;
         let dropped = Arc::new(tokio::sync::Notify::new());
         let slow_dropped = dropped.clone();
+        // Zeros naming 20 bytes of the file from `start`.
+        let twenty_from = move |start: u64| {
+            get(move || async move {
+                let served = ServedFile {
+                    cid,
+                    start,
+                    len: 20,
+                };
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    axum::Extension(served),
+                    vec![0u8; 20],
+                )
+            })
+        };
         let router = Router::new()
             .route(
                 "/live/x/file",
@@ -768,36 +783,8 @@ mod tests {
                     (axum::Extension(served), vec![0u8; len as usize])
                 }),
             )
-            .route(
-                "/live/x/range",
-                get(move || async move {
-                    let served = ServedFile {
-                        cid,
-                        start: 262_134,
-                        len: 20,
-                    };
-                    (
-                        StatusCode::PARTIAL_CONTENT,
-                        axum::Extension(served),
-                        vec![0u8; 20],
-                    )
-                }),
-            )
-            .route(
-                "/live/x/start",
-                get(move || async move {
-                    let served = ServedFile {
-                        cid,
-                        start: 0,
-                        len: 20,
-                    };
-                    (
-                        StatusCode::PARTIAL_CONTENT,
-                        axum::Extension(served),
-                        vec![0u8; 20],
-                    )
-                }),
-            )
+            .route("/live/x/range", twenty_from(262_134))
+            .route("/live/x/start", twenty_from(0))
             .route(
                 "/api/v1/channels/c/vouchers",
                 post(|body: Bytes| async move { body.len().to_string() }),
