@@ -79,7 +79,7 @@ for viewers in "${COUNTS[@]}"; do
   if [ -n "${SCHED:-}" ]; then
     # Inside the measured window, which the generator announces once every
     # viewer has joined.
-    (for _ in $(seq 600); do grep -q "measuring" "$WORK/generator-$viewers.log" 2>/dev/null && break; sleep 0.5; done
+    (for _ in $(seq 600); do grep -q "all viewers joined; measuring" "$WORK/generator-$viewers.log" 2>/dev/null && break; sleep 0.5; done
       sleep 2
       taskset -c 0 perf sched record -C 1 -o "$WORK/sched-$viewers.data" -- sleep 10 >/dev/null 2>&1) &
     SCHED_PID=$!

@@ -353,32 +353,29 @@ impl Payments {
             .any(|c| c.settles_at_ms().is_some_and(|at| at <= now_ms))
     }
 
-    /// A channel as last committed.
-    pub fn channel(&self, id: &B256) -> Option<Channel> {
+    /// What `read` makes of a channel as last committed, read in place.
+    fn read_channel<T>(&self, id: &B256, read: impl FnOnce(&Channel) -> T) -> Option<T> {
         self.channels
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .cloned()
+            .map(read)
+    }
+
+    /// A channel as last committed.
+    pub fn channel(&self, id: &B256) -> Option<Channel> {
+        self.read_channel(id, Channel::clone)
     }
 
     /// A channel's state as last committed (no copy of the channel).
     pub fn channel_state(&self, id: &B256) -> Option<ChannelState> {
-        self.channels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .map(|channel| channel.state)
+        self.read_channel(id, |channel| channel.state)
     }
 
     /// A channel's redeemed amount as last committed (the paid gate's read,
     /// per segment: no copy of the channel).
     pub fn redeemed(&self, id: &B256) -> Option<Amount> {
-        self.channels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .map(|c| c.redeemed)
+        self.read_channel(id, |channel| channel.redeemed)
     }
 
     /// A channel as last committed, read from the database when this node
@@ -398,13 +395,7 @@ impl Payments {
         &self,
         id: &B256,
     ) -> Option<(streamweave_ledger::VoucherSigner, Amount)> {
-        let known = || {
-            self.channels
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(id)
-                .map(|c| (c.voucher_signer(), c.redeemed))
-        };
+        let known = || self.read_channel(id, |c| (c.voucher_signer(), c.redeemed));
         if let Some(found) = known() {
             return Some(found);
         }
