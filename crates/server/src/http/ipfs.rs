@@ -397,6 +397,26 @@ async fn serve(
     }
 }
 
+/// A file by its CID (`/ipfs/{cid}`, no query) answered from memory,
+/// without awaiting anything: the CID was found public within the
+/// verdict's lifetime, the request asks for the file (not a raw block or
+/// a CAR), and its bytes are in the file cache (which holds files only).
+/// The same answer [`serve`] gives; `None` when the router must answer.
+pub fn resident_file(state: &AppState, cid: &str, headers: &HeaderMap) -> Option<Response> {
+    let root = streamweave_cas::parse_cid(cid).ok()?;
+    let no_query = GatewayQuery {
+        format: None,
+        dag_scope: None,
+    };
+    if response_format(&no_query, headers).ok()? != Format::File
+        || !state.public_cids.is_public(&root, Instant::now())
+    {
+        return None;
+    }
+    let bytes = state.cache.get(&root)?;
+    Some(immutable_file(headers, &root, content_type_of(""), bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -282,66 +282,116 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// What the playback loop answers without the router: a rendition's
-/// playlist (`GET` or `HEAD` of `/live/{id}/{rendition}/index.m3u8` or
-/// `/play/{session}/{rendition}/index.m3u8`, without a query: a blocking
-/// reload waits, so it takes the router) when everything it needs is in
-/// memory. The same answer the router gives, with the same rate limit,
-/// metrics and headers, without its routing, extractors and middleware:
-/// players ask for playlists more than for anything else.
+/// files (`GET` or `HEAD` of `/live/{id}/{rendition}/{file}` or
+/// `/play/{session}/{rendition}/{file}`, without a query: a blocking
+/// reload waits, so it takes the router) and a public file by CID
+/// (`/ipfs/{cid}`), when everything they need is in memory: the playlist
+/// rendered, the file's bytes cached, a session's channel covering the
+/// segment. The same answer the
+/// router gives, with the same rate limit, metrics and headers, without
+/// its routing, extractors and middleware: players ask for playlists and
+/// segments more than for anything else.
 pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
     Box::new(move |method, uri, headers, peer| {
         if uri.query().is_some() || !(method == Method::GET || method == Method::HEAD) {
             return None;
         }
         let started = std::time::Instant::now();
+        // `/live` and `/ipfs` know their callers (a creator previews a
+        // paid stream; a bad token is refused): a request with a token
+        // takes the router.
+        let anonymous = bearer_token(headers).is_none();
+        if let Some(cid) = uri.path().strip_prefix("/ipfs/")
+            && anonymous
+            && !cid.contains('/')
+        {
+            let response = ipfs::resident_file(&state, cid, headers)?;
+            let response = ops::over_limit_from(
+                &state,
+                peer.ip(),
+                headers,
+                rate_limit::RequestClass::Playback,
+            )
+            .unwrap_or(response);
+            return Some(ops::finish_playback(
+                &state,
+                "/ipfs/{cid}",
+                method,
+                started,
+                response,
+            ));
+        }
         let now_ms = crate::model::now_ms();
-        let (kind, id, rendition) = rendition_playlist_path(uri.path())?;
-        let (route, playlist, free_live) = match kind {
-            "live" => {
-                let (playlist, free_live) = playback::resident_playlist(&state, id, rendition)?;
-                ("/live/{id}/{rendition}/{file}", playlist, free_live)
-            }
-            _ => (
-                "/play/{session}/{rendition}/{file}",
-                sessions::resident_playlist(&state, id, rendition, now_ms)?,
-                false,
-            ),
+        let (kind, id, rendition, file) = rendition_file_path(uri.path())?;
+        if kind == "live" && !anonymous {
+            return None;
+        }
+        let route = match kind {
+            "live" => "/live/{id}/{rendition}/{file}",
+            _ => "/play/{session}/{rendition}/{file}",
         };
-        // Known to be ours only now, so that a request the router answers
-        // is counted against the limit once (by the lane's middleware);
-        // refused, it changes nothing, as there.
-        if let Some(refused) = ops::over_limit_from(
-            &state,
-            peer.ip(),
-            headers,
-            rate_limit::RequestClass::Playback,
-        ) {
-            return Some(refused);
-        }
-        if kind == "live" {
-            if free_live {
-                state.audience.saw(id, peer.ip(), now_ms);
+        // Known to be ours only once everything the answer needs is found,
+        // so that a request the router answers is counted against the
+        // limit once (by the lane's middleware); refused, it changes
+        // nothing, as there. A file is counted before its gate, which
+        // grants the span.
+        let over_limit = || {
+            ops::over_limit_from(
+                &state,
+                peer.ip(),
+                headers,
+                rate_limit::RequestClass::Playback,
+            )
+        };
+        let response = if file == "index.m3u8" {
+            let (playlist, free_live) = match kind {
+                "live" => playback::resident_playlist(&state, id, rendition)?,
+                _ => (
+                    sessions::resident_playlist(&state, id, rendition, now_ms)?,
+                    false,
+                ),
+            };
+            if let Some(refused) = over_limit() {
+                return Some(ops::finish_playback(
+                    &state, route, method, started, refused,
+                ));
             }
+            if kind == "live" {
+                if free_live {
+                    state.audience.saw(id, peer.ip(), now_ms);
+                }
+            } else {
+                state.sessions.touch(id, now_ms);
+            }
+            playback::playlist_response(playlist)
         } else {
-            state.sessions.touch(id, now_ms);
-        }
-        let response = playback::playlist_response(playlist);
+            let request = (rendition, file);
+            match kind {
+                "live" => playback::resident_file(&state, id, request, headers, over_limit, None)?,
+                _ => sessions::resident_file(&state, id, request, headers, now_ms, over_limit)?,
+            }
+        };
         Some(ops::finish_playback(
             &state, route, method, started, response,
         ))
     })
 }
 
-/// `("live" or "play", id, rendition)` of a rendition playlist's path.
-fn rendition_playlist_path(path: &str) -> Option<(&str, &str, &str)> {
-    let rest = path.strip_prefix('/')?.strip_suffix("/index.m3u8")?;
+/// `("live" or "play", id, rendition, file)` of a rendition file's path.
+fn rendition_file_path(path: &str) -> Option<(&str, &str, &str, &str)> {
+    let rest = path.strip_prefix('/')?;
     let mut parts = rest.split('/');
-    let (Some(kind @ ("live" | "play")), Some(id), Some(rendition), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(kind @ ("live" | "play")), Some(id), Some(rendition), Some(file), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
-    (!id.is_empty() && !rendition.is_empty()).then_some((kind, id, rendition))
+    (!id.is_empty() && !rendition.is_empty() && !file.is_empty())
+        .then_some((kind, id, rendition, file))
 }
 
 /// Whether a request is for the playback lane: reading a stream's
@@ -403,22 +453,22 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_shortcut_takes_only_rendition_playlist_paths() {
-        use super::rendition_playlist_path as path;
+    fn the_shortcut_takes_only_rendition_file_paths() {
+        use super::rendition_file_path as path;
         assert_eq!(
             path("/live/abc/720p/index.m3u8"),
-            Some(("live", "abc", "720p"))
+            Some(("live", "abc", "720p", "index.m3u8"))
         );
         assert_eq!(
-            path("/play/f00d/audio/index.m3u8"),
-            Some(("play", "f00d", "audio"))
+            path("/play/f00d/audio/12.m4s"),
+            Some(("play", "f00d", "audio", "12.m4s"))
         );
         for other in [
             "/live/abc/master.m3u8",
-            "/live/abc/720p/1.m4s",
             "/live/abc/720p/x/index.m3u8",
             "/live//720p/index.m3u8",
             "/live/abc//index.m3u8",
+            "/live/abc/720p/",
             "/ipfs/abc/720p/index.m3u8",
             "/live/abc/720p/index.m3u8/",
             "live/abc/720p/index.m3u8",

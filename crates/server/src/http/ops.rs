@@ -254,9 +254,6 @@ fn playback_cors_headers() -> &'static [(header::HeaderName, HeaderValue)] {
 /// per-address limit, the count by route (static labels, nothing
 /// allocated), the node's name in a cluster, the CORS headers.
 pub async fn playback(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(refused) = over_limit(&state, &request, super::rate_limit::RequestClass::Playback) {
-        return refused;
-    }
     let route: &'static str = request
         .extensions()
         .get::<MatchedPath>()
@@ -269,7 +266,12 @@ pub async fn playback(State(state): State<AppState>, request: Request, next: Nex
         .unwrap_or("unmatched");
     let method = request.method().clone();
     let started = Instant::now();
-    let response = next.run(request).await;
+    // A refusal is counted and carries the CORS headers too (a browser
+    // player reads its wait).
+    let response = match over_limit(&state, &request, super::rate_limit::RequestClass::Playback) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    };
     finish_playback(&state, route, &method, started, response)
 }
 

@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use streamweave_cas::Cid;
 use streamweave_media::playlist::{
     self, MasterEntry, MediaPlaylistSpec, PlaylistPart, PlaylistSegment,
 };
@@ -293,80 +294,166 @@ pub async fn rendition_response(
         }
         _ => {}
     }
-    let (cid, content_type) = {
-        let media = read_lock!(media);
-        let Some(found) = media.rendition(rendition) else {
-            return Err(ApiError::not_found("no such rendition"));
-        };
-        let content_type = if found.info.height.is_some() {
-            "video/mp4"
-        } else {
-            "audio/mp4"
-        };
-        let pass = |span: MediaSpan| -> Result<(), ApiError> {
-            if !media.paid {
-                return Ok(());
-            }
-            match gate {
-                Some(gate) => gate(span),
-                None => Err(ApiError::custom(
+    let (cid, content_type, span) = match locate(&read_lock!(media), request, state)? {
+        Located::Playlist(body) => return Ok(playlist_response(body)),
+        Located::File {
+            cid,
+            content_type,
+            paid_span,
+        } => (cid, content_type, paid_span),
+    };
+    if let Some(span) = span {
+        match gate {
+            Some(gate) => gate(span)?,
+            None => {
+                return Err(ApiError::custom(
                     StatusCode::PAYMENT_REQUIRED,
                     "session-required",
                     "Payment required",
                     "this stream is paid by the second or watched by ticket: start a session (POST /api/v1/streams/{id}/sessions) and play its playback_url",
-                )),
-            }
-        };
-        match request.file {
-            FileRequest::Playlist(_) => {
-                let body =
-                    media.playlist(rendition, |media| render_media(media, rendition, state))?;
-                return Ok(playlist_response(body));
-            }
-
-            FileRequest::Init => (
-                found
-                    .init
-                    .ok_or_else(|| ApiError::not_found("no init file yet"))?,
-                content_type,
-            ),
-            FileRequest::PeriodInit(sequence) => (
-                usize::try_from(sequence)
-                    .ok()
-                    .and_then(|i| found.segments.get(i))
-                    .and_then(|segment| segment.init)
-                    .ok_or_else(|| ApiError::not_found("no such init file"))?,
-                content_type,
-            ),
-            FileRequest::Segment(sequence) => {
-                let segment = usize::try_from(sequence)
-                    .ok()
-                    .and_then(|i| found.segments.get(i))
-                    .ok_or_else(|| ApiError::not_found("no such segment"))?;
-                pass(MediaSpan {
-                    position: sequence,
-                    through_ms: segment.duration_ms,
-                    whole: true,
-                })?;
-                (segment.cid, content_type)
-            }
-            FileRequest::Part(sequence, index) => {
-                let part = found.part(sequence, index).ok_or_else(|| {
-                    ApiError::not_found("no such part: it is older than the playlist's parts, or its segment ended before it")
-                })?;
-                pass(MediaSpan {
-                    position: sequence,
-                    through_ms: part.offset_ms.saturating_add(part.duration_ms),
-                    whole: false,
-                })?;
-                (part.cid, content_type)
+                ));
             }
         }
-    };
+    }
     let bytes = load_file(state, cid)
         .await?
         .ok_or_else(|| ApiError::not_found("segment bytes missing from the blockstore"))?;
     Ok(immutable_file(headers, &cid, content_type, bytes))
+}
+
+/// What a rendition request names in a stream's media.
+enum Located {
+    /// The rendition's playlist, rendered.
+    Playlist(Bytes),
+    /// A file of the blockstore; `paid_span`: the media it holds, when
+    /// the stream is paid (a gate must let it through first).
+    File {
+        cid: Cid,
+        content_type: &'static str,
+        paid_span: Option<MediaSpan>,
+    },
+}
+
+/// Finds what `request` names in `media`, without waiting (a blocking
+/// reload or a hinted part has waited before).
+fn locate(
+    media: &StreamMedia,
+    request: &RenditionRequest,
+    state: &AppState,
+) -> Result<Located, ApiError> {
+    let rendition = request.rendition.as_str();
+    let Some(found) = media.rendition(rendition) else {
+        return Err(ApiError::not_found("no such rendition"));
+    };
+    let content_type = if found.info.height.is_some() {
+        "video/mp4"
+    } else {
+        "audio/mp4"
+    };
+    let paid = |span: MediaSpan| media.paid.then_some(span);
+    let (cid, paid_span) = match request.file {
+        FileRequest::Playlist(_) => {
+            let body = media.playlist(rendition, |media| render_media(media, rendition, state))?;
+            return Ok(Located::Playlist(body));
+        }
+        FileRequest::Init => (
+            found
+                .init
+                .ok_or_else(|| ApiError::not_found("no init file yet"))?,
+            None,
+        ),
+        FileRequest::PeriodInit(sequence) => (
+            usize::try_from(sequence)
+                .ok()
+                .and_then(|i| found.segments.get(i))
+                .and_then(|segment| segment.init)
+                .ok_or_else(|| ApiError::not_found("no such init file"))?,
+            None,
+        ),
+        FileRequest::Segment(sequence) => {
+            let segment = usize::try_from(sequence)
+                .ok()
+                .and_then(|i| found.segments.get(i))
+                .ok_or_else(|| ApiError::not_found("no such segment"))?;
+            let span = MediaSpan {
+                position: sequence,
+                through_ms: segment.duration_ms,
+                whole: true,
+            };
+            (segment.cid, paid(span))
+        }
+        FileRequest::Part(sequence, index) => {
+            let part = found.part(sequence, index).ok_or_else(|| {
+                ApiError::not_found("no such part: it is older than the playlist's parts, or its segment ended before it")
+            })?;
+            let span = MediaSpan {
+                position: sequence,
+                through_ms: part.offset_ms.saturating_add(part.duration_ms),
+                whole: false,
+            };
+            (part.cid, paid(span))
+        }
+    };
+    Ok(Located::File {
+        cid,
+        content_type,
+        paid_span,
+    })
+}
+
+/// A rendition's media file (a segment, a part, an init file) answered
+/// from memory, without awaiting anything: the stream's media is
+/// resident, the file is written and its bytes are in the file cache.
+/// Once all that is known, `over_limit` may refuse the request (its
+/// answer is the answer), then `gate` lets a paid stream's span through
+/// (`None`: a paid stream's files take the router, which knows who may
+/// preview them). A gate's answer stands, as the router's would, except a
+/// 402 on a node of a cluster: the router first looks at the stored
+/// channel (another node may have accepted the voucher). `None` when the
+/// router must answer: a playlist, a file not resident, every refusal
+/// but the gate's.
+pub fn resident_file(
+    state: &AppState,
+    id: &str,
+    request: (&str, &str),
+    headers: &HeaderMap,
+    over_limit: impl FnOnce() -> Option<Response>,
+    gate: Option<Gate<'_>>,
+) -> Option<Response> {
+    let (rendition, file) = request;
+    let file = parse_file_name(file).ok()?;
+    if matches!(file, FileRequest::Playlist(_)) {
+        return None;
+    }
+    let request = RenditionRequest {
+        rendition: rendition.to_string(),
+        file,
+    };
+    let media = state.index.resident(id)?;
+    let Located::File {
+        cid,
+        content_type,
+        paid_span,
+    } = locate(&read_lock!(media), &request, state).ok()?
+    else {
+        return None;
+    };
+    let bytes = state.cache.get(&cid)?;
+    if paid_span.is_some() && gate.is_none() {
+        return None;
+    }
+    if let Some(refused) = over_limit() {
+        return Some(refused);
+    }
+    if let (Some(span), Some(gate)) = (paid_span, gate)
+        && let Err(refused) = gate(span)
+    {
+        if refused.status() == StatusCode::PAYMENT_REQUIRED && state.settings.clustered() {
+            return None;
+        }
+        return Some(refused.into_response());
+    }
+    Some(immutable_file(headers, &cid, content_type, bytes))
 }
 
 /// What a request waits for.

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use streamweave_ledger::{Amount, B256, ChannelState, GateDecision, Meter};
+use streamweave_ledger::{Address, Amount, B256, ChannelState, GateDecision, Meter};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -580,6 +580,67 @@ pub(super) fn resident_playlist(
     super::playback::resident_playlist(state, &stream_id, rendition).map(|(playlist, _)| playlist)
 }
 
+/// A session's media file (a segment, a part, an init file) answered
+/// from memory, without awaiting anything (see
+/// [`super::playback::resident_file`], which runs `over_limit` and the
+/// gate): the session is resident and pays by channel or was admitted (a
+/// ticket, the host), its channel is open, and the file's bytes are
+/// cached. A channel's gate is the router's and grants the span. `None`
+/// when the router must answer: members (whose tier bounds the
+/// renditions), a session not in memory, a closed channel.
+pub(super) fn resident_file(
+    state: &AppState,
+    session: &str,
+    request: (&str, &str),
+    headers: &HeaderMap,
+    now_ms: i64,
+    over_limit: impl FnOnce() -> Option<Response>,
+) -> Option<Response> {
+    // Read in place, then released: the gate takes the sessions' lock.
+    let (stream_id, paying) = state.sessions.peek(session, now_ms, |found| {
+        (!matches!(found.pass, Pass::Member { .. })).then(|| {
+            let paying = Payer::of(found).map(|p| (p.viewer, p.channel_id, p.price));
+            (found.stream_id.clone(), paying)
+        })
+    })??;
+    let answer = match paying {
+        Some((viewer, channel_id, price)) => {
+            if state.payments.channel_state(&channel_id)? == ChannelState::Closed {
+                return None;
+            }
+            let payer = Payer {
+                session_id: session,
+                stream_id: &stream_id,
+                viewer,
+                channel_id,
+                price,
+            };
+            let gate = |span: MediaSpan| channel_gate(state, &payer, request.0, span);
+            super::playback::resident_file(
+                state,
+                &stream_id,
+                request,
+                headers,
+                over_limit,
+                Some(&gate),
+            )
+        }
+        None => {
+            let admitted = |_: MediaSpan| Ok(());
+            super::playback::resident_file(
+                state,
+                &stream_id,
+                request,
+                headers,
+                over_limit,
+                Some(&admitted),
+            )
+        }
+    }?;
+    state.sessions.touch(session, now_ms);
+    Some(answer)
+}
+
 /// A session's master playlist (free).
 #[utoipa::path(
     get,
@@ -640,11 +701,7 @@ async fn session_file(
     if let Pass::Member { max_height, .. } = &found.pass {
         return member_file(&state, &found, *max_height, &request, &headers).await;
     }
-    let Pass::Channel {
-        channel: channel_id,
-        meter,
-    } = &found.pass
-    else {
+    let Some(payer) = Payer::of(&found) else {
         // A ticket or the host: admitted, nothing to pay per segment.
         let admitted = |_: MediaSpan| Ok(());
         return rendition_response(
@@ -656,10 +713,9 @@ async fn session_file(
         )
         .await;
     };
-    let price = meter.price;
-    let channel_id = *channel_id;
+    let channel_id = payer.channel_id;
     let gate = |span: MediaSpan| -> Result<(), ApiError> {
-        channel_gate(&state, &found, channel_id, price, &request.rendition, span)
+        channel_gate(&state, &payer, &request.rendition, span)
     };
     // On nodes sharing a database the voucher may have been accepted by
     // another node: look once at the stored channel before asking again.
@@ -677,26 +733,56 @@ async fn session_file(
     }
 }
 
-/// The gate of a session paying on `channel_id`: serve the media of
+/// A session paying by channel, as its gate needs it (borrowed: the
+/// session is not copied for each request).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Payer<'a> {
+    pub session_id: &'a str,
+    pub stream_id: &'a str,
+    pub viewer: Address,
+    pub channel_id: B256,
+    pub price: streamweave_ledger::Price,
+}
+
+impl<'a> Payer<'a> {
+    /// `session`'s payer, if it pays by channel.
+    pub fn of(session: &'a Session) -> Option<Self> {
+        match &session.pass {
+            Pass::Channel { channel, meter } => Some(Payer {
+                session_id: &session.id,
+                stream_id: &session.stream_id,
+                viewer: session.viewer,
+                channel_id: *channel,
+                price: meter.price,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The gate of a session paying on its channel: serve the media of
 /// `span` once the channel covers it, else a 402 whose details say what to
 /// pay (for HLS files and WHEP frames alike).
 pub(super) fn channel_gate(
     state: &AppState,
-    found: &Session,
-    channel_id: B256,
-    price: streamweave_ledger::Price,
+    payer: &Payer<'_>,
     rendition: &str,
     span: MediaSpan,
 ) -> Result<(), ApiError> {
+    let Payer {
+        session_id,
+        stream_id,
+        viewer,
+        channel_id,
+        price,
+    } = *payer;
     let segment_target_ms = state.settings.segment_duration_ms;
     let paid = state.payments.redeemed(&channel_id).unwrap_or_default();
     let (decision, paid_media_ms) = state
         .sessions
-        .decide(&found.id, span, paid, now_ms())
+        .decide(session_id, span, paid, now_ms())
         .ok_or_else(|| ApiError::not_found("the session ended"))?;
-    state
-        .stats
-        .media_paid(&found.stream_id, found.viewer, paid_media_ms);
+    state.stats.media_paid(stream_id, viewer, paid_media_ms);
     let details = |required: Amount| {
         json!({
             "channel_id": format!("{channel_id:#x}"),

@@ -259,18 +259,23 @@ fn session_gate(
     match found.pass.clone() {
         Pass::Channel { channel, meter } => {
             let state = state.clone();
-            let price = meter.price;
-            Ok(Arc::new(
-                move |span: MediaSpan| match super::sessions::channel_gate(
-                    &state, &found, channel, price, "source", span,
-                ) {
+            let (viewer, price) = (found.viewer, meter.price);
+            Ok(Arc::new(move |span: MediaSpan| {
+                let payer = super::sessions::Payer {
+                    session_id: &found.id,
+                    stream_id: &found.stream_id,
+                    viewer,
+                    channel_id: channel,
+                    price,
+                };
+                match super::sessions::channel_gate(&state, &payer, "source", span) {
                     Ok(()) => Admission::Serve,
                     Err(err) if err.status() == StatusCode::PAYMENT_REQUIRED => {
                         Admission::PaymentRequired(err.problem_json())
                     }
                     Err(err) => Admission::Refused(err.detail().to_string()),
-                },
-            ))
+                }
+            }))
         }
         Pass::Ticket { .. } | Pass::Host => {
             let state = state.clone();
