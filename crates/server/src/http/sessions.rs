@@ -603,40 +603,34 @@ pub(super) fn resident_file(
             (found.stream_id.clone(), paying)
         })
     })??;
-    let answer = match paying {
+    let payer = match paying {
         Some((viewer, channel_id, price)) => {
             if state.payments.channel_state(&channel_id)? == ChannelState::Closed {
                 return None;
             }
-            let payer = Payer {
+            Some(Payer {
                 session_id: session,
                 stream_id: &stream_id,
                 viewer,
                 channel_id,
                 price,
-            };
-            let gate = |span: MediaSpan| channel_gate(state, &payer, request.0, span);
-            super::playback::resident_file(
-                state,
-                &stream_id,
-                request,
-                headers,
-                over_limit,
-                Some(&gate),
-            )
+            })
         }
-        None => {
-            let admitted = |_: MediaSpan| Ok(());
-            super::playback::resident_file(
-                state,
-                &stream_id,
-                request,
-                headers,
-                over_limit,
-                Some(&admitted),
-            )
-        }
-    }?;
+        None => None,
+    };
+    // Admitted (a ticket, the host): nothing to pay per segment.
+    let gate = |span: MediaSpan| match &payer {
+        Some(payer) => channel_gate(state, payer, request.0, span),
+        None => Ok(()),
+    };
+    let answer = super::playback::resident_file(
+        state,
+        &stream_id,
+        request,
+        headers,
+        over_limit,
+        Some(&gate),
+    )?;
     state.sessions.touch(session, now_ms);
     Some(answer)
 }
