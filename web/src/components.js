@@ -1122,6 +1122,7 @@ class SwEarnings extends Base {
     this.stopAuth?.();
     this.socket?.close();
     clearInterval(this.timer);
+    clearTimeout(this.soon);
     this.chart?.destroy();
   }
 
@@ -1143,16 +1144,29 @@ class SwEarnings extends Base {
     this.socket = new WebSocket(wsUrl(this.server, `/api/v1/streams/${id}/events?token=${encodeURIComponent(auth.token)}`));
     this.socket.onmessage = (m) => {
       const event = JSON.parse(m.data);
-      if (event.type === 'earnings' || event.type === 'tip') this.refresh();
+      if (event.type === 'earnings' || event.type === 'tip') this.refreshSoon();
       if (event.type === 'viewers') { this.viewers = event.count; this.renderTotals(); }
     };
     // Statistics are also read on a timer, so the view converges even without events.
     this.timer = setInterval(() => this.refresh(), 5000);
   }
 
+  /**
+   * Refreshes the totals after an event: at most once a second however
+   * many arrive (a busy stream accepts thousands of vouchers a second),
+   * and always once after the last one.
+   */
+  refreshSoon() {
+    if (this.soon) return;
+    const waitMs = Math.max(0, (this.refreshedAt ?? 0) + 1000 - Date.now());
+    this.soon = setTimeout(() => { this.soon = null; this.refresh(); }, waitMs);
+  }
+
   async refresh() {
-    if (this.busy) return;
+    // One read at a time; what arrives meanwhile is read after it.
+    if (this.busy) { this.again = true; return; }
     this.busy = true;
+    this.refreshedAt = Date.now();
     try {
       const auth = this.auth();
       const id = encodeURIComponent(this.getAttribute('stream'));
@@ -1169,6 +1183,7 @@ class SwEarnings extends Base {
       this.note.textContent = err.status === 403 || err.status === 404 ? 'Only the stream\'s creator sees its earnings.' : err.message;
     } finally {
       this.busy = false;
+      if (this.again) { this.again = false; this.refreshSoon(); }
     }
   }
 
