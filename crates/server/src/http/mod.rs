@@ -287,10 +287,9 @@ pub fn router(state: AppState) -> Router {
 /// reload waits, so it takes the router) and a public file by CID
 /// (`/ipfs/{cid}`), when everything they need is in memory: the playlist
 /// rendered, the file's bytes cached, a session's channel covering the
-/// segment. The same answer the
-/// router gives, with the same rate limit, metrics and headers, without
-/// its routing, extractors and middleware: players ask for playlists and
-/// segments more than for anything else.
+/// segment. The same answer the router gives, with the same rate limit,
+/// metrics and headers, without its routing, extractors and middleware:
+/// players ask for playlists and segments more than for anything else.
 pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
     Box::new(move |method, uri, headers, peer| {
         if uri.query().is_some() || !(method == Method::GET || method == Method::HEAD) {

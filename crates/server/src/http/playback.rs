@@ -294,7 +294,8 @@ pub async fn rendition_response(
         }
         _ => {}
     }
-    let (cid, content_type, span) = match locate(&read_lock!(media), request, state)? {
+    let located = locate(&read_lock!(media), rendition, request.file, state)?;
+    let (cid, content_type, span) = match located {
         Located::Playlist(body) => return Ok(playlist_response(body)),
         Located::File {
             cid,
@@ -334,14 +335,14 @@ enum Located {
     },
 }
 
-/// Finds what `request` names in `media`, without waiting (a blocking
+/// Finds `file` of `rendition` in `media`, without waiting (a blocking
 /// reload or a hinted part has waited before).
 fn locate(
     media: &StreamMedia,
-    request: &RenditionRequest,
+    rendition: &str,
+    file: FileRequest,
     state: &AppState,
 ) -> Result<Located, ApiError> {
-    let rendition = request.rendition.as_str();
     let Some(found) = media.rendition(rendition) else {
         return Err(ApiError::not_found("no such rendition"));
     };
@@ -351,7 +352,7 @@ fn locate(
         "audio/mp4"
     };
     let paid = |span: MediaSpan| media.paid.then_some(span);
-    let (cid, paid_span) = match request.file {
+    let (cid, paid_span) = match file {
         FileRequest::Playlist(_) => {
             let body = media.playlist(rendition, |media| render_media(media, rendition, state))?;
             return Ok(Located::Playlist(body));
@@ -425,16 +426,12 @@ pub fn resident_file(
     if matches!(file, FileRequest::Playlist(_)) {
         return None;
     }
-    let request = RenditionRequest {
-        rendition: rendition.to_string(),
-        file,
-    };
     let media = state.index.resident(id)?;
     let Located::File {
         cid,
         content_type,
         paid_span,
-    } = locate(&read_lock!(media), &request, state).ok()?
+    } = locate(&read_lock!(media), rendition, file, state).ok()?
     else {
         return None;
     };

@@ -6,6 +6,9 @@ use streamweave_ledger::{Address, RevenuePolicy};
 
 use super::{Statement, Store, decode_err, get_parsed};
 
+/// Deletes the sign-in challenges expired at `$1` (Unix ms).
+const DELETE_EXPIRED_CHALLENGES: &str = "DELETE FROM auth_challenges WHERE expires_at_ms <= $1";
+
 impl Store {
     /// An owner's revenue policy, if set.
     pub async fn policy(&self, owner: Address) -> Result<Option<RevenuePolicy>, sqlx::Error> {
@@ -146,7 +149,7 @@ impl Store {
         expires_at_ms: i64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM auth_challenges WHERE expires_at_ms <= $1")
+        sqlx::query(DELETE_EXPIRED_CHALLENGES)
             .bind(crate::model::now_ms())
             .execute(&mut *tx)
             .await?;
@@ -165,7 +168,7 @@ impl Store {
     /// Deletes the challenges expired at `now_ms`; answers how many.
     #[cfg(test)]
     pub async fn expire_challenges(&self, now_ms: i64) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM auth_challenges WHERE expires_at_ms <= $1")
+        let done = sqlx::query(DELETE_EXPIRED_CHALLENGES)
             .bind(now_ms)
             .execute(&self.pool)
             .await?;
