@@ -251,6 +251,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     tokio::spawn(replicator.run(std::time::Duration::from_secs(2)));
     let stats = Arc::new(crate::money::stats::WatchStats::new(db.clone()));
     tokio::spawn(stats.clone().run());
+    let earnings = Arc::new(crate::live::earnings::EarningsFeed::new(events.clone()));
+    tokio::spawn(earnings.clone().run());
     let uploads = Arc::new(
         crate::uploads::Uploads::open(
             &settings.data_dir.join("uploads"),
@@ -424,6 +426,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         sessions: Arc::new(crate::money::sessions::Sessions::default()),
         events,
         stats: stats.clone(),
+        earnings: earnings.clone(),
         chat,
         thumbnails: Arc::new(crate::live::thumbnails::Thumbnails::default()),
         audience: Arc::new(crate::live::audience::Audience::default()),
@@ -496,6 +499,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             std::time::Duration::from_secs(10),
         )
         .await;
+        earnings.announce();
         if let Err(err) = stats.flush().await {
             tracing::warn!(%err, "writing watch statistics at shutdown failed");
         }

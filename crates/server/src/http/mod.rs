@@ -96,6 +96,8 @@ pub struct Services {
     pub sessions: Arc<crate::money::sessions::Sessions>,
     pub events: Arc<crate::live::events::Events>,
     pub stats: Arc<crate::money::stats::WatchStats>,
+    /// Vouchers' earnings, announced per stream at most once an interval.
+    pub earnings: Arc<crate::live::earnings::EarningsFeed>,
     pub chat: Arc<crate::community::chat::ChatRooms>,
     pub thumbnails: Arc<crate::live::thumbnails::Thumbnails>,
     pub audience: Arc<crate::live::audience::Audience>,

@@ -570,15 +570,9 @@ async fn accept_voucher(
         state
             .stats
             .earned(&stream_id, after.payer, gross, Amount(creator_step), fee);
-        state.events.publish(
-            &stream_id,
-            crate::live::events::StreamEvent::Earnings {
-                channel_id: format!("{:#x}", after.id),
-                gross: gross.to_string(),
-                creator: creator_step.to_string(),
-                fee: fee.to_string(),
-            },
-        );
+        state
+            .earnings
+            .earned(&stream_id, gross, Amount(creator_step), fee);
     }
     let channel = done
         .channel

@@ -20,10 +20,13 @@ pub enum StreamEvent {
     Viewers { count: usize },
     /// `idle`, `live` or `ended`.
     State { state: String },
-    /// A voucher moved money to the creator (creator and admins only).
+    /// Vouchers moved money to the creator (creator and admins only): the
+    /// sum of those accepted since the stream's last `earnings` event, sent
+    /// at most once every [`super::earnings::ANNOUNCE_INTERVAL_MS`].
     Earnings {
-        channel_id: String,
-        /// What the voucher added to the channel, base units.
+        /// How many vouchers the sums cover.
+        vouchers: u64,
+        /// What they added to their channels, base units.
         gross: String,
         /// The creator's share of it.
         creator: String,

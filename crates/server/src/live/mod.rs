@@ -7,6 +7,7 @@
 
 pub mod arrivals;
 pub mod audience;
+pub mod earnings;
 pub mod events;
 mod hub;
 pub mod media_index;
