@@ -18,6 +18,8 @@
 # PostgreSQL, NATS and the S3 server run where the machine puts them. The
 # nginx run is then left out (its files come from a node's own store).
 # CLUSTER=1 runs one node that way (on PostgreSQL, NATS and the bucket).
+# Clustered runs also count the messages the nodes send one another over
+# NATS for 5 s of the measured window (scripts/bench/nats_messages.py).
 # With SCHED=1, the paying run also records the scheduler on CPU 1 (`perf
 # sched`) for 10 s of its measured window and prints, per command, how long
 # its threads ran and how long they waited for the core once woken (the 15
@@ -84,9 +86,18 @@ for viewers in "${COUNTS[@]}"; do
       taskset -c 0 perf sched record -C 1 -o "$WORK/sched-$viewers.data" -- sleep 10 >/dev/null 2>&1) &
     SCHED_PID=$!
   fi
+  if [ "$NODES" -gt 1 ] || [ -n "${CLUSTER:-}" ]; then
+    # What the nodes send one another over NATS, 5 s inside the measured
+    # window (one more listener of every subject, on the generator's core).
+    (for _ in $(seq 600); do grep -q "all viewers joined; measuring" "$WORK/generator-$viewers.log" 2>/dev/null && break; sleep 0.5; done
+      sleep 3
+      taskset -c 0 python3 "$ROOT/scripts/bench/nats_messages.py" "$NATS" 5 >"$WORK/nats-$viewers.txt" 2>&1) &
+    NATS_COUNT_PID=$!
+  fi
   taskset -c 0 "$BIN" bench viewers --server "$(IFS=,; echo "${SERVERS[*]}")" --stream "$STREAM_ID" \
     --viewers "$viewers" --seconds "$RUN_SECONDS" --ramp-seconds 10 \
     --server-pid "$(IFS=,; echo "${SERVER_PIDS[*]}")" >"$WORK/paid-$viewers.json" 2> >(tee "$WORK/generator-$viewers.log" >&2)
+  if [ -n "${NATS_COUNT_PID:-}" ]; then wait "$NATS_COUNT_PID" || true; fi
   if [ -n "${SCHED:-}" ]; then
     wait "$SCHED_PID" || true
     perf sched latency -i "$WORK/sched-$viewers.data" --sort runtime 2>/dev/null \
@@ -153,6 +164,11 @@ for kind in kinds:
         if r["error_samples"]:
             print(f"<!-- {kind} {n}: {r['error_samples'][:3]} -->")
 PY
+if [ "$NODES" -gt 1 ] || [ -n "${CLUSTER:-}" ]; then
+  for viewers in "${COUNTS[@]}"; do
+    echo; echo "Messages between the nodes (NATS, 5 s of the $viewers-viewer run): $(cat "$WORK/nats-$viewers.txt" 2>/dev/null)"
+  done
+fi
 if [ -n "${SCHED:-}" ]; then
   for viewers in "${COUNTS[@]}"; do
     echo; echo "CPU 1's scheduler over 10 s of the $viewers-viewer paying run (perf sched latency: the 15 that ran longest, and how long each waited for the core once woken):"

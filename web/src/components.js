@@ -354,7 +354,7 @@ class SwPlayer extends Base {
   }
 
   /**
-   * Plays a WHEP endpoint: the publisher's frames forwarded as they arrive. `bearer`: a paid session's id; the
+   * Plays a WHEP endpoint: the publisher's frames forwarded as they arrive. `bearer`: a paid or member session's id; the
    * server's 402s come on the data channel and are answered like HLS's (not while paused: pausing stops payment).
    */
   async attachWhep(url, bearer = null) {
@@ -397,7 +397,7 @@ class SwPlayer extends Base {
       if (this.whep?.pc !== pc || !['failed', 'closed'].includes(pc.connectionState)) return;
       // The publisher left or the network failed: HLS has the stream (or its end).
       this.teardownWhep();
-      const fallback = this.payment ? this.payment.session.playback_url : this.stream.playback_url;
+      const fallback = this.payment?.session.playback_url ?? this.memberSession?.playback_url ?? this.stream.playback_url;
       this.retry = setTimeout(() => this.attach(this.server + fallback), 1000);
     });
   }
@@ -518,7 +518,7 @@ class SwPlayer extends Base {
   /** Starts a member session (a member of one of the stream's tiers, or its creator) and plays it. */
   async startMember() {
     clearTimeout(this.retry);
-    if (this.hls || this.startingMember) return;
+    if (this.hls || this.whep || this.startingMember) return;
     const auth = this.auth();
     if (!auth) {
       this.setState('signed-out');
@@ -575,6 +575,15 @@ class SwPlayer extends Base {
         fetch(`${this.server}/api/v1/sessions/${encodeURIComponent(s.id)}`, { method: 'DELETE', headers: { authorization: `Bearer ${auth.token}` }, keepalive: true }).catch(() => {});
       };
       window.addEventListener('pagehide', this.onPageHide);
+    }
+    // Published over WebRTC here: the source's frames over WHEP when the tier allows its picture (else 403: HLS, at the tier's rungs).
+    if (this.stream.whep_url && globalThis.RTCPeerConnection && !this.hasAttribute('hls')) {
+      try {
+        await this.attachWhep(this.server + this.stream.whep_url, session.id);
+        return;
+      } catch {
+        this.teardownWhep();
+      }
     }
     this.attach(this.server + session.playback_url);
   }

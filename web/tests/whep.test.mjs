@@ -6,8 +6,11 @@
 // pauses at once with a 402 on the data channel and no picture, plays once
 // a payer keeps vouchers coming, and the channel pays for what was
 // forwarded; the same session then plays over LL-HLS, paid on the same
-// channel. Bad input: no WebRTC publisher (409), no session on a paid
-// stream (401), not SDP (415), an unknown session (404).
+// channel. Then a members stream: a member of a tier that allows the
+// source's picture watches over WHEP, and the frames forwarded count as the
+// member's watch time in the pool round's statement. Bad input: no WebRTC
+// publisher (409), no session on a paid or members stream (401), not SDP
+// (415), an unknown session (404).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
@@ -43,9 +46,9 @@ function payer(base, channel, signer, domain, paidBefore = 0n) {
   return { stop: async () => { stopped = true; await done; return last; } };
 }
 
-test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stream, and refuses bad offers', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 300_000 }, async () => {
+test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stream, counts a member\'s watch time, and refuses bad offers', { skip: !bin && 'set STREAMWEAVE_BIN to run', timeout: 300_000 }, async () => {
   const work = mkdtempSync(join(tmpdir(), 'streamweave-whep-'));
-  const { child, base } = await startServer(bin, join(work, 'data'));
+  const { child, base } = await startServer(bin, join(work, 'data'), ['--pool-round-seconds', '5']);
   let browser;
   const publishers = [];
   try {
@@ -170,6 +173,41 @@ test('WHEP plays a WebRTC publish with the least delay, meters it on a paid stre
     const paidInAll = await payingAgain.stop();
     assert.ok(overPaidHls.samples.length >= 30, `frames read over the paid session's LL-HLS: ${overPaidHls.samples.length}`);
     assert.ok(paidInAll > redeemed, 'HLS is paid on the same channel');
+
+    // 3. A members stream: a member of the creator's 360p tier watches the source (240p) over WHEP, and what was
+    // forwarded counts, once, as the member's watch time in the pool's round statement.
+    const tier = await api(base, '/api/v1/tiers', { method: 'POST', token: creatorToken, body: { name: 'Clock club', price: '1000', max_height: 360, max_streams: 1 } });
+    const members = await api(base, '/api/v1/streams', { method: 'POST', token: creatorToken, body: { title: 'Members clock', access: 'members', tiers: [tier.id] } });
+    const membersKey = (await api(base, `/api/v1/streams/${members.id}/key`, { token: creatorToken })).stream_key;
+    const membersPublisher = await browser.newPage();
+    await membersPublisher.goto(`${base}/api/v1/streams`);
+    publishers.push(await publishClockWhip(membersPublisher, base, members.id, membersKey));
+    await until('the members stream to be live', async () => (await api(base, `/api/v1/streams/${members.id}`)).state === 'live', 20_000);
+    assert.equal((await whep(members.id, offer)).status, 401, 'a members stream needs a session');
+    const member = privateKeyToAccount(generatePrivateKey());
+    const memberToken = await signInNode(base, member);
+    await api(base, '/api/v1/dev/faucet', { method: 'POST', body: { address: member.address, amount: '5000000' } });
+    await api(base, '/api/v1/memberships', { method: 'POST', token: memberToken, body: { tier_id: tier.id, auto_renew: false, id: crypto.randomUUID() } });
+    const memberSession = await api(base, `/api/v1/streams/${members.id}/sessions`, { method: 'POST', token: memberToken, body: {} });
+    assert.equal(memberSession.max_height, 360);
+    const memberStarted = Date.now();
+    const asMember = await watchLatency(viewer, `${base}/api/v1/streams/${members.id}/whep`, { whep: true, bearer: memberSession.id, seconds: 4 });
+    const memberWatchedMs = Date.now() - memberStarted;
+    assert.ok(asMember.samples.length >= 30, `frames read as a member over WHEP: ${asMember.samples.length} (notices ${JSON.stringify(asMember.notices)})`);
+    // Rounds close every 5 s here; the statement lists each member's served media time per item.
+    const servedToMember = async () => {
+      let servedMs = 0;
+      for (const round of (await api(base, '/api/v1/pool/rounds')).rounds) {
+        const statement = await (await fetch(`${base}/ipfs/${round.statement_cid}`)).json();
+        for (const w of statement.watched) {
+          if (w.member === member.address.toLowerCase() && w.item === members.id) servedMs += w.served_ms;
+        }
+      }
+      return servedMs;
+    };
+    await until('the member\'s WHEP watch time in a closed round', async () => (await servedToMember()) >= 3000, 30_000);
+    const servedMs = await servedToMember();
+    assert.ok(servedMs <= memberWatchedMs + 2000, `served ${servedMs} ms in ${memberWatchedMs} ms of watching`);
   } finally {
     for (const publisher of publishers) await publisher.stop().catch(() => {});
     await browser?.close();

@@ -15,7 +15,7 @@ use super::problem::{ApiError, Problem, ProblemKind};
 use super::streams::find_stream;
 use crate::live::webrtc::{Admission, PlayGate, WebrtcError};
 use crate::model::{StreamSource, now_ms};
-use crate::money::sessions::{MediaSpan, Pass};
+use crate::money::sessions::{MediaSpan, MemberWatch, Pass};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -167,7 +167,11 @@ async fn whip_end(
 /// media time is metered as over HLS, forwarding pauses when payment is
 /// due (the 402 problem is sent on the data channel as `{"notice":
 /// "payment-required", "problem"}`) and resumes once the voucher is
-/// accepted (`POST /api/v1/channels/{id}/vouchers`).
+/// accepted (`POST /api/v1/channels/{id}/vouchers`). On a members stream
+/// the bearer is a member session's id: the source's picture must be
+/// within the member's tier (else 403 `tier-quality`: HLS carries the
+/// tier's rungs), and the media forwarded counts as the member's watch
+/// time for the engagement pool, each moment once, as over HLS.
 #[utoipa::path(
     post,
     path = "/api/v1/streams/{id}/whep",
@@ -179,7 +183,7 @@ async fn whip_end(
         (status = 201, description = "SDP answer; `Location` names the session", body = String, content_type = "application/sdp"),
         (status = 400, description = "Unreadable offer, or no codec in common with the stream", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "A paid stream without a session of it", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A member session (members watch over HLS, at their tier's quality)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A member session whose tier is below the source's picture (`tier-quality`: watch over HLS)", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not published over WebRTC to this server (watch over HLS)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/sdp", body = Problem, content_type = "application/problem+json"),
@@ -209,7 +213,10 @@ async fn whep_play(
                 "that session is for another stream",
             ));
         }
-        session_gate(&state, found)?
+        if let Pass::Member { max_height, .. } = &found.pass {
+            source_within_tier(&state, &stream.id, *max_height).await?;
+        }
+        session_gate(&state, found)
     } else {
         Arc::new(|_: MediaSpan| Admission::Serve)
     };
@@ -252,15 +259,12 @@ async fn whep_end(
 }
 
 /// What a viewing session's WebRTC frames must pass.
-fn session_gate(
-    state: &AppState,
-    found: crate::money::sessions::Session,
-) -> Result<PlayGate, ApiError> {
+fn session_gate(state: &AppState, found: crate::money::sessions::Session) -> PlayGate {
     match found.pass.clone() {
         Pass::Channel { channel, meter } => {
             let state = state.clone();
             let (viewer, price) = (found.viewer, meter.price);
-            Ok(Arc::new(move |span: MediaSpan| {
+            Arc::new(move |span: MediaSpan| {
                 let payer = super::sessions::Payer {
                     session_id: &found.id,
                     stream_id: &found.stream_id,
@@ -275,21 +279,84 @@ fn session_gate(
                     }
                     Err(err) => Admission::Refused(err.detail().to_string()),
                 }
-            }))
+            })
         }
         Pass::Ticket { .. } | Pass::Host => {
             let state = state.clone();
-            Ok(Arc::new(move |_: MediaSpan| {
+            Arc::new(move |_: MediaSpan| {
                 if state.sessions.get(&found.id, now_ms()).is_none() {
                     return Admission::Refused("the session ended".into());
                 }
                 state.sessions.touch(&found.id, now_ms());
                 Admission::Serve
-            }))
+            })
         }
-        Pass::Member { .. } => Err(ApiError::new(
-            ProblemKind::Forbidden,
-            "members watch over HLS, at their tier's quality",
+        Pass::Member { .. } => {
+            let state = state.clone();
+            let segment_duration_ms = u64::from(state.settings.segment_duration_ms);
+            Arc::new(move |span: MediaSpan| {
+                let now = now_ms();
+                match state.sessions.member_watched(&found.id, span, now) {
+                    MemberWatch::Served { new_ms } => {
+                        if new_ms > 0 {
+                            // Live media: how far the member got is where
+                            // the frame ends on the stream's timeline.
+                            let furthest_ms = span
+                                .position
+                                .saturating_mul(segment_duration_ms)
+                                .saturating_add(u64::from(span.through_ms));
+                            state.memberships.served(
+                                found.viewer,
+                                &found.stream_id,
+                                crate::store::WatchDelta {
+                                    served_ms: u64::from(new_ms),
+                                    furthest_ms,
+                                },
+                                now,
+                            );
+                        }
+                        Admission::Serve
+                    }
+                    MemberWatch::Ended => Admission::Refused("the session ended".into()),
+                    MemberWatch::Expired => {
+                        Admission::Refused("member sessions last 4 hours: start a new one".into())
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// WHEP forwards the publisher's own picture: a member's tier must allow
+/// the source's size (over HLS the member gets the ladder's rungs up to it).
+async fn source_within_tier(
+    state: &AppState,
+    stream_id: &str,
+    max_height: u32,
+) -> Result<(), ApiError> {
+    tier_allows_source(state.db.stream_source_size(stream_id).await?, max_height)
+}
+
+/// Whether a tier of `max_height` admits a source of `source_size`
+/// (width, height; `None` before it went live). A picture's quality is its
+/// short side (a portrait 1080x1920 is 1080p).
+fn tier_allows_source(source_size: Option<(u32, u32)>, max_height: u32) -> Result<(), ApiError> {
+    match source_size {
+        Some((width, height)) if width.min(height) <= max_height => Ok(()),
+        Some((width, height)) => Err(ApiError::custom(
+            StatusCode::FORBIDDEN,
+            "tier-quality",
+            "Above your tier's quality",
+            format!(
+                "your tier allows up to {max_height}p and WebRTC carries the source's {}p: watch over HLS",
+                width.min(height)
+            ),
+        )),
+        None => Err(ApiError::custom(
+            StatusCode::CONFLICT,
+            "not-started",
+            "Not started",
+            "the stream's picture is not known yet: retry in a moment",
         )),
     }
 }
@@ -373,4 +440,25 @@ fn busy(detail: impl Into<String>) -> ApiError {
         "No room for another publisher",
         detail,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tier_admits_a_source_up_to_its_quality_by_the_short_side() {
+        assert!(tier_allows_source(Some((1280, 720)), 720).is_ok());
+        assert!(tier_allows_source(Some((320, 240)), 360).is_ok());
+        assert!(
+            tier_allows_source(Some((1080, 1920)), 1080).is_ok(),
+            "portrait"
+        );
+        let above = tier_allows_source(Some((1920, 1080)), 720).expect_err("1080p in 720p");
+        assert_eq!(above.status(), StatusCode::FORBIDDEN);
+        assert!(above.detail().contains("1080p"), "{}", above.detail());
+        assert_eq!(above.problem_json()["type"], "/problems/tier-quality");
+        let unknown = tier_allows_source(None, 1080).expect_err("not live yet");
+        assert_eq!(unknown.status(), StatusCode::CONFLICT);
+    }
 }

@@ -49,6 +49,17 @@ pub const MEMBER_IDLE_TIMEOUT_MS: i64 = 60_000;
 /// How long a member session's playback URL is valid.
 pub const MEMBER_SESSION_MS: i64 = 4 * 3600 * 1000;
 
+/// What a member session's media found ([`Sessions::member_watched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberWatch {
+    /// Served: `new_ms` of it not served to the session before.
+    Served { new_ms: u32 },
+    /// No such member session (ended, idle too long, or never one).
+    Ended,
+    /// The session outlived [`MEMBER_SESSION_MS`]: the player starts a new one.
+    Expired,
+}
+
 /// An active member session, as the 409 of a limit lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveSession {
@@ -295,17 +306,39 @@ impl Sessions {
     /// before (then it counts as watched), in milliseconds; touches the
     /// session. A whole segment after its parts counts what they did not.
     pub fn newly_served(&self, id: &str, span: MediaSpan, now_ms: i64) -> u32 {
+        match self.member_watched(id, span, now_ms) {
+            MemberWatch::Served { new_ms } => new_ms,
+            MemberWatch::Ended | MemberWatch::Expired => 0,
+        }
+    }
+
+    /// What a member session's media finds: its newly served time (as
+    /// [`Sessions::newly_served`], touching the session), or that the
+    /// session ended or outlived its [`MEMBER_SESSION_MS`].
+    pub fn member_watched(&self, id: &str, span: MediaSpan, now_ms: i64) -> MemberWatch {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let Some(session) = inner.sessions.get_mut(id) else {
-            return 0;
+            return MemberWatch::Ended;
         };
+        if now_ms - session.last_request_ms > session.pass.idle_timeout_ms() {
+            inner.remove(id);
+            return MemberWatch::Ended;
+        }
+        let Pass::Member {
+            counted,
+            expires_at_ms,
+            ..
+        } = &mut session.pass
+        else {
+            return MemberWatch::Ended;
+        };
+        if now_ms >= *expires_at_ms {
+            return MemberWatch::Expired;
+        }
         session.last_request_ms = now_ms;
-        let Pass::Member { counted, .. } = &mut session.pass else {
-            return 0;
-        };
         let before = counted.get(&span.position).copied().unwrap_or(0);
         if before == u32::MAX || (counted.len() >= 1_000_000 && before == 0) {
-            return 0;
+            return MemberWatch::Served { new_ms: 0 };
         }
         let through = if span.whole {
             u32::MAX
@@ -313,14 +346,15 @@ impl Sessions {
             span.through_ms
         };
         if through <= before {
-            return 0;
+            return MemberWatch::Served { new_ms: 0 };
         }
         counted.insert(span.position, through);
-        if span.whole {
+        let new_ms = if span.whole {
             span.through_ms.saturating_sub(before)
         } else {
             span.through_ms - before
-        }
+        };
+        MemberWatch::Served { new_ms }
     }
 
     /// Ends every session on a stream (an event cancelled: its tickets
@@ -401,6 +435,82 @@ mod tests {
         assert!(
             sessions.get("a", 1_000).is_none(),
             "dropped, not only hidden"
+        );
+    }
+
+    fn member_session(id: &str, started_ms: i64) -> Session {
+        Session {
+            id: id.to_string(),
+            stream_id: "stream".to_string(),
+            viewer: Address::ZERO,
+            pass: Pass::Member {
+                max_height: 720,
+                expires_at_ms: started_ms + MEMBER_SESSION_MS,
+                counted: Default::default(),
+            },
+            last_request_ms: started_ms,
+        }
+    }
+
+    fn frame(position: u64, through_ms: u32) -> MediaSpan {
+        MediaSpan {
+            position,
+            through_ms,
+            whole: false,
+        }
+    }
+
+    #[test]
+    fn a_members_frames_count_each_moment_once_until_the_session_ends_or_expires() {
+        let sessions = Sessions::default();
+        sessions.start(member_session("m", 0));
+        let served = |span, now| sessions.member_watched("m", span, now);
+        assert_eq!(served(frame(0, 33), 10), MemberWatch::Served { new_ms: 33 });
+        assert_eq!(served(frame(0, 66), 20), MemberWatch::Served { new_ms: 33 });
+        // The same moment again (a second viewer of the session, a resend).
+        assert_eq!(served(frame(0, 66), 30), MemberWatch::Served { new_ms: 0 });
+        // A whole segment over HLS after its frames: only the rest.
+        let whole = MediaSpan {
+            position: 0,
+            through_ms: 2_000,
+            whole: true,
+        };
+        assert_eq!(served(whole, 40), MemberWatch::Served { new_ms: 1_934 });
+        assert_eq!(served(frame(1, 33), 50), MemberWatch::Served { new_ms: 33 });
+        // Each frame touches the session, so it does not idle out while watched.
+        let later = 50 + MEMBER_IDLE_TIMEOUT_MS;
+        assert_eq!(
+            served(frame(1, 66), later),
+            MemberWatch::Served { new_ms: 33 }
+        );
+        // Watched to the end of its four hours: expired.
+        let mut expiring = member_session("e", 0);
+        expiring.last_request_ms = MEMBER_SESSION_MS - 1_000;
+        sessions.start(expiring);
+        assert_eq!(
+            sessions.member_watched("e", frame(0, 33), MEMBER_SESSION_MS - 1),
+            MemberWatch::Served { new_ms: 33 }
+        );
+        assert_eq!(
+            sessions.member_watched("e", frame(0, 66), MEMBER_SESSION_MS),
+            MemberWatch::Expired
+        );
+        assert_eq!(
+            sessions.member_watched("other", frame(0, 33), 10),
+            MemberWatch::Ended
+        );
+        // Idle too long: ended, and dropped.
+        sessions.start(member_session("idle", 0));
+        assert_eq!(
+            sessions.member_watched("idle", frame(0, 33), MEMBER_IDLE_TIMEOUT_MS + 1),
+            MemberWatch::Ended
+        );
+        assert!(sessions.get("idle", MEMBER_IDLE_TIMEOUT_MS + 1).is_none());
+        // Not a member session.
+        sessions.start(host_session("h", 0));
+        assert_eq!(
+            sessions.member_watched("h", frame(0, 33), 10),
+            MemberWatch::Ended
         );
     }
 }

@@ -232,6 +232,22 @@ impl Store {
         .transpose()
     }
 
+    /// The picture size of a stream's source (width, height), once it went
+    /// live (or, for a video, once probed).
+    pub async fn stream_source_size(&self, id: &str) -> Result<Option<(u32, u32)>, sqlx::Error> {
+        let row = sqlx::query("SELECT source_width, source_height FROM streams WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let side = |column: &str| -> Result<Option<u32>, sqlx::Error> {
+            Ok(row
+                .try_get::<Option<i64>, _>(column)?
+                .and_then(|v| u32::try_from(v).ok()))
+        };
+        Ok(side("source_width")?.zip(side("source_height")?))
+    }
+
     pub async fn stream_by_key(&self, key: &str) -> Result<Option<StreamRecord>, sqlx::Error> {
         sqlx::query(concat!(
             "SELECT ",
