@@ -79,8 +79,17 @@ async fn ffmpeg_plays_a_paid_session_while_the_sdk_pays() {
     let server = Server::start(&["--dev"]).await;
     let creator = SigningKey::from_bytes(&[0x91; 32]).expect("key");
     let (stream_id, mut publisher) = priced_live_stream(&server, &creator, 30).await;
-    // Let a few segments exist so the player has a live edge to join.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Let a few segments exist so the player has a live edge to join (on a
+    // loaded machine the ladder takes longer than their duration).
+    common::eventually("two 360p segments", async || {
+        let segments = server
+            .get_json(&format!("/api/v1/streams/{stream_id}/segments"))
+            .await;
+        segments
+            .as_array()
+            .is_some_and(|all| all.iter().filter(|s| s["rendition"] == "360p").count() >= 2)
+    })
+    .await;
 
     let (viewer, session) = paying_viewer(&server, 0x92, &stream_id).await;
     let url = server.url(&session.playback_url);
