@@ -378,12 +378,9 @@ class SwPlayer extends Base {
       this.video.srcObject = media;
       this.video.play().catch(() => {});
     };
+    // The offer goes at once, before gathering: the server is ICE-lite and learns this side's addresses from its
+    // connectivity checks (over a TURN relay too), so waiting for candidates would only delay the first frame.
     await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') { resolve(); return; }
-      pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') resolve(); });
-      setTimeout(resolve, 2000);
-    });
     const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/sdp', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) }, body: pc.localDescription.sdp });
     if (res.status !== 201) throw new Error(`WHEP: ${res.status}`);
     this.whep.session = new URL(res.headers.get('location'), new URL(url, location.href)).href;

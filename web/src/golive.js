@@ -1,17 +1,6 @@
 // Going live from the browser: WHIP (RFC 9725) from a camera and microphone, and the studio panel that does it.
 import { currentAuth, h, iceServersOf } from '/assets/streamweave.js';
 
-/** Waits until the connection has gathered its ICE candidates (WHIP sends them in the offer), at most `ms`. */
-function gathered(pc, ms) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => { pc.removeEventListener('icegatheringstatechange', check); clearTimeout(timer); resolve(); };
-    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
-    const timer = setTimeout(done, ms);
-    pc.addEventListener('icegatheringstatechange', check);
-  });
-}
-
 /**
  * Publishes `media` (a MediaStream) to a stream over WHIP. `token` is the stream key or the owner's sign-in token.
  * Answers { pc, stop } once the server answered; `stop()` ends the publish (and the stream).
@@ -20,8 +9,9 @@ export async function whipPublish(streamId, token, media, { base = '' } = {}) {
   const url = new URL(`${base}/api/v1/streams/${streamId}/whip`, location.href).href;
   const pc = new RTCPeerConnection({ iceServers: await iceServersOf(url) });
   for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
+  // The offer goes at once, before gathering: the server is ICE-lite and learns this side's addresses from its
+  // connectivity checks, so waiting for candidates would only delay going live.
   await pc.setLocalDescription(await pc.createOffer());
-  await gathered(pc, 2000);
   const authorization = `Bearer ${token}`;
   let res;
   try {
