@@ -93,6 +93,59 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 401);
+    // The refused answer used the challenge up: its own message, signed,
+    // no longer signs in.
+    let issued = challenge["message"].as_str().expect("message");
+    let login = json!({"message": issued, "signature": hex(&payer.sign_digest(personal_sign_digest(issued.as_bytes())))});
+    let (status, refused) = send(
+        Method::POST,
+        &server,
+        "/api/v1/auth/login",
+        None,
+        Some(login.clone()),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(refused["detail"], "unknown or already used nonce");
+    // A good answer signs in once; sent again, it is refused.
+    let (status, challenge) = send(
+        Method::POST,
+        &server,
+        "/api/v1/auth/challenge",
+        None,
+        Some(json!({"address": format!("{:#x}", payer.address())})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let issued = challenge["message"].as_str().expect("message");
+    let login = json!({"message": issued, "signature": hex(&payer.sign_digest(personal_sign_digest(issued.as_bytes())))});
+    let (status, signed_in) = send(
+        Method::POST,
+        &server,
+        "/api/v1/auth/login",
+        None,
+        Some(login.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{signed_in}");
+    let (status, me) = send(
+        Method::GET,
+        &server,
+        "/api/v1/accounts/me/revenue-policy",
+        signed_in["token"].as_str(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "the token works: {me}");
+    let (status, _) = send(
+        Method::POST,
+        &server,
+        "/api/v1/auth/login",
+        None,
+        Some(login),
+    )
+    .await;
+    assert_eq!(status, 401, "a challenge signs in once");
 
     let (status, config) = send(Method::GET, &server, "/api/v1/payments/config", None, None).await;
     assert_eq!(status, 200);

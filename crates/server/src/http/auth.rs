@@ -300,45 +300,76 @@ async fn login(
 ) -> Result<Json<LoginResponse>, ApiError> {
     let refuse = |detail: &str| ApiError::new(ProblemKind::Unauthorized, detail.to_string());
     let parsed = SiweMessage::parse(&body.message).map_err(|err| refuse(&err.to_string()))?;
-    // Single use: the challenge is consumed whatever happens next.
+    let unknown = || refuse("unknown or already used nonce");
     let (issued, expires_at_ms) = state
         .ledger
-        .take_challenge(&parsed.nonce)
+        .challenge(&parsed.nonce)
         .await?
-        .ok_or_else(|| refuse("unknown or already used nonce"))?;
-    if issued != body.message {
-        return Err(refuse("the message differs from the one issued"));
-    }
+        .ok_or_else(unknown)?;
     let now = now_ms();
-    if now >= expires_at_ms {
-        return Err(refuse("the challenge has expired"));
+    let answer = answering_address(&state, &body, &issued, expires_at_ms, now);
+    let token = answer.is_ok().then(new_token);
+    let expires = now + TOKEN_TTL_MS;
+    let stored = match (&answer, &token) {
+        (Ok(address), Some(token)) => Some((token_hash(token), *address)),
+        _ => None,
+    };
+    // Single use: the challenge is consumed whatever the answer, in the
+    // same commit as the token a good answer earns.
+    let consumed = state
+        .ledger
+        .consume_challenge(
+            &parsed.nonce,
+            stored
+                .as_ref()
+                .map(|(hash, address)| (hash.as_str(), *address, expires)),
+        )
+        .await?;
+    let address = answer.map_err(|detail| refuse(&detail))?;
+    let (true, Some(token)) = (consumed, token) else {
+        return Err(unknown());
+    };
+    tracing::info!(address = %format!("{address:#x}"), "signed in");
+    Ok(Json(LoginResponse {
+        token,
+        address,
+        expires_at: rfc3339(expires),
+    }))
+}
+
+/// The address that signed `body`'s message, if it answers the challenge
+/// issued (`issued`, valid until `expires_at_ms`); else why not.
+fn answering_address(
+    state: &AppState,
+    body: &LoginRequest,
+    issued: &str,
+    expires_at_ms: i64,
+    now_ms: i64,
+) -> Result<Address, String> {
+    if issued != body.message {
+        return Err("the message differs from the one issued".into());
     }
-    let signature = alloy_hex(&body.signature).ok_or_else(|| refuse("signature must be 0x-hex"))?;
-    let (domain, _) = site(&state);
-    let message = SiweMessage::verify(
+    if now_ms >= expires_at_ms {
+        return Err("the challenge has expired".into());
+    }
+    let signature = alloy_hex(&body.signature).ok_or("signature must be 0x-hex")?;
+    let (domain, _) = site(state);
+    SiweMessage::verify(
         &body.message,
         &signature,
         &domain,
-        u64::try_from(now).unwrap_or(0),
+        u64::try_from(now_ms).unwrap_or(0),
     )
-    .map_err(|err| refuse(&err.to_string()))?;
-    let token: String = {
-        let mut rng = rand::rng();
-        (0..43)
-            .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
-            .collect()
-    };
-    let expires = now + TOKEN_TTL_MS;
-    state
-        .ledger
-        .insert_token(&token_hash(&token), message.address, expires)
-        .await?;
-    tracing::info!(address = %format!("{:#x}", message.address), "signed in");
-    Ok(Json(LoginResponse {
-        token,
-        address: message.address,
-        expires_at: rfc3339(expires),
-    }))
+    .map(|message| message.address)
+    .map_err(|err| err.to_string())
+}
+
+/// A new session token: 43 random alphanumerics (about 256 bits).
+fn new_token() -> String {
+    let mut rng = rand::rng();
+    (0..43)
+        .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+        .collect()
 }
 
 /// Decodes 0x-hex.

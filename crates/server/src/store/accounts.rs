@@ -175,16 +175,49 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Consumes a challenge (single use): its message and expiry.
-    pub async fn take_challenge(&self, nonce: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
-        let row = sqlx::query(
-            "DELETE FROM auth_challenges WHERE nonce = $1 RETURNING message, expires_at_ms",
-        )
-        .bind(nonce)
-        .fetch_optional(&self.pool)
-        .await?;
+    /// A challenge's message and expiry, left in place.
+    pub async fn challenge(&self, nonce: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+        let row =
+            sqlx::query("SELECT message, expires_at_ms FROM auth_challenges WHERE nonce = $1")
+                .bind(nonce)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|row| Ok((row.try_get("message")?, row.try_get("expires_at_ms")?)))
             .transpose()
+    }
+
+    /// Consumes a challenge (single use) and, given a session `token` (its
+    /// hash, address and expiry: the challenge was answered), stores the
+    /// token, in one transaction: one commit a sign-in. `false`: the
+    /// challenge was gone (consumed meanwhile), and no token is stored.
+    pub async fn consume_challenge(
+        &self,
+        nonce: &str,
+        token: Option<(&str, Address, i64)>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let consumed = sqlx::query("DELETE FROM auth_challenges WHERE nonce = $1")
+            .bind(nonce)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !consumed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some((token_hash, address, expires_at_ms)) = token {
+            sqlx::query(
+                "INSERT INTO auth_tokens (token_hash, address, expires_at_ms) VALUES ($1, $2, $3)",
+            )
+            .bind(token_hash)
+            .bind(format!("{address:#x}"))
+            .bind(expires_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// How many challenges are stored (issued and neither used nor expired away).
@@ -193,23 +226,6 @@ impl Store {
         sqlx::query_scalar("SELECT COUNT(*) FROM auth_challenges")
             .fetch_one(&self.pool)
             .await
-    }
-
-    pub async fn insert_token(
-        &self,
-        token_hash: &str,
-        address: Address,
-        expires_at_ms: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO auth_tokens (token_hash, address, expires_at_ms) VALUES ($1, $2, $3)",
-        )
-        .bind(token_hash)
-        .bind(format!("{address:#x}"))
-        .bind(expires_at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// The account a session token stands for, unless expired or revoked.

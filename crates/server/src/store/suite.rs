@@ -1236,14 +1236,44 @@ async fn accounts_suite(store: &Store) {
         .insert_challenge("nonce12345", alice, "message", now + 300_000)
         .await
         .expect("challenge");
+    let challenge = Some(("message".into(), now + 300_000));
     assert_eq!(
-        store.take_challenge("nonce12345").await.expect("take"),
-        Some(("message".into(), now + 300_000))
+        store.challenge("nonce12345").await.expect("read"),
+        challenge
     );
     assert_eq!(
-        store.take_challenge("nonce12345").await.expect("take"),
-        None
+        store.challenge("nonce12345").await.expect("read"),
+        challenge,
+        "reading leaves it"
     );
+    // Consumed with the token it earned, once: a second sign-in with it
+    // stores nothing.
+    assert!(
+        store
+            .consume_challenge("nonce12345", Some(("hash", alice, 1000)))
+            .await
+            .expect("consume")
+    );
+    assert!(
+        !store
+            .consume_challenge("nonce12345", Some(("hash2", alice, 1000)))
+            .await
+            .expect("consume")
+    );
+    assert_eq!(store.challenge("nonce12345").await.expect("read"), None);
+    assert_eq!(store.token_address("hash2", 10).await.expect("token"), None);
+    // Consumed without a token (a refused answer).
+    store
+        .insert_challenge("refused", alice, "message", now + 300_000)
+        .await
+        .expect("challenge");
+    assert!(
+        store
+            .consume_challenge("refused", None)
+            .await
+            .expect("consume")
+    );
+    assert_eq!(store.challenge("refused").await.expect("read"), None);
     for n in 0..5 {
         store
             .insert_challenge(&format!("old{n}"), alice, "old", now - 1 - n)
@@ -1260,7 +1290,7 @@ async fn accounts_suite(store: &Store) {
         1,
         "only the challenge still valid is kept"
     );
-    assert_eq!(store.take_challenge("old0").await.expect("take"), None);
+    assert_eq!(store.challenge("old0").await.expect("read"), None);
     assert_eq!(
         store
             .expire_challenges(now + 300_000)
@@ -1270,11 +1300,7 @@ async fn accounts_suite(store: &Store) {
     );
     assert_eq!(store.challenge_count().await.expect("count"), 0);
 
-    // Tokens: expiry, revocation.
-    store
-        .insert_token("hash", alice, 1000)
-        .await
-        .expect("token");
+    // Tokens (the one stored above): expiry, revocation.
     assert_eq!(
         store.token_address("hash", 999).await.expect("token"),
         Some(alice)
