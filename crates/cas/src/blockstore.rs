@@ -1,9 +1,10 @@
 //! Blocks on local disk, one file per block: `DIR/blocks/<last two
 //! characters of the CID>/<CID>` (the flatfs layout's spirit). Writes are
-//! atomic (temp file, fsync, rename); reads re-hash every block.
+//! atomic (temp file, fsync, rename; bulk writes flush once at the end);
+//! reads re-hash every block.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -138,9 +139,23 @@ impl Blockstore {
         }
     }
 
+    /// Writes a block durably: one already here is kept if it holds
+    /// `data` (flushed, as it may have been written without a flush by
+    /// [`Blockstore::put_file_unsynced`]), else replaced.
     fn write_block(&self, cid: &Cid, data: &[u8]) -> Result<(), CasError> {
-        if self.path_of(cid).try_exists()? {
-            return Ok(());
+        match fs::File::open(self.path_of(cid)) {
+            Ok(file) => {
+                let mut found = Vec::with_capacity(data.len());
+                (&file)
+                    .take(data.len() as u64 + 1)
+                    .read_to_end(&mut found)?;
+                if found == data {
+                    file.sync_all()?;
+                    return Ok(());
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
         }
         if let Some(remote) = &self.remote {
             remote.store(cid, data)?;
@@ -182,8 +197,10 @@ impl Blockstore {
     /// Stores every block of a file's DAG like [`Blockstore::put_file`]
     /// but without flushing each block to the disk: for bulk writes (a
     /// video's transcode) that call [`Blockstore::sync`] before anything
-    /// they wrote is acknowledged. A block already here is kept only if it
-    /// verifies (an earlier unsynced write may not have survived a crash).
+    /// they wrote is acknowledged, and for files nothing durable refers to
+    /// (a live segment's parts). A block already here is kept only if it
+    /// verifies (an earlier unsynced write may not have survived a crash);
+    /// a later durable write of the same block flushes it.
     pub fn put_file_unsynced(&self, bytes: &[u8]) -> Result<Cid, CasError> {
         let dag = dag::build_file_dag(bytes);
         for block in &dag.blocks {
@@ -485,6 +502,30 @@ mod tests {
             store.get_file(&small).expect("get").as_deref(),
             Some(&b"small"[..])
         );
+    }
+
+    #[test]
+    fn a_durable_write_keeps_a_good_copy_and_replaces_a_bad_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Blockstore::open(dir.path()).expect("open");
+        // Written without a flush (a live part), then the same bytes
+        // durably (its segment): the copy is kept.
+        let cid = store.put_file_unsynced(b"a part").expect("put");
+        let path = store.path_of(&cid);
+        let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+        let before = inode(&path);
+        assert_eq!(store.put_file(b"a part").expect("put durably"), cid);
+        assert_eq!(inode(&path), before, "a good copy is kept, not rewritten");
+        // A copy cut short (a crash before the flush), or one longer than
+        // the block, is written again.
+        for bad in [&b"a pa"[..], &b"a part and more"[..]] {
+            fs::write(&path, bad).expect("damage");
+            assert_eq!(store.put_file(b"a part").expect("put durably"), cid);
+            assert_eq!(
+                store.get_file(&cid).expect("get").as_deref(),
+                Some(&b"a part"[..])
+            );
+        }
     }
 
     fn read_leaves(leaves: Vec<(fs::File, u64)>) -> Vec<u8> {

@@ -412,26 +412,9 @@ impl LiveHub {
                     }
                     _ => self.store_init(&stream_id, &rendition, bytes).await,
                 },
-                PipelineEvent::Part {
-                    rendition,
-                    mut part,
-                } => {
-                    let mut listed = true;
-                    if let Some(continued) = continuation.as_ref() {
-                        part.sequence += continued
-                            .next_sequence
-                            .get(&rendition)
-                            .copied()
-                            .unwrap_or(0);
-                        // The first segment of a restarted source starts a
-                        // new period: it is listed once complete.
-                        listed = !continued.pending_init.contains_key(&rendition);
-                    }
-                    if listed {
-                        self.store_part(&stream_id, &rendition, part).await
-                    } else {
-                        Ok(())
-                    }
+                PipelineEvent::Part { rendition, part } => {
+                    self.store_part(&stream_id, &rendition, part, continuation.as_ref())
+                        .await
                 }
                 PipelineEvent::Segments(mut segments) => {
                     let mut starts = HashMap::new();
@@ -507,14 +490,32 @@ impl LiveHub {
         Ok(cid)
     }
 
-    /// Stores a partial segment and lists it for LL-HLS players.
+    /// Stores a partial segment and lists it for LL-HLS players (a
+    /// continued stream's first new segment is listed only once complete:
+    /// it starts a new period). Its blocks are not flushed to the disk: a
+    /// part is listed only until its segment is (whose blocks are flushed,
+    /// a part's among them if they coincide), no row refers to it, and a
+    /// node that restarts lists none of the parts it had. Each rendition
+    /// cuts several parts a segment: flushing each one put that many
+    /// flushes ahead of every segment.
     async fn store_part(
         &self,
         stream_id: &str,
         rendition: &str,
-        part: PartCut,
+        mut part: PartCut,
+        continuation: Option<&Continuation>,
     ) -> anyhow::Result<()> {
-        let cid = self.put_file(part.bytes).await?;
+        if let Some(continued) = continuation {
+            if continued.pending_init.contains_key(rendition) {
+                return Ok(());
+            }
+            part.sequence += continued.next_sequence.get(rendition).copied().unwrap_or(0);
+        }
+        let blockstore = self.blockstore.clone();
+        let stored = part.bytes.clone();
+        let cid =
+            tokio::task::spawn_blocking(move || blockstore.put_file_unsynced(&stored)).await??;
+        self.cache.insert(cid, part.bytes);
         self.index.push_part(
             stream_id,
             rendition,
@@ -556,6 +557,7 @@ impl LiveHub {
         segments: Vec<SegmentOutput>,
         mut starts: HashMap<String, Cid>,
     ) -> anyhow::Result<()> {
+        let started = std::time::SystemTime::now();
         let mut writes = tokio::task::JoinSet::new();
         for (index, segment) in segments.iter().enumerate() {
             let blockstore = self.blockstore.clone();
@@ -583,9 +585,14 @@ impl LiveHub {
                 cid,
             ));
         }
+        let written = std::time::SystemTime::now();
         self.db
             .insert_segments(stream_id, records.iter().map(|(r, _)| r), now_ms())
             .await?;
+        let committed = std::time::SystemTime::now();
+        let between = |from: std::time::SystemTime, to: std::time::SystemTime| {
+            to.duration_since(from).unwrap_or_default().as_micros() as u64
+        };
         for ((record, cid), segment) in records.iter().zip(&segments) {
             self.index.push_segment(stream_id, record, *cid);
             if let Ok(latency) = segment.listed_at.elapsed() {
@@ -598,6 +605,9 @@ impl LiveHub {
                     rendition = %record.rendition,
                     sequence = record.sequence,
                     latency_us = latency.as_micros() as u64,
+                    waited_us = between(segment.listed_at, started),
+                    blocks_us = between(started, written),
+                    commit_us = between(written, committed),
                     "segment listed"
                 );
             }
