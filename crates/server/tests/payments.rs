@@ -69,64 +69,18 @@ async fn scenario(database: Option<String>) {
     let creator_token = sign_in(&server, &creator).await;
     let stranger_token = sign_in(&server, &stranger).await;
 
-    // A tampered or unknown sign-in is refused.
-    let (status, challenge) = send(
-        Method::POST,
-        &server,
-        "/api/v1/auth/challenge",
-        None,
-        Some(json!({"address": format!("{:#x}", payer.address())})),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let message = challenge["message"]
-        .as_str()
-        .expect("message")
-        .replace("Sign in", "Sign on");
-    let signature = payer.sign_digest(personal_sign_digest(message.as_bytes()));
-    let (status, _) = send(
-        Method::POST,
-        &server,
-        "/api/v1/auth/login",
-        None,
-        Some(json!({"message": message, "signature": hex(&signature)})),
-    )
-    .await;
+    // A tampered sign-in is refused, and uses the challenge up: its own
+    // message, signed, no longer signs in.
+    let issued = challenge(&server, &payer).await;
+    let tampered = issued.replace("Sign in", "Sign on");
+    let (status, _) = login(&server, signed_login(&payer, &tampered)).await;
     assert_eq!(status, 401);
-    // The refused answer used the challenge up: its own message, signed,
-    // no longer signs in.
-    let issued = challenge["message"].as_str().expect("message");
-    let login = json!({"message": issued, "signature": hex(&payer.sign_digest(personal_sign_digest(issued.as_bytes())))});
-    let (status, refused) = send(
-        Method::POST,
-        &server,
-        "/api/v1/auth/login",
-        None,
-        Some(login.clone()),
-    )
-    .await;
+    let (status, refused) = login(&server, signed_login(&payer, &issued)).await;
     assert_eq!(status, 401);
     assert_eq!(refused["detail"], "unknown or already used nonce");
     // A good answer signs in once; sent again, it is refused.
-    let (status, challenge) = send(
-        Method::POST,
-        &server,
-        "/api/v1/auth/challenge",
-        None,
-        Some(json!({"address": format!("{:#x}", payer.address())})),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let issued = challenge["message"].as_str().expect("message");
-    let login = json!({"message": issued, "signature": hex(&payer.sign_digest(personal_sign_digest(issued.as_bytes())))});
-    let (status, signed_in) = send(
-        Method::POST,
-        &server,
-        "/api/v1/auth/login",
-        None,
-        Some(login.clone()),
-    )
-    .await;
+    let issued = challenge(&server, &payer).await;
+    let (status, signed_in) = login(&server, signed_login(&payer, &issued)).await;
     assert_eq!(status, 200, "{signed_in}");
     let (status, me) = send(
         Method::GET,
@@ -137,14 +91,7 @@ async fn scenario(database: Option<String>) {
     )
     .await;
     assert_eq!(status, 200, "the token works: {me}");
-    let (status, _) = send(
-        Method::POST,
-        &server,
-        "/api/v1/auth/login",
-        None,
-        Some(login),
-    )
-    .await;
+    let (status, _) = login(&server, signed_login(&payer, &issued)).await;
     assert_eq!(status, 401, "a challenge signs in once");
 
     let (status, config) = send(Method::GET, &server, "/api/v1/payments/config", None, None).await;
@@ -621,4 +568,35 @@ async fn scenario(database: Option<String>) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.starts_with("ledger ok:"), "{stdout}");
+}
+
+/// The sign-in message the server issues to `key`'s address.
+async fn challenge(server: &Server, key: &SigningKey) -> String {
+    let (status, challenge) = send(
+        reqwest::Method::POST,
+        server,
+        "/api/v1/auth/challenge",
+        None,
+        Some(json!({"address": format!("{:#x}", key.address())})),
+    )
+    .await;
+    assert_eq!(status, 200, "{challenge}");
+    challenge["message"].as_str().expect("message").to_string()
+}
+
+/// A login body: `message` signed by `key` (EIP-191).
+fn signed_login(key: &SigningKey, message: &str) -> Value {
+    let signature = key.sign_digest(personal_sign_digest(message.as_bytes()));
+    json!({"message": message, "signature": hex(&signature)})
+}
+
+async fn login(server: &Server, body: Value) -> (u16, Value) {
+    send(
+        reqwest::Method::POST,
+        server,
+        "/api/v1/auth/login",
+        None,
+        Some(body),
+    )
+    .await
 }
