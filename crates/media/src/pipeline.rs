@@ -294,11 +294,17 @@ async fn run(
     tokio::fs::create_dir_all(&config.work_dir)
         .await
         .map_err(|err| format!("create work dir: {err}"))?;
+    // ffmpeg reads `unix://{path}` as an absolute path whatever it is
+    // given (`unix://work/x.sock` names `//work/x.sock`): a data directory
+    // given relative to ours (the demo's `./streamweave-demo`) is made
+    // absolute here.
+    let work_dir = std::path::absolute(&config.work_dir)
+        .map_err(|err| format!("resolve the work dir: {err}"))?;
     // One socket per rendition, listening before ffmpeg starts and connects.
     let (output_tx, output_rx) = mpsc::channel(OUTPUT_EVENTS_MAX);
     let mut readers = tokio::task::JoinSet::new();
     for rendition in &renditions {
-        let path = ladder::live_output_socket(&config.work_dir, &rendition.name);
+        let path = ladder::live_output_socket(&work_dir, &rendition.name);
         let listener = tokio::net::UnixListener::bind(&path)
             .map_err(|err| format!("listen on {}: {err}", path.display()))?;
         readers.spawn(read_output(
@@ -314,7 +320,7 @@ async fn run(
         probe.prelude.input(),
         &renditions,
         &config.transcode,
-        &config.work_dir,
+        &work_dir,
     );
     debug!(?args, "starting ffmpeg");
     let mut command = match config.niceness {

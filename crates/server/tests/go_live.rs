@@ -22,6 +22,34 @@ fn ffprobe_json(url: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("ffprobe json")
 }
 
+/// A data directory named relative to the server's working directory (the
+/// demo's `./streamweave-demo`) goes live and ends cleanly like an absolute
+/// one: ffmpeg is given its rendition sockets by absolute path.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_given_relative_goes_live() {
+    let server = Server::start_relative(&[]).await;
+    let (id, key) = server.create_stream("Relative data dir").await;
+    let mut ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), "640x360", 6, H264);
+    server
+        .wait_for_state(&id, "live", Duration::from_secs(20))
+        .await;
+    assert!(
+        wait_child(&mut ffmpeg, Duration::from_secs(60)),
+        "publisher failed"
+    );
+    let ended = server
+        .wait_for_state(&id, "ended", Duration::from_secs(60))
+        .await;
+    assert!(ended["end_error"].is_null(), "ended cleanly: {ended}");
+    let segments = server
+        .get_json(&format!("/api/v1/streams/{id}/segments"))
+        .await;
+    assert!(
+        segments.as_array().map_or(0, Vec::len) >= 4,
+        "6 s of media listed as segments: {segments}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_720p_plays_as_adaptive_hls_with_verified_cids() {
     let _alone = common::one_at_a_time().await;

@@ -45,6 +45,24 @@ impl Server {
         server
     }
 
+    /// Starts a server on a fresh data dir named relative to the server's
+    /// working directory (`--data-dir data`), as the demo's is.
+    pub async fn start_relative(extra_args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut server = None;
+        for _ in 0..3 {
+            server =
+                Server::try_start_from(Some(temp.path()), Path::new("data"), extra_args, &[]).await;
+            if server.is_some() {
+                break;
+            }
+        }
+        let mut server = server.expect("the server exited at start three times");
+        server.data_dir = temp.path().join("data");
+        server._temp = Some(temp);
+        server
+    }
+
     /// Starts a server on an existing data dir (to test restarts).
     pub async fn start_in(data_dir: &Path, extra_args: &[&str]) -> Server {
         Server::start_in_env(data_dir, extra_args, &[]).await
@@ -84,11 +102,25 @@ impl Server {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Option<Server> {
+        Server::try_start_from(None, data_dir, extra_args, env).await
+    }
+
+    /// [`Server::try_start`] in working directory `cwd` (else ours).
+    async fn try_start_from(
+        cwd: Option<&Path>,
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<Server> {
         let http_port = free_port();
         let rtmp_port = free_port();
         let http = format!("127.0.0.1:{http_port}");
         let rtmp = format!("127.0.0.1:{rtmp_port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_streamweave"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streamweave"));
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args([
