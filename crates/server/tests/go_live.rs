@@ -33,14 +33,7 @@ async fn a_data_dir_given_relative_goes_live() {
     server
         .wait_for_state(&id, "live", Duration::from_secs(20))
         .await;
-    assert!(
-        wait_child(&mut ffmpeg, Duration::from_secs(60)),
-        "publisher failed"
-    );
-    let ended = server
-        .wait_for_state(&id, "ended", Duration::from_secs(60))
-        .await;
-    assert!(ended["end_error"].is_null(), "ended cleanly: {ended}");
+    publisher_ends_cleanly(&server, &id, &mut ffmpeg).await;
     let segments = server
         .get_json(&format!("/api/v1/streams/{id}/segments"))
         .await;
@@ -48,6 +41,19 @@ async fn a_data_dir_given_relative_goes_live() {
         segments.as_array().map_or(0, Vec::len) >= 4,
         "6 s of media listed as segments: {segments}"
     );
+}
+
+/// Waits for the publisher `ffmpeg` to finish and stream `id` to end
+/// without an error.
+async fn publisher_ends_cleanly(server: &Server, id: &str, ffmpeg: &mut std::process::Child) {
+    assert!(
+        wait_child(ffmpeg, Duration::from_secs(60)),
+        "publisher failed"
+    );
+    let ended = server
+        .wait_for_state(id, "ended", Duration::from_secs(60))
+        .await;
+    assert!(ended["end_error"].is_null(), "ended cleanly: {ended}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,14 +89,7 @@ async fn scenario(database: &TestDatabase) {
         .collect();
     assert_eq!(names, ["720p", "480p", "360p", "audio"]);
 
-    assert!(
-        wait_child(&mut ffmpeg, Duration::from_secs(60)),
-        "publisher failed"
-    );
-    let ended = server
-        .wait_for_state(&id, "ended", Duration::from_secs(60))
-        .await;
-    assert!(ended["end_error"].is_null(), "ended cleanly: {ended}");
+    publisher_ends_cleanly(&server, &id, &mut ffmpeg).await;
 
     // The master playlist holds the ladder plus audio, as ffprobe sees it.
     let master_url = server.url(&format!("/live/{id}/master.m3u8"));
