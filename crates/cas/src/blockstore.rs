@@ -1,7 +1,8 @@
 //! Blocks on local disk, one file per block: `DIR/blocks/<last two
 //! characters of the CID>/<CID>` (the flatfs layout's spirit). Writes are
-//! atomic (temp file, fsync, rename; bulk writes flush once at the end);
-//! reads re-hash every block.
+//! atomic (temp file, fsync, rename; bulk writes flush once at the end,
+//! and files nothing durable refers to are not flushed); reads re-hash
+//! every block.
 
 use std::fs;
 use std::io::{Read, Write};
