@@ -61,6 +61,7 @@ pub enum ClientError {
 type Result<T> = std::result::Result<T, ClientError>;
 
 pub mod load;
+pub mod threads;
 pub mod upload;
 mod viewer_http;
 

@@ -500,11 +500,7 @@ impl VoucherSigning {
         std::thread::Builder::new()
             .name("voucher-signing".into())
             .spawn(move || {
-                let thread = rustix::thread::gettid();
-                let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
-                if let Err(err) =
-                    rustix::process::setpriority_process(Some(thread), current + SIGNING_NICENESS)
-                {
+                if let Err(err) = crate::threads::lower_thread_priority(SIGNING_NICENESS) {
                     tracing::warn!(%err, "lowering the signing thread's priority");
                 }
                 for job in queue {

@@ -143,17 +143,11 @@ impl Verifier {
     }
 }
 
-/// Lowers the calling thread's priority by `niceness` levels (on Linux a
-/// nice level is a thread's own). Where that is not permitted the thread
-/// runs at the workers' priority: slower media answers under load, nothing
-/// wrong.
+/// Lowers the calling thread's priority by `niceness` levels. Where that
+/// is not permitted the thread runs at the workers' priority: slower media
+/// answers under load, nothing wrong.
 fn lower_priority(niceness: i32) {
-    if niceness == 0 {
-        return;
-    }
-    let thread = rustix::thread::gettid();
-    let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
-    if let Err(err) = rustix::process::setpriority_process(Some(thread), current + niceness) {
+    if let Err(err) = streamweave_client::threads::lower_thread_priority(niceness) {
         warn!(%err, "lowering the voucher recovery threads' priority");
     }
 }
@@ -226,24 +220,5 @@ mod tests {
         drop(queue.try_recv().expect("the first voucher queued"));
         let stopped = waiting.await.expect("task");
         assert!(matches!(stopped, Err(VerifyError::Stopped)), "{stopped:?}");
-    }
-
-    #[test]
-    fn recovery_threads_run_below_the_callers_priority() {
-        // Not the default (0, which leaves the priority as it is).
-        const NICENESS: i32 = 5;
-        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
-        let before_here = own().expect("read");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let before = own().expect("read");
-            lower_priority(NICENESS);
-            sender.send((before, own().expect("read"))).expect("answer");
-        });
-        let (before, after) = receiver.recv().expect("answer");
-        // Nice levels stop at 19.
-        assert_eq!(after, (before + NICENESS).min(19));
-        // The caller's own is untouched.
-        assert_eq!(own().expect("read"), before_here);
     }
 }
