@@ -202,4 +202,22 @@ if rows:
     print("| node | vouchers | lookup | recovery | engine | commits | commit |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
+# What reached each node from the others over the whole run, by kind: a
+# node receives a stream's events and chat only while someone on it
+# listens (the generator's viewers do not).
+delivered = {}
+for node in range(1, nodes + 1):
+    try:
+        text = open(f"{work}/node{node}.metrics").read()
+    except OSError:
+        continue
+    for kind, count in re.findall(r'^\S*cluster_message_delay_seconds_count\{kind="([^"]+)"\} (\S+)$', text, re.M):
+        delivered.setdefault(node, {})[kind] = int(float(count))
+if nodes > 1 and delivered:
+    print("\nMessages delivered to each node from the others over the whole run (its metrics), by kind:")
+    kinds = sorted({k for d in delivered.values() for k in d})
+    print("| node | " + " | ".join(kinds) + " |")
+    print("| --- |" + " --- |" * len(kinds))
+    for node, counts in sorted(delivered.items()):
+        print(f"| {node} | " + " | ".join(str(counts.get(k, 0)) for k in kinds) + " |")
 PY
