@@ -211,10 +211,13 @@ for node in range(1, nodes + 1):
         text = open(f"{work}/node{node}.metrics").read()
     except OSError:
         continue
+    sums = dict(re.findall(r'^\S*cluster_message_delay_seconds_sum\{kind="([^"]+)"\} (\S+)$', text, re.M))
     for kind, count in re.findall(r'^\S*cluster_message_delay_seconds_count\{kind="([^"]+)"\} (\S+)$', text, re.M):
-        delivered.setdefault(node, {})[kind] = int(float(count))
+        count = int(float(count))
+        mean = f", {float(sums[kind]) / count * 1000:.2f} ms" if count and kind in sums else ""
+        delivered.setdefault(node, {})[kind] = f"{count}{mean}"
 if nodes > 1 and delivered:
-    print("\nMessages delivered to each node from the others over the whole run (its metrics), by kind:")
+    print("\nMessages delivered to each node from the others over the whole run, and their mean delay from sent to delivered (its metrics), by kind:")
     kinds = sorted({k for d in delivered.values() for k in d})
     print("| node | " + " | ".join(kinds) + " |")
     print("| --- |" + " --- |" * len(kinds))

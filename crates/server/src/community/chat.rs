@@ -152,9 +152,9 @@ impl ChatRooms {
         self.rooms.publish(stream_id, event);
     }
 
-    /// Joins a room (on a cluster, its messages from every node).
-    pub async fn join(&self, stream_id: &str) -> broadcast::Receiver<ChatEvent> {
-        self.rooms.listen(stream_id).await
+    /// Joins a room.
+    pub fn subscribe(&self, stream_id: &str) -> broadcast::Receiver<ChatEvent> {
+        self.rooms.subscribe(stream_id)
     }
 
     /// Applies the reactions' rate rule.

@@ -444,7 +444,7 @@ pub async fn chat_socket(
 ) -> Result<Response, ApiError> {
     let stream = find_stream(&state, &id).await?;
     let permit = super::socket_permit(&state)?;
-    let receiver = state.chat.join(&stream.id).await;
+    let receiver = state.chat.subscribe(&stream.id);
     let history = state.db.chat_history(&stream.id, HISTORY_LEN).await?;
     Ok(upgrade
         .max_message_size(4096)

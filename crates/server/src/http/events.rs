@@ -48,7 +48,7 @@ pub async fn stream_events(
             owner_view = stream.owned_by(address) || state.settings.admins.contains(&address);
         }
     }
-    let receiver = state.events.listen(&id).await;
+    let receiver = state.events.subscribe(&id);
     let first = vec![
         StreamEvent::State {
             state: stream.state.as_str().to_string(),
@@ -142,8 +142,7 @@ pub async fn account_events(
     let receiver = state
         .memberships
         .account_events
-        .listen(&format!("{address:#x}"))
-        .await;
+        .subscribe(&format!("{address:#x}"));
     let permit = super::socket_permit(&state)?;
     Ok(upgrade
         .max_message_size(4096)

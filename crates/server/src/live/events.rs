@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -94,18 +93,12 @@ pub type AccountEvents = Topics<AccountEvent>;
 /// Carries what this node publishes to the other nodes of a cluster.
 pub type Relay<E> = Box<dyn Fn(&str, &E) + Send + Sync>;
 
-/// Told when this node starts listening to a topic; resolves once what the
-/// other nodes publish on it reaches this node (a cluster subscribes to
-/// each topic only where someone listens).
-pub type Interest = Box<dyn Fn(&str) -> BoxFuture<'static, ()> + Send + Sync>;
-
 /// Broadcast channels by topic (a stream id, an account), made on first
 /// use; with a relay, what is published here also reaches other nodes.
 pub struct Topics<E> {
     topics: Mutex<HashMap<String, broadcast::Sender<E>>>,
     capacity: usize,
     relay: std::sync::OnceLock<Relay<E>>,
-    interest: std::sync::OnceLock<Interest>,
 }
 
 impl<E> Default for Topics<E> {
@@ -121,26 +114,12 @@ impl<E> Topics<E> {
             topics: Mutex::default(),
             capacity,
             relay: std::sync::OnceLock::new(),
-            interest: std::sync::OnceLock::new(),
         }
     }
 
     /// Sends what is published from now on to other nodes too (once).
     pub fn set_relay(&self, relay: Relay<E>) {
         let _ = self.relay.set(relay);
-    }
-
-    /// Tells `interest` of every topic listened to from now on (once).
-    pub fn set_interest(&self, interest: Interest) {
-        let _ = self.interest.set(interest);
-    }
-
-    /// Whether anyone on this node listens to the topic now.
-    pub fn listened(&self, topic: &str) -> bool {
-        let topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        topics
-            .get(topic)
-            .is_some_and(|sender| sender.receiver_count() > 0)
     }
 }
 
@@ -171,20 +150,8 @@ impl<E: Clone> Topics<E> {
         let _ = self.sender(topic).send(event);
     }
 
-    /// Listens to what this node publishes on a topic.
+    /// Listens to a topic.
     pub fn subscribe(&self, topic: &str) -> broadcast::Receiver<E> {
         self.sender(topic).subscribe()
-    }
-
-    /// Listens to a topic, on a cluster once the other nodes' messages on
-    /// it reach this node too.
-    pub async fn listen(&self, topic: &str) -> broadcast::Receiver<E> {
-        // Listening before telling: a cluster that stops relaying topics
-        // nobody listens to sees this listener from here on.
-        let receiver = self.subscribe(topic);
-        if let Some(interest) = self.interest.get() {
-            interest(topic).await;
-        }
-        receiver
     }
 }
