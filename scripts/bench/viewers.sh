@@ -202,9 +202,8 @@ if rows:
     print("| node | vouchers | lookup | recovery | engine | commits | commit |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-# What reached each node from the others over the whole run, by kind: a
-# node receives a stream's events and chat only while someone on it
-# listens (the generator's viewers do not).
+# What reached each node from the others over the whole run, by kind, and
+# how long it took on average (the nodes' metrics).
 delivered = {}
 for node in range(1, nodes + 1):
     try:
