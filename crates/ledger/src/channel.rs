@@ -594,6 +594,24 @@ impl Channel {
         Ok(transfers)
     }
 
+    /// Whether a voucher step of this channel can move `account` (the
+    /// accounts [`Channel::redeem_accepted`]'s transfers debit or credit):
+    /// its escrow and clearing, the platform's fee account and its
+    /// recipients' revenue, in its token.
+    pub fn step_moves(&self, account: &AccountRef) -> bool {
+        match *account {
+            AccountRef::Escrow { channel } | AccountRef::Clearing { channel } => channel == self.id,
+            AccountRef::Platform { asset } => asset == self.token,
+            AccountRef::Revenue { owner, asset } => {
+                asset == self.token && self.policy.recipients.iter().any(|r| r.address == owner)
+            }
+            AccountRef::Available { .. }
+            | AccountRef::Event { .. }
+            | AccountRef::Pool { .. }
+            | AccountRef::World { .. } => false,
+        }
+    }
+
     /// Starts the settle window (payer or payee). Closing twice keeps the
     /// first window.
     pub fn close(&mut self, now_ms: u64, settle_window_ms: u64) -> Result<(), ChannelError> {
@@ -1006,6 +1024,45 @@ mod tests {
                 for account in accounts(&open) {
                     prop_assert_eq!(net(&folded, account), net(&each, account));
                 }
+                // Balance reads skip the channels whose steps cannot move
+                // an account: every account a step moved is one it can.
+                for transfer in folded.iter().chain(&each) {
+                    prop_assert!(open.step_moves(&transfer.debit), "{:?}", transfer.debit);
+                    prop_assert!(open.step_moves(&transfer.credit), "{:?}", transfer.credit);
+                }
+            }
+        }
+
+        #[test]
+        fn a_step_moves_no_account_outside_its_channel_and_recipients() {
+            let (channel, _) =
+                Channel::open_on_chain(opened(1_000), domain(), 1_900_000, (5, 0)).unwrap();
+            for account in accounts(&channel) {
+                assert!(channel.step_moves(&account), "{account:?}");
+            }
+            let other_token = Address::repeat_byte(0x71);
+            for account in [
+                AccountRef::Available {
+                    owner: channel.payer,
+                    asset: channel.token,
+                },
+                AccountRef::Revenue {
+                    owner: Address::repeat_byte(5),
+                    asset: channel.token,
+                },
+                AccountRef::Revenue {
+                    owner: Address::repeat_byte(4),
+                    asset: other_token,
+                },
+                AccountRef::Platform { asset: other_token },
+                AccountRef::Escrow {
+                    channel: B256::repeat_byte(0x11),
+                },
+                AccountRef::World {
+                    asset: channel.token,
+                },
+            ] {
+                assert!(!channel.step_moves(&account), "{account:?}");
             }
         }
 

@@ -280,7 +280,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_LOOPBACK")]
     pub rate_limit_loopback: bool,
     /// How many nice levels below the HTTP workers vouchers' signatures are
-    /// recovered (0-19; default 0, the same priority).
+    /// recovered while the node answers media (0-19; default 10; 0: always
+    /// at the workers' priority).
     #[arg(long, env = "STREAMWEAVE_VOUCHER_RECOVERY_NICENESS")]
     pub voucher_recovery_niceness: Option<i32>,
     /// Proxies whose `X-Forwarded-For` is believed (repeatable addresses).
@@ -931,7 +932,7 @@ mod tests {
     }
 
     #[test]
-    fn voucher_recovery_niceness_defaults_to_the_workers_priority_and_stays_a_nice_level() {
+    fn voucher_recovery_niceness_defaults_to_ten_and_stays_a_nice_level() {
         let resolve = |niceness| {
             Settings::resolve(ServeArgs {
                 voucher_recovery_niceness: niceness,
@@ -939,10 +940,10 @@ mod tests {
             })
         };
         let default = resolve(None).expect("valid");
-        assert_eq!(default.voucher_recovery_niceness, 0);
+        assert_eq!(default.voucher_recovery_niceness, 10);
         assert_eq!(
-            resolve(Some(10)).expect("valid").voucher_recovery_niceness,
-            10
+            resolve(Some(0)).expect("valid").voucher_recovery_niceness,
+            0
         );
         for refused in [-1, 20] {
             let err = resolve(Some(refused)).expect_err("outside 0-19");

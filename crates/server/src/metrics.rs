@@ -49,6 +49,10 @@ pub struct Metrics {
     /// its channel and prepay window; `recovery`: queued for and on a
     /// recovery thread; `engine`: grouped, committed and answered).
     pub voucher_stage_seconds: Family<StageLabels, Histogram>,
+    /// The accepted outcome's counter and each stage's histogram, looked
+    /// up once: every accepted voucher records them.
+    accepted_vouchers: Counter,
+    voucher_stages: [Histogram; 3],
     pub engine_batch_operations: Histogram,
     /// Folds of the voucher journal into channel rows, balances and transfers.
     pub engine_fold_seconds: Histogram,
@@ -92,6 +96,9 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// The stages of an accepted voucher's answer, as labelled.
+pub const VOUCHER_STAGES: [&str; 3] = ["lookup", "recovery", "engine"];
+
 /// A stage of a voucher's acceptance.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
@@ -111,13 +118,28 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     fn new() -> Metrics {
+        let vouchers = Family::<OutcomeLabels, Counter>::default();
+        let accepted_vouchers = vouchers
+            .get_or_create(&OutcomeLabels {
+                outcome: "accepted".to_string(),
+            })
+            .clone();
+        let voucher_stage_seconds =
+            Family::<StageLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let voucher_stages = VOUCHER_STAGES.map(|stage| {
+            voucher_stage_seconds
+                .get_or_create(&StageLabels { stage })
+                .clone()
+        });
         let metrics = Metrics {
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_histogram),
             http_response_bytes: Counter::default(),
-            vouchers: Family::default(),
+            vouchers,
             engine_commit_seconds: latency_histogram(),
-            voucher_stage_seconds: Family::new_with_constructor(latency_histogram),
+            voucher_stage_seconds,
+            accepted_vouchers,
+            voucher_stages,
             engine_batch_operations: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             engine_fold_seconds: latency_histogram(),
             live_streams: Gauge::default(),
@@ -283,17 +305,26 @@ impl Metrics {
         }
     }
 
-    /// Counts a voucher's outcome (`accepted` with the gross it moved).
-    pub fn observe_voucher(&self, outcome: &str, gross_base_units: u128) {
-        self.vouchers
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
-            .inc();
+    /// Counts an accepted voucher with the gross it moved and the time
+    /// each of its stages took, in [`VOUCHER_STAGES`] order.
+    pub fn observe_accepted_voucher(&self, gross_base_units: u128, stages: [Duration; 3]) {
+        self.accepted_vouchers.inc();
         if gross_base_units > 0 {
             self.gross_base_units
                 .inc_by(u64::try_from(gross_base_units).unwrap_or(u64::MAX));
         }
+        for (histogram, took) in self.voucher_stages.iter().zip(stages) {
+            histogram.observe(took.as_secs_f64());
+        }
+    }
+
+    /// Counts a refused voucher by its problem type.
+    pub fn observe_refused_voucher(&self, problem_type: &str) {
+        self.vouchers
+            .get_or_create(&OutcomeLabels {
+                outcome: problem_type.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -319,8 +350,15 @@ mod tests {
             Duration::from_millis(3),
             Some(512),
         );
-        metrics.observe_voucher("accepted", 50_000);
-        metrics.observe_voucher("/problems/not-increasing", 0);
+        metrics.observe_accepted_voucher(
+            50_000,
+            [
+                Duration::from_micros(20),
+                Duration::from_micros(300),
+                Duration::from_millis(2),
+            ],
+        );
+        metrics.observe_refused_voucher("/problems/not-increasing");
         metrics.live_streams.set(2);
         let text = metrics.encode();
         for needle in [
@@ -329,6 +367,7 @@ mod tests {
             "streamweave_vouchers_total{outcome=\"accepted\"} 1",
             "streamweave_vouchers_total{outcome=\"/problems/not-increasing\"} 1",
             "streamweave_gross_base_units_total 50000",
+            "streamweave_voucher_stage_duration_seconds_count{stage=\"engine\"} 1",
             "streamweave_live_streams 2",
             "streamweave_http_request_duration_seconds_bucket",
             "# EOF",

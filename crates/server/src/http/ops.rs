@@ -291,11 +291,17 @@ pub(super) fn finish_playback(
         _ => "GET",
     };
     let bytes = axum::body::HttpBody::size_hint(response.body()).exact();
+    let status = response.status();
+    // Media served (not refused, not a voucher): vouchers recovered
+    // meanwhile yield to it.
+    if method != "POST" && (status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        state.verifier.media_answered(now_ms());
+    }
     metrics().observe_request(
         RequestLabels {
             route: Cow::Borrowed(route),
             method: Cow::Borrowed(method),
-            status: response.status().as_u16(),
+            status: status.as_u16(),
         },
         started.elapsed(),
         bytes,

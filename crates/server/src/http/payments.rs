@@ -487,20 +487,19 @@ async fn submit_voucher(
     ApiJson(body): ApiJson<VoucherRequest>,
 ) -> Result<Json<VoucherAccepted>, ApiError> {
     let outcome = accept_voucher(&state, &id, &body).await;
-    match &outcome {
-        Ok((_, gross)) => crate::metrics::metrics().observe_voucher("accepted", gross.0),
-        Err(err) => crate::metrics::metrics().observe_voucher(err.slug(), 0),
+    if let Err(err) = &outcome {
+        crate::metrics::metrics().observe_refused_voucher(err.slug());
     }
-    outcome.map(|(accepted, _)| Json(accepted))
+    outcome.map(Json)
 }
 
-/// Accepts a voucher; answers the channel and the gross it moved (zero for
-/// a repeat).
+/// Accepts a voucher and counts it (with the gross it moved, zero for a
+/// repeat, and its stages' times).
 async fn accept_voucher(
     state: &AppState,
     id: &str,
     body: &VoucherRequest,
-) -> Result<(VoucherAccepted, Amount), ApiError> {
+) -> Result<VoucherAccepted, ApiError> {
     let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
     let started = std::time::Instant::now();
     let (signer, redeemed) = state
@@ -530,16 +529,7 @@ async fn accept_voucher(
         .submit(Operation::Voucher(verified))
         .await
         .map_err(engine_error)?;
-    let stages = &crate::metrics::metrics().voucher_stage_seconds;
-    for (stage, from, to) in [
-        ("lookup", started, looked_up),
-        ("recovery", looked_up, recovered),
-        ("engine", recovered, std::time::Instant::now()),
-    ] {
-        stages
-            .get_or_create(&crate::metrics::StageLabels { stage })
-            .observe(to.duration_since(from).as_secs_f64());
-    }
+    let answered = std::time::Instant::now();
     if done.new
         && let (Some(after), Some(stream_id)) = (
             &done.channel,
@@ -581,13 +571,18 @@ async fn accept_voucher(
         (true, Some(before)) => Amount(channel.redeemed.0.saturating_sub(before.0)),
         _ => Amount(0),
     };
-    Ok((
-        VoucherAccepted {
-            new: done.new,
-            channel: channel_view(&channel),
-        },
-        gross,
-    ))
+    crate::metrics::metrics().observe_accepted_voucher(
+        gross.0,
+        [
+            looked_up.duration_since(started),
+            recovered.duration_since(looked_up),
+            answered.duration_since(recovered),
+        ],
+    );
+    Ok(VoucherAccepted {
+        new: done.new,
+        channel: channel_view(&channel),
+    })
 }
 
 /// Start closing a channel (payer or payee): vouchers are accepted until the

@@ -505,7 +505,7 @@ impl Payments {
                     EngineError::Unavailable
                 })?;
         for (current, folded_redeemed) in waiting {
-            if current.redeemed <= folded_redeemed {
+            if current.redeemed <= folded_redeemed || !moves_any(&current, accounts) {
                 continue;
             }
             let mut folded = current.clone();
@@ -518,12 +518,15 @@ impl Payments {
 
     /// What the journal's waiting steps move to or from each of `accounts`.
     fn pending(&self, accounts: &[AccountRef]) -> Result<Vec<Balance>, EngineError> {
+        // Only the channels whose steps can move one of the accounts: a
+        // creator's balance reads its own viewers' channels, not everyone's.
         let stored: Vec<Arc<Channel>> = self
             .waiting
             .stored
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .filter(|channel| moves_any(channel, accounts))
             .cloned()
             .collect();
         let mut pending = vec![Balance::ZERO; accounts.len()];
@@ -626,6 +629,11 @@ impl Payments {
             .map_err(|_| EngineError::Unavailable)?;
         Ok(answer)
     }
+}
+
+/// Whether a voucher step of `channel` can move any of `accounts`.
+fn moves_any(channel: &Channel, accounts: &[AccountRef]) -> bool {
+    accounts.iter().any(|account| channel.step_moves(account))
 }
 
 /// Adds to each of `balances` what a waiting step would move to or from
@@ -1841,6 +1849,12 @@ mod tests {
                 read,
                 vec![Balance::from(Amount(6_790)), Balance::from(Amount(211))]
             );
+            // Someone else's revenue: no waiting step of this channel moves it.
+            let read = payments
+                .balances(&[revenue(Address::repeat_byte(0xc1)), revenue(payee)])
+                .await
+                .expect("balances");
+            assert_eq!(read, vec![Balance::ZERO, Balance::from(Amount(6_790))]);
             assert_eq!(db.voucher_journal().await.expect("journal").len(), 3);
             payments.fold().await.expect("fold");
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
@@ -1935,6 +1949,28 @@ mod tests {
             assert_eq!(
                 read,
                 vec![Balance::from(Amount(6_790)), Balance::from(Amount(211))]
+            );
+            // Without the platform's account, only the rows whose steps can
+            // move the accounts read are: the payee's, its channel's escrow;
+            // nothing for someone else's revenue.
+            let stranger = revenue(Address::repeat_byte(0xc2));
+            let escrow = AccountRef::Escrow {
+                channel: channel.id,
+            };
+            let read = first
+                .balances(&[stranger, revenue(payee), escrow])
+                .await
+                .expect("balances");
+            let escrowed = first_db.balance(&escrow).await.expect("balance");
+            assert_eq!(
+                read,
+                vec![
+                    Balance::ZERO,
+                    Balance::from(Amount(6_790)),
+                    escrowed
+                        .checked_add(-Balance::from(Amount(7_001)))
+                        .expect("escrow")
+                ]
             );
             assert_eq!(assert_audited_as_folded(&first_db).await, 1);
             // A transfer history folds first: one step's transfers.

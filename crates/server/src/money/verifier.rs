@@ -1,30 +1,40 @@
-//! Voucher signatures recovered on threads of their own, beside (or below
-//! the priority of) the HTTP workers.
+//! Voucher signatures recovered on threads of their own, beside (or, while
+//! the node answers media, below the priority of) the HTTP workers.
 //!
 //! Recovering a voucher's signer costs about 30 us of CPU, several times
 //! what answering a segment or a playlist does. On the HTTP workers, a burst
 //! of vouchers (every viewer of a stream pays when a new segment appears)
 //! queues the media answers of that same moment behind it. Here the
 //! workers hand the recovery over and go on answering while the scheduler
-//! shares the core between them and the recovery threads; at a lower priority
-//! (`voucher_recovery_niceness`) the recoveries take only what the workers
-//! leave. A voucher pays ahead of the segment it covers (the prepay
-//! window), so its answer can wait where a segment's cannot. With idle
-//! cores, nothing waits.
+//! shares the core between them and the recovery threads. While the node
+//! answers media (a playlist, a segment or a block answered in the last
+//! [`MEDIA_RECENT_MS`]) vouchers go to recovery threads
+//! `voucher_recovery_niceness` levels below the workers, which take only
+//! what the media answers leave: a voucher pays ahead of the segment it
+//! covers (the prepay window), so its answer can wait where a segment's
+//! cannot. Otherwise they go to threads at the workers' priority: with no
+//! media to yield to, yielding would only slow them (to the database's
+//! own processes and ffmpeg). A thread's priority is set once (raising it
+//! again needs privileges), so each priority has threads of its own. With
+//! idle cores, nothing waits.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread;
 
 use streamweave_ledger::{Amount, ChannelError, VerifiedVoucher, VoucherSigner};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-/// How far below the HTTP workers the recovery threads run by default (nice
-/// levels). Threads of their own already let a core's scheduler share it
-/// between media answers and recoveries instead of answering them in
-/// arrival order; lower priority trades the vouchers' own rate for media
-/// latency (docs/benchmarks.md measures 0, 5 and 10), and also yields to
-/// everything else on the machine (ffmpeg, a local PostgreSQL).
-pub const DEFAULT_RECOVERY_NICENESS: i32 = 0;
+/// How far below the HTTP workers vouchers are recovered while the node
+/// answers media, by default (nice levels). docs/benchmarks.md measures
+/// what it trades.
+pub const DEFAULT_RECOVERY_NICENESS: i32 = 10;
+
+/// How recently media must have been answered for vouchers to be
+/// recovered below the workers (a player polls its playlist at least
+/// every segment's duration).
+pub const MEDIA_RECENT_MS: i64 = 2_000;
 
 /// Vouchers waiting per recovery thread before new ones are refused
 /// (about 0.1 s of recovery each).
@@ -48,6 +58,27 @@ pub enum VerifyError {
     Stopped,
 }
 
+/// When the node last answered media (a playlist, a segment, a block), in
+/// milliseconds of the wall clock.
+#[derive(Clone, Debug, Default)]
+struct MediaActivity(Arc<AtomicI64>);
+
+impl MediaActivity {
+    /// Marks media answered at `now_ms` (a read, and a write once a
+    /// millisecond at most: every media answer calls it).
+    fn answered(&self, now_ms: i64) {
+        if self.0.load(Ordering::Relaxed) < now_ms {
+            self.0.store(now_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether media was answered within [`MEDIA_RECENT_MS`] of `now_ms`.
+    fn recent(&self, now_ms: i64) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        last != 0 && now_ms.saturating_sub(last) <= MEDIA_RECENT_MS
+    }
+}
+
 struct Job {
     signer: VoucherSigner,
     amount: Amount,
@@ -61,53 +92,45 @@ type Answer = (
     Result<VerifiedVoucher, ChannelError>,
 );
 
+/// Which recovery threads a voucher goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// At the workers' priority.
+    Beside,
+    /// `voucher_recovery_niceness` below them: media is being answered.
+    Below,
+}
+
 /// Hands vouchers to the recovery threads; they stop once every handle is
 /// dropped.
 #[derive(Clone)]
 pub struct Verifier {
-    jobs: flume::Sender<Job>,
+    beside: flume::Sender<Job>,
+    /// None when the niceness is 0 (one priority, one set of threads).
+    below: Option<flume::Sender<Job>>,
+    media: MediaActivity,
 }
 
 impl Verifier {
-    /// Starts `threads` recovery threads (at least one) with a bounded
-    /// queue, `niceness` nice levels below the caller, and the task on
-    /// `runtime` that hands their answers to the waiting requests.
+    /// Starts `threads` recovery threads (at least one) at the caller's
+    /// priority and, for a `niceness` above 0, as many `niceness` nice
+    /// levels below it for while media is answered, each set with a
+    /// bounded queue, and the task on `runtime` that hands their answers
+    /// to the waiting requests.
     pub fn start(
         threads: usize,
         niceness: i32,
         runtime: &tokio::runtime::Handle,
     ) -> std::io::Result<Verifier> {
         let threads = threads.max(1);
-        let (jobs, queue) = flume::bounded::<Job>(threads * QUEUE_PER_THREAD);
-        let (answered, mut answers) = mpsc::channel::<Vec<Answer>>(threads * 2);
-        for index in 0..threads {
-            let queue = queue.clone();
-            let answered = answered.clone();
-            thread::Builder::new()
-                .name(format!("voucher-recovery-{index}"))
-                .spawn(move || {
-                    lower_priority(niceness);
-                    let mut batch = Vec::with_capacity(RECOVERY_BATCH);
-                    while let Ok(first) = queue.recv() {
-                        batch.push(first);
-                        batch.extend(queue.try_iter().take(RECOVERY_BATCH - 1));
-                        let checked: Vec<Answer> = batch
-                            .drain(..)
-                            .map(|job| {
-                                let checked = job.signer.verify(job.amount, &job.signature);
-                                (job.reply, checked)
-                            })
-                            .collect();
-                        // The whole batch in one message: one wake of a
-                        // worker, which (at a higher priority) takes the
-                        // core at once, where answering each voucher from
-                        // here would wake one per voucher.
-                        if answered.blocking_send(checked).is_err() {
-                            break;
-                        }
-                    }
-                })?;
-        }
+        let lanes = if niceness > 0 { 2 } else { 1 };
+        let (answered, mut answers) = mpsc::channel::<Vec<Answer>>(threads * 2 * lanes);
+        let beside = spawn_lane(threads, 0, "voucher-recovery", &answered)?;
+        let below = if niceness > 0 {
+            Some(spawn_lane(threads, niceness, "voucher-yield", &answered)?)
+        } else {
+            None
+        };
         runtime.spawn(async move {
             while let Some(batch) = answers.recv().await {
                 for (reply, checked) in batch {
@@ -116,7 +139,18 @@ impl Verifier {
                 }
             }
         });
-        Ok(Verifier { jobs })
+        Ok(Verifier {
+            beside,
+            below,
+            media: MediaActivity::default(),
+        })
+    }
+
+    /// Marks media (a playlist, a segment, a block) answered at `now_ms`:
+    /// vouchers submitted within [`MEDIA_RECENT_MS`] are recovered below
+    /// the workers.
+    pub fn media_answered(&self, now_ms: i64) {
+        self.media.answered(now_ms);
     }
 
     /// A voucher's signature checked against its channel's signer (the
@@ -127,20 +161,73 @@ impl Verifier {
         amount: Amount,
         signature: Vec<u8>,
     ) -> Result<VerifiedVoucher, VerifyError> {
+        let jobs = match (self.lane(crate::model::now_ms()), &self.below) {
+            (Lane::Below, Some(below)) => below,
+            _ => &self.beside,
+        };
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .try_send(Job {
-                signer,
-                amount,
-                signature,
-                reply,
-            })
-            .map_err(|err| match err {
-                flume::TrySendError::Full(_) => VerifyError::Busy,
-                flume::TrySendError::Disconnected(_) => VerifyError::Stopped,
-            })?;
+        jobs.try_send(Job {
+            signer,
+            amount,
+            signature,
+            reply,
+        })
+        .map_err(|err| match err {
+            flume::TrySendError::Full(_) => VerifyError::Busy,
+            flume::TrySendError::Disconnected(_) => VerifyError::Stopped,
+        })?;
         Ok(answer.await.map_err(|_| VerifyError::Stopped)??)
     }
+
+    /// Where a voucher submitted at `now_ms` is recovered.
+    fn lane(&self, now_ms: i64) -> Lane {
+        if self.below.is_some() && self.media.recent(now_ms) {
+            Lane::Below
+        } else {
+            Lane::Beside
+        }
+    }
+}
+
+/// Starts `threads` recovery threads named `name-{index}`, `niceness`
+/// levels below the caller, on one bounded queue; each batch's answers go
+/// to `answered` in one message.
+fn spawn_lane(
+    threads: usize,
+    niceness: i32,
+    name: &str,
+    answered: &mpsc::Sender<Vec<Answer>>,
+) -> std::io::Result<flume::Sender<Job>> {
+    let (jobs, queue) = flume::bounded::<Job>(threads * QUEUE_PER_THREAD);
+    for index in 0..threads {
+        let queue = queue.clone();
+        let answered = answered.clone();
+        thread::Builder::new()
+            .name(format!("{name}-{index}"))
+            .spawn(move || {
+                lower_priority(niceness);
+                let mut batch = Vec::with_capacity(RECOVERY_BATCH);
+                while let Ok(first) = queue.recv() {
+                    batch.push(first);
+                    batch.extend(queue.try_iter().take(RECOVERY_BATCH - 1));
+                    let checked: Vec<Answer> = batch
+                        .drain(..)
+                        .map(|job| {
+                            let checked = job.signer.verify(job.amount, &job.signature);
+                            (job.reply, checked)
+                        })
+                        .collect();
+                    // The whole batch in one message: one wake of a
+                    // worker, which (at a higher priority) takes the
+                    // core at once, where answering each voucher from
+                    // here would wake one per voucher.
+                    if answered.blocking_send(checked).is_err() {
+                        break;
+                    }
+                }
+            })?;
+    }
+    Ok(jobs)
 }
 
 /// Lowers the calling thread's priority by `niceness` levels. Where that
@@ -167,10 +254,60 @@ mod tests {
         (signer, key)
     }
 
+    /// A thread's name and nice level from its `stat` file.
+    fn name_and_nice(stat: &str) -> Option<(&str, i32)> {
+        let (head, rest) = stat.rsplit_once(')')?;
+        let (_, name) = head.split_once('(')?;
+        // After the name: state (field 3) ... nice (field 19).
+        let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+        Some((name, nice))
+    }
+
+    /// The nice levels of this process's threads named `name`.
+    fn nice_levels_of(name: &str) -> Vec<i32> {
+        let mut levels = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+            let path = task.expect("task").path();
+            // A thread that ended meanwhile has no stat to read.
+            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+                continue;
+            };
+            if let Some((found, nice)) = name_and_nice(&stat)
+                && found == name
+            {
+                levels.push(nice);
+            }
+        }
+        levels
+    }
+
+    #[test]
+    fn vouchers_go_below_the_workers_only_while_media_is_answered() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let verifier = Verifier::start(1, 10, runtime.handle()).expect("threads");
+        let now_ms = 1_700_000_000_000;
+        // No media answered yet: beside the workers.
+        assert_eq!(verifier.lane(now_ms), Lane::Beside);
+        verifier.media_answered(now_ms);
+        assert_eq!(verifier.lane(now_ms + 500), Lane::Below);
+        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Below);
+        // An older answer does not move the mark back.
+        verifier.media_answered(now_ms - 10_000);
+        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Below);
+        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS + 1), Lane::Beside);
+        // At niceness 0 there is one set of threads, whatever the media.
+        let level = Verifier::start(1, 0, runtime.handle()).expect("threads");
+        level.media_answered(now_ms);
+        assert!(level.below.is_none());
+        assert_eq!(level.lane(now_ms + 500), Lane::Beside);
+    }
+
     #[tokio::test]
-    async fn checks_a_voucher_on_a_recovery_thread() {
+    async fn checks_a_voucher_on_a_recovery_thread_of_either_priority() {
         let verifier = Verifier::start(
-            2,
+            1,
             DEFAULT_RECOVERY_NICENESS,
             &tokio::runtime::Handle::current(),
         )
@@ -185,6 +322,27 @@ mod tests {
             .expect("the signer's voucher");
         assert_eq!(verified.amount, Amount(1_000));
         assert_eq!(verified.channel, signer.channel);
+        // While media is answered: on the threads below the workers, which
+        // lowered themselves before taking it (threads at the workers'
+        // priority, this verifier's and any other's, never do).
+        verifier.media_answered(crate::model::now_ms());
+        let below = verifier
+            .verify(signer, Amount(1_000), signature.clone())
+            .await
+            .expect("the signer's voucher, below the workers");
+        assert_eq!(below, verified);
+        let own_stat = std::fs::read_to_string("/proc/thread-self/stat").expect("own stat");
+        let (_, own) = name_and_nice(&own_stat).expect("own nice level");
+        assert!(
+            nice_levels_of("voucher-yield-0").contains(&(own + DEFAULT_RECOVERY_NICENESS).min(19)),
+            "{:?}",
+            nice_levels_of("voucher-yield-0")
+        );
+        let beside = nice_levels_of("voucher-recovery-0");
+        assert!(
+            !beside.is_empty() && beside.iter().all(|&nice| nice == own),
+            "{beside:?}"
+        );
         // The same signature over another amount recovers someone else.
         let wrong = verifier.verify(signer, Amount(999), signature).await;
         assert!(
@@ -205,7 +363,11 @@ mod tests {
     async fn a_full_queue_refuses_and_an_unanswered_voucher_answers_stopped() {
         // A queue of one that no thread takes from.
         let (jobs, queue) = flume::bounded::<Job>(1);
-        let verifier = Verifier { jobs };
+        let verifier = Verifier {
+            beside: jobs,
+            below: None,
+            media: MediaActivity::default(),
+        };
         let (signer, _) = signer_and_key();
         let waiting = tokio::spawn({
             let verifier = verifier.clone();

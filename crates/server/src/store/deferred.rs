@@ -48,6 +48,35 @@ pub enum FoldError {
     Busy,
 }
 
+/// Narrows a selection of channel rows to those whose voucher steps may
+/// move one of `accounts` (a superset: the caller's exact test,
+/// [`Channel::step_moves`], runs on each row read). A platform account is
+/// moved by every channel; a channel's own accounts by that row; a
+/// recipient's revenue by the rows whose body names the recipient.
+fn narrow_to_steps_moving(select: &mut Statement, accounts: &[AccountRef]) {
+    if accounts
+        .iter()
+        .any(|account| matches!(account, AccountRef::Platform { .. }))
+    {
+        return;
+    }
+    select.push(" AND (1 = 0");
+    for account in accounts {
+        match account {
+            AccountRef::Escrow { channel } | AccountRef::Clearing { channel } => {
+                select.push(" OR id = ").bind(format!("{channel:#x}"));
+            }
+            AccountRef::Revenue { owner, .. } => {
+                select
+                    .push(" OR LOWER(body) LIKE ")
+                    .bind(format!("%{owner:x}%"));
+            }
+            _ => {}
+        }
+    }
+    select.push(")");
+}
+
 /// Channels one fold's transaction takes at most.
 const FOLD_ROWS: usize = 256;
 /// Passes of an `All` fold that find nothing to take while rows wait
@@ -163,12 +192,12 @@ impl Store {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(
+        let mut select = Statement::new(
             "SELECT body, revision, CAST(folded_redeemed AS TEXT) AS folded_redeemed \
              FROM channels WHERE folded_redeemed IS NOT NULL",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        );
+        narrow_to_steps_moving(&mut select, accounts);
+        let rows = select.query()?.fetch_all(&mut *tx).await?;
         let mut waiting = Vec::with_capacity(rows.len());
         for row in &rows {
             waiting.push((channel_row(row)?, get_parsed(row, "folded_redeemed")?));
