@@ -338,7 +338,8 @@ mod tests {
             "{:?}",
             nice_levels_of("voucher-yield-0")
         );
-        let beside = nice_levels_of("voucher-recovery-0");
+        // The kernel keeps 15 bytes of a thread's name.
+        let beside = nice_levels_of("voucher-recover");
         assert!(
             !beside.is_empty() && beside.iter().all(|&nice| nice == own),
             "{beside:?}"
