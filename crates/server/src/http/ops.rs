@@ -295,7 +295,7 @@ pub(super) fn finish_playback(
     // Media served (not refused, not a voucher): vouchers recovered
     // meanwhile yield to it.
     if method != "POST" && (status.is_success() || status == StatusCode::NOT_MODIFIED) {
-        state.verifier.media_answered(now_ms());
+        state.verifier.media_answered();
     }
     metrics().observe_request(
         RequestLabels {

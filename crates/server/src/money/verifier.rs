@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread;
+use std::time::Instant;
 
 use streamweave_ledger::{Amount, ChannelError, VerifiedVoucher, VoucherSigner};
 use tokio::sync::{mpsc, oneshot};
@@ -59,22 +60,40 @@ pub enum VerifyError {
 }
 
 /// When the node last answered media (a playlist, a segment, a block), in
-/// milliseconds of the wall clock.
-#[derive(Clone, Debug, Default)]
-struct MediaActivity(Arc<AtomicI64>);
+/// milliseconds of a monotonic clock from 1 (0: never); a wall clock set
+/// back must not hold vouchers below the workers.
+#[derive(Debug)]
+struct MediaActivity {
+    origin: Instant,
+    last_ms: AtomicI64,
+}
 
 impl MediaActivity {
+    fn new() -> MediaActivity {
+        MediaActivity {
+            origin: Instant::now(),
+            last_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Milliseconds since `origin`, from 1.
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.origin.elapsed().as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_add(1)
+    }
+
     /// Marks media answered at `now_ms` (a read, and a write once a
     /// millisecond at most: every media answer calls it).
     fn answered(&self, now_ms: i64) {
-        if self.0.load(Ordering::Relaxed) < now_ms {
-            self.0.store(now_ms, Ordering::Relaxed);
+        if self.last_ms.load(Ordering::Relaxed) < now_ms {
+            self.last_ms.store(now_ms, Ordering::Relaxed);
         }
     }
 
     /// Whether media was answered within [`MEDIA_RECENT_MS`] of `now_ms`.
     fn recent(&self, now_ms: i64) -> bool {
-        let last = self.0.load(Ordering::Relaxed);
+        let last = self.last_ms.load(Ordering::Relaxed);
         last != 0 && now_ms.saturating_sub(last) <= MEDIA_RECENT_MS
     }
 }
@@ -108,7 +127,7 @@ pub struct Verifier {
     beside: flume::Sender<Job>,
     /// None when the niceness is 0 (one priority, one set of threads).
     below: Option<flume::Sender<Job>>,
-    media: MediaActivity,
+    media: Arc<MediaActivity>,
 }
 
 impl Verifier {
@@ -142,15 +161,15 @@ impl Verifier {
         Ok(Verifier {
             beside,
             below,
-            media: MediaActivity::default(),
+            media: Arc::new(MediaActivity::new()),
         })
     }
 
-    /// Marks media (a playlist, a segment, a block) answered at `now_ms`:
-    /// vouchers submitted within [`MEDIA_RECENT_MS`] are recovered below
-    /// the workers.
-    pub fn media_answered(&self, now_ms: i64) {
-        self.media.answered(now_ms);
+    /// Marks media (a playlist, a segment, a block) answered now: vouchers
+    /// submitted within [`MEDIA_RECENT_MS`] are recovered below the
+    /// workers.
+    pub fn media_answered(&self) {
+        self.media.answered(self.media.now_ms());
     }
 
     /// A voucher's signature checked against its channel's signer (the
@@ -161,7 +180,7 @@ impl Verifier {
         amount: Amount,
         signature: Vec<u8>,
     ) -> Result<VerifiedVoucher, VerifyError> {
-        let jobs = match (self.lane(crate::model::now_ms()), &self.below) {
+        let jobs = match (self.lane(self.media.now_ms()), &self.below) {
             (Lane::Below, Some(below)) => below,
             _ => &self.beside,
         };
@@ -287,19 +306,19 @@ mod tests {
             .build()
             .expect("runtime");
         let verifier = Verifier::start(1, 10, runtime.handle()).expect("threads");
-        let now_ms = 1_700_000_000_000;
+        let now_ms = 60_000;
         // No media answered yet: beside the workers.
         assert_eq!(verifier.lane(now_ms), Lane::Beside);
-        verifier.media_answered(now_ms);
+        verifier.media.answered(now_ms);
         assert_eq!(verifier.lane(now_ms + 500), Lane::Below);
         assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Below);
         // An older answer does not move the mark back.
-        verifier.media_answered(now_ms - 10_000);
+        verifier.media.answered(now_ms - 10_000);
         assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Below);
         assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS + 1), Lane::Beside);
         // At niceness 0 there is one set of threads, whatever the media.
         let level = Verifier::start(1, 0, runtime.handle()).expect("threads");
-        level.media_answered(now_ms);
+        level.media.answered(now_ms);
         assert!(level.below.is_none());
         assert_eq!(level.lane(now_ms + 500), Lane::Beside);
     }
@@ -325,7 +344,7 @@ mod tests {
         // While media is answered: on the threads below the workers, which
         // lowered themselves before taking it (threads at the workers'
         // priority, this verifier's and any other's, never do).
-        verifier.media_answered(crate::model::now_ms());
+        verifier.media_answered();
         let below = verifier
             .verify(signer, Amount(1_000), signature.clone())
             .await
@@ -367,7 +386,7 @@ mod tests {
         let verifier = Verifier {
             beside: jobs,
             below: None,
-            media: MediaActivity::default(),
+            media: Arc::new(MediaActivity::new()),
         };
         let (signer, _) = signer_and_key();
         let waiting = tokio::spawn({
