@@ -231,7 +231,7 @@ pub struct VerifiedVoucher {
     /// Cumulative amount.
     pub amount: Amount,
     /// Canonical signature bytes.
-    pub signature: Vec<u8>,
+    pub signature: [u8; 65],
 }
 
 /// What checks a channel's voucher signatures: its id, its session signer
@@ -253,7 +253,16 @@ impl VoucherSigner {
         amount: Amount,
         signature: &[u8],
     ) -> Result<VerifiedVoucher, ChannelError> {
-        let parsed = Signature65::from_bytes(signature)?;
+        self.verify_parsed(amount, Signature65::from_bytes(signature)?)
+    }
+
+    /// [`Self::verify`] of a signature already parsed (its form checked:
+    /// what remains is the recovery).
+    pub fn verify_parsed(
+        &self,
+        amount: Amount,
+        parsed: Signature65,
+    ) -> Result<VerifiedVoucher, ChannelError> {
         let digest = self.domain.voucher_digest(self.channel, amount.0);
         if parsed.recover(digest)? != self.signer {
             return Err(ChannelError::WrongSigner);
@@ -261,7 +270,7 @@ impl VoucherSigner {
         Ok(VerifiedVoucher {
             channel: self.channel,
             amount,
-            signature: parsed.to_bytes().to_vec(),
+            signature: parsed.to_bytes(),
         })
     }
 }
@@ -466,7 +475,7 @@ impl Channel {
                 transfers: Vec::new(),
             });
         }
-        let transfers = self.redeem_accepted(voucher.amount, voucher.signature.clone())?;
+        let transfers = self.redeem_accepted(voucher.amount, voucher.signature.to_vec())?;
         Ok(VoucherOutcome {
             new: true,
             transfers,
@@ -487,7 +496,7 @@ impl Channel {
         }
         self.check_step(voucher.amount)?;
         self.redeemed = voucher.amount;
-        self.last_signature = Some(voucher.signature.clone());
+        self.last_signature = Some(voucher.signature.to_vec());
         Ok(true)
     }
 
@@ -498,7 +507,7 @@ impl Channel {
             return Err(ChannelError::WrongSigner);
         }
         if voucher.amount == self.redeemed
-            && self.last_signature.as_deref() == Some(voucher.signature.as_slice())
+            && self.last_signature.as_deref() == Some(&voucher.signature[..])
         {
             return Ok(false);
         }
@@ -959,7 +968,7 @@ mod tests {
             VerifiedVoucher {
                 channel: channel.id,
                 amount: Amount(amount),
-                signature: vec![tag; 65],
+                signature: [tag; 65],
             }
         }
 

@@ -163,7 +163,8 @@ impl Signature65 {
         if hex.len() != 130 {
             return Err(SignatureError::Malformed);
         }
-        let bytes = alloy_primitives::hex::decode(hex).map_err(|_| SignatureError::Malformed)?;
+        let bytes: [u8; 65] =
+            alloy_primitives::hex::decode_to_array(hex).map_err(|_| SignatureError::Malformed)?;
         Self::from_bytes(&bytes)
     }
 

@@ -219,6 +219,24 @@ async fn scenario(database: Option<String>) {
         (status, body["type"].as_str()),
         (422, Some("/problems/signature-malformed"))
     );
+    // Well-formed hex that no chain would take: a high s (EIP-2), a v
+    // other than 0, 1, 27 or 28.
+    let high_s = format!("0x{}{}1b", "11".repeat(32), "ff".repeat(32));
+    let bad_v = format!("0x{}{}1d", "11".repeat(32), "22".repeat(32));
+    for (signature, problem) in [
+        (high_s, "/problems/signature-high-s"),
+        (bad_v, "/problems/signature-bad-v"),
+    ] {
+        let (status, body) = send(
+            Method::POST,
+            &server,
+            &path,
+            None,
+            Some(json!({"amount": "3000", "signature": signature})),
+        )
+        .await;
+        assert_eq!((status, body["type"].as_str()), (422, Some(problem)));
+    }
     let (status, _) = send(
         Method::POST,
         &server,

@@ -508,11 +508,9 @@ async fn accept_voucher(
         .await
         .ok_or_else(|| ApiError::not_found("no such channel"))?;
     let amount = parse_amount(&body.amount, "amount")?;
-    let signature = alloy_hex(&body.signature).ok_or_else(|| {
-        channel_error(ChannelError::Signature(
-            streamweave_ledger::SignatureError::Malformed,
-        ))
-    })?;
+    // Its form (length, v, low s) checked here: only a recovery is queued.
+    let signature = streamweave_ledger::Signature65::from_hex(&body.signature)
+        .map_err(|err| channel_error(ChannelError::Signature(err)))?;
     super::sessions::check_prepay_window(state, &signer.channel, amount).await?;
     let looked_up = std::time::Instant::now();
     // Recovery is the expensive part: done on the recovery threads, in

@@ -16,6 +16,7 @@ use super::streams::find_stream;
 use crate::live::webrtc::{Admission, PlayGate, WebrtcError};
 use crate::model::{StreamSource, now_ms};
 use crate::money::sessions::{MediaSpan, MemberWatch, Pass};
+use crate::money::verifier::Verifier;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -223,6 +224,7 @@ async fn whep_play(
     let peer = peer
         .map(|axum::Extension(axum::extract::ConnectInfo(peer))| peer)
         .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+    let gate = marking_media(state.verifier.clone(), gate);
     let answer = state
         .webrtc
         .play(&stream.id, &body, gate, peer)
@@ -256,6 +258,18 @@ async fn whep_end(
     } else {
         Err(ApiError::not_found("no such WebRTC session"))
     }
+}
+
+/// `gate`, marking media answered for each frame it lets through: vouchers
+/// recovered meanwhile yield to the frames, as they do to HLS answers.
+fn marking_media(verifier: Verifier, gate: PlayGate) -> PlayGate {
+    Arc::new(move |span: MediaSpan| {
+        let admission = gate(span);
+        if admission == Admission::Serve {
+            verifier.media_answered();
+        }
+        admission
+    })
 }
 
 /// What a viewing session's WebRTC frames must pass.
@@ -460,5 +474,33 @@ mod tests {
         assert_eq!(above.problem_json()["type"], "/problems/tier-quality");
         let unknown = tier_allows_source(None, 1080).expect_err("not live yet");
         assert_eq!(unknown.status(), StatusCode::CONFLICT);
+    }
+
+    #[tokio::test]
+    async fn only_frames_let_through_mark_media_answered() {
+        let span = MediaSpan {
+            position: 0,
+            through_ms: 33,
+            whole: false,
+        };
+        let start = || {
+            Verifier::start(1, 10, &tokio::runtime::Handle::current()).expect("recovery threads")
+        };
+        let unpaid = start();
+        let pause = marking_media(
+            unpaid.clone(),
+            Arc::new(|_: MediaSpan| Admission::PaymentRequired(serde_json::json!({}))),
+        );
+        assert!(matches!(pause(span), Admission::PaymentRequired(_)));
+        let refuse = marking_media(
+            unpaid.clone(),
+            Arc::new(|_: MediaSpan| Admission::Refused("ended".into())),
+        );
+        assert!(matches!(refuse(span), Admission::Refused(_)));
+        assert!(!unpaid.media_recently_answered());
+        let paid = start();
+        let serve = marking_media(paid.clone(), Arc::new(|_: MediaSpan| Admission::Serve));
+        assert_eq!(serve(span), Admission::Serve);
+        assert!(paid.media_recently_answered());
     }
 }

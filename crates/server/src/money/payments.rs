@@ -950,7 +950,7 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<i64
             }
             let base_revision = Some(channel.revision);
             let transfers = channel
-                .redeem_accepted(entry.amount, entry.signature.clone())
+                .redeem_accepted(entry.amount, entry.signature.to_vec())
                 .map_err(|err| anyhow::anyhow!("folding the voucher journal: {err}"))?;
             channel.revision = fresh_revision();
             batch.transfers.extend(transfers);
@@ -2144,7 +2144,10 @@ mod tests {
             assert_eq!(db.voucher_journal().await.expect("journal"), vec![]);
             let row = row_of(&db, &channel).await;
             assert_eq!(row.redeemed, Amount(1_000));
-            assert_eq!(row.last_signature, Some(step(3, 1_000, 0).signature));
+            assert_eq!(
+                row.last_signature,
+                Some(step(3, 1_000, 0).signature.to_vec())
+            );
             // Each round's transfers are stamped inside it, with the ids of its last step.
             let mut moved: Vec<(String, i64)> = db
                 .transfers_of(payee, None, 100)
@@ -2206,7 +2209,7 @@ mod tests {
                 seq,
                 channel: channel.id,
                 amount: Amount(1),
-                signature: Vec::new(),
+                signature: [0; 65],
                 accepted_at_ms: at_ms,
             };
             let mut seq = 1;

@@ -36,7 +36,7 @@ pub struct JournalEntry {
     pub channel: B256,
     pub amount: Amount,
     /// The voucher's canonical signature bytes.
-    pub signature: Vec<u8>,
+    pub signature: [u8; 65],
     pub accepted_at_ms: i64,
 }
 
@@ -305,7 +305,9 @@ impl Store {
                     seq: row.try_get("seq")?,
                     channel: get_parsed(row, "channel")?,
                     amount: get_parsed(row, "amount")?,
-                    signature: row.try_get("signature")?,
+                    signature: row.try_get::<Vec<u8>, _>("signature")?.try_into().map_err(
+                        |_| sqlx::Error::Decode("a journal signature is not 65 bytes".into()),
+                    )?,
                     accepted_at_ms: row.try_get("accepted_at_ms")?,
                 })
             })
@@ -560,7 +562,7 @@ fn journal_append(entries: &[&JournalEntry]) -> Statement {
             .push(", ")
             .bind(entry.amount.to_string())
             .push(", ")
-            .bind(entry.signature.clone())
+            .bind(entry.signature.to_vec())
             .push(", ")
             .bind(entry.accepted_at_ms)
             .push(")");

@@ -982,7 +982,7 @@ async fn voucher_journal_suite(store: &Store) {
         seq,
         channel: B256::repeat_byte(channel),
         amount: Amount(amount),
-        signature: vec![channel; 65],
+        signature: [channel; 65],
         accepted_at_ms: 1_000 + amount as i64,
     };
     assert_eq!(store.voucher_journal().await.expect("journal"), vec![]);
