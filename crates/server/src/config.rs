@@ -280,8 +280,9 @@ pub struct ServeArgs {
     #[arg(long, env = "STREAMWEAVE_RATE_LIMIT_LOOPBACK")]
     pub rate_limit_loopback: bool,
     /// How many nice levels below the HTTP workers vouchers' signatures are
-    /// recovered while the node answers media (0-19; default 10; 0: always
-    /// at the workers' priority).
+    /// recovered while the node answers media (0-19; default 10; with no
+    /// media they are recovered on the workers; 0: always on threads at
+    /// the workers' priority).
     #[arg(long, env = "STREAMWEAVE_VOUCHER_RECOVERY_NICENESS")]
     pub voucher_recovery_niceness: Option<i32>,
     /// Proxies whose `X-Forwarded-For` is believed (repeatable addresses).

@@ -1,22 +1,22 @@
-//! Voucher signatures recovered on threads of their own, beside (or, while
-//! the node answers media, below the priority of) the HTTP workers.
+//! Where voucher signatures are recovered: below the HTTP workers while
+//! the node answers media, on the workers themselves otherwise.
 //!
 //! Recovering a voucher's signer costs about 30 us of CPU, several times
 //! what answering a segment or a playlist does. On the HTTP workers, a burst
 //! of vouchers (every viewer of a stream pays when a new segment appears)
-//! queues the media answers of that same moment behind it. Here the
-//! workers hand the recovery over and go on answering while the scheduler
-//! shares the core between them and the recovery threads. While the node
-//! answers media (a playlist, a segment or a block answered in the last
-//! [`MEDIA_RECENT_MS`]) vouchers go to recovery threads
-//! `voucher_recovery_niceness` levels below the workers, which take only
+//! queues the media answers of that same moment behind it. So while the
+//! node answers media (a playlist, a segment, a block or a WebRTC frame in
+//! the last [`MEDIA_RECENT_MS`]) the workers hand vouchers to recovery
+//! threads `voucher_recovery_niceness` levels below them, which take only
 //! what the media answers leave: a voucher pays ahead of the segment it
 //! covers (the prepay window), so its answer can wait where a segment's
-//! cannot. Otherwise they go to threads at the workers' priority: with no
-//! media to yield to, yielding would only slow them (to the database's
-//! own processes and ffmpeg). A thread's priority is set once (raising it
-//! again needs privileges), so each priority has threads of its own. With
-//! idle cores, nothing waits.
+//! cannot. With no media to yield to, a voucher is recovered where its
+//! request is answered, on the worker: handing it to another thread and
+//! back would cost two wakes and the preemptions they bring, and
+//! yielding would only slow it (to the database's own processes and
+//! ffmpeg). At niceness 0 the threads run at the workers' priority and
+//! take every voucher: the scheduler shares each core between them and
+//! the media answers. With idle cores, nothing waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -111,45 +111,46 @@ type Answer = (
     Result<VerifiedVoucher, ChannelError>,
 );
 
-/// Which recovery threads a voucher goes to.
+/// Where a voucher is recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
-    /// At the workers' priority.
-    Beside,
-    /// `voucher_recovery_niceness` below them: media is being answered.
-    Below,
+    /// On the worker answering its request: no media to yield to.
+    Inline,
+    /// On the recovery threads (below the workers while media is
+    /// answered, beside them at niceness 0).
+    Threads,
 }
 
-/// Hands vouchers to the recovery threads; they stop once every handle is
-/// dropped.
+/// Hands vouchers to the recovery threads, or recovers them in place; the
+/// threads stop once every handle is dropped.
 #[derive(Clone)]
 pub struct Verifier {
-    beside: flume::Sender<Job>,
-    /// None when the niceness is 0 (one priority, one set of threads).
-    below: Option<flume::Sender<Job>>,
+    jobs: flume::Sender<Job>,
+    /// How far below the workers the threads run; 0: beside them, taking
+    /// every voucher.
+    niceness: i32,
     media: Arc<MediaActivity>,
 }
 
 impl Verifier {
-    /// Starts `threads` recovery threads (at least one) at the caller's
-    /// priority and, for a `niceness` above 0, as many `niceness` nice
-    /// levels below it for while media is answered, each set with a
-    /// bounded queue, and the task on `runtime` that hands their answers
-    /// to the waiting requests.
+    /// Starts `threads` recovery threads (at least one) `niceness` nice
+    /// levels below the caller (0: at its priority), on a bounded queue,
+    /// and the task on `runtime` that hands their answers to the waiting
+    /// requests.
     pub fn start(
         threads: usize,
         niceness: i32,
         runtime: &tokio::runtime::Handle,
     ) -> std::io::Result<Verifier> {
         let threads = threads.max(1);
-        let lanes = if niceness > 0 { 2 } else { 1 };
-        let (answered, mut answers) = mpsc::channel::<Vec<Answer>>(threads * 2 * lanes);
-        let beside = spawn_lane(threads, 0, "voucher-recovery", &answered)?;
-        let below = if niceness > 0 {
-            Some(spawn_lane(threads, niceness, "voucher-yield", &answered)?)
+        let niceness = niceness.max(0);
+        let (answered, mut answers) = mpsc::channel::<Vec<Answer>>(threads * 2);
+        let name = if niceness > 0 {
+            "voucher-yield"
         } else {
-            None
+            "voucher-recovery"
         };
+        let jobs = spawn_threads(threads, niceness, name, &answered)?;
         runtime.spawn(async move {
             while let Some(batch) = answers.recv().await {
                 for (reply, checked) in batch {
@@ -159,15 +160,15 @@ impl Verifier {
             }
         });
         Ok(Verifier {
-            beside,
-            below,
+            jobs,
+            niceness,
             media: Arc::new(MediaActivity::new()),
         })
     }
 
-    /// Marks media (a playlist, a segment, a block) answered now: vouchers
-    /// submitted within [`MEDIA_RECENT_MS`] are recovered below the
-    /// workers.
+    /// Marks media (a playlist, a segment, a block, a WebRTC frame)
+    /// answered now: vouchers submitted within [`MEDIA_RECENT_MS`] are
+    /// recovered below the workers.
     pub fn media_answered(&self) {
         self.media.answered(self.media.now_ms());
     }
@@ -179,37 +180,37 @@ impl Verifier {
     }
 
     /// A voucher's signature checked against its channel's signer (the
-    /// spec's conditions 1 and 2), on a recovery thread.
+    /// spec's conditions 1 and 2), in place or on a recovery thread.
     pub async fn verify(
         &self,
         signer: VoucherSigner,
         amount: Amount,
         signature: Signature65,
     ) -> Result<VerifiedVoucher, VerifyError> {
-        let jobs = match (self.lane(self.media.now_ms()), &self.below) {
-            (Lane::Below, Some(below)) => below,
-            _ => &self.beside,
-        };
+        if self.lane(self.media.now_ms()) == Lane::Inline {
+            return Ok(signer.verify_parsed(amount, signature)?);
+        }
         let (reply, answer) = oneshot::channel();
-        jobs.try_send(Job {
-            signer,
-            amount,
-            signature,
-            reply,
-        })
-        .map_err(|err| match err {
-            flume::TrySendError::Full(_) => VerifyError::Busy,
-            flume::TrySendError::Disconnected(_) => VerifyError::Stopped,
-        })?;
+        self.jobs
+            .try_send(Job {
+                signer,
+                amount,
+                signature,
+                reply,
+            })
+            .map_err(|err| match err {
+                flume::TrySendError::Full(_) => VerifyError::Busy,
+                flume::TrySendError::Disconnected(_) => VerifyError::Stopped,
+            })?;
         Ok(answer.await.map_err(|_| VerifyError::Stopped)??)
     }
 
     /// Where a voucher submitted at `now_ms` is recovered.
     fn lane(&self, now_ms: i64) -> Lane {
-        if self.below.is_some() && self.media.recent(now_ms) {
-            Lane::Below
+        if self.niceness > 0 && !self.media.recent(now_ms) {
+            Lane::Inline
         } else {
-            Lane::Beside
+            Lane::Threads
         }
     }
 }
@@ -217,7 +218,7 @@ impl Verifier {
 /// Starts `threads` recovery threads named `name-{index}`, `niceness`
 /// levels below the caller, on one bounded queue; each batch's answers go
 /// to `answered` in one message.
-fn spawn_lane(
+fn spawn_threads(
     threads: usize,
     niceness: i32,
     name: &str,
@@ -313,24 +314,62 @@ mod tests {
             .expect("runtime");
         let verifier = Verifier::start(1, 10, runtime.handle()).expect("threads");
         let now_ms = 60_000;
-        // No media answered yet: beside the workers.
-        assert_eq!(verifier.lane(now_ms), Lane::Beside);
+        // No media answered yet: on the worker.
+        assert_eq!(verifier.lane(now_ms), Lane::Inline);
         verifier.media.answered(now_ms);
-        assert_eq!(verifier.lane(now_ms + 500), Lane::Below);
-        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Below);
+        assert_eq!(verifier.lane(now_ms + 500), Lane::Threads);
+        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Threads);
         // An older answer does not move the mark back.
         verifier.media.answered(now_ms - 10_000);
-        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Below);
-        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS + 1), Lane::Beside);
-        // At niceness 0 there is one set of threads, whatever the media.
+        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS), Lane::Threads);
+        assert_eq!(verifier.lane(now_ms + MEDIA_RECENT_MS + 1), Lane::Inline);
+        // At niceness 0 the threads take every voucher, whatever the media.
         let level = Verifier::start(1, 0, runtime.handle()).expect("threads");
+        assert_eq!(level.lane(now_ms), Lane::Threads);
         level.media.answered(now_ms);
-        assert!(level.below.is_none());
-        assert_eq!(level.lane(now_ms + 500), Lane::Beside);
+        assert_eq!(level.lane(now_ms + 500), Lane::Threads);
     }
 
     #[tokio::test]
-    async fn checks_a_voucher_on_a_recovery_thread_of_either_priority() {
+    async fn with_no_media_a_voucher_is_recovered_in_place_and_never_queued() {
+        // A queue that no thread takes from: a queued voucher would wait.
+        let (jobs, queue) = flume::bounded::<Job>(4);
+        let verifier = Verifier {
+            jobs,
+            niceness: DEFAULT_RECOVERY_NICENESS,
+            media: Arc::new(MediaActivity::new()),
+        };
+        let (signer, key) = signer_and_key();
+        let signature = Signature65::from_bytes(
+            &key.sign_digest(signer.domain.voucher_digest(signer.channel, 7)),
+        )
+        .expect("a signature of our own");
+        let verified = verifier
+            .verify(signer, Amount(7), signature)
+            .await
+            .expect("recovered in place");
+        assert_eq!(verified.amount, Amount(7));
+        let wrong = verifier.verify(signer, Amount(8), signature).await;
+        assert!(
+            matches!(wrong, Err(VerifyError::Voucher(ChannelError::WrongSigner))),
+            "{wrong:?}"
+        );
+        assert!(queue.is_empty());
+        // Once media is answered it goes to the threads' queue.
+        verifier.media_answered();
+        let waiting = tokio::spawn({
+            let verifier = verifier.clone();
+            async move { verifier.verify(signer, Amount(7), signature).await }
+        });
+        let job = queue.recv_async().await.expect("queued");
+        assert_eq!(job.amount, Amount(7));
+        drop(job);
+        let stopped = waiting.await.expect("task");
+        assert!(matches!(stopped, Err(VerifyError::Stopped)), "{stopped:?}");
+    }
+
+    #[tokio::test]
+    async fn checks_a_voucher_on_recovery_threads_of_either_priority() {
         let verifier = Verifier::start(
             1,
             DEFAULT_RECOVERY_NICENESS,
@@ -364,7 +403,14 @@ mod tests {
             "{:?}",
             nice_levels_of("voucher-yield-0")
         );
-        // The kernel keeps 15 bytes of a thread's name.
+        // At niceness 0, threads at the workers' priority (the kernel keeps
+        // 15 bytes of a thread's name).
+        let level = Verifier::start(1, 0, &tokio::runtime::Handle::current()).expect("threads");
+        let beside = level
+            .verify(signer, Amount(1_000), signature)
+            .await
+            .expect("the signer's voucher, beside the workers");
+        assert_eq!(beside, verified);
         let beside = nice_levels_of("voucher-recover");
         assert!(
             !beside.is_empty() && beside.iter().all(|&nice| nice == own),
@@ -383,8 +429,8 @@ mod tests {
         // A queue of one that no thread takes from.
         let (jobs, queue) = flume::bounded::<Job>(1);
         let verifier = Verifier {
-            beside: jobs,
-            below: None,
+            jobs,
+            niceness: 0,
             media: Arc::new(MediaActivity::new()),
         };
         let (signer, _) = signer_and_key();
