@@ -280,6 +280,14 @@ mod tests {
         (signer, key)
     }
 
+    /// `key`'s voucher for `amount` on `signer`'s channel.
+    fn signed(key: &SigningKey, signer: &VoucherSigner, amount: u128) -> Signature65 {
+        Signature65::from_bytes(
+            &key.sign_digest(signer.domain.voucher_digest(signer.channel, amount)),
+        )
+        .expect("a signature of our own")
+    }
+
     /// A thread's name and nice level from its `stat` file.
     fn name_and_nice(stat: &str) -> Option<(&str, i32)> {
         let (head, rest) = stat.rsplit_once(')')?;
@@ -340,10 +348,7 @@ mod tests {
             media: Arc::new(MediaActivity::new()),
         };
         let (signer, key) = signer_and_key();
-        let signature = Signature65::from_bytes(
-            &key.sign_digest(signer.domain.voucher_digest(signer.channel, 7)),
-        )
-        .expect("a signature of our own");
+        let signature = signed(&key, &signer, 7);
         let verified = verifier
             .verify(signer, Amount(7), signature)
             .await
@@ -377,10 +382,7 @@ mod tests {
         )
         .expect("threads");
         let (signer, key) = signer_and_key();
-        let signature = Signature65::from_bytes(
-            &key.sign_digest(signer.domain.voucher_digest(signer.channel, 1_000)),
-        )
-        .expect("a signature of our own");
+        let signature = signed(&key, &signer, 1_000);
         let verified = verifier
             .verify(signer, Amount(1_000), signature)
             .await
