@@ -59,9 +59,9 @@ pub enum VerifyError {
     Stopped,
 }
 
-/// When the node last answered media (a playlist, a segment, a block), in
-/// milliseconds of a monotonic clock from 1 (0: never); a wall clock set
-/// back must not hold vouchers below the workers.
+/// When the node last answered media (a playlist, a segment, a block, a
+/// WebRTC frame), in milliseconds of a monotonic clock from 1 (0: never);
+/// a wall clock set back must not hold vouchers below the workers.
 #[derive(Debug)]
 struct MediaActivity {
     origin: Instant,
