@@ -49,7 +49,18 @@ const MAX_HEADERS: usize = 64;
 /// Answers some requests of the playback lane from memory, without the
 /// router and without awaiting anything; `None`: the router answers.
 pub type Shortcut =
-    Box<dyn Fn(&Method, &Uri, &HeaderMap, SocketAddr) -> Option<Response<Body>> + Send + Sync>;
+    Box<dyn Fn(&Method, &Uri, &HeaderMap, SocketAddr) -> Option<Quick> + Send + Sync>;
+
+/// A shortcut's answer.
+pub enum Quick {
+    /// Any answer, written as the router's are.
+    Response(Response<Body>),
+    /// `200 OK` with `fields` (whole header lines, each ending in CRLF,
+    /// fixed for the process) and `body`; the loop adds `Date` and the
+    /// framing. A playlist poll's answer: no header map is built for it,
+    /// nothing is allocated to write it.
+    Ok { fields: Bytes, body: Bytes },
+}
 
 /// What every connection of a listener shares.
 pub struct Connections {
@@ -98,6 +109,8 @@ pub async fn serve(
     stopping: watch::Receiver<bool>,
 ) {
     let mut buffer = BytesMut::with_capacity(4096);
+    // The heads of quick answers, written here one after another.
+    let mut head = Vec::new();
     // One timer and one wait for the stop a connection, not one a read:
     // each new one would take the runtime's timer lock and the stop
     // signal's lock twice a request. A timer moved later is not
@@ -150,8 +163,33 @@ pub async fn serve(
             }
             _ => None,
         };
+        let keep_alive = keep_alive && !*stopping.borrow();
+        let answer = Answer {
+            is_head,
+            version,
+            keep_alive,
+        };
         let response = match shortcut {
-            Some(response) => response,
+            Some(Quick::Ok { fields, body }) => {
+                fixed_head(&mut head, &fields, body.len(), answer);
+                let written = if is_head {
+                    socket.write_all(&head).await
+                } else {
+                    socket.write_all_buf(&mut Buf::chain(&head[..], body)).await
+                };
+                match written {
+                    Ok(()) if keep_alive => continue,
+                    Ok(()) => {
+                        let _ = socket.shutdown().await;
+                        return;
+                    }
+                    Err(err) => {
+                        debug!(%peer, %err, "writing an answer failed");
+                        return;
+                    }
+                }
+            }
+            Some(Quick::Response(response)) => response,
             // A peer that leaves while its answer is prepared (a player
             // abandoning a blocking playlist reload) cancels it, as hyper
             // does.
@@ -160,12 +198,6 @@ pub async fn serve(
                 response = route(&connections.router, request, body, peer) => response,
                 () = peer_gone(&socket) => return,
             },
-        };
-        let keep_alive = keep_alive && !*stopping.borrow();
-        let answer = Answer {
-            is_head,
-            version,
-            keep_alive,
         };
         match write_response(&connections.disk_files, &mut socket, response, answer).await {
             Ok(true) => {}
@@ -488,6 +520,26 @@ async fn write_response(
     Ok(keep_alive)
 }
 
+/// Writes into `head` the head of a `200 OK` with `fields` and a body of
+/// `body_len` bytes (a `HEAD` answer says that length too).
+fn fixed_head(head: &mut Vec<u8>, fields: &[u8], body_len: usize, answer: Answer) {
+    head.clear();
+    head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    head.extend_from_slice(fields);
+    push_header(head, b"date", &http_date());
+    push_header(
+        head,
+        b"content-length",
+        itoa::Buffer::new().format(body_len).as_bytes(),
+    );
+    if !answer.keep_alive {
+        push_header(head, b"connection", b"close");
+    } else if answer.version == Version::HTTP_10 {
+        push_header(head, b"connection", b"keep-alive");
+    }
+    head.extend_from_slice(b"\r\n");
+}
+
 fn push_header(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     head.extend_from_slice(name);
     head.extend_from_slice(b": ");
@@ -801,13 +853,20 @@ mod tests {
         let disk_files = DiskFiles::new(blockstore, 64);
         // The shortcut answers `/live/x/short` (which the router does not
         // know) and the voucher route with the method and the peer's
-        // address, and nothing else.
+        // address, `/live/x/quick` the same as a fixed answer, and nothing
+        // else.
         let shortcut: Shortcut = Box::new(|method, uri, _headers, peer| {
+            let body = format!("{method} {peer}");
+            if uri.path() == "/live/x/quick" {
+                return Some(Quick::Ok {
+                    fields: Bytes::from_static(b"x-kind: quick\r\ncache-control: no-cache\r\n"),
+                    body: Bytes::from(body),
+                });
+            }
             let known = ["/live/x/short", "/api/v1/channels/c/vouchers"];
-            known.contains(&uri.path()).then(|| {
-                let body = format!("{method} {peer}");
-                Response::new(Body::from(body))
-            })
+            known
+                .contains(&uri.path())
+                .then(|| Quick::Response(Response::new(Body::from(body))))
         });
         let connections = Connections::new(
             router,
@@ -954,6 +1013,37 @@ mod tests {
             .expect("write");
         let posted = read_answer(&mut socket, &mut buffer, false).await;
         assert_eq!((posted.status, posted.body.as_slice()), (200, &b"2"[..]));
+        // A fixed answer: its fields, the date, its length; a HEAD's says
+        // the length without the body; HTTP/1.0 without keep-alive closes.
+        socket
+            .write_all(b"GET /live/x/quick HTTP/1.1\r\nhost: x\r\n\r\nHEAD /live/x/quick HTTP/1.1\r\nhost: x\r\n\r\nGET /live/x/quick HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        let quick = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(quick.status, 200);
+        assert_eq!(quick.body, format!("GET {local}").into_bytes());
+        assert_eq!(
+            (quick.header("x-kind"), quick.header("cache-control")),
+            (Some("quick"), Some("no-cache"))
+        );
+        assert_eq!(quick.header("date").map(str::len), Some(29));
+        assert_eq!(quick.header("connection"), None);
+        let head = read_answer(&mut socket, &mut buffer, true).await;
+        assert_eq!(
+            (head.status, head.header("content-length")),
+            (
+                200,
+                Some(format!("HEAD {local}").len().to_string().as_str())
+            )
+        );
+        let closing = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(closing.body, format!("GET {local}").into_bytes());
+        assert_eq!(closing.header("connection"), Some("close"));
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest))
+            .await
+            .expect("closed");
+        assert_eq!((read.expect("read"), rest.len()), (0, 0));
         fixture.stop.send_replace(true);
     }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::routing::get;
 use streamweave_cas::Blockstore;
 use tower_http::trace::TraceLayer;
@@ -293,6 +293,19 @@ pub fn router(state: AppState) -> Router {
 /// metrics and headers, without its routing, extractors and middleware:
 /// players ask for playlists and segments more than for anything else.
 pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
+    // A playlist's header lines, written as they are by every poll.
+    let playlist_fields = ops::playback_fields(&state, &playback::playlist_headers());
+    fn finish(
+        state: &AppState,
+        route: &'static str,
+        method: &Method,
+        started: std::time::Instant,
+        response: axum::response::Response,
+    ) -> Option<conn::Quick> {
+        Some(conn::Quick::Response(ops::finish_playback(
+            state, route, method, started, response,
+        )))
+    }
     Box::new(move |method, uri, headers, peer| {
         if uri.query().is_some() || !(method == Method::GET || method == Method::HEAD) {
             return None;
@@ -314,13 +327,7 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
                 rate_limit::RequestClass::Playback,
             )
             .unwrap_or(response);
-            return Some(ops::finish_playback(
-                &state,
-                "/ipfs/{cid}",
-                method,
-                started,
-                response,
-            ));
+            return finish(&state, "/ipfs/{cid}", method, started, response);
         }
         let now_ms = crate::model::now_ms();
         let (kind, id, rendition, file) = rendition_file_path(uri.path())?;
@@ -353,9 +360,7 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
                 ),
             };
             if let Some(refused) = over_limit() {
-                return Some(ops::finish_playback(
-                    &state, route, method, started, refused,
-                ));
+                return finish(&state, route, method, started, refused);
             }
             if kind == "live" {
                 if free_live {
@@ -364,7 +369,19 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             } else {
                 state.sessions.touch(id, now_ms);
             }
-            playback::playlist_response(playlist)
+            let status = StatusCode::OK;
+            ops::count_playback(
+                &state,
+                route,
+                method,
+                started,
+                status,
+                Some(playlist.len() as u64),
+            );
+            return Some(conn::Quick::Ok {
+                fields: playlist_fields.clone(),
+                body: playlist,
+            });
         } else {
             let request = (rendition, file);
             match kind {
@@ -372,9 +389,7 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
                 _ => sessions::resident_file(&state, id, request, headers, now_ms, over_limit)?,
             }
         };
-        Some(ops::finish_playback(
-            &state, route, method, started, response,
-        ))
+        finish(&state, route, method, started, response)
     })
 }
 

@@ -275,15 +275,34 @@ pub(super) fn finish_playback(
     started: Instant,
     mut response: Response,
 ) -> Response {
+    let bytes = axum::body::HttpBody::size_hint(response.body()).exact();
+    count_playback(state, route, method, started, response.status(), bytes);
+    let headers = response.headers_mut();
+    for (name, value) in playback_cors_headers() {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(node) = node_header(state) {
+        headers.insert("x-streamweave-node", node);
+    }
+    response
+}
+
+/// Counts a playback answer of `status` with a body of `bytes`: its
+/// metrics, and media answered (not refused, not a voucher) for the
+/// vouchers recovered meanwhile to yield to.
+pub(super) fn count_playback(
+    state: &AppState,
+    route: &'static str,
+    method: &axum::http::Method,
+    started: Instant,
+    status: StatusCode,
+    bytes: Option<u64>,
+) {
     let method = match *method {
         axum::http::Method::HEAD => "HEAD",
         axum::http::Method::POST => "POST",
         _ => "GET",
     };
-    let bytes = axum::body::HttpBody::size_hint(response.body()).exact();
-    let status = response.status();
-    // Media served (not refused, not a voucher): vouchers recovered
-    // meanwhile yield to it.
     if method != "POST" && (status.is_success() || status == StatusCode::NOT_MODIFIED) {
         state.verifier.media_answered();
     }
@@ -296,14 +315,36 @@ pub(super) fn finish_playback(
         started.elapsed(),
         bytes,
     );
-    let headers = response.headers_mut();
-    for (name, value) in playback_cors_headers() {
-        headers.insert(name.clone(), value.clone());
+}
+
+/// The node's name in a cluster, for `x-streamweave-node`.
+fn node_header(state: &AppState) -> Option<HeaderValue> {
+    if !state.settings.clustered() {
+        return None;
     }
-    if state.settings.clustered()
-        && let Ok(node) = HeaderValue::from_str(state.db.node())
+    HeaderValue::from_str(state.db.node()).ok()
+}
+
+/// The header lines of a playback answer with `leading` first, as the
+/// playback loop writes them (each ending in CRLF): `leading`, then what
+/// [`finish_playback`] adds. Built once, for answers written without a
+/// header map.
+pub(super) fn playback_fields(
+    state: &AppState,
+    leading: &[(header::HeaderName, HeaderValue)],
+) -> bytes::Bytes {
+    let node = node_header(state)
+        .map(|node| (header::HeaderName::from_static("x-streamweave-node"), node));
+    let mut fields = Vec::new();
+    for (name, value) in leading
+        .iter()
+        .chain(playback_cors_headers())
+        .chain(node.as_ref())
     {
-        headers.insert("x-streamweave-node", node);
+        fields.extend_from_slice(name.as_str().as_bytes());
+        fields.extend_from_slice(b": ");
+        fields.extend_from_slice(value.as_bytes());
+        fields.extend_from_slice(b"\r\n");
     }
-    response
+    fields.into()
 }

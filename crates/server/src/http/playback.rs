@@ -32,18 +32,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 
+/// A playlist answer's own headers (the lane's follow them).
+pub fn playlist_headers() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PLAYLIST_CONTENT_TYPE),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ]
+}
+
 pub fn playlist_response(body: Bytes) -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(PLAYLIST_CONTENT_TYPE),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
-        .into_response()
+    (playlist_headers(), body).into_response()
 }
 
 pub async fn stream_media(state: &AppState, id: &str) -> Result<SharedMedia, ApiError> {

@@ -23,6 +23,15 @@ impl Audience {
     /// Notes that `address` fetched a playlist of `stream_id` at `now_ms`.
     pub fn saw(&self, stream_id: &str, address: IpAddr, now_ms: i64) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // A viewer already counted (every playlist fetch but its first):
+        // its time moves, nothing is allocated, nothing grows.
+        if let Some(at) = seen
+            .get_mut(stream_id)
+            .and_then(|addresses| addresses.get_mut(&address))
+        {
+            *at = now_ms;
+            return;
+        }
         let tracked: usize = seen.values().map(HashMap::len).sum();
         if tracked >= MAX_TRACKED {
             for addresses in seen.values_mut() {
@@ -33,9 +42,13 @@ impl Audience {
                 return;
             }
         }
-        seen.entry(stream_id.to_string())
-            .or_default()
-            .insert(address, now_ms);
+        match seen.get_mut(stream_id) {
+            Some(addresses) => addresses.insert(address, now_ms),
+            None => seen
+                .entry(stream_id.to_string())
+                .or_default()
+                .insert(address, now_ms),
+        };
     }
 
     /// Every stream's count within the window (streams with none left out).
@@ -196,6 +209,20 @@ mod tests {
             audience.count("a", WATCHING_WINDOW_MS),
             1,
             "stale entries make room"
+        );
+    }
+
+    #[test]
+    fn a_counted_viewer_stays_counted_when_full() {
+        let audience = Audience::default();
+        for i in 0..MAX_TRACKED {
+            audience.saw("a", IpAddr::from((i as u128).to_be_bytes()), 0);
+        }
+        audience.saw("a", IpAddr::from(7u128.to_be_bytes()), 10);
+        assert_eq!(
+            audience.count("a", WATCHING_WINDOW_MS + 5),
+            1,
+            "its later fetch kept it in the window"
         );
     }
 }
