@@ -577,14 +577,11 @@ async fn send_more(socket: &TcpStream, bytes: &[u8]) -> io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
         socket.writable().await?;
-        match socket.try_io(Interest::WRITABLE, || {
-            rustix::net::send(socket, &bytes[sent..], rustix::net::SendFlags::MORE)
-                .map_err(io::Error::from)
-        }) {
-            Ok(count) => sent += count,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
-        }
+        let rest = &bytes[sent..];
+        let written = write_some(socket, rest.len(), || {
+            rustix::net::send(socket, rest, rustix::net::SendFlags::MORE)
+        })?;
+        sent += written.unwrap_or(0);
     }
     Ok(())
 }
@@ -600,24 +597,45 @@ async fn send_file(
     let end = offset + len;
     while offset < end {
         socket.writable().await?;
-        let count = usize::try_from(end - offset)
+        let wanted = usize::try_from(end - offset)
             .unwrap_or(usize::MAX)
             .min(1 << 30);
-        match socket.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(socket, file, Some(&mut offset), count).map_err(io::Error::from)
-        }) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "a block file ended before its length",
-                ));
-            }
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
+        let written = write_some(socket, wanted, || {
+            rustix::fs::sendfile(socket, file, Some(&mut offset), wanted)
+        })?;
+        if written == Some(0) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a block file ended before its length",
+            ));
         }
     }
     Ok(())
+}
+
+/// One non-blocking write of up to `wanted` bytes to `socket`: how many
+/// it wrote, `None` when the socket was full. A write shorter than
+/// wanted filled the socket's buffer, so the socket's readiness is
+/// cleared then too (as tokio's own writes do, and nginx's): the next
+/// write waits for room instead of finding none in one more call.
+fn write_some(
+    socket: &TcpStream,
+    wanted: usize,
+    mut write: impl FnMut() -> rustix::io::Result<usize>,
+) -> io::Result<Option<usize>> {
+    let mut written = None;
+    match socket.try_io(Interest::WRITABLE, || {
+        let count = write().map_err(io::Error::from)?;
+        written = Some(count);
+        if 0 < count && count < wanted {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    }) {
+        Ok(()) => Ok(written),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(written),
+        Err(err) => Err(err),
+    }
 }
 
 /// Hands the connection to hyper, `read` being the bytes already read.
@@ -1118,6 +1136,33 @@ mod tests {
             matches!(closed, Ok(Ok(0))),
             "an idle connection closes on stop"
         );
+    }
+
+    #[tokio::test]
+    async fn a_short_write_waits_for_room_before_the_next() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sender = TcpStream::connect(listener.local_addr().expect("address"))
+            .await
+            .expect("connect");
+        let (mut receiver, _) = listener.accept().await.expect("accept");
+        let bytes = vec![7u8; 64 << 20];
+        sender.writable().await.expect("writable");
+        let written = write_some(&sender, bytes.len(), || {
+            rustix::net::send(&sender, &bytes, rustix::net::SendFlags::empty())
+        })
+        .expect("write");
+        let written = written.expect("some room at first");
+        assert!(0 < written && written < bytes.len(), "the buffer filled");
+        // No room: the next write waits instead of trying (and failing).
+        let soon = tokio::time::timeout(Duration::from_millis(200), sender.writable()).await;
+        assert!(soon.is_err(), "a full socket is not writable");
+        // The reader drains it: room again.
+        let mut drained = vec![0u8; written];
+        receiver.read_exact(&mut drained).await.expect("read");
+        tokio::time::timeout(Duration::from_secs(5), sender.writable())
+            .await
+            .expect("writable once drained")
+            .expect("writable");
     }
 
     #[test]
