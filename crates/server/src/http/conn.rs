@@ -447,12 +447,7 @@ async fn write_response(
         // A HEAD answer says the length a GET's body would have.
         push_header(&mut head, b"content-length", len.to_string().as_bytes());
     }
-    if !keep_alive {
-        push_header(&mut head, b"connection", b"close");
-    } else if answer.version == Version::HTTP_10 {
-        push_header(&mut head, b"connection", b"keep-alive");
-    }
-    head.extend_from_slice(b"\r\n");
+    end_head(&mut head, keep_alive, answer.version);
 
     if bodiless {
         socket.write_all(&head).await?;
@@ -532,9 +527,16 @@ fn fixed_head(head: &mut Vec<u8>, fields: &[u8], body_len: usize, answer: Answer
         b"content-length",
         itoa::Buffer::new().format(body_len).as_bytes(),
     );
-    if !answer.keep_alive {
+    end_head(head, answer.keep_alive, answer.version);
+}
+
+/// Ends `head`: `Connection` when the default of `version` is not what
+/// happens (a close on HTTP/1.1, a kept connection on HTTP/1.0), then the
+/// blank line.
+fn end_head(head: &mut Vec<u8>, keep_alive: bool, version: Version) {
+    if !keep_alive {
         push_header(head, b"connection", b"close");
-    } else if answer.version == Version::HTTP_10 {
+    } else if version == Version::HTTP_10 {
         push_header(head, b"connection", b"keep-alive");
     }
     head.extend_from_slice(b"\r\n");

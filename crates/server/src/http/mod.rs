@@ -369,15 +369,8 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             } else {
                 state.sessions.touch(id, now_ms);
             }
-            let status = StatusCode::OK;
-            ops::count_playback(
-                &state,
-                route,
-                method,
-                started,
-                status,
-                Some(playlist.len() as u64),
-            );
+            let bytes = Some(playlist.len() as u64);
+            ops::count_playback(&state, route, method, started, StatusCode::OK, bytes);
             return Some(conn::Quick::Ok {
                 fields: playlist_fields.clone(),
                 body: playlist,
