@@ -25,6 +25,7 @@ need() {
   if [ "${#missing[@]}" -gt 0 ]; then
     local packages=("${missing[@]/nginx/nginx-light}")
     packages=("${packages[@]/psql/postgresql-client}")
+    packages=("${packages[@]/nstat/iproute2}")
     echo "installing: ${packages[*]}" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   fi

@@ -10,7 +10,9 @@
 # server moves by a fifth or more.
 # With COUNT_SYSCALLS=1, each run also counts (perf stat) the system calls
 # and context switches of the server (nginx's workers) and of wrk, and the
-# counts per response are printed after the table.
+# counts per response are printed after the table, with the machine's TCP
+# counters of the run that say how the connections fared (nstat: handshakes
+# dropped by a full listen queue and retried, tail-loss probes).
 # Usage: [COUNT_SYSCALLS=1] scripts/bench/segment_delivery.sh [seconds-per-run] [rounds]
 source "$(dirname "$0")/common.sh"
 DURATION="${1:-10}"
@@ -18,7 +20,7 @@ ROUNDS="${2:-3}"
 need wrk nginx ffmpeg curl python3
 COUNTED=""
 if [ -n "${COUNT_SYSCALLS:-}" ]; then
-  need perf
+  need perf nstat
   for call in sendfile64 sendto recvfrom read write writev epoll_wait epoll_pwait futex; do
     COUNTED+="syscalls:sys_enter_$call,"
   done
@@ -91,12 +93,15 @@ run_wrk() { # URL CONNECTIONS PIDS... -> "requests/s MB/s p99 non-2xx cpu-us-per
   local before after
   before=$(cpu_ticks "$@")
   if [ -n "$COUNTED" ]; then
+    nstat -n
     perf stat -x, -e "$COUNTED" -p "$(echo "$@" | tr ' ' ',')" -o "$WORK/server-calls.txt" -- sleep "$DURATION" &
     local counting=$!
     (perf stat -x, -e "$COUNTED" -o "$WORK/wrk-calls.txt" -- \
       wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
     wait "$counting"
     calls_per_response "$url" "$connections" >>"$WORK/calls.txt"
+    nstat -z TcpExtListenDrops TcpExtTCPSynRetrans TcpExtTCPLossProbes TcpRetransSegs |
+      awk -v url="$url" -v c="$connections" '!/^#/ { out = out sprintf(" %s %s", $1, $2) } END { printf "%s c=%s tcp:%s\n", url, c, out }' >>"$WORK/calls.txt"
   else
     (wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
   fi

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use streamweave_cas::Blockstore;
 use streamweave_media::{RtmpLimits, TranscodeSettings, serve_rtmp};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -107,11 +106,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     std::fs::create_dir_all(&work_root)?;
 
-    let http_listener = TcpListener::bind(settings.http)
-        .await
+    let http_listener = http::listener::bind(settings.http)
         .with_context(|| format!("binding HTTP on {}", settings.http))?;
-    let rtmp_listener = TcpListener::bind(settings.rtmp)
-        .await
+    let rtmp_listener = http::listener::bind(settings.rtmp)
         .with_context(|| format!("binding RTMP on {}", settings.rtmp))?;
     let http_addr = http_listener.local_addr()?;
     let rtmp_addr = rtmp_listener.local_addr()?;
