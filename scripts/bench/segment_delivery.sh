@@ -13,11 +13,20 @@
 # counts per response are printed after the table, with the machine's TCP
 # counters of the run that say how the connections fared (nstat: handshakes
 # dropped by a full listen queue and retried, tail-loss probes).
-# Usage: [COUNT_SYSCALLS=1] scripts/bench/segment_delivery.sh [seconds-per-run] [rounds]
+# With SERVER_CPUS and LOAD_CPUS set (say 1 and 0), the server and nginx
+# run confined to the first CPUs and wrk to the second (taskset), so that
+# neither server shares a core with the load generator.
+# Usage: [COUNT_SYSCALLS=1] [SERVER_CPUS=1 LOAD_CPUS=0] scripts/bench/segment_delivery.sh [seconds-per-run] [rounds]
 source "$(dirname "$0")/common.sh"
 DURATION="${1:-10}"
 ROUNDS="${2:-3}"
 need wrk nginx ffmpeg curl python3
+LOAD=()
+PLACEMENT="$(nproc) cores shared by server and wrk"
+if [ -n "${LOAD_CPUS:-}" ]; then
+  LOAD=(taskset -c "$LOAD_CPUS")
+  PLACEMENT="server (nginx) on CPUs ${SERVER_CPUS:-all}, wrk on CPUs $LOAD_CPUS"
+fi
 COUNTED=""
 if [ -n "${COUNT_SYSCALLS:-}" ]; then
   need perf nstat
@@ -97,13 +106,13 @@ run_wrk() { # URL CONNECTIONS PIDS... -> "requests/s MB/s p99 non-2xx cpu-us-per
     perf stat -x, -e "$COUNTED" -p "$(echo "$@" | tr ' ' ',')" -o "$WORK/server-calls.txt" -- sleep "$DURATION" &
     local counting=$!
     (perf stat -x, -e "$COUNTED" -o "$WORK/wrk-calls.txt" -- \
-      wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
+      "${LOAD[@]}" wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
     wait "$counting"
     calls_per_response "$url" "$connections" >>"$WORK/calls.txt"
     nstat -z TcpExtListenDrops TcpExtTCPSynRetrans TcpExtTCPLossProbes TcpRetransSegs |
       awk -v url="$url" -v c="$connections" '!/^#/ { out = out sprintf(" %s %s", $1, $2) } END { printf "%s c=%s tcp:%s\n", url, c, out }' >>"$WORK/calls.txt"
   else
-    (wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
+    ("${LOAD[@]}" wrk -t2 -c"$connections" -d"${DURATION}s" --latency "$url" >"$WORK/wrk.txt" 2>&1; times >"$WORK/wrk-times.txt")
   fi
   after=$(cpu_ticks "$@")
   # The subshell's `times`: its own, then its children's (wrk's) user and
@@ -123,7 +132,7 @@ NGINX_WORKERS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 # The run of median requests a second among "requests/s ..." lines.
 median_run() { sort -n | awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }'; }
 
-echo "segment: ${SEGMENT_BYTES} bytes (720p, 2 s); wrk -t2 for ${DURATION}s per run, ${ROUNDS} rounds a row (the two servers in turn, which goes first alternating): each server's median run; $(nproc) cores shared by server and wrk"
+echo "segment: ${SEGMENT_BYTES} bytes (720p, 2 s); wrk -t2 for ${DURATION}s per run, ${ROUNDS} rounds a row (the two servers in turn, which goes first alternating): each server's median run; $PLACEMENT"
 echo "CPU per request: the server's (or nginx's workers') user and system time over the run, divided by the requests answered / the same for wrk"
 printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | StreamWeave CPU per request (server / wrk) | nginx req/s | nginx MB/s | nginx p99 | nginx CPU per request (server / wrk) | ratio | ratio by round |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
