@@ -106,9 +106,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     std::fs::create_dir_all(&work_root)?;
 
-    let http_listener = http::listener::bind(settings.http)
+    let http_listener = crate::listen::bind(settings.http)
         .with_context(|| format!("binding HTTP on {}", settings.http))?;
-    let rtmp_listener = http::listener::bind(settings.rtmp)
+    let rtmp_listener = crate::listen::bind(settings.rtmp)
         .with_context(|| format!("binding RTMP on {}", settings.rtmp))?;
     let http_addr = http_listener.local_addr()?;
     let rtmp_addr = rtmp_listener.local_addr()?;

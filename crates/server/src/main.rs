@@ -9,11 +9,13 @@ mod community;
 mod config;
 mod http;
 mod library;
+mod listen;
 mod live;
 mod memberships;
 mod metrics;
 mod model;
 mod money;
+mod runtime;
 mod store;
 mod ticketing;
 mod uploads;
@@ -503,11 +505,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let args = match (file, source_height) {
                 (Some(file), _) => {
-                    let source = runtime()?.block_on(streamweave_media::probe::probe_file(
-                        std::path::Path::new("ffprobe"),
-                        &file,
-                        u64::MAX,
-                    ))?;
+                    let source =
+                        runtime::build()?.block_on(streamweave_media::probe::probe_file(
+                            std::path::Path::new("ffprobe"),
+                            &file,
+                            u64::MAX,
+                        ))?;
                     let ladder = streamweave_media::ladder::ladder_for_file(&source);
                     streamweave_media::ladder::file_ffmpeg_args(
                         &file, &source, &ladder, &settings, &out_dir,
@@ -535,7 +538,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stream,
             out,
             segment_duration_ms,
-        }) => runtime()?.block_on(async move {
+        }) => runtime::build()?.block_on(async move {
             let store = store::Store::open_existing(&data_dir, database.as_deref()).await?;
             let summary = archive::export::export_stream(
                 &store,
@@ -552,7 +555,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             database,
             chain_rpc,
-        }) => runtime()?.block_on(audit(data_dir, database, chain_rpc)),
+        }) => runtime::build()?.block_on(audit(data_dir, database, chain_rpc)),
         Command::Bench(BenchCommand::Recover {
             threads,
             seconds,
@@ -578,7 +581,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             static_segments,
             segment_duration_ms,
             server_pid,
-        }) => runtime()?.block_on(async move {
+        }) => runtime::build()?.block_on(async move {
             use streamweave_client::load;
             let report = match (static_base, server, stream) {
                 (Some(base), _, _) => load::run_static(load::StaticLoad {
@@ -626,7 +629,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             stream,
             file,
-        }) => runtime()?.block_on(async move {
+        }) => runtime::build()?.block_on(async move {
             println!(
                 "{}",
                 cli::bench::paid_file_url(&server, &stream, &file).await?
@@ -637,7 +640,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             channels,
             seconds,
-        }) => runtime()?.block_on(cli::bench::vouchers(
+        }) => runtime::build()?.block_on(cli::bench::vouchers(
             &server,
             channels.max(1),
             seconds.max(1),
@@ -672,7 +675,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|f| parse(f, "--faucet"))
                 .transpose()?;
-            runtime()?.block_on(async move {
+            runtime::build()?.block_on(async move {
                 let mut client = streamweave_client::Client::new(&server, key);
                 client.sign_in().await?;
                 if let Some(rpc_url) = chain_rpc {
@@ -690,7 +693,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             database,
             grace_s,
-        }) => runtime()?.block_on(async move {
+        }) => runtime::build()?.block_on(async move {
             let db = store::Store::open_existing(&data_dir, database.as_deref()).await?;
             let blockstore = streamweave_cas::Blockstore::open(data_dir.join("blocks"))?;
             let referenced = db.referenced_cids().await?;
@@ -702,8 +705,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }),
-        Command::Archive(ArchiveCommand::Status { data_dir, database }) => {
-            runtime()?.block_on(async move {
+        Command::Archive(ArchiveCommand::Status { data_dir, database }) => runtime::build()?
+            .block_on(async move {
                 let db = store::Store::open_existing(&data_dir, database.as_deref()).await?;
                 let replicas = db.replicas(None).await?;
                 if replicas.is_empty() {
@@ -728,15 +731,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
                 Ok(())
-            })
-        }
+            }),
         Command::Archive(ArchiveCommand::Export(RecordingArgs {
             data_dir,
             database,
             stream,
             out,
             segment_duration_ms,
-        })) => runtime()?.block_on(async move {
+        })) => runtime::build()?.block_on(async move {
             let db = store::Store::open_existing(&data_dir, database.as_deref()).await?;
             if db.stream(&stream).await?.is_none() {
                 anyhow::bail!("no stream {stream}");
@@ -777,7 +779,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 (None, Some(cid), Some(server)) => {
                     let url = format!("{}/ipfs/{cid}", server.trim_end_matches('/'));
-                    let bytes = runtime()?.block_on(async {
+                    let bytes = runtime::build()?.block_on(async {
                         let mut request = reqwest::Client::new()
                             .get(&url)
                             .header("accept", "application/vnd.ipld.car");
@@ -841,7 +843,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let key = cli::keys::read_key(&key)?;
             let price = price_flags(price.as_deref(), period_seconds)?;
-            runtime()?.block_on(async move {
+            runtime::build()?.block_on(async move {
                 let mut client = streamweave_client::Client::new(&server, key);
                 client.sign_in().await?;
                 let stream = client.create_stream(&title, price, preview_seconds).await?;
@@ -861,7 +863,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let key = cli::keys::read_key(&key)?;
             let price = price_flags(price.as_deref(), period_seconds)?;
-            runtime()?.block_on(async move {
+            runtime::build()?.block_on(async move {
                 let mut client = streamweave_client::Client::new(&server, key);
                 client.sign_in().await?;
                 let chunk_bytes = chunk_mib.clamp(1, 1024) * 1024 * 1024;
@@ -884,16 +886,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Serve(args) => runtime()?.block_on(async {
+        Command::Serve(args) => runtime::build()?.block_on(async {
             let settings = config::Settings::resolve(args)?;
             app::start(settings).await?.wait().await
         }),
-        Command::Demo { args, chain } => runtime()?.block_on(cli::demo::run(args, chain)),
+        Command::Demo { args, chain } => runtime::build()?.block_on(cli::demo::run(args, chain)),
         Command::Chain(ChainCommand::Deploy {
             chain_rpc,
             private_key,
             settle_window_s,
-        }) => runtime()?.block_on(async move {
+        }) => runtime::build()?.block_on(async move {
             let deployment =
                 streamweave_chain::deploy(&chain_rpc, &private_key, settle_window_s).await?;
             println!("{}", serde_json::to_string(&deployment)?);
@@ -905,7 +907,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             amount,
             private_key,
-        }) => runtime()?.block_on(async move {
+        }) => runtime::build()?.block_on(async move {
             let token: streamweave_ledger::Address = token
                 .parse()
                 .map_err(|_| anyhow::anyhow!("--token must be an address"))?;
@@ -943,12 +945,6 @@ fn price_flags(
             })
         })
         .transpose()
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
 }
 
 /// The audit's reads and checks: the report, the channels and how many

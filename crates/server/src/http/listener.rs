@@ -12,44 +12,22 @@
 //! - back-off when `accept` fails (EMFILE) instead of spinning,
 //! - graceful shutdown: in-flight requests finish, then connections close.
 //!
-//! Its socket is bound by [`bind`], with room for a crowd's connections
-//! that arrive at once ([`LISTEN_BACKLOG`]).
+//! Its socket is bound by [`crate::listen::bind`], with room for a crowd's
+//! connections that arrive at once.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::conn::Connections;
 
 /// File descriptors kept free for everything but HTTP connections.
 pub const FD_RESERVE: u64 = 2048 + super::disk_files::MAX_OPEN_LEAF_FILES as u64;
-
-/// Connections the kernel completes and holds for `accept` (the kernel
-/// caps it at `net.core.somaxconn`, 4096 by default). The standard
-/// library's and tokio's `bind` ask for 128: when a thousand viewers
-/// connect at once (a stream going live, a load generator starting) the
-/// rest of their handshakes are dropped and each one retried only after
-/// a second.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// A listening socket on `addr` with a queue of [`LISTEN_BACKLOG`]
-/// connections (`SO_REUSEADDR` set, as `TcpListener::bind` sets it).
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
 
 /// How many HTTP connections the loop holds and for how long it waits.
 #[derive(Debug, Clone)]
@@ -190,30 +168,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_crowd_connecting_at_once_is_held_until_accepted() {
-        // More than the 128 the standard `bind` asks for: with that queue
-        // the 130th handshake is dropped and its connect times out.
-        const CROWD: usize = 300;
-        let listener = bind("127.0.0.1:0".parse().expect("address")).expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let connected = tokio::task::spawn_blocking(move || {
-            (0..CROWD)
-                .map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)))
-                .collect::<io::Result<Vec<_>>>()
-        })
-        .await
-        .expect("join")
-        .expect("every connection completes before any is accepted");
-        for _ in 0..CROWD {
-            tokio::time::timeout(Duration::from_secs(5), listener.accept())
-                .await
-                .expect("queued")
-                .expect("accepted");
-        }
-        drop(connected);
-    }
 
     fn limits(total: usize, per_ip: usize) -> ConnectionLimits {
         ConnectionLimits {
