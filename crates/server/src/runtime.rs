@@ -8,8 +8,9 @@
 //! from one task at a time every few dozen polls. Meanwhile every look at
 //! the driver refills the local queue with the connections just answered,
 //! so those in the global queue wait many turns: at 1,000 connections on
-//! one core the p99 of a playlist poll was 114-144 ms against nginx's
-//! 19-24 ms, at a p50 of 3-6 ms (docs/benchmarks.md). With the driver
+//! one core the p99 of a playlist poll was 146-151 ms against nginx's
+//! 22-28 ms, at a p50 of 4-8 ms (docs/benchmarks.md, "Fair turns for a
+//! crowd"). With the driver
 //! looked at once per [`EVENT_INTERVAL`] polls, a worker answers all the
 //! connections one look woke before the next look, as nginx answers all
 //! that one `epoll_wait` returned: each connection waits at most one
