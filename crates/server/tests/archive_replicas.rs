@@ -319,3 +319,45 @@ fn a_replication_factor_above_the_targets_is_refused() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recordings_of_the_same_media_each_have_an_archive_of_their_own() {
+    let replicas = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&["--replica-dir", replicas.path().to_str().expect("path")]).await;
+    // The same source twice, encoded the same way: the recordings' media
+    // are the same blocks. Each must still be archived and replicated once,
+    // under a root of its own (a shared root left the second stream
+    // unarchived, and rebuilt on every round of the archiver).
+    let mut streams = Vec::new();
+    for title in ["first showing", "second showing"] {
+        let (id, key) = server.create_stream(title).await;
+        let mut ffmpeg = publish(&format!("{}/live/{key}", server.rtmp), "640x360", 4, H264);
+        assert!(wait_child(&mut ffmpeg, Duration::from_secs(60)));
+        server
+            .wait_for_state(&id, "ended", Duration::from_secs(30))
+            .await;
+        streams.push(id);
+    }
+    let mut roots = Vec::new();
+    for id in &streams {
+        eventually("a verified replica", async || {
+            let archive = archive_of(&server, id).await;
+            archive["replicas"][0]["state"] == "verified"
+        })
+        .await;
+        let archive = archive_of(&server, id).await;
+        assert_eq!(archive["replicas"].as_array().map(Vec::len), Some(1));
+        roots.push(archive["root_cid"].as_str().expect("root").to_string());
+    }
+    assert_ne!(roots[0], roots[1], "each recording has a root of its own");
+    // Each root names its stream.
+    for (root, id) in roots.iter().zip(&streams) {
+        let named: Value = reqwest::get(server.url(&format!("/ipfs/{root}/stream.json")))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(named["stream_id"], id.as_str());
+    }
+}

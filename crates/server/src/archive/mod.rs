@@ -152,6 +152,14 @@ pub async fn current_archive(
     Ok(Some((summary, segments)))
 }
 
+/// The name of the file in an archive's root that names its stream.
+pub const STREAM_FILE: &str = "stream.json";
+
+/// The contents of [`STREAM_FILE`] for `stream_id`.
+fn stream_file(stream_id: &str) -> String {
+    format!("{}\n", serde_json::json!({ "stream_id": stream_id }))
+}
+
 /// Builds (and stores) the directory of a stream's recording so far.
 pub async fn build_root(
     db: &Store,
@@ -218,6 +226,16 @@ pub async fn build_root(
         blockstore,
         "master.m3u8",
         master.as_bytes(),
+        &mut added,
+    )?);
+    // Which stream this is a recording of. Two streams of the same media
+    // (the same file sent twice, a test pattern) share every other block;
+    // this one makes each recording's root its own, so that each has its
+    // archive, its replicas and its retention.
+    root_entries.push(add_file(
+        blockstore,
+        STREAM_FILE,
+        stream_file(stream_id).as_bytes(),
         &mut added,
     )?);
     let root = build_directory(root_entries)?;
