@@ -140,7 +140,9 @@ PY
       python3 -c '
 import re, sys
 answers, seen, shown = int(sys.argv[1]), set(), 0
-for line in sys.stdin:
+for line in sys.stdin:  # all of it: the annotator must not meet a closed pipe
+    if shown == 25:
+        continue
     found = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+(\S.*?)(?: \[.*\])?$", line)
     if not found or "=>" in line or "PROGRAM TOTALS" in line:
         continue
@@ -151,8 +153,6 @@ for line in sys.stdin:
     count = int(found.group(1).replace(",", ""))
     print(f"  {count / answers:9.0f}  {name[:150]}")
     shown += 1
-    if shown == 25:
-        break
 ' "$ours_answers")$'\n'
 
   fi

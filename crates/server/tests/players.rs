@@ -214,6 +214,15 @@ async fn a_crowd_of_paying_viewers_then_the_recording_as_files() {
         "{}",
         String::from_utf8_lossy(&export.stderr)
     );
+    let named: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("stream.json")).expect("stream.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        named["stream_id"],
+        stream_id.as_str(),
+        "the folder names its stream"
+    );
     let listed = server
         .get_json(&format!("/api/v1/streams/{stream_id}/segments"))
         .await;

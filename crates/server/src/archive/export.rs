@@ -1,5 +1,6 @@
 //! `streamweave export`: a stream's recording as plain HLS files (master
-//! playlist, per rendition an init file, segments and a VOD playlist), read
+//! playlist, per rendition an init file, segments and a VOD playlist, and
+//! the file naming the stream: the archive's folder), read
 //! from the blockstore and checked against their CIDs on the way out.
 
 use std::path::Path;
@@ -84,6 +85,10 @@ pub async fn export_stream(
     std::fs::write(
         out.join("master.m3u8"),
         crate::archive::master_playlist(&renditions),
+    )?;
+    std::fs::write(
+        out.join(crate::archive::STREAM_FILE),
+        crate::archive::stream_file(stream_id),
     )?;
     Ok(summary)
 }

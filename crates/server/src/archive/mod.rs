@@ -156,7 +156,7 @@ pub async fn current_archive(
 pub const STREAM_FILE: &str = "stream.json";
 
 /// The contents of [`STREAM_FILE`] for `stream_id`.
-fn stream_file(stream_id: &str) -> String {
+pub fn stream_file(stream_id: &str) -> String {
     format!("{}\n", serde_json::json!({ "stream_id": stream_id }))
 }
 
