@@ -84,14 +84,12 @@ wait_ended() {
   echo "stream did not end" >&2; exit 1
 }
 
-# start_nginx ROOT: nginx serving ROOT (confined like the server when
-# SERVER_CPUS is set) (sendfile, open_file_cache, no access
-# log) on a free port; sets NGINX_PORT and NGINX_PID (the master's).
-start_nginx() {
-  chmod 755 "$WORK"   # nginx workers read as their own user
-  NGINX_PORT=$(free_port)
-  cat >"$WORK/nginx.conf" <<CONF
-worker_processes auto;
+# nginx_conf ROOT [PROCESSES]: the configuration of nginx serving ROOT on
+# NGINX_PORT (sendfile, open_file_cache, no access log); PROCESSES is its
+# process lines (default: a worker per core).
+nginx_conf() {
+  cat <<CONF
+${2:-worker_processes auto;}
 worker_rlimit_nofile 65536;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
@@ -105,12 +103,58 @@ http {
   server { listen 127.0.0.1:$NGINX_PORT; root $1; }
 }
 CONF
+}
+
+# start_nginx ROOT: nginx serving ROOT (confined like the server when
+# SERVER_CPUS is set) on a free port; sets NGINX_PORT and NGINX_PID (the
+# master's).
+start_nginx() {
+  chmod 755 "$WORK"   # nginx workers read as their own user
+  NGINX_PORT=$(free_port)
+  nginx_conf "$1" >"$WORK/nginx.conf"
   local confine=()
   if [ -n "${SERVER_CPUS:-}" ]; then confine=(taskset -c "$SERVER_CPUS"); fi
   "${confine[@]}" nginx -c "$WORK/nginx.conf" -g 'daemon off;' &
   NGINX_PID=$!
   PIDS+=("$NGINX_PID")
   sleep 0.5
+}
+
+# publish_free_and_paid SECONDS: on the server started, a free stream and a
+# paid one (price 1000 a second), each published for SECONDS at 720p (the
+# same test pattern) and ended; sets FREE_ID and PAID_ID.
+publish_free_and_paid() {
+  create_stream "free delivery benchmark"
+  publish 1280x720 "$1"
+  wait_ended
+  FREE_ID="$STREAM_ID"
+  "$BIN" keys new --out "$WORK/creator.key" >/dev/null
+  "$BIN" streams create --server "http://$HTTP" --key "$WORK/creator.key" \
+    --title "paid delivery benchmark" --price 1000 --period-seconds 1 >"$WORK/paid.json"
+  STREAM_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <"$WORK/paid.json")
+  STREAM_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["stream_key"])' <"$WORK/paid.json")
+  publish 1280x720 "$1"
+  wait_ended
+  PAID_ID="$STREAM_ID"
+}
+
+# delivery_paths: the paths the delivery benchmarks ask for, one a line:
+# a free stream's segment, the same segment by CID, the paid stream's
+# segment, then the two playlists (FREE_ID, CID and PLAY_PATH set).
+delivery_paths() {
+  printf '%s\n' "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
+    "/live/$FREE_ID/720p/index.m3u8" "$PLAY_PATH/720p/index.m3u8"
+}
+
+# path_label PATH: how a table names one of the delivery paths.
+path_label() {
+  case "$1" in
+    /live/*m4s) echo "/live/{id}/720p/1.m4s" ;;
+    /ipfs/*) echo "/ipfs/{cid} (the same segment)" ;;
+    /play/*m4s) echo "/play/{session}/720p/1.m4s (paid)" ;;
+    /live/*m3u8) echo "/live/{id}/720p/index.m3u8" ;;
+    *) echo "/play/{session}/720p/index.m3u8" ;;
+  esac
 }
 
 # start_s3: an S3-compatible server (moto, from PyPI, in a virtualenv of its

@@ -22,18 +22,7 @@ build
 
 # The media, made by a server at full speed: a free stream and a paid one.
 start_server "$WORK/server.log" --dev
-create_stream "instructions benchmark"
-publish 1280x720 8
-wait_ended
-FREE_ID="$STREAM_ID"
-"$BIN" keys new --out "$WORK/creator.key" >/dev/null
-"$BIN" streams create --server "http://$HTTP" --key "$WORK/creator.key" \
-  --title "paid instructions benchmark" --price 1000 --period-seconds 1 >"$WORK/paid.json"
-STREAM_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <"$WORK/paid.json")
-STREAM_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["stream_key"])' <"$WORK/paid.json")
-publish 1280x720 8
-wait_ended
-PAID_ID="$STREAM_ID"
+publish_free_and_paid 8
 # The archives are written and checked once a stream ends (SHA-256 of every
 # byte): that work is over before anything is counted.
 for _ in $(seq 300); do
@@ -71,21 +60,7 @@ curl -sf "$PLAY_BASE/720p/1.m4s" -o "$ROOT_DIR$PLAY_PATH/720p/1.m4s"
 
 chmod 755 "$WORK"
 NGINX_PORT=$(free_port)
-cat >"$WORK/nginx-one.conf" <<CONF
-worker_processes 1;
-master_process off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 100000;
-  open_file_cache max=1000;
-  types { video/mp4 m4s; application/vnd.apple.mpegurl m3u8; }
-  server { listen 127.0.0.1:$NGINX_PORT; root $ROOT_DIR; }
-}
-CONF
+nginx_conf "$ROOT_DIR" $'worker_processes 1;\nmaster_process off;' >"$WORK/nginx-one.conf"
 valgrind --tool=callgrind --callgrind-out-file="$WORK/nginx.cg" \
   nginx -c "$WORK/nginx-one.conf" -g 'daemon off;' 2>"$WORK/nginx-callgrind.log" &
 NGINX_PID=$!
@@ -113,15 +88,8 @@ echo "instructions each server executed in user space per answer (callgrind; wrk
 printf '| path | StreamWeave answers | StreamWeave instructions per answer | nginx answers | nginx instructions per answer | ratio |\n'
 printf '| --- | --- | --- | --- | --- | --- |\n'
 DETAILS=""
-for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
-  "/live/$FREE_ID/720p/index.m3u8" "$PLAY_PATH/720p/index.m3u8"; do
-  case "$path" in
-    /live/*m4s) label="/live/{id}/720p/1.m4s" ;;
-    /ipfs/*) label="/ipfs/{cid} (the same segment)" ;;
-    /play/*m4s) label="/play/{session}/720p/1.m4s (paid)" ;;
-    /live/*m3u8) label="/live/{id}/720p/index.m3u8" ;;
-    *) label="/play/{session}/720p/index.m3u8" ;;
-  esac
+for path in $(delivery_paths); do
+  label=$(path_label "$path")
   # The paid session idles out without requests, as a player's does.
   curl -sf "$PLAY_BASE/720p/index.m3u8" >/dev/null
   read -r ours_answers ours_total < <(LAST_DUMP="${OURS_DUMP:-}" count ours "http://$HTTP$path" "$OURS_PID" "$WORK/ours.cg")

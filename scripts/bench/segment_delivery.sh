@@ -39,20 +39,8 @@ build
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 start_server "$WORK/server.log" --dev
-# A free stream, for /live and /ipfs.
-create_stream "delivery benchmark"
-publish 1280x720 12
-wait_ended
-FREE_ID="$STREAM_ID"
-# A paid stream, for /play.
-"$BIN" keys new --out "$WORK/creator.key" >/dev/null
-"$BIN" streams create --server "http://$HTTP" --key "$WORK/creator.key" \
-  --title "paid delivery benchmark" --price 1000 --period-seconds 1 >"$WORK/paid.json"
-STREAM_ID=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <"$WORK/paid.json")
-STREAM_KEY=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["stream_key"])' <"$WORK/paid.json")
-publish 1280x720 12
-wait_ended
-PAID_ID="$STREAM_ID"
+# A free stream, for /live and /ipfs, and a paid one, for /play.
+publish_free_and_paid 12
 SEGMENT_URL=$("$BIN" bench paid-url --server "http://$HTTP" --stream "$PAID_ID" --file 720p/1.m4s)
 PLAY_BASE="${SEGMENT_URL%/720p/1.m4s}"
 curl -sf "$PLAY_BASE/720p/index.m3u8" >/dev/null
@@ -136,15 +124,8 @@ echo "segment: ${SEGMENT_BYTES} bytes (720p, 2 s); wrk -t2 for ${DURATION}s per 
 echo "CPU per request: the server's (or nginx's workers') user and system time over the run, divided by the requests answered / the same for wrk"
 printf '| path | connections | StreamWeave req/s | StreamWeave MB/s | StreamWeave p99 | StreamWeave CPU per request (server / wrk) | nginx req/s | nginx MB/s | nginx p99 | nginx CPU per request (server / wrk) | ratio | ratio by round |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
-for path in "/live/$FREE_ID/720p/1.m4s" "/ipfs/$CID" "$PLAY_PATH/720p/1.m4s" \
-  "/live/$FREE_ID/720p/index.m3u8" "$PLAY_PATH/720p/index.m3u8"; do
-  case "$path" in
-    /live/*m4s) label="/live/{id}/720p/1.m4s" ;;
-    /ipfs/*) label="/ipfs/{cid} (the same segment)" ;;
-    /play/*m4s) label="/play/{session}/720p/1.m4s (paid)" ;;
-    /live/*m3u8) label="/live/{id}/720p/index.m3u8" ;;
-    *) label="/play/{session}/720p/index.m3u8" ;;
-  esac
+for path in $(delivery_paths); do
+  label=$(path_label "$path")
   for connections in 100 1000; do
     ours_runs="" nginx_runs="" by_round=""
     for round in $(seq "$ROUNDS"); do
