@@ -47,8 +47,8 @@ mod tests {
     /// Echoes one byte at a time on `connections` socket pairs, the
     /// server ends on one worker of `server` and the clients on a
     /// runtime of their own (first in, first out), until the clients have
-    /// had `rounds` answers each on average; returns the fewest and the
-    /// most answers any one client had by then. Fails if the clients do
+    /// had `rounds` answers each on average; returns the 1st and 99th
+    /// percentile of the answers clients had by then. Fails if the clients do
     /// not get that far.
     fn answers_per_client(
         mut server: tokio::runtime::Builder,
@@ -128,9 +128,13 @@ mod tests {
             "the clients had {} answers in all within the bound, {wanted} wanted",
             counts.iter().sum::<u64>()
         );
-        let fewest = counts.iter().copied().min().unwrap_or(0);
-        let most = counts.iter().copied().max().unwrap_or(0);
-        (fewest, most)
+        // The 1st and the 99th percentile: a starved crowd is hundreds of
+        // connections, while a machine busy with other work can hold up a
+        // few of them for a moment whatever the runtime does.
+        let mut sorted = counts;
+        sorted.sort_unstable();
+        let at = |share: usize| sorted[(sorted.len() - 1) * share / 100];
+        (at(1), at(99))
     }
 
     #[test]
@@ -140,7 +144,7 @@ mod tests {
         let (fewest, most) = answers_per_client(builder(), 1000, 30);
         assert!(
             fewest * 2 >= most,
-            "answers per client ranged from {fewest} to {most}"
+            "answers per client ranged from {fewest} (1st percentile) to {most} (99th)"
         );
     }
 }
