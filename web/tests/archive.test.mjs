@@ -170,8 +170,8 @@ test('a recording is a Kubo-identical folder, a readable CAR and the same Piece 
     writeFileSync(badPath, corrupt);
     const bad = run(['verify', badPath]);
     assert.equal(bad.code, 1);
-    // The CAR ends with master.m3u8, the root's last entry in depth-first order.
-    assert.match(bad.stderr, /corrupt: \/master\.m3u8: block \S+ does not hash to its CID/);
+    // The CAR ends with stream.json, the root's last entry in depth-first order.
+    assert.match(bad.stderr, /corrupt: \/stream\.json: block \S+ does not hash to its CID/);
   } finally {
     await stopAndRemove(child, work);
   }
