@@ -13,8 +13,10 @@
 # 4 connections for `seconds`, and everything the process executed in that
 # window (every thread, background work included) is divided by the
 # answers. With DETAIL=1, our 25 costliest functions of each path
-# (inclusive, per answer) follow the table.
-# Usage: [DETAIL=1] scripts/bench/instructions.sh [seconds]
+# (inclusive, per answer) follow the table. With KEEP_DUMPS=DIR, each
+# path's two dumps are kept there (ours-N.cg, nginx-N.cg, N the path's row)
+# for callgrind_annotate.
+# Usage: [DETAIL=1] [KEEP_DUMPS=DIR] scripts/bench/instructions.sh [seconds]
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_PATH="${1:-6}"
 need valgrind wrk nginx ffmpeg curl python3
@@ -88,14 +90,21 @@ echo "instructions each server executed in user space per answer (callgrind; wrk
 printf '| path | StreamWeave answers | StreamWeave instructions per answer | nginx answers | nginx instructions per answer | ratio |\n'
 printf '| --- | --- | --- | --- | --- | --- |\n'
 DETAILS=""
+ROW=0
 for path in $(delivery_paths); do
   label=$(path_label "$path")
+  ROW=$((ROW + 1))
   # The paid session idles out without requests, as a player's does.
   curl -sf "$PLAY_BASE/720p/index.m3u8" >/dev/null
   read -r ours_answers ours_total < <(LAST_DUMP="${OURS_DUMP:-}" count ours "http://$HTTP$path" "$OURS_PID" "$WORK/ours.cg")
   OURS_DUMP=$(ls -t "$WORK"/ours.cg.* | head -1)
   read -r nginx_answers nginx_total < <(LAST_DUMP="${NGINX_DUMP:-}" count nginx "http://127.0.0.1:$NGINX_PORT$path" "$NGINX_PID" "$WORK/nginx.cg")
   NGINX_DUMP=$(ls -t "$WORK"/nginx.cg.* | head -1)
+  if [ -n "${KEEP_DUMPS:-}" ]; then
+    mkdir -p "$KEEP_DUMPS"
+    cp "$OURS_DUMP" "$KEEP_DUMPS/ours-$ROW.cg"
+    cp "$NGINX_DUMP" "$KEEP_DUMPS/nginx-$ROW.cg"
+  fi
   python3 - "$label" "$ours_answers" "$ours_total" "$nginx_answers" "$nginx_total" <<'PY'
 import sys
 label, oa, ot, na, nt = sys.argv[1], *map(int, sys.argv[2:])

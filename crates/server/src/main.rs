@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod community;
 mod config;
+mod fast_map;
 mod http;
 mod library;
 mod listen;

@@ -328,6 +328,91 @@ impl Metrics {
     }
 }
 
+/// A request's method, as the metrics label it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestMethod {
+    Get,
+    Head,
+    Post,
+}
+
+impl RequestMethod {
+    const ALL: [RequestMethod; 3] = [RequestMethod::Get, RequestMethod::Head, RequestMethod::Post];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestMethod::Get => "GET",
+            RequestMethod::Head => "HEAD",
+            RequestMethod::Post => "POST",
+        }
+    }
+}
+
+/// Statuses whose counters a [`RouteMetrics`] keeps at hand.
+const KEPT_STATUSES: [u16; 5] = [200, 206, 304, 402, 404];
+
+/// One route's request metrics, looked up in their families once: an
+/// answer of a common status then counts itself with an atomic add and a
+/// histogram observation, without hashing its labels or taking a
+/// family's lock (a playback route's answers are most of a node's). The
+/// series appear when first used, as the families' own do; other
+/// statuses go through the family.
+pub struct RouteMetrics {
+    route: &'static str,
+    latency: OnceLock<Histogram>,
+    /// By [`RequestMethod`] and [`KEPT_STATUSES`].
+    requests: [[OnceLock<Counter>; KEPT_STATUSES.len()]; RequestMethod::ALL.len()],
+}
+
+impl RouteMetrics {
+    pub const fn new(route: &'static str) -> Self {
+        RouteMetrics {
+            route,
+            latency: OnceLock::new(),
+            requests: [const { [const { OnceLock::new() }; KEPT_STATUSES.len()] }; 3],
+        }
+    }
+
+    /// The route's label.
+    pub fn route(&self) -> &'static str {
+        self.route
+    }
+
+    /// Counts one request of the route, as [`Metrics::observe_request`].
+    pub fn observe(
+        &self,
+        method: RequestMethod,
+        status: u16,
+        elapsed: Duration,
+        body_bytes: Option<u64>,
+    ) {
+        let metrics = metrics();
+        let labels = || RequestLabels {
+            route: Cow::Borrowed(self.route),
+            method: Cow::Borrowed(method.as_str()),
+            status,
+        };
+        let method_index = method as usize;
+        match KEPT_STATUSES.iter().position(|kept| *kept == status) {
+            Some(status_index) => self.requests[method_index][status_index]
+                .get_or_init(|| metrics.http_requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => metrics.http_requests.get_or_create(&labels()).inc(),
+        };
+        self.latency
+            .get_or_init(|| {
+                let route = RouteLabels {
+                    route: Cow::Borrowed(self.route),
+                };
+                metrics.http_latency.get_or_create(&route).clone()
+            })
+            .observe(elapsed.as_secs_f64());
+        if let Some(bytes) = body_bytes {
+            metrics.http_response_bytes.inc_by(bytes);
+        }
+    }
+}
+
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -337,6 +422,27 @@ pub fn metrics() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_routes_kept_counters_are_its_families_series() {
+        static ROUTE: RouteMetrics = RouteMetrics::new("/test/route-metrics");
+        for _ in 0..2 {
+            ROUTE.observe(RequestMethod::Get, 200, Duration::from_millis(1), Some(10));
+        }
+        ROUTE.observe(RequestMethod::Head, 200, Duration::from_millis(1), None);
+        ROUTE.observe(RequestMethod::Get, 503, Duration::from_millis(1), Some(5));
+        let text = metrics().encode();
+        for needle in [
+            "streamweave_http_requests_total{route=\"/test/route-metrics\",method=\"GET\",status=\"200\"} 2",
+            "streamweave_http_requests_total{route=\"/test/route-metrics\",method=\"HEAD\",status=\"200\"} 1",
+            "streamweave_http_requests_total{route=\"/test/route-metrics\",method=\"GET\",status=\"503\"} 1",
+            "streamweave_http_request_duration_seconds_count{route=\"/test/route-metrics\"} 4",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        // Only what was counted is listed.
+        assert!(!text.contains("route=\"/test/route-metrics\",method=\"POST\""));
+    }
 
     #[test]
     fn the_text_format_names_every_family() {

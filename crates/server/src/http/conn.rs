@@ -31,6 +31,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
+use streamweave_cas::Cid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -55,11 +56,43 @@ pub type Shortcut =
 pub enum Quick {
     /// Any answer, written as the router's are.
     Response(Response<Body>),
-    /// `200 OK` with `fields` (whole header lines, each ending in CRLF,
-    /// fixed for the process) and `body`; the loop adds `Date` and the
-    /// framing. A playlist poll's answer: no header map is built for it,
-    /// nothing is allocated to write it.
-    Ok { fields: Bytes, body: Bytes },
+    /// `200 OK` written from fixed header lines: [`Quick::ok`],
+    /// [`Quick::file`].
+    Fixed(Fixed),
+}
+
+/// A `200 OK` whose head is written from header lines fixed for the
+/// process, with no header map built and nothing allocated.
+pub struct Fixed {
+    fields: Bytes,
+    body: Bytes,
+    file: Option<Cid>,
+}
+
+impl Quick {
+    /// `200 OK` with `fields` (whole header lines, each ending in CRLF)
+    /// and `body`; the loop adds `Date` and the framing. A playlist
+    /// poll's answer.
+    pub fn ok(fields: Bytes, body: Bytes) -> Self {
+        Quick::Fixed(Fixed {
+            fields,
+            body,
+            file: None,
+        })
+    }
+
+    /// `200 OK` with the whole file `cid` of the blockstore, whose bytes
+    /// are `body`: `fields` as for [`Quick::ok`] (fixed for the file's
+    /// type), then the loop adds the file's `ETag`, `Date` and the
+    /// framing, and sends the file from disk when its leaves are open
+    /// ([`DiskFiles`]). A segment's answer.
+    pub fn file(fields: Bytes, cid: Cid, body: Bytes) -> Self {
+        Quick::Fixed(Fixed {
+            fields,
+            body,
+            file: Some(cid),
+        })
+    }
 }
 
 /// What every connection of a listener shares.
@@ -170,12 +203,18 @@ pub async fn serve(
             keep_alive,
         };
         let response = match shortcut {
-            Some(Quick::Ok { fields, body }) => {
-                fixed_head(&mut head, &fields, body.len(), answer);
-                let written = if is_head {
-                    socket.write_all(&head).await
-                } else {
-                    socket.write_all_buf(&mut Buf::chain(&head[..], body)).await
+            Some(Quick::Response(response)) => response,
+            Some(Quick::Fixed(fixed)) => {
+                // Planned first, then awaited here: a call of an async
+                // function holding both ways would move its whole state
+                // into this one for every playlist poll.
+                let written = match fixed_plan(&connections.disk_files, &mut head, fixed, answer) {
+                    FixedPlan::Write(body) => {
+                        socket.write_all_buf(&mut Buf::chain(&head[..], body)).await
+                    }
+                    FixedPlan::FromDisk(leaves, served) => {
+                        send_leaves(&mut socket, &head, &leaves, served).await
+                    }
                 };
                 match written {
                     Ok(()) if keep_alive => continue,
@@ -189,7 +228,6 @@ pub async fn serve(
                     }
                 }
             }
-            Some(Quick::Response(response)) => response,
             // A peer that leaves while its answer is prepared (a player
             // abandoning a blocking playlist reload) cancels it, as hyper
             // does.
@@ -388,6 +426,55 @@ struct Answer {
     keep_alive: bool,
 }
 
+/// How a fixed answer goes out, once its head is in the buffer.
+enum FixedPlan {
+    /// The head, then these bytes (none for a `HEAD`).
+    Write(Bytes),
+    /// The head, then the file from its open leaves.
+    FromDisk(Arc<Leaves>, ServedFile),
+}
+
+/// Writes a fixed answer's head into `head` and says what follows it.
+fn fixed_plan(
+    disk_files: &Arc<DiskFiles>,
+    head: &mut Vec<u8>,
+    fixed: Fixed,
+    answer: Answer,
+) -> FixedPlan {
+    let Fixed { fields, body, file } = fixed;
+    let body_len = body.len();
+    let after_head = if answer.is_head { Bytes::new() } else { body };
+    let Some(cid) = file else {
+        fixed_head(head, &fields, &[], body_len, answer);
+        return FixedPlan::Write(after_head);
+    };
+    let served = ServedFile {
+        cid,
+        start: 0,
+        len: body_len as u64,
+    };
+    // A file goes out from disk once its leaves are open.
+    match (!answer.is_head)
+        .then(|| disk_files.sendable(&served))
+        .flatten()
+    {
+        Some(leaves) => {
+            fixed_head(head, &fields, leaves.etag_field(), body_len, answer);
+            FixedPlan::FromDisk(leaves, served)
+        }
+        None => {
+            fixed_head(
+                head,
+                &fields,
+                &super::ranges::etag_field(&cid),
+                body_len,
+                answer,
+            );
+            FixedPlan::Write(after_head)
+        }
+    }
+}
+
 /// Writes `response`; answers whether the connection can carry another.
 async fn write_response(
     disk_files: &Arc<DiskFiles>,
@@ -455,26 +542,7 @@ async fn write_response(
     }
     if let Some((leaves, served)) = on_disk {
         drop(body);
-        let pieces = leaves.pieces(served.start, served.len);
-        // The head waits for the file's bytes (`MSG_MORE`) and one
-        // `sendfile` sends them in full packets, the last pushed. Over
-        // several leaves the socket is corked instead, so that no leaf's
-        // end goes out as a short packet; uncorking sends the last one.
-        // (Two calls an answer fewer for a file of one leaf: a 360p
-        // segment, a part, an init file.)
-        let corked = pieces.len() > 1 && rustix::net::sockopt::set_tcp_cork(&*socket, true).is_ok();
-        if pieces.is_empty() {
-            // Nothing follows the head (an empty file): it goes out as is.
-            socket.write_all(&head).await?;
-        } else {
-            send_more(socket, &head).await?;
-        }
-        for (file, offset, len) in pieces {
-            send_file(socket, file, offset, len).await?;
-        }
-        if corked {
-            rustix::net::sockopt::set_tcp_cork(&*socket, false)?;
-        }
+        send_leaves(socket, &head, &leaves, served).await?;
         return Ok(keep_alive);
     }
     let mut head = Some(Bytes::from(head));
@@ -515,12 +583,45 @@ async fn write_response(
     Ok(keep_alive)
 }
 
-/// Writes into `head` the head of a `200 OK` with `fields` and a body of
-/// `body_len` bytes (a `HEAD` answer says that length too).
-fn fixed_head(head: &mut Vec<u8>, fields: &[u8], body_len: usize, answer: Answer) {
+/// Writes `head`, then the bytes `served` names from `leaves` with
+/// `sendfile(2)`.
+async fn send_leaves(
+    socket: &mut TcpStream,
+    head: &[u8],
+    leaves: &Leaves,
+    served: ServedFile,
+) -> io::Result<()> {
+    let pieces = leaves.pieces(served.start, served.len);
+    // The head waits for the file's bytes (`MSG_MORE`) and one
+    // `sendfile` sends them in full packets, the last pushed. Over
+    // several leaves the socket is corked instead, so that no leaf's
+    // end goes out as a short packet; uncorking sends the last one.
+    // (Two calls an answer fewer for a file of one leaf: a 360p
+    // segment, a part, an init file.)
+    let corked = pieces.len() > 1 && rustix::net::sockopt::set_tcp_cork(&*socket, true).is_ok();
+    if pieces.is_empty() {
+        // Nothing follows the head (an empty file): it goes out as is.
+        socket.write_all(head).await?;
+    } else {
+        send_more(socket, head).await?;
+    }
+    for (file, offset, len) in pieces {
+        send_file(socket, file, offset, len).await?;
+    }
+    if corked {
+        rustix::net::sockopt::set_tcp_cork(&*socket, false)?;
+    }
+    Ok(())
+}
+
+/// Writes into `head` the head of a `200 OK` with `fields`, then `more`
+/// (header lines too), and a body of `body_len` bytes (a `HEAD` answer
+/// says that length too).
+fn fixed_head(head: &mut Vec<u8>, fields: &[u8], more: &[u8], body_len: usize, answer: Answer) {
     head.clear();
     head.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     head.extend_from_slice(fields);
+    head.extend_from_slice(more);
     push_header(head, b"date", &http_date());
     push_header(
         head,
@@ -873,15 +974,23 @@ mod tests {
         let disk_files = DiskFiles::new(blockstore, 64);
         // The shortcut answers `/live/x/short` (which the router does not
         // know) and the voucher route with the method and the peer's
-        // address, `/live/x/quick` the same as a fixed answer, and nothing
-        // else.
-        let shortcut: Shortcut = Box::new(|method, uri, _headers, peer| {
+        // address, `/live/x/quick` the same as a fixed answer,
+        // `/live/x/whole` zeros naming the stored file as a whole file's
+        // answer, and nothing else.
+        let shortcut: Shortcut = Box::new(move |method, uri, _headers, peer| {
             let body = format!("{method} {peer}");
+            if uri.path() == "/live/x/whole" {
+                return Some(Quick::file(
+                    Bytes::from_static(b"x-kind: whole\r\n"),
+                    cid,
+                    Bytes::from(vec![0u8; len as usize]),
+                ));
+            }
             if uri.path() == "/live/x/quick" {
-                return Some(Quick::Ok {
-                    fields: Bytes::from_static(b"x-kind: quick\r\ncache-control: no-cache\r\n"),
-                    body: Bytes::from(body),
-                });
+                return Some(Quick::ok(
+                    Bytes::from_static(b"x-kind: quick\r\ncache-control: no-cache\r\n"),
+                    Bytes::from(body),
+                ));
             }
             let known = ["/live/x/short", "/api/v1/channels/c/vouchers"];
             known
@@ -1001,6 +1110,63 @@ mod tests {
             .expect("write");
         let posted = read_answer(&mut socket, &mut buffer, false).await;
         assert_eq!((posted.status, posted.body.as_slice()), (200, &b"5"[..]));
+        fixture.stop.send_replace(true);
+    }
+
+    #[tokio::test]
+    async fn a_whole_file_goes_out_from_fixed_lines_then_from_disk() {
+        let fixture = fixture().await;
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        let mut buffer = Vec::new();
+        let etag = format!("\"{}\"", fixture.cid);
+        let length = fixture.file.len().to_string();
+        let get_whole = b"GET /live/x/whole HTTP/1.1\r\nhost: x\r\n\r\n";
+        socket.write_all(get_whole).await.expect("write");
+        let first = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(first.status, 200);
+        assert!(
+            first.body.len() == fixture.file.len() && first.body.iter().all(|&b| b == 0),
+            "the answer's own bytes, at first"
+        );
+        assert_eq!(first.header("x-kind"), Some("whole"));
+        assert_eq!(first.header("etag"), Some(etag.as_str()));
+        let served = ServedFile {
+            cid: fixture.cid,
+            start: 0,
+            len: fixture.file.len() as u64,
+        };
+        for _ in 0..500 {
+            if fixture.disk_files.sendable(&served).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // From disk, then a HEAD (no body, the length a GET's has), then
+        // from disk again on the same connection.
+        let mut pipelined = get_whole.to_vec();
+        pipelined.extend_from_slice(b"HEAD /live/x/whole HTTP/1.1\r\nhost: x\r\n\r\n");
+        pipelined.extend_from_slice(get_whole);
+        socket.write_all(&pipelined).await.expect("write");
+        let from_disk = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(from_disk.status, 200);
+        assert!(
+            from_disk.body == fixture.file,
+            "the file's bytes, from disk"
+        );
+        assert_eq!(from_disk.header("etag"), Some(etag.as_str()));
+        assert_eq!(from_disk.header("content-length"), Some(length.as_str()));
+        assert_eq!(from_disk.header("date").map(str::len), Some(29));
+        let head = read_answer(&mut socket, &mut buffer, true).await;
+        assert_eq!(
+            (
+                head.status,
+                head.header("content-length"),
+                head.header("etag")
+            ),
+            (200, Some(length.as_str()), Some(etag.as_str()))
+        );
+        let again = read_answer(&mut socket, &mut buffer, false).await;
+        assert!(again.body == fixture.file, "the file's bytes, from disk");
         fixture.stop.send_replace(true);
     }
 

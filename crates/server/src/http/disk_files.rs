@@ -9,12 +9,14 @@
 //! same file goes out from the page cache without entering our memory, as
 //! nginx's `sendfile` and `open_file_cache` do.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use streamweave_cas::{Blockstore, Cid};
 use tracing::warn;
+
+use crate::fast_map::FastHashMap;
 
 /// Open leaf files kept at most (the listener keeps descriptors for them
 /// out of its connection budget: [`super::listener::FD_RESERVE`]).
@@ -40,12 +42,22 @@ pub struct ServedFile {
 pub struct Leaves {
     leaves: Vec<(File, u64)>,
     len: u64,
+    etag_field: Vec<u8>,
 }
 
 impl Leaves {
-    fn new(leaves: Vec<(File, u64)>) -> Self {
+    fn new(cid: &Cid, leaves: Vec<(File, u64)>) -> Self {
         let len = leaves.iter().map(|(_, len)| len).sum();
-        Leaves { leaves, len }
+        Leaves {
+            leaves,
+            len,
+            etag_field: super::ranges::etag_field(cid),
+        }
+    }
+
+    /// The file's `ETag` header line, written once.
+    pub fn etag_field(&self) -> &[u8] {
+        &self.etag_field
     }
 
     /// The file's length in bytes.
@@ -109,7 +121,7 @@ pub struct DiskFiles {
 struct Inner {
     /// `None`: the file cannot be sent from disk (too many leaves, data
     /// inline, blocks elsewhere).
-    files: HashMap<Cid, Option<Arc<Leaves>>>,
+    files: FastHashMap<Cid, Option<Arc<Leaves>>>,
     order: VecDeque<Cid>,
     open_files: usize,
     opening: HashSet<Cid>,
@@ -154,7 +166,7 @@ impl DiskFiles {
         // A file of more leaves than may be open at once is never sendable.
         let max_leaves = MAX_LEAVES_PER_FILE.min(self.max_open_files);
         let opened = match self.blockstore.open_file_leaves(&cid, max_leaves) {
-            Ok(opened) => opened.map(|leaves| Arc::new(Leaves::new(leaves))),
+            Ok(opened) => opened.map(|leaves| Arc::new(Leaves::new(&cid, leaves))),
             Err(err) => {
                 warn!(%cid, %err, "opening a file's blocks for sendfile failed");
                 None

@@ -10,7 +10,6 @@
 //! creator makes it public; otherwise a paid stream's answer 402 (watch
 //! through a session), except to its owner and the admins.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, Problem};
-use super::ranges::{immutable_file, load_file};
+use super::ranges::{FileAnswer, immutable_file, load_file};
+use crate::fast_map::FastHashMap;
 use crate::model::{AccessMode, StreamRecord};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -56,7 +56,7 @@ const MAX_PUBLIC_VERDICTS: usize = 65_536;
 /// `immutable`).
 #[derive(Default)]
 pub struct PublicCids {
-    until: Mutex<HashMap<Cid, Instant>>,
+    until: Mutex<FastHashMap<Cid, Instant>>,
 }
 
 impl PublicCids {
@@ -214,12 +214,15 @@ fn may_read(stream: &StreamRecord, caller: Option<&Caller>) -> bool {
         })
 }
 
+/// A file of unknown type (any by CID alone).
+pub const FILE_CONTENT_TYPE: &str = "application/octet-stream";
+
 fn content_type_of(name: &str) -> &'static str {
     match name.rsplit_once('.').map(|(_, ext)| ext) {
         Some("m3u8") => "application/vnd.apple.mpegurl",
         Some("m4s") => "video/iso.segment",
         Some("mp4") => "video/mp4",
-        _ => "application/octet-stream",
+        _ => FILE_CONTENT_TYPE,
     }
 }
 
@@ -402,7 +405,7 @@ async fn serve(
 /// verdict's lifetime, the request asks for the file (not a raw block or
 /// a CAR), and its bytes are in the file cache (which holds files only).
 /// The same answer [`serve`] gives; `None` when the router must answer.
-pub fn resident_file(state: &AppState, cid: &str, headers: &HeaderMap) -> Option<Response> {
+pub fn resident_file(state: &AppState, cid: &str, headers: &HeaderMap) -> Option<FileAnswer> {
     let root = streamweave_cas::parse_cid(cid).ok()?;
     let no_query = GatewayQuery {
         format: None,
@@ -414,7 +417,12 @@ pub fn resident_file(state: &AppState, cid: &str, headers: &HeaderMap) -> Option
         return None;
     }
     let bytes = state.cache.get(&root)?;
-    Some(immutable_file(headers, &root, content_type_of(""), bytes))
+    Some(FileAnswer::for_request(
+        headers,
+        &root,
+        FILE_CONTENT_TYPE,
+        bytes,
+    ))
 }
 
 #[cfg(test)]

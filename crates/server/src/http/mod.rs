@@ -30,15 +30,19 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
+use bytes::Bytes;
 use streamweave_cas::Blockstore;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+use self::ranges::FileAnswer;
 use crate::config::Settings;
 use crate::live::media_index::{FileCache, MediaIndex};
+use crate::metrics::RouteMetrics;
 use crate::money::payments::Payments;
 use crate::store::Store;
 
@@ -295,9 +299,11 @@ pub fn router(state: AppState) -> Router {
 pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
     // A playlist's header lines, written as they are by every poll.
     let playlist_fields = ops::playback_fields(&state, &playback::playlist_headers());
+    // A whole file's, by its type.
+    let file_fields = WholeFileFields::new(&state);
     fn finish(
         state: &AppState,
-        route: &'static str,
+        route: &'static RouteMetrics,
         method: &Method,
         started: std::time::Instant,
         response: axum::response::Response,
@@ -319,15 +325,22 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             && anonymous
             && !cid.contains('/')
         {
-            let response = ipfs::resident_file(&state, cid, headers)?;
-            let response = ops::over_limit_from(
+            let answer = ipfs::resident_file(&state, cid, headers)?;
+            let answer = ops::over_limit_from(
                 &state,
                 peer.ip(),
                 headers,
                 rate_limit::RequestClass::Playback,
             )
-            .unwrap_or(response);
-            return finish(&state, "/ipfs/{cid}", method, started, response);
+            .map_or(answer, FileAnswer::Other);
+            return file_quick(
+                &state,
+                &file_fields,
+                &ops::IPFS_FILE,
+                method,
+                started,
+                answer,
+            );
         }
         let now_ms = crate::model::now_ms();
         let (kind, id, rendition, file) = rendition_file_path(uri.path())?;
@@ -335,8 +348,8 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             return None;
         }
         let route = match kind {
-            "live" => "/live/{id}/{rendition}/{file}",
-            _ => "/play/{session}/{rendition}/{file}",
+            "live" => &ops::LIVE_FILE,
+            _ => &ops::PLAY_FILE,
         };
         // Known to be ours only once everything the answer needs is found,
         // so that a request the router answers is counted against the
@@ -351,7 +364,7 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
                 rate_limit::RequestClass::Playback,
             )
         };
-        let response = if file == "index.m3u8" {
+        if file == "index.m3u8" {
             let (playlist, free_live) = match kind {
                 "live" => playback::resident_playlist(&state, id, rendition)?,
                 _ => (
@@ -371,19 +384,78 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             }
             let bytes = Some(playlist.len() as u64);
             ops::count_playback(&state, route, method, started, StatusCode::OK, bytes);
-            return Some(conn::Quick::Ok {
-                fields: playlist_fields.clone(),
-                body: playlist,
-            });
-        } else {
-            let request = (rendition, file);
-            match kind {
-                "live" => playback::resident_file(&state, id, request, headers, over_limit, None)?,
-                _ => sessions::resident_file(&state, id, request, headers, now_ms, over_limit)?,
-            }
+            return Some(conn::Quick::ok(playlist_fields.clone(), playlist));
+        }
+        let request = (rendition, file);
+        let answer = match kind {
+            "live" => playback::resident_file(&state, id, request, headers, over_limit, None)?,
+            _ => sessions::resident_file(&state, id, request, headers, now_ms, over_limit)?,
         };
-        finish(&state, route, method, started, response)
+        file_quick(&state, &file_fields, route, method, started, answer)
     })
+}
+
+/// The fixed header lines of a whole file's answer, for each type of
+/// file the shortcut answers.
+struct WholeFileFields([(&'static str, Bytes); 3]);
+
+impl WholeFileFields {
+    fn new(state: &AppState) -> Self {
+        WholeFileFields(
+            [
+                playback::VIDEO_CONTENT_TYPE,
+                playback::AUDIO_CONTENT_TYPE,
+                ipfs::FILE_CONTENT_TYPE,
+            ]
+            .map(|content_type| {
+                let headers = ranges::whole_file_headers(content_type);
+                (content_type, ops::playback_fields(state, &headers))
+            }),
+        )
+    }
+
+    fn of(&self, content_type: &str) -> Option<&Bytes> {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == content_type)
+            .map(|(_, fields)| fields)
+    }
+}
+
+/// The playback loop's answer of a file: a whole file from its fixed
+/// header lines; any other answer (a range, a `304`, a refusal) as the
+/// router's are.
+fn file_quick(
+    state: &AppState,
+    file_fields: &WholeFileFields,
+    route: &'static RouteMetrics,
+    method: &Method,
+    started: std::time::Instant,
+    answer: FileAnswer,
+) -> Option<conn::Quick> {
+    let answer = match answer {
+        FileAnswer::Whole {
+            cid,
+            content_type,
+            bytes,
+        } => match file_fields.of(content_type) {
+            Some(fields) => {
+                let len = Some(bytes.len() as u64);
+                ops::count_playback(state, route, method, started, StatusCode::OK, len);
+                return Some(conn::Quick::file(fields.clone(), cid, bytes));
+            }
+            None => FileAnswer::Whole {
+                cid,
+                content_type,
+                bytes,
+            },
+        },
+        other => other,
+    };
+    let response = answer.into_response();
+    Some(conn::Quick::Response(ops::finish_playback(
+        state, route, method, started, response,
+    )))
 }
 
 /// `("live" or "play", id, rendition, file)` of a rendition file's path.

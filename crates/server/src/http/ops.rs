@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, MAX_OPEN_SOCKETS};
-use crate::metrics::{RequestLabels, metrics};
+use crate::metrics::{RequestLabels, RequestMethod, RouteMetrics, metrics};
 use crate::model::now_ms;
 
 /// In a cluster every answer names the node that gave it
@@ -207,15 +207,24 @@ pub(super) fn over_limit_from(
     Some(super::problem::ApiError::too_many_requests(wait_ms, "your address").into_response())
 }
 
-/// The routes of the playback lane, as metric labels.
-const PLAYBACK_ROUTES: [&str; 7] = [
-    "/live/{id}/master.m3u8",
-    "/live/{id}/{rendition}/{file}",
-    "/play/{session}/master.m3u8",
-    "/play/{session}/{rendition}/{file}",
-    "/ipfs/{cid}",
-    "/ipfs/{cid}/{*path}",
-    "/api/v1/channels/{id}/vouchers",
+/// The routes of the playback lane, each with its metrics at hand.
+static LIVE_MASTER: RouteMetrics = RouteMetrics::new("/live/{id}/master.m3u8");
+pub(super) static LIVE_FILE: RouteMetrics = RouteMetrics::new("/live/{id}/{rendition}/{file}");
+static PLAY_MASTER: RouteMetrics = RouteMetrics::new("/play/{session}/master.m3u8");
+pub(super) static PLAY_FILE: RouteMetrics = RouteMetrics::new("/play/{session}/{rendition}/{file}");
+pub(super) static IPFS_FILE: RouteMetrics = RouteMetrics::new("/ipfs/{cid}");
+static IPFS_PATH: RouteMetrics = RouteMetrics::new("/ipfs/{cid}/{*path}");
+static VOUCHERS: RouteMetrics = RouteMetrics::new("/api/v1/channels/{id}/vouchers");
+/// A request of the lane no route matched.
+static UNMATCHED: RouteMetrics = RouteMetrics::new("unmatched");
+static PLAYBACK_ROUTES: [&RouteMetrics; 7] = [
+    &LIVE_MASTER,
+    &LIVE_FILE,
+    &PLAY_MASTER,
+    &PLAY_FILE,
+    &IPFS_FILE,
+    &IPFS_PATH,
+    &VOUCHERS,
 ];
 
 /// Response headers of every playback answer: any origin may read it, and
@@ -244,16 +253,16 @@ fn playback_cors_headers() -> &'static [(header::HeaderName, HeaderValue)] {
 /// per-address limit, the count by route (static labels, nothing
 /// allocated), the node's name in a cluster, the CORS headers.
 pub async fn playback(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route: &'static str = request
+    let route: &'static RouteMetrics = request
         .extensions()
         .get::<MatchedPath>()
         .and_then(|matched| {
             PLAYBACK_ROUTES
                 .iter()
-                .find(|route| **route == matched.as_str())
+                .find(|route| route.route() == matched.as_str())
         })
         .copied()
-        .unwrap_or("unmatched");
+        .unwrap_or(&UNMATCHED);
     let method = request.method().clone();
     let started = Instant::now();
     // A refusal is counted and carries the CORS headers too (a browser
@@ -266,11 +275,11 @@ pub async fn playback(State(state): State<AppState>, request: Request, next: Nex
 }
 
 /// What every playback answer gets, from the lane's middleware or from
-/// the playback loop's shortcut: its metrics (by `route`, a static label)
-/// and the fixed CORS headers (and the node's name in a cluster).
+/// the playback loop's shortcut: its metrics (by `route`) and the fixed
+/// CORS headers (and the node's name in a cluster).
 pub(super) fn finish_playback(
     state: &AppState,
-    route: &'static str,
+    route: &'static RouteMetrics,
     method: &axum::http::Method,
     started: Instant,
     mut response: Response,
@@ -292,29 +301,22 @@ pub(super) fn finish_playback(
 /// vouchers recovered meanwhile to yield to.
 pub(super) fn count_playback(
     state: &AppState,
-    route: &'static str,
+    route: &'static RouteMetrics,
     method: &axum::http::Method,
     started: Instant,
     status: StatusCode,
     bytes: Option<u64>,
 ) {
     let method = match *method {
-        axum::http::Method::HEAD => "HEAD",
-        axum::http::Method::POST => "POST",
-        _ => "GET",
+        axum::http::Method::HEAD => RequestMethod::Head,
+        axum::http::Method::POST => RequestMethod::Post,
+        _ => RequestMethod::Get,
     };
-    if method != "POST" && (status.is_success() || status == StatusCode::NOT_MODIFIED) {
+    if method != RequestMethod::Post && (status.is_success() || status == StatusCode::NOT_MODIFIED)
+    {
         state.verifier.media_answered();
     }
-    metrics().observe_request(
-        RequestLabels {
-            route: Cow::Borrowed(route),
-            method: Cow::Borrowed(method),
-            status: status.as_u16(),
-        },
-        started.elapsed(),
-        bytes,
-    );
+    route.observe(method, status.as_u16(), started.elapsed(), bytes);
 }
 
 /// The node's name in a cluster, for `x-streamweave-node`.

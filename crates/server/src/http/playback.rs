@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, Problem};
-use super::ranges::{immutable_file, load_file};
+use super::ranges::{FileAnswer, immutable_file, load_file};
 use super::streams::is_stream_id;
 use crate::live::media_index::{SharedMedia, StreamMedia, read_lock};
 use crate::model::StreamState;
@@ -31,6 +31,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+/// A video rendition's init files, segments and parts.
+pub const VIDEO_CONTENT_TYPE: &str = "video/mp4";
+/// An audio rendition's.
+pub const AUDIO_CONTENT_TYPE: &str = "audio/mp4";
 
 /// A playlist answer's own headers (the lane's follow them).
 pub fn playlist_headers() -> [(header::HeaderName, HeaderValue); 2] {
@@ -348,9 +352,9 @@ fn locate(
         return Err(ApiError::not_found("no such rendition"));
     };
     let content_type = if found.info.height.is_some() {
-        "video/mp4"
+        VIDEO_CONTENT_TYPE
     } else {
-        "audio/mp4"
+        AUDIO_CONTENT_TYPE
     };
     let paid = |span: MediaSpan| media.paid.then_some(span);
     let (cid, paid_span) = match file {
@@ -421,7 +425,7 @@ pub fn resident_file(
     headers: &HeaderMap,
     over_limit: impl FnOnce() -> Option<Response>,
     gate: Option<Gate<'_>>,
-) -> Option<Response> {
+) -> Option<FileAnswer> {
     let (rendition, file) = request;
     let file = parse_file_name(file).ok()?;
     if matches!(file, FileRequest::Playlist(_)) {
@@ -441,7 +445,7 @@ pub fn resident_file(
         return None;
     }
     if let Some(refused) = over_limit() {
-        return Some(refused);
+        return Some(FileAnswer::Other(refused));
     }
     if let (Some(span), Some(gate)) = (paid_span, gate)
         && let Err(refused) = gate(span)
@@ -449,9 +453,9 @@ pub fn resident_file(
         if refused.status() == StatusCode::PAYMENT_REQUIRED && state.settings.clustered() {
             return None;
         }
-        return Some(refused.into_response());
+        return Some(FileAnswer::Other(refused.into_response()));
     }
-    Some(immutable_file(headers, &cid, content_type, bytes))
+    Some(FileAnswer::for_request(headers, &cid, content_type, bytes))
 }
 
 /// What a request waits for.

@@ -595,7 +595,7 @@ pub(super) fn resident_file(
     headers: &HeaderMap,
     now_ms: i64,
     over_limit: impl FnOnce() -> Option<Response>,
-) -> Option<Response> {
+) -> Option<super::ranges::FileAnswer> {
     // Read in place, then released: the gate takes the sessions' lock.
     let (stream_id, paying) = state.sessions.peek(session, now_ms, |found| {
         (!matches!(found.pass, Pass::Member { .. })).then(|| {

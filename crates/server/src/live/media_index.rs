@@ -3,12 +3,13 @@
 //! [`MediaNotice`]s, on another node of the cluster), and a bounded cache of
 //! recent segment bytes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use streamweave_cas::{Blockstore, Cid};
 
+use crate::fast_map::FastHashMap;
 use crate::model::{RenditionRecord, SegmentRecord, StreamState};
 use crate::store::Store;
 
@@ -131,7 +132,7 @@ pub struct StreamMedia {
     pub paid: bool,
     pub renditions: Vec<RenditionMedia>,
     /// Rendered playlists by name, until the media changes.
-    rendered: Mutex<HashMap<String, Bytes>>,
+    rendered: Mutex<FastHashMap<String, Bytes>>,
     /// Woken at every change (blocking playlist reloads wait on it).
     changes: Arc<tokio::sync::Notify>,
     /// A notice was missed (another node's segment arrived out of order):
@@ -153,7 +154,7 @@ impl StreamMedia {
             state,
             paid,
             renditions,
-            rendered: Mutex::new(HashMap::new()),
+            rendered: Mutex::default(),
             changes: Arc::new(tokio::sync::Notify::new()),
             stale: false,
         }
@@ -240,7 +241,7 @@ pub enum MediaNotice {
 /// In-memory index of streams' media.
 pub struct MediaIndex {
     db: Store,
-    streams: RwLock<HashMap<String, SharedMedia>>,
+    streams: RwLock<FastHashMap<String, SharedMedia>>,
     /// Tells the other nodes what changes here.
     relay: std::sync::OnceLock<crate::live::events::Relay<MediaNotice>>,
 }
@@ -267,7 +268,7 @@ impl MediaIndex {
     pub fn new(db: Store) -> Self {
         MediaIndex {
             db,
-            streams: RwLock::new(HashMap::new()),
+            streams: RwLock::default(),
             relay: std::sync::OnceLock::new(),
         }
     }
@@ -533,7 +534,7 @@ impl MediaIndex {
 pub struct FileCache {
     max_bytes: u64,
     inner: Mutex<CacheInner>,
-    loading: Mutex<HashMap<Cid, Load>>,
+    loading: Mutex<FastHashMap<Cid, Load>>,
 }
 
 /// One file's load in progress, shared by the requests waiting for it: its
@@ -542,7 +543,7 @@ type Load = Arc<tokio::sync::OnceCell<Result<Option<Bytes>, String>>>;
 
 #[derive(Default)]
 struct CacheInner {
-    files: HashMap<Cid, Bytes>,
+    files: FastHashMap<Cid, Bytes>,
     order: VecDeque<Cid>,
     bytes: u64,
 }

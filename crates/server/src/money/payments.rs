@@ -30,7 +30,7 @@
 //! is deferred in its channel's row instead (`store::deferred`), which any
 //! node folds; the same rules say when.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -42,6 +42,7 @@ use streamweave_ledger::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use crate::fast_map::FastHashMap;
 use crate::memberships::RoundClock;
 use crate::model::now_ms;
 use crate::store::{
@@ -221,7 +222,7 @@ pub struct Payments {
     journaled: Arc<AtomicUsize>,
     /// The stored states of the channels whose steps wait in the journal.
     waiting: Arc<WaitingView>,
-    channels: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
+    channels: std::sync::Arc<std::sync::RwLock<FastHashMap<B256, Channel>>>,
     db: Store,
     /// Other nodes write the same channels: voucher steps wait in their
     /// channels' rows (`store::deferred`), not in a journal of this node's.
@@ -243,7 +244,7 @@ impl Payments {
         rounds: RoundClock,
     ) -> anyhow::Result<Payments> {
         let next_seq = fold_left_journal(&db, rounds).await?;
-        let channels: HashMap<B256, Channel> = db
+        let channels: FastHashMap<B256, Channel> = db
             .channels()
             .await?
             .into_iter()
@@ -718,7 +719,7 @@ struct Waiting {
 /// The engine's view of the voucher journal: each channel whose steps wait
 /// in it, oldest first.
 struct Journal {
-    waiting: HashMap<B256, Waiting>,
+    waiting: FastHashMap<B256, Waiting>,
     /// The waiting channels in the order of their first waiting step.
     oldest_first: VecDeque<B256>,
     /// The sequence number the next journaled step gets.
@@ -743,7 +744,7 @@ impl Journal {
     ) -> Journal {
         steps.store(0, Ordering::Relaxed);
         Journal {
-            waiting: HashMap::new(),
+            waiting: FastHashMap::default(),
             oldest_first: VecDeque::new(),
             next_seq,
             steps,
@@ -814,7 +815,11 @@ impl Journal {
     /// (its latest step's). `channels`: the committed states. `None` when a
     /// step does not fold (never, for the engine's own states): then
     /// nothing is folded and the steps keep waiting.
-    fn fold(&self, count: usize, channels: &HashMap<B256, Channel>) -> Option<(LedgerBatch, u64)> {
+    fn fold(
+        &self,
+        count: usize,
+        channels: &FastHashMap<B256, Channel>,
+    ) -> Option<(LedgerBatch, u64)> {
         let below = self
             .oldest_first
             .get(count)
@@ -866,7 +871,12 @@ impl Journal {
 
 /// Folds the journal's `count` oldest waiting channels in one commit; on a
 /// refusal or an error their steps keep waiting (folded next time).
-async fn fold(db: &Store, journal: &mut Journal, count: usize, channels: &HashMap<B256, Channel>) {
+async fn fold(
+    db: &Store,
+    journal: &mut Journal,
+    count: usize,
+    channels: &FastHashMap<B256, Channel>,
+) {
     let started = std::time::Instant::now();
     let Some((batch, stamp_ms)) = journal.fold(count, channels) else {
         return;
@@ -893,7 +903,7 @@ async fn fold(db: &Store, journal: &mut Journal, count: usize, channels: &HashMa
 /// count of folds, odd while one commits.
 #[derive(Default)]
 struct WaitingView {
-    stored: std::sync::RwLock<HashMap<B256, Arc<Channel>>>,
+    stored: std::sync::RwLock<FastHashMap<B256, Arc<Channel>>>,
     folds: std::sync::atomic::AtomicU64,
 }
 
@@ -923,7 +933,7 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<i64
         .collect::<std::collections::HashSet<_>>()
         .into_iter()
         .collect();
-    let mut channels: HashMap<B256, Channel> = db
+    let mut channels: FastHashMap<B256, Channel> = db
         .channels_by_id(&ids)
         .await?
         .into_iter()
@@ -932,7 +942,7 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<i64
     let last_round = by_round.keys().next_back().copied();
     let mut folded_channels = 0;
     for (round, steps) in &by_round {
-        let mut last: HashMap<B256, &crate::store::JournalEntry> = HashMap::new();
+        let mut last: FastHashMap<B256, &crate::store::JournalEntry> = FastHashMap::default();
         for entry in steps {
             last.insert(entry.channel, entry);
         }
@@ -981,8 +991,8 @@ async fn fold_left_journal(db: &Store, rounds: RoundClock) -> anyhow::Result<i64
 #[allow(clippy::too_many_arguments)]
 async fn run_engine(
     db: Store,
-    mut channels: HashMap<B256, Channel>,
-    shared: std::sync::Arc<std::sync::RwLock<HashMap<B256, Channel>>>,
+    mut channels: FastHashMap<B256, Channel>,
+    shared: std::sync::Arc<std::sync::RwLock<FastHashMap<B256, Channel>>>,
     mut incoming: Incoming,
     domain: PaymentDomain,
     settle_window_ms: u64,
@@ -1066,7 +1076,7 @@ async fn run_engine(
         let deferring = shared_database && !meet;
         let mut next_seq = journal.as_ref().map_or(0, |j| j.next_seq);
         // Apply each operation to working copies; collect the batches.
-        let mut working: HashMap<B256, Channel> = HashMap::new();
+        let mut working: FastHashMap<B256, Channel> = FastHashMap::default();
         let mut planned: Vec<(Request, Planned)> = Vec::with_capacity(group.len());
         for request in group {
             let outcome = plan(
@@ -1202,8 +1212,8 @@ async fn run_engine(
 
 /// Keeps a channel's committed state in the engine's map and the readers'.
 fn remember(
-    shared: &std::sync::RwLock<HashMap<B256, Channel>>,
-    channels: &mut HashMap<B256, Channel>,
+    shared: &std::sync::RwLock<FastHashMap<B256, Channel>>,
+    channels: &mut FastHashMap<B256, Channel>,
     channel: Channel,
 ) {
     let mut visible = shared.write().unwrap_or_else(|p| p.into_inner());
@@ -1212,8 +1222,8 @@ fn remember(
 }
 
 fn forget(
-    shared: &std::sync::RwLock<HashMap<B256, Channel>>,
-    channels: &mut HashMap<B256, Channel>,
+    shared: &std::sync::RwLock<FastHashMap<B256, Channel>>,
+    channels: &mut FastHashMap<B256, Channel>,
     id: &B256,
 ) {
     shared.write().unwrap_or_else(|p| p.into_inner()).remove(id);
@@ -1228,8 +1238,8 @@ fn fresh_revision() -> u64 {
 
 fn current<'a>(
     id: &B256,
-    channels: &'a HashMap<B256, Channel>,
-    working: &'a HashMap<B256, Channel>,
+    channels: &'a FastHashMap<B256, Channel>,
+    working: &'a FastHashMap<B256, Channel>,
 ) -> Option<&'a Channel> {
     working.get(id).or_else(|| channels.get(id))
 }
@@ -1284,8 +1294,8 @@ fn deferred_transfers(current: &Channel, folded_redeemed: Amount) -> Result<Vec<
 fn plan_deferred_voucher(
     voucher: &VerifiedVoucher,
     round_start_ms: i64,
-    channels: &HashMap<B256, Channel>,
-    working: &mut HashMap<B256, Channel>,
+    channels: &FastHashMap<B256, Channel>,
+    working: &mut FastHashMap<B256, Channel>,
     now_ms: u64,
 ) -> Planned {
     let mut state = current(&voucher.channel, channels, working)
@@ -1321,8 +1331,8 @@ fn plan_deferred_voucher(
 fn plan(
     domain: PaymentDomain,
     operation: Operation,
-    channels: &HashMap<B256, Channel>,
-    working: &mut HashMap<B256, Channel>,
+    channels: &FastHashMap<B256, Channel>,
+    working: &mut FastHashMap<B256, Channel>,
     now_ms: u64,
     settle_window_ms: u64,
     voucher_steps: VoucherSteps<'_>,
@@ -1330,7 +1340,7 @@ fn plan(
     let with_channel = |mut channel: Channel,
                         transfers: Vec<Transfer>,
                         new: bool,
-                        working: &mut HashMap<B256, Channel>| {
+                        working: &mut FastHashMap<B256, Channel>| {
         let base_revision = current(&channel.id, channels, working).map(|c| c.revision);
         channel.revision = fresh_revision();
         working.insert(channel.id, channel.clone());
@@ -2248,7 +2258,7 @@ mod tests {
             journal.steps.store(2 * opened.len(), Ordering::Relaxed);
             // A slice deletes the rows below the first step still waiting
             // (the next channel's first), and forgets its channels.
-            let channels: HashMap<B256, Channel> =
+            let channels: FastHashMap<B256, Channel> =
                 opened.iter().map(|c| (c.id, c.clone())).collect();
             let (batch, stamp_ms) = journal.fold(3, &channels).expect("folds");
             assert_eq!(batch.journal_folded_below, Some(4));

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use streamweave_ledger::{Address, B256, GateDecision, Meter};
 
+use crate::fast_map::FastHashMap;
+
 /// Sessions kept at once; the least recently used goes first beyond this.
 pub const MAX_SESSIONS: usize = 100_000;
 /// A session with no request for this long ends.
@@ -111,8 +113,8 @@ pub struct Session {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<String, Session>,
-    by_pass: HashMap<PassKey, String>,
+    sessions: FastHashMap<String, Session>,
+    by_pass: FastHashMap<PassKey, String>,
 }
 
 impl Inner {
