@@ -160,12 +160,12 @@ pub async fn serve(
             .as_mut()
             .reset(Instant::now() + connections.header_read_timeout);
         let request = loop {
-            match parse_head(&buffer) {
-                Head::Ours(request) => break *request,
-                Head::Hyper => {
+            match take_head(&mut buffer) {
+                Ok(Some(request)) => break request,
+                Err(ToHyper) => {
                     return to_hyper(connections, socket, peer, buffer.freeze(), stopping).await;
                 }
-                Head::Partial => {}
+                Ok(None) => {}
             }
             let idle = buffer.is_empty();
             if idle && *stopping.borrow() {
@@ -177,15 +177,13 @@ pub async fn serve(
                 Ok(false) | Err(_) => return,
             }
         };
-        let wanted = request.head_len + request.body_len;
-        while buffer.len() < wanted {
+        while buffer.len() < request.body_len {
             let no_stop: Option<Pin<&mut std::future::Pending<()>>> = None;
             match read_until(&mut socket, &mut buffer, head_deadline.as_mut(), no_stop).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return,
             }
         }
-        buffer.advance(request.head_len);
         let body = buffer.split_to(request.body_len).freeze();
         let keep_alive = request.keep_alive;
         let is_head = request.method == Method::HEAD;
@@ -310,20 +308,9 @@ async fn read_until(
     }
 }
 
-/// What the loop makes of the bytes at the start of its buffer.
-#[derive(Debug)]
-enum Head {
-    /// A head not yet whole.
-    Partial,
-    /// A request the loop serves.
-    Ours(Box<OurRequest>),
-    /// Anything else: hyper serves the connection from here.
-    Hyper,
-}
-
+/// The head of a request the loop serves, taken off its buffer.
 #[derive(Debug)]
 struct OurRequest {
-    head_len: usize,
     method: Method,
     uri: Uri,
     version: Version,
@@ -332,54 +319,64 @@ struct OurRequest {
     keep_alive: bool,
 }
 
-fn parse_head(buffer: &[u8]) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
+/// A request the loop does not serve: hyper serves the connection from
+/// here, from the buffer as it was.
+#[derive(Debug)]
+struct ToHyper;
+
+/// Where a header's name and value lie in its head.
+type FieldSpan = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Takes the request head at the start of `buffer` when the loop serves
+/// it (`Ok(None)`: not yet whole). The URI and header values are views
+/// of the head's bytes, not copies of them.
+fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
     let head_len = match parsed.parse(buffer) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => return Head::Partial,
-        _ => return Head::Hyper,
+        Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => return Ok(None),
+        _ => return Err(ToHyper),
     };
     let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
     else {
-        return Head::Hyper;
+        return Err(ToHyper);
     };
     let method = match method {
         "GET" => Method::GET,
         "HEAD" => Method::HEAD,
         "POST" => Method::POST,
-        _ => return Head::Hyper,
+        _ => return Err(ToHyper),
     };
     // Origin form only (`/path?query`); hyper takes the other forms.
     if !target.starts_with('/') {
-        return Head::Hyper;
+        return Err(ToHyper);
     }
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     if !super::in_playback_lane(&method, path) {
-        return Head::Hyper;
+        return Err(ToHyper);
     }
-    let Ok(uri) = Uri::try_from(target) else {
-        return Head::Hyper;
-    };
     let version = if minor == 1 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    let start = buffer.as_ptr() as usize;
+    let span = |part: &[u8]| {
+        let from = part.as_ptr() as usize - start;
+        from..from + part.len()
+    };
+    let target = span(target.as_bytes());
+    let mut spans: [FieldSpan; MAX_HEADERS] = std::array::from_fn(|_| (0..0, 0..0));
     let mut body_len = None;
     let (mut close, mut keep_alive) = (false, false);
-    for field in parsed.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            header::HeaderName::from_bytes(field.name.as_bytes()),
-            HeaderValue::from_bytes(field.value),
-        ) else {
-            return Head::Hyper;
-        };
-        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
-            return Head::Hyper;
+    for (field, spanned) in parsed.headers.iter().zip(spans.iter_mut()) {
+        let name = field.name.as_bytes();
+        let is = |known: &header::HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+        if is(&header::TRANSFER_ENCODING) || is(&header::EXPECT) || is(&header::UPGRADE) {
+            return Err(ToHyper);
         }
-        if name == header::CONTENT_LENGTH {
+        if is(&header::CONTENT_LENGTH) {
             let digits = field.value.trim_ascii();
             let len =
                 (!digits.is_empty() && digits.len() <= 9 && digits.iter().all(u8::is_ascii_digit))
@@ -387,35 +384,63 @@ fn parse_head(buffer: &[u8]) -> Head {
                     .flatten();
             match (len, body_len) {
                 (Some(len), None) if len <= MAX_JSON_BODY_BYTES => body_len = Some(len),
-                _ => return Head::Hyper,
+                _ => return Err(ToHyper),
             }
         }
-        if name == header::CONNECTION {
+        if is(&header::CONNECTION) {
             for token in field.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        map.append(name, value);
+        *spanned = (span(name), span(field.value));
     }
+    let field_count = parsed.headers.len();
     let body_len = body_len.unwrap_or(0);
     if body_len > 0 && method != Method::POST {
-        return Head::Hyper;
+        return Err(ToHyper);
     }
     let keep_alive = match version {
         Version::HTTP_11 => !close,
         _ => keep_alive && !close,
     };
-    Head::Ours(Box::new(OurRequest {
-        head_len,
-        method,
-        uri,
-        version,
-        headers: map,
-        body_len,
-        keep_alive,
-    }))
+    let head = buffer.split_to(head_len).freeze();
+    match head_parts(&head, target, &spans[..field_count]) {
+        Some((uri, headers)) => Ok(Some(OurRequest {
+            method,
+            uri,
+            version,
+            headers,
+            body_len,
+            keep_alive,
+        })),
+        None => {
+            // A URI or field httparse takes and `http` does not: the
+            // head goes back where it was, for hyper to refuse.
+            let mut whole = BytesMut::with_capacity(head.len() + buffer.len());
+            whole.extend_from_slice(&head);
+            whole.extend_from_slice(buffer);
+            *buffer = whole;
+            Err(ToHyper)
+        }
+    }
+}
+
+/// The URI and header map of a head, as views of its bytes.
+fn head_parts(
+    head: &Bytes,
+    target: std::ops::Range<usize>,
+    fields: &[FieldSpan],
+) -> Option<(Uri, HeaderMap)> {
+    let uri = Uri::from_maybe_shared(head.slice(target)).ok()?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let name = header::HeaderName::from_bytes(&head[name.clone()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
+        headers.append(name, value);
+    }
+    Some((uri, headers))
 }
 
 /// How an answer is framed.
@@ -1335,7 +1360,15 @@ mod tests {
 
     #[test]
     fn heads_are_ours_only_when_simple() {
-        let ours = |head: &[u8]| matches!(parse_head(head), Head::Ours(_));
+        let take = |head: &[u8]| {
+            let mut buffer = BytesMut::from(head);
+            let taken = take_head(&mut buffer);
+            if !matches!(taken, Ok(Some(_))) {
+                assert_eq!(&buffer[..], head, "a head not taken stays in the buffer");
+            }
+            taken
+        };
+        let ours = |head: &[u8]| matches!(take(head), Ok(Some(_)));
         assert!(ours(b"GET /live/a/720p/1.m4s HTTP/1.1\r\n\r\n"));
         assert!(ours(
             b"GET /play/s/720p/index.m3u8?_HLS_msn=3 HTTP/1.1\r\n\r\n"
@@ -1344,14 +1377,15 @@ mod tests {
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"
         ));
         assert!(matches!(
-            parse_head(b"GET /live/a/720p/1.m4s HTTP/1.1\r\nhost"),
-            Head::Partial
+            take(b"GET /live/a/720p/1.m4s HTTP/1.1\r\nhost"),
+            Ok(None)
         ));
         for hyper in [
             &b"GET /api/v1/streams HTTP/1.1\r\n\r\n"[..],
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"GET http://x/live/a/1.m4s HTTP/1.1\r\n\r\n",
             b"GET /live/a/1.m4s HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            b"GET /live/a/1.m4s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /live/a/1.m4s HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n",
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
@@ -1359,21 +1393,80 @@ mod tests {
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n",
             b"DELETE /live/a/1.m4s HTTP/1.1\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            // A path httparse reads and `http`'s URI does not: the head
+            // is put back whole.
+            b"GET /live/a/<1>.m4s HTTP/1.1\r\nhost: x\r\n\r\nGET /next",
         ] {
             assert!(
-                matches!(parse_head(hyper), Head::Hyper),
+                matches!(take(hyper), Err(ToHyper)),
                 "{:?}",
                 String::from_utf8_lossy(hyper)
             );
         }
         let mut long = b"GET /live/a/1.m4s HTTP/1.1\r\nx: ".to_vec();
         long.resize(MAX_HEAD_BYTES + 1, b'a');
-        assert!(matches!(parse_head(&long), Head::Hyper), "an overlong head");
-        let Head::Ours(closing) =
-            parse_head(b"GET /live/a/1.m4s HTTP/1.1\r\nconnection: Close\r\n\r\n")
+        assert!(matches!(take(&long), Err(ToHyper)), "an overlong head");
+        let Ok(Some(closing)) = take(b"GET /live/a/1.m4s HTTP/1.1\r\nconnection: Close\r\n\r\n")
         else {
             panic!("ours");
         };
         assert!(!closing.keep_alive);
+        // Taken off the buffer: what follows (a pipelined request, a
+        // body) stays; the head's parts are its own.
+        let mut buffer = BytesMut::from(
+            &b"GET /live/a/1.m4s?x=1 HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\naccept: */*\r\naccept: video/mp4\r\n\r\nGET /next"[..],
+        );
+        let Ok(Some(request)) = take_head(&mut buffer) else {
+            panic!("ours");
+        };
+        assert_eq!(&buffer[..], b"GET /next");
+        assert_eq!(
+            (request.uri.path(), request.uri.query()),
+            ("/live/a/1.m4s", Some("x=1"))
+        );
+        assert_eq!(request.headers["host"], "h");
+        assert_eq!(request.headers["x-forwarded-for"], "1.2.3.4");
+        let accepted: Vec<_> = request.headers.get_all("accept").iter().collect();
+        assert_eq!(accepted, ["*/*", "video/mp4"]);
+    }
+
+    proptest::proptest! {
+        /// Any bytes: a head is taken with nothing else, or the buffer
+        /// is left as it was (for more bytes, or for hyper).
+        #[test]
+        fn a_head_is_taken_whole_or_not_at_all(
+            line in proptest::sample::select(vec![
+                "GET /live/a/720p/1.m4s HTTP/1.1\r\n",
+                "HEAD /ipfs/bafy HTTP/1.0\r\n",
+                "POST /api/v1/channels/c/vouchers HTTP/1.1\r\n",
+                "GET /live/<a> HTTP/1.1\r\n",
+            ]),
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec!["host", "Connection", "content-length", "x-a", "Accept", "upgrade"]),
+                 proptest::collection::vec(proptest::num::u8::ANY, 0..12)),
+                0..6,
+            ),
+            end in proptest::sample::select(vec!["\r\n", "", "\r\nGET /next"]),
+        ) {
+            let mut bytes = line.as_bytes().to_vec();
+            for (name, value) in &fields {
+                bytes.extend_from_slice(name.as_bytes());
+                bytes.extend_from_slice(b": ");
+                bytes.extend_from_slice(value);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(end.as_bytes());
+            let mut buffer = BytesMut::from(&bytes[..]);
+            match take_head(&mut buffer) {
+                Ok(Some(request)) => {
+                    let head_len = bytes.len() - buffer.len();
+                    proptest::prop_assert_eq!(&bytes[head_len..], &buffer[..]);
+                    // A head ends with its blank line (httparse takes a bare LF too).
+                    proptest::prop_assert!(bytes[..head_len].ends_with(b"\n"));
+                    proptest::prop_assert!(request.headers.len() <= fields.len());
+                }
+                Ok(None) | Err(ToHyper) => proptest::prop_assert_eq!(&bytes[..], &buffer[..]),
+            }
+        }
     }
 }
