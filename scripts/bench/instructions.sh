@@ -15,8 +15,10 @@
 # answers. With DETAIL=1, our 25 costliest functions of each path
 # (inclusive, per answer) follow the table. With KEEP_DUMPS=DIR, each
 # path's two dumps are kept there (ours-N.cg, nginx-N.cg, N the path's row)
-# for callgrind_annotate.
-# Usage: [DETAIL=1] [KEEP_DUMPS=DIR] scripts/bench/instructions.sh [seconds]
+# for callgrind_annotate. With BROWSER_HEADERS=1, wrk sends the headers a
+# browser's player sends with each request (user agent, accept, origin,
+# referer, fetch metadata) instead of only Host, to both servers.
+# Usage: [DETAIL=1] [KEEP_DUMPS=DIR] [BROWSER_HEADERS=1] scripts/bench/instructions.sh [seconds]
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_PATH="${1:-6}"
 need valgrind wrk nginx ffmpeg curl python3
@@ -69,12 +71,28 @@ NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/ipfs/$CID" -o /dev/null && break; sleep 0.2; done
 
+WRK_HEADERS=()
+if [ -n "${BROWSER_HEADERS:-}" ]; then
+  WRK_HEADERS=(
+    -H 'User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+    -H 'Accept: */*'
+    -H 'Accept-Language: en-US,en;q=0.9'
+    -H 'Accept-Encoding: gzip, deflate, br, zstd'
+    -H 'Origin: https://player.example'
+    -H 'Referer: https://player.example/watch'
+    -H 'Sec-Fetch-Dest: empty'
+    -H 'Sec-Fetch-Mode: cors'
+    -H 'Sec-Fetch-Site: cross-site'
+    -H 'sec-ch-ua-platform: "Linux"'
+  )
+fi
+
 # count NAME URL PID OUTPUT -> "answers instructions"; the dump's file in DUMP.
 count() {
   local url="$2" pid="$3" out="$4" answers
-  wrk -t1 -c4 -d2s "$url" >/dev/null 2>&1
+  wrk -t1 -c4 -d2s "${WRK_HEADERS[@]}" "$url" >/dev/null 2>&1
   callgrind_control -z "$pid" >/dev/null 2>&1
-  answers=$(wrk -t1 -c4 -d"${SECONDS_PER_PATH}s" "$url" | awk '/requests in/ {print $1}')
+  answers=$(wrk -t1 -c4 -d"${SECONDS_PER_PATH}s" "${WRK_HEADERS[@]}" "$url" | awk '/requests in/ {print $1}')
   callgrind_control -d "$pid" >/dev/null 2>&1
   DUMP=""
   for _ in $(seq 50); do
@@ -86,7 +104,7 @@ count() {
   echo "$answers $(callgrind_annotate "$DUMP" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
 }
 
-echo "instructions each server executed in user space per answer (callgrind; wrk -t1 -c4 for ${SECONDS_PER_PATH}s a path, everything the process ran in that window divided by its answers)"
+echo "instructions each server executed in user space per answer (callgrind; wrk -t1 -c4 for ${SECONDS_PER_PATH}s a path${BROWSER_HEADERS:+, with the headers of a browser player}, everything the process ran in that window divided by its answers)"
 printf '| path | StreamWeave answers | StreamWeave instructions per answer | nginx answers | nginx instructions per answer | ratio |\n'
 printf '| --- | --- | --- | --- | --- | --- |\n'
 DETAILS=""

@@ -324,8 +324,9 @@ struct OurRequest {
 #[derive(Debug)]
 struct ToHyper;
 
-/// Where a header's name and value lie in its head.
-type FieldSpan = (std::ops::Range<usize>, std::ops::Range<usize>);
+/// Where a header's name and value lie in its head: the name's start and
+/// end, the value's start and end (a head is at most [`MAX_HEAD_BYTES`]).
+type FieldSpan = [u16; 4];
 
 /// Takes the request head at the start of `buffer` when the loop serves
 /// it (`Ok(None)`: not yet whole). The URI and header values are views
@@ -334,7 +335,7 @@ fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
     let head_len = match parsed.parse(buffer) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
         Ok(httparse::Status::Partial) if buffer.len() < MAX_HEAD_BYTES => return Ok(None),
         _ => return Err(ToHyper),
     };
@@ -361,13 +362,14 @@ fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
     } else {
         Version::HTTP_10
     };
+    // Offsets in the head, which fit in 16 bits (checked above).
     let start = buffer.as_ptr() as usize;
     let span = |part: &[u8]| {
         let from = part.as_ptr() as usize - start;
-        from..from + part.len()
+        [from as u16, (from + part.len()) as u16]
     };
     let target = span(target.as_bytes());
-    let mut spans: [FieldSpan; MAX_HEADERS] = std::array::from_fn(|_| (0..0, 0..0));
+    let mut spans: [FieldSpan; MAX_HEADERS] = [[0; 4]; MAX_HEADERS];
     let mut body_len = None;
     let (mut close, mut keep_alive) = (false, false);
     for (field, spanned) in parsed.headers.iter().zip(spans.iter_mut()) {
@@ -394,7 +396,8 @@ fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
                 keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        *spanned = (span(name), span(field.value));
+        let ([name_start, name_end], [value_start, value_end]) = (span(name), span(field.value));
+        *spanned = [name_start, name_end, value_start, value_end];
     }
     let field_count = parsed.headers.len();
     let body_len = body_len.unwrap_or(0);
@@ -428,16 +431,14 @@ fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
 }
 
 /// The URI and header map of a head, as views of its bytes.
-fn head_parts(
-    head: &Bytes,
-    target: std::ops::Range<usize>,
-    fields: &[FieldSpan],
-) -> Option<(Uri, HeaderMap)> {
-    let uri = Uri::from_maybe_shared(head.slice(target)).ok()?;
+fn head_parts(head: &Bytes, target: [u16; 2], fields: &[FieldSpan]) -> Option<(Uri, HeaderMap)> {
+    let range = |from: u16, to: u16| usize::from(from)..usize::from(to);
+    let uri = Uri::from_maybe_shared(head.slice(range(target[0], target[1]))).ok()?;
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields {
-        let name = header::HeaderName::from_bytes(&head[name.clone()]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
+    for &[name_start, name_end, value_start, value_end] in fields {
+        let name = header::HeaderName::from_bytes(&head[range(name_start, name_end)]).ok()?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(range(value_start, value_end))).ok()?;
         headers.append(name, value);
     }
     Some((uri, headers))
