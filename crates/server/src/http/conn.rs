@@ -1051,6 +1051,24 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// Waits until the stored file's leaves are open (it then goes
+        /// out from disk).
+        async fn wait_until_open(&self) {
+            let served = ServedFile {
+                cid: self.cid,
+                start: 0,
+                len: self.file.len() as u64,
+            };
+            for _ in 0..500 {
+                if self.disk_files.sendable(&served).is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     /// Signals when dropped (a handler's future cancelled).
     struct DropSignal(Arc<tokio::sync::Notify>);
 
@@ -1088,17 +1106,7 @@ mod tests {
             first.body.iter().all(|&b| b == 0),
             "the answer's own bytes, at first"
         );
-        let served = ServedFile {
-            cid: fixture.cid,
-            start: 0,
-            len: fixture.file.len() as u64,
-        };
-        for _ in 0..500 {
-            if fixture.disk_files.sendable(&served).is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        fixture.wait_until_open().await;
         // The same connection, then two requests in one write (pipelined).
         socket.write_all(get_file).await.expect("write");
         let from_disk = read_answer(&mut socket, &mut buffer, false).await;
@@ -1156,17 +1164,7 @@ mod tests {
         );
         assert_eq!(first.header("x-kind"), Some("whole"));
         assert_eq!(first.header("etag"), Some(etag.as_str()));
-        let served = ServedFile {
-            cid: fixture.cid,
-            start: 0,
-            len: fixture.file.len() as u64,
-        };
-        for _ in 0..500 {
-            if fixture.disk_files.sendable(&served).is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        fixture.wait_until_open().await;
         // From disk, then a HEAD (no body, the length a GET's has), then
         // from disk again on the same connection.
         let mut pipelined = get_whole.to_vec();
