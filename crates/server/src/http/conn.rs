@@ -617,21 +617,21 @@ async fn send_leaves(
     leaves: &Leaves,
     served: ServedFile,
 ) -> io::Result<()> {
-    let pieces = leaves.pieces(served.start, served.len);
+    let mut pieces = leaves.pieces(served.start, served.len);
+    let Some(first) = pieces.next() else {
+        // Nothing follows the head (an empty file): it goes out as is.
+        return socket.write_all(head).await;
+    };
     // The head waits for the file's bytes (`MSG_MORE`) and one
     // `sendfile` sends them in full packets, the last pushed. Over
-    // several leaves the socket is corked instead, so that no leaf's
-    // end goes out as a short packet; uncorking sends the last one.
-    // (Two calls an answer fewer for a file of one leaf: a 360p
-    // segment, a part, an init file.)
-    let corked = pieces.len() > 1 && rustix::net::sockopt::set_tcp_cork(&*socket, true).is_ok();
-    if pieces.is_empty() {
-        // Nothing follows the head (an empty file): it goes out as is.
-        socket.write_all(head).await?;
-    } else {
-        send_more(socket, head).await?;
-    }
-    for (file, offset, len) in pieces {
+    // several leaves (the first piece is not the whole range) the socket
+    // is corked instead, so that no leaf's end goes out as a short
+    // packet; uncorking sends the last one. (Two calls an answer fewer
+    // for a file of one leaf: a 360p segment, a part, an init file.)
+    let several = first.2 < served.len;
+    let corked = several && rustix::net::sockopt::set_tcp_cork(&*socket, true).is_ok();
+    send_more(socket, head).await?;
+    for (file, offset, len) in std::iter::once(first).chain(pieces) {
         send_file(socket, file, offset, len).await?;
     }
     if corked {

@@ -66,48 +66,56 @@ impl Leaves {
     }
 
     /// The pieces of bytes `start..start + len` of the file: each a leaf,
-    /// an offset in it and a length. Empty when the range is not inside.
-    pub fn pieces(&self, start: u64, len: u64) -> Vec<(&File, u64, u64)> {
+    /// an offset in it and a length. None when the range is not inside.
+    pub fn pieces(&self, start: u64, len: u64) -> impl Iterator<Item = (&File, u64, u64)> {
         cut(
             self.leaves.iter().map(|(_, len)| *len),
             self.len,
             start,
             len,
         )
-        .into_iter()
         .map(|(index, offset, len)| (&self.leaves[index].0, offset, len))
-        .collect()
     }
 }
 
 /// The pieces of bytes `start..start + len` of a file of `total` bytes
 /// made of leaves of `leaf_lens`: each a leaf's index, an offset in it and
-/// a length, none empty. Empty when the range is not inside the file.
-fn cut(
-    leaf_lens: impl Iterator<Item = u64>,
-    total: u64,
-    start: u64,
-    len: u64,
-) -> Vec<(usize, u64, u64)> {
-    let mut pieces = Vec::new();
-    if start.checked_add(len).is_none_or(|end| end > total) {
-        return pieces;
+/// a length, none empty. None when the range is not inside the file.
+fn cut<I: Iterator<Item = u64>>(leaf_lens: I, total: u64, start: u64, len: u64) -> Cut<I> {
+    let inside = start.checked_add(len).is_some_and(|end| end <= total);
+    Cut {
+        leaf_lens: leaf_lens.enumerate(),
+        skip: start,
+        wanted: if inside { len } else { 0 },
     }
-    let (mut skip, mut wanted) = (start, len);
-    for (index, leaf_len) in leaf_lens.enumerate() {
-        if wanted == 0 {
-            break;
+}
+
+/// [`cut`]'s pieces, found as they are taken (nothing allocated).
+struct Cut<I> {
+    leaf_lens: std::iter::Enumerate<I>,
+    /// Bytes still to pass before the range.
+    skip: u64,
+    /// Bytes of the range still to give.
+    wanted: u64,
+}
+
+impl<I: Iterator<Item = u64>> Iterator for Cut<I> {
+    type Item = (usize, u64, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.wanted > 0 {
+            let (index, leaf_len) = self.leaf_lens.next()?;
+            if self.skip >= leaf_len {
+                self.skip -= leaf_len;
+                continue;
+            }
+            let (offset, take) = (self.skip, (leaf_len - self.skip).min(self.wanted));
+            self.wanted -= take;
+            self.skip = 0;
+            return Some((index, offset, take));
         }
-        if skip >= leaf_len {
-            skip -= leaf_len;
-            continue;
-        }
-        let take = (leaf_len - skip).min(wanted);
-        pieces.push((index, skip, take));
-        wanted -= take;
-        skip = 0;
+        None
     }
-    pieces
 }
 
 /// Open leaves by CID, bounded by open files and by files.
@@ -238,10 +246,10 @@ mod tests {
             read_pieces(&leaves, chunk - 10, 20),
             &bytes[chunk as usize - 10..chunk as usize + 10]
         );
-        assert_eq!(leaves.pieces(chunk - 10, 20).len(), 2);
+        assert_eq!(leaves.pieces(chunk - 10, 20).count(), 2);
         assert_eq!(read_pieces(&leaves, 599_990, 10), &bytes[599_990..]);
-        assert!(leaves.pieces(599_990, 11).is_empty(), "past the end");
-        assert!(leaves.pieces(u64::MAX, 2).is_empty(), "overflow");
+        assert_eq!(leaves.pieces(599_990, 11).count(), 0, "past the end");
+        assert_eq!(leaves.pieces(u64::MAX, 2).count(), 0, "overflow");
         let past = ServedFile {
             start: 599_990,
             len: 11,
@@ -260,7 +268,7 @@ mod tests {
             let total: u64 = leaf_lens.iter().sum();
             let start = total * start_per_mille / 1000;
             let len = (total - start) * len_per_mille / 1000;
-            let pieces = cut(leaf_lens.iter().copied(), total, start, len);
+            let pieces: Vec<_> = cut(leaf_lens.iter().copied(), total, start, len).collect();
             // Where each leaf begins in the file.
             let leaf_starts: Vec<u64> = leaf_lens
                 .iter()
@@ -275,7 +283,7 @@ mod tests {
             }
             proptest::prop_assert_eq!(next, start + len, "the whole range");
             // Past the end, nothing.
-            proptest::prop_assert!(cut(leaf_lens.iter().copied(), total, start, total - start + 1).is_empty());
+            proptest::prop_assert_eq!(cut(leaf_lens.iter().copied(), total, start, total - start + 1).count(), 0);
         }
     }
 
