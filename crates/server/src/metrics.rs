@@ -369,7 +369,8 @@ impl RouteMetrics {
         RouteMetrics {
             route,
             latency: OnceLock::new(),
-            requests: [const { [const { OnceLock::new() }; KEPT_STATUSES.len()] }; 3],
+            requests: [const { [const { OnceLock::new() }; KEPT_STATUSES.len()] };
+                RequestMethod::ALL.len()],
         }
     }
 

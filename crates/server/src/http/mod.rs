@@ -433,29 +433,24 @@ fn file_quick(
     started: std::time::Instant,
     answer: FileAnswer,
 ) -> Option<conn::Quick> {
-    let answer = match answer {
-        FileAnswer::Whole {
-            cid,
-            content_type,
-            bytes,
-        } => match file_fields.of(content_type) {
-            Some(fields) => {
-                let len = Some(bytes.len() as u64);
-                ops::count_playback(state, route, method, started, StatusCode::OK, len);
-                return Some(conn::Quick::file(fields.clone(), cid, bytes));
-            }
-            None => FileAnswer::Whole {
-                cid,
-                content_type,
-                bytes,
-            },
-        },
-        other => other,
+    let fields = match &answer {
+        FileAnswer::Whole { content_type, .. } => file_fields.of(content_type),
+        FileAnswer::Other(_) => None,
     };
-    let response = answer.into_response();
-    Some(conn::Quick::Response(ops::finish_playback(
-        state, route, method, started, response,
-    )))
+    match (answer, fields) {
+        (FileAnswer::Whole { cid, bytes, .. }, Some(fields)) => {
+            let len = Some(bytes.len() as u64);
+            ops::count_playback(state, route, method, started, StatusCode::OK, len);
+            Some(conn::Quick::file(fields.clone(), cid, bytes))
+        }
+        (answer, _) => Some(conn::Quick::Response(ops::finish_playback(
+            state,
+            route,
+            method,
+            started,
+            answer.into_response(),
+        ))),
+    }
 }
 
 /// `("live" or "play", id, rendition, file)` of a rendition file's path.
