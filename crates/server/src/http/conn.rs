@@ -41,6 +41,7 @@ use tracing::debug;
 
 use super::MAX_JSON_BODY_BYTES;
 use super::disk_files::{DiskFiles, Leaves, ServedFile};
+use super::request_fields::{RequestFields, value_text};
 
 /// A request head longer than this goes to hyper (which has its own limit).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -48,9 +49,62 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// Answers some requests of the playback lane from memory, without the
-/// router and without awaiting anything; `None`: the router answers.
-pub type Shortcut =
-    Box<dyn Fn(&Method, &Uri, &HeaderMap, SocketAddr) -> Option<Quick> + Send + Sync>;
+/// router and without awaiting anything, from the request's head as it
+/// arrived; `None`: the router answers.
+pub type Shortcut = Box<dyn Fn(&RequestHead<'_>, SocketAddr) -> Option<Quick> + Send + Sync>;
+
+/// A request head as the shortcut reads it: its method, target and fields
+/// are views of the bytes httparse read, with no URI parsed and no header
+/// map built (a player's request carries ten fields and the shortcut
+/// reads three or four). The shortcut answers only the paths of resident
+/// streams, sessions and CIDs, whose characters `http`'s URI takes, and
+/// checks only the fields it reads; a head whose URI or fields `http`
+/// refuses never reaches the router: it goes to hyper, which refuses it.
+pub struct RequestHead<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    head: &'a [u8],
+    fields: &'a [FieldSpan],
+}
+
+impl RequestHead<'_> {
+    pub fn method(&self) -> &Method {
+        self.method
+    }
+
+    /// The target's path, as it arrived (not percent-decoded).
+    pub fn path(&self) -> &str {
+        self.path
+    }
+
+    /// The target's query, without its `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query
+    }
+
+    /// The bytes of the first field named `name`.
+    fn value(&self, name: &header::HeaderName) -> Option<&[u8]> {
+        let name = name.as_str().as_bytes();
+        self.fields
+            .iter()
+            .find_map(|&[from, to, value_from, value_to]| {
+                self.head[usize::from(from)..usize::from(to)]
+                    .eq_ignore_ascii_case(name)
+                    .then(|| &self.head[usize::from(value_from)..usize::from(value_to)])
+            })
+    }
+}
+
+impl RequestFields for RequestHead<'_> {
+    fn text(&self, name: &header::HeaderName) -> Option<&str> {
+        value_text(self.value(name)?)
+    }
+
+    fn has(&self, name: &header::HeaderName) -> bool {
+        self.value(name).is_some()
+    }
+}
 
 /// A shortcut's answer.
 pub enum Quick {
@@ -190,7 +244,7 @@ pub async fn serve(
         let version = request.version;
         let shortcut = match &connections.shortcut {
             Some(shortcut) if body.is_empty() => {
-                shortcut(&request.method, &request.uri, &request.headers, peer)
+                request.view().and_then(|head| shortcut(&head, peer))
             }
             _ => None,
         };
@@ -229,11 +283,25 @@ pub async fn serve(
             // A peer that leaves while its answer is prepared (a player
             // abandoning a blocking playlist reload) cancels it, as hyper
             // does.
-            None => tokio::select! {
-                biased;
-                response = route(&connections.router, request, body, peer) => response,
-                () = peer_gone(&socket) => return,
-            },
+            None => {
+                let request = match router_request(request, body) {
+                    Ok(request) => request,
+                    Err(NotHttp { head, body }) => {
+                        // Put back where it was, for hyper to refuse.
+                        let mut whole =
+                            BytesMut::with_capacity(head.len() + body.len() + buffer.len());
+                        for piece in [&head[..], &body[..], &buffer[..]] {
+                            whole.extend_from_slice(piece);
+                        }
+                        return to_hyper(connections, socket, peer, whole.freeze(), stopping).await;
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    response = route(&connections.router, request, peer) => response,
+                    () = peer_gone(&socket) => return,
+                }
+            }
         };
         match write_response(&connections.disk_files, &mut socket, response, answer).await {
             Ok(true) => {}
@@ -249,24 +317,41 @@ pub async fn serve(
     }
 }
 
-/// The router's answer to `request` (with `body`) from `peer`.
-async fn route(
-    router: &Router,
-    request: OurRequest,
-    body: Bytes,
-    peer: SocketAddr,
-) -> Response<Body> {
+/// The router's request of `request` with `body`, its URI and header
+/// values views of the head; [`NotHttp`] when `http` refuses the URI or a
+/// field that httparse took.
+fn router_request(request: OurRequest, body: Bytes) -> Result<Request<Body>, NotHttp> {
+    let fields = &request.fields[..request.field_count];
+    let Some((uri, headers)) = head_parts(&request.head, request.target, fields) else {
+        return Err(NotHttp {
+            head: request.head,
+            body,
+        });
+    };
     let mut http_request = Request::new(if body.is_empty() {
         Body::empty()
     } else {
         Body::from(body)
     });
     *http_request.method_mut() = request.method;
-    *http_request.uri_mut() = request.uri;
+    *http_request.uri_mut() = uri;
     *http_request.version_mut() = request.version;
-    *http_request.headers_mut() = request.headers;
-    http_request.extensions_mut().insert(ConnectInfo(peer));
-    match router.clone().oneshot(http_request).await {
+    *http_request.headers_mut() = headers;
+    Ok(http_request)
+}
+
+/// A request httparse read and `http` refuses: its head and body, to be
+/// put back for hyper.
+#[derive(Debug)]
+struct NotHttp {
+    head: Bytes,
+    body: Bytes,
+}
+
+/// The router's answer to `request` from `peer`.
+async fn route(router: &Router, mut request: Request<Body>, peer: SocketAddr) -> Response<Body> {
+    request.extensions_mut().insert(ConnectInfo(peer));
+    match router.clone().oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
@@ -308,15 +393,37 @@ async fn read_until(
     }
 }
 
-/// The head of a request the loop serves, taken off its buffer.
+/// The head of a request the loop serves, taken off its buffer: where its
+/// target and fields lie in it.
 #[derive(Debug)]
 struct OurRequest {
     method: Method,
-    uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    head: Bytes,
+    target: [u16; 2],
+    fields: [FieldSpan; MAX_HEADERS],
+    field_count: usize,
     body_len: usize,
     keep_alive: bool,
+}
+
+impl OurRequest {
+    /// The head as the shortcut reads it.
+    fn view(&self) -> Option<RequestHead<'_>> {
+        let [from, to] = self.target.map(usize::from);
+        let target = std::str::from_utf8(&self.head[from..to]).ok()?;
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        Some(RequestHead {
+            method: &self.method,
+            path,
+            query,
+            head: &self.head,
+            fields: &self.fields[..self.field_count],
+        })
+    }
 }
 
 /// A request the loop does not serve: hyper serves the connection from
@@ -329,8 +436,9 @@ struct ToHyper;
 type FieldSpan = [u16; 4];
 
 /// Takes the request head at the start of `buffer` when the loop serves
-/// it (`Ok(None)`: not yet whole). The URI and header values are views
-/// of the head's bytes, not copies of them.
+/// it (`Ok(None)`: not yet whole): one httparse reads whole, in the
+/// playback lane, with a body the loop reads. The URI and header map are
+/// built later, only for the router ([`router_request`]).
 fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
@@ -408,26 +516,16 @@ fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
         Version::HTTP_11 => !close,
         _ => keep_alive && !close,
     };
-    let head = buffer.split_to(head_len).freeze();
-    match head_parts(&head, target, &spans[..field_count]) {
-        Some((uri, headers)) => Ok(Some(OurRequest {
-            method,
-            uri,
-            version,
-            headers,
-            body_len,
-            keep_alive,
-        })),
-        None => {
-            // A URI or field httparse takes and `http` does not: the
-            // head goes back where it was, for hyper to refuse.
-            let mut whole = BytesMut::with_capacity(head.len() + buffer.len());
-            whole.extend_from_slice(&head);
-            whole.extend_from_slice(buffer);
-            *buffer = whole;
-            Err(ToHyper)
-        }
-    }
+    Ok(Some(OurRequest {
+        method,
+        version,
+        head: buffer.split_to(head_len).freeze(),
+        target,
+        fields: spans,
+        field_count,
+        body_len,
+        keep_alive,
+    }))
 }
 
 /// The URI and header map of a head, as views of its bytes.
@@ -867,6 +965,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::http::request_fields::X_FORWARDED_FOR;
 
     /// One answer as read off the socket.
     #[derive(Debug)]
@@ -1003,16 +1102,16 @@ mod tests {
         // address, `/live/x/quick` the same as a fixed answer,
         // `/live/x/whole` zeros naming the stored file as a whole file's
         // answer, and nothing else.
-        let shortcut: Shortcut = Box::new(move |method, uri, _headers, peer| {
-            let body = format!("{method} {peer}");
-            if uri.path() == "/live/x/whole" {
+        let shortcut: Shortcut = Box::new(move |head, peer| {
+            let body = format!("{} {peer}", head.method());
+            if head.path() == "/live/x/whole" {
                 return Some(Quick::file(
                     Bytes::from_static(b"x-kind: whole\r\n"),
                     cid,
                     Bytes::from(vec![0u8; len as usize]),
                 ));
             }
-            if uri.path() == "/live/x/quick" {
+            if head.path() == "/live/x/quick" {
                 return Some(Quick::ok(
                     Bytes::from_static(b"x-kind: quick\r\ncache-control: no-cache\r\n"),
                     Bytes::from(body),
@@ -1020,7 +1119,7 @@ mod tests {
             }
             let known = ["/live/x/short", "/api/v1/channels/c/vouchers"];
             known
-                .contains(&uri.path())
+                .contains(&head.path())
                 .then(|| Quick::Response(Response::new(Body::from(body))))
         });
         let connections = Connections::new(
@@ -1295,6 +1394,19 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(&answer)
         );
+        // A target httparse reads and `http` refuses, after one the
+        // shortcut answered: not the router's, hyper refuses it.
+        let mut refused = TcpStream::connect(fixture.address).await.expect("connect");
+        refused
+            .write_all(b"GET /live/x/short HTTP/1.1\r\nhost: x\r\n\r\nGET /live/x/<a> HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buffer = Vec::new();
+        let short = read_answer(&mut refused, &mut buffer, false).await;
+        assert_eq!(short.status, 200);
+        let bad = read_answer(&mut refused, &mut buffer, false).await;
+        assert_eq!(bad.status, 400);
+        fixture.stop.send_replace(true);
     }
 
     #[tokio::test]
@@ -1392,9 +1504,6 @@ mod tests {
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n",
             b"DELETE /live/a/1.m4s HTTP/1.1\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-            // A path httparse reads and `http`'s URI does not: the head
-            // is put back whole.
-            b"GET /live/a/<1>.m4s HTTP/1.1\r\nhost: x\r\n\r\nGET /next",
         ] {
             assert!(
                 matches!(take(hyper), Err(ToHyper)),
@@ -1413,20 +1522,46 @@ mod tests {
         // Taken off the buffer: what follows (a pipelined request, a
         // body) stays; the head's parts are its own.
         let mut buffer = BytesMut::from(
-            &b"GET /live/a/1.m4s?x=1 HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\naccept: */*\r\naccept: video/mp4\r\n\r\nGET /next"[..],
+            &b"GET /live/a/1.m4s?x=1 HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\naccept: */*\r\naccept: video/mp4\r\nx-bin: \xff\r\n\r\nGET /next"[..],
         );
         let Ok(Some(request)) = take_head(&mut buffer) else {
             panic!("ours");
         };
         assert_eq!(&buffer[..], b"GET /next");
+        // As the shortcut reads it.
+        let head = request.view().expect("a text target");
         assert_eq!(
-            (request.uri.path(), request.uri.query()),
+            (head.method(), head.path(), head.query()),
+            (&Method::GET, "/live/a/1.m4s", Some("x=1"))
+        );
+        assert_eq!(head.text(&header::HOST), Some("h"));
+        assert_eq!(head.text(&X_FORWARDED_FOR), Some("1.2.3.4"));
+        assert_eq!(head.text(&header::ACCEPT), Some("*/*"), "the first");
+        let binary = header::HeaderName::from_static("x-bin");
+        assert!(head.has(&binary) && head.text(&binary).is_none());
+        assert!(!head.has(&header::RANGE));
+        // As the router reads it.
+        let request = router_request(request, Bytes::new()).expect("http takes it");
+        assert_eq!(
+            (request.uri().path(), request.uri().query()),
             ("/live/a/1.m4s", Some("x=1"))
         );
-        assert_eq!(request.headers["host"], "h");
-        assert_eq!(request.headers["x-forwarded-for"], "1.2.3.4");
-        let accepted: Vec<_> = request.headers.get_all("accept").iter().collect();
+        let headers = request.headers();
+        assert_eq!(headers["host"], "h");
+        assert_eq!(headers["x-forwarded-for"], "1.2.3.4");
+        let accepted: Vec<_> = headers.get_all("accept").iter().collect();
         assert_eq!(accepted, ["*/*", "video/mp4"]);
+        // A path httparse reads and `http`'s URI does not: the router
+        // never sees it, and the head and body are given back whole.
+        let refused = b"POST /api/v1/channels/<c>/vouchers HTTP/1.1\r\ncontent-length: 2\r\n\r\n";
+        let mut buffer = BytesMut::from(&refused[..]);
+        let Ok(Some(request)) = take_head(&mut buffer) else {
+            panic!("ours until the router reads it");
+        };
+        let Err(NotHttp { head, body }) = router_request(request, Bytes::from_static(b"{}")) else {
+            panic!("refused");
+        };
+        assert_eq!((&head[..], &body[..]), (&refused[..], &b"{}"[..]));
     }
 
     proptest::proptest! {
@@ -1462,7 +1597,33 @@ mod tests {
                     proptest::prop_assert_eq!(&bytes[head_len..], &buffer[..]);
                     // A head ends with its blank line (httparse takes a bare LF too).
                     proptest::prop_assert!(bytes[..head_len].ends_with(b"\n"));
-                    proptest::prop_assert!(request.headers.len() <= fields.len());
+                    proptest::prop_assert!(request.field_count <= fields.len());
+                    // The shortcut reads each field as the router would.
+                    let names = ["host", "connection", "content-length", "x-a", "accept", "upgrade"]
+                        .map(header::HeaderName::from_static);
+                    let seen: Vec<_> = {
+                        let head = request.view();
+                        names
+                            .iter()
+                            .map(|name| {
+                                head.as_ref()
+                                    .map(|head| (head.has(name), head.text(name).map(str::to_owned)))
+                            })
+                            .collect()
+                    };
+                    let head_bytes = request.head.clone();
+                    match router_request(request, Bytes::new()) {
+                        Ok(routed) => {
+                            for (name, seen) in names.iter().zip(seen) {
+                                let headers = routed.headers();
+                                let expected = (headers.has(name), headers.text(name).map(str::to_owned));
+                                proptest::prop_assert_eq!(seen, Some(expected));
+                            }
+                        }
+                        Err(NotHttp { head, .. }) => {
+                            proptest::prop_assert_eq!(&head[..], &head_bytes[..]);
+                        }
+                    }
                 }
                 Ok(None) | Err(ToHyper) => proptest::prop_assert_eq!(&bytes[..], &buffer[..]),
             }

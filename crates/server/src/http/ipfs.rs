@@ -26,6 +26,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, Problem};
 use super::ranges::{FileAnswer, immutable_file, load_file};
+use super::request_fields::RequestFields;
 use crate::fast_map::FastHashMap;
 use crate::model::{AccessMode, StreamRecord};
 
@@ -99,11 +100,8 @@ enum Format {
     Car(DagScope),
 }
 
-fn response_format(query: &GatewayQuery, headers: &HeaderMap) -> Result<Format, ApiError> {
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+fn response_format(query: &GatewayQuery, headers: &impl RequestFields) -> Result<Format, ApiError> {
+    let accept = headers.text(&header::ACCEPT).unwrap_or_default();
     let wanted = match query.format.as_deref() {
         Some("raw") => "raw",
         Some("car") => "car",
@@ -405,7 +403,11 @@ async fn serve(
 /// verdict's lifetime, the request asks for the file (not a raw block or
 /// a CAR), and its bytes are in the file cache (which holds files only).
 /// The same answer [`serve`] gives; `None` when the router must answer.
-pub fn resident_file(state: &AppState, cid: &str, headers: &HeaderMap) -> Option<FileAnswer> {
+pub fn resident_file(
+    state: &AppState,
+    cid: &str,
+    headers: &impl RequestFields,
+) -> Option<FileAnswer> {
     let root = streamweave_cas::parse_cid(cid).ok()?;
     let no_query = GatewayQuery {
         format: None,

@@ -16,6 +16,7 @@ mod playback;
 pub mod problem;
 mod ranges;
 pub mod rate_limit;
+mod request_fields;
 mod sessions;
 mod streams;
 mod thumbnails;
@@ -40,6 +41,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 use self::ranges::FileAnswer;
+use self::request_fields::RequestFields;
 use crate::config::Settings;
 use crate::live::media_index::{FileCache, MediaIndex};
 use crate::metrics::RouteMetrics;
@@ -312,27 +314,24 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             state, route, method, started, response,
         )))
     }
-    Box::new(move |method, uri, headers, peer| {
-        if uri.query().is_some() || !(method == Method::GET || method == Method::HEAD) {
+    Box::new(move |head, peer| {
+        let method = head.method();
+        if head.query().is_some() || !(method == Method::GET || method == Method::HEAD) {
             return None;
         }
         let started = std::time::Instant::now();
         // `/live` and `/ipfs` know their callers (a creator previews a
         // paid stream; a bad token is refused): a request with a token
         // takes the router.
-        let anonymous = bearer_token(headers).is_none();
-        if let Some(cid) = uri.path().strip_prefix("/ipfs/")
+        let anonymous = bearer_token(head).is_none();
+        if let Some(cid) = head.path().strip_prefix("/ipfs/")
             && anonymous
             && !cid.contains('/')
         {
-            let answer = ipfs::resident_file(&state, cid, headers)?;
-            let answer = ops::over_limit_from(
-                &state,
-                peer.ip(),
-                headers,
-                rate_limit::RequestClass::Playback,
-            )
-            .map_or(answer, FileAnswer::Other);
+            let answer = ipfs::resident_file(&state, cid, head)?;
+            let answer =
+                ops::over_limit_from(&state, peer.ip(), head, rate_limit::RequestClass::Playback)
+                    .map_or(answer, FileAnswer::Other);
             return file_quick(
                 &state,
                 &file_fields,
@@ -343,7 +342,7 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             );
         }
         let now_ms = crate::model::now_ms();
-        let (kind, id, rendition, file) = rendition_file_path(uri.path())?;
+        let (kind, id, rendition, file) = rendition_file_path(head.path())?;
         if kind == "live" && !anonymous {
             return None;
         }
@@ -356,14 +355,8 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
         // limit once (by the lane's middleware); refused, it changes
         // nothing, as there. A file is counted before its gate, which
         // grants the span.
-        let over_limit = || {
-            ops::over_limit_from(
-                &state,
-                peer.ip(),
-                headers,
-                rate_limit::RequestClass::Playback,
-            )
-        };
+        let over_limit =
+            || ops::over_limit_from(&state, peer.ip(), head, rate_limit::RequestClass::Playback);
         if file == "index.m3u8" {
             let (playlist, free_live) = match kind {
                 "live" => playback::resident_playlist(&state, id, rendition)?,
@@ -388,8 +381,8 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
         }
         let request = (rendition, file);
         let answer = match kind {
-            "live" => playback::resident_file(&state, id, request, headers, over_limit, None)?,
-            _ => sessions::resident_file(&state, id, request, headers, now_ms, over_limit)?,
+            "live" => playback::resident_file(&state, id, request, head, over_limit, None)?,
+            _ => sessions::resident_file(&state, id, request, head, now_ms, over_limit)?,
         };
         file_quick(&state, &file_fields, route, method, started, answer)
     })
@@ -509,11 +502,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_routes().split_for_parts().1
 }
 
-pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+pub(crate) fn bearer_token(headers: &impl RequestFields) -> Option<&str> {
+    let value = headers.text(&axum::http::header::AUTHORIZATION)?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

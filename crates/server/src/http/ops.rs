@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::request_fields::{RequestFields, X_FORWARDED_FOR};
 use super::{AppState, MAX_OPEN_SOCKETS};
 use crate::metrics::{RequestLabels, RequestMethod, RouteMetrics, metrics};
 use crate::model::now_ms;
@@ -194,14 +195,14 @@ fn over_limit(
 pub(super) fn over_limit_from(
     state: &AppState,
     peer: std::net::IpAddr,
-    headers: &axum::http::HeaderMap,
+    headers: &impl RequestFields,
     class: super::rate_limit::RequestClass,
 ) -> Option<Response> {
     let limits = &state.request_limits;
     if limits.exempt_loopback && peer.is_loopback() {
         return None;
     }
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = headers.text(&X_FORWARDED_FOR);
     let ip = super::rate_limit::client_ip(peer, forwarded, &limits.trusted_proxies);
     let wait_ms = limits.check(class, ip, now_ms())?;
     Some(super::problem::ApiError::too_many_requests(wait_ms, "your address").into_response())

@@ -19,6 +19,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::problem::{ApiError, Problem};
 use super::ranges::{FileAnswer, immutable_file, load_file};
+use super::request_fields::RequestFields;
 use super::streams::is_stream_id;
 use crate::live::media_index::{SharedMedia, StreamMedia, read_lock};
 use crate::model::StreamState;
@@ -422,7 +423,7 @@ pub fn resident_file(
     state: &AppState,
     id: &str,
     request: (&str, &str),
-    headers: &HeaderMap,
+    headers: &impl RequestFields,
     over_limit: impl FnOnce() -> Option<Response>,
     gate: Option<Gate<'_>>,
 ) -> Option<FileAnswer> {

@@ -9,6 +9,7 @@ use streamweave_cas::Cid;
 
 use super::disk_files::ServedFile;
 use super::problem::{ApiError, ProblemKind};
+use super::request_fields::RequestFields;
 
 /// A file answer decided without awaiting anything: the whole file, as
 /// most requests want it (the playback loop writes its head from fixed
@@ -28,14 +29,12 @@ impl FileAnswer {
     /// file under `cid`): whole unless the request names a range or the
     /// versions it holds.
     pub fn for_request(
-        request_headers: &HeaderMap,
+        request_headers: &impl RequestFields,
         cid: &Cid,
         content_type: &'static str,
         bytes: Bytes,
     ) -> Self {
-        if request_headers.contains_key(header::RANGE)
-            || request_headers.contains_key(header::IF_NONE_MATCH)
-        {
+        if request_headers.has(&header::RANGE) || request_headers.has(&header::IF_NONE_MATCH) {
             return FileAnswer::Other(immutable_file(request_headers, cid, content_type, bytes));
         }
         FileAnswer::Whole {
@@ -85,7 +84,7 @@ const IMMUTABLE_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 /// The answer names the file and range it holds ([`ServedFile`]), so that
 /// our HTTP/1.1 loop can send them from disk instead.
 pub fn immutable_file(
-    request_headers: &HeaderMap,
+    request_headers: &impl RequestFields,
     cid: &Cid,
     content_type: &'static str,
     bytes: Bytes,
@@ -98,9 +97,7 @@ pub fn immutable_file(
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
-    if let Some(candidates) = request_headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
+    if let Some(candidates) = request_headers.text(&header::IF_NONE_MATCH)
         && candidates
             .split(',')
             .any(|c| c.trim() == etag || c.trim() == "*")
@@ -108,10 +105,7 @@ pub fn immutable_file(
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     let total = bytes.len() as u64;
-    let range = request_headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
-    if let Some(range) = range {
+    if let Some(range) = request_headers.text(&header::RANGE) {
         match http_range_header::parse_range_header(range).and_then(|r| r.validate(total)) {
             Ok(ranges) if ranges.len() == 1 => {
                 let (start, end) = (*ranges[0].start(), *ranges[0].end());

@@ -19,6 +19,7 @@ use super::playback::{
     short_side, stream_media,
 };
 use super::problem::{ApiError, ApiJson, Problem};
+use super::request_fields::RequestFields;
 use super::streams::PriceBody;
 use super::ticketing::ticket_required;
 use crate::live::media_index::read_lock;
@@ -592,7 +593,7 @@ pub(super) fn resident_file(
     state: &AppState,
     session: &str,
     request: (&str, &str),
-    headers: &HeaderMap,
+    headers: &impl RequestFields,
     now_ms: i64,
     over_limit: impl FnOnce() -> Option<Response>,
 ) -> Option<super::ranges::FileAnswer> {
