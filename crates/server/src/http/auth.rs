@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
+use super::request_fields::{RequestFields, X_FORWARDED_FOR};
 use super::{AppState, bearer_token, constant_time_eq};
 use crate::model::now_ms;
 
@@ -109,10 +110,7 @@ impl FromRequestParts<AppState> for Caller {
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|info| {
-                    let forwarded = parts
-                        .headers
-                        .get("x-forwarded-for")
-                        .and_then(|v| v.to_str().ok());
+                    let forwarded = parts.headers.text(&X_FORWARDED_FOR);
                     super::rate_limit::client_ip(info.0.ip(), forwarded, &limits.trusted_proxies)
                 });
             if let Some(wait_ms) = limits.check_wallet(address, ip, now_ms()) {
