@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, hex, send, sign_in};
+use common::{Server, hex, metrics_text, send, sign_in};
 use serde_json::{Value, json};
 use streamweave_ledger::{Address, B256, PaymentDomain, SigningKey, personal_sign_digest};
 
@@ -182,6 +182,45 @@ async fn scenario(database: Option<String>) {
         (status, body["new"].as_bool()),
         (200, Some(false)),
         "identical resubmission is idempotent"
+    );
+    // The playback loop answers a voucher sent as `application/json`
+    // itself, and leaves another JSON type to the router: both answer the
+    // same, in body and header lines.
+    let answers = async |content_type: &str| {
+        let response = reqwest::Client::new()
+            .post(server.url(&path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(voucher(2501, &session).to_string())
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        let mut headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| *name != reqwest::header::DATE)
+            .map(|(name, value)| (name.to_string(), format!("{value:?}")))
+            .collect();
+        headers.sort();
+        let body = response.bytes().await.expect("body");
+        (status, headers, body)
+    };
+    let looped = answers("application/json").await;
+    let routed = answers("application/json; charset=utf-8").await;
+    assert_eq!(looped, routed);
+    assert!(
+        looped
+            .1
+            .iter()
+            .any(|(name, value)| name == "access-control-allow-origin" && value == "\"*\""),
+        "{:?}",
+        looped.1
+    );
+    // Counted alike: five vouchers accepted so far, either way.
+    let metrics = metrics_text(&server).await;
+    assert!(
+        metrics.contains("streamweave_http_requests_total{route=\"/api/v1/channels/{id}/vouchers\",method=\"POST\",status=\"200\"} 5"),
+        "{metrics}"
     );
     for (amount, key, expected_status, problem) in [
         (2000u128, &session, 409, "/problems/voucher-not-increasing"),

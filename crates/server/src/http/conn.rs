@@ -48,10 +48,12 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Headers of a request head our loop reads; more go to hyper.
 const MAX_HEADERS: usize = 64;
 
-/// Answers some requests of the playback lane from memory, without the
-/// router and without awaiting anything, from the request's head as it
-/// arrived; `None`: the router answers.
-pub type Shortcut = Box<dyn Fn(&RequestHead<'_>, SocketAddr) -> Option<Quick> + Send + Sync>;
+/// Answers some requests of the playback lane without the router, from
+/// the request's head as it arrived and its body (empty but for a
+/// `POST`): from memory, or by a future of its own ([`Quick::Later`]);
+/// `None`: the router answers.
+pub type Shortcut =
+    Box<dyn Fn(&RequestHead<'_>, &Bytes, SocketAddr) -> Option<Quick> + Send + Sync>;
 
 /// A request head as the shortcut reads it: its method, target and fields
 /// are views of the bytes httparse read, with no URI parsed and no header
@@ -112,6 +114,16 @@ pub enum Quick {
     Response(Response<Body>),
     /// `200 OK` written from fixed header lines: [`Quick::ok`],
     /// [`Quick::file`].
+    Fixed(Fixed),
+    /// The answer once the future is done (a voucher's, after its
+    /// recovery and its commit). A peer that leaves meanwhile cancels it,
+    /// as it cancels the router's.
+    Later(Pin<Box<dyn Future<Output = Quick> + Send>>),
+}
+
+/// A shortcut's answer ready to write.
+enum Ready {
+    Response(Response<Body>),
     Fixed(Fixed),
 }
 
@@ -242,11 +254,24 @@ pub async fn serve(
         let keep_alive = request.keep_alive;
         let is_head = request.method == Method::HEAD;
         let version = request.version;
-        let shortcut = match &connections.shortcut {
-            Some(shortcut) if body.is_empty() => {
-                request.view().and_then(|head| shortcut(&head, peer))
+        let mut shortcut = match &connections.shortcut {
+            Some(shortcut) => request.view().and_then(|head| shortcut(&head, &body, peer)),
+            None => None,
+        };
+        // A later answer awaited here, until it is one to write.
+        let shortcut = loop {
+            match shortcut {
+                Some(Quick::Later(answer)) => {
+                    shortcut = tokio::select! {
+                        biased;
+                        quick = answer => Some(quick),
+                        () = peer_gone(&socket) => return,
+                    };
+                }
+                Some(Quick::Response(response)) => break Some(Ready::Response(response)),
+                Some(Quick::Fixed(fixed)) => break Some(Ready::Fixed(fixed)),
+                None => break None,
             }
-            _ => None,
         };
         let keep_alive = keep_alive && !*stopping.borrow();
         let answer = Answer {
@@ -255,8 +280,8 @@ pub async fn serve(
             keep_alive,
         };
         let response = match shortcut {
-            Some(Quick::Response(response)) => response,
-            Some(Quick::Fixed(fixed)) => {
+            Some(Ready::Response(response)) => response,
+            Some(Ready::Fixed(fixed)) => {
                 // Planned first, then awaited here: a call of an async
                 // function holding both ways would move its whole state
                 // into this one for every playlist poll.
@@ -1048,8 +1073,8 @@ mod tests {
     /// bytes 262,134..262,154 of it the same way (across two leaves),
     /// `/live/x/start` its first 20 bytes (in one), `/live/x/slow` only after
     /// a minute (signalling when its handler is dropped), `/healthz` outside
-    /// the lane, and whose voucher route echoes the length of what was
-    /// posted.
+    /// the lane, and whose voucher route of channel `d` echoes the length
+    /// of what was posted.
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let blockstore = Arc::new(Blockstore::open(dir.path()).expect("open"));
@@ -1084,7 +1109,7 @@ mod tests {
             .route("/live/x/range", twenty_from(262_134))
             .route("/live/x/start", twenty_from(0))
             .route(
-                "/api/v1/channels/c/vouchers",
+                "/api/v1/channels/d/vouchers",
                 post(|body: Bytes| async move { body.len().to_string() }),
             )
             .route("/healthz", get(|| async { "ok" }))
@@ -1098,12 +1123,32 @@ mod tests {
             );
         let disk_files = DiskFiles::new(blockstore, 64);
         // The shortcut answers `/live/x/short` (which the router does not
-        // know) and the voucher route with the method and the peer's
-        // address, `/live/x/quick` the same as a fixed answer,
-        // `/live/x/whole` zeros naming the stored file as a whole file's
-        // answer, and nothing else.
-        let shortcut: Shortcut = Box::new(move |head, peer| {
+        // know) with the method and the peer's address, `/live/x/quick`
+        // the same as a fixed answer, `/live/x/whole` zeros naming the
+        // stored file as a whole file's answer, the voucher route of
+        // channel `c` later with the length of what was posted (channel
+        // `never` never, signalling when its future is dropped), and
+        // nothing else.
+        let never_dropped = dropped.clone();
+        let shortcut: Shortcut = Box::new(move |head, posted, peer| {
             let body = format!("{} {peer}", head.method());
+            if head.path() == "/api/v1/channels/c/vouchers" {
+                let len = posted.len();
+                return Some(Quick::Later(Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    Quick::ok(
+                        Bytes::from_static(b"x-kind: later\r\n"),
+                        Bytes::from(format!("later {len}")),
+                    )
+                })));
+            }
+            if head.path() == "/api/v1/channels/never/vouchers" {
+                let dropped = DropSignal(never_dropped.clone());
+                return Some(Quick::Later(Box::pin(async move {
+                    let _dropped = dropped;
+                    std::future::pending().await
+                })));
+            }
             if head.path() == "/live/x/whole" {
                 return Some(Quick::file(
                     Bytes::from_static(b"x-kind: whole\r\n"),
@@ -1117,9 +1162,7 @@ mod tests {
                     Bytes::from(body),
                 ));
             }
-            let known = ["/live/x/short", "/api/v1/channels/c/vouchers"];
-            known
-                .contains(&head.path())
+            (head.path() == "/live/x/short")
                 .then(|| Quick::Response(Response::new(Body::from(body))))
         });
         let connections = Connections::new(
@@ -1190,6 +1233,17 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), fixture.slow_dropped.notified())
             .await
             .expect("the handler was dropped when the peer left");
+        // The same for a shortcut's later answer.
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        socket
+            .write_all(b"POST /api/v1/channels/never/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(socket);
+        tokio::time::timeout(Duration::from_secs(5), fixture.slow_dropped.notified())
+            .await
+            .expect("the later answer was dropped when the peer left");
     }
 
     #[tokio::test]
@@ -1238,7 +1292,7 @@ mod tests {
         assert_eq!(start.body, &fixture.file[..20]);
         // Nothing more was sent: a HEAD answer has no body.
         socket
-            .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
+            .write_all(b"POST /api/v1/channels/d/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello")
             .await
             .expect("write");
         let posted = read_answer(&mut socket, &mut buffer, false).await;
@@ -1315,11 +1369,17 @@ mod tests {
         // Not the shortcut's: the router's, on the same connection.
         let routed = read_answer(&mut socket, &mut buffer, false).await;
         assert_eq!(routed.status, 206);
-        // A request with a body never goes to the shortcut.
+        // A request with a body: the shortcut's answer when it is ready,
+        // and the router's when the shortcut does not take it.
         socket
-            .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+            .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nhi!POST /api/v1/channels/d/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
             .await
             .expect("write");
+        let later = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(
+            (later.status, later.body.as_slice(), later.header("x-kind")),
+            (200, &b"later 3"[..], Some("later"))
+        );
         let posted = read_answer(&mut socket, &mut buffer, false).await;
         assert_eq!((posted.status, posted.body.as_slice()), (200, &b"2"[..]));
         // A fixed answer: its fields, the date, its length; a HEAD's says
@@ -1363,7 +1423,7 @@ mod tests {
         let mut buffer = Vec::new();
         // A chunked body is hyper's to read; the lane's routes still answer.
         socket
-            .write_all(b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+            .write_all(b"POST /api/v1/channels/d/vouchers HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
             .await
             .expect("write");
         let posted = read_answer(&mut socket, &mut buffer, false).await;

@@ -314,8 +314,17 @@ pub fn playback_shortcut(state: AppState) -> conn::Shortcut {
             state, route, method, started, response,
         )))
     }
-    Box::new(move |head, peer| {
+    // A voucher's accepted answer's header lines.
+    let json_type = (
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let voucher_fields = ops::playback_fields(&state, &[json_type]);
+    Box::new(move |head, body, peer| {
         let method = head.method();
+        if method == Method::POST {
+            return payments::voucher_quick(&state, &voucher_fields, head, body, peer);
+        }
         if head.query().is_some() || !(method == Method::GET || method == Method::HEAD) {
             return None;
         }

@@ -215,7 +215,7 @@ static PLAY_MASTER: RouteMetrics = RouteMetrics::new("/play/{session}/master.m3u
 pub(super) static PLAY_FILE: RouteMetrics = RouteMetrics::new("/play/{session}/{rendition}/{file}");
 pub(super) static IPFS_FILE: RouteMetrics = RouteMetrics::new("/ipfs/{cid}");
 static IPFS_PATH: RouteMetrics = RouteMetrics::new("/ipfs/{cid}/{*path}");
-static VOUCHERS: RouteMetrics = RouteMetrics::new("/api/v1/channels/{id}/vouchers");
+pub(super) static VOUCHERS: RouteMetrics = RouteMetrics::new("/api/v1/channels/{id}/vouchers");
 /// A request of the lane no route matched.
 static UNMATCHED: RouteMetrics = RouteMetrics::new("unmatched");
 static PLAYBACK_ROUTES: [&RouteMetrics; 7] = [

@@ -1,9 +1,13 @@
 //! `/api/v1/payments/config` and `/api/v1/channels`: escrowed channels and
 //! the vouchers that spend them (shared/spec/payments.md).
 
+use std::net::SocketAddr;
+
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use streamweave_ledger::{
@@ -15,7 +19,10 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{Caller, alloy_hex, parse_address, rfc3339};
+use super::conn::{Quick, RequestHead};
 use super::problem::{ApiError, ApiJson, Problem, ProblemKind};
+use super::rate_limit::RequestClass;
+use super::request_fields::RequestFields;
 use crate::model::now_ms;
 use crate::money::payments::{EngineError, Operation};
 use crate::money::verifier::VerifyError;
@@ -486,21 +493,91 @@ async fn submit_voucher(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<VoucherRequest>,
 ) -> Result<Json<VoucherAccepted>, ApiError> {
-    let outcome = accept_voucher(&state, &id, &body).await;
+    let id = parse_b256(&id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
+    let outcome = accept_voucher(&state, id, &body).await;
     if let Err(err) = &outcome {
         crate::metrics::metrics().observe_refused_voucher(err.slug());
     }
     outcome.map(Json)
 }
 
+/// The playback loop's answer of a voucher (`POST
+/// /api/v1/channels/{id}/vouchers`, `Content-Type: application/json`): the
+/// router's answer, with its rate limit, metrics, header lines and
+/// problems, without its routing, extractors and middleware, the accepted
+/// channel's JSON written into the body under header lines fixed for the
+/// process (`fields`). `None`, and the router answers (and refuses) as
+/// before, for anything else: a query, another content type, an id or a
+/// body that is not a voucher's.
+pub(super) fn voucher_quick(
+    state: &AppState,
+    fields: &Bytes,
+    head: &RequestHead<'_>,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Option<Quick> {
+    let id = head
+        .path()
+        .strip_prefix("/api/v1/channels/")?
+        .strip_suffix("/vouchers")?;
+    let id = parse_b256(id, "channel id").ok()?;
+    let json = head
+        .text(&header::CONTENT_TYPE)?
+        .eq_ignore_ascii_case("application/json");
+    if !json || head.query().is_some() {
+        return None;
+    }
+    let voucher: VoucherRequest = serde_json::from_slice(body).ok()?;
+    let started = std::time::Instant::now();
+    let route = &super::ops::VOUCHERS;
+    let method = &Method::POST;
+    if let Some(refused) =
+        super::ops::over_limit_from(state, peer.ip(), head, RequestClass::Playback)
+    {
+        let refused = super::ops::finish_playback(state, route, method, started, refused);
+        return Some(Quick::Response(refused));
+    }
+    let (state, fields) = (state.clone(), fields.clone());
+    Some(Quick::Later(Box::pin(async move {
+        let refused = match accept_voucher(&state, id, &voucher).await {
+            Ok(accepted) => {
+                // About 600 bytes with one recipient.
+                let mut json = Vec::with_capacity(1024);
+                match serde_json::to_writer(&mut json, &accepted) {
+                    Ok(()) => {
+                        let len = Some(json.len() as u64);
+                        super::ops::count_playback(
+                            &state,
+                            route,
+                            method,
+                            started,
+                            StatusCode::OK,
+                            len,
+                        );
+                        return Quick::ok(fields, json.into());
+                    }
+                    Err(err) => ApiError::new(ProblemKind::Internal, err.to_string()),
+                }
+            }
+            Err(err) => {
+                crate::metrics::metrics().observe_refused_voucher(err.slug());
+                err
+            }
+        };
+        let refused = refused.into_response();
+        Quick::Response(super::ops::finish_playback(
+            &state, route, method, started, refused,
+        ))
+    })))
+}
+
 /// Accepts a voucher and counts it (with the gross it moved, zero for a
 /// repeat, and its stages' times).
 async fn accept_voucher(
     state: &AppState,
-    id: &str,
+    id: B256,
     body: &VoucherRequest,
 ) -> Result<VoucherAccepted, ApiError> {
-    let id = parse_b256(id, "channel id").map_err(|_| ApiError::not_found("no such channel"))?;
     let started = std::time::Instant::now();
     let (signer, redeemed) = state
         .payments
