@@ -1,14 +1,17 @@
 //! One HTTP connection, from its first byte to its close.
 //!
-//! A connection whose requests are for the playback lane (reading media
-//! and submitting vouchers: [`super::in_playback_lane`]) is served by a
-//! small HTTP/1.1 loop of our own: httparse reads each request head, the
-//! same router answers it, and a media file the blockstore holds goes out
+//! A connection is served by a small HTTP/1.1 loop of our own: httparse
+//! reads each request head, the shortcut answers the playback lane's
+//! commonest requests (a playlist, a segment, a file by CID, a voucher)
+//! and the router the rest, and a media file the blockstore holds goes out
 //! with `sendfile(2)` from its leaf blocks ([`super::disk_files`]): the page
 //! cache's pages are handed to the socket, not copied from our memory into
-//! it, and a small answer (a playlist) is one `writev`. The first request
-//! the loop does not take (another route, an upgrade, a chunked or
-//! `Expect`ed body, HTTP/2, a head it cannot parse or one over 16 KiB)
+//! it, and a small answer (a playlist) is one `writev`. A player's
+//! connection carries API calls and media alike (a browser pools its
+//! connections to a server), so every route's requests keep the loop.
+//! The first request the loop does not take (an upgrade, a chunked,
+//! `Expect`ed or larger body than a JSON one, a method beyond the
+//! seven the API uses, HTTP/2, a head it cannot parse or one over 16 KiB)
 //! hands the connection, with the bytes already read, to hyper for the
 //! rest of its life.
 
@@ -461,9 +464,10 @@ struct ToHyper;
 type FieldSpan = [u16; 4];
 
 /// Takes the request head at the start of `buffer` when the loop serves
-/// it (`Ok(None)`: not yet whole): one httparse reads whole, in the
-/// playback lane, with a body the loop reads. The URI and header map are
-/// built later, only for the router ([`router_request`]).
+/// it (`Ok(None)`: not yet whole): one httparse reads whole, of a method
+/// the API uses, with a body of a known length no larger than a JSON
+/// one's, which the loop reads. The URI and header map are built later,
+/// only for the router ([`router_request`]).
 fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
@@ -480,14 +484,14 @@ fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
         "GET" => Method::GET,
         "HEAD" => Method::HEAD,
         "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        "OPTIONS" => Method::OPTIONS,
         _ => return Err(ToHyper),
     };
     // Origin form only (`/path?query`); hyper takes the other forms.
     if !target.starts_with('/') {
-        return Err(ToHyper);
-    }
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    if !super::in_playback_lane(&method, path) {
         return Err(ToHyper);
     }
     let version = if minor == 1 {
@@ -534,7 +538,7 @@ fn take_head(buffer: &mut BytesMut) -> Result<Option<OurRequest>, ToHyper> {
     }
     let field_count = parsed.headers.len();
     let body_len = body_len.unwrap_or(0);
-    if body_len > 0 && method != Method::POST {
+    if body_len > 0 && (method == Method::GET || method == Method::HEAD) {
         return Err(ToHyper);
     }
     let keep_alive = match version {
@@ -1417,6 +1421,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_routes_requests_keep_the_loop() {
+        let fixture = fixture().await;
+        let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
+        let local = socket.local_addr().expect("local address");
+        let mut buffer = Vec::new();
+        // A player's API calls on the connection its media then takes:
+        // the router answers them through the loop, which keeps the
+        // connection (the shortcut answers after them).
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nDELETE /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}OPTIONS /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /live/x/short HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let health = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!((health.status, health.body.as_slice()), (200, &b"ok"[..]));
+        let deleted = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(deleted.status, 405);
+        let options = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(options.status, 405);
+        let short = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(short.status, 200);
+        assert_eq!(short.body, format!("GET {local}").into_bytes());
+        // A body larger than a JSON one's is hyper's to read (and the
+        // connection hyper's from then on).
+        let large = MAX_JSON_BODY_BYTES + 1;
+        let mut request = format!(
+            "POST /api/v1/channels/d/vouchers HTTP/1.1\r\nhost: x\r\ncontent-length: {large}\r\n\r\n"
+        )
+        .into_bytes();
+        request.resize(request.len() + large, b'x');
+        request.extend_from_slice(b"GET /live/x/short HTTP/1.1\r\nhost: x\r\n\r\n");
+        socket.write_all(&request).await.expect("write");
+        let posted = read_answer(&mut socket, &mut buffer, false).await;
+        let len = large.to_string().into_bytes();
+        assert_eq!((posted.status, posted.body), (200, len));
+        let short = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(short.status, 404);
+        fixture.stop.send_replace(true);
+    }
+
+    #[tokio::test]
     async fn other_requests_hand_the_connection_to_hyper() {
         let fixture = fixture().await;
         let mut socket = TcpStream::connect(fixture.address).await.expect("connect");
@@ -1441,6 +1485,13 @@ mod tests {
             vec![0u8; 20],
             "hyper sends the answer's own bytes"
         );
+        // Hyper's for good: the shortcut answers no more.
+        socket
+            .write_all(b"GET /live/x/short HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let short = read_answer(&mut socket, &mut buffer, false).await;
+        assert_eq!(short.status, 404);
         // A head that is not HTTP: hyper answers it with an error.
         let mut other = TcpStream::connect(fixture.address).await.expect("connect");
         other
@@ -1547,13 +1598,21 @@ mod tests {
         assert!(ours(
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"
         ));
+        // Any route's, of the methods the API uses.
+        assert!(ours(b"GET /api/v1/streams HTTP/1.1\r\n\r\n"));
+        assert!(ours(b"DELETE /live/a/1.m4s HTTP/1.1\r\n\r\n"));
+        assert!(ours(
+            b"PATCH /api/v1/me HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"
+        ));
+        assert!(ours(b"OPTIONS /api/v1/uploads HTTP/1.1\r\n\r\n"));
         assert!(matches!(
             take(b"GET /live/a/720p/1.m4s HTTP/1.1\r\nhost"),
             Ok(None)
         ));
         for hyper in [
-            &b"GET /api/v1/streams HTTP/1.1\r\n\r\n"[..],
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"TRACE /api/v1/streams HTTP/1.1\r\n\r\n",
+            b"HEAD /live/a/1.m4s HTTP/1.1\r\ncontent-length: 3\r\n\r\n",
             b"GET http://x/live/a/1.m4s HTTP/1.1\r\n\r\n",
             b"GET /live/a/1.m4s HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
             b"GET /live/a/1.m4s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -1562,7 +1621,6 @@ mod tests {
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n",
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: +2\r\n\r\n",
             b"POST /api/v1/channels/c/vouchers HTTP/1.1\r\ncontent-length: 9999999\r\n\r\n",
-            b"DELETE /live/a/1.m4s HTTP/1.1\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
         ] {
             assert!(
