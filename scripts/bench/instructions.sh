@@ -17,8 +17,11 @@
 # path's two dumps are kept there (ours-N.cg, nginx-N.cg, N the path's row)
 # for callgrind_annotate. With BROWSER_HEADERS=1, wrk sends the headers a
 # browser's player sends with each request (user agent, accept, origin,
-# referer, fetch metadata) instead of only Host, to both servers.
-# Usage: [DETAIL=1] [KEEP_DUMPS=DIR] [BROWSER_HEADERS=1] scripts/bench/instructions.sh [seconds]
+# referer, fetch metadata) instead of only Host, to both servers. With
+# API_FIRST=1, each connection's first request is an API call
+# (`/api/v1/payments/config`), as a browser's pooled connection carries
+# the watch page's calls before its player's media.
+# Usage: [DETAIL=1] [KEEP_DUMPS=DIR] [BROWSER_HEADERS=1] [API_FIRST=1] scripts/bench/instructions.sh [seconds]
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_PATH="${1:-6}"
 need valgrind wrk nginx ffmpeg curl python3
@@ -87,6 +90,20 @@ if [ -n "${BROWSER_HEADERS:-}" ]; then
   )
 fi
 
+if [ -n "${API_FIRST:-}" ]; then
+  # wrk calls `request` for every request of the thread; its first four
+  # are the first of its four connections.
+  cat >"$WORK/api-first.lua" <<'LUA'
+local sent = 0
+request = function()
+  sent = sent + 1
+  if sent <= 4 then return wrk.format(nil, "/api/v1/payments/config") end
+  return wrk.format()
+end
+LUA
+  WRK_HEADERS+=(-s "$WORK/api-first.lua")
+fi
+
 # count NAME URL PID OUTPUT -> "answers instructions"; the dump's file in DUMP.
 count() {
   local url="$2" pid="$3" out="$4" answers
@@ -104,7 +121,7 @@ count() {
   echo "$answers $(callgrind_annotate "$DUMP" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
 }
 
-echo "instructions each server executed in user space per answer (callgrind; wrk -t1 -c4 for ${SECONDS_PER_PATH}s a path${BROWSER_HEADERS:+, with the headers of a browser player}, everything the process ran in that window divided by its answers)"
+echo "instructions each server executed in user space per answer (callgrind; wrk -t1 -c4 for ${SECONDS_PER_PATH}s a path${BROWSER_HEADERS:+, with the headers of a browser player}${API_FIRST:+, each connection first asked for an API call}, everything the process ran in that window divided by its answers)"
 printf '| path | StreamWeave answers | StreamWeave instructions per answer | nginx answers | nginx instructions per answer | ratio |\n'
 printf '| --- | --- | --- | --- | --- | --- |\n'
 DETAILS=""
