@@ -41,6 +41,26 @@ build() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# What every benchmark's server is started with: one load generator is
+# one client address, so no per-address connection cap and no
+# per-address request limits.
+OPEN_LIMITS=(--max-http-connections-per-ip 0 --rate-limit-api 0 --rate-limit-writes 0
+  --rate-limit-playback 0 --rate-limit-wallet 0 --challenges-per-ip-per-minute 1000000)
+
+# start_server_under_callgrind: the server (dev mode) on $WORK/data under
+# callgrind, its dumps named $WORK/ours.cg.N; sets HTTP, RTMP and
+# OURS_PID once it answers.
+start_server_under_callgrind() {
+  HTTP="127.0.0.1:$(free_port)"; RTMP="127.0.0.1:$(free_port)"
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/ours.cg" \
+    "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" --dev \
+    "${OPEN_LIMITS[@]}" 2>"$WORK/ours-callgrind.log" &
+  OURS_PID=$!
+  PIDS+=("$OURS_PID")
+  for _ in $(seq 600); do curl -sf "http://$HTTP/api/openapi.json" >/dev/null && return 0; sleep 0.5; done
+  echo "server did not start under callgrind; see $WORK/ours-callgrind.log" >&2; exit 1
+}
+
 # start_server LOGFILE [extra args...]: sets HTTP and RTMP. With
 # SERVER_CPUS set (e.g. 1), the server runs confined to those CPUs; with
 # DATA_DIR set, on that data directory ($WORK/data otherwise).
@@ -49,11 +69,8 @@ start_server() {
   HTTP="127.0.0.1:$(free_port)"; RTMP="127.0.0.1:$(free_port)"
   local confine=()
   if [ -n "${SERVER_CPUS:-}" ]; then confine=(taskset -c "$SERVER_CPUS"); fi
-  # One load generator is one client address: no per-address connection cap
-  # and no per-address request limits.
   "${confine[@]}" "$BIN" serve --data-dir "${DATA_DIR:-$WORK/data}" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" \
-    --max-http-connections-per-ip 0 --rate-limit-api 0 --rate-limit-writes 0 \
-    --rate-limit-playback 0 --rate-limit-wallet 0 --challenges-per-ip-per-minute 1000000 "$@" 2>"$log" &
+    "${OPEN_LIMITS[@]}" "$@" 2>"$log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   for _ in $(seq 100); do curl -sf "http://$HTTP/api/openapi.json" >/dev/null && return 0; sleep 0.1; done

@@ -48,16 +48,7 @@ kill "$SERVER_PID"
 wait "$SERVER_PID" 2>/dev/null || true
 
 # The same server on the same data, under callgrind.
-HTTP="127.0.0.1:$(free_port)"
-RTMP="127.0.0.1:$(free_port)"
-valgrind --tool=callgrind --callgrind-out-file="$WORK/ours.cg" \
-  "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" --dev \
-  --max-http-connections-per-ip 0 --rate-limit-api 0 --rate-limit-writes 0 \
-  --rate-limit-playback 0 --rate-limit-wallet 0 --challenges-per-ip-per-minute 1000000 \
-  2>"$WORK/ours-callgrind.log" &
-OURS_PID=$!
-PIDS+=("$OURS_PID")
-for _ in $(seq 600); do curl -sf "http://$HTTP/api/openapi.json" >/dev/null && break; sleep 0.5; done
+start_server_under_callgrind
 SEGMENT_URL=$("$BIN" bench paid-url --server "http://$HTTP" --stream "$PAID_ID" --file 720p/1.m4s)
 PLAY_BASE="${SEGMENT_URL%/720p/1.m4s}"
 PLAY_PATH="${PLAY_BASE#http://$HTTP}"

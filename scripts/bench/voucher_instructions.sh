@@ -23,16 +23,7 @@ CHANNELS="${2:-16}"
 need valgrind curl python3
 build
 
-HTTP="127.0.0.1:$(free_port)"
-RTMP="127.0.0.1:$(free_port)"
-valgrind --tool=callgrind --callgrind-out-file="$WORK/ours.cg" \
-  "$BIN" serve --data-dir "$WORK/data" --http "$HTTP" --rtmp "$RTMP" --admin-token "$TOKEN" --dev \
-  --max-http-connections-per-ip 0 --rate-limit-api 0 --rate-limit-writes 0 \
-  --rate-limit-playback 0 --rate-limit-wallet 0 --challenges-per-ip-per-minute 1000000 \
-  2>"$WORK/ours-callgrind.log" &
-OURS_PID=$!
-PIDS+=("$OURS_PID")
-for _ in $(seq 600); do curl -sf "http://$HTTP/api/openapi.json" >/dev/null && break; sleep 0.5; done
+start_server_under_callgrind
 
 "$BIN" bench vouchers --server "http://$HTTP" --channels "$CHANNELS" --seconds 3 >/dev/null
 callgrind_control -z "$OURS_PID" >/dev/null 2>&1
