@@ -52,8 +52,8 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// Answers some requests of the playback lane without the router, from
-/// the request's head as it arrived and its body (empty but for a
-/// `POST`): from memory, or by a future of its own ([`Quick::Later`]);
+/// the request's head as it arrived and its body (empty for a `GET` or
+/// `HEAD`): from memory, or by a future of its own ([`Quick::Later`]);
 /// `None`: the router answers.
 pub type Shortcut =
     Box<dyn Fn(&RequestHead<'_>, &Bytes, SocketAddr) -> Option<Quick> + Send + Sync>;
