@@ -7,7 +7,8 @@ TOKEN="bench-admin-token"
 WORK="$(mktemp -d /tmp/streamweave-bench.XXXXXX)"
 PIDS=()
 # Stops what the script started and removes its files once they have exited
-# (a node still writing to its data directory would leave it half removed).
+# (a node still writing to its data directory would leave it half removed);
+# with KEEP_WORK=DIR, the logs, metrics and results are copied there first.
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -15,6 +16,11 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  if [ -n "${KEEP_WORK:-}" ]; then
+    mkdir -p "$KEEP_WORK"
+    find "$WORK" -maxdepth 1 -type f \( -name '*.log' -o -name '*.metrics' -o -name '*.json' -o -name '*.txt' \) \
+      -exec cp {} "$KEEP_WORK/" \;
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -326,10 +326,13 @@ fn report(viewers: usize, seconds: u64, setup_ms: u64, tallies: Vec<ViewerTally>
 }
 
 /// An HTTP client for many viewers: one pool, many connections, bounded waits.
+/// An idle connection leaves the pool after 5 s, before the server's 10 s
+/// (its header timeout) closes it: a request sent on a connection the
+/// server is closing at that moment fails, and a POST is not sent again.
 fn load_http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap_or_default()
 }
