@@ -7,3 +7,6 @@
 
 /// A `HashMap` with foldhash's randomly seeded hasher.
 pub type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A `HashSet` with the same hasher.
+pub type FastHashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

@@ -42,7 +42,7 @@ use streamweave_ledger::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::fast_map::FastHashMap;
+use crate::fast_map::{FastHashMap, FastHashSet};
 use crate::memberships::RoundClock;
 use crate::model::now_ms;
 use crate::store::{
@@ -1005,6 +1005,9 @@ async fn run_engine(
     // Operations to plan again, alone, over a channel reloaded from the
     // database (another node committed it first).
     let mut again: std::collections::VecDeque<Request> = std::collections::VecDeque::new();
+    // Channels another node was seen writing (nodes sharing a database):
+    // read before each plan. At most one entry per channel this node knows.
+    let mut written_elsewhere: FastHashSet<B256> = FastHashSet::default();
     loop {
         let first = match again.pop_front().or_else(|| carried.take()) {
             Some(request) => request,
@@ -1023,17 +1026,36 @@ async fn run_engine(
             carried = Some(alone);
         }
         // A channel opened or changed on another node: read it first (all
-        // of the group's, in one query, when other nodes share the database,
-        // so that a group rarely meets a revision it did not plan on).
+        // of the group's, in one query). With other nodes, a voucher's
+        // first attempt on a channel no other node was seen writing is
+        // planned over the copy this node keeps: a viewer pays through the
+        // node it watches through, so the row is the one this node wrote
+        // last, and each write is over the revision it was planned on. A
+        // row another node moved on refuses the write, and a refusal of the
+        // plan itself (a deposit topped up elsewhere) may be the copy's age:
+        // either is planned again, alone, over the row read anew, and from
+        // then on the channel is read first (vouchers sent round robin).
         let wanted: Vec<B256> = group
             .iter()
-            .filter_map(|request| request.operation.channel_id())
-            .filter(|id| shared_database || !channels.contains_key(id))
+            .filter_map(|request| {
+                let id = request.operation.channel_id()?;
+                let read = !channels.contains_key(&id)
+                    || (shared_database
+                        && (!over_kept_copy(request) || written_elsewhere.contains(&id)));
+                read.then_some(id)
+            })
             .collect();
         if !wanted.is_empty() {
             match db.channels_by_id(&wanted).await {
                 Ok(stored) => {
                     for channel in stored {
+                        if shared_database
+                            && channels
+                                .get(&channel.id)
+                                .is_some_and(|kept| kept.revision != channel.revision)
+                        {
+                            written_elsewhere.insert(channel.id);
+                        }
                         remember(&shared, &mut channels, channel);
                     }
                 }
@@ -1130,8 +1152,26 @@ async fn run_engine(
                 let mut answers = Vec::with_capacity(planned.len());
                 let mut changed: Vec<Channel> = Vec::new();
                 let mut stale: Vec<B256> = Vec::new();
+                // Of those, the ones refused for another operation than a
+                // voucher (which meets waiting steps only once folded).
+                let mut stale_other: Vec<B256> = Vec::new();
                 for (request, outcome) in planned {
                     let answer = match outcome {
+                        // Planned over this node's copy: perhaps its age.
+                        Err(_)
+                            if shared_database
+                                && over_kept_copy(&request)
+                                && request
+                                    .operation
+                                    .channel_id()
+                                    .is_some_and(|id| !wanted.contains(&id)) =>
+                        {
+                            again.push_back(Request {
+                                attempts: request.attempts + 1,
+                                ..request
+                            });
+                            continue;
+                        }
                         Err(err) => Err(err),
                         Ok((batch, done)) => match results.next() {
                             Some(Ok(())) => {
@@ -1152,6 +1192,9 @@ async fn run_engine(
                                     && request.attempts + 1 < MAX_ATTEMPTS =>
                             {
                                 stale.push(id);
+                                if !matches!(request.operation, Operation::Voucher(_)) {
+                                    stale_other.push(id);
+                                }
                                 again.push_back(Request {
                                     attempts: request.attempts + 1,
                                     ..request
@@ -1173,14 +1216,30 @@ async fn run_engine(
                 for channel in changed {
                     remember(&shared, &mut channels, channel);
                 }
-                if shared_database
-                    && !stale.is_empty()
-                    && let Err(err) =
-                        fold_deferred(&db, DeferredFold::Channels(&stale), rounds).await
-                {
-                    // Planned again over the row as it is; refused again
-                    // while its steps wait.
-                    warn!(%err, "folding the waiting voucher steps of changed channels");
+                // A changed row's waiting steps are folded where they would
+                // refuse the write again: for a voucher, when they began in
+                // an ended pool round (else it is one more step over the
+                // row's revision); for any other operation, always.
+                if shared_database && !stale.is_empty() {
+                    let round_start_ms = rounds
+                        .bounds(rounds.round_at(i64::try_from(now).unwrap_or(i64::MAX)))
+                        .0;
+                    for which in [
+                        DeferredFold::Channels {
+                            ids: &stale,
+                            begun_before_ms: Some(round_start_ms),
+                        },
+                        DeferredFold::Channels {
+                            ids: &stale_other,
+                            begun_before_ms: None,
+                        },
+                    ] {
+                        if let Err(err) = fold_deferred(&db, which, rounds).await {
+                            // Planned again over the row as it is; refused
+                            // again while its steps wait.
+                            warn!(%err, "folding the waiting voucher steps of changed channels");
+                        }
+                    }
                 }
                 for id in stale {
                     if journal
@@ -1191,7 +1250,17 @@ async fn run_engine(
                         continue;
                     }
                     match db.channel(&id).await {
-                        Ok(Some(channel)) => remember(&shared, &mut channels, channel),
+                        Ok(Some(channel)) => {
+                            // Refused over another node's write, not only
+                            // over a pool round's end: read first from now on.
+                            if channels
+                                .get(&id)
+                                .is_some_and(|kept| kept.revision != channel.revision)
+                            {
+                                written_elsewhere.insert(id);
+                            }
+                            remember(&shared, &mut channels, channel);
+                        }
                         Ok(None) => forget(&shared, &mut channels, &id),
                         Err(err) => warn!(%err, "reloading a channel"),
                     }
@@ -1208,6 +1277,13 @@ async fn run_engine(
             }
         }
     }
+}
+
+/// Whether a request is planned over the channel this engine keeps rather
+/// than over its row read anew (nodes sharing a database): a voucher's
+/// first attempt.
+fn over_kept_copy(request: &Request) -> bool {
+    request.attempts == 0 && matches!(request.operation, Operation::Voucher(_))
 }
 
 /// Keeps a channel's committed state in the engine's map and the readers'.
@@ -2048,6 +2124,69 @@ mod tests {
                 first_db.balance(&PLATFORM).await.expect("balance"),
                 i128::try_from(fee).expect("small")
             );
+            first_db.pool().close().await;
+            second_db.pool().close().await;
+            schema.drop_schema().await;
+        }
+
+        #[tokio::test]
+        async fn a_voucher_over_the_kept_copy_meets_what_another_node_changed() {
+            let Some(schema) = crate::store::suite::PostgresSchema::create().await else {
+                return;
+            };
+            let first_db = Store::postgres(&schema.url).await.expect("store");
+            let second_db = Store::postgres(&schema.url).await.expect("store");
+            let start = |db: Store| {
+                Payments::start(db, PaymentDomain::EMBEDDED, 60_000, true, rounds(WEEK_MS))
+            };
+            let first = start(first_db.clone()).await.expect("engine");
+            let second = start(second_db.clone()).await.expect("engine");
+            let (payer, payee) = (Address::repeat_byte(0xa4), Address::repeat_byte(0xb4));
+            let key = SigningKey::from_bytes(&[8; 32]).expect("key");
+            let channel = funded_channel(&first, payer, payee, &key).await;
+            let voucher = |amount| Operation::Voucher(signed(&key, &channel, amount));
+            first.submit(voucher(1_000)).await.expect("accepted");
+            // The other node tops the deposit up: the first node's copy
+            // still holds 100,000, and a voucher over it is accepted once
+            // planned over the row.
+            second
+                .submit(Operation::TopUp {
+                    channel: channel.id,
+                    payer,
+                    amount: Amount(50_000),
+                })
+                .await
+                .expect("topped up");
+            let done = first.submit(voucher(120_000)).await.expect("accepted");
+            assert!(done.new);
+            assert_eq!(done.redeemed_before, Some(Amount(1_000)));
+            // The other node takes a voucher; an older one through the first
+            // node (whose copy says 120,000) is refused over the row.
+            second.submit(voucher(130_000)).await.expect("accepted");
+            let replayed = first.submit(voucher(125_000)).await;
+            assert!(
+                matches!(
+                    replayed,
+                    Err(EngineError::Channel(ChannelError::NotIncreasing))
+                ),
+                "{replayed:?}"
+            );
+            // Beyond the deposit, even over the row: refused.
+            let over = first.submit(voucher(150_001)).await;
+            assert!(
+                matches!(
+                    over,
+                    Err(EngineError::Channel(ChannelError::ExceedsDeposit))
+                ),
+                "{over:?}"
+            );
+            let row = row_of(&second_db, &channel).await;
+            assert_eq!(
+                (row.redeemed, row.deposit),
+                (Amount(130_000), Amount(150_000))
+            );
+            second.fold().await.expect("fold");
+            assert_eq!(assert_audited_as_folded(&first_db).await, 0);
             first_db.pool().close().await;
             second_db.pool().close().await;
             schema.drop_schema().await;

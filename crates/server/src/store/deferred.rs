@@ -26,8 +26,13 @@ pub enum DeferredFold<'a> {
         round_start_ms: i64,
         limit: usize,
     },
-    /// These channels' (rows another node holds are skipped).
-    Channels(&'a [B256]),
+    /// These channels' (rows another node holds are skipped); with
+    /// `begun_before_ms`, only those whose first waiting step was accepted
+    /// before it (the start of the current pool round).
+    Channels {
+        ids: &'a [B256],
+        begun_before_ms: Option<i64>,
+    },
     /// Every step accepted at or before `accepted_by_ms`: the fold goes on
     /// until none is left, waiting for rows held elsewhere.
     All { accepted_by_ms: i64 },
@@ -125,12 +130,18 @@ impl Store {
             DeferredFold::Waited { limit, .. } => {
                 self.fold_pass(which, limit, &transfers, &round_of).await
             }
-            DeferredFold::Channels(ids) => {
+            DeferredFold::Channels {
+                ids,
+                begun_before_ms,
+            } => {
                 let mut folded = 0;
                 for chunk in ids.chunks(FOLD_ROWS) {
                     folded += self
                         .fold_pass(
-                            DeferredFold::Channels(chunk),
+                            DeferredFold::Channels {
+                                ids: chunk,
+                                begun_before_ms,
+                            },
                             chunk.len(),
                             &transfers,
                             &round_of,
@@ -252,7 +263,10 @@ impl Store {
             DeferredFold::All { accepted_by_ms } => {
                 select.push("unfolded_first_ms <= ").bind(accepted_by_ms);
             }
-            DeferredFold::Channels(ids) => {
+            DeferredFold::Channels {
+                ids,
+                begun_before_ms,
+            } => {
                 if ids.is_empty() {
                     return Ok(0);
                 }
@@ -264,6 +278,11 @@ impl Store {
                     select.bind(format!("{id:#x}"));
                 }
                 select.push(")");
+                if let Some(begun_before_ms) = begun_before_ms {
+                    select
+                        .push(" AND unfolded_first_ms < ")
+                        .bind(begun_before_ms);
+                }
             }
         }
         select
