@@ -1989,11 +1989,14 @@ mod tests {
             waiting
         }
 
-        #[tokio::test]
-        async fn nodes_sharing_postgres_defer_voucher_steps_in_the_channel_rows() {
-            let Some(schema) = crate::store::suite::PostgresSchema::create().await else {
-                return;
-            };
+        /// Two nodes' stores and engines on one fresh PostgreSQL schema
+        /// (`None` without PostgreSQL).
+        async fn two_nodes() -> Option<(
+            crate::store::suite::PostgresSchema,
+            [Store; 2],
+            [Payments; 2],
+        )> {
+            let schema = crate::store::suite::PostgresSchema::create().await?;
             let first_db = Store::postgres(&schema.url).await.expect("store");
             let second_db = Store::postgres(&schema.url).await.expect("store");
             let start = |db: Store| {
@@ -2001,6 +2004,14 @@ mod tests {
             };
             let first = start(first_db.clone()).await.expect("engine");
             let second = start(second_db.clone()).await.expect("engine");
+            Some((schema, [first_db, second_db], [first, second]))
+        }
+
+        #[tokio::test]
+        async fn nodes_sharing_postgres_defer_voucher_steps_in_the_channel_rows() {
+            let Some((schema, [first_db, second_db], [first, second])) = two_nodes().await else {
+                return;
+            };
             let (payer, payee) = (Address::repeat_byte(0xa2), Address::repeat_byte(0xb2));
             let key = SigningKey::from_bytes(&[6; 32]).expect("key");
             let channel = funded_channel(&first, payer, payee, &key).await;
@@ -2131,16 +2142,9 @@ mod tests {
 
         #[tokio::test]
         async fn a_voucher_over_the_kept_copy_meets_what_another_node_changed() {
-            let Some(schema) = crate::store::suite::PostgresSchema::create().await else {
+            let Some((schema, [first_db, second_db], [first, second])) = two_nodes().await else {
                 return;
             };
-            let first_db = Store::postgres(&schema.url).await.expect("store");
-            let second_db = Store::postgres(&schema.url).await.expect("store");
-            let start = |db: Store| {
-                Payments::start(db, PaymentDomain::EMBEDDED, 60_000, true, rounds(WEEK_MS))
-            };
-            let first = start(first_db.clone()).await.expect("engine");
-            let second = start(second_db.clone()).await.expect("engine");
             let (payer, payee) = (Address::repeat_byte(0xa4), Address::repeat_byte(0xb4));
             let key = SigningKey::from_bytes(&[8; 32]).expect("key");
             let channel = funded_channel(&first, payer, payee, &key).await;
