@@ -1224,9 +1224,14 @@ async fn run_engine(
                     let round_start_ms = rounds
                         .bounds(rounds.round_at(i64::try_from(now).unwrap_or(i64::MAX)))
                         .0;
+                    let stale_vouchers: Vec<B256> = stale
+                        .iter()
+                        .filter(|id| !stale_other.contains(id))
+                        .copied()
+                        .collect();
                     for which in [
                         DeferredFold::Channels {
-                            ids: &stale,
+                            ids: &stale_vouchers,
                             begun_before_ms: Some(round_start_ms),
                         },
                         DeferredFold::Channels {
@@ -1261,7 +1266,10 @@ async fn run_engine(
                             }
                             remember(&shared, &mut channels, channel);
                         }
-                        Ok(None) => forget(&shared, &mut channels, &id),
+                        Ok(None) => {
+                            written_elsewhere.remove(&id);
+                            forget(&shared, &mut channels, &id);
+                        }
                         Err(err) => warn!(%err, "reloading a channel"),
                     }
                 }
