@@ -40,6 +40,9 @@ fn main() {
     // Watched paths are relative to the package, so that checkouts sharing
     // one target directory each have their own assets looked at.
     println!("cargo:rerun-if-changed=../../web/dist");
+    // `sqlx::migrate!` embeds the migrations: a file added there builds the
+    // crate again.
+    println!("cargo:rerun-if-changed=migrations");
     let mut found = Vec::new();
     files(&dist, &mut found);
     found.sort();
